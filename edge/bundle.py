@@ -1,0 +1,235 @@
+"""The model bundle and its manifest, ``bundle.json``: the single source of model facts.
+
+A bundle is a directory with fixed file names::
+
+    bundle.json           manifest (this module's schema)
+    fastsam.fp32.onnx     detector, float32
+    fastsam.int8.onnx     detector, static int8 QDQ (optional)
+
+The export side writes it (``export.bundle``) and the runtime reads it; both use this schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "bundle.json"
+DETECTOR_FILES = {"fp32": "fastsam.fp32.onnx", "int8": "fastsam.int8.onnx"}
+DEFAULT_CONF = 0.4
+DEFAULT_IOU = 0.9
+DEFAULT_MAX_DET = 300
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Detector input facts.
+
+    Attributes:
+        dynamic: Dynamic H/W: the image is letterboxed to the minimum stride-multiple rectangle
+            inside ``imgsz`` (the reference's ``rect`` mode).
+        imgsz: (height, width) target of the letterbox; for static models the exact input shape.
+        stride: Model stride.
+        name: ONNX input name.
+    """
+
+    dynamic: bool
+    imgsz: tuple[int, int]
+    stride: int = 32
+    name: str = "images"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        """Parse the ``input`` section of the manifest."""
+        return cls(
+            dynamic=bool(d["dynamic"]),
+            imgsz=(int(d["imgsz"][0]), int(d["imgsz"][1])),
+            stride=int(d.get("stride", 32)),
+            name=str(d.get("name", "images")),
+        )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Default post-processing thresholds (FastSAM's reference setting)."""
+
+    conf: float = DEFAULT_CONF
+    iou: float = DEFAULT_IOU
+    max_det: int = DEFAULT_MAX_DET
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the bundle with its integrity facts."""
+
+    sha256: str
+    bytes: int
+    role: str
+    precision: str | None = None
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    """Parsed ``bundle.json``.
+
+    Attributes:
+        schema_version: Manifest schema version (this runtime reads version 1).
+        name: Human-readable bundle name.
+        input: Detector input facts.
+        thresholds: Default conf / iou / max_det.
+        files: File name -> integrity facts, for every file of the bundle.
+        precisions: Detector precisions present (``fp32``, ``int8``).
+        default_precision: Precision used when the caller does not choose.
+        opset: ONNX opset of the detector.
+        num_coefficients: Mask coefficients per detection (32 for YOLOv8-seg).
+        source: Facts about the source weights (``name``, ``sha256``, ``architecture``).
+        exporter: Versions of the exporting tools.
+        created: ISO-8601 creation time.
+        extra: Any further sections (calibration, quantization, clip) kept verbatim.
+    """
+
+    name: str
+    input: InputSpec
+    files: dict[str, FileEntry]
+    precisions: tuple[str, ...]
+    default_precision: str
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    opset: int = 0
+    num_coefficients: int = 32
+    source: dict[str, Any] = field(default_factory=dict)
+    exporter: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BundleManifest:
+        """Parse a manifest dictionary, raising :class:`BundleError` on a malformed one."""
+        try:
+            version = int(d["schema_version"])
+            if version != SCHEMA_VERSION:
+                raise BundleError(
+                    f"bundle.json schema_version: this runtime reads {SCHEMA_VERSION}, got {version}"
+                )
+            th = d.get("thresholds", {})
+            known = {
+                "schema_version", "name", "input", "thresholds", "files", "precisions",
+                "default_precision", "opset", "num_coefficients", "source", "exporter", "created",
+            }
+            return cls(
+                schema_version=version,
+                name=str(d["name"]),
+                input=InputSpec.from_dict(d["input"]),
+                thresholds=Thresholds(
+                    conf=float(th.get("conf", DEFAULT_CONF)),
+                    iou=float(th.get("iou", DEFAULT_IOU)),
+                    max_det=int(th.get("max_det", DEFAULT_MAX_DET)),
+                ),
+                files={k: FileEntry(**v) for k, v in d["files"].items()},
+                precisions=tuple(d["precisions"]),
+                default_precision=str(d["default_precision"]),
+                opset=int(d.get("opset", 0)),
+                num_coefficients=int(d.get("num_coefficients", 32)),
+                source=dict(d.get("source", {})),
+                exporter=dict(d.get("exporter", {})),
+                created=str(d.get("created", "")),
+                extra={k: v for k, v in d.items() if k not in known},
+            )
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"bundle.json is malformed: {type(exc).__name__}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise to the JSON-able manifest dictionary."""
+        d: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "created": self.created,
+            "input": {
+                "dynamic": self.input.dynamic,
+                "imgsz": list(self.input.imgsz),
+                "stride": self.input.stride,
+                "name": self.input.name,
+            },
+            "thresholds": asdict(self.thresholds),
+            "precisions": list(self.precisions),
+            "default_precision": self.default_precision,
+            "opset": self.opset,
+            "num_coefficients": self.num_coefficients,
+            "files": {k: asdict(v) for k, v in sorted(self.files.items())},
+            "source": self.source,
+            "exporter": self.exporter,
+        }
+        d.update(self.extra)
+        return d
+
+    def detector_file(self, precision: str) -> str:
+        """File name of the detector for ``precision``, which must be present."""
+        if precision not in self.precisions:
+            raise BundleError(
+                f"precision: {precision!r} is not in this bundle (available: {list(self.precisions)})"
+            )
+        return DETECTOR_FILES[precision]
+
+
+def read_manifest(bundle_dir: str | Path) -> BundleManifest:
+    """Read and parse ``bundle_dir/bundle.json``.
+
+    Raises:
+        BundleError: The directory or manifest is missing or malformed.
+    """
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle: {str(bundle_dir)!r} is not a directory")
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"bundle: {str(path)!r} is missing; is this a fastsam-edge bundle?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle: cannot parse {str(path)!r}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"bundle: {str(path)!r} must hold a JSON object")
+    return BundleManifest.from_dict(data)
+
+
+def verify_file(bundle_dir: str | Path, manifest: BundleManifest, name: str) -> Path:
+    """Check one bundle file against the manifest's size and sha256.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        BundleError: Unknown, missing, truncated or modified file.
+    """
+    path = Path(bundle_dir) / name
+    entry = manifest.files.get(name)
+    if entry is None:
+        raise BundleError(f"bundle: {name!r} is not listed in bundle.json")
+    if not path.is_file():
+        raise BundleError(f"bundle: file {str(path)!r} is missing")
+    size = path.stat().st_size
+    if size != entry.bytes:
+        raise BundleError(f"bundle: {str(path)!r} has {size} bytes, bundle.json says {entry.bytes}")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise BundleError(
+            f"bundle: sha256 mismatch for {str(path)!r}: {digest} != {entry.sha256} (corrupt copy?)"
+        )
+    return path

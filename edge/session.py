@@ -1,0 +1,70 @@
+"""The one place that creates onnxruntime sessions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from edge.errors import BundleError
+
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def default_threads() -> int:
+    """Intra-op threads when the caller does not choose: ``OMP_NUM_THREADS`` or all cores."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def create_session(
+    model_path: str | Path,
+    threads: int | None = None,
+    providers: tuple[str, ...] | list[str] = DEFAULT_PROVIDERS,
+    optimization: str = "all",
+) -> ort.InferenceSession:
+    """Create an inference session with explicit threading and graph optimisation.
+
+    Args:
+        model_path: ONNX file.
+        threads: Intra-op threads (``None``: :func:`default_threads`). Inter-op is 1: the graphs
+            are sequential and extra pools only cost memory on a Pi.
+        providers: Execution providers, each of which must be available.
+        optimization: ``"all"``, ``"extended"``, ``"basic"`` or ``"disable"``.
+
+    Returns:
+        The session.
+
+    Raises:
+        ValueError: Unknown provider, bad thread count or optimisation level.
+        BundleError: The model file cannot be loaded.
+    """
+    available = ort.get_available_providers()
+    for p in providers:
+        if p not in available:
+            raise ValueError(f"providers: {p!r} is not available; available: {available}")
+    if threads is None:
+        threads = default_threads()
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    if optimization not in levels:
+        raise ValueError(f"optimization: expected one of {list(levels)}, got {optimization!r}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[optimization]
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=opts, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(f"model: cannot load {str(model_path)!r}: {exc}") from exc

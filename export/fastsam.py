@@ -1,0 +1,297 @@
+"""Export FastSAM weights to an ONNX model bundle (``bundle.json`` + ``fastsam.fp32.onnx``).
+
+The detector is exported with ultralytics' own exporter (so the reference pipeline can run on
+the very same ONNX file), checked with onnxruntime, hashed and described in the manifest. The
+bundle is assembled in a temporary sibling directory and renamed into place, so a failed export
+never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import (
+    DETECTOR_FILES,
+    MANIFEST_NAME,
+    BundleManifest,
+    FileEntry,
+    InputSpec,
+    Thresholds,
+    sha256_file,
+)
+from edge.preprocess import make_divisible
+
+_LOGGER = logging.getLogger(__name__)
+
+STRIDE = 32
+NUM_COEFFICIENTS = 32
+
+
+class ExportError(RuntimeError):
+    """The export cannot proceed; the message names the file or value at fault."""
+
+
+def parse_imgsz(value: str | int | tuple[int, int]) -> tuple[int, int]:
+    """Parse an input size: ``640`` (square) or ``"640x480"`` (width x height, a camera mode).
+
+    Sides that are not multiples of the stride are rounded up, as the reference does.
+
+    Returns:
+        (height, width), both multiples of 32.
+
+    Raises:
+        ExportError: Unparseable or non-positive size.
+    """
+    if isinstance(value, tuple):
+        h, w = value
+    elif isinstance(value, int):
+        h = w = value
+    else:
+        text = str(value).lower().strip()
+        try:
+            if "x" in text:
+                ws, hs = text.split("x")
+                w, h = int(ws), int(hs)
+            else:
+                h = w = int(text)
+        except ValueError as exc:
+            raise ExportError(f"--imgsz: expected N or WxH (e.g. 640 or 640x480), got {value!r}") from exc
+    if h <= 0 or w <= 0:
+        raise ExportError(f"--imgsz: sides must be positive, got {value!r}")
+    rh, rw = make_divisible(h, STRIDE), make_divisible(w, STRIDE)
+    if (rh, rw) != (h, w):
+        _LOGGER.warning("--imgsz %s is not a multiple of %d; using H=%d W=%d", value, STRIDE, rh, rw)
+    return rh, rw
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What an exported checkpoint is."""
+
+    path: Path
+    sha256: str
+    architecture: str
+    num_classes: int
+    reg_max: int
+    train_imgsz: int | None
+
+
+def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
+    """Load and validate a FastSAM (YOLOv8-seg, nc=1) checkpoint.
+
+    Raises:
+        ExportError: Missing, unreadable or corrupt file, or not a one-class segmentation model.
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise ExportError(f"weights: {str(path)!r} does not exist")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ExportError(f"weights: {str(path)!r} is not a readable torch checkpoint: {exc}") from exc
+    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
+    if model is None:
+        raise ExportError(f"weights: {str(path)!r} holds no 'model' (is it an ultralytics .pt?)")
+    from ultralytics.nn.modules.head import Segment
+
+    head = model.model[-1] if hasattr(model, "model") else None
+    if not isinstance(head, Segment):
+        raise ExportError(
+            f"weights: {str(path)!r} is not a segmentation model (head {type(head).__name__}); "
+            "FastSAM checkpoints are YOLOv8-seg"
+        )
+    if head.nc != 1 or head.nm != NUM_COEFFICIENTS:
+        raise ExportError(
+            f"weights: {str(path)!r} has nc={head.nc}, nm={head.nm}; FastSAM is class-agnostic "
+            f"(nc=1, nm={NUM_COEFFICIENTS})"
+        )
+    yaml_file = getattr(model, "yaml", {}).get("yaml_file", "") if hasattr(model, "yaml") else ""
+    args = ckpt.get("train_args") or {}
+    return CheckpointInfo(
+        path=path,
+        sha256=sha256_file(path),
+        architecture=Path(str(yaml_file)).stem or type(model).__name__,
+        num_classes=int(head.nc),
+        reg_max=int(head.reg_max),
+        train_imgsz=args.get("imgsz") if isinstance(args.get("imgsz"), int) else None,
+    )
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _export_onnx(info: CheckpointInfo, imgsz: tuple[int, int], dynamic: bool, work: Path) -> Path:
+    """Run ultralytics' ONNX exporter on a private copy of the weights; returns the .onnx."""
+    from ultralytics import YOLO
+
+    local = work / "model.pt"
+    shutil.copy2(info.path, local)
+    model = YOLO(str(local), task="segment")
+    out = model.export(
+        format="onnx",
+        imgsz=list(imgsz),
+        dynamic=dynamic,
+        simplify=True,
+        batch=1,
+        device="cpu",
+        half=False,
+        verbose=False,
+    )
+    onnx_path = Path(out)
+    if not onnx_path.is_file():
+        raise ExportError(f"ultralytics exporter did not write {onnx_path}")
+    return onnx_path
+
+
+def _check_detector(path: Path, imgsz: tuple[int, int]) -> int:
+    """Run the exported detector once and check its I/O; returns the opset."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = sess.get_inputs()
+    out0, out1 = sess.run(None, {inp.name: np.zeros((1, 3, *imgsz), dtype=np.float32)})
+    h, w = imgsz
+    n = (h // 8) * (w // 8) + (h // 16) * (w // 16) + (h // 32) * (w // 32)
+    if out0.shape != (1, 5 + NUM_COEFFICIENTS, n) or out1.shape != (1, NUM_COEFFICIENTS, h // 4, w // 4):
+        raise ExportError(f"exported model has unexpected outputs {out0.shape}, {out1.shape}")
+    return int(opset)
+
+
+def write_manifest(bundle_dir: Path, manifest: BundleManifest) -> None:
+    """Write ``bundle.json`` (pretty, sorted file list)."""
+    import json
+
+    (bundle_dir / MANIFEST_NAME).write_text(
+        json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def file_entry(path: Path, role: str, precision: str | None = None) -> FileEntry:
+    """Integrity facts of one bundle file."""
+    return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size, role=role, precision=precision)
+
+
+def publish_bundle(tmp_dir: Path, out: Path) -> None:
+    """Atomically move a finished bundle directory into place, replacing an older bundle."""
+    old = None
+    if out.exists():
+        if not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
+            raise ExportError(f"--out: {str(out)!r} exists and is not a bundle; refusing to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp_dir, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(
+    weights: str | Path,
+    out: str | Path,
+    imgsz: str | int | tuple[int, int] = 640,
+    dynamic: bool = False,
+    name: str | None = None,
+    thresholds: Thresholds | None = None,
+    extra_steps: list[Callable[[Path, dict[str, Any]], None]] | None = None,
+) -> Path:
+    """Export FastSAM weights into a bundle directory.
+
+    Args:
+        weights: FastSAM ``.pt`` checkpoint (FastSAM-s.pt, FastSAM-x.pt or compatible).
+        out: Bundle directory to create (an existing bundle there is replaced atomically).
+        imgsz: Square side, ``"WxH"`` string or (H, W) tuple. With ``dynamic`` it is the letterbox
+            target (the reference's imgsz) and the model accepts any stride-multiple shape.
+        dynamic: Export with dynamic H/W (reference-exact rectangular letterbox).
+        name: Bundle name (default: weights stem + size).
+        thresholds: Default thresholds (FastSAM's conf 0.4, iou 0.9, max_det 300).
+        extra_steps: Callables ``(tmp_bundle_dir, manifest_extra)`` run before publishing (int8,
+            CLIP); they add files and manifest sections.
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        ExportError: Bad weights, bad size, unwritable output, or a failed check.
+    """
+    hw = parse_imgsz(imgsz)
+    out = Path(out).absolute()
+    info = inspect_checkpoint(weights)
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise ExportError(f"--out: cannot write to {str(parent)!r}: {exc}") from exc
+    try:
+        with tempfile.TemporaryDirectory(prefix="fastsam-export-") as work:
+            onnx_path = _export_onnx(info, hw, dynamic, Path(work))
+            detector = tmp_dir / DETECTOR_FILES["fp32"]
+            shutil.move(str(onnx_path), detector)
+        opset = _check_detector(detector, hw)
+        extra: dict[str, Any] = {}
+        files = {detector.name: file_entry(detector, "detector", "fp32")}
+        precisions = ["fp32"]
+        for step in extra_steps or []:
+            step(tmp_dir, extra)
+        for p in sorted(tmp_dir.iterdir()):
+            if p.name not in files and p.name != MANIFEST_NAME:
+                role = "detector" if p.name in DETECTOR_FILES.values() else "asset"
+                prec = next((k for k, v in DETECTOR_FILES.items() if v == p.name), None)
+                files[p.name] = file_entry(p, role, prec)
+                if prec and prec not in precisions:
+                    precisions.append(prec)
+        manifest = BundleManifest(
+            name=name or f"{info.path.stem}-{hw[0]}x{hw[1]}{'-dynamic' if dynamic else ''}",
+            input=InputSpec(dynamic=dynamic, imgsz=hw, stride=STRIDE, name="images"),
+            thresholds=thresholds or Thresholds(),
+            files=files,
+            precisions=tuple(precisions),
+            default_precision="fp32",
+            opset=opset,
+            num_coefficients=NUM_COEFFICIENTS,
+            source={
+                "weights": info.path.name,
+                "sha256": info.sha256,
+                "architecture": info.architecture,
+                "reg_max": info.reg_max,
+                "train_imgsz": info.train_imgsz,
+            },
+            exporter=_versions(),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            extra=extra,
+        )
+        write_manifest(tmp_dir, manifest)
+        publish_bundle(tmp_dir, out)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out
