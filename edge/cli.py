@@ -1,0 +1,142 @@
+"""``fastsam-edge`` command line: segment, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.errors import FastSAMEdgeError
+
+
+def _bundle_facts(seg: Any) -> dict[str, Any]:
+    name = seg.manifest.detector_file(seg.precision)
+    return {
+        "name": seg.manifest.name,
+        "sha256": seg.manifest.files[name].sha256,
+        "precision": seg.precision,
+    }
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """``segment IMAGE --bundle DIR --json OUT [--overlay PNG]``."""
+    from edge.encode import clean_mask
+    from edge.io import atomic_write_image, atomic_write_json, read_image
+    from edge.overlay import draw_overlay
+    from edge.report import result_to_dict
+    from edge.segmenter import Segmenter
+
+    image = read_image(args.image)
+    seg = Segmenter.load(args.bundle, precision=args.precision, threads=args.threads)
+    result = seg.segment(image, conf=args.conf, iou=args.iou, max_det=args.max_det)
+    if args.min_region_area or args.fill_holes:
+        result.crops = tuple(
+            clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
+        )
+    doc = result_to_dict(
+        result, bundle=_bundle_facts(seg), polygon_epsilon=args.polygon_epsilon,
+        source=str(args.image),
+    )
+    atomic_write_json(args.json, doc)
+    if args.overlay:
+        atomic_write_image(args.overlay, draw_overlay(image, result))
+    t = result.timings
+    print(
+        f"{len(result)} masks | preprocess {t['preprocess']:.1f} ms, infer {t['infer']:.1f} ms, "
+        f"postprocess {t['postprocess']:.1f} ms | json: {args.json}"
+        + (f" | overlay: {args.overlay}" if args.overlay else "")
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``info --bundle DIR``: bundle facts and available providers."""
+    import onnxruntime as ort
+
+    from edge.bundle import read_manifest, verify_file
+
+    m = read_manifest(args.bundle)
+    status = {}
+    for name in sorted(m.files):
+        try:
+            verify_file(args.bundle, m, name)
+            status[name] = "ok"
+        except FastSAMEdgeError as exc:
+            status[name] = f"BAD: {exc}"
+    info = {
+        "bundle": str(Path(args.bundle).absolute()),
+        "manifest": m.to_dict(),
+        "file_check": status,
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+    }
+    if args.as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        h, w = m.input.imgsz
+        print(f"name:        {m.name}")
+        shape = f"dynamic, letterbox inside H={h} W={w}" if m.input.dynamic else f"H={h} W={w}"
+        print(f"input:       {shape} (stride {m.input.stride})")
+        print(f"precisions:  {', '.join(m.precisions)} (default {m.default_precision})")
+        print(
+            f"thresholds:  conf {m.thresholds.conf}, iou {m.thresholds.iou}, "
+            f"max_det {m.thresholds.max_det}"
+        )
+        print(f"opset:       {m.opset}")
+        src = m.source
+        print(f"source:      {src.get('weights')} ({src.get('architecture')}, sha256 {str(src.get('sha256'))[:12]}…)")
+        for name, st in status.items():
+            print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
+        print(f"onnxruntime: {ort.__version__}, providers: {', '.join(ort.get_available_providers())}")
+    return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fastsam-edge``."""
+    p = argparse.ArgumentParser(prog="fastsam-edge", description="FastSAM on the edge.")
+    p.add_argument("--debug", action="store_true", help="verbose logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment one image")
+    s.add_argument("image", help="image file (any format OpenCV reads)")
+    s.add_argument("--bundle", required=True, help="model bundle directory")
+    s.add_argument("--json", required=True, help="result JSON to write")
+    s.add_argument("--overlay", help="overlay image to write (PNG/JPEG)")
+    s.add_argument("--precision", choices=["fp32", "int8"], help="default: the bundle's")
+    s.add_argument("--conf", type=float, help="score threshold (default: the bundle's, 0.4)")
+    s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")
+    s.add_argument("--max-det", type=int, help="maximum masks (default: the bundle's, 300)")
+    s.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    s.add_argument("--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)")
+    s.add_argument("--fill-holes", action="store_true", help="fill holes in masks")
+    s.add_argument("--polygon-epsilon", type=float, default=0.0, help="polygon simplification (px)")
+    s.set_defaults(func=cmd_segment)
+
+    i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
+    i.add_argument("--bundle", required=True, help="model bundle directory")
+    i.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fastsam-edge``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except FastSAMEdgeError as exc:
+        print(f"fastsam-edge: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fastsam-edge: error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

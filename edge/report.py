@@ -1,0 +1,71 @@
+"""The JSON result schema shared by ``fastsam-edge segment`` and the service."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import numpy as np
+
+from edge.encode import encode_rle, mask_to_polygons
+from edge.types import Masks
+
+RESULT_SCHEMA_VERSION = 1
+
+
+def result_to_dict(
+    result: Masks,
+    bundle: dict[str, Any] | None = None,
+    frame_id: int | str | None = None,
+    trigger: str | None = None,
+    prompt: Any = None,
+    polygon_epsilon: float = 0.0,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Serialise a result to the JSON-able result schema (version 1).
+
+    Args:
+        result: Segmentation result.
+        bundle: ``{"name", "sha256", "precision"}`` of the model that produced it.
+        frame_id: Frame counter or id (service), else ``None``.
+        trigger: What triggered the frame (service), else ``None``.
+        prompt: The prompt(s) applied, JSON-able, else ``None``.
+        polygon_epsilon: Douglas-Peucker tolerance of the polygons in pixels.
+        source: Image path or source name, if any.
+
+    Returns:
+        A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
+        ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
+        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``).
+    """
+    h, w = result.image_hw
+    masks = []
+    for i, crop in enumerate(result.crops):
+        entry: dict[str, Any] = {
+            "id": i,
+            "score": round(float(result.confidence[i]), 6),
+            "bbox_xyxy": [round(float(v), 3) for v in result.xyxy[i]],
+            "area": crop.area,
+            "rle": encode_rle(crop, h, w),
+            "polygons": mask_to_polygons(crop, polygon_epsilon),
+        }
+        for key, values in result.data.items():
+            value = np.asarray(values)[i]
+            entry[key] = value.item() if hasattr(value, "item") else value
+        masks.append(entry)
+    image: dict[str, Any] = {"width": w, "height": h}
+    if source is not None:
+        image["source"] = source
+    return {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "frame_id": frame_id,
+        "trigger": trigger,
+        "prompt": prompt,
+        "image": image,
+        "bundle": bundle or {},
+        "thresholds": result.metadata.get("thresholds", {}),
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "num_masks": len(result),
+        "masks": masks,
+    }
