@@ -249,6 +249,7 @@ def export_bundle(
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        tmp_dir.chmod(0o755)  # mkdtemp is private (0700); a bundle is read by a service user
     except OSError as exc:
         raise ExportError(f"--out: cannot write to {str(parent)!r}: {exc}") from exc
     try:

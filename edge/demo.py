@@ -1,0 +1,28 @@
+"""The embedded demo bundle: a small FastSAM-style model trained on the synthetic scenes.
+
+It ships inside the package (``edge/assets/demo-bundle``) so that the README's first command,
+the tests and the benchmarks run offline with a model that really segments the demo world
+(``edge.scenes``). It is *not* a general-purpose segmenter: for real images export FastSAM-s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.errors import BundleError
+
+DEMO_BUNDLE_DIR = Path(__file__).resolve().parent / "assets" / "demo-bundle"
+
+
+def demo_bundle() -> Path:
+    """Path of the embedded demo bundle.
+
+    Raises:
+        BundleError: The package was installed without its assets.
+    """
+    if not (DEMO_BUNDLE_DIR / "bundle.json").is_file():
+        raise BundleError(
+            f"demo bundle: {str(DEMO_BUNDLE_DIR)!r} is missing; reinstall fastsam-edge with its "
+            "package data"
+        )
+    return DEMO_BUNDLE_DIR
