@@ -1,0 +1,386 @@
+"""Tests for the bundle manifest, file verification and session creation (no model needed)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from contextlib import nullcontext as DoesNotRaise
+
+import onnxruntime as ort
+import pytest
+
+from edge.bundle import (
+    DETECTOR_FILES,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    BundleManifest,
+    FileEntry,
+    InputSpec,
+    Thresholds,
+    read_manifest,
+    sha256_file,
+    verify_file,
+)
+from edge.errors import BundleError
+from edge.session import create_session, default_threads
+
+PAYLOAD = b"not really an onnx model, but bytes with a known hash\n" * 3
+
+
+def _manifest_dict(payload: bytes = PAYLOAD) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": "fastsam-s-demo",
+        "created": "2025-01-01T00:00:00Z",
+        "input": {"dynamic": True, "imgsz": [1024, 1024], "stride": 32, "name": "images"},
+        "thresholds": {"conf": 0.4, "iou": 0.9, "max_det": 300},
+        "precisions": ["fp32", "int8"],
+        "default_precision": "fp32",
+        "opset": 17,
+        "num_coefficients": 32,
+        "files": {
+            "fastsam.fp32.onnx": {
+                "sha256": hashlib.sha256(payload).hexdigest(),
+                "bytes": len(payload),
+                "role": "detector",
+                "precision": "fp32",
+            },
+            "fastsam.int8.onnx": {
+                "sha256": hashlib.sha256(b"int8").hexdigest(),
+                "bytes": 4,
+                "role": "detector",
+                "precision": "int8",
+            },
+        },
+        "source": {"name": "FastSAM-s.pt", "sha256": "ab" * 32, "architecture": "yolov8s-seg"},
+        "exporter": {"ultralytics": "8.4.190", "onnx": "1.17"},
+        "calibration": {"images": 64, "seed": 0},  # an extra section, kept verbatim
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# manifest parsing
+# --------------------------------------------------------------------------------------------
+
+
+def test_manifest_round_trip():
+    d = _manifest_dict()
+    m = BundleManifest.from_dict(d)
+    assert m.name == "fastsam-s-demo"
+    assert m.input == InputSpec(dynamic=True, imgsz=(1024, 1024), stride=32, name="images")
+    assert m.thresholds == Thresholds(conf=0.4, iou=0.9, max_det=300)
+    assert m.precisions == ("fp32", "int8")
+    assert m.files["fastsam.fp32.onnx"] == FileEntry(
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        bytes=len(PAYLOAD),
+        role="detector",
+        precision="fp32",
+    )
+    assert m.extra == {"calibration": {"images": 64, "seed": 0}}
+    out = m.to_dict()
+    assert out == d
+    # Through JSON text as well.
+    again = BundleManifest.from_dict(json.loads(json.dumps(out)))
+    assert again == m
+
+
+def test_manifest_defaults_for_optional_keys():
+    d = _manifest_dict()
+    for key in (
+        "thresholds",
+        "opset",
+        "num_coefficients",
+        "source",
+        "exporter",
+        "created",
+        "calibration",
+    ):
+        del d[key]
+    del d["input"]["stride"], d["input"]["name"]
+    m = BundleManifest.from_dict(d)
+    assert m.thresholds == Thresholds()
+    assert (m.thresholds.conf, m.thresholds.iou, m.thresholds.max_det) == (0.4, 0.9, 300)
+    assert m.input.stride == 32 and m.input.name == "images"
+    assert m.num_coefficients == 32 and m.opset == 0
+    assert m.extra == {}
+
+
+def _without(*path):
+    d = _manifest_dict()
+    node = d
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return d
+
+
+def _with(value, *path):
+    d = _manifest_dict()
+    node = d
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return d
+
+
+MALFORMED = [
+    pytest.param(_without("schema_version"), "schema_version", id="no-schema_version"),
+    pytest.param(_without("name"), "name", id="no-name"),
+    pytest.param(_without("input"), "input", id="no-input"),
+    pytest.param(_without("input", "imgsz"), "imgsz", id="no-imgsz"),
+    pytest.param(_without("input", "dynamic"), "dynamic", id="no-dynamic"),
+    pytest.param(_without("files"), "files", id="no-files"),
+    pytest.param(_without("precisions"), "precisions", id="no-precisions"),
+    pytest.param(_without("default_precision"), "default_precision", id="no-default_precision"),
+    pytest.param(_with(2, "schema_version"), "schema_version", id="schema-2"),
+    pytest.param(_with(0, "schema_version"), "schema_version", id="schema-0"),
+    pytest.param(_with("one", "schema_version"), "malformed", id="schema-not-int"),
+    pytest.param(_with("big", "input", "imgsz"), "malformed", id="imgsz-string"),
+    pytest.param(_with("x", "input"), "malformed", id="input-not-object"),
+    pytest.param(_with(5, "precisions"), "malformed", id="precisions-int"),
+    pytest.param(_with(None, "source"), "malformed", id="source-null"),
+    pytest.param(
+        _with({"x": {"sha256": "0"}}, "files"), "malformed", id="file-entry-missing-keys"
+    ),
+    pytest.param(
+        _with({"x": {"sha256": "0", "bytes": 1, "role": "r", "colour": "red"}}, "files"),
+        "malformed",
+        id="file-entry-unknown-key",
+    ),
+    pytest.param(_with("high", "thresholds", "conf"), "malformed", id="conf-not-number"),
+    pytest.param([1, 2, 3], "malformed", id="list-not-object"),
+    pytest.param("bundle", "malformed", id="string-not-object"),
+]
+
+
+@pytest.mark.parametrize(("d", "needle"), MALFORMED)
+def test_manifest_from_dict_malformed(d, needle):
+    with pytest.raises(BundleError) as excinfo:
+        BundleManifest.from_dict(d)
+    assert needle in str(excinfo.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="edge/bundle.py BundleManifest.from_dict only converts KeyError/TypeError/ValueError: "
+    "a short imgsz (IndexError) or a non-object thresholds/files section (AttributeError) escapes "
+    "as a raw exception; a string 'precisions' is silently split into characters",
+)
+@pytest.mark.parametrize(
+    "d",
+    [
+        pytest.param(_with([640], "input", "imgsz"), id="imgsz-one-side"),
+        pytest.param(_with([0.4, 0.9], "thresholds"), id="thresholds-list"),
+        pytest.param(_with([], "files"), id="files-list"),
+        pytest.param(_with("fp32", "precisions"), id="precisions-string"),
+    ],
+)
+def test_manifest_from_dict_malformed_escapes(d):
+    with pytest.raises(BundleError, match="malformed"):
+        BundleManifest.from_dict(d)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="edge/bundle.py BundleManifest: precisions/default_precision are not validated "
+    "against DETECTOR_FILES, so detector_file('fp16') raises a bare KeyError",
+)
+@pytest.mark.parametrize(
+    "d",
+    [
+        pytest.param(_with(["fp32", "fp16"], "precisions"), id="unknown-precision-listed"),
+    ],
+)
+def test_manifest_unknown_precision_is_bundle_error(d):
+    with pytest.raises(BundleError, match="fp16"):
+        BundleManifest.from_dict(d).detector_file("fp16")
+
+
+@pytest.mark.parametrize(
+    ("precision", "expectation"),
+    [
+        pytest.param("fp32", DoesNotRaise(), id="fp32"),
+        pytest.param("int8", DoesNotRaise(), id="int8"),
+        pytest.param(
+            "fp16", pytest.raises(BundleError, match=r"'fp16'.*'fp32', 'int8'"), id="fp16"
+        ),
+        pytest.param("FP32", pytest.raises(BundleError, match="FP32"), id="case-sensitive"),
+        pytest.param("", pytest.raises(BundleError, match="precision"), id="empty"),
+    ],
+)
+def test_detector_file(precision, expectation):
+    m = BundleManifest.from_dict(_manifest_dict())
+    with expectation:
+        assert m.detector_file(precision) == DETECTOR_FILES[precision]
+
+
+def test_detector_file_absent_precision():
+    m = BundleManifest.from_dict(_with(["fp32"], "precisions"))
+    with pytest.raises(BundleError, match="int8"):
+        m.detector_file("int8")
+
+
+# --------------------------------------------------------------------------------------------
+# read_manifest
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        pytest.param("{not json", "cannot parse", id="bad-json"),
+        pytest.param("", "cannot parse", id="empty-file"),
+        pytest.param("[1, 2]", "JSON object", id="json-list"),
+        pytest.param('"bundle"', "JSON object", id="json-string"),
+        pytest.param("null", "JSON object", id="json-null"),
+        pytest.param(json.dumps(_with(9, "schema_version")), "schema_version", id="wrong-version"),
+    ],
+)
+def test_read_manifest_errors(tmp_path, text, needle):
+    (tmp_path / MANIFEST_NAME).write_text(text)
+    with pytest.raises(BundleError) as excinfo:
+        read_manifest(tmp_path)
+    assert needle in str(excinfo.value)
+
+
+def test_read_manifest_invalid_utf8(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_bytes(b"\xff\xfe{\x00")
+    with pytest.raises(BundleError, match="cannot parse"):
+        read_manifest(tmp_path)
+
+
+def test_read_manifest_missing(tmp_path):
+    with pytest.raises(BundleError, match="missing"):
+        read_manifest(tmp_path)
+    with pytest.raises(BundleError, match="not a directory"):
+        read_manifest(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="not a directory"):
+        read_manifest(tmp_path / "file")
+
+
+def test_read_manifest_ok(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(_manifest_dict()))
+    assert read_manifest(str(tmp_path)) == BundleManifest.from_dict(_manifest_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# verify_file
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    (tmp_path / "fastsam.fp32.onnx").write_bytes(PAYLOAD)
+    (tmp_path / "extra.bin").write_bytes(b"unlisted")
+    return tmp_path, BundleManifest.from_dict(_manifest_dict())
+
+
+def test_verify_file_ok(bundle):
+    root, m = bundle
+    assert verify_file(root, m, "fastsam.fp32.onnx") == root / "fastsam.fp32.onnx"
+    assert sha256_file(root / "fastsam.fp32.onnx", chunk=7) == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "needle"),
+    [
+        pytest.param(PAYLOAD[:-1], "fastsam.fp32.onnx", "bytes", id="truncated"),
+        pytest.param(PAYLOAD + b"x", "fastsam.fp32.onnx", "bytes", id="grown"),
+        pytest.param(PAYLOAD[:-1] + b"?", "fastsam.fp32.onnx", "sha256", id="same-size-modified"),
+        pytest.param(None, "fastsam.int8.onnx", "missing", id="missing"),
+        pytest.param(PAYLOAD, "extra.bin", "not listed", id="unlisted"),
+    ],
+)
+def test_verify_file_errors(bundle, content, name, needle):
+    root, m = bundle
+    if content is not None and name != "extra.bin":
+        (root / name).write_bytes(content)
+    with pytest.raises(BundleError) as excinfo:
+        verify_file(root, m, name)
+    msg = str(excinfo.value)
+    assert needle in msg
+    assert name in msg
+    if name != "extra.bin":  # listed files are named by their full path
+        assert str(root / name) in msg
+
+
+def test_manifest_is_not_mutated_by_parsing():
+    d = _manifest_dict()
+    snapshot = copy.deepcopy(d)
+    BundleManifest.from_dict(d)
+    assert d == snapshot
+
+
+# --------------------------------------------------------------------------------------------
+# create_session: argument checks happen before any model is loaded
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expectation"),
+    [
+        pytest.param({"threads": 0}, pytest.raises(ValueError, match="threads"), id="threads-0"),
+        pytest.param(
+            {"threads": -2}, pytest.raises(ValueError, match="threads"), id="threads-negative"
+        ),
+        pytest.param(
+            {"threads": 1.5}, pytest.raises(ValueError, match="threads"), id="threads-float"
+        ),
+        pytest.param(
+            {"threads": "2"}, pytest.raises(ValueError, match="threads"), id="threads-str"
+        ),
+        pytest.param(
+            {"providers": ["NoSuchExecutionProvider"]},
+            pytest.raises(ValueError, match="NoSuchExecutionProvider.*CPUExecutionProvider"),
+            id="unknown-provider",
+        ),
+        pytest.param(
+            {"providers": ("CPUExecutionProvider", "Bogus")},
+            pytest.raises(ValueError, match="Bogus"),
+            id="one-unknown-provider",
+        ),
+        pytest.param(
+            {"optimization": "max"},
+            pytest.raises(ValueError, match="optimization"),
+            id="optimization",
+        ),
+        # Valid arguments: only now is the (missing) model touched -> BundleError.
+        pytest.param(
+            {"threads": 1}, pytest.raises(BundleError, match="cannot load"), id="valid-args"
+        ),
+    ],
+)
+def test_create_session_argument_errors(tmp_path, kwargs, expectation):
+    missing = tmp_path / "no-model.onnx"
+    with expectation as excinfo:
+        create_session(missing, **kwargs)
+    assert not missing.exists()
+    if excinfo is not None and excinfo.type is BundleError:
+        assert str(missing) in str(excinfo.value)
+
+
+def test_create_session_unknown_provider_lists_all_available(tmp_path):
+    with pytest.raises(ValueError) as excinfo:
+        create_session(tmp_path / "m.onnx", providers=["TensorrtExecutionProviderX"])
+    for provider in ort.get_available_providers():
+        assert provider in str(excinfo.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not protobuf" * 10])
+def test_create_session_corrupt_model_is_bundle_error(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(BundleError, match="bad.onnx"):
+        create_session(path, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [("3", 3), ("1", 1), ("0", None), ("", None), ("abc", None), ("-2", None)],
+)
+def test_default_threads(monkeypatch, env, expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert default_threads() == (expected if expected is not None else 6)

@@ -1,0 +1,337 @@
+"""Tests for COCO RLE / polygon encodings and mask cleaning (checked against pycocotools)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from edge.encode import clean_mask, encode_rle, mask_to_polygons, rle_counts, rle_string
+from edge.types import MaskCrop
+
+# pycocotools' decode trips a NumPy 2 copy-keyword DeprecationWarning; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _random_blobs(h, w, seed, density=0.5):
+    rng = np.random.default_rng(seed)
+    small = rng.random((max(h // 4, 1), max(w // 4, 1))) < density
+    return cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _border_mask(h, w):
+    m = np.zeros((h, w), bool)
+    m[0, :] = True
+    m[:, -1] = True
+    m[h // 2, w // 2] = True
+    return m
+
+
+def _starts_with_one(h, w):
+    m = np.zeros((h, w), bool)
+    m[0, 0] = True
+    m[-1, -1] = True
+    return m
+
+
+RLE_MASKS = [
+    pytest.param(_random_blobs(7, 13, 0), id="7x13"),
+    pytest.param(_random_blobs(13, 7, 1), id="13x7"),
+    pytest.param(_random_blobs(333, 517, 2), id="333x517"),
+    pytest.param(np.random.default_rng(3).random((31, 17)) < 0.5, id="noise-31x17"),
+    pytest.param(np.zeros((1, 1), bool), id="1x1-zero"),
+    pytest.param(np.ones((1, 1), bool), id="1x1-one"),
+    pytest.param(np.zeros((9, 11), bool), id="all-zero"),
+    pytest.param(np.ones((9, 11), bool), id="all-one"),
+    pytest.param(_starts_with_one(5, 6), id="starts-with-one"),
+    pytest.param(_border_mask(10, 14), id="touches-borders"),
+    pytest.param(np.eye(6, 8, dtype=bool), id="diagonal"),
+    # Long runs (> 31 and > 1023) exercise multi-group varints and negative deltas.
+    pytest.param(np.pad(np.ones((40, 60), bool), ((100, 60), (3, 200))), id="long-runs"),
+]
+
+
+@pytest.mark.parametrize("mask", RLE_MASKS)
+def test_rle_matches_pycocotools(mask):
+    h, w = mask.shape
+    counts = rle_counts(mask)
+    # Uncompressed counts: start with zeros, sum to the pixel count, only the first may be 0.
+    assert sum(counts) == h * w
+    assert all(c > 0 for c in counts[1:])
+    assert (counts[0] == 0) == bool(mask.ravel(order="F")[0])
+
+    rle = encode_rle(MaskCrop(mask, 0, 0), h, w)
+    assert rle["size"] == [h, w]
+    assert isinstance(rle["counts"], str)
+    decoded = mask_utils.decode(rle)
+    assert decoded.shape == (h, w)
+    np.testing.assert_array_equal(decoded.astype(bool), mask)
+
+    theirs = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert theirs["counts"].decode("ascii") == rle["counts"]
+    assert list(theirs["size"]) == [h, w]
+    assert int(mask_utils.area(theirs)) == int(mask.sum())
+
+
+@pytest.mark.parametrize(
+    ("data", "x0", "y0", "hw"),
+    [
+        pytest.param(np.ones((3, 4), bool), 5, 2, (10, 12), id="interior"),
+        pytest.param(_random_blobs(8, 9, 4), 0, 0, (8, 9), id="full-frame"),
+        pytest.param(_random_blobs(6, 7, 5), 12, 9, (15, 19), id="bottom-right-corner"),
+        pytest.param(np.zeros((0, 4), bool), 3, 3, (7, 7), id="empty-crop"),
+    ],
+)
+def test_encode_rle_of_crop_is_frame_sized(data, x0, y0, hw):
+    crop = MaskCrop(data, x0, y0)
+    decoded = mask_utils.decode(encode_rle(crop, *hw)).astype(bool)
+    np.testing.assert_array_equal(decoded, crop.dense(*hw))
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ([0], "0"),
+        ([6], "6"),
+        ([32], "P1"),  # 32 = 0b1_00000: low group 0 with continuation (0x20 + 48), then 1
+        ([0, 1, 1], "011"),  # deltas start only at the 4th count
+        ([5, 100, 3, 2], None),  # 4th count is delta-coded: 2 - 100 < 0
+        ([0, 2000, 1, 3000, 7, 1], None),
+    ],
+)
+def test_rle_string_small_table(counts, expected):
+    ours = rle_string(counts)
+    if expected is not None:  # hand-checked against pycocotools' rleToString
+        assert ours == expected
+    h = sum(counts)
+    theirs = mask_utils.frPyObjects({"counts": counts, "size": [h, 1]}, h, 1)
+    assert theirs["counts"].decode("ascii") == ours
+
+
+# --------------------------------------------------------------------------------------------
+# polygons
+# --------------------------------------------------------------------------------------------
+
+
+def _fill(polygons, hw):
+    out = np.zeros(hw, np.uint8)
+    pts = [np.array(p, np.float64).reshape(-1, 2).round().astype(np.int32) for p in polygons]
+    cv2.fillPoly(out, pts, 1)
+    return out.astype(bool)
+
+
+def _rect(hw, y0, y1, x0, x1):
+    m = np.zeros(hw, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _diamond(size):
+    c = size // 2
+    yy, xx = np.mgrid[:size, :size]
+    return (np.abs(yy - c) + np.abs(xx - c)) <= c
+
+
+def _convex_poly(hw, pts):
+    m = np.zeros(hw, np.uint8)
+    cv2.fillConvexPoly(m, np.array(pts, np.int32), 1)
+    return m.astype(bool)
+
+
+CONVEX_MASKS = [
+    pytest.param(_rect((10, 12), 2, 7, 3, 10), id="rectangle"),
+    pytest.param(_rect((6, 6), 0, 6, 0, 6), id="full-crop"),
+    pytest.param(_rect((5, 9), 0, 1, 0, 9), id="one-row"),
+    pytest.param(_rect((9, 5), 0, 9, 2, 3), id="one-column"),
+    pytest.param(_diamond(9), id="diamond"),
+    pytest.param(_convex_poly((20, 24), [[2, 3], [20, 1], [22, 15], [6, 18]]), id="quad"),
+]
+
+
+@pytest.mark.parametrize("mask", CONVEX_MASKS)
+def test_polygon_fill_reproduces_convex_mask(mask):
+    polygons = mask_to_polygons(MaskCrop(mask, 0, 0))
+    assert len(polygons) == 1
+    assert len(polygons[0]) % 2 == 0
+    np.testing.assert_array_equal(_fill(polygons, mask.shape), mask)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        pytest.param(_random_blobs(40, 50, 6, 0.4), id="blobs"),
+        pytest.param(_diamond(11), id="diamond"),
+        pytest.param(_border_mask(10, 14), id="touches-borders"),
+    ],
+)
+def test_polygon_vertices_are_boundary_pixels(mask):
+    x0, y0 = 7, 3
+    polygons = mask_to_polygons(MaskCrop(mask, x0, y0))
+    assert polygons
+    padded = np.pad(mask, 1)
+    # A boundary pixel is foreground with at least one 4-neighbour outside the mask.
+    interior = (
+        padded[1:-1, 1:-1]
+        & padded[:-2, 1:-1]
+        & padded[2:, 1:-1]
+        & padded[1:-1, :-2]
+        & padded[1:-1, 2:]
+    )
+    boundary = mask & ~interior
+    for poly in polygons:
+        pts = np.array(poly).reshape(-1, 2)
+        assert np.all(pts == np.round(pts))  # pixel centres
+        xs, ys = pts[:, 0].astype(int) - x0, pts[:, 1].astype(int) - y0
+        assert xs.min() >= 0 and ys.min() >= 0
+        assert xs.max() < mask.shape[1] and ys.max() < mask.shape[0]
+        assert boundary[ys, xs].all()
+
+
+def test_polygon_offsets_applied():
+    mask = _rect((8, 8), 1, 5, 2, 7)
+    base = mask_to_polygons(MaskCrop(mask, 0, 0))
+    moved = mask_to_polygons(MaskCrop(mask, 30, 11))
+    assert len(base) == len(moved) == 1
+    a = np.array(base[0]).reshape(-1, 2)
+    b = np.array(moved[0]).reshape(-1, 2)
+    np.testing.assert_array_equal(b - a, np.broadcast_to([30, 11], a.shape))
+    # The rectangle's four corners, in frame pixels.
+    assert {tuple(p) for p in b} == {(32, 12), (36, 12), (36, 15), (32, 15)}
+
+
+@pytest.mark.parametrize(
+    ("data", "n_polygons"),
+    [
+        pytest.param(np.zeros((5, 5), bool), 0, id="empty"),
+        pytest.param(np.zeros((0, 0), bool), 0, id="zero-size"),
+        pytest.param(_rect((5, 5), 2, 3, 2, 3), 1, id="single-pixel"),
+        pytest.param(_rect((9, 9), 0, 3, 0, 3) | _rect((9, 9), 5, 9, 5, 9), 2, id="two-regions"),
+        # 8-connected: touching diagonally is one region.
+        pytest.param(
+            _rect((6, 6), 0, 3, 0, 3) | _rect((6, 6), 3, 6, 3, 6), 1, id="diagonal-touch"
+        ),
+    ],
+)
+def test_polygon_counts(data, n_polygons):
+    polygons = mask_to_polygons(MaskCrop(data, 1, 1))
+    assert len(polygons) == n_polygons
+    if n_polygons:
+        assert all(len(p) >= 2 for p in polygons)
+
+
+def test_polygon_single_pixel_is_kept():
+    assert mask_to_polygons(MaskCrop(_rect((5, 5), 2, 3, 2, 3), 10, 20)) == [[12.0, 22.0]]
+
+
+def test_polygon_epsilon_reduces_vertices():
+    mask = np.zeros((60, 60), np.uint8)
+    cv2.circle(mask, (30, 30), 25, 1, -1)
+    crop = MaskCrop(mask.astype(bool), 0, 0)
+    exact = mask_to_polygons(crop)[0]
+    coarse = mask_to_polygons(crop, epsilon=2.0)[0]
+    assert 6 <= len(coarse) < len(exact)
+    # Still close to the mask: IoU of the filled polygon with the mask is high.
+    filled = _fill([coarse], mask.shape)
+    iou = (filled & crop.data).sum() / (filled | crop.data).sum()
+    assert iou > 0.9
+
+
+# --------------------------------------------------------------------------------------------
+# clean_mask
+# --------------------------------------------------------------------------------------------
+
+
+def _m(rows):
+    return np.array([[c == "#" for c in r] for r in rows], bool)
+
+
+CLEAN_CASES = [
+    pytest.param(
+        _m(["##....", "##....", "......", "....#."]),
+        2,
+        False,
+        _m(["##....", "##....", "......", "......"]),
+        id="drop-single-pixel",
+    ),
+    pytest.param(
+        _m(["##....", "##....", "......", "...##."]),
+        2,
+        False,
+        _m(["##....", "##....", "......", "...##."]),
+        id="area-equal-min-kept",
+    ),
+    pytest.param(
+        _m(["##....", "##....", "......", "...##."]),
+        3,
+        False,
+        _m(["##....", "##....", "......", "......"]),
+        id="area-below-min-dropped",
+    ),
+    pytest.param(
+        _m(["#.....", ".#....", "..#...", "......"]),
+        3,
+        False,
+        _m(["#.....", ".#....", "..#...", "......"]),
+        id="diagonal-chain-is-one-region",
+    ),
+    pytest.param(
+        _m(["#.....", "......", "....#."]),
+        5,
+        False,
+        _m(["......", "......", "......"]),
+        id="everything-dropped",
+    ),
+    pytest.param(
+        _m(["#####", "#...#", "#.#.#", "#...#", "#####"]),
+        0,
+        True,
+        _m(["#####", "#####", "#####", "#####", "#####"]),
+        id="fill-hole",
+    ),
+    pytest.param(
+        _m(["#####", "#...#", "#...#", "#....", "#####"]),
+        0,
+        True,
+        _m(["#####", "#...#", "#...#", "#....", "#####"]),
+        id="bay-open-to-border-kept",
+    ),
+    pytest.param(
+        # A hole in a region that does not touch the right/bottom crop border.
+        _m(["####.", "#..#.", "#..#.", "####.", "....."]),
+        0,
+        True,
+        _m(["####.", "####.", "####.", "####.", "....."]),
+        id="fill-hole-not-on-border",
+    ),
+    pytest.param(
+        # Background leaking only diagonally is still enclosed (8-connected foreground).
+        _m(["###.", "#.#.", ".##.", "...."]),
+        0,
+        True,
+        _m(["###.", "###.", ".##.", "...."]),
+        id="diagonal-gap-encloses",
+    ),
+    pytest.param(
+        _m(["#####", "#...#", "#####", ".....", "....#"]),
+        2,
+        True,
+        _m(["#####", "#####", "#####", ".....", "....."]),
+        id="drop-and-fill",
+    ),
+    pytest.param(_m(["....", "....", "...."]), 3, True, _m(["....", "....", "...."]), id="empty"),
+    pytest.param(_m(["#.#", ".#.", "#.#"]), 0, False, _m(["#.#", ".#.", "#.#"]), id="no-op"),
+]
+
+
+@pytest.mark.parametrize(("data", "min_area", "fill", "expected"), CLEAN_CASES)
+def test_clean_mask_table(data, min_area, fill, expected):
+    crop = MaskCrop(data, 4, 9)
+    before = data.copy()
+    out = clean_mask(crop, min_region_area=min_area, fill_holes=fill)
+    assert isinstance(out, MaskCrop)
+    assert (out.x0, out.y0) == (4, 9)
+    assert out.data.dtype == bool
+    assert out.data.shape == data.shape
+    np.testing.assert_array_equal(out.data, expected)
+    np.testing.assert_array_equal(crop.data, before)  # input not modified

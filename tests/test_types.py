@@ -1,0 +1,236 @@
+"""Tests for the result types ``Masks`` and ``MaskCrop``."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext as DoesNotRaise
+
+import numpy as np
+import pytest
+
+from edge.types import MaskCrop, Masks
+
+HW = (12, 16)
+
+
+def _crops():
+    a = np.zeros((3, 4), bool)
+    a[0, 0] = a[2, 3] = True  # area 2
+    b = np.ones((2, 2), bool)  # area 4
+    c = np.zeros((5, 1), bool)  # area 0
+    d = np.array([[True, False, True]])  # area 2, touching the bottom-right corner
+    return (MaskCrop(a, 1, 2), MaskCrop(b, 10, 0), MaskCrop(c, 0, 7), MaskCrop(d, 13, 11))
+
+
+def _masks():
+    crops = _crops()
+    return Masks(
+        xyxy=np.arange(16, dtype=np.float32).reshape(4, 4),
+        confidence=np.array([0.9, 0.8, 0.7, 0.6], np.float32),
+        crops=crops,
+        image_hw=HW,
+        timings={"infer": 1.5},
+        data={"prompt_index": np.array([10, 11, 12, 13]), "label": np.array(list("abcd"))},
+        metadata={"frame_id": 7},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# construction / validation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expectation"),
+    [
+        pytest.param({}, DoesNotRaise(), id="valid"),
+        pytest.param({"crops": list(_crops())}, DoesNotRaise(), id="crops-as-list"),
+        pytest.param(
+            {"xyxy": np.zeros((3, 4), np.float32)},
+            pytest.raises(ValueError, match=r"xyxy must have shape \(4, 4\)"),
+            id="xyxy-rows",
+        ),
+        pytest.param(
+            {"xyxy": np.zeros((4, 5), np.float32)},
+            pytest.raises(ValueError, match="xyxy"),
+            id="xyxy-cols",
+        ),
+        pytest.param(
+            {"xyxy": np.zeros((16,), np.float32)},
+            pytest.raises(ValueError, match="xyxy"),
+            id="xyxy-flat",
+        ),
+        pytest.param(
+            {"confidence": np.zeros((5,), np.float32)},
+            pytest.raises(ValueError, match=r"confidence must have shape \(4,\)"),
+            id="confidence-length",
+        ),
+        pytest.param(
+            {"confidence": np.zeros((4, 1), np.float32)},
+            pytest.raises(ValueError, match="confidence"),
+            id="confidence-2d",
+        ),
+        pytest.param(
+            {"data": {"prompt_index": np.arange(3)}},
+            pytest.raises(ValueError, match="prompt_index"),
+            id="data-length",
+        ),
+    ],
+)
+def test_masks_validation(kwargs, expectation):
+    args = {
+        "xyxy": np.zeros((4, 4), np.float32),
+        "confidence": np.zeros((4,), np.float32),
+        "crops": _crops(),
+        "image_hw": HW,
+    }
+    args.update(kwargs)
+    with expectation:
+        m = Masks(**args)
+        assert isinstance(m.crops, tuple)
+        assert len(m) == 4
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (480, 640), (7, 3)])
+def test_masks_empty(hw):
+    m = Masks.empty(*hw)
+    assert len(m) == 0
+    assert m.image_hw == hw
+    assert m.xyxy.shape == (0, 4) and m.xyxy.dtype == np.float32
+    assert m.confidence.shape == (0,) and m.confidence.dtype == np.float32
+    assert m.mask.shape == (0, *hw) and m.mask.dtype == bool
+    assert m.area.shape == (0,) and m.area.dtype == np.int64
+    assert len(m[:]) == 0
+    # Separate instances do not share mutable dicts.
+    other = Masks.empty(*hw)
+    m.timings["infer"] = 1.0
+    assert other.timings == {}
+
+
+# --------------------------------------------------------------------------------------------
+# indexing
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        pytest.param(0, [0], id="int-0"),
+        pytest.param(3, [3], id="int-last"),
+        pytest.param(-1, [3], id="int-negative"),
+        pytest.param(np.int64(2), [2], id="numpy-int"),
+        pytest.param(slice(1, 3), [1, 2], id="slice"),
+        pytest.param(slice(None, None, -1), [3, 2, 1, 0], id="slice-reversed"),
+        pytest.param(slice(5, 9), [], id="slice-empty"),
+        pytest.param(np.array([True, False, True, True]), [0, 2, 3], id="bool-array"),
+        pytest.param(np.zeros(4, bool), [], id="bool-none"),
+        pytest.param(np.array([3, 0]), [3, 0], id="int-array-reorder"),
+        pytest.param([1, 1], [1, 1], id="list-repeat"),
+        pytest.param(np.array([], dtype=np.intp), [], id="int-array-empty"),
+    ],
+)
+def test_masks_getitem(index, expected):
+    m = _masks()
+    sub = m[index]
+    assert isinstance(sub, Masks)
+    assert len(sub) == len(expected)
+    np.testing.assert_array_equal(sub.xyxy, m.xyxy[expected].reshape(-1, 4))
+    np.testing.assert_array_equal(sub.confidence, m.confidence[expected])
+    assert sub.crops == tuple(m.crops[i] for i in expected)
+    np.testing.assert_array_equal(sub.data["prompt_index"], m.data["prompt_index"][expected])
+    np.testing.assert_array_equal(sub.data["label"], m.data["label"][expected])
+    assert sub.image_hw == m.image_hw
+    assert sub.timings == m.timings and sub.metadata == m.metadata
+    # Copies of the dicts, not the same objects.
+    assert sub.timings is not m.timings and sub.metadata is not m.metadata
+    np.testing.assert_array_equal(sub.mask, m.mask[expected].reshape(-1, *HW))
+    np.testing.assert_array_equal(sub.area, m.area[expected])
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        pytest.param(4, id="int-out-of-range"),
+        pytest.param(-5, id="negative-out-of-range"),
+        pytest.param(np.array([True, False]), id="bool-wrong-length"),
+        pytest.param(np.array([0, 9]), id="int-array-out-of-range"),
+    ],
+)
+def test_masks_getitem_errors(index):
+    with pytest.raises(IndexError):
+        _masks()[index]
+
+
+# --------------------------------------------------------------------------------------------
+# densification / area
+# --------------------------------------------------------------------------------------------
+
+
+def test_masks_mask_matches_crops():
+    m = _masks()
+    dense = m.mask
+    assert dense.shape == (4, *HW) and dense.dtype == bool
+    expected = np.zeros((4, *HW), bool)
+    expected[0, 2, 1] = expected[0, 4, 4] = True
+    expected[1, 0:2, 10:12] = True
+    expected[3, 11, 13] = expected[3, 11, 15] = True
+    np.testing.assert_array_equal(dense, expected)
+    # Each dense mask is exactly the crop pasted at its offset.
+    for i, crop in enumerate(m.crops):
+        h, w = crop.data.shape
+        np.testing.assert_array_equal(
+            dense[i, crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w], crop.data
+        )
+        assert dense[i].sum() == crop.area
+    # Densifying twice gives independent arrays.
+    dense[0] = True
+    assert m.mask[0].sum() == 2
+
+
+def test_masks_area():
+    area = _masks().area
+    assert area.dtype == np.int64
+    np.testing.assert_array_equal(area, [2, 4, 0, 2])
+
+
+def test_mask_crop_dense_and_paste():
+    crop = MaskCrop(np.array([[True, False], [True, True]]), 2, 1)
+    np.testing.assert_array_equal(
+        crop.dense(3, 4),
+        [[False, False, False, False], [False, False, True, False], [False, False, True, True]],
+    )
+    out = np.zeros((3, 4), bool)
+    out[0, 0] = True
+    crop.paste(out)
+    assert out[0, 0] and out.sum() == 4  # paste ORs into the frame
+
+
+# --------------------------------------------------------------------------------------------
+# MaskCrop.contains
+# --------------------------------------------------------------------------------------------
+
+_CROP = MaskCrop(np.array([[True, False, True], [False, True, True]]), 5, 3)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "expected"),
+    [
+        pytest.param(5, 3, True, id="top-left-fg"),
+        pytest.param(6, 3, False, id="bg-inside-crop"),
+        pytest.param(7, 3, True, id="top-right-fg"),
+        pytest.param(6, 4, True, id="interior-fg"),
+        pytest.param(7, 4, True, id="bottom-right-fg"),
+        pytest.param(5, 4, False, id="bottom-left-bg"),
+        pytest.param(8, 3, False, id="right-of-crop"),
+        pytest.param(7, 5, False, id="below-crop"),
+        # Left/above the crop: must not wrap around to data[., -1] (which is True).
+        pytest.param(4, 3, False, id="left-of-crop-no-wrap"),
+        pytest.param(7, 2, False, id="above-crop-no-wrap"),
+        pytest.param(-1, -1, False, id="negative"),
+        pytest.param(0, 0, False, id="origin"),
+    ],
+)
+def test_mask_crop_contains(x, y, expected):
+    assert _CROP.contains(x, y) is expected
+    # Consistent with the dense mask wherever the pixel is in a frame.
+    if x >= 0 and y >= 0:
+        assert bool(_CROP.dense(10, 10)[y, x]) is expected
