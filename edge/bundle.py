@@ -131,6 +131,18 @@ class BundleManifest:
                 "schema_version", "name", "input", "thresholds", "files", "precisions",
                 "default_precision", "opset", "num_coefficients", "source", "exporter", "created",
             }
+            precisions = d["precisions"]
+            if not isinstance(precisions, list) or not precisions:
+                raise BundleError(f"bundle.json precisions: expected a non-empty list, got {precisions!r}")
+            unknown = [p for p in precisions if p not in DETECTOR_FILES]
+            if unknown:
+                raise BundleError(
+                    f"bundle.json precisions: unknown {unknown}; this runtime knows {list(DETECTOR_FILES)}"
+                )
+            if d["default_precision"] not in precisions:
+                raise BundleError(
+                    f"bundle.json default_precision: {d['default_precision']!r} is not in {precisions}"
+                )
             return cls(
                 schema_version=version,
                 name=str(d["name"]),
@@ -152,7 +164,7 @@ class BundleManifest:
             )
         except BundleError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
             raise BundleError(f"bundle.json is malformed: {type(exc).__name__}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,11 @@ from numpy.typing import NDArray
 
 from edge.errors import InputError
 
+# Read once at import (os.umask can only be read by setting it): files we create get the
+# permissions a plain open() would give, not mkstemp's private 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def read_image(path: str | Path) -> NDArray[np.uint8]:
     """Read an image file as (H, W, 3) uint8 BGR (gray and alpha images are converted).
@@ -50,6 +55,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -72,7 +78,10 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def atomic_write_image(path: str | Path, image: NDArray[np.uint8]) -> Path:
     """Encode an image by its file extension and write it atomically."""
     path = Path(path)
-    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error:
+        ok = False
     if not ok:
         raise InputError(f"overlay: cannot encode an image as {path.suffix!r}")
     return atomic_write_bytes(path, buf.tobytes())

@@ -126,6 +126,8 @@ def normalize_image(image: object, field: str = "image") -> NDArray[np.uint8]:
         raise InputError(f"{field}: expected a numpy array (H, W, 3) uint8 BGR, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise InputError(f"{field}: expected dtype uint8, got {image.dtype}")
+    if image.ndim in (2, 3) and (image.shape[0] < 1 or image.shape[1] < 1):
+        raise InputError(f"{field}: image is empty, shape {image.shape}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:

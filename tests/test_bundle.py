@@ -138,7 +138,7 @@ MALFORMED = [
     pytest.param(_with("one", "schema_version"), "malformed", id="schema-not-int"),
     pytest.param(_with("big", "input", "imgsz"), "malformed", id="imgsz-string"),
     pytest.param(_with("x", "input"), "malformed", id="input-not-object"),
-    pytest.param(_with(5, "precisions"), "malformed", id="precisions-int"),
+    pytest.param(_with(5, "precisions"), "precisions", id="precisions-int"),
     pytest.param(_with(None, "source"), "malformed", id="source-null"),
     pytest.param(
         _with({"x": {"sha256": "0"}}, "files"), "malformed", id="file-entry-missing-keys"
@@ -161,12 +161,6 @@ def test_manifest_from_dict_malformed(d, needle):
     assert needle in str(excinfo.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/bundle.py BundleManifest.from_dict only converts KeyError/TypeError/ValueError: "
-    "a short imgsz (IndexError) or a non-object thresholds/files section (AttributeError) escapes "
-    "as a raw exception; a string 'precisions' is silently split into characters",
-)
 @pytest.mark.parametrize(
     "d",
     [
@@ -177,15 +171,10 @@ def test_manifest_from_dict_malformed(d, needle):
     ],
 )
 def test_manifest_from_dict_malformed_escapes(d):
-    with pytest.raises(BundleError, match="malformed"):
+    with pytest.raises(BundleError, match="malformed|precisions"):
         BundleManifest.from_dict(d)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/bundle.py BundleManifest: precisions/default_precision are not validated "
-    "against DETECTOR_FILES, so detector_file('fp16') raises a bare KeyError",
-)
 @pytest.mark.parametrize(
     "d",
     [

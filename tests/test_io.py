@@ -149,13 +149,6 @@ def test_atomic_write_json_and_image(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["o.png", "r.json"]
 
 
-_UNKNOWN_SUFFIX_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=cv2.error,
-    reason="edge/io.py atomic_write_image: cv2.imencode raises cv2.error for an unknown "
-    "extension instead of returning ok=False, so InputError is never raised",
-)
-
 
 @pytest.mark.parametrize(
     ("name", "expectation"),
@@ -167,13 +160,11 @@ _UNKNOWN_SUFFIX_BUG = pytest.mark.xfail(
             "o.notanimageformat",
             pytest.raises(InputError, match="notanimageformat"),
             id="unknown-suffix",
-            marks=_UNKNOWN_SUFFIX_BUG,
         ),
         pytest.param(
             "o.txt",
             pytest.raises(InputError, match="txt"),
             id="txt-suffix",
-            marks=_UNKNOWN_SUFFIX_BUG,
         ),
     ],
 )
@@ -185,11 +176,6 @@ def test_atomic_write_image_suffix(tmp_path, name, expectation):
         assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/io.py atomic_write_bytes: tempfile.mkstemp creates the file 0600 and os.replace "
-    "keeps that mode, so results/overlays are not readable by other users (umask ignored)",
-)
 def test_atomic_write_bytes_respects_umask(tmp_path):
     old = os.umask(0o022)
     try:

@@ -269,11 +269,6 @@ def test_normalize_image_rejects(image, needles):
         pytest.param((5, 0, 4), id="empty-bgra"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/preprocess.py normalize_image: empty gray/BGRA images reach cv2.cvtColor before "
-    "the emptiness check and raise cv2.error instead of InputError",
-)
 def test_normalize_image_rejects_empty_gray_and_bgra(shape):
     with pytest.raises(InputError, match="frame"):
         normalize_image(np.zeros(shape, np.uint8), field="frame")
