@@ -124,24 +124,39 @@ class BundleManifest:
             version = int(d["schema_version"])
             if version != SCHEMA_VERSION:
                 raise BundleError(
-                    f"bundle.json schema_version: this runtime reads {SCHEMA_VERSION}, got {version}"
+                    f"bundle.json schema_version: this runtime reads {SCHEMA_VERSION}, "
+                    f"got {version}"
                 )
             th = d.get("thresholds", {})
             known = {
-                "schema_version", "name", "input", "thresholds", "files", "precisions",
-                "default_precision", "opset", "num_coefficients", "source", "exporter", "created",
+                "schema_version",
+                "name",
+                "input",
+                "thresholds",
+                "files",
+                "precisions",
+                "default_precision",
+                "opset",
+                "num_coefficients",
+                "source",
+                "exporter",
+                "created",
             }
             precisions = d["precisions"]
             if not isinstance(precisions, list) or not precisions:
-                raise BundleError(f"bundle.json precisions: expected a non-empty list, got {precisions!r}")
+                raise BundleError(
+                    f"bundle.json precisions: expected a non-empty list, got {precisions!r}"
+                )
             unknown = [p for p in precisions if p not in DETECTOR_FILES]
             if unknown:
                 raise BundleError(
-                    f"bundle.json precisions: unknown {unknown}; this runtime knows {list(DETECTOR_FILES)}"
+                    f"bundle.json precisions: unknown {unknown}; "
+                    f"this runtime knows {list(DETECTOR_FILES)}"
                 )
             if d["default_precision"] not in precisions:
                 raise BundleError(
-                    f"bundle.json default_precision: {d['default_precision']!r} is not in {precisions}"
+                    f"bundle.json default_precision: {d['default_precision']!r} "
+                    f"is not in {precisions}"
                 )
             return cls(
                 schema_version=version,
@@ -195,7 +210,8 @@ class BundleManifest:
         """File name of the detector for ``precision``, which must be present."""
         if precision not in self.precisions:
             raise BundleError(
-                f"precision: {precision!r} is not in this bundle (available: {list(self.precisions)})"
+                f"precision: {precision!r} is not in this bundle "
+                f"(available: {list(self.precisions)})"
             )
         return DETECTOR_FILES[precision]
 
@@ -238,10 +254,13 @@ def verify_file(bundle_dir: str | Path, manifest: BundleManifest, name: str) -> 
         raise BundleError(f"bundle: file {str(path)!r} is missing")
     size = path.stat().st_size
     if size != entry.bytes:
-        raise BundleError(f"bundle: {str(path)!r} has {size} bytes, bundle.json says {entry.bytes}")
+        raise BundleError(
+            f"bundle: {str(path)!r} has {size} bytes, bundle.json says {entry.bytes}"
+        )
     digest = sha256_file(path)
     if digest != entry.sha256:
         raise BundleError(
-            f"bundle: sha256 mismatch for {str(path)!r}: {digest} != {entry.sha256} (corrupt copy?)"
+            f"bundle: sha256 mismatch for {str(path)!r}: {digest} != {entry.sha256} "
+            "(corrupt copy?)"
         )
     return path

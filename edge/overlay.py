@@ -54,7 +54,9 @@ def draw_overlay(
     if contours:
         for crop in result.crops:
             cs, _ = cv2.findContours(
-                crop.data.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                crop.data.astype(np.uint8),
+                cv2.RETR_EXTERNAL,
+                cv2.CHAIN_APPROX_SIMPLE,
                 offset=(crop.x0, crop.y0),
             )
             cv2.drawContours(out, cs, -1, (255, 255, 255), 1, cv2.LINE_AA)

@@ -123,7 +123,9 @@ def normalize_image(image: object, field: str = "image") -> NDArray[np.uint8]:
         InputError: Not an array, wrong dtype, wrong number of dimensions or channels, or empty.
     """
     if not isinstance(image, np.ndarray):
-        raise InputError(f"{field}: expected a numpy array (H, W, 3) uint8 BGR, got {type(image).__name__}")
+        raise InputError(
+            f"{field}: expected a numpy array (H, W, 3) uint8 BGR, got {type(image).__name__}"
+        )
     if image.dtype != np.uint8:
         raise InputError(f"{field}: expected dtype uint8, got {image.dtype}")
     if image.ndim in (2, 3) and (image.shape[0] < 1 or image.shape[1] < 1):
@@ -133,7 +135,9 @@ def normalize_image(image: object, field: str = "image") -> NDArray[np.uint8]:
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise InputError(f"{field}: expected shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+        raise InputError(
+            f"{field}: expected shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}"
+        )
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if image.shape[0] < 1 or image.shape[1] < 1:

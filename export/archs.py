@@ -25,7 +25,9 @@ def _offline() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def build_model(arch: str, seed: int = 0, score_bias: float = -2.0, score_std: float = 0.1) -> Any:
+def build_model(
+    arch: str, seed: int = 0, score_bias: float = -1.0, score_std: float = 0.03
+) -> Any:
     """Build a FastSAM-architecture ``SegmentationModel`` with a seeded, spread head.
 
     Args:
@@ -58,7 +60,11 @@ def build_model(arch: str, seed: int = 0, score_bias: float = -2.0, score_std: f
         ):
             for seq in branch:
                 conv = seq[-1]
-                w = torch.randn(conv.weight.shape, generator=gen) * std / conv.weight.shape[1] ** 0.5
+                w = (
+                    torch.randn(conv.weight.shape, generator=gen)
+                    * std
+                    / conv.weight.shape[1] ** 0.5
+                )
                 conv.weight.copy_(w)
                 conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.3 + bias)
     model.names = {0: "object"}
@@ -93,7 +99,7 @@ def _calibrate_batchnorm(model: Any, gen: Any, batches: int = 3, size: int = 256
 
 
 def save_checkpoint(model: Any, path: str | Path, imgsz: int = 640) -> Path:
-    """Save a model as an ultralytics-loadable ``.pt`` checkpoint (what ``FastSAM(path)`` reads)."""
+    """Save a model as an ultralytics-loadable ``.pt`` (what ``FastSAM(path)`` reads)."""
     import torch
 
     path = Path(path)

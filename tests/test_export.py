@@ -48,7 +48,16 @@ def test_parse_imgsz_rejects(value: str) -> None:
 def test_cli_exports_bundle(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     proc = subprocess.run(
-        [sys.executable, "-m", "export.cli", str(checkpoint), "--out", str(out), "--imgsz", "640x480"],
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--imgsz",
+            "640x480",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "YOLO_OFFLINE": "1"},
@@ -158,7 +167,14 @@ def test_failed_step_leaves_no_partial_bundle(checkpoint: Path, tmp_path: Path) 
 
 def test_cli_error_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "export.cli", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            str(tmp_path / "missing.pt"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
