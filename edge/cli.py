@@ -1,4 +1,4 @@
-"""``fastsam-edge`` command line: segment, info."""
+"""``fastsam-edge`` command line: segment, info, serve, doctor, install-service."""
 
 from __future__ import annotations
 
@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--bundle", required=True, help="model bundle directory")
     i.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_info)
+
+    from edge.service.cli import add_service_commands  # serve, doctor, install-service
+
+    add_service_commands(sub)
     return p
 
 

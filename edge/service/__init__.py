@@ -1,0 +1,25 @@
+"""The camera service: ``fastsam-edge serve`` and its helpers.
+
+Modules (each imports only the standard library, numpy, OpenCV and ``edge``; paho-mqtt,
+gpiozero and picamera2 are imported lazily, only when configured):
+
+* ``config``: the TOML schema (every key, its default and its documentation) and validation.
+* ``sources``: frame sources (picamera2, OpenCV/V4L2, image-folder/video replay, demo scenes),
+  orientation/ROI/resolution-cap transforms, and reopening a failed source with backoff.
+* ``triggers``: interval, motion (int16 frame differencing), GPIO edge, and the bounded job
+  queue that drops (and counts) frames while segmentation is busy.
+* ``sink``: atomic per-result directories under the output dir, with retention.
+* ``http``: the local HTTP API (``POST /trigger``, ``GET /healthz``, ``/metrics``, ``/latest``)
+  over TCP and/or a Unix socket.
+* ``metrics``: counters, gauges and a latency histogram in the Prometheus text format.
+* ``notify``: ``sd_notify`` (READY / WATCHDOG / STATUS / STOPPING) written by hand.
+* ``mqtt``: optional MQTT publishing (availability topic, events, Home Assistant discovery).
+* ``runner``: the service itself (frame loop, worker, signals, summary).
+* ``install`` / ``doctor``: ``fastsam-edge install-service`` and ``fastsam-edge doctor``.
+"""
+
+from __future__ import annotations
+
+from edge.service.config import ConfigError, ServiceConfig, load_config
+
+__all__ = ["ConfigError", "ServiceConfig", "load_config"]

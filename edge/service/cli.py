@@ -1,0 +1,168 @@
+"""The service subcommands of ``fastsam-edge``: ``serve``, ``doctor``, ``install-service``.
+
+``edge.cli.build_parser`` calls :func:`add_service_commands`; heavy imports happen inside the
+command functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edge.service.config import DEFAULT_CONFIG_PATH, ConfigError
+
+
+def _override(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set http.port=8081")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare string
+    return key.strip(), value
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: run the service (see docs/service.md)."""
+    from edge.service.config import demo_config, load_config, render_example_config
+
+    if args.print_config:
+        sys.stdout.write(render_example_config())
+        return 0
+    overrides = dict(_override(t) for t in args.set or [])
+    if args.out:
+        overrides["output.dir"] = str(args.out)
+    if args.demo:
+        if args.config:
+            raise ConfigError("--demo and --config: use one of them")
+        cfg = demo_config(args.out or "fastsam-edge-demo", **overrides)
+    else:
+        cfg = load_config(args.config or DEFAULT_CONFIG_PATH)
+        if overrides:
+            cfg = cfg.replace(**overrides)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames: expected a positive integer, got {args.max_frames}")
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError(f"--duration: expected a positive number, got {args.duration}")
+
+    from edge.service.runner import configure_logging, serve
+
+    configure_logging(cfg.service.log_level, debug=args.debug)
+    summary = serve(cfg, max_frames=args.max_frames, duration_s=args.duration)
+    print(summary.line(), flush=True)
+    if args.demo:
+        print(f"results: {Path(cfg.output.dir).resolve()}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``doctor``: preflight checks."""
+    from edge.service.doctor import report, run_checks
+
+    config = args.config
+    if config is None and Path(DEFAULT_CONFIG_PATH).is_file():
+        config = DEFAULT_CONFIG_PATH
+    text, code = report(run_checks(config, user=args.user), as_json=args.as_json)
+    print(text)
+    return code
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    """``install-service``: user, directories, config, unit (idempotent)."""
+    import os
+
+    from edge.service.install import Installer, default_venv
+
+    root = Path(args.root)
+    if root.resolve() == Path("/") and os.geteuid() != 0 and not args.dry_run:
+        print(
+            "fastsam-edge: error: install-service needs root (sudo), or use --root DIR / "
+            "--dry-run",
+            file=sys.stderr,
+        )
+        return 2
+    inst = Installer(
+        root=root,
+        user=args.user,
+        venv=args.venv or default_venv(),
+        config_path=args.config,
+        config_source=Path(args.config_source) if args.config_source else None,
+        memory_max=args.memory_max,
+        enable=not args.no_enable,
+        start=args.start,
+        dry_run=args.dry_run,
+    )
+    steps = inst.uninstall() if args.uninstall else inst.run()
+    for step in steps:
+        print(step.line())
+    changed = sum(s.status in ("created", "updated", "removed", "done") for s in steps)
+    failed = [s for s in steps if s.status in ("failed", "INVALID")]
+    print(
+        f"install-service: {changed} changed, {len(failed)} failed"
+        + (" (dry run)" if args.dry_run else "")
+    )
+    if not failed and not args.uninstall and inst.system and not args.start:
+        print("next: fastsam-edge doctor; then sudo systemctl start fastsam-edge")
+    return 1 if failed else 0
+
+
+def add_service_commands(sub: Any) -> None:
+    """Add ``serve``, ``doctor`` and ``install-service`` to the ``fastsam-edge`` subparsers."""
+    s = sub.add_parser(
+        "serve",
+        help="run the camera service (or the demo: serve --demo --max-frames 5)",
+        description="Capture frames, segment them on triggers, write results; see "
+        "docs/service.md.",
+    )
+    s.add_argument("--config", help=f"TOML config (default: {DEFAULT_CONFIG_PATH})")
+    s.add_argument(
+        "--demo",
+        action="store_true",
+        help="no config file: demo scenes, demo bundle, every frame segmented",
+    )
+    s.add_argument("--out", help="output directory (overrides output.dir)")
+    s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    s.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set trigger.motion.enabled=true "
+        "(TOML value; repeatable)",
+    )
+    s.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the example config (every key, its default) and exit",
+    )
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser(
+        "doctor", help="preflight checks (OS, camera, groups, numpy, bundle, disk, memory)"
+    )
+    d.add_argument("--config", help=f"config to check (default: {DEFAULT_CONFIG_PATH} if present)")
+    d.add_argument("--user", default="fastsam-edge", help="service user to check too")
+    d.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    d.set_defaults(func=cmd_doctor)
+
+    i = sub.add_parser("install-service", help="install the systemd service (idempotent)")
+    i.add_argument("--root", default="/", help="install into this tree (tests, images)")
+    i.add_argument("--user", default="fastsam-edge", help="service user (created if missing)")
+    i.add_argument("--venv", help="venv with bin/fastsam-edge (default: this one)")
+    i.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="config path in the unit")
+    i.add_argument(
+        "--config-source",
+        help="initial config to install if none exists (default: the example config)",
+    )
+    i.add_argument("--memory-max", default="1G", help="MemoryMax= of the unit (default 1G)")
+    i.add_argument("--no-enable", action="store_true", help="do not enable at boot")
+    i.add_argument("--start", action="store_true", help="start (or restart) the service")
+    i.add_argument("--dry-run", action="store_true", help="show what would change")
+    i.add_argument(
+        "--uninstall", action="store_true", help="remove the unit (keeps config, results, user)"
+    )
+    i.set_defaults(func=cmd_install_service)

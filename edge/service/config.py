@@ -1,0 +1,761 @@
+"""Service configuration: one TOML file, read with ``tomllib``.
+
+The schema is the set of dataclasses below. Every field carries its documentation, and
+:func:`render_example_config` writes ``config/config.example.toml`` from them, so the example
+always lists every key with its default (a test keeps the committed file in sync).
+
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError`, whose message
+names the file and the dotted key (``trigger.motion.threshold``) and suggests the closest known
+key for a typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import FastSAMEdgeError
+
+DEFAULT_CONFIG_PATH = "/etc/fastsam-edge/config.toml"
+DEFAULT_OUTPUT_DIR = "/var/lib/fastsam-edge/results"
+DEMO = "demo"
+
+
+class ConfigError(FastSAMEdgeError):
+    """The configuration file is unreadable, has unknown keys or bad values."""
+
+
+Check = Callable[[str, Any], Any]
+
+
+def _spec(default: Any, doc: str, check: Check | None = None, example: Any = None) -> Any:
+    """A schema field: default, documentation, validator, and an example for optional keys."""
+    meta = {"doc": doc, "check": check, "example": example}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc, "section": True})
+
+
+# ------------------------------------------------------------------------------------------
+# validators: each returns the normalised value or raises ConfigError naming the key
+# ------------------------------------------------------------------------------------------
+
+
+def _bad(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false", value)
+    return value
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    def check(key: str, value: Any) -> int:
+        rng = _range_text(lo, hi)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(key, f"an integer{rng}", value)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise _bad(key, f"an integer{rng}", value)
+        return int(value)
+
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Check:
+    def check(key: str, value: Any) -> float:
+        rng = _range_text(lo, hi, lo_open)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(key, f"a number{rng}", value)
+        v = float(value)
+        if not math.isfinite(v):
+            raise _bad(key, f"a finite number{rng}", value)
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise _bad(key, f"a number{rng}", value)
+        if hi is not None and v > hi:
+            raise _bad(key, f"a number{rng}", value)
+        return v
+
+    return check
+
+
+def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo}, {hi}]"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad(key, "a string", value)
+    return value
+
+
+def choice(*options: Any) -> Check:
+    def check(key: str, value: Any) -> Any:
+        if isinstance(value, bool) or value not in options:
+            raise _bad(key, "one of " + ", ".join(json.dumps(o) for o in options), value)
+        return value
+
+    return check
+
+
+def roi(key: str, value: Any) -> list[int]:
+    expected = "[] (whole frame) or [x, y, width, height] in pixels with width, height > 0"
+    if not isinstance(value, list):
+        raise _bad(key, expected, value)
+    if not value:
+        return []
+    if len(value) != 4 or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise _bad(key, expected, value)
+    x, y, w, h = value
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise _bad(key, expected, value)
+    return [int(v) for v in value]
+
+
+def scalar_table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(key, "a table such as { FrameRate = 5 }", value)
+    for k, v in value.items():
+        ok = isinstance(v, bool | int | float | str) or (
+            isinstance(v, list) and all(isinstance(x, bool | int | float) for x in v)
+        )
+        if not ok:
+            raise _bad(f"{key}.{k}", "a number, boolean, string or list of numbers", v)
+    return dict(value)
+
+
+def host(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise _bad(key, "a host name or IP address", value)
+    return value
+
+
+def topic(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "#+\0"):
+        raise _bad(key, "a non-empty MQTT topic without wildcards (#, +)", value)
+    return value.rstrip("/")
+
+
+def log_level(key: str, value: Any) -> str:
+    levels = ("debug", "info", "warning", "error")
+    if not isinstance(value, str) or value.lower() not in levels:
+        raise _bad(key, "one of " + ", ".join(levels), value)
+    return value.lower()
+
+
+# ------------------------------------------------------------------------------------------
+# the schema
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    bundle: str = _spec(
+        DEMO,
+        'Model bundle directory (written by fastsam-export), or "demo" for the embedded demo '
+        "bundle (it only segments the synthetic demo scenes; export FastSAM-s for real images).",
+        string,
+    )
+    precision: str = _spec(
+        "",
+        'Detector precision: "fp32", "int8", or "" for the bundle\'s default.',
+        choice("", "fp32", "int8"),
+    )
+    threads: int = _spec(
+        0, "onnxruntime intra-op threads; 0 = OMP_NUM_THREADS or all cores.", integer(0, 64)
+    )
+    conf: float | None = _spec(
+        None, "Score threshold in [0, 1]; unset = the bundle's (0.4).", number(0, 1), 0.4
+    )
+    iou: float | None = _spec(
+        None, "NMS IoU threshold in [0, 1]; unset = the bundle's (0.9).", number(0, 1), 0.9
+    )
+    warmup: bool = _spec(
+        True, "Run one inference on a blank frame at start, before READY.", boolean
+    )
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = _spec(
+        "picamera2",
+        'Frame source: "picamera2" (Pi camera, apt python3-picamera2), "opencv" (USB/V4L2 '
+        'camera), "replay" (a folder of images or a video file) or "demo" (generated demo '
+        "scenes).",
+        choice("picamera2", "opencv", "replay", "demo"),
+    )
+    width: int = _spec(
+        1280, "Capture width in pixels (picamera2, opencv; demo: scene width).", integer(16, 16384)
+    )
+    height: int = _spec(
+        960,
+        "Capture height in pixels (picamera2, opencv; demo: scene height).",
+        integer(16, 16384),
+    )
+    fps: float = _spec(
+        5.0,
+        "Highest rate at which frames are read while the motion trigger is on (the other "
+        "triggers read a frame only when they fire).",
+        number(0, 120, lo_open=True),
+    )
+    hflip: bool = _spec(False, "Mirror frames left-right.", boolean)
+    vflip: bool = _spec(False, "Flip frames upside down.", boolean)
+    rotation: int = _spec(
+        0,
+        "Rotate frames clockwise by 0, 90, 180 or 270 degrees (after the flips).",
+        choice(0, 90, 180, 270),
+    )
+    read_timeout_s: float = _spec(
+        5.0,
+        "A frame read that takes longer fails (and the source is reopened).",
+        number(0.1, 600),
+    )
+    reopen_backoff_s: float = _spec(
+        1.0,
+        "First wait before reopening a failed source; doubles on every failure.",
+        number(0, 3600),
+    )
+    reopen_backoff_max_s: float = _spec(
+        60.0, "Longest wait between two attempts to reopen a failed source.", number(0, 86400)
+    )
+    device: str = _spec(
+        "0",
+        'opencv: camera index ("0") or device path; prefer the stable '
+        '"/dev/v4l/by-id/usb-...-video-index0".',
+        string,
+    )
+    fourcc: str = _spec(
+        "MJPG",
+        'opencv: pixel format to request ("MJPG" for 720p+ over USB 2; "" = driver\'s).',
+        string,
+    )
+    discard_frames: int = _spec(
+        5, "opencv: frames discarded after opening (exposure settling).", integer(0, 100)
+    )
+    camera: int = _spec(0, "picamera2: camera number (Picamera2(camera)).", integer(0, 16))
+    settle_s: float = _spec(
+        1.0,
+        "picamera2: wait after start() for auto exposure / white balance to settle.",
+        number(0, 60),
+    )
+    controls: dict[str, Any] = _spec(
+        {}, "picamera2: libcamera controls, e.g. { AfMode = 2, FrameRate = 5 }.", scalar_table
+    )
+    path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", string)
+    loop: bool = _spec(
+        False, "replay, demo: start again at the end instead of stopping the service.", boolean
+    )
+    realtime: bool = _spec(
+        False,
+        "replay, demo: treat frames as a live camera (drop frames while busy) instead of "
+        "processing every frame.",
+        boolean,
+    )
+    seed: int = _spec(
+        1_000_000,
+        "demo: seed of the first scene (>= 1000000: never used for training).",
+        integer(0),
+    )
+    count: int = _spec(20, "demo: number of distinct scenes.", integer(1, 100_000))
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    roi: list[int] = _spec(
+        [],
+        "Region of interest [x, y, width, height] in pixels of the oriented frame; [] = whole "
+        "frame. Only this region is segmented and stored.",
+        roi,
+    )
+    max_mask_side: int = _spec(
+        1280,
+        "Cap on the stored masks' resolution: frames (after the ROI) whose longer side exceeds "
+        "this are downscaled before segmentation, so a 12 MP still yields masks of at most "
+        "1280 px; 0 = no cap (the model sees at most its input size anyway).",
+        integer(0, 16384),
+    )
+    min_mask_area: int = _spec(
+        0, "Drop masks smaller than this many pixels (of the stored image).", integer(0)
+    )
+    max_masks: int = _spec(
+        100,
+        "Keep at most this many masks per frame (highest scores); 0 = the bundle's max_det.",
+        integer(0, 10_000),
+    )
+    polygon_epsilon: float = _spec(
+        1.0,
+        "Polygon simplification in pixels for the JSON polygons (0 = exact).",
+        number(0, 100),
+    )
+
+
+@dataclass(frozen=True)
+class IntervalConfig:
+    enabled: bool = _spec(False, "Segment a frame every `seconds`.", boolean)
+    seconds: float = _spec(
+        10.0, "Interval in seconds; 0 = every frame the source delivers.", number(0, 86400 * 7)
+    )
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    enabled: bool = _spec(
+        False,
+        "Segment when the picture changes (frame differencing on a low-res gray copy).",
+        boolean,
+    )
+    width: int = _spec(
+        160,
+        "Width of the low-res copy used for differencing (height keeps the aspect).",
+        integer(16, 1920),
+    )
+    threshold: int = _spec(
+        25,
+        "A pixel has changed when its gray level differs from the background by more.",
+        integer(1, 254),
+    )
+    min_area: float = _spec(
+        0.01,
+        "Fraction of the low-res frame that must change to count as motion.",
+        number(0, 1, lo_open=True),
+    )
+    frames: int = _spec(1, "Consecutive frames with motion needed to fire.", integer(1, 100))
+    cooldown_s: float = _spec(
+        10.0, "After firing, ignore motion for this many seconds.", number(0, 86400)
+    )
+    background_alpha: float = _spec(
+        0.5,
+        "How fast the background follows the picture (1 = previous frame only, smaller = "
+        "slower, ignores short flicker).",
+        number(0, 1, lo_open=True),
+    )
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    enabled: bool = _spec(
+        False,
+        "Segment on a GPIO edge (button, PIR sensor; gpiozero, apt python3-gpiozero).",
+        boolean,
+    )
+    pin: int = _spec(17, "BCM pin number.", integer(0, 53))
+    edge: str = _spec(
+        "falling",
+        'Edge that fires: "falling" (button to ground), "rising" or "both".',
+        choice("falling", "rising", "both"),
+    )
+    pull_up: bool = _spec(True, "Enable the internal pull-up (false: pull-down).", boolean)
+    bounce_s: float = _spec(0.05, "Debounce time in seconds.", number(0, 10))
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    queue_size: int = _spec(
+        1,
+        "Triggered frames waiting for the segmenter; when full, new ones are dropped and counted "
+        "(live sources).",
+        integer(1, 16),
+    )
+    interval: IntervalConfig = _section(IntervalConfig, "Interval timer.")
+    motion: MotionConfig = _section(MotionConfig, "Motion (frame differencing, int16).")
+    gpio: GpioConfig = _section(GpioConfig, "GPIO edge.")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = _spec(
+        DEFAULT_OUTPUT_DIR,
+        "Output directory; each result is a directory <UTC time>_<frame id>/ with result.json "
+        "(the `fastsam-edge segment` schema), overlay.png and optionally frame.jpg, renamed "
+        "into place when complete.",
+        string,
+    )
+    overlay: bool = _spec(True, "Write overlay.png (masks painted over the frame).", boolean)
+    frame: bool = _spec(False, "Write the (oriented, cropped, capped) source frame.", boolean)
+    frame_format: str = _spec(
+        "jpg", 'Format of the source frame: "jpg" or "png".', choice("jpg", "png")
+    )
+    jpeg_quality: int = _spec(90, "JPEG quality of frame.jpg.", integer(1, 100))
+    max_results: int = _spec(
+        1000,
+        "Retention: keep at most this many results (oldest deleted first); 0 = no limit.",
+        integer(0),
+    )
+    max_mb: float = _spec(
+        1024.0, "Retention: keep at most this many MiB of results; 0 = no limit.", number(0)
+    )
+    max_age_days: float = _spec(
+        30.0, "Retention: delete results older than this many days; 0 = no limit.", number(0)
+    )
+    min_free_mb: float = _spec(
+        200.0,
+        "Do not write results while the file system has less free space than this (MiB); the "
+        "frame is still segmented and published.",
+        number(0),
+    )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = _spec(
+        True, "Serve POST /trigger, GET /healthz, /metrics and /latest.", boolean
+    )
+    host: str = _spec(
+        "127.0.0.1",
+        'Address to bind; "0.0.0.0" exposes the API to the network (set a token).',
+        host,
+    )
+    port: int = _spec(8080, "TCP port; 0 = any free port (logged).", integer(0, 65535))
+    unix_socket: str = _spec(
+        "",
+        'Also serve the API on this Unix socket, e.g. "/run/fastsam-edge/api.sock" ("" = off).',
+        string,
+    )
+    token: str = _spec(
+        "",
+        "If set, requests other than GET /healthz need 'Authorization: Bearer <token>'.",
+        string,
+    )
+    token_file: str = _spec(
+        "", "Read the token from this file instead (mode 0640, root:fastsam-edge).", string
+    )
+    max_body_bytes: int = _spec(
+        65536, "Largest accepted request body; larger ones get 413.", integer(64, 64 << 20)
+    )
+    request_timeout_s: float = _spec(
+        300.0,
+        "How long POST /trigger waits for its frame to be captured and segmented (a text "
+        "prompt on a Pi 4 can take tens of seconds); then 504.",
+        number(1, 3600),
+    )
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = _spec(
+        False, "Publish results to an MQTT broker (paho-mqtt; pip install paho-mqtt).", boolean
+    )
+    host: str = _spec("localhost", "Broker host.", host)
+    port: int = _spec(1883, "Broker port (8883 for TLS).", integer(1, 65535))
+    client_id: str = _spec("fastsam-edge", "MQTT client id (unique per broker).", string)
+    username: str = _spec("", 'User name; "" = anonymous.', string)
+    password_file: str = _spec(
+        "", "File holding the password (keep secrets out of this file).", string
+    )
+    tls: bool = _spec(False, "Connect with TLS.", boolean)
+    ca_file: str = _spec("", 'CA certificate for TLS; "" = the system\'s.', string)
+    topic_prefix: str = _spec(
+        "fastsam-edge",
+        "Topics: <prefix>/available (online/offline, retained, last will), <prefix>/events "
+        "(one compact JSON per result), <prefix>/state (the last one, retained).",
+        topic,
+    )
+    qos: int = _spec(1, "QoS of published messages.", choice(0, 1, 2))
+    keepalive_s: int = _spec(60, "Keep-alive interval in seconds.", integer(5, 3600))
+    max_masks: int = _spec(
+        10, "Masks listed (score, box, area) in each event message.", integer(0, 1000)
+    )
+    discovery: bool = _spec(
+        False, "Publish Home Assistant MQTT discovery for a 'masks' sensor.", boolean
+    )
+    discovery_prefix: str = _spec("homeassistant", "Home Assistant discovery prefix.", topic)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    stall_timeout_s: float = _spec(
+        120.0,
+        "A segmentation running longer than this counts as hung: watchdog pings stop (systemd "
+        "restarts the service after WatchdogSec) and /healthz answers 503. Keep it above the "
+        "worst case (a text prompt on a Pi 4).",
+        number(1, 86400),
+    )
+    status_interval_s: float = _spec(
+        60.0,
+        "Log a one-line status (and update systemd STATUS=) this often; 0 = never.",
+        number(0),
+    )
+    log_level: str = _spec("info", 'Log level: "debug", "info", "warning" or "error".', log_level)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The whole configuration (one field per TOML table)."""
+
+    model: ModelConfig = _section(ModelConfig, "The segmentation model.")
+    source: SourceConfig = _section(SourceConfig, "Where frames come from.")
+    processing: ProcessingConfig = _section(ProcessingConfig, "What is segmented and kept.")
+    trigger: TriggerConfig = _section(
+        TriggerConfig,
+        "When a frame is segmented. Triggers combine; POST /trigger (HTTP) always works while "
+        "[http] is enabled.",
+    )
+    output: OutputConfig = _section(OutputConfig, "Result files and retention.")
+    http: HttpConfig = _section(HttpConfig, "Local HTTP API.")
+    mqtt: MqttConfig = _section(MqttConfig, "MQTT publishing (Home Assistant, Frigate style).")
+    service: RuntimeConfig = _section(RuntimeConfig, "Service behaviour.")
+
+    def replace(self, **changes: Any) -> ServiceConfig:
+        """A copy with dotted keys changed, e.g. ``replace(**{"output.dir": "/tmp/x"})``."""
+        return parse_config(_merge(to_dict(self), _undot(changes)), origin="<override>")
+
+    @property
+    def any_trigger(self) -> bool:
+        """Whether a trigger other than HTTP is enabled."""
+        t = self.trigger
+        return t.interval.enabled or t.motion.enabled or t.gpio.enabled
+
+
+# ------------------------------------------------------------------------------------------
+# parsing
+# ------------------------------------------------------------------------------------------
+
+
+def _fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(cls))
+
+
+def _parse_section(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    known = {f.name: f for f in _fields(cls)}
+    for key in data:
+        if key not in known:
+            path = f"{prefix}{key}"
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            where = prefix.rstrip(".") or "top level"
+            raise ConfigError(
+                f"{path}: unknown key{hint}; known keys in [{where}]: {', '.join(known)}"
+            )
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        path = f"{prefix}{name}"
+        if f.metadata.get("section"):
+            sub = data.get(name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{path}: expected a table [{path}], got {sub!r}")
+            values[name] = _parse_section(f.default_factory, sub, f"{path}.")  # type: ignore[arg-type]
+        elif name in data:
+            values[name] = f.metadata["check"](path, data[name])
+    return cls(**values)
+
+
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> ServiceConfig:
+    """Validate a configuration dictionary (as read from TOML).
+
+    Args:
+        data: Nested tables; missing keys take their defaults.
+        origin: File name used in error messages.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Unknown key or bad value (the message names the dotted key).
+    """
+    try:
+        cfg = _parse_section(ServiceConfig, data, "")
+        _cross_checks(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    return cfg
+
+
+def _cross_checks(cfg: ServiceConfig) -> None:
+    if cfg.source.kind == "replay" and not cfg.source.path:
+        raise ConfigError('source.path: required when source.kind = "replay"')
+    if cfg.source.reopen_backoff_max_s < cfg.source.reopen_backoff_s:
+        raise ConfigError(
+            f"source.reopen_backoff_max_s: must be >= source.reopen_backoff_s "
+            f"({cfg.source.reopen_backoff_s}), got {cfg.source.reopen_backoff_max_s}"
+        )
+    if cfg.http.token and cfg.http.token_file:
+        raise ConfigError("http.token, http.token_file: set at most one of them")
+    if cfg.output.dir == "":
+        raise ConfigError("output.dir: must not be empty")
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """Read and validate a TOML configuration file.
+
+    Raises:
+        ConfigError: Missing or unreadable file, TOML syntax error, unknown key or bad value.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (write one with `fastsam-edge serve --print-config`)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return parse_config(data, origin=str(path))
+
+
+def demo_config(out_dir: str | Path, **changes: Any) -> ServiceConfig:
+    """The no-config-file demo: demo scenes, demo bundle, a segmentation per frame.
+
+    Args:
+        out_dir: Output directory.
+        changes: Further dotted-key overrides.
+    """
+    base: dict[str, Any] = {
+        "model.bundle": DEMO,
+        "source.kind": "demo",
+        "source.width": 640,
+        "source.height": 480,
+        "trigger.interval.enabled": True,
+        "trigger.interval.seconds": 0.0,
+        "output.dir": str(out_dir),
+        "http.enabled": False,
+        "service.status_interval_s": 0.0,
+    }
+    base.update(changes)
+    return ServiceConfig().replace(**base)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The configuration as nested dictionaries (``None`` values left out, as in TOML)."""
+    out: dict[str, Any] = {}
+    for f in _fields(type(cfg)):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif value is not None:
+            out[f.name] = value
+    return out
+
+
+def _undot(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the example file
+# ------------------------------------------------------------------------------------------
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a bool, number, string, list or flat table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _wrap(text: str, width: int = 95) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _render_section(cls: type, path: str, doc: str, out: list[str]) -> None:
+    out.append("")
+    out.extend(f"# {line}" for line in _wrap(doc))
+    out.append(f"[{path}]")
+    subsections = []
+    default = cls()
+    for f in _fields(cls):
+        if f.metadata.get("section"):
+            subsections.append(f)
+            continue
+        out.extend(f"# {line}" for line in _wrap(f.metadata["doc"]))
+        value = getattr(default, f.name)
+        if value is None:
+            out.append(f"# {f.name} = {toml_value(f.metadata['example'])}")
+        else:
+            out.append(f"{f.name} = {toml_value(value)}")
+    for f in subsections:
+        _render_section(f.default_factory, f"{path}.{f.name}", f.metadata["doc"], out)  # type: ignore[arg-type]
+
+
+def render_example_config() -> str:
+    """The example configuration: every key, documented, at its default value."""
+    out = [
+        "# fastsam-edge service configuration (TOML).",
+        "#",
+        "# Every key is shown with its default value; delete the ones you do not change.",
+        "# Keys shown commented out have no fixed default (the model bundle supplies it).",
+        "# Unknown keys and bad values stop the service with an error naming the key.",
+        "# Check a file with: fastsam-edge doctor --config /etc/fastsam-edge/config.toml",
+        "# Generated by `fastsam-edge serve --print-config`.",
+    ]
+    for f in _fields(ServiceConfig):
+        _render_section(f.default_factory, f.name, f.metadata["doc"], out)  # type: ignore[arg-type]
+    return "\n".join(out) + "\n"
+
+
+def resolve_token(cfg: HttpConfig) -> str:
+    """The HTTP token from ``http.token`` or ``http.token_file`` ("" when none).
+
+    Raises:
+        ConfigError: The token file cannot be read or is empty.
+    """
+    if not cfg.token_file:
+        return cfg.token
+    try:
+        token = Path(cfg.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"http.token_file: cannot read {cfg.token_file!r}: {exc.strerror}"
+        ) from None
+    if not token:
+        raise ConfigError(f"http.token_file: {cfg.token_file!r} is empty")
+    return token

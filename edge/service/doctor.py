@@ -1,0 +1,515 @@
+"""``fastsam-edge doctor``: preflight checks with clear answers and fixes.
+
+Each check returns OK, WARN or FAIL with one line of explanation and, when not OK, a fix.
+Checks that could hang or crash (importing picamera2 against a mismatched numpy, probing the
+camera) run in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import grp
+import importlib.util
+import json
+import os
+import platform
+import pwd
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.service.config import DEMO, ConfigError, ServiceConfig, load_config
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+
+@dataclass
+class Check:
+    """One answer."""
+
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def lines(self) -> list[str]:
+        out = [f"{self.status:<4}  {self.name}: {self.message}"]
+        if self.fix and self.status != OK:
+            out.append(f"      fix: {self.fix}")
+        return out
+
+
+@dataclass
+class Probe:
+    """The facts the checks read, injectable for tests."""
+
+    machine: str = field(default_factory=platform.machine)
+    pointer_bits: int = struct.calcsize("P") * 8
+    root: Path = Path("/")
+    run: Callable[[list[str], float], tuple[int, str]] | None = None
+    python: str = sys.executable
+
+    def run_python(self, code: str, timeout: float = 30.0) -> tuple[int, str]:
+        """Run ``python -c code`` in a subprocess; (exit code, stdout+stderr)."""
+        cmd = [self.python, "-c", code]
+        if self.run is not None:
+            return self.run(cmd, timeout)
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return 124, f"timed out after {timeout:g} s"
+        return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def check_os(probe: Probe) -> Check:
+    m = probe.machine.lower()
+    if m in ("armv7l", "armv6l", "armhf", "arm") or probe.pointer_bits == 32:
+        return Check(
+            "64-bit OS",
+            FAIL,
+            f"{probe.machine}, {probe.pointer_bits}-bit Python: onnxruntime "
+            "publishes no 32-bit ARM wheels",
+            "install Raspberry Pi OS (64-bit) (Pi 3, 4, 5, Zero 2 W)",
+        )
+    return Check("64-bit OS", OK, f"{probe.machine}, {probe.pointer_bits}-bit Python")
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    if v < (3, 11):
+        return Check(
+            "python",
+            FAIL,
+            f"{platform.python_version()} (needs >= 3.11 for tomllib)",
+            "use Raspberry Pi OS Bookworm (Python 3.11) or newer",
+        )
+    return Check("python", OK, f"{platform.python_version()} at {sys.executable}")
+
+
+def check_onnxruntime() -> Check:
+    try:
+        import onnxruntime as ort
+    except Exception as exc:
+        return Check(
+            "onnxruntime",
+            FAIL,
+            f"cannot import: {exc}",
+            "pip install onnxruntime (64-bit OS needed)",
+        )
+    return Check(
+        "onnxruntime",
+        OK,
+        f"{ort.__version__}, providers {', '.join(ort.get_available_providers())}",
+    )
+
+
+def _system_numpy(root: Path) -> str | None:
+    for base in ("usr/lib/python3/dist-packages",):
+        d = root / base
+        if not d.is_dir():
+            continue
+        for info in sorted(d.glob("numpy-*.egg-info")) + sorted(d.glob("numpy-*.dist-info")):
+            return info.name.split("-")[1].removesuffix(".egg").removesuffix(".dist")
+        version = d / "numpy" / "version.py"
+        if version.is_file():
+            for line in version.read_text(errors="replace").splitlines():
+                if line.startswith(("version =", "__version__ =")):
+                    return line.split("=", 1)[1].strip().strip("'\"")
+    return None
+
+
+def check_numpy_abi(probe: Probe, needs_camera: bool) -> Check:
+    import numpy
+
+    ours = numpy.__version__
+    system = _system_numpy(probe.root)
+    has_picamera2 = importlib.util.find_spec("picamera2") is not None
+    if not has_picamera2:
+        status = FAIL if needs_camera else OK
+        msg = f"numpy {ours}; picamera2 not importable" + (
+            "" if needs_camera else " (not needed: source.kind is not picamera2)"
+        )
+        return Check(
+            "numpy / picamera2",
+            status,
+            msg,
+            "sudo apt install python3-picamera2, and create the venv with "
+            "--system-site-packages (scripts/install_pi.sh does both)",
+        )
+    rc, out = probe.run_python("import simplejpeg, picamera2; print('ok')", 60.0)
+    if rc != 0:
+        abi = "dtype size changed" in out or "binary incompatibility" in out
+        why = "numpy ABI mismatch" if abi else "import failed"
+        return Check(
+            "numpy / picamera2",
+            FAIL,
+            f"{why}: venv numpy {ours}, apt numpy {system or '?'}: {out.splitlines()[-1:]}",
+            f"pin numpy to the system version: pip install 'numpy=={system}' "
+            "'opencv-python-headless<4.12' (scripts/install_pi.sh does this)"
+            if system
+            else "reinstall with scripts/install_pi.sh",
+        )
+    if system and system != ours:
+        return Check(
+            "numpy / picamera2",
+            WARN,
+            f"picamera2 imports, but the venv's numpy {ours} shadows apt's {system}",
+            f"pip install 'numpy=={system}' to match apt's picamera2 stack",
+        )
+    return Check("numpy / picamera2", OK, f"numpy {ours}; picamera2 and simplejpeg import")
+
+
+def check_camera(cfg: ServiceConfig, probe: Probe) -> Check:
+    kind = cfg.source.kind
+    if kind in ("replay", "demo"):
+        where = cfg.source.path if kind == "replay" else "generated scenes"
+        if kind == "replay" and not Path(cfg.source.path).exists():
+            return Check(
+                "camera",
+                FAIL,
+                f"replay source {cfg.source.path!r} does not exist",
+                "fix source.path",
+            )
+        return Check("camera", OK, f"source.kind = {kind!r} ({where}): no camera needed")
+    holders = _device_holders(probe.root)
+    if kind == "picamera2":
+        if importlib.util.find_spec("picamera2") is None:
+            return Check(
+                "camera", FAIL, "picamera2 is not installed", "sudo apt install python3-picamera2"
+            )
+        rc, out = probe.run_python(
+            "from picamera2 import Picamera2; import json; "
+            "print(json.dumps([{k: str(v) for k, v in c.items()} "
+            "for c in Picamera2.global_camera_info()]))",
+            60.0,
+        )
+        if rc != 0:
+            return Check(
+                "camera",
+                FAIL,
+                f"camera probe failed: {out.splitlines()[-1:]}",
+                "see the numpy / picamera2 check",
+            )
+        try:
+            cams = json.loads(out.splitlines()[-1])
+        except (ValueError, IndexError):
+            cams = []
+        if not cams:
+            return Check(
+                "camera",
+                FAIL,
+                "no camera detected by libcamera",
+                "check the ribbon cable and `rpicam-hello --list-cameras`",
+            )
+        if cfg.source.camera >= len(cams):
+            return Check(
+                "camera",
+                FAIL,
+                f"source.camera = {cfg.source.camera} but only {len(cams)} camera(s) found",
+                "fix source.camera",
+            )
+        cam = cams[cfg.source.camera]
+        msg = f"{cam.get('Model', '?')} (camera {cfg.source.camera} of {len(cams)})"
+    else:
+        dev = cfg.source.device
+        path = f"/dev/video{dev}" if dev.isdigit() else dev
+        if not (probe.root / path.lstrip("/")).exists():
+            return Check(
+                "camera",
+                FAIL,
+                f"{path} does not exist",
+                "plug the camera in; list devices with `v4l2-ctl --list-devices`",
+            )
+        msg = f"{path} present"
+    if holders:
+        return Check(
+            "camera",
+            WARN,
+            f"{msg}; in use by {', '.join(holders)}",
+            "only one process can own the camera: stop the other one (or the "
+            "service: sudo systemctl stop fastsam-edge) before testing",
+        )
+    return Check("camera", OK, f"{msg}; free")
+
+
+def _device_holders(root: Path) -> list[str]:
+    """Processes (that we may inspect) holding /dev/video*, /dev/media* open."""
+    holders = []
+    proc = root / "proc"
+    if not proc.is_dir():
+        return holders
+    me = os.getpid()
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
+            continue
+        try:
+            for fd in (pid_dir / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(("/dev/video", "/dev/media")):
+                    comm = (pid_dir / "comm").read_text().strip()
+                    holders.append(f"{comm} (pid {pid_dir.name})")
+                    break
+        except OSError:
+            continue
+    return holders
+
+
+def check_groups(user: str | None) -> list[Check]:
+    out = []
+    names = {os.getuid(): pwd.getpwuid(os.getuid()).pw_name}
+    if user:
+        try:
+            names[pwd.getpwnam(user).pw_uid] = user
+        except KeyError:
+            out.append(
+                Check(f"user {user}", WARN, "does not exist", "sudo fastsam-edge install-service")
+            )
+    for uid, name in names.items():
+        if uid == 0:
+            continue
+        pw = pwd.getpwnam(name)
+        member = {g.gr_name for g in grp.getgrall() if name in g.gr_mem}
+        member.add(grp.getgrgid(pw.pw_gid).gr_name)
+        lacking = [g for g in ("video", "gpio") if g not in member and _exists(g)]
+        absent = [g for g in ("video", "gpio") if not _exists(g)]
+        if lacking:
+            out.append(
+                Check(
+                    f"groups of {name}",
+                    FAIL if "video" in lacking else WARN,
+                    f"not in {', '.join(lacking)} (camera: video, GPIO: gpio)",
+                    f"sudo usermod -aG {','.join(lacking)} {name} (then log in again)",
+                )
+            )
+        else:
+            extra = f"; groups {', '.join(absent)} do not exist here" if absent else ""
+            out.append(Check(f"groups of {name}", OK, f"member of video/gpio as needed{extra}"))
+    return out
+
+
+def _exists(group: str) -> bool:
+    try:
+        grp.getgrnam(group)
+        return True
+    except KeyError:
+        return False
+
+
+def check_bundle(cfg: ServiceConfig) -> tuple[Check, int]:
+    from edge.bundle import read_manifest, verify_file
+    from edge.errors import FastSAMEdgeError
+
+    bundle = cfg.model.bundle
+    try:
+        if bundle == DEMO:
+            from edge.demo import demo_bundle
+
+            path = demo_bundle()
+        else:
+            path = Path(bundle)
+        m = read_manifest(path)
+        precision = cfg.model.precision or m.default_precision
+        name = m.detector_file(precision)
+        verify_file(path, m, name)
+    except FastSAMEdgeError as exc:
+        return Check(
+            "bundle", FAIL, str(exc), "export one with fastsam-export and set model.bundle"
+        ), 0
+    size = m.files[name].bytes
+    note = " (demo bundle: it only segments the synthetic demo scenes)" if bundle == DEMO else ""
+    h, w = m.input.imgsz
+    return Check(
+        "bundle",
+        OK,
+        f"{m.name}, {precision}, input {w}x{h}, {size / 2**20:.0f} MiB, checksum ok{note}",
+    ), size
+
+
+def check_memory(cfg: ServiceConfig, model_bytes: int, root: Path) -> Check:
+    meminfo = {}
+    try:
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            meminfo[k] = int(v.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return Check("memory", WARN, "cannot read /proc/meminfo")
+    total, avail = meminfo.get("MemTotal", 0), meminfo.get("MemAvailable", 0)
+    side = cfg.processing.max_mask_side or max(cfg.source.width, cfg.source.height)
+    aspect = min(cfg.source.width, cfg.source.height) / max(cfg.source.width, cfg.source.height)
+    frame_px = side * side * aspect
+    masks = cfg.processing.max_masks or 300
+    # model weights + onnxruntime arena (~3x the weights), frames (a few BGR copies), and a
+    # worst case of every mask covering a quarter of the frame as bool crops.
+    need = int(model_bytes * 4 + frame_px * 3 * 6 + masks * frame_px / 4 + 150 * 2**20)
+    msg = (
+        f"{avail / 2**20:.0f} MiB available of {total / 2**20:.0f} MiB; estimated need "
+        f"{need / 2**20:.0f} MiB (model, frames, {masks} masks at <= {side} px)"
+    )
+    if need > avail:
+        return Check(
+            "memory",
+            FAIL,
+            msg,
+            "lower processing.max_mask_side / max_masks, or use a smaller (int8) bundle",
+        )
+    if need > 0.7 * avail:
+        return Check("memory", WARN, msg, "little headroom: lower processing.max_masks")
+    return Check("memory", OK, msg)
+
+
+def check_disk(cfg: ServiceConfig) -> Check:
+    out = Path(cfg.output.dir)
+    probe_dir = out
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        usage = shutil.disk_usage(probe_dir)
+    except OSError as exc:
+        return Check("disk", FAIL, f"cannot stat {probe_dir}: {exc}", "fix output.dir")
+    free_mb = usage.free / 2**20
+    need_mb = cfg.output.min_free_mb + (cfg.output.max_mb or 0)
+    msg = (
+        f"{free_mb:.0f} MiB free at {probe_dir} (min_free_mb {cfg.output.min_free_mb:g}, "
+        f"retention max_mb {cfg.output.max_mb:g})"
+    )
+    writable = os.access(probe_dir, os.W_OK)
+    if free_mb < cfg.output.min_free_mb:
+        return Check(
+            "disk",
+            FAIL,
+            msg + ": results would not be written",
+            "free space or lower output.min_free_mb",
+        )
+    if cfg.output.max_mb and free_mb < need_mb:
+        return Check(
+            "disk", WARN, msg + ": retention allows more than fits", "lower output.max_mb"
+        )
+    if not writable and out.exists():
+        return Check(
+            "disk",
+            WARN,
+            msg + f"; {out} is not writable by this user",
+            "the service user owns it after install-service (run doctor as it: sudo "
+            "-u fastsam-edge fastsam-edge doctor)",
+        )
+    return Check("disk", OK, msg)
+
+
+def check_optional(cfg: ServiceConfig) -> list[Check]:
+    out = []
+    if cfg.mqtt.enabled:
+        ok = (
+            importlib.util.find_spec("paho") is not None
+            and importlib.util.find_spec("paho.mqtt") is not None
+        )
+        out.append(
+            Check(
+                "mqtt",
+                OK if ok else FAIL,
+                "paho-mqtt installed" if ok else "mqtt.enabled but paho-mqtt missing",
+                "pip install paho-mqtt",
+            )
+        )
+    if cfg.trigger.gpio.enabled:
+        ok = importlib.util.find_spec("gpiozero") is not None
+        out.append(
+            Check(
+                "gpio",
+                OK if ok else FAIL,
+                "gpiozero installed" if ok else "trigger.gpio.enabled but gpiozero missing",
+                "sudo apt install python3-gpiozero python3-lgpio",
+            )
+        )
+    if cfg.http.enabled:
+        try:
+            family = socket.AF_INET6 if ":" in cfg.http.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((cfg.http.host, cfg.http.port))
+            out.append(Check("http", OK, f"{cfg.http.host}:{cfg.http.port} is free"))
+        except OSError as exc:
+            out.append(
+                Check(
+                    "http",
+                    WARN,
+                    f"cannot bind {cfg.http.host}:{cfg.http.port}: "
+                    f"{exc.strerror} (the service itself, or another program?)",
+                    "change http.port if another program uses it",
+                )
+            )
+    return out
+
+
+def run_checks(
+    config_path: str | None,
+    user: str | None = "fastsam-edge",
+    probe: Probe | None = None,
+    cfg: ServiceConfig | None = None,
+) -> list[Check]:
+    """All checks, in order.
+
+    Args:
+        config_path: Config file to validate and use (None: defaults / ``cfg``).
+        user: Service user whose groups to check too.
+        probe: Facts source (tests).
+        cfg: A configuration to use instead of reading ``config_path``.
+    """
+    probe = probe or Probe()
+    checks = [check_os(probe), check_python(), check_onnxruntime()]
+    if cfg is None:
+        if config_path is not None:
+            try:
+                cfg = load_config(config_path)
+                checks.append(Check("config", OK, f"{config_path} is valid"))
+            except ConfigError as exc:
+                checks.append(Check("config", FAIL, str(exc), "fix the named key"))
+                cfg = ServiceConfig()
+        else:
+            cfg = ServiceConfig()
+            checks.append(
+                Check(
+                    "config",
+                    WARN,
+                    "no config file given; checking the defaults",
+                    "pass --config /etc/fastsam-edge/config.toml",
+                )
+            )
+    checks.append(check_numpy_abi(probe, cfg.source.kind == "picamera2"))
+    checks.append(check_camera(cfg, probe))
+    checks.extend(check_groups(user))
+    if Path("/dev/dma_heap").is_dir() and not os.access("/dev/dma_heap", os.R_OK):
+        checks.append(
+            Check(
+                "dma_heap",
+                WARN,
+                "/dev/dma_heap is not readable by this user",
+                "join the video group",
+            )
+        )
+    bundle_check, model_bytes = check_bundle(cfg)
+    checks.append(bundle_check)
+    checks.append(check_memory(cfg, model_bytes, probe.root))
+    checks.append(check_disk(cfg))
+    checks.extend(check_optional(cfg))
+    return checks
+
+
+def report(checks: list[Check], as_json: bool = False) -> tuple[str, int]:
+    """Text (or JSON) report and the exit code (1 if anything FAILed)."""
+    failed = sum(c.status == FAIL for c in checks)
+    warned = sum(c.status == WARN for c in checks)
+    if as_json:
+        body: Any = {"checks": [asdict(c) for c in checks], "failed": failed, "warnings": warned}
+        return json.dumps(body, indent=2), int(failed > 0)
+    lines = [line for c in checks for line in c.lines()]
+    lines.append(
+        f"doctor: {len(checks)} checks, {failed} failed, {warned} warnings"
+        + (" - ready to serve" if not failed else "")
+    )
+    return "\n".join(lines), int(failed > 0)

@@ -1,0 +1,777 @@
+"""The service: frame loop, segmentation worker, results, HTTP, MQTT, systemd integration.
+
+Threads:
+
+* the **frame loop** (the calling thread) reads frames when a trigger needs one (every frame,
+  at ``source.fps``, when motion is on), evaluates the triggers, and offers triggered frames
+  to a bounded :class:`~edge.service.triggers.JobQueue`. A full queue drops the frame and counts
+  it (live sources); an offline source waits instead, so every frame of a replay is processed.
+  The loop pings the systemd watchdog after each iteration, but only while the worker is not
+  stalled: a hung camera read or segmentation call stops the pings.
+* the **worker** segments, writes the result directory, publishes to MQTT and answers HTTP.
+* the HTTP server and paho-mqtt's network loop run in their own threads.
+
+SIGTERM / SIGINT stop the loop; the worker finishes the frame it is on, queued frames are
+dropped (counted), and the service exits 0 after printing its one-line summary.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.errors import InputError
+from edge.service.clock import Clock
+from edge.service.config import DEMO, ConfigError, ServiceConfig, resolve_token
+from edge.service.http import ApiServer, HttpError, TriggerRequest
+from edge.service.metrics import Metrics
+from edge.service.mqtt import MqttPublisher, compact_message
+from edge.service.notify import Notifier, WatchdogPinger
+from edge.service.sink import ResultSink
+from edge.service.sources import (
+    Capture,
+    FrameSource,
+    FrameTransform,
+    ResilientSource,
+    SourceDown,
+    make_source,
+    padding_waste,
+)
+from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+
+_LOGGER = logging.getLogger("edge.service")
+
+IDLE_WAIT_S = 1.0
+"""Longest the frame loop sleeps: bounds the reaction to stop requests and watchdog pings."""
+
+
+@dataclass
+class Summary:
+    """Counts of a run, for the closing line and for tests."""
+
+    frames: int = 0
+    triggers: int = 0
+    results: int = 0
+    written: int = 0
+    dropped: int = 0
+    errors: int = 0
+    mean_latency_ms: float = 0.0
+    mean_segment_ms: float = 0.0
+    elapsed_s: float = 0.0
+    reason: str = ""
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of ``serve``."""
+        return (
+            f"fastsam-edge serve: {self.frames} frames, {self.triggers} triggers, "
+            f"{self.written} results written, {self.dropped} dropped, {self.errors} errors, "
+            f"mean latency {self.mean_latency_ms:.1f} ms (segment {self.mean_segment_ms:.1f} ms)"
+            f" in {self.elapsed_s:.1f} s [{self.reason}]"
+        )
+
+
+def bundle_facts(seg: Any) -> dict[str, Any]:
+    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON)."""
+    try:
+        name = seg.manifest.detector_file(seg.precision)
+        return {
+            "name": seg.manifest.name,
+            "sha256": seg.manifest.files[name].sha256,
+            "precision": seg.precision,
+        }
+    except AttributeError:
+        return {"name": type(seg).__name__}
+
+
+def load_segmenter(cfg: ServiceConfig) -> Any:
+    """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
+    from edge.segmenter import Segmenter
+
+    bundle: str | Path = cfg.model.bundle
+    if bundle == DEMO:
+        from edge.demo import demo_bundle
+
+        bundle = demo_bundle()
+    return Segmenter.load(
+        bundle, precision=cfg.model.precision or None, threads=cfg.model.threads or None
+    )
+
+
+class Service:
+    """One running service; see the module docstring.
+
+    Args:
+        cfg: Validated configuration.
+        segmenter: A loaded segmenter (default: load ``model.bundle``).
+        source: A frame source (default: built from ``[source]``).
+        clock: Time source (tests pass :class:`~edge.service.clock.FakeClock`).
+        notifier: systemd notifier (default: from the environment).
+        mqtt_client_factory: paho client factory (tests pass a fake).
+        gpio_pin_factory: gpiozero pin factory (tests pass ``MockFactory()``).
+        camera_factory: Passed to the camera source (tests pass a fake Picamera2).
+        max_frames: Stop after this many frames (None: no limit).
+        duration_s: Stop after this many seconds (None: no limit).
+    """
+
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        *,
+        segmenter: Any = None,
+        source: FrameSource | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        mqtt_client_factory: Callable[[str], Any] | None = None,
+        gpio_pin_factory: Any = None,
+        camera_factory: Callable[..., Any] | None = None,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or Clock()
+        self.metrics = Metrics()
+        self.notifier = notifier or Notifier()
+        self.pinger = WatchdogPinger(self.notifier)
+        self.segmenter = segmenter
+        self.max_frames = max_frames
+        self.duration_s = duration_s
+        self._mqtt_factory = mqtt_client_factory
+        self._gpio_pin_factory = gpio_pin_factory
+        raw_source = source or make_source(cfg.source, self.clock, camera_factory)
+        self.source = ResilientSource(
+            raw_source,
+            self.clock,
+            cfg.source.reopen_backoff_s,
+            cfg.source.reopen_backoff_max_s,
+            on_error=lambda _msg: self.metrics.inc("fastsam_errors_total", kind="source"),
+        )
+        self.transform = FrameTransform.from_config(cfg)
+        self.sink = ResultSink(cfg.output, self.metrics)
+        self.queue = JobQueue(cfg.trigger.queue_size)
+        t = cfg.trigger
+        self.interval = IntervalTrigger(t.interval.seconds) if t.interval.enabled else None
+        self.motion = MotionTrigger(t.motion) if t.motion.enabled else None
+        self.gpio: GpioTrigger | None = None
+        self.mqtt: MqttPublisher | None = None
+        self.http: ApiServer | None = None
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self._stop_reason = ""
+        self._drain = False
+        self._request_lock = threading.Lock()
+        self._pending_request: TriggerRequest | None = None
+        self._busy_since: float | None = None
+        self._worker: threading.Thread | None = None
+        self._latest: dict[str, Any] | None = None
+        self._latest_lock = threading.Lock()
+        self._last_latency_ms: float | None = None
+        self._started_at = 0.0
+        self._next_motion_read = 0.0
+        self._next_status = 0.0
+        self._frame_hw: tuple[int, int] | None = None
+        self._supports_prompts = False
+        self._bundle: dict[str, Any] = {}
+        self.ready = threading.Event()
+        self.summary = Summary()
+
+    # --------------------------------------------------------------------------------------
+    # lifecycle
+    # --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the model, start outputs and inputs, tell systemd READY=1.
+
+        Raises:
+            ConfigError, FastSAMEdgeError, OSError: Fatal start-up problems (bad bundle,
+                unwritable output dir, port in use, missing optional dependency).
+        """
+        cfg = self.cfg
+        self._started_at = self.clock.now()
+        self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
+        self.notifier.status("loading model")
+        if self.segmenter is None:
+            self.segmenter = load_segmenter(cfg)
+        self._bundle = bundle_facts(self.segmenter)
+        try:
+            self._supports_prompts = (
+                "prompt" in inspect.signature(self.segmenter.segment).parameters
+            )
+        except (TypeError, ValueError):
+            self._supports_prompts = False
+        if cfg.model.warmup:
+            self._warmup()
+        self.sink.start()
+        if cfg.mqtt.enabled:
+            self.mqtt = MqttPublisher(cfg.mqtt, self._mqtt_factory, self.metrics)
+            self.mqtt.start()
+        if cfg.trigger.gpio.enabled:
+            self.gpio = GpioTrigger(cfg.trigger.gpio, self.wake.set, self._gpio_pin_factory)
+            self.gpio.open()
+        if cfg.http.enabled or cfg.http.unix_socket:
+            token = resolve_token(cfg.http)
+            if cfg.http.host not in ("127.0.0.1", "::1", "localhost") and not token:
+                _LOGGER.warning(
+                    "http: listening on %s without a token: anyone on the network can trigger",
+                    cfg.http.host,
+                )
+            self.http = ApiServer(
+                self,
+                cfg.http.host,
+                cfg.http.port if cfg.http.enabled else None,
+                cfg.http.unix_socket,
+                token,
+                cfg.http.max_body_bytes,
+                cfg.http.request_timeout_s,
+            )
+            self.http.start()
+            where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
+            where += [f"unix:{cfg.http.unix_socket}"] if cfg.http.unix_socket else []
+            _LOGGER.info("http: API on %s", ", ".join(where))
+        self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
+        self._worker.start()
+        try:  # open the source once now, so READY reflects the camera state
+            self.source.source.open()
+            self.source.is_open = True
+            self.metrics.set("fastsam_source_up", 1)
+        except Exception as exc:
+            self.source._fail(f"open failed: {exc}")
+            self.metrics.set("fastsam_source_up", 0)
+        state = "source open" if self.source.is_open else f"source down: {self.source.last_error}"
+        _LOGGER.info(
+            "fastsam-edge %s serving: bundle %s, source %s (%s), triggers: %s, output %s",
+            __version__,
+            self._bundle.get("name"),
+            self.source.name,
+            state,
+            ", ".join(self._trigger_names()) or "none",
+            cfg.output.dir,
+        )
+        self.notifier.ready(f"ready; {state}")
+        self.ready.set()
+        self._next_status = self.clock.now() + cfg.service.status_interval_s
+
+    def _trigger_names(self) -> list[str]:
+        names = []
+        if self.interval:
+            names.append(f"interval {self.interval.seconds:g} s")
+        if self.motion:
+            names.append("motion")
+        if self.gpio:
+            names.append(f"gpio {self.cfg.trigger.gpio.pin}")
+        if self.http:
+            names.append("http")
+        return names
+
+    def _warmup(self) -> None:
+        spec = getattr(getattr(self.segmenter, "manifest", None), "input", None)
+        h, w = spec.imgsz if spec is not None else (64, 64)
+        t0 = time.perf_counter()
+        self.segmenter.segment(np.zeros((h, w, 3), np.uint8))
+        _LOGGER.info("warm-up inference: %.0f ms", (time.perf_counter() - t0) * 1e3)
+
+    def request_stop(self, reason: str = "stop requested", drain: bool = False) -> None:
+        """Ask the loop to stop (signal handlers, tests). ``drain``: process queued frames."""
+        if not self.stop_event.is_set():
+            self._stop_reason = reason
+            self._drain = drain
+            self.stop_event.set()
+        self.wake.set()
+
+    def run(self, install_signals: bool = True) -> Summary:
+        """Start, run the frame loop until stopped or a limit is reached, shut down.
+
+        Returns:
+            The run's :class:`Summary`.
+        """
+        previous: dict[int, Any] = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self.start()
+            self._loop()
+        finally:
+            self.shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.summary
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_event.is_set():
+            _LOGGER.warning("%s again: still finishing the current frame", name)
+            return
+        _LOGGER.info("%s: finishing the current frame, then exiting", name)
+        self.request_stop(name, drain=False)
+
+    def shutdown(self) -> None:
+        """Stop everything (idempotent); fills :attr:`summary`."""
+        if not self.stop_event.is_set():
+            self.request_stop("shutdown", drain=False)
+        self.notifier.stopping(f"stopping: {self._stop_reason}")
+        if not self._drain:
+            for job in self.queue.drain():
+                self._drop(job, "stopping")
+        self.queue.close()
+        if self._worker is not None:
+            self._worker.join(timeout=self.cfg.service.stall_timeout_s)
+            if self._worker.is_alive():
+                _LOGGER.error(
+                    "segmentation still running after %.0f s (service.stall_timeout_s); "
+                    "exiting without it",
+                    self.cfg.service.stall_timeout_s,
+                )
+                self.metrics.inc("fastsam_errors_total", kind="segment")
+        with self._request_lock:
+            req, self._pending_request = self._pending_request, None
+        if req is not None:
+            req.finish(503, {"error": "stopping: the service is shutting down"})
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+        if self.gpio is not None:
+            self.gpio.close()
+            self.gpio = None
+        self.source.close()
+        self.metrics.set("fastsam_source_up", 0)
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
+        self._fill_summary()
+        self.notifier.close()
+
+    def _fill_summary(self) -> None:
+        m = self.metrics
+        n_lat, sum_lat = m.histogram("fastsam_latency_seconds")
+        n_seg, sum_seg = m.histogram("fastsam_segment_seconds")
+        self.summary = Summary(
+            frames=int(m.get("fastsam_frames_total")),
+            triggers=int(m.get("fastsam_triggers_total")),
+            results=int(m.get("fastsam_results_total")),
+            written=int(m.get("fastsam_results_written_total")),
+            dropped=int(m.get("fastsam_dropped_total")),
+            errors=int(m.get("fastsam_errors_total")),
+            mean_latency_ms=sum_lat / n_lat * 1e3 if n_lat else 0.0,
+            mean_segment_ms=sum_seg / n_seg * 1e3 if n_seg else 0.0,
+            elapsed_s=self.clock.now() - self._started_at,
+            reason=self._stop_reason,
+        )
+
+    # --------------------------------------------------------------------------------------
+    # the frame loop
+    # --------------------------------------------------------------------------------------
+
+    def _limits_reached(self, now: float) -> str:
+        if self.max_frames is not None and self.source.frames >= self.max_frames:
+            return f"max frames ({self.max_frames})"
+        if self.duration_s is not None and now - self._started_at >= self.duration_s:
+            return f"duration ({self.duration_s:g} s)"
+        return ""
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            now = self.clock.now()
+            reason = self._limits_reached(now)
+            if reason:
+                self.request_stop(reason, drain=True)
+                break
+            timeout = self._iteration(now)
+            if self._worker_stalled(self.clock.now()) is None:
+                self.pinger.progress(self.clock.now())
+            self._periodic_status(self.clock.now())
+            if timeout > 0 and not self.stop_event.is_set():
+                self.clock.wait(self.wake, timeout)
+            self.wake.clear()
+
+    def _iteration(self, now: float) -> float:
+        """One pass: read a frame if a trigger needs one, fire, enqueue; returns the wait."""
+        fired: list[str] = []
+        if self.interval is not None and self.interval.due(now):
+            fired.append("interval")
+        gpio_edges = self.gpio.take() if self.gpio is not None else 0
+        if gpio_edges:
+            fired.append("gpio")
+            self.metrics.inc("fastsam_triggers_total", gpio_edges - 1, trigger="gpio")
+        with self._request_lock:
+            req, self._pending_request = self._pending_request, None
+        if req is not None:
+            fired.append("http")
+        motion_due = self.motion is not None and now >= self._next_motion_read
+        if not fired and not motion_due:
+            return self._wait_time(now)
+        try:
+            frame = self.source.read()
+        except SourceDown as exc:
+            self.metrics.set("fastsam_source_up", 0)
+            if fired:
+                self.metrics.inc("fastsam_dropped_total", len(fired), reason="source_down")
+            if req is not None:
+                req.finish(503, {"error": f"source unavailable: {exc}"}, {"Retry-After": "5"})
+            return min(exc.retry_in, self._wait_time(now)) if exc.retry_in > 0 else 0.0
+        if frame is None:
+            self.request_stop("end of source", drain=True)
+            if req is not None:
+                req.finish(503, {"error": "source ended"})
+            return 0.0
+        self.metrics.set("fastsam_source_up", 1)
+        self.metrics.inc("fastsam_frames_total")
+        self.metrics.set("fastsam_last_frame_timestamp_seconds", frame.timestamp)
+        try:
+            image, capture = self.transform(frame.image)
+        except ConfigError:
+            if req is not None:
+                req.finish(500, {"error": "bad processing.roi for this camera"})
+            raise
+        self._check_frame_size(image.shape[:2])
+        if self.motion is not None and motion_due:
+            self._next_motion_read = now + 1.0 / self.cfg.source.fps
+            if self.motion.update(image, now):
+                fired.append("motion")
+        if self.interval is not None and "interval" in fired:
+            self.interval.fired(now)
+        if fired:
+            for name in fired:
+                self.metrics.inc("fastsam_triggers_total", trigger=name)
+            job = Job(
+                frame_id=frame.index,
+                image=image,
+                triggers=tuple(fired),
+                created=now,
+                payload={"frame": frame, "capture": capture, "request": req},
+                priority=req is not None,
+            )
+            self._enqueue(job)
+        return self._wait_time(self.clock.now())
+
+    def _enqueue(self, job: Job) -> None:
+        if job.priority:
+            for evicted in self.queue.put_priority(job):
+                self._drop(evicted, "superseded")
+        elif self.source.live:
+            if not self.queue.offer(job):
+                self._drop(job, "busy")
+        elif not self.queue.put(job, self.stop_event):
+            self._drop(job, "stopping")
+        self.metrics.set("fastsam_queue_depth", len(self.queue))
+
+    def _drop(self, job: Job, reason: str) -> None:
+        self.metrics.inc("fastsam_dropped_total", reason=reason)
+        req = job.payload.get("request")
+        if req is not None:
+            req.finish(503, {"error": f"dropped: {reason}"})
+        _LOGGER.debug("frame %d (%s) dropped: %s", job.frame_id, "+".join(job.triggers), reason)
+
+    def _wait_time(self, now: float) -> float:
+        waits = [IDLE_WAIT_S]
+        if self.interval is not None:
+            waits.append(self.interval.wait_time(now))
+        if self.motion is not None:
+            waits.append(max(0.0, self._next_motion_read - now))
+        if self.duration_s is not None:
+            waits.append(max(0.0, self._started_at + self.duration_s - now))
+        if not self.source.is_open:
+            waits.append(max(0.0, self.source._retry_at - now))
+        return min(waits)
+
+    def _check_frame_size(self, hw: tuple[int, int]) -> None:
+        if self._frame_hw == hw:
+            return
+        self._frame_hw = hw
+        if self.motion is not None:
+            self.motion.reset()
+        spec = getattr(getattr(self.segmenter, "manifest", None), "input", None)
+        if spec is None:
+            return
+        waste = padding_waste(hw, spec.imgsz, spec.dynamic, spec.stride)
+        if waste > 0.25:
+            _LOGGER.warning(
+                "frames of %dx%d fill only %.0f %% of the bundle's %dx%d input (the rest is "
+                "letterbox padding): match source.width/height or processing.roi to the "
+                "bundle's aspect ratio, or export the bundle for this aspect ratio",
+                hw[1],
+                hw[0],
+                (1 - waste) * 100,
+                spec.imgsz[1],
+                spec.imgsz[0],
+            )
+
+    def _worker_stalled(self, now: float) -> float | None:
+        """Seconds the current segmentation has run if over the stall limit, else None."""
+        since = self._busy_since
+        if since is None:
+            return None
+        age = now - since
+        return age if age > self.cfg.service.stall_timeout_s else None
+
+    def _periodic_status(self, now: float) -> None:
+        interval = self.cfg.service.status_interval_s
+        if not interval or now < self._next_status:
+            return
+        self._next_status = now + interval
+        m = self.metrics
+        text = (
+            f"{int(m.get('fastsam_frames_total'))} frames, "
+            f"{int(m.get('fastsam_results_total'))} results, "
+            f"{int(m.get('fastsam_dropped_total'))} dropped, "
+            f"{int(m.get('fastsam_errors_total'))} errors; last latency "
+            + (f"{self._last_latency_ms:.0f} ms" if self._last_latency_ms is not None else "-")
+            + ("" if self.source.is_open else f"; source down: {self.source.last_error}")
+        )
+        _LOGGER.info("status: %s", text)
+        self.notifier.status(text)
+
+    # --------------------------------------------------------------------------------------
+    # the worker
+    # --------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get(timeout=0.2)
+            if job is None:
+                if self.stop_event.is_set() and len(self.queue) == 0:
+                    return
+                continue
+            self.metrics.set("fastsam_queue_depth", len(self.queue))
+            self._busy_since = self.clock.now()
+            self.metrics.set("fastsam_busy", 1)
+            try:
+                self._process(job)
+            except Exception as exc:
+                self.metrics.inc("fastsam_errors_total", kind="segment")
+                _LOGGER.exception("frame %d: segmentation failed", job.frame_id)
+                req = job.payload.get("request")
+                if req is not None and not req.done.is_set():
+                    req.finish(500, {"error": f"segmentation failed: {exc!r}"})
+            finally:
+                self._busy_since = None
+                self.metrics.set("fastsam_busy", 0)
+                self.wake.set()
+
+    def _process(self, job: Job) -> None:
+        cfg = self.cfg
+        req: TriggerRequest | None = job.payload.get("request")
+        frame = job.payload["frame"]
+        capture: Capture = job.payload["capture"]
+        kwargs: dict[str, Any] = {}
+        conf = req.conf if req is not None and req.conf is not None else cfg.model.conf
+        iou = req.iou if req is not None and req.iou is not None else cfg.model.iou
+        if conf is not None:
+            kwargs["conf"] = conf
+        if iou is not None:
+            kwargs["iou"] = iou
+        if cfg.processing.max_masks:
+            bundle_max = getattr(getattr(self.segmenter, "manifest", None), "thresholds", None)
+            kwargs["max_det"] = min(
+                cfg.processing.max_masks, bundle_max.max_det if bundle_max else 10**9
+            )
+        if req is not None and req.prompts is not None:
+            kwargs["prompt"] = req.prompts
+        t0 = time.perf_counter()
+        try:
+            result = self.segmenter.segment(job.image, **kwargs)
+        except InputError as exc:  # e.g. a prompt outside the image: the caller's mistake
+            self.metrics.inc("fastsam_errors_total", kind="request")
+            if req is None:
+                raise
+            message = str(exc)
+            field_name = "prompt" if message.startswith("prompt") else message.split(":")[0]
+            req.finish(400, HttpError(400, message, field_name).body())
+            return
+        seg_s = time.perf_counter() - t0
+        self.metrics.observe("fastsam_segment_seconds", seg_s)
+        self.metrics.inc("fastsam_results_total")
+        result = self._filter(result)
+        from edge.overlay import draw_overlay
+        from edge.report import result_to_dict
+
+        doc = result_to_dict(
+            result,
+            bundle=self._bundle,
+            frame_id=job.frame_id,
+            trigger="+".join(job.triggers),
+            prompt=req.prompt_json if req is not None else None,
+            polygon_epsilon=cfg.processing.polygon_epsilon,
+            source=frame.name,
+        )
+        doc["capture"] = capture.to_dict()
+        written = None
+        if req is None or req.save:
+            overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
+            written = self.sink.write(
+                doc,
+                frame.timestamp,
+                job.frame_id,
+                overlay=overlay,
+                frame=job.image if cfg.output.frame else None,
+            )
+        else:
+            self.metrics.inc("fastsam_results_skipped_total", reason="not_requested")
+        if written is not None:
+            doc["files"] = written.files
+            doc["result_dir"] = str(written.dir)
+        latency = self.clock.now() - job.created
+        latency_s = max(latency, seg_s) if latency >= 0 else seg_s
+        self.metrics.observe("fastsam_latency_seconds", latency_s)
+        self.metrics.set("fastsam_masks", len(result))
+        self.metrics.set("fastsam_last_result_timestamp_seconds", self.clock.wall())
+        self._last_latency_ms = latency_s * 1e3
+        message = compact_message(
+            doc,
+            cfg.mqtt.max_masks,
+            written.files if written else None,
+            str(written.dir) if written else None,
+            latency_s * 1e3,
+        )
+        if self.mqtt is not None:
+            self.mqtt.publish(message)
+        with self._latest_lock:
+            self._latest = doc
+        if req is not None:
+            req.finish(200, doc if req.masks else message)
+        _LOGGER.debug(
+            "frame %d (%s): %d masks in %.0f ms%s",
+            job.frame_id,
+            "+".join(job.triggers),
+            len(result),
+            seg_s * 1e3,
+            f" -> {written.dir}" if written else "",
+        )
+
+    def _filter(self, result: Any) -> Any:
+        p = self.cfg.processing
+        if p.min_mask_area and len(result):
+            result = result[np.flatnonzero(result.area >= p.min_mask_area)]
+        if p.max_masks and len(result) > p.max_masks:
+            result = result[: p.max_masks]
+        return result
+
+    # --------------------------------------------------------------------------------------
+    # the HTTP API (edge.service.http.ServiceAPI)
+    # --------------------------------------------------------------------------------------
+
+    def supports_prompts(self) -> bool:
+        return self._supports_prompts
+
+    def submit(self, request: TriggerRequest) -> None:
+        if self.stop_event.is_set():
+            raise HttpError(503, "stopping: the service is shutting down")
+        if not self.source.is_open and self.source.failures:
+            raise HttpError(
+                503, f"source unavailable: {self.source.last_error}", None, {"Retry-After": "5"}
+            )
+        with self._request_lock:
+            self._pending_request = request
+        self.wake.set()
+
+    def count_request(self, path: str, status: int) -> None:
+        if path not in ("/trigger", "/healthz", "/metrics", "/latest"):
+            path = "other"
+        self.metrics.inc("fastsam_http_requests_total", path=path, code=str(status))
+
+    def latest(self) -> dict[str, Any] | None:
+        with self._latest_lock:
+            return self._latest
+
+    def metrics_text(self) -> str:
+        return self.metrics.render()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        now = self.clock.now()
+        stalled = self._worker_stalled(now)
+        src = self.source
+        problems = []
+        if not self.ready.is_set():
+            problems.append("starting")
+        if stalled is not None:
+            problems.append(f"segmentation stalled for {stalled:.0f} s")
+        if not src.is_open and src.failures:
+            problems.append(f"source down: {src.last_error}")
+        if self.stop_event.is_set():
+            problems.append("stopping")
+        body = {
+            "status": "ok" if not problems else "unhealthy",
+            "problems": problems,
+            "version": __version__,
+            "bundle": self._bundle,
+            "model_loaded": self.segmenter is not None,
+            "source": {
+                "name": src.name,
+                "open": src.is_open,
+                "failures": src.failures,
+                "last_error": src.last_error,
+                "last_frame_age_s": (
+                    round(now - src.last_frame_at, 3) if src.last_frame_at is not None else None
+                ),
+            },
+            "frame": (
+                {"width": self._frame_hw[1], "height": self._frame_hw[0]}
+                if self._frame_hw
+                else None
+            ),
+            "busy": self._busy_since is not None,
+            "queue_depth": len(self.queue),
+            "last_latency_ms": (
+                round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
+            ),
+            "frames": int(self.metrics.get("fastsam_frames_total")),
+            "results": int(self.metrics.get("fastsam_results_total")),
+            "disk_free_bytes": self.sink.free_bytes(),
+            "uptime_s": round(now - self._started_at, 3),
+        }
+        return (200 if not problems else 503), body
+
+
+# ------------------------------------------------------------------------------------------
+# entry point used by the CLI
+# ------------------------------------------------------------------------------------------
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<N>`` priority prefixes that journald understands (SyslogLevelPrefix=yes)."""
+
+    PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prio = self.PRIORITY.get(record.levelname, 6)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
+
+
+def configure_logging(level: str, debug: bool = False) -> None:
+    """Log to stderr; under systemd (``JOURNAL_STREAM``) with journald priorities and no time."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper()))
+
+
+def serve(
+    cfg: ServiceConfig,
+    max_frames: int | None = None,
+    duration_s: float | None = None,
+    **kwargs: Any,
+) -> Summary:
+    """Run the service until stopped or a limit is reached; returns the summary."""
+    service = Service(cfg, max_frames=max_frames, duration_s=duration_s, **kwargs)
+    return service.run()
+
+
+__all__ = ["Service", "Summary", "configure_logging", "load_segmenter", "serve"]
