@@ -75,6 +75,7 @@ Group={user}
 SupplementaryGroups=video gpio
 # /etc/fastsam-edge (config), /var/lib/fastsam-edge (models, results), /run/fastsam-edge
 ConfigurationDirectory=fastsam-edge
+ConfigurationDirectoryMode=0750
 StateDirectory=fastsam-edge
 StateDirectoryMode=0750
 RuntimeDirectory=fastsam-edge

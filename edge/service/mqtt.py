@@ -186,9 +186,10 @@ class MqttPublisher:
         client, self.client = self.client, None
         if client is None:
             return
+        was_connected, self.connected = self.connected, False  # no "disconnected" warning
         try:
             info = client.publish(self.available_topic, "offline", qos=1, retain=True)
-            if self.connected and hasattr(info, "wait_for_publish"):
+            if was_connected and hasattr(info, "wait_for_publish"):
                 info.wait_for_publish(timeout=2.0)
             client.disconnect()
         except Exception as exc:

@@ -46,8 +46,12 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(fields).encode("utf-8"), self.address)
+            # never block the frame loop on a full socket (a lost ping is harmless)
+            self._sock.sendto("\n".join(fields).encode("utf-8"), socket.MSG_DONTWAIT, self.address)
             return True
+        except BlockingIOError:
+            _LOGGER.debug("sd_notify %s dropped: the notify socket is full", fields[0])
+            return False
         except OSError as exc:
             _LOGGER.warning("sd_notify %s failed: %s", fields[0] if fields else "", exc)
             return False

@@ -123,6 +123,7 @@ class Service:
         camera_factory: Passed to the camera source (tests pass a fake Picamera2).
         max_frames: Stop after this many frames (None: no limit).
         duration_s: Stop after this many seconds (None: no limit).
+        on_result: Called from the worker with each result JSON (embedding, tests).
     """
 
     def __init__(
@@ -138,8 +139,10 @@ class Service:
         camera_factory: Callable[..., Any] | None = None,
         max_frames: int | None = None,
         duration_s: float | None = None,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.on_result = on_result
         self.clock = clock or Clock()
         self.metrics = Metrics()
         self.notifier = notifier or Notifier()
@@ -179,6 +182,7 @@ class Service:
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
         self._next_motion_read = 0.0
+        self._next_paced_read = 0.0
         self._next_status = 0.0
         self._frame_hw: tuple[int, int] | None = None
         self._supports_prompts = False
@@ -241,13 +245,8 @@ class Service:
             _LOGGER.info("http: API on %s", ", ".join(where))
         self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
         self._worker.start()
-        try:  # open the source once now, so READY reflects the camera state
-            self.source.source.open()
-            self.source.is_open = True
-            self.metrics.set("fastsam_source_up", 1)
-        except Exception as exc:
-            self.source._fail(f"open failed: {exc}")
-            self.metrics.set("fastsam_source_up", 0)
+        # open the source once now, so that READY and the first log line tell the camera state
+        self.metrics.set("fastsam_source_up", int(self.source.try_open()))
         state = "source open" if self.source.is_open else f"source down: {self.source.last_error}"
         _LOGGER.info(
             "fastsam-edge %s serving: bundle %s, source %s (%s), triggers: %s, output %s",
@@ -388,8 +387,7 @@ class Service:
                 self.request_stop(reason, drain=True)
                 break
             timeout = self._iteration(now)
-            if self._worker_stalled(self.clock.now()) is None:
-                self.pinger.progress(self.clock.now())
+            self._tick()
             self._periodic_status(self.clock.now())
             if timeout > 0 and not self.stop_event.is_set():
                 self.clock.wait(self.wake, timeout)
@@ -398,8 +396,12 @@ class Service:
     def _iteration(self, now: float) -> float:
         """One pass: read a frame if a trigger needs one, fire, enqueue; returns the wait."""
         fired: list[str] = []
+        # a live source delivers at most source.fps frames a second: "every frame" (interval
+        # 0) reads at that pace instead of spinning
+        paced = not self.source.live or now >= self._next_paced_read
         if self.interval is not None and self.interval.due(now):
-            fired.append("interval")
+            if self.interval.seconds > 0 or paced:
+                fired.append("interval")
         gpio_edges = self.gpio.take() if self.gpio is not None else 0
         if gpio_edges:
             fired.append("gpio")
@@ -410,21 +412,27 @@ class Service:
             fired.append("http")
         motion_due = self.motion is not None and now >= self._next_motion_read
         if not fired and not motion_due:
+            if not self.source.is_open and self.source.try_open():  # recover while idle
+                self.metrics.set("fastsam_source_up", 1)
             return self._wait_time(now)
         try:
             frame = self.source.read()
         except SourceDown as exc:
             self.metrics.set("fastsam_source_up", 0)
-            if fired:
-                self.metrics.inc("fastsam_dropped_total", len(fired), reason="source_down")
+            lost = [n for n in fired if n != "interval"]  # interval stays due: not lost
+            if lost:
+                self.metrics.inc("fastsam_dropped_total", len(lost), reason="source_down")
             if req is not None:
                 req.finish(503, {"error": f"source unavailable: {exc}"}, {"Retry-After": "5"})
-            return min(exc.retry_in, self._wait_time(now)) if exc.retry_in > 0 else 0.0
+            # wait for the reopen (at least a moment: a zero backoff must not spin)
+            return min(max(exc.retry_in, 0.1), IDLE_WAIT_S)
         if frame is None:
             self.request_stop("end of source", drain=True)
             if req is not None:
                 req.finish(503, {"error": "source ended"})
             return 0.0
+        if self.source.live:
+            self._next_paced_read = now + 1.0 / self.cfg.source.fps
         self.metrics.set("fastsam_source_up", 1)
         self.metrics.inc("fastsam_frames_total")
         self.metrics.set("fastsam_last_frame_timestamp_seconds", frame.timestamp)
@@ -455,6 +463,12 @@ class Service:
             self._enqueue(job)
         return self._wait_time(self.clock.now())
 
+    def _tick(self) -> None:
+        """Frame-loop progress: ping the watchdog unless a segmentation is stalled."""
+        now = self.clock.now()
+        if self._worker_stalled(now) is None:
+            self.pinger.progress(now)
+
     def _enqueue(self, job: Job) -> None:
         if job.priority:
             for evicted in self.queue.put_priority(job):
@@ -462,7 +476,7 @@ class Service:
         elif self.source.live:
             if not self.queue.offer(job):
                 self._drop(job, "busy")
-        elif not self.queue.put(job, self.stop_event):
+        elif not self.queue.put(job, self.stop_event, tick=self._tick):
             self._drop(job, "stopping")
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
@@ -476,13 +490,16 @@ class Service:
     def _wait_time(self, now: float) -> float:
         waits = [IDLE_WAIT_S]
         if self.interval is not None:
-            waits.append(self.interval.wait_time(now))
+            wait = self.interval.wait_time(now)
+            if self.interval.seconds == 0 and self.source.live:
+                wait = max(wait, self._next_paced_read - now)
+            waits.append(max(0.0, wait))
         if self.motion is not None:
             waits.append(max(0.0, self._next_motion_read - now))
         if self.duration_s is not None:
             waits.append(max(0.0, self._started_at + self.duration_s - now))
         if not self.source.is_open:
-            waits.append(max(0.0, self.source._retry_at - now))
+            waits.append(max(0.05, self.source.retry_at - now))
         return min(waits)
 
     def _check_frame_size(self, hw: tuple[int, int]) -> None:
@@ -586,7 +603,11 @@ class Service:
             if req is None:
                 raise
             message = str(exc)
-            field_name = "prompt" if message.startswith("prompt") else message.split(":")[0]
+            field_name = message.split(":")[0]
+            if req.prompts is not None:  # thresholds were checked already: the prompt is bad
+                field_name = "prompt"
+                if not message.startswith("prompt"):
+                    message = f"prompt: {message}"
             req.finish(400, HttpError(400, message, field_name).body())
             return
         seg_s = time.perf_counter() - t0
@@ -638,6 +659,8 @@ class Service:
             self.mqtt.publish(message)
         with self._latest_lock:
             self._latest = doc
+        if self.on_result is not None:
+            self.on_result(doc)
         if req is not None:
             req.finish(200, doc if req.masks else message)
         _LOGGER.debug(

@@ -485,20 +485,34 @@ class ResilientSource:
             self.on_error(message)
         return SourceDown(message, delay)
 
+    @property
+    def retry_at(self) -> float:
+        """Monotonic time of the next reopen attempt."""
+        return self._retry_at
+
+    def try_open(self) -> bool:
+        """Open now if closed and the backoff has passed; returns whether it is open."""
+        if self.is_open:
+            return True
+        if self.clock.now() < self._retry_at:
+            return False
+        try:
+            self.source.open()
+        except Exception as exc:
+            self._fail(f"open failed: {exc}")
+            return False
+        self.is_open = True
+        if self.failures:
+            _LOGGER.warning("%s: reopened after %d failure(s)", self.source.name, self.failures)
+        return True
+
     def read(self) -> Frame | None:
         now = self.clock.now()
         if not self.is_open:
             if now < self._retry_at:
                 raise SourceDown(self.last_error or "source closed", self._retry_at - now)
-            try:
-                self.source.open()
-            except Exception as exc:
-                raise self._fail(f"open failed: {exc}") from None
-            self.is_open = True
-            if self.failures:
-                _LOGGER.warning(
-                    "%s: reopened after %d failure(s)", self.source.name, self.failures
-                )
+            if not self.try_open():
+                raise SourceDown(self.last_error, self._retry_at - self.clock.now())
         try:
             frame = self.source.read()
         except Exception as exc:

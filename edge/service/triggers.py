@@ -223,13 +223,25 @@ class JobQueue:
             self._cond.notify_all()
             return True
 
-    def put(self, job: Job, stop: threading.Event, poll_s: float = 0.1) -> bool:
-        """Add, waiting for room (offline sources); False when ``stop`` is set first."""
+    def put(
+        self,
+        job: Job,
+        stop: threading.Event,
+        poll_s: float = 0.1,
+        tick: Callable[[], None] | None = None,
+    ) -> bool:
+        """Add, waiting for room (offline sources); False when ``stop`` is set first.
+
+        ``tick`` is called on every poll while waiting (the service pings its watchdog there,
+        unless the segmenter is stalled).
+        """
         with self._cond:
             while len(self._items) >= self.maxsize and not self._closed:
                 if stop.is_set():
                     return False
                 self._cond.wait(poll_s)
+                if tick is not None:
+                    tick()
             if self._closed:
                 return False
             self._items.append(job)

@@ -1,0 +1,233 @@
+"""Fakes for testing the service without a camera, a broker or systemd.
+
+Used by the test suite and ``scripts/soak.py``; handy for integration tests of code that
+embeds :class:`~edge.service.runner.Service`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.service.sink import PARTIAL_PREFIX, RESULT_NAME
+from edge.service.sources import Frame, FrameSource, SourceError
+from edge.types import MaskCrop, Masks
+
+
+class FakeSegmenter:
+    """Returns one box-shaped mask per call; can block (``gate``) to simulate a hung model.
+
+    Attributes:
+        calls: Number of ``segment`` calls.
+        entered: Set when a call starts (tests wait on it).
+        gate: While cleared, calls block until it is set.
+        prompts: The ``prompt`` argument of each call.
+    """
+
+    def __init__(self, block: bool = False) -> None:
+        self.calls = 0
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        if not block:
+            self.gate.set()
+        self.prompts: list[Any] = []
+
+    def segment(
+        self,
+        image: NDArray[np.uint8],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        prompt: Any = None,
+    ) -> Masks:
+        self.calls += 1
+        self.prompts.append(prompt)
+        self.entered.set()
+        self.gate.wait()
+        h, w = image.shape[:2]
+        y0, x0, y1, x1 = h // 4, w // 4, h // 2, w // 2
+        data = np.ones((y1 - y0, x1 - x0), dtype=bool)
+        return Masks(
+            xyxy=np.array([[x0, y0, x1, y1]], dtype=np.float32),
+            confidence=np.array([0.9], dtype=np.float32),
+            crops=(MaskCrop(data, x0, y0),),
+            image_hw=(h, w),
+            timings={"preprocess": 0.0, "infer": 0.0, "postprocess": 0.0},
+        )
+
+
+@dataclass
+class FlakySource:
+    """Wraps a source; its first ``open_failures`` opens and the reads listed in
+    ``read_failures`` (1-based read numbers) raise :class:`SourceError`."""
+
+    inner: FrameSource
+    open_failures: int = 0
+    read_failures: tuple[int, ...] = ()
+    clock: Any = None
+    open_times: list[float] = field(default_factory=list)
+    reads: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"flaky:{self.inner.name}"
+
+    @property
+    def live(self) -> bool:
+        return self.inner.live
+
+    def open(self) -> None:
+        if self.clock is not None:
+            self.open_times.append(self.clock.now())
+        if self.open_failures > 0:
+            self.open_failures -= 1
+            raise SourceError("camera busy (injected)")
+        self.inner.open()
+
+    def read(self) -> Frame | None:
+        self.reads += 1
+        if self.reads in self.read_failures:
+            raise SourceError("camera disconnected (injected)")
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ListSource:
+    """Frames from a list of images (BGR); optionally live."""
+
+    def __init__(
+        self, images: list[NDArray[np.uint8]], live: bool = False, loop: bool = False
+    ) -> None:
+        self.images = images
+        self.live = live
+        self.loop = loop
+        self.name = f"list:{len(images)}"
+        self._pos = 0
+
+    def open(self) -> None:
+        self._pos = 0
+
+    def read(self) -> Frame | None:
+        if self._pos >= len(self.images):
+            if not self.loop:
+                return None
+            self._pos = 0
+        image = self.images[self._pos]
+        self._pos += 1
+        return Frame(image.copy(), f"frame{self._pos:04d}")
+
+    def close(self) -> None:
+        pass
+
+
+class FakeMqttClient:
+    """Records what the publisher does with a paho client; ``connect()`` fires on_connect."""
+
+    def __init__(self, client_id: str = "fake") -> None:
+        self.client_id = client_id
+        self.will: tuple[Any, ...] | None = None
+        self.published: list[tuple[str, str, int, bool]] = []
+        self.connected_to: tuple[str, int] | None = None
+        self.loop_running = False
+        self.disconnected = False
+        self.on_connect: Any = None
+        self.on_disconnect: Any = None
+        self.auth: tuple[str, str | None] | None = None
+
+    def will_set(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> None:
+        self.will = (topic, payload, qos, retain)
+
+    def username_pw_set(self, user: str, password: str | None) -> None:
+        self.auth = (user, password)
+
+    def connect_async(self, host: str, port: int, keepalive: int = 60) -> None:
+        self.connected_to = (host, port)
+
+    def loop_start(self) -> None:
+        self.loop_running = True
+
+    def loop_stop(self) -> None:
+        self.loop_running = False
+
+    def connect(self) -> None:
+        """Simulate the broker accepting the connection."""
+        self.on_connect(self, None, {}, 0, None)
+
+    def publish(self, topic: str, payload: Any, qos: int = 0, retain: bool = False) -> Any:
+        self.published.append((topic, payload, qos, retain))
+        return _Info()
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+    def topics(self) -> list[str]:
+        return [p[0] for p in self.published]
+
+
+class _Info:
+    rc = 0
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        return None
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = str(Path(directory) / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def env(self, watchdog_usec: int | None = None) -> dict[str, str]:
+        env = {"NOTIFY_SOCKET": self.path}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+            env["WATCHDOG_PID"] = str(os.getpid())
+        return env
+
+    def drain(self) -> list[str]:
+        """Receive every pending datagram; returns the new ones."""
+        new = []
+        while True:
+            try:
+                new.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                break
+        self.messages += new
+        return new
+
+    def count(self, field: str) -> int:
+        self.drain()
+        return sum(field in m.split("\n") for m in self.messages)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def assert_only_complete(out: str | Path) -> None:
+    """Every visible entry is a complete result directory; nothing half-written anywhere."""
+    import cv2
+
+    for p in Path(out).iterdir():
+        assert not p.name.startswith(PARTIAL_PREFIX), f"partial result left: {p.name}"
+        assert RESULT_NAME.match(p.name), p.name
+        doc = json.loads((p / "result.json").read_text())
+        for key, name in doc["files"].items():
+            f = p / name
+            assert f.is_file(), f"{p.name}: {key} {name} missing"
+            if name.endswith((".png", ".jpg")):
+                assert cv2.imread(str(f)) is not None, f"{f} is not a complete image"
+        assert not [q for q in p.iterdir() if q.name.endswith(".tmp")], p.name

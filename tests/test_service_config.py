@@ -1,0 +1,140 @@
+"""Service configuration: the example file, defaults, and errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from contextlib import nullcontext as DoesNotRaise
+from pathlib import Path
+
+import pytest
+
+from edge.service.config import (
+    ConfigError,
+    ServiceConfig,
+    demo_config,
+    load_config,
+    parse_config,
+    render_example_config,
+    to_dict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "config" / "config.example.toml"
+
+
+def test_example_file_is_generated_from_the_schema():
+    assert EXAMPLE.read_text() == render_example_config(), (
+        "config/config.example.toml is stale: regenerate it with "
+        "`fastsam-edge serve --print-config > config/config.example.toml`"
+    )
+
+
+def test_example_parses_to_the_defaults():
+    assert load_config(EXAMPLE) == ServiceConfig()
+
+
+def test_every_key_is_documented_with_its_default():
+    text = render_example_config()
+    lines = text.splitlines()
+    flat: dict[str, object] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "controls":
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(to_dict(ServiceConfig()), "")
+    for key in flat:
+        leaf = key.rsplit(".", 1)[-1]
+        idx = next(i for i, line in enumerate(lines) if line.startswith(f"{leaf} = "))
+        assert lines[idx - 1].startswith("# "), f"{key} has no comment"
+    # optional keys (no fixed default) are shown commented out, with an example
+    assert "# conf = 0.4" in text and "# iou = 0.9" in text
+
+
+@pytest.mark.parametrize(
+    ("data", "expectation", "needle"),
+    [
+        ({}, DoesNotRaise(), None),
+        (
+            {"trigger": {"motion": {"treshold": 3}}},
+            pytest.raises(ConfigError),
+            "trigger.motion.treshold: unknown key (did you mean 'trigger.motion.threshold'?)",
+        ),
+        (
+            {"trigger": {"motion": {"threshold": "high"}}},
+            pytest.raises(ConfigError),
+            "trigger.motion.threshold: expected an integer in [1, 254], got 'high'",
+        ),
+        (
+            {"trigger": {"motion": {"threshold": 300}}},
+            pytest.raises(ConfigError),
+            "trigger.motion.threshold",
+        ),
+        ({"source": {"fps": 0}}, pytest.raises(ConfigError), "source.fps"),
+        (
+            {"source": {"rotation": 45}},
+            pytest.raises(ConfigError),
+            "source.rotation: expected one of 0, 90, 180, 270, got 45",
+        ),
+        ({"source": {"kind": "webcam"}}, pytest.raises(ConfigError), "source.kind"),
+        ({"source": {"kind": "replay"}}, pytest.raises(ConfigError), "source.path: required"),
+        ({"processing": {"roi": [1, 2]}}, pytest.raises(ConfigError), "processing.roi"),
+        ({"processing": {"roi": [0, 0, 10, 10]}}, DoesNotRaise(), None),
+        (
+            {"http": {"enabled": "yes"}},
+            pytest.raises(ConfigError),
+            "http.enabled: expected true or false",
+        ),
+        ({"http": {"port": 70000}}, pytest.raises(ConfigError), "http.port"),
+        ({"mqtt": {"topic_prefix": "a/#"}}, pytest.raises(ConfigError), "mqtt.topic_prefix"),
+        ({"model": {"conf": 1.5}}, pytest.raises(ConfigError), "model.conf"),
+        ({"model": {"conf": 0.25}}, DoesNotRaise(), None),
+        ({"output": "x"}, pytest.raises(ConfigError), "output: expected a table"),
+        ({"outptu": {}}, pytest.raises(ConfigError), "did you mean 'output'"),
+        (
+            {"source": {"reopen_backoff_s": 10, "reopen_backoff_max_s": 5}},
+            pytest.raises(ConfigError),
+            "source.reopen_backoff_max_s",
+        ),
+        ({"service": {"log_level": "loud"}}, pytest.raises(ConfigError), "service.log_level"),
+    ],
+)
+def test_parse_errors_name_the_key(data, expectation, needle):
+    with expectation as exc:
+        parse_config(data, origin="c.toml")
+    if needle:
+        assert needle in str(exc.value)
+        assert str(exc.value).startswith("c.toml: ")
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[source\nkind = 1\n")
+    with pytest.raises(ConfigError, match="TOML syntax error"):
+        load_config(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('[source]\nkind = "demo"\n[trigger.motion]\nenabled = true\n')
+    cfg = load_config(good)
+    assert cfg.source.kind == "demo" and cfg.trigger.motion.enabled
+    assert cfg.trigger.motion.threshold == 25  # untouched keys keep their defaults
+
+
+def test_replace_and_demo_config(tmp_path):
+    cfg = demo_config(tmp_path, **{"trigger.motion.enabled": True})
+    assert cfg.source.kind == "demo" and cfg.model.bundle == "demo"
+    assert cfg.trigger.interval.enabled and cfg.trigger.interval.seconds == 0.0
+    assert cfg.trigger.motion.enabled and cfg.output.dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="http.port"):
+        cfg.replace(**{"http.port": -1})
+    with pytest.raises(ConfigError, match="unknown key"):
+        cfg.replace(**{"http.prot": 1})
+
+
+def test_example_round_trips_through_tomllib():
+    data = tomllib.loads(render_example_config())
+    assert parse_config(data) == ServiceConfig()

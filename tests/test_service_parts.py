@@ -1,0 +1,547 @@
+"""Service building blocks: triggers, queue, sources, transforms, metrics, sd_notify, MQTT."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from edge.service.clock import FakeClock
+from edge.service.config import GpioConfig, MotionConfig, MqttConfig, ServiceConfig
+from edge.service.metrics import Metrics
+from edge.service.mqtt import MqttPublisher, compact_message
+from edge.service.notify import Notifier, WatchdogPinger
+from edge.service.sources import (
+    DemoSource,
+    FrameTransform,
+    OpenCVSource,
+    PiCameraSource,
+    ReplaySource,
+    ResilientSource,
+    SourceDown,
+    SourceError,
+    padding_waste,
+)
+from edge.service.testing import FakeMqttClient, FlakySource, ListSource, NotifySocket
+from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+
+# --------------------------------------------------------------------------------------------
+# triggers
+# --------------------------------------------------------------------------------------------
+
+
+def test_interval_trigger_schedule():
+    t = IntervalTrigger(10.0)
+    assert t.due(0.0)
+    t.fired(0.0)
+    assert not t.due(5.0) and t.wait_time(5.0) == pytest.approx(5.0)
+    assert t.due(10.0)
+    t.fired(10.5)  # late by 0.5 s: keeps the grid
+    assert t.wait_time(10.5) == pytest.approx(9.5)
+    t.fired(100.0)  # a long stall: one tick, then a fresh schedule (no burst)
+    assert not t.due(101.0) and t.due(110.0)
+
+
+def _noise_frame(rng, value=100, h=120, w=160):
+    base = np.full((h, w, 3), value, np.int16) + rng.integers(-6, 7, (h, w, 3))
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def test_motion_uses_int16_no_uint8_wraparound():
+    m = MotionTrigger(MotionConfig(enabled=True, threshold=50, min_area=0.5, width=16))
+    dark = np.full((16, 16, 3), 10, np.uint8)
+    bright = np.full((16, 16, 3), 200, np.uint8)
+    assert not m.update(bright, 0.0)  # first frame: background
+    # 10 - 200 wraps to 66 in uint8 (still > 50 by luck); use a pair that wraps *below*:
+    m2 = MotionTrigger(
+        MotionConfig(enabled=True, threshold=50, min_area=0.5, width=16, background_alpha=1.0)
+    )
+    m2.update(np.full((16, 16, 3), 20, np.uint8), 0.0)
+    # uint8: 20 - 250 = 26 (wrapped) -> no motion; int16: |20 - 250| = 230 -> motion
+    assert m2.update(np.full((16, 16, 3), 250, np.uint8), 1.0)
+    assert m.update(dark, 1.0)
+
+
+def test_motion_fires_when_an_object_appears_then_cools_down():
+    rng = np.random.default_rng(0)
+    m = MotionTrigger(MotionConfig(enabled=True, threshold=25, min_area=0.01, cooldown_s=5.0))
+    fired = []
+    for i in range(40):
+        frame = _noise_frame(rng)
+        if i >= 10:  # an object appears at frame 10 and stays
+            frame[30:70, 40:90] = (230, 230, 230)
+        if i >= 25:  # ... and moves at frame 25 (after the 5 s cooldown)
+            frame[30:70, 40:90] = _noise_frame(rng)[30:70, 40:90]
+            frame[50:90, 90:140] = (230, 230, 230)
+        if m.update(frame, now=i * 0.5):
+            fired.append(i)
+    assert fired == [10, 25], f"noise must not fire; appearance and move must: {fired}"
+
+
+def test_motion_cooldown_and_consecutive_frames():
+    m = MotionTrigger(
+        MotionConfig(
+            enabled=True,
+            threshold=20,
+            min_area=0.05,
+            frames=2,
+            cooldown_s=10.0,
+            background_alpha=1.0,
+        )
+    )
+    a = np.zeros((60, 80, 3), np.uint8)
+    b = np.full((60, 80, 3), 255, np.uint8)
+    seq = [a, b, a, b, a, b, a]
+    fired = [i for i, f in enumerate(seq) if m.update(f, now=float(i))]
+    assert fired == [2]  # needs 2 changed frames in a row; then 10 s of quiet
+
+
+def test_job_queue_drops_instead_of_piling_up():
+    q = JobQueue(1)
+    img = np.zeros((2, 2, 3), np.uint8)
+    jobs = [Job(i, img, ("motion",), 0.0) for i in range(3)]
+    assert q.offer(jobs[0]) and not q.offer(jobs[1]) and len(q) == 1
+    prio = Job(9, img, ("http",), 0.0, priority=True)
+    evicted = q.put_priority(prio)
+    assert [j.frame_id for j in evicted] == [0]
+    assert q.get(0.01).frame_id == 9 and q.get(0.0) is None
+    stop = threading.Event()
+    assert q.put(jobs[2], stop)
+    stop.set()
+    assert not q.put(jobs[1], stop, poll_s=0.001)  # full and stopping: refused, no wait
+    assert [j.frame_id for j in q.drain()] == [2]
+
+
+# --------------------------------------------------------------------------------------------
+# GPIO (gpiozero's mock pin factory)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edge", "pull_up", "actions", "expected"),
+    [
+        ("falling", True, ["low", "high"], 1),
+        ("rising", True, ["low", "high"], 1),
+        ("both", True, ["low", "high", "low"], 3),
+        ("rising", False, ["high", "low"], 1),
+    ],
+)
+def test_gpio_edges_with_mock_factory(edge, pull_up, actions, expected):
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    woken = threading.Event()
+    trig = GpioTrigger(
+        GpioConfig(enabled=True, pin=17, edge=edge, pull_up=pull_up, bounce_s=0.0),
+        woken.set,
+        pin_factory=factory,
+    )
+    trig.open()
+    try:
+        pin = factory.pin(17)
+        for a in actions:
+            pin.drive_low() if a == "low" else pin.drive_high()
+        assert trig.take() == expected and trig.take() == 0
+        assert woken.is_set()
+    finally:
+        trig.close()
+        factory.close()
+
+
+def test_gpio_pin_in_use_is_a_clear_error():
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    a = GpioTrigger(GpioConfig(enabled=True, pin=5), pin_factory=factory)
+    b = GpioTrigger(GpioConfig(enabled=True, pin=5), pin_factory=factory)
+    a.open()
+    try:
+        with pytest.raises(RuntimeError, match="trigger.gpio: cannot use pin 5"):
+            b.open()
+    finally:
+        a.close()
+        factory.close()
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------
+
+
+class FakePicamera2:
+    """Records calls; ``capture_array`` returns an RGB888 buffer (B, G, R in memory)."""
+
+    def __init__(self, camera: int, fail: str = "") -> None:
+        if fail == "busy":
+            raise RuntimeError("Failed to acquire camera: Device or resource busy")
+        self.calls: list[tuple] = []
+        self.frame = np.zeros((48, 64, 3), np.uint8)
+        self.frame[..., 2] = 255  # R in the third byte: a red image in BGR order
+        self.stopped = self.closed = False
+
+    def create_video_configuration(self, **kw):
+        self.calls.append(("config", kw))
+        return kw
+
+    def configure(self, cfg):
+        self.calls.append(("configure", cfg))
+
+    def start(self):
+        self.calls.append(("start",))
+
+    def capture_array(self, name="main", wait=None):
+        self.calls.append(("capture", name, wait))
+        return self.frame
+
+    def stop(self):
+        self.stopped = True
+
+    def close(self):
+        self.closed = True
+
+
+def test_picamera2_adapter_channel_order_and_calls():
+    cams: list[FakePicamera2] = []
+
+    def factory(n):
+        cams.append(FakePicamera2(n))
+        return cams[-1]
+
+    clock = FakeClock()
+    src = PiCameraSource(
+        0,
+        64,
+        48,
+        5.0,
+        {"AfMode": 2},
+        read_timeout_s=3.0,
+        settle_s=1.0,
+        camera_factory=factory,
+        clock=clock,
+    )
+    t0 = clock.now()
+    src.open()
+    assert clock.now() - t0 == pytest.approx(1.0)  # AE/AWB settle, on the fake clock
+    frame = src.read()
+    assert frame.image.shape == (48, 64, 3)
+    assert tuple(frame.image[0, 0]) == (0, 0, 255)  # red stays red in BGR
+    cfg = cams[0].calls[0][1]
+    assert cfg["main"] == {"size": (64, 48), "format": "RGB888"}
+    assert cfg["controls"] == {"FrameRate": 5.0, "AfMode": 2}
+    assert ("capture", "main", 3.0) in cams[0].calls  # reads time out instead of hanging
+    src.close()
+    assert cams[0].stopped and cams[0].closed
+
+
+def test_picamera2_busy_camera_is_a_source_error():
+    src = PiCameraSource(
+        0, 64, 48, 5.0, {}, camera_factory=lambda n: FakePicamera2(n, "busy"), clock=FakeClock()
+    )
+    with pytest.raises(SourceError, match="another process owns the camera"):
+        src.open()
+
+
+def test_picamera2_xbgr_frames_drop_the_fourth_channel():
+    cam = FakePicamera2(0)
+    cam.frame = np.zeros((4, 4, 4), np.uint8)
+    src = PiCameraSource(
+        0, 4, 4, 5.0, {}, settle_s=0, camera_factory=lambda n: cam, clock=FakeClock()
+    )
+    src.open()
+    assert src.read().image.shape == (4, 4, 3)
+
+
+class FakeCapture:
+    def __init__(self, target, frames=3, opened=True):
+        self.target, self.left, self.opened = target, frames, opened
+        self.props: dict = {}
+        self.grabs = 0
+
+    def isOpened(self):  # noqa: N802
+        return self.opened
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def grab(self):
+        self.grabs += 1
+        return True
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.full((8, 8, 3), 7, np.uint8)
+
+    def release(self):
+        self.opened = False
+
+
+def test_opencv_source_open_read_disconnect():
+    caps: list[FakeCapture] = []
+
+    def factory(target):
+        caps.append(FakeCapture(target, frames=2))
+        return caps[-1]
+
+    src = OpenCVSource(
+        "0", 640, 480, 5.0, discard_frames=3, capture_factory=factory, clock=FakeClock()
+    )
+    src.open()
+    assert caps[0].target == 0 and caps[0].grabs == 3
+    assert src.read().image.shape == (8, 8, 3)
+    src.read()
+    with pytest.raises(SourceError, match="disconnected"):
+        src.read()
+    missing = OpenCVSource("/dev/v4l/by-id/nope", 640, 480, 5.0, clock=FakeClock())
+    with pytest.raises(SourceError, match="does not exist"):
+        missing.open()
+    closed = OpenCVSource(
+        "1",
+        640,
+        480,
+        5.0,
+        capture_factory=lambda t: FakeCapture(t, opened=False),
+        clock=FakeClock(),
+    )
+    with pytest.raises(SourceError, match="video"):
+        closed.open()
+
+
+def test_replay_folder_and_video(tmp_path):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((10, 12, 3), i * 50, np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored")
+    src = ReplaySource(tmp_path)
+    src.open()
+    names = [src.read().name for _ in range(3)]
+    assert names == ["f0.png", "f1.png", "f2.png"] and src.read() is None
+    looped = ReplaySource(tmp_path, loop=True)
+    looped.open()
+    assert [looped.read().name for _ in range(4)][-1] == "f0.png"
+    video = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 24))
+    for i in range(4):
+        w.write(np.full((24, 32, 3), i * 60, np.uint8))
+    w.release()
+    vs = ReplaySource(video)
+    vs.open()
+    frames = []
+    while (f := vs.read()) is not None:
+        frames.append(f)
+    vs.close()
+    assert len(frames) == 4 and frames[0].image.shape == (24, 32, 3)
+    with pytest.raises(SourceError, match="no images"):
+        ReplaySource(tmp_path / "empty").open() if (tmp_path / "empty").mkdir() is None else 0
+
+
+def test_resilient_source_backs_off_and_recovers():
+    clock = FakeClock()
+    flaky = FlakySource(DemoSource(1_000_000, 5, 64, 48), open_failures=3, clock=clock)
+    errors = []
+    src = ResilientSource(flaky, clock, backoff_s=1.0, backoff_max_s=3.0, on_error=errors.append)
+    delays = []
+    frame = None
+    while frame is None:
+        try:
+            frame = src.read()
+        except SourceDown as exc:
+            delays.append(exc.retry_in)
+            clock.advance(exc.retry_in)
+    assert delays == [1.0, 2.0, 3.0]  # doubling, capped at backoff_max_s
+    assert len(errors) == 3 and frame.index == 1
+    opens = flaky.open_times
+    assert [round(b - a, 6) for a, b in zip(opens, opens[1:], strict=False)] == [1.0, 2.0, 3.0]
+    flaky.read_failures = (flaky.reads + 1,)
+    with pytest.raises(SourceDown):
+        src.read()  # a read failure closes the source ...
+    clock.advance(1.0)
+    assert src.read().index == 2  # ... and it is reopened after the (reset) backoff
+
+
+# --------------------------------------------------------------------------------------------
+# transforms
+# --------------------------------------------------------------------------------------------
+
+
+def test_orientation_roi_and_resolution_cap():
+    img = np.zeros((30, 40, 3), np.uint8)
+    img[0, 0] = (255, 0, 0)  # marker at top-left
+    cases = {
+        (True, False, 0): (0, 39),
+        (False, True, 0): (29, 0),
+        (False, False, 90): (0, 29),
+        (False, False, 180): (29, 39),
+        (False, False, 270): (39, 0),
+    }
+    for (h, v, r), (y, x) in cases.items():
+        out, cap = FrameTransform(h, v, r)(img)
+        assert out[y, x, 0] == 255, (h, v, r)
+    cfg = ServiceConfig().replace(
+        **{"processing.roi": [10, 5, 20, 10], "processing.max_mask_side": 0}
+    )
+    out, cap = FrameTransform.from_config(cfg)(img)
+    assert out.shape == (10, 20, 3) and cap.roi == (10, 5, 20, 10) and cap.scale == 1.0
+    # a 12 MP still is capped before segmentation: masks can never be 12 MP
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    out, cap = FrameTransform(max_side=1280)(big)
+    assert out.shape == (960, 1280, 3) and cap.scale == pytest.approx(0.32)
+    assert cap.to_dict()["width"] == 4000
+    out, cap = FrameTransform(roi=(30, 20, 100, 100))(img)  # clipped to the frame
+    assert out.shape == (10, 10, 3)
+    with pytest.raises(Exception, match="processing.roi"):
+        FrameTransform(roi=(100, 100, 5, 5))(img)
+
+
+def test_padding_waste():
+    assert padding_waste((320, 320), (320, 320), False) == pytest.approx(0.0)
+    assert padding_waste((480, 640), (640, 640), False) == pytest.approx(0.25)
+    assert padding_waste((1080, 1920), (640, 640), False) == pytest.approx(0.4375)
+    assert padding_waste((480, 640), (640, 640), True) == pytest.approx(0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics, sd_notify
+# --------------------------------------------------------------------------------------------
+
+
+def test_metrics_prometheus_text():
+    m = Metrics()
+    m.inc("fastsam_frames_total", 3)
+    m.inc("fastsam_dropped_total", reason="busy")
+    m.inc("fastsam_dropped_total", 2, reason="busy")
+    m.observe("fastsam_latency_seconds", 0.07)
+    m.observe("fastsam_latency_seconds", 3.0)
+    text = m.render()
+    assert "# TYPE fastsam_frames_total counter\nfastsam_frames_total 3\n" in text
+    assert 'fastsam_dropped_total{reason="busy"} 3' in text
+    assert 'fastsam_latency_seconds_bucket{le="0.1"} 1' in text
+    assert 'fastsam_latency_seconds_bucket{le="5"} 2' in text
+    assert 'fastsam_latency_seconds_bucket{le="+Inf"} 2' in text
+    assert "fastsam_latency_seconds_count 2" in text
+    assert m.get("fastsam_dropped_total") == 3
+    with pytest.raises(KeyError):
+        m.inc("fastsam_made_up_total")
+
+
+def test_sd_notify_over_a_socket(tmp_path):
+    sock = NotifySocket(tmp_path)
+    try:
+        n = Notifier(sock.env(watchdog_usec=4_000_000))
+        assert n.enabled and n.watchdog_s == 4.0
+        assert n.ready("hello")
+        assert sock.drain() == ["READY=1\nSTATUS=hello"]
+        pinger = WatchdogPinger(n)
+        sent = [pinger.progress(t) for t in (0.0, 0.5, 1.0, 1.5, 2.5)]
+        assert sent == [True, False, True, False, True]  # at most every period / 4
+        assert sock.count("WATCHDOG=1") == 3
+        n.stopping()
+        assert sock.drain()[-1].startswith("STOPPING=1")
+    finally:
+        sock.close()
+    off = Notifier({})
+    assert not off.enabled and not off.ready() and off.watchdog_s is None
+    other = Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_s is None  # the watchdog is meant for another process
+
+
+def test_sd_notify_abstract_socket_address():
+    n = Notifier({"NOTIFY_SOCKET": "@fastsam-test"})
+    assert n.address == b"\0fastsam-test"
+
+
+# --------------------------------------------------------------------------------------------
+# MQTT (a fake paho client; a real broker is exercised by hand, see docs/service.md)
+# --------------------------------------------------------------------------------------------
+
+
+def test_mqtt_publisher_topics_will_and_discovery(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    cfg = MqttConfig(
+        enabled=True,
+        topic_prefix="cam/garage",
+        username="u",
+        password_file=str(pw),
+        discovery=True,
+        client_id="pi1",
+    )
+    clients: list[FakeMqttClient] = []
+
+    def factory(cid):
+        clients.append(FakeMqttClient(cid))
+        return clients[-1]
+
+    pub = MqttPublisher(cfg, factory)
+    pub.start()
+    c = clients[0]
+    assert c.client_id == "pi1" and c.auth == ("u", "s3cret") and c.loop_running
+    assert c.will == ("cam/garage/available", "offline", 1, True)
+    c.connect()
+    assert ("cam/garage/available", "online", 1, True) in c.published
+    disc = [p for p in c.published if p[0] == "homeassistant/sensor/pi1/masks/config"]
+    assert disc and json.loads(disc[0][1])["state_topic"] == "cam/garage/state"
+    doc = {
+        "frame_id": 7,
+        "timestamp": "t",
+        "trigger": "motion",
+        "num_masks": 2,
+        "image": {"width": 64, "height": 48},
+        "bundle": {"name": "b"},
+        "masks": [
+            {
+                "id": i,
+                "score": 0.9,
+                "bbox_xyxy": [0, 0, 1, 1],
+                "area": 1,
+                "rle": {},
+                "polygons": [],
+            }
+            for i in range(2)
+        ],
+    }
+    msg = compact_message(doc, 1, {"json": "result.json"}, "/out/r1", 12.34)
+    pub.publish(msg)
+    events = [p for p in c.published if p[0] == "cam/garage/events"]
+    state = [p for p in c.published if p[0] == "cam/garage/state"]
+    assert len(events) == 1 and not events[0][3] and state[0][3]  # state is retained
+    body = json.loads(events[0][1])
+    assert body["frame_id"] == 7 and len(body["masks"]) == 1 and "rle" not in body["masks"][0]
+    assert body["files"]["json"] == "/out/r1/result.json"
+    pub.stop()
+    assert c.published[-1] == ("cam/garage/available", "offline", 1, True)
+    assert c.disconnected and not c.loop_running
+
+
+def test_mqtt_missing_paho_is_a_clear_error(monkeypatch):
+    import sys
+
+    from edge.service.config import ConfigError
+    from edge.service.mqtt import default_client_factory
+
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
+    with pytest.raises(ConfigError, match="paho-mqtt is not installed"):
+        default_client_factory("x")
+
+
+def test_mqtt_real_paho_client_is_constructed():
+    from edge.service.mqtt import default_client_factory
+
+    client = default_client_factory("fastsam-test")
+    assert hasattr(client, "connect_async") and hasattr(client, "will_set")
+
+
+def test_list_source_and_demo_source():
+    src = ListSource([np.zeros((4, 4, 3), np.uint8)] * 2)
+    src.open()
+    assert src.read() is not None and src.read() is not None and src.read() is None
+    demo = DemoSource(1_000_000, 2, 64, 48, loop=True)
+    demo.open()
+    a, b, c = demo.read(), demo.read(), demo.read()
+    assert a.image.shape == (48, 64, 3) and np.array_equal(a.image, c.image)
+    assert not np.array_equal(a.image, b.image)
