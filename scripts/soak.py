@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             path=args.path,
             max_masks=args.max_masks,
             max_results=args.max_results,
-            report_s=args.report, threads=args.threads,
+            report_s=args.report,
+            threads=args.threads,
         )
     ok = res["rss_growth_pct"] <= args.max_rss_growth and res["fds_end"] <= res["fds_warm"]
     ok = ok and res["errors"] == 0 and res["written"] == res["frames"]

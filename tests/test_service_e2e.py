@@ -389,3 +389,14 @@ def test_list_source_with_roi_and_cap(tmp_path):
         "roi_xywh": [100, 100, 600, 400],
         "scale": 0.5,
     }
+
+
+def test_aspect_ratio_padding_warning(tmp_path, segmenter, caplog):
+    wide = np.zeros((180, 320, 3), np.uint8)  # 16:9 on the demo bundle's square input
+    cfg = _cfg(tmp_path, **{"trigger.interval.seconds": 0.0})
+    svc = Service(cfg, segmenter=segmenter, source=ListSource([wide]), clock=FakeClock())
+    with caplog.at_level("WARNING", logger="edge.service"):
+        svc.run(install_signals=False)
+    assert any(
+        "letterbox padding" in r.getMessage() and "56 %" in r.getMessage() for r in caplog.records
+    ), caplog.text

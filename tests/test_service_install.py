@@ -229,8 +229,10 @@ def test_doctor_on_a_replay_config_passes(tmp_path):
     names = {c.name: c for c in checks}
     assert names["bundle"].status == OK and "demo bundle" in names["bundle"].message
     assert names["camera"].status == OK and names["64-bit OS"].status == OK
-    text, code = report(checks)
-    assert code == 0, text
+    text, _ = report(checks)
+    # group membership depends on who runs the tests; everything else must pass here
+    failed = [c for c in checks if c.status == FAIL and not c.name.startswith("groups of")]
+    assert failed == [], text
     assert "doctor:" in text.splitlines()[-1]
 
 

@@ -22,7 +22,12 @@ def _soak_module():
 def test_soak_300_frames(tmp_path, demo_bundle):
     soak = _soak_module()
     res = soak.run_soak(
-        tmp_path / "out", frames=300, warmup_frames=50, width=160, height=120, max_results=50,
+        tmp_path / "out",
+        frames=300,
+        warmup_frames=50,
+        width=160,
+        height=120,
+        max_results=50,
         threads=1,  # no spinning onnxruntime thread pool on a shared CI machine
     )
     print(res)  # shown with -s / in the JUnit report on failure
