@@ -14,14 +14,19 @@ predictions match nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from edge.types import MaskCrop
 
 __all__ = [
     "SIZE_BUCKETS",
     "SegEvalAccumulator",
     "best_iou_per_gt",
+    "crop_iou_matrix",
+    "mask_agreement",
     "mask_iou_matrix",
     "recall_at_iou",
 ]
@@ -161,3 +166,60 @@ class SegEvalAccumulator:
                 "mean_best_iou": float(best[sel].mean()) if sel.any() else float("nan"),
             }
         return out
+
+
+def crop_iou_matrix(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> np.ndarray:
+    """Pairwise IoU of two sets of cropped masks, touching only overlapping crops.
+
+    Equivalent to :func:`mask_iou_matrix` on the densified masks, but memory and time follow
+    the crop overlaps instead of N x M x H x W, so 300 x 300 masks on a large frame are cheap.
+
+    Args:
+        a: N masks as :class:`~edge.types.MaskCrop`.
+        b: M masks, same frame.
+
+    Returns:
+        (N, M) float64 IoU.
+    """
+    area_a = np.array([c.area for c in a], dtype=np.float64)
+    area_b = np.array([c.area for c in b], dtype=np.float64)
+    inter = np.zeros((len(a), len(b)), dtype=np.float64)
+    box_b = np.array(
+        [(c.x0, c.y0, c.x0 + c.data.shape[1], c.y0 + c.data.shape[0]) for c in b], dtype=np.int64
+    ).reshape(-1, 4)
+    for i, ca in enumerate(a):
+        ax0, ay0 = ca.x0, ca.y0
+        ax1, ay1 = ax0 + ca.data.shape[1], ay0 + ca.data.shape[0]
+        x0 = np.maximum(box_b[:, 0], ax0)
+        y0 = np.maximum(box_b[:, 1], ay0)
+        x1 = np.minimum(box_b[:, 2], ax1)
+        y1 = np.minimum(box_b[:, 3], ay1)
+        for j in np.flatnonzero((x1 > x0) & (y1 > y0)):
+            cb = b[j]
+            pa = ca.data[y0[j] - ay0 : y1[j] - ay0, x0[j] - ax0 : x1[j] - ax0]
+            pb = cb.data[y0[j] - cb.y0 : y1[j] - cb.y0, x0[j] - cb.x0 : x1[j] - cb.x0]
+            inter[i, j] = np.count_nonzero(pa & pb)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def mask_agreement(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> dict[str, float]:
+    """How well two results agree (e.g. fp32 vs int8): mean best-match IoU in both directions.
+
+    Returns:
+        ``{"a_to_b": mean over a of the best IoU with any b mask, "b_to_a": ..., "n_a", "n_b"}``;
+        a side with no masks scores 1.0 against an empty other side and 0.0 otherwise.
+    """
+    iou = crop_iou_matrix(a, b)
+
+    def mean_best(m: np.ndarray, other: int) -> float:
+        if m.shape[0] == 0:
+            return 1.0
+        return float(m.max(axis=1).mean()) if other else 0.0
+
+    return {
+        "a_to_b": mean_best(iou, len(b)),
+        "b_to_a": mean_best(iou.T, len(a)),
+        "n_a": float(len(a)),
+        "n_b": float(len(b)),
+    }

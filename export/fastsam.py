@@ -214,6 +214,15 @@ def publish_bundle(tmp_dir: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class _StepSpec:
+    """What a bundle step needs to know about the detector being exported."""
+
+    imgsz: tuple[int, int]
+    dynamic: bool
+    thresholds: Thresholds
+
+
 def export_bundle(
     weights: str | Path,
     out: str | Path,
@@ -222,6 +231,11 @@ def export_bundle(
     name: str | None = None,
     thresholds: Thresholds | None = None,
     extra_steps: list[Callable[[Path, dict[str, Any]], None]] | None = None,
+    int8: bool = True,
+    calib_images: str | Path | None = None,
+    quant_config: Any = None,
+    verify_threads: int = 2,
+    int8_min_iou: float = 0.95,
 ) -> Path:
     """Export FastSAM weights into a bundle directory.
 
@@ -233,8 +247,14 @@ def export_bundle(
         dynamic: Export with dynamic H/W (reference-exact rectangular letterbox).
         name: Bundle name (default: weights stem + size).
         thresholds: Default thresholds (FastSAM's conf 0.4, iou 0.9, max_det 300).
-        extra_steps: Callables ``(tmp_bundle_dir, manifest_extra)`` run before publishing (int8,
+        extra_steps: Callables ``(tmp_bundle_dir, manifest_extra)`` run before publishing (e.g.
             CLIP); they add files and manifest sections.
+        int8: Also write ``fastsam.int8.onnx`` (static QDQ, calibrated, verified; see
+            :mod:`export.quantize`). A model that fails verification is left out.
+        calib_images: Calibration image directory (default: built-in synthetic scenes).
+        quant_config: :class:`export.quantize.QuantConfig` (default recipe if ``None``).
+        verify_threads: onnxruntime threads for the int8 verification timings.
+        int8_min_iou: Refuse the int8 model below this mean mask IoU against fp32.
 
     Returns:
         The bundle directory.
@@ -261,6 +281,16 @@ def export_bundle(
         extra: dict[str, Any] = {}
         files = {detector.name: file_entry(detector, "detector", "fp32")}
         precisions = ["fp32"]
+        th = thresholds or Thresholds()
+        if int8:
+            from export.quantize import make_int8_step
+
+            spec = _StepSpec(hw, dynamic, th)
+            step8 = make_int8_step(calib_images, quant_config, int8_min_iou, verify_threads)
+            try:
+                step8(tmp_dir, extra, spec)
+            except ValueError as exc:
+                raise ExportError(str(exc)) from exc
         for step in extra_steps or []:
             step(tmp_dir, extra)
         for p in sorted(tmp_dir.iterdir()):
@@ -273,7 +303,7 @@ def export_bundle(
         manifest = BundleManifest(
             name=name or f"{info.path.stem}-{hw[0]}x{hw[1]}{'-dynamic' if dynamic else ''}",
             input=InputSpec(dynamic=dynamic, imgsz=hw, stride=STRIDE, name="images"),
-            thresholds=thresholds or Thresholds(),
+            thresholds=th,
             files=files,
             precisions=tuple(precisions),
             default_precision="fp32",

@@ -81,7 +81,7 @@ def test_cli_exports_bundle(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_dynamic_export_manifest(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_bundle(checkpoint, tmp_path / "dyn", imgsz=1024, dynamic=True)
+    out = export_bundle(checkpoint, tmp_path / "dyn", imgsz=1024, dynamic=True, int8=False)
     m = read_manifest(out)
     assert m.input.dynamic and m.input.imgsz == (1024, 1024)
     import onnxruntime as ort
@@ -92,8 +92,8 @@ def test_dynamic_export_manifest(checkpoint: Path, tmp_path: Path) -> None:
 
 def test_reexport_replaces_bundle_atomically(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    export_bundle(checkpoint, out, imgsz=320)
-    export_bundle(checkpoint, out, imgsz=256)
+    export_bundle(checkpoint, out, imgsz=320, int8=False)
+    export_bundle(checkpoint, out, imgsz=256, int8=False)
     assert read_manifest(out).input.imgsz == (256, 256)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
@@ -143,7 +143,7 @@ def test_multiclass_checkpoint_rejected(tmp_path: Path) -> None:
 def test_unwritable_output(checkpoint: Path, tmp_path: Path) -> None:
     blocker = _write(tmp_path / "file", b"x")
     with pytest.raises(ExportError, match="--out"):
-        export_bundle(checkpoint, blocker / "bundle")
+        export_bundle(checkpoint, blocker / "bundle", int8=False)
 
 
 def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None
     out.mkdir()
     _write(out / "thesis.txt", b"do not delete")
     with pytest.raises(ExportError, match="not a bundle"):
-        export_bundle(checkpoint, out, imgsz=256)
+        export_bundle(checkpoint, out, imgsz=256, int8=False)
     assert (out / "thesis.txt").read_bytes() == b"do not delete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
@@ -161,7 +161,7 @@ def test_failed_step_leaves_no_partial_bundle(checkpoint: Path, tmp_path: Path) 
         raise RuntimeError("simulated failure")
 
     with pytest.raises(RuntimeError, match="simulated"):
-        export_bundle(checkpoint, tmp_path / "out", imgsz=256, extra_steps=[boom])
+        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False, extra_steps=[boom])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -184,7 +184,62 @@ def test_cli_error_exit_code(tmp_path: Path) -> None:
 
 
 def test_manifest_is_json(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_bundle(checkpoint, tmp_path / "j", imgsz=256)
+    out = export_bundle(checkpoint, tmp_path / "j", imgsz=256, int8=False)
     doc = json.loads((out / "bundle.json").read_text())
     assert doc["schema_version"] == 1
     assert doc["files"]["fastsam.fp32.onnx"]["sha256"] == sha256_file(out / "fastsam.fp32.onnx")
+
+
+def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """--calib-images: the int8 model is calibrated, verified (agreement printed) and hashed."""
+    from edge.scenes import save_scenes
+    from export.quantize import QuantConfig
+
+    calib = tmp_path / "calib"
+    save_scenes(calib, 1_600_000, 4, 320, 240)
+    (calib / "notes.txt").write_text("not an image")
+    out = export_bundle(
+        checkpoint,
+        tmp_path / "q",
+        imgsz=320,
+        calib_images=calib,
+        quant_config=QuantConfig(num_images=4),
+        int8_min_iou=0.0,
+    )
+    printed = capsys.readouterr().out
+    assert "int8 vs fp32 on 4 calibration images: mean mask IoU" in printed
+    m = read_manifest(out)
+    assert m.precisions == ("fp32", "int8")
+    verify_file(out, m, "fastsam.int8.onnx")
+    q = m.extra["quantization"]
+    assert q["status"] == "ok" and q["format"] == "QDQ" and q["calibration_source"] == str(calib)
+    assert q["float_branches"] == ["cv3", "cv4"] and q["float_nodes"] > 6
+    assert 0.0 <= q["verify"]["mean_iou_fp32_to_int8"] <= 1.0
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "fastsam.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_refused_below_threshold(checkpoint: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from export.quantize import QuantConfig
+
+    out = export_bundle(
+        checkpoint,
+        tmp_path / "r",
+        imgsz=256,
+        quant_config=QuantConfig(num_images=2),
+        int8_min_iou=1.01,
+    )
+    assert "REFUSED" in capsys.readouterr().out
+    m = read_manifest(out)
+    assert m.precisions == ("fp32",) and not (out / "fastsam.int8.onnx").exists()
+    assert m.extra["quantization"]["status"].startswith("refused")
+
+
+def test_int8_bad_calibration_dir(checkpoint: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ExportError, match="--calib-images: no readable images"):
+        export_bundle(checkpoint, tmp_path / "o", imgsz=256, calib_images=empty)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

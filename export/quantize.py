@@ -1,0 +1,366 @@
+"""Static int8 (QDQ) quantization of the FastSAM detector, calibrated through edge's letterbox.
+
+What stays float, and why:
+
+* **The decode tail** (everything downstream of the head's last convs: DFL softmax, anchor
+  decode, score sigmoid, the final concat). The concat mixes pixel coordinates (0..640), scores
+  (0..1) and mask coefficients (about +-10) into one tensor; a single int8 scale for it wipes
+  out the scores and no detection survives.
+* **Head branches listed in ``float_branches``** (default: the score branch ``cv3`` and the
+  mask-coefficient branch ``cv4``, their last convs only). Scores decide which masks exist and
+  coefficients decide every mask pixel (a mask is ``sign(c . P)``), so small int8 errors there
+  flip thresholds and mask edges; they cost little time (1x1 convs).
+
+Weights are quantized per channel (int8, symmetric), activations per tensor (uint8) with the
+chosen calibration method. The result is verified against the fp32 model by
+:func:`compare_precisions` (mask IoU both ways and recall), and the export refuses an int8 model
+that falls below the agreement threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.preprocess import letterbox
+
+_LOGGER = logging.getLogger(__name__)
+
+_HEAD_LAST_CONV = re.compile(r"/model\.(\d+)/(cv[234])\.(\d+)/\2\.\3\.2/Conv$")
+DEFAULT_FLOAT_BRANCHES = ("cv3", "cv4")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Int8 recipe.
+
+    Attributes:
+        method: Activation calibration: ``minmax``, ``percentile`` (99.999) or ``entropy``.
+        per_channel: Per-output-channel weight scales.
+        float_branches: Head branches whose last conv stays float (``cv2`` box, ``cv3`` score,
+            ``cv4`` coefficients).
+        num_images: Calibration images used.
+    """
+
+    method: str = "minmax"
+    per_channel: bool = True
+    float_branches: tuple[str, ...] = DEFAULT_FLOAT_BRANCHES
+    num_images: int = 24
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description for the manifest."""
+        return {
+            "format": "QDQ",
+            "weights": "int8 per-channel" if self.per_channel else "int8 per-tensor",
+            "activations": "uint8 per-tensor",
+            "calibration": self.method,
+            "float_branches": list(self.float_branches),
+            "decode_tail": "float",
+            "calibration_images": self.num_images,
+        }
+
+
+def float_nodes(model: Any, float_branches: Iterable[str]) -> list[str]:
+    """Names of nodes to keep float: the decode tail and the chosen head-branch last convs.
+
+    Args:
+        model: ``onnx.ModelProto`` of the fp32 detector (ultralytics export).
+        float_branches: Branch names (``cv2``, ``cv3``, ``cv4``) whose last conv stays float.
+
+    Returns:
+        Node names.
+    """
+    branches = set(float_branches)
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    head_last = [n for n in model.graph.node if _HEAD_LAST_CONV.search(n.name)]
+    if not head_last:
+        raise RuntimeError(
+            "cannot find the YOLOv8-seg head convs (is this an ultralytics export?)"
+        )
+    excluded: set[str] = set()
+    stack = [out for n in head_last for out in n.output]
+    while stack:  # every node downstream of the head's last convs is the decode tail
+        for node in consumers.get(stack.pop(), []):
+            if node.name not in excluded:
+                excluded.add(node.name)
+                stack.extend(node.output)
+    for node in head_last:
+        if _HEAD_LAST_CONV.search(node.name).group(2) in branches:  # type: ignore[union-attr]
+            excluded.add(node.name)
+    return sorted(excluded)
+
+
+class _Reader:
+    """onnxruntime ``CalibrationDataReader`` over letterboxed images."""
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        input_name: str,
+        imgsz: tuple[int, int],
+        dynamic: bool,
+        progress: Any = None,
+    ) -> None:
+        self._it: Iterator[np.ndarray] = iter(images)
+        self._name, self._imgsz, self._dynamic = input_name, imgsz, dynamic
+        self._progress = progress
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        img = next(self._it, None)
+        if img is None:
+            return None
+        if self._progress is not None:
+            self._progress.update(1)
+        tensor, _ = letterbox(img, self._imgsz, auto=self._dynamic)
+        return {self._name: tensor}
+
+    def rewind(self) -> None:  # pragma: no cover - not used by the static calibrators here
+        raise NotImplementedError
+
+
+def quantize_detector(
+    fp32_path: Path,
+    int8_path: Path,
+    images: list[np.ndarray],
+    imgsz: tuple[int, int],
+    dynamic: bool = False,
+    config: QuantConfig | None = None,
+) -> dict[str, Any]:
+    """Write a static QDQ int8 copy of the detector.
+
+    Args:
+        fp32_path: Float detector.
+        int8_path: Output file.
+        images: Calibration images, (H, W, 3) uint8 BGR (letterboxed here exactly as at runtime).
+        imgsz: Letterbox target (the bundle's ``input.imgsz``).
+        dynamic: Minimum-rectangle letterbox (dynamic-shape bundles).
+        config: Recipe (defaults: :class:`QuantConfig`).
+
+    Returns:
+        The recipe as recorded in the manifest.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from tqdm import tqdm
+
+    config = config or QuantConfig(num_images=len(images))
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    if config.method not in methods:
+        raise ValueError(
+            f"calibration method: expected one of {list(methods)}, got {config.method!r}"
+        )
+    with tempfile.TemporaryDirectory(prefix="fastsam-quant-") as work:
+        prepped = Path(work) / "prepped.onnx"
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=dynamic)
+        model = onnx.load(str(prepped))
+        exclude = float_nodes(model, config.float_branches)
+        input_name = model.graph.input[0].name
+        extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+        if config.method == "percentile":
+            extra["CalibPercentile"] = 99.999
+        with tqdm(total=len(images), desc="int8 calibration", unit="img") as bar:
+            quantize_static(
+                str(prepped),
+                str(int8_path),
+                _Reader(images, input_name, imgsz, dynamic, bar),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=config.per_channel,
+                calibrate_method=methods[config.method],
+                nodes_to_exclude=exclude,
+                extra_options=extra,
+            )
+    info = config.to_dict()
+    info["float_nodes"] = len(exclude)
+    return info
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Built-in calibration scenes use their own seed block (held out from training and evaluation).
+CALIB_SEED_START = 1_500_000
+
+
+@dataclass
+class CalibrationSet:
+    """Calibration images, plus ground-truth masks when they are built-in scenes."""
+
+    images: list[np.ndarray]
+    source: str
+    gt_masks: list[np.ndarray] | None = None
+
+
+def load_calibration(
+    calib_dir: str | Path | None, imgsz: tuple[int, int], count: int = 24
+) -> CalibrationSet:
+    """Read up to ``count`` images from ``calib_dir`` or generate built-in scenes.
+
+    Built-in scenes are drawn at the bundle's aspect ratio. Frames from the target camera are
+    better (they calibrate the activation ranges the model will really see); a warning says so.
+
+    Raises:
+        ValueError: The directory is missing or holds no readable image.
+    """
+    from edge.io import read_image
+
+    if calib_dir is None:
+        from edge.scenes import generate_scene
+
+        _LOGGER.warning(
+            "int8 calibration on %d built-in synthetic scenes; pass --calib-images DIR with "
+            "frames from the target camera for better int8 accuracy",
+            count,
+        )
+        h, w = imgsz
+        scenes = [generate_scene(CALIB_SEED_START + i, w, h) for i in range(count)]
+        return CalibrationSet(
+            [s.image for s in scenes], "built-in scenes", [s.masks for s in scenes]
+        )
+    path = Path(calib_dir)
+    if not path.is_dir():
+        raise ValueError(f"--calib-images: {str(path)!r} is not a directory")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    images = []
+    for f in files:
+        try:
+            images.append(read_image(f))
+        except ValueError as exc:
+            _LOGGER.warning("skipping calibration image: %s", exc)
+    if not images:
+        raise ValueError(f"--calib-images: no readable images in {str(path)!r}")
+    return CalibrationSet(images, str(path))
+
+
+def compare_precisions(
+    fp32_path: Path,
+    int8_path: Path,
+    calib: CalibrationSet,
+    imgsz: tuple[int, int],
+    dynamic: bool,
+    conf: float,
+    iou: float,
+    max_det: int,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Agreement and speed of the int8 detector against the fp32 one, image by image.
+
+    Mean IoU is measured both ways (each fp32 mask to its best int8 mask, and back); with
+    ground truth (built-in scenes) the recall at mask IoU 0.5 of both models too. Inference
+    times are medians over the images, the two models interleaved so load noise hits both.
+    """
+    import time
+
+    from edge.metrics import mask_agreement, recall_at_iou
+    from edge.segmenter import postprocess_outputs
+    from edge.session import create_session
+
+    sessions = {
+        "fp32": create_session(fp32_path, threads=threads),
+        "int8": create_session(int8_path, threads=threads),
+    }
+    name = sessions["fp32"].get_inputs()[0].name
+    a2b, b2a, times = [], [], {"fp32": [], "int8": []}
+    found = {"fp32": 0, "int8": 0}
+    total = 0
+    for k, img in enumerate(calib.images):
+        tensor, info = letterbox(img, imgsz, auto=dynamic)
+        results = {}
+        for prec in ("fp32", "int8") if k % 2 == 0 else ("int8", "fp32"):
+            t0 = time.perf_counter()
+            out0, protos = sessions[prec].run(None, {name: tensor})
+            times[prec].append(time.perf_counter() - t0)
+            results[prec] = postprocess_outputs(
+                out0, protos, info.input_hw, info.source_hw, conf, iou, max_det
+            )
+        agree = mask_agreement(results["fp32"].crops, results["int8"].crops)
+        a2b.append(agree["a_to_b"])
+        b2a.append(agree["b_to_a"])
+        if calib.gt_masks is not None:
+            gt = calib.gt_masks[k]
+            total += len(gt)
+            for prec in found:
+                found[prec] += recall_at_iou(gt, results[prec].mask)[0]
+    report: dict[str, Any] = {
+        "images": len(calib.images),
+        "mean_iou_fp32_to_int8": round(float(np.mean(a2b)), 4),
+        "mean_iou_int8_to_fp32": round(float(np.mean(b2a)), 4),
+        "infer_ms_fp32": round(1e3 * float(np.median(times["fp32"])), 1),
+        "infer_ms_int8": round(1e3 * float(np.median(times["int8"])), 1),
+        "threads": threads,
+    }
+    report["speedup"] = round(report["infer_ms_fp32"] / max(report["infer_ms_int8"], 1e-9), 2)
+    if total:
+        report["recall_fp32"] = round(found["fp32"] / total, 4)
+        report["recall_int8"] = round(found["int8"] / total, 4)
+    return report
+
+
+def make_int8_step(
+    calib_dir: str | Path | None,
+    config: QuantConfig | None = None,
+    min_iou: float = 0.95,
+    threads: int = 2,
+) -> Any:
+    """An ``export_bundle`` extra step that adds ``fastsam.int8.onnx`` after verifying it.
+
+    The step quantizes, compares int8 with fp32 on the calibration images and prints the
+    agreement. When either mean IoU falls below ``min_iou`` it deletes the int8 file, keeps the
+    fp32 model and records the refusal in the manifest's ``quantization`` section.
+    """
+
+    def step(tmp_dir: Path, extra: dict[str, Any], spec: Any) -> None:
+        cfg = config or QuantConfig()
+        calib = load_calibration(calib_dir, spec.imgsz, cfg.num_images)
+        cfg = QuantConfig(cfg.method, cfg.per_channel, cfg.float_branches, len(calib.images))
+        fp32, int8 = tmp_dir / "fastsam.fp32.onnx", tmp_dir / "fastsam.int8.onnx"
+        recipe = quantize_detector(fp32, int8, calib.images, spec.imgsz, spec.dynamic, cfg)
+        th = spec.thresholds
+        report = compare_precisions(
+            fp32, int8, calib, spec.imgsz, spec.dynamic, th.conf, th.iou, th.max_det, threads
+        )
+        recipe["calibration_source"] = calib.source
+        recipe["verify"] = report
+        agreement = min(report["mean_iou_fp32_to_int8"], report["mean_iou_int8_to_fp32"])
+        line = (
+            f"int8 vs fp32 on {report['images']} calibration images: mean mask IoU "
+            f"{report['mean_iou_fp32_to_int8']:.3f} (fp32->int8) / "
+            f"{report['mean_iou_int8_to_fp32']:.3f} (int8->fp32), speed-up "
+            f"{report['speedup']:.2f}x ({report['infer_ms_fp32']:.0f} -> "
+            f"{report['infer_ms_int8']:.0f} ms, {threads} threads)"
+        )
+        if "recall_int8" in report:
+            line += f", recall {report['recall_fp32']:.3f} -> {report['recall_int8']:.3f}"
+        print(line)
+        if agreement < min_iou:
+            int8.unlink()
+            recipe["status"] = f"refused: agreement {agreement:.3f} < {min_iou}"
+            print(
+                f"int8 model REFUSED (agreement {agreement:.3f} < {min_iou}); the bundle keeps "
+                "fp32 only. Try --calib-images with frames from your camera."
+            )
+        else:
+            recipe["status"] = "ok"
+        extra["quantization"] = recipe
+
+    return step
