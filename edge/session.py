@@ -25,6 +25,7 @@ def create_session(
     threads: int | None = None,
     providers: tuple[str, ...] | list[str] = DEFAULT_PROVIDERS,
     optimization: str = "all",
+    spinning: bool = False,
 ) -> ort.InferenceSession:
     """Create an inference session with explicit threading and graph optimisation.
 
@@ -34,6 +35,9 @@ def create_session(
             are sequential and extra pools only cost memory on a Pi.
         providers: Execution providers, each of which must be available.
         optimization: ``"all"``, ``"extended"``, ``"basic"`` or ``"disable"``.
+        spinning: Let idle intra-op threads busy-wait. Off by default: on a Pi that also runs
+            the camera stack (or a shared machine) spinning threads steal the cores the next
+            frame needs; turn it on for lowest latency on an otherwise idle board.
 
     Returns:
         The session.
@@ -64,6 +68,7 @@ def create_session(
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     try:
         return ort.InferenceSession(str(model_path), sess_options=opts, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types
