@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.errors import FastSAMEdgeError
+from edge.errors import FastSAMEdgeError, InputError
 
 
 def _bundle_facts(seg: Any) -> dict[str, Any]:
@@ -21,8 +21,63 @@ def _bundle_facts(seg: Any) -> dict[str, Any]:
     }
 
 
+def _numbers(flag: str, value: str, counts: tuple[int, ...], form: str) -> list[float]:
+    try:
+        nums = [float(v) for v in value.split(",")]
+    except ValueError:
+        nums = []
+    if len(nums) not in counts:
+        raise InputError(f"{flag}: expected {form}, got {value!r}")
+    return nums
+
+
+def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[Any]:
+    """Prompts from ``--point``/``--box``/``--text``/``--prompts``, checked against the image.
+
+    Order: one PointPrompt (all ``--point``), one BoxPrompt (all ``--box``), one TextPrompt per
+    ``--text``, then the entries of ``--prompts``; errors name the flag and the value.
+    """
+    from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts, validate_prompt
+
+    tagged: list[tuple[str, Any]] = []
+    if args.point:
+        points, labels = [], []
+        for v in args.point:
+            nums = _numbers("--point", v, (2, 3), "X,Y[,LABEL]")
+            label = nums[2] if len(nums) == 3 else 1
+            if label not in (0, 1):
+                raise InputError(f"--point: LABEL must be 0 or 1, got {v!r}")
+            points.append(nums[:2])
+            labels.append(int(label))
+        point = PointPrompt(points, labels, args.point_mode)
+        tagged.append((f"--point {' '.join(args.point)!r}", point))
+    if args.box:
+        boxes = [_numbers("--box", v, (4,), "X1,Y1,X2,Y2") for v in args.box]
+        tagged.append((f"--box {' '.join(args.box)!r}", BoxPrompt(boxes)))
+    tagged += [(f"--text {t!r}", TextPrompt(t)) for t in args.text or []]
+    if args.prompts:
+        path = Path(args.prompts)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"--prompts {str(path)!r}: cannot read: {exc.strerror}") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise InputError(f"--prompts {str(path)!r}: invalid JSON: {exc}") from None
+        try:
+            parsed = parse_prompts(obj)
+        except InputError as exc:
+            raise InputError(f"--prompts {str(path)!r}: {exc}") from None
+        tagged += [(f"--prompts {str(path)!r} entry {i}", p) for i, p in enumerate(parsed)]
+    for flag, prompt in tagged:
+        try:
+            validate_prompt(prompt, image_hw)
+        except InputError as exc:
+            raise InputError(f"{flag}: {exc}") from None
+    return [p for _, p in tagged]
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    """``segment IMAGE --bundle DIR --json OUT [--overlay PNG]``."""
+    """``segment IMAGE --bundle DIR --json OUT [--overlay PNG] [prompts]``."""
     from edge.encode import clean_mask
     from edge.io import atomic_write_image, atomic_write_json, read_image
     from edge.overlay import draw_overlay
@@ -30,8 +85,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from edge.segmenter import Segmenter
 
     image = read_image(args.image)
+    prompts = _cli_prompts(args, image.shape[:2])
     seg = Segmenter.load(args.bundle, precision=args.precision, threads=args.threads)
-    result = seg.segment(image, conf=args.conf, iou=args.iou, max_det=args.max_det)
+    result = seg.segment(
+        image, conf=args.conf, iou=args.iou, max_det=args.max_det, prompt=prompts or None
+    )
     if args.min_region_area or args.fill_holes:
         result.crops = tuple(
             clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
@@ -46,7 +104,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     t = result.timings
     print(
         f"{len(result)} masks | preprocess {t['preprocess']:.1f} ms, infer {t['infer']:.1f} ms, "
-        f"postprocess {t['postprocess']:.1f} ms | json: {args.json}"
+        f"postprocess {t['postprocess']:.1f} ms"
+        + (f", prompt {t['prompt']:.1f} ms" if "prompt" in t else "")
+        + f" | json: {args.json}"
         + (f" | overlay: {args.overlay}" if args.overlay else "")
     )
     return 0
@@ -113,6 +173,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)")
     s.add_argument("--fill-holes", action="store_true", help="fill holes in masks")
     s.add_argument("--polygon-epsilon", type=float, default=0.0, help="polygon simplification (px)")
+    s.add_argument(
+        "--point",
+        action="append",
+        metavar="X,Y[,LABEL]",
+        help="point prompt in source pixels, LABEL 1 (default) = foreground, 0 = background; "
+        "repeatable, all points form one prompt (docs/prompts.md)",
+    )
+    s.add_argument(
+        "--point-mode",
+        choices=["reference", "official", "best"],
+        default="reference",
+        help="reference: masks with a positive and no negative point (ultralytics); official: "
+        "one merged mask (FastSAM repo); best: the smallest such mask (default: reference)",
+    )
+    s.add_argument(
+        "--box",
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="box prompt in source pixels (best-IoU mask per box); repeatable, one prompt",
+    )
+    s.add_argument(
+        "--text",
+        action="append",
+        metavar="TEXT",
+        help="text prompt (needs a CLIP bundle); repeatable",
+    )
+    s.add_argument(
+        "--prompts",
+        metavar="FILE.json",
+        help='prompt list, e.g. [{"type": "point", "data": [x, y], "label": 1}, '
+        '{"type": "box", "data": [x1, y1, x2, y2]}, {"type": "text", "data": "a cup"}]',
+    )
     s.set_defaults(func=cmd_segment)
 
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")

@@ -29,7 +29,9 @@ def result_to_dict(
         bundle: ``{"name", "sha256", "precision"}`` of the model that produced it.
         frame_id: Frame counter or id (service), else ``None``.
         trigger: What triggered the frame (service), else ``None``.
-        prompt: The prompt(s) applied, JSON-able, else ``None``.
+        prompt: The prompt(s) applied, JSON-able; default ``result.metadata["prompt"]`` (set by
+            ``Segmenter.segment`` when prompts were given), else ``None``. Prompted results
+            also carry a per-mask ``prompt_index`` (from ``result.data``).
         polygon_epsilon: Douglas-Peucker tolerance of the polygons in pixels.
         source: Image path or source name, if any.
 
@@ -38,6 +40,8 @@ def result_to_dict(
         ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
         ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``).
     """
+    if prompt is None:
+        prompt = result.metadata.get("prompt")
     h, w = result.image_hw
     masks = []
     for i, crop in enumerate(result.crops):
@@ -58,7 +62,7 @@ def result_to_dict(
         image["source"] = source
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "frame_id": frame_id,
         "trigger": trigger,
         "prompt": prompt,

@@ -1,13 +1,15 @@
-"""``Segmenter``: a loaded bundle plus the everything-mode FastSAM pipeline."""
+"""``Segmenter``: a loaded bundle plus the FastSAM pipeline (everything mode and prompts)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +27,16 @@ from edge.postprocess import (
     scale_boxes_to_source,
 )
 from edge.preprocess import letterbox, normalize_image
+from edge.prompts import (
+    TEXT_TOP_K,
+    CachedTextEncoder,
+    Prompt,
+    TextPrompt,
+    as_prompt_list,
+    select,
+    selection_to_masks,
+    validate_prompt,
+)
 from edge.session import create_session, default_threads
 from edge.types import MaskCrop, Masks
 
@@ -51,6 +63,8 @@ class Segmenter:
 
     Build it with :meth:`load`. It keeps no per-frame state, so one instance can serve a stream
     of frames (calls are not thread-safe only in the sense that onnxruntime serialises them).
+    The CLIP encoder of text prompts is loaded on the first text prompt and kept, with a small
+    LRU cache of text embeddings (:meth:`text_encoder`).
 
     Attributes:
         bundle_dir: Directory of the bundle.
@@ -58,6 +72,9 @@ class Segmenter:
         precision: Detector precision in use (``fp32`` or ``int8``).
         threads: Intra-op threads of the session.
         session: The detector session.
+        text_top_k: Masks encoded with CLIP per text-prompted frame, best ``score * sqrt(area)``
+            first (``None`` = all, as the reference).
+        text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
     """
 
     bundle_dir: Path
@@ -65,6 +82,9 @@ class Segmenter:
     precision: str
     threads: int
     session: ort.InferenceSession
+    text_top_k: int | None = TEXT_TOP_K
+    text_crop: str = "reference"
+    _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(
@@ -108,20 +128,29 @@ class Segmenter:
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
+        prompt: Prompt | Sequence[Prompt] | None = None,
     ) -> Masks:
-        """Segment everything in one image.
+        """Segment everything in one image, or only what the prompts select.
 
         Args:
             image: (H, W, 3) uint8 BGR image (gray (H, W) and BGRA (H, W, 4) are converted).
             conf: Score threshold (strict ``>``); default from the bundle (0.4).
             iou: NMS IoU threshold; default from the bundle (0.9).
             max_det: Maximum masks; default from the bundle (300).
+            prompt: One :mod:`edge.prompts` prompt or a list of them (semantics in
+                ``docs/prompts.md``); ``None`` or ``[]`` = everything mode.
 
         Returns:
-            :class:`~edge.types.Masks` in score-descending order, with ``timings`` in ms.
+            :class:`~edge.types.Masks` in score-descending order, with ``timings`` in ms. With
+            prompts: only the selected masks (plus one merged mask per ``official`` point
+            prompt, last), ``data["prompt_index"]`` (first prompt selecting each mask),
+            ``metadata["prompt"]`` (the prompts as JSON) and ``timings["prompt"]`` (selection,
+            including masks assembled to decide it; assembling the remaining output masks
+            counts as ``postprocess``).
 
         Raises:
-            InputError: Bad image or threshold.
+            InputError: Bad image, threshold or prompt (checked before inference).
+            BundleError: A text prompt on a bundle without CLIP.
         """
         th = self.manifest.thresholds
         conf_t = _check_threshold("conf", th.conf if conf is None else conf)
@@ -132,23 +161,193 @@ class Segmenter:
 
         t0 = time.perf_counter()
         image = normalize_image(image)
+        prompts = as_prompt_list(prompt)
+        for p in prompts:
+            validate_prompt(p, image.shape[:2])
+        encoder = self.text_encoder() if any(isinstance(p, TextPrompt) for p in prompts) else None
         spec = self.manifest.input
         tensor, info = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
         t1 = time.perf_counter()
         output0, protos = self.session.run(None, {spec.name: tensor})
         t2 = time.perf_counter()
-        result = postprocess_outputs(
+        dets = prepare_detections(
             output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
         )
+        if prompts:
+            ta = time.perf_counter()
+            selection = select(dets, prompts, image, encoder, self.text_top_k, self.text_crop)
+            tb = time.perf_counter()
+            result = selection_to_masks(dets, selection)
+            prompt_ms = (tb - ta) * 1e3
+        else:
+            result = dets.to_masks()
+            prompt_ms = 0.0
         t3 = time.perf_counter()
         result.timings.update(
-            preprocess=(t1 - t0) * 1e3, infer=(t2 - t1) * 1e3, postprocess=(t3 - t2) * 1e3
+            preprocess=(t1 - t0) * 1e3,
+            infer=(t2 - t1) * 1e3,
+            postprocess=(t3 - t2) * 1e3 - prompt_ms,
         )
         result.metadata.update(
             thresholds={"conf": conf_t, "iou": iou_t, "max_det": max_det},
             input_hw=info.input_hw,
         )
+        if prompts:
+            result.timings["prompt"] = prompt_ms
+            result.metadata["prompt"] = [p.to_json() for p in prompts]
         return result
+
+    def text_encoder(self) -> CachedTextEncoder:
+        """The bundle's CLIP encoder (loaded on first use and kept, text embeddings cached).
+
+        Raises:
+            BundleError: The bundle has no CLIP section, or this runtime lacks ``edge.clip``.
+        """
+        if self._text_encoder is not None:
+            return self._text_encoder
+        hint = (
+            "re-export with fastsam-export ... --clip ViT-B-32-quickgelu --clip-pretrained openai"
+        )
+        if not self.manifest.extra.get("clip"):
+            raise BundleError(
+                f"text prompt: this bundle ({str(self.bundle_dir)!r}) has no CLIP text support; "
+                + hint
+            )
+        try:
+            from edge.clip import ClipEncoder  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise BundleError(
+                f"text prompt: this runtime has no CLIP support (edge.clip: {exc})"
+            ) from exc
+        encoder = ClipEncoder.load(self.bundle_dir, self.manifest, None, self.threads)
+        self._text_encoder = CachedTextEncoder(encoder)
+        return self._text_encoder
+
+
+@dataclass
+class Detections:
+    """Stage (a) of the post-processing: kept detections with ROIs, masks assembled on demand.
+
+    Everything mode assembles all of them (:meth:`to_masks`); prompts assemble only what they
+    need (:mod:`edge.prompts`). Assembled crops are cached, so nothing is assembled twice.
+
+    Attributes:
+        xyxy: (N, 4) float32 source-pixel boxes as cut (before the full-box step).
+        confidence: (N,) float32 scores, descending (NMS order).
+        coefficients: (N, 32) float32 mask coefficients.
+        rois: (N, 4) int64 half-open ROIs ``c0, r0, c1, r1`` (:func:`box_roi`).
+        protos: (32, hp, wp) float32 prototypes.
+        resampler: Proto -> source taps (``None`` when there are no detections).
+        source_hw: (height, width) of the source image.
+    """
+
+    xyxy: NDArray[np.float32]
+    confidence: NDArray[np.float32]
+    coefficients: NDArray[np.float32]
+    rois: NDArray[np.int64]
+    protos: NDArray[np.float32]
+    resampler: MaskResampler | None
+    source_hw: tuple[int, int]
+    _crops: dict[int, NDArray[np.bool_]] = field(default_factory=dict, repr=False)
+    _areas: dict[int, int] = field(default_factory=dict, repr=False)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Per-frame scratch space of the prompt code (bounds computed without assembly)."""
+
+    def __len__(self) -> int:
+        return int(self.confidence.shape[0])
+
+    @property
+    def num_assembled(self) -> int:
+        """How many masks have been assembled so far."""
+        return len(self._crops)
+
+    def crop(self, i: int) -> NDArray[np.bool_]:
+        """The (r1 - r0, c1 - c0) bool mask of detection ``i`` inside its ROI (cached)."""
+        data = self._crops.get(i)
+        if data is None:
+            assert self.resampler is not None
+            data = assemble_mask(self.coefficients[i], self.protos, self.rois[i], self.resampler)
+            self._crops[i] = data
+        return data
+
+    def area(self, i: int) -> int:
+        """Foreground pixels of detection ``i`` (assembles it)."""
+        a = self._areas.get(i)
+        if a is None:
+            a = self._areas[i] = int(np.count_nonzero(self.crop(i)))
+        return a
+
+    def nonempty(self, indices: Sequence[int] | None = None) -> list[int]:
+        """The given detections (default all) whose mask is not empty, in order."""
+        idx = range(len(self)) if indices is None else indices
+        return [int(i) for i in idx if self.area(int(i)) > 0]
+
+    def to_masks(
+        self, indices: Sequence[int] | None = None, data: dict[str, Sequence[Any]] | None = None
+    ) -> Masks:
+        """Assemble detections (default all, in the given order) into a result.
+
+        Detections with an empty mask are dropped, as in the reference; reported boxes get the
+        full-box step. ``data`` holds per-index extras (same length as ``indices``), filtered
+        alike and stored as ``Masks.data``.
+        """
+        idx_all = list(range(len(self))) if indices is None else [int(i) for i in indices]
+        rows = [j for j, i in enumerate(idx_all) if self.area(i) > 0]
+        idx = np.asarray([idx_all[j] for j in rows], dtype=np.intp)
+        extras = {
+            k: np.asarray(v, dtype=np.int64)[rows] if len(v) else np.zeros(0, np.int64)
+            for k, v in (data or {}).items()
+        }
+        if len(idx) == 0:
+            out = Masks.empty(*self.source_hw)
+            out.data.update({k: v[:0] for k, v in extras.items()})
+            return out
+        return Masks(
+            xyxy=apply_full_box(self.xyxy[idx], self.source_hw),
+            confidence=self.confidence[idx].astype(np.float32),
+            crops=tuple(
+                MaskCrop(self.crop(int(i)), int(self.rois[i, 0]), int(self.rois[i, 1]))
+                for i in idx
+            ),
+            image_hw=self.source_hw,
+            data=extras,
+        )
+
+
+def prepare_detections(
+    output0: NDArray[np.float32],
+    protos: NDArray[np.float32],
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+    conf: float,
+    iou: float,
+    max_det: int,
+) -> Detections:
+    """Stage (a): decode, NMS, source boxes and ROIs; no mask is assembled yet.
+
+    Args:
+        output0: (1, 5 + nm, N) float32 detector output.
+        protos: (1, nm, H_in / 4, W_in / 4) float32 prototypes.
+        input_hw: (height, width) of the network input.
+        source_hw: (height, width) of the source image.
+        conf: Score threshold (strict).
+        iou: NMS IoU threshold.
+        max_det: Maximum detections.
+    """
+    cand = decode_predictions(output0, conf)
+    cand = cand.take(nms(cand.xyxy, cand.confidence, iou, max_det))
+    proto = np.ascontiguousarray(protos[0], dtype=np.float32)
+    xyxy = scale_boxes_to_source(cand.xyxy, input_hw, source_hw)
+    resampler = _resampler((proto.shape[1], proto.shape[2]), source_hw) if len(cand) else None
+    return Detections(
+        xyxy=xyxy,
+        confidence=cand.confidence.astype(np.float32),
+        coefficients=np.ascontiguousarray(cand.coefficients, dtype=np.float32),
+        rois=box_roi(xyxy, source_hw),
+        protos=proto,
+        resampler=resampler,
+        source_hw=source_hw,
+    )
 
 
 def postprocess_outputs(
@@ -160,7 +359,7 @@ def postprocess_outputs(
     iou: float,
     max_det: int,
 ) -> Masks:
-    """Turn raw detector outputs into masks at source resolution.
+    """Turn raw detector outputs into masks at source resolution (everything mode).
 
     Args:
         output0: (1, 5 + nm, N) float32 detector output.
@@ -175,28 +374,7 @@ def postprocess_outputs(
         Masks (possibly empty) in score-descending order; detections whose mask is empty are
         dropped, as in the reference.
     """
-    cand = decode_predictions(output0, conf)
-    cand = cand.take(nms(cand.xyxy, cand.confidence, iou, max_det))
-    if len(cand) == 0:
-        return Masks.empty(*source_hw)
-    xyxy = scale_boxes_to_source(cand.xyxy, input_hw, source_hw)
-    rois = box_roi(xyxy, source_hw)
-    proto = np.ascontiguousarray(protos[0], dtype=np.float32)
-    resampler = _resampler((proto.shape[1], proto.shape[2]), source_hw)
-    keep: list[int] = []
-    crops: list[MaskCrop] = []
-    for i, roi in enumerate(rois):
-        data = assemble_mask(cand.coefficients[i], proto, roi, resampler)
-        if data.any():
-            keep.append(i)
-            crops.append(MaskCrop(data, int(roi[0]), int(roi[1])))
-    idx = np.asarray(keep, dtype=np.intp)
-    return Masks(
-        xyxy=apply_full_box(xyxy[idx], source_hw),
-        confidence=cand.confidence[idx].astype(np.float32),
-        crops=tuple(crops),
-        image_hw=source_hw,
-    )
+    return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()
 
 
 def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path: Path) -> None:
@@ -221,5 +399,6 @@ def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path
     if isinstance(ch, int) and ch != 5 + manifest.num_coefficients:
         raise BundleError(
             f"model: {str(path)!r} output0 has {ch} channels, expected "
-            f"{5 + manifest.num_coefficients} (one class + {manifest.num_coefficients} coefficients)"
+            f"{5 + manifest.num_coefficients} (one class + "
+            f"{manifest.num_coefficients} coefficients)"
         )
