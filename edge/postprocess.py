@@ -20,7 +20,7 @@ matrices, so memory and time follow mask area instead of N x H x W.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -236,8 +236,6 @@ class AxisTaps:
     weight: NDArray[np.float32]
     first: NDArray[np.int64]
     stop: NDArray[np.int64]
-    group: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    group_start: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def from_matrix(cls, mat: NDArray[np.float64]) -> AxisTaps:
@@ -251,13 +249,7 @@ class AxisTaps:
         weight = np.take_along_axis(mat, index, axis=1)
         # A band narrower than k near the edge would repeat an index: zero the repeats.
         weight[(first[:, None] + offsets[None, :]) >= stop[:, None]] = 0.0
-        # Consecutive outputs reading the same source taps form a group (an upsampled cell).
-        change = np.any(index[1:] != index[:-1], axis=1)
-        group = np.concatenate([[0], np.cumsum(change)]).astype(np.int64)
-        group_start = np.flatnonzero(np.concatenate([[True], change])).astype(np.int64)
-        return cls(
-            index.astype(np.int64), weight.astype(np.float32), first, stop, group, group_start
-        )
+        return cls(index.astype(np.int64), weight.astype(np.float32), first, stop)
 
 
 @dataclass(frozen=True)
@@ -349,44 +341,11 @@ def assemble_mask(
     narrow = logits[:, cidx[:, 0]] * cw[:, 0]
     for k in range(1, cidx.shape[1]):
         narrow += logits[:, cidx[:, k]] * cw[:, k]
-    return _rows_sign(narrow, rows, r0, r1, sy0, sy1)
-
-
-def _rows_sign(
-    narrow: NDArray[np.float32], rows: AxisTaps, r0: int, r1: int, sy0: int, sy1: int
-) -> NDArray[np.bool_]:
-    """Row pass of the mask, computing only the pixels whose sign is in doubt.
-
-    Bilinear weights are non-negative, so an output pixel whose source taps all have the same
-    sign has that sign: it is copied from its cell. Only pixels of cells whose taps disagree
-    (the band along the mask boundary) are interpolated, with the same arithmetic as a full
-    pass, so the result equals ``(W_rows @ narrow) > 0`` pixel for pixel.
-    """
-    ridx = np.minimum(rows.index[r0:r1] - sy0, sy1 - sy0 - 1)  # (roi_h, K)
+    # Then rows at full ROI size. (Interpolating only mixed-sign cells was tried: on trained
+    # and untrained models alike it was no faster than this dense pass; see git history.)
+    ridx = np.minimum(rows.index[r0:r1] - sy0, sy1 - sy0 - 1)
     rw = rows.weight[r0:r1]
-    gid = rows.group[r0:r1] - rows.group[r0]
-    starts = np.flatnonzero(np.concatenate([[True], gid[1:] != gid[:-1]]))
-    counts = np.diff(np.append(starts, r1 - r0))
-    gidx = ridx[starts]  # (G, K) taps of each cell
-    active = np.zeros(gidx.shape, dtype=bool)  # taps with a non-zero weight somewhere in the cell
-    np.logical_or.at(active, np.repeat(np.arange(len(starts)), counts), rw != 0)
-    vals = narrow[gidx]  # (G, K, W)
-    act = active[:, :, None]
-    all_pos = np.all((vals > 0) | ~act, axis=1)  # (G, W)
-    all_neg = np.all((vals <= 0) | ~act, axis=1)
-    out = np.repeat(all_pos, counts, axis=0)
-    g, c = np.nonzero(~(all_pos | all_neg))
-    if g.size:
-        # Expand each doubtful (cell, column) to the output rows of its cell.
-        reps = counts[g]
-        rows_out = np.repeat(starts[g], reps) + (
-            np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-        )
-        cols_out = np.repeat(c, reps)
-        taps = ridx[rows_out]
-        wts = rw[rows_out]
-        value = narrow[taps[:, 0], cols_out] * wts[:, 0]
-        for k in range(1, taps.shape[1]):
-            value += narrow[taps[:, k], cols_out] * wts[:, k]
-        out[rows_out, cols_out] = value > 0
-    return out
+    full = narrow[ridx[:, 0]] * rw[:, 0:1]
+    for k in range(1, ridx.shape[1]):
+        full += narrow[ridx[:, k]] * rw[:, k : k + 1]
+    return full > 0

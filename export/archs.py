@@ -15,9 +15,10 @@ from typing import Any
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # name: (ultralytics yaml, reg_max)
-    "fastsam-s": {"yaml": "yolov8s-seg.yaml", "reg_max": 16},
-    "fastsam-x": {"yaml": "yolov8x-seg.yaml", "reg_max": 26},
-    "fastsam-n": {"yaml": "yolov8n-seg.yaml", "reg_max": 16},
+    "fastsam-s": {"yaml": "yolov8s-seg.yaml", "reg_max": 16, "score_std": 0.03},
+    # The x head sees larger features: a narrower score spread keeps scores off 0 and 1.
+    "fastsam-x": {"yaml": "yolov8x-seg.yaml", "reg_max": 26, "score_std": 0.002},
+    "fastsam-n": {"yaml": "yolov8n-seg.yaml", "reg_max": 16, "score_std": 0.03},
 }
 
 
@@ -34,7 +35,8 @@ def build_model(
         arch: One of :data:`ARCHITECTURES`.
         seed: Seed of every random weight (the model is reproducible).
         score_bias: Bias of the class logits (shifts how many anchors pass a threshold).
-        score_std: Std of the class-logit conv weights (spreads the scores).
+        score_std: Std of the class-logit conv weights (spreads the scores); default per
+            architecture.
 
     Returns:
         A ``ultralytics.nn.tasks.SegmentationModel`` in eval mode, nc=1.
@@ -44,6 +46,8 @@ def build_model(
     from ultralytics.nn.tasks import SegmentationModel, yaml_model_load
 
     spec = ARCHITECTURES[arch]
+    if score_std is None:
+        score_std = spec["score_std"]
     cfg = yaml_model_load(spec["yaml"])
     cfg["nc"] = 1
     cfg["reg_max"] = spec["reg_max"]

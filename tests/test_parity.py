@@ -182,7 +182,7 @@ def test_full_box_case(models: dict[str, Path], segmenters: dict[str, Segmenter]
 
     seg = segmenters["s-static"]
     img = IMAGES["motorcycle-wide"]
-    conf = choose_conf(seg, img, 150)
+    conf = choose_conf(seg, img, 320)
     ours = seg.segment(img, conf=conf, iou=IOU)
     h, w = img.shape[:2]
     full = np.all(ours.xyxy == np.array([0, 0, w, h], np.float32), axis=1)
