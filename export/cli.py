@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from edge.errors import FastSAMEdgeError
 
@@ -29,6 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="dynamic input shape: reference-exact rectangular letterbox inside --imgsz",
     )
+    clip = p.add_argument_group("CLIP (text prompts)")
+    clip.add_argument(
+        "--clip",
+        metavar="MODEL",
+        help="also export open_clip MODEL's image and text encoders for text prompts "
+        "(FastSAM's is ViT-B-32-quickgelu)",
+    )
+    clip.add_argument(
+        "--clip-pretrained",
+        metavar="TAG|PATH",
+        help="CLIP weights: an open_clip tag (e.g. openai; needs the network or the local "
+        "cache) or a local checkpoint file; 'none' = random weights, for tests only",
+    )
+    clip.add_argument(
+        "--precision",
+        choices=["all", "int8-only"],
+        default="all",
+        help="CLIP encoders to keep: fp32 and int8 (all, default) or int8 only; does not "
+        "affect the detector",
+    )
     p.add_argument("--name", help="bundle name (default: weights stem and size)")
     p.add_argument("--debug", action="store_true", help="verbose logging")
     return p
@@ -44,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     from export.fastsam import ExportError, export_bundle
 
     try:
-        out = export_bundle(args.weights, args.out, imgsz=args.imgsz, dynamic=args.dynamic, name=args.name)
+        extra_steps = _clip_steps(args)
+        out = export_bundle(
+            args.weights,
+            args.out,
+            imgsz=args.imgsz,
+            dynamic=args.dynamic,
+            name=args.name,
+            extra_steps=extra_steps,
+        )
     except (ExportError, FastSAMEdgeError) as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +85,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle: {out}")
     print(f"input shape: {shape}")
     print(f"files: {', '.join(sorted(m.files))}")
+    clip = m.extra.get("clip")
+    if isinstance(clip, dict):
+        v = clip.get("verify", {})
+        cos = ", ".join(
+            f"{k} {v[k]['cosine_min']:.5f}" for k in sorted(v) if "cosine_min" in (v[k] or {})
+        )
+        print(f"clip: {clip.get('model')} {clip.get('precisions')}; cosine vs torch: {cos}")
     return 0
+
+
+def _clip_steps(args: argparse.Namespace) -> list[Any]:
+    """The CLIP extra step of ``export_bundle`` for ``--clip``; checks the flags first."""
+    from export.fastsam import ExportError
+
+    if not args.clip:
+        if args.clip_pretrained is not None or args.precision != "all":
+            raise ExportError("--clip-pretrained and --precision int8-only need --clip MODEL")
+        return []
+    if args.clip_pretrained is None:
+        raise ExportError(
+            f"--clip {args.clip} needs --clip-pretrained TAG|PATH (e.g. openai, or a local "
+            "checkpoint file; 'none' for random weights in tests)"
+        )
+    from export.clip import check_clip_args, clip_step
+
+    check_clip_args(args.clip, args.clip_pretrained)  # a bad model/file/tag fails before export
+    return [clip_step(args.clip, args.clip_pretrained, keep_fp32=args.precision == "all")]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,545 @@
+"""CLIP image and text encoders for text prompts (numpy + onnxruntime; no torch, no PIL).
+
+The export stage (``export/clip.py``) writes two ONNX encoders with L2 normalisation inside
+the graph, the tokenizer's BPE file and a ``clip`` section in ``bundle.json``::
+
+    "clip": {
+      "model": "ViT-B-32-quickgelu", "pretrained": {...}, "embed_dim": 512,
+      "image": {"size": 224, "mean": [...], "std": [...], "interpolation": "bicubic",
+                "resize_mode": "shortest", "crop": "center", "input": "pixels",
+                "output": "embeddings"},
+      "text": {"input": "tokens", "input_dtype": "int32", "output": "embeddings"},
+      "tokenizer": {"type": "open_clip.SimpleTokenizer",
+                    "bpe": "clip-bpe_simple_vocab_16e6.txt.gz", "context_length": 77,
+                    "sot_id": 49406, "eot_id": 49407, "pad_id": 0, ...},
+      "files": {"image": {"fp32": ..., "int8": ...}, "text": {"fp32": ..., "int8": ...}},
+      "precisions": ["fp32", "int8"], "default_precision": "fp32", "verify": {...}, ...
+    }
+
+Image preprocessing reproduces open_clip's validation transform on a PIL image (torchvision
+``Resize(S)`` of the shorter side with PIL's antialiased bicubic, ``CenterCrop(S)``, ``/255``,
+mean/std) **exactly**: :func:`pil_resize` is a numpy port of Pillow's ``ImagingResample``
+(same filter, same coefficient rounding to 22-bit fixed point, same horizontal-then-vertical
+order with uint8 rounding in between). Only the output pixels that survive the centre crop are
+computed, so long thin crops cost no more than square ones.
+
+Typical use (text prompts)::
+
+    enc = ClipEncoder.load(bundle_dir, read_manifest(bundle_dir))
+    t = enc.encode_text(["a dog"])               # (1, D), L2-normalised
+    v = enc.encode_images(crops_rgb)             # (N, D), L2-normalised, one session call
+    best = int(np.argmax(v @ t[0]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bundle import BundleManifest, read_manifest, verify_file
+from edge.errors import BundleError, InputError
+from edge.session import create_session
+from edge.tokenizer import ClipTokenizer
+
+CLIP_PRECISIONS = ("fp32", "int8")
+# Crops per image-encoder call. Above this, encode_images runs several calls of at most this
+# many crops: ViT-B/32 activations at batch 32 take ~0.3 GB in fp32, which a 2 GB Pi still
+# holds next to the detector; per-crop cost is flat beyond batch ~4 (clip-edge.md §9).
+MAX_BATCH = 32
+NO_CLIP_HINT = (
+    "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
+    "--clip ViT-B-32-quickgelu --clip-pretrained openai"
+)
+RESIZE_ORDERS = ("pillow13", "horizontal_first")
+_PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Pillow-exact resampling
+
+
+def _bicubic(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Pillow's bicubic filter (a = -0.5), same operation order as ``Resample.c``."""
+    a = -0.5
+    x = np.abs(x)
+    out = np.zeros_like(x)
+    m1 = x < 1.0
+    m2 = (x >= 1.0) & (x < 2.0)
+    x1, x2 = x[m1], x[m2]
+    out[m1] = ((a + 2.0) * x1 - (a + 3.0)) * x1 * x1 + 1
+    out[m2] = (((x2 - 5) * x2 + 8) * x2 - 4) * a
+    return out
+
+
+def _bilinear(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Pillow's bilinear (triangle) filter."""
+    x = np.abs(x)
+    return np.where(x < 1.0, 1.0 - x, 0.0)
+
+
+_FILTERS: dict[str, tuple[Callable[[NDArray[np.float64]], NDArray[np.float64]], float]] = {
+    "bicubic": (_bicubic, 2.0),
+    "bilinear": (_bilinear, 1.0),
+}
+
+
+def _coeffs(
+    in_size: int, out_size: int, interpolation: str
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
+    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc``.
+
+    Returns:
+        xmin (out,), xlen (out,) and fixed-point weights (out, ksize); weights past xlen are 0.
+    """
+    filt, base_support = _FILTERS[interpolation]
+    scale = float(in_size) / out_size
+    filterscale = max(scale, 1.0)
+    support = base_support * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    ss = 1.0 / filterscale
+    xmin = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    xmax = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64)
+    xlen = xmax - xmin
+    k = np.arange(ksize, dtype=np.int64)
+    pos = (k[None, :] + xmin[:, None]).astype(np.float64)
+    w = filt((pos - center[:, None] + 0.5) * ss)
+    w[k[None, :] >= xlen[:, None]] = 0.0
+    ww = np.zeros(out_size, dtype=np.float64)
+    for j in range(ksize):  # sequential sum, as the C loop (np.sum is pairwise)
+        ww += w[:, j]
+    nz = ww != 0.0
+    w[nz] /= ww[nz, None]
+    scaled = w * float(1 << _PRECISION_BITS)
+    # |sum| <= 255 * sum(|w|) * 2**22 < 2**31: int32 accumulation is exact, as in Pillow
+    fixed = np.where(w < 0, np.trunc(-0.5 + scaled), np.trunc(0.5 + scaled)).astype(np.int32)
+    return xmin, xlen, fixed
+
+
+def _resample_axis(
+    img: NDArray[np.uint8],
+    axis: int,
+    in_size: int,
+    out_size: int,
+    keep: slice,
+    interpolation: str,
+    offset: int = 0,
+) -> NDArray[np.uint8]:
+    """One Pillow resampling pass along ``axis`` (1 = horizontal, 0 = vertical).
+
+    Only outputs ``keep`` (a slice of range(out_size)) are computed; each output depends only on
+    its own coefficients, so the values equal those of the full pass. ``img`` may be a band of
+    the input that starts at input index ``offset`` along ``axis`` and covers every input index
+    the kept outputs read.
+    """
+    xmin, _, fixed = _coeffs(in_size, out_size, interpolation)
+    xmin, fixed = xmin[keep] - offset, fixed[keep]
+    shape = [1, 1, 1]
+    shape[axis] = len(xmin)
+    acc_shape = list(img.shape)
+    acc_shape[axis] = len(xmin)
+    acc = np.full(acc_shape, 1 << (_PRECISION_BITS - 1), dtype=np.int32)
+    last = img.shape[axis] - 1
+    for j in range(fixed.shape[1]):
+        idx = np.clip(xmin + j, 0, last)  # the weight is 0 wherever idx was clipped
+        acc += np.take(img, idx, axis=axis) * fixed[:, j].reshape(shape)  # uint8 * int32
+    return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def vertical_first(in_hw: tuple[int, int], out_hw: tuple[int, int], order: str) -> bool:
+    """Whether Pillow runs the vertical pass first.
+
+    Pillow <= 12 always resamples horizontally first. Pillow 13 (python-pillow/Pillow#9549)
+    runs the vertical pass first when the height shrinks by more than twice as many pixels as
+    the width: ``out_h < in_h and in_h - out_h > 2 * (in_w - out_w)``. Inferred from Pillow 13.0's
+    output (no mismatch on ~2,000 random size pairs, including the equality boundary);
+    ``tests/test_clip.py`` re-checks it against the installed Pillow.
+    """
+    if order == "horizontal_first":
+        return False
+    (in_h, in_w), (out_h, out_w) = in_hw, out_hw
+    return out_h < in_h and in_h - out_h > 2 * (in_w - out_w)
+
+
+def pil_resize(
+    img: NDArray[np.uint8],
+    size: tuple[int, int],
+    interpolation: str = "bicubic",
+    window: tuple[int, int, int, int] | None = None,
+    order: str = "pillow13",
+) -> NDArray[np.uint8]:
+    """``PIL.Image.resize((w, h), BICUBIC|BILINEAR)`` of an (H, W, C) uint8 array, bit-exact.
+
+    Two separable passes, each rounded to uint8 as in Pillow, in Pillow's order (see
+    :func:`vertical_first`); a pass whose size does not change is skipped (it is the identity).
+
+    Args:
+        img: (H, W, C) uint8.
+        size: Output (height, width).
+        interpolation: ``"bicubic"`` or ``"bilinear"``.
+        window: Optional (top, left, height, width) of the output to compute (a crop of the full
+            resized image); default the whole output.
+        order: ``"pillow13"`` (Pillow >= 13) or ``"horizontal_first"`` (Pillow <= 12).
+
+    Returns:
+        The resized image (or its window), uint8.
+    """
+    if interpolation not in _FILTERS:
+        raise ValueError(f"interpolation: expected one of {list(_FILTERS)}, got {interpolation!r}")
+    if order not in RESIZE_ORDERS:
+        raise ValueError(f"order: expected one of {list(RESIZE_ORDERS)}, got {order!r}")
+    in_h, in_w = img.shape[:2]
+    out_h, out_w = size
+    top, left, win_h, win_w = window if window is not None else (0, 0, out_h, out_w)
+    rows, cols = slice(top, top + win_h), slice(left, left + win_w)
+    passes = [(0, in_h, out_h, rows), (1, in_w, out_w, cols)]
+    if not vertical_first((in_h, in_w), (out_h, out_w), order):
+        passes.reverse()
+    (a1, in1, out1, keep1), (a2, in2, out2, keep2) = passes
+    # first pass: only the lines of the second axis that the kept second-pass outputs read
+    first = keep2.start
+    if out2 == in2:
+        band = img[keep2] if a2 == 0 else img[:, keep2]
+    else:
+        lo, ln, _ = _coeffs(in2, out2, interpolation)
+        first = int(lo[keep2].min())
+        lines = slice(first, int((lo[keep2] + ln[keep2]).max()))
+        band = img[lines] if a2 == 0 else img[:, lines]
+    if out1 != in1:
+        band = _resample_axis(band, a1, in1, out1, keep1, interpolation)
+    else:
+        band = band[keep1] if a1 == 0 else band[:, keep1]
+    if out2 != in2:
+        band = _resample_axis(band, a2, in2, out2, keep2, interpolation, offset=first)
+    return np.ascontiguousarray(band)
+
+
+def resized_shortest(h: int, w: int, size: int) -> tuple[int, int]:
+    """torchvision ``Resize(size)`` output (height, width): short side ``size``, long truncated."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+@dataclass(frozen=True)
+class ClipPreprocess:
+    """open_clip's validation transform, from the bundle's ``clip.image`` section.
+
+    ``resize_order`` names the Pillow generation whose pass order to reproduce (``pillow13`` or
+    ``horizontal_first`` for Pillow <= 12); the export stage records the one it verified with.
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    resize_order: str = "pillow13"
+
+    @classmethod
+    def from_section(cls, d: dict[str, Any]) -> ClipPreprocess:
+        """Parse and validate ``clip.image``; unsupported modes raise :class:`BundleError`."""
+        try:
+            size = d["size"]
+            if isinstance(size, (list, tuple)):
+                if len(size) != 2 or int(size[0]) != int(size[1]):
+                    raise BundleError(
+                        f"bundle.json: clip.image.size {size} is not square (unsupported)"
+                    )
+                size = size[0]
+            pre = cls(
+                size=int(size),
+                mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+                interpolation=str(d.get("interpolation", "bicubic")),
+                resize_mode=str(d.get("resize_mode", "shortest")),
+                resize_order=str(d.get("resize_order", "pillow13")),
+            )
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                f"bundle.json: clip.image is malformed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if len(pre.mean) != 3 or len(pre.std) != 3 or pre.size < 1:
+            raise BundleError(
+                f"bundle.json: clip.image needs 3 mean/std values and size >= 1: {d}"
+            )
+        if pre.interpolation not in _FILTERS:
+            raise BundleError(
+                f"bundle.json: clip.image.interpolation {pre.interpolation!r} is not supported "
+                f"(supported: {list(_FILTERS)})"
+            )
+        if pre.resize_mode not in ("shortest", "squash"):
+            raise BundleError(
+                f"bundle.json: clip.image.resize_mode {pre.resize_mode!r} is not supported "
+                "(supported: 'shortest' with centre crop, 'squash')"
+            )
+        if pre.resize_order not in RESIZE_ORDERS:
+            raise BundleError(
+                f"bundle.json: clip.image.resize_order {pre.resize_order!r} is not supported "
+                f"(supported: {list(RESIZE_ORDERS)})"
+            )
+        return pre
+
+    def __call__(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """(N, 3, S, S) float32 network input from uint8 RGB (h, w, 3) crops of any size."""
+        s = self.size
+        out = np.empty((len(crops), 3, s, s), dtype=np.float32)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        for i, crop in enumerate(crops):
+            _check_crop(crop, i)
+            h, w = crop.shape[:2]
+            if self.resize_mode == "squash":
+                img = pil_resize(crop, (s, s), self.interpolation, order=self.resize_order)
+            else:
+                nh, nw = resized_shortest(h, w, s)
+                top = int(round((nh - s) / 2.0))
+                left = int(round((nw - s) / 2.0))
+                if (nh, nw) == (h, w):
+                    img = crop[top : top + s, left : left + s]
+                else:
+                    img = pil_resize(
+                        crop, (nh, nw), self.interpolation, (top, left, s, s), self.resize_order
+                    )
+            x = img.astype(np.float32) / np.float32(255.0)
+            out[i] = ((x - mean) / std).transpose(2, 0, 1)
+        return out
+
+
+def _check_crop(crop: object, i: int) -> None:
+    if not isinstance(crop, np.ndarray):
+        raise InputError(f"crops[{i}]: expected a numpy array, got {type(crop).__name__}")
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise InputError(
+            f"crops[{i}]: expected a uint8 RGB array of shape (h, w, 3), got {crop.dtype} "
+            f"{crop.shape}"
+        )
+    if crop.shape[0] < 1 or crop.shape[1] < 1:
+        raise InputError(f"crops[{i}]: empty crop of shape {crop.shape}")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoders
+
+
+def clip_section(manifest: BundleManifest) -> dict[str, Any]:
+    """The manifest's ``clip`` section, or :class:`BundleError` with the re-export hint."""
+    section = manifest.extra.get("clip")
+    if not isinstance(section, dict) or not section:
+        raise BundleError(NO_CLIP_HINT)
+    return section
+
+
+def _l2n(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
+
+
+@dataclass
+class ClipEncoder:
+    """ONNX CLIP image + text encoders of a bundle, with open_clip's tokenizer and transform.
+
+    Build with :meth:`load`. Embeddings are float32 and L2-normalised, so cosine similarity is
+    ``image_emb @ text_emb.T``.
+
+    Attributes:
+        image_session: onnxruntime session of the image encoder (``pixels`` -> ``embeddings``).
+        text_session: onnxruntime session of the text encoder (``tokens`` -> ``embeddings``).
+        tokenizer: open_clip-exact tokenizer.
+        preprocess: open_clip-exact image transform.
+        precision: ``fp32`` or ``int8``.
+        embed_dim: Embedding size D.
+        model: open_clip model name the bundle was exported from.
+        logit_scale: CLIP's logit scale (100 for OpenAI weights), for probabilities.
+        max_batch: Largest crop batch per image-session call (:data:`MAX_BATCH`).
+    """
+
+    image_session: Any
+    text_session: Any
+    tokenizer: ClipTokenizer
+    preprocess: ClipPreprocess
+    precision: str
+    embed_dim: int
+    model: str = ""
+    logit_scale: float = 100.0
+    max_batch: int = MAX_BATCH
+
+    @classmethod
+    def load(
+        cls,
+        bundle_dir: Path,
+        manifest: BundleManifest,
+        precision: str | None = None,
+        threads: int | None = None,
+    ) -> ClipEncoder:
+        """Load both encoders and the tokenizer of a bundle.
+
+        Args:
+            bundle_dir: Bundle directory.
+            manifest: Its parsed ``bundle.json`` (``edge.bundle.read_manifest``).
+            precision: ``"fp32"`` or ``"int8"`` (default: the ``clip.default_precision``).
+            threads: Intra-op threads per session (default: ``edge.session.default_threads``).
+
+        Raises:
+            BundleError: No ``clip`` section (with the re-export command), a missing, modified
+                or unloadable file, an unsupported preprocessing mode, or ``ftfy``/``regex``
+                not installed (names the ``text`` extra).
+        """
+        bundle_dir = Path(bundle_dir)
+        section = clip_section(manifest)
+        try:
+            files = section["files"]
+            available = [p for p in CLIP_PRECISIONS if p in section.get("precisions", [])]
+            prec = precision or str(section.get("default_precision") or available[0])
+            embed_dim = int(section["embed_dim"])
+            image_cfg = section["image"]
+            text_cfg = section.get("text", {})
+            tok_cfg = section["tokenizer"]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BundleError(
+                f"bundle.json: clip section is malformed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if prec not in available:
+            raise BundleError(
+                f"precision: CLIP precision {prec!r} is not in this bundle "
+                f"(available: {available})"
+            )
+        preprocess = ClipPreprocess.from_section(image_cfg)
+        bpe = tok_cfg.get("bpe") if isinstance(tok_cfg, dict) else None
+        if not bpe:
+            raise BundleError(
+                "bundle.json: clip.tokenizer has no 'bpe' file; re-export the bundle"
+            )
+        verify_file(bundle_dir, manifest, str(bpe))
+        tokenizer = ClipTokenizer.from_manifest(bundle_dir, tok_cfg)
+        try:
+            image_name, text_name = str(files["image"][prec]), str(files["text"][prec])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"bundle.json: clip.files has no {prec} encoder: {exc}") from exc
+        image_path = verify_file(bundle_dir, manifest, image_name)
+        text_path = verify_file(bundle_dir, manifest, text_name)
+        enc = cls(
+            image_session=create_session(image_path, threads=threads),
+            text_session=create_session(text_path, threads=threads),
+            tokenizer=tokenizer,
+            preprocess=preprocess,
+            precision=prec,
+            embed_dim=embed_dim,
+            model=str(section.get("model", "")),
+            logit_scale=float(section.get("logit_scale", 100.0)),
+        )
+        enc._check_io(image_cfg, text_cfg)
+        return enc
+
+    @classmethod
+    def from_bundle(
+        cls, bundle_dir: str | Path, precision: str | None = None, threads: int | None = None
+    ) -> ClipEncoder:
+        """:meth:`load` after reading ``bundle.json``."""
+        return cls.load(Path(bundle_dir), read_manifest(bundle_dir), precision, threads)
+
+    def _check_io(self, image_cfg: dict[str, Any], text_cfg: dict[str, Any]) -> None:
+        s = self.preprocess.size
+        for sess, want_in, what in (
+            (self.image_session, image_cfg.get("input", "pixels"), "image"),
+            (self.text_session, text_cfg.get("input", "tokens"), "text"),
+        ):
+            ins, outs = sess.get_inputs(), sess.get_outputs()
+            if len(ins) != 1 or ins[0].name != want_in or len(outs) != 1:
+                raise BundleError(
+                    f"CLIP {what} encoder: expected one input {want_in!r} and one output, got "
+                    f"{[i.name for i in ins]} -> {[o.name for o in outs]}"
+                )
+            dim = outs[0].shape[-1]
+            if isinstance(dim, int) and dim != self.embed_dim:
+                raise BundleError(
+                    f"CLIP {what} encoder: output dim {dim} != clip.embed_dim {self.embed_dim}"
+                )
+        shape = self.image_session.get_inputs()[0].shape
+        if [d for d in shape[1:]] != [3, s, s]:
+            raise BundleError(f"CLIP image encoder: input shape {shape} != [N, 3, {s}, {s}]")
+        tshape = self.text_session.get_inputs()[0].shape
+        if tshape[-1] != self.tokenizer.context_length:
+            raise BundleError(
+                f"CLIP text encoder: input shape {tshape} does not end in context length "
+                f"{self.tokenizer.context_length}"
+            )
+
+    @property
+    def _token_dtype(self) -> type[np.signedinteger[Any]]:
+        t = self.text_session.get_inputs()[0].type
+        return np.int32 if t == "tensor(int32)" else np.int64
+
+    def tokenize(self, texts: list[str]) -> NDArray[np.int64]:
+        """(T, 77) token ids, identical to ``open_clip.get_tokenizer(model)(texts)``."""
+        return self.tokenizer(texts)
+
+    def encode_text(self, texts: list[str]) -> NDArray[np.float32]:
+        """Embed prompts.
+
+        Args:
+            texts: Prompt strings (any length; longer than 75 tokens is truncated as open_clip).
+
+        Returns:
+            (T, D) float32, L2-normalised, in one session call (wrap the encoder in
+            ``edge.prompts.CachedTextEncoder`` to cache prompts).
+
+        Raises:
+            InputError: ``texts`` is not a list of strings.
+        """
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise InputError(f"texts: expected a list of strings, got {type(texts).__name__}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        tokens = self.tokenizer(list(texts)).astype(self._token_dtype)
+        (emb,) = self.text_session.run(None, {self.text_session.get_inputs()[0].name: tokens})
+        return _l2n(np.asarray(emb, dtype=np.float32))
+
+    def preprocess_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """(N, 3, S, S) float32 network input from uint8 RGB (h, w, 3) crops of any size.
+
+        Bit-exact with open_clip's PIL transform (see the module docstring).
+
+        Raises:
+            InputError: A crop is not a non-empty uint8 (h, w, 3) array.
+        """
+        if not isinstance(crops, (list, tuple)):
+            raise InputError(f"crops: expected a list of arrays, got {type(crops).__name__}")
+        return self.preprocess(crops)
+
+    def encode_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Image embeddings of preprocessed (N, 3, S, S) input, in chunks of :attr:`max_batch`."""
+        n = len(pixels)
+        if n == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        name = self.image_session.get_inputs()[0].name
+        parts = [
+            self.image_session.run(None, {name: pixels[i : i + self.max_batch]})[0]
+            for i in range(0, n, self.max_batch)
+        ]
+        return _l2n(np.concatenate(parts).astype(np.float32, copy=False))
+
+    def encode_images(self, crops_rgb: list[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """Embed RGB crops.
+
+        Args:
+            crops_rgb: uint8 RGB (h, w, 3) crops of any size (convert OpenCV's BGR first).
+
+        Returns:
+            (N, D) float32, L2-normalised; one session call for up to :attr:`max_batch` crops.
+
+        Raises:
+            InputError: A crop is not a non-empty uint8 (h, w, 3) array.
+        """
+        return self.encode_pixels(self.preprocess_crops(crops_rgb))

@@ -1,0 +1,575 @@
+"""Export open_clip encoders into a bundle, for text prompts on the Pi (``edge/clip.py``).
+
+Writes, into the bundle directory being assembled:
+
+- ``clip-image.fp32.onnx``: ``pixels`` (N, 3, S, S) float32 -> ``embeddings`` (N, D),
+  L2-normalised;
+- ``clip-text.fp32.onnx``: ``tokens`` (N, 77) int32 -> ``embeddings`` (N, D), L2-normalised;
+- ``clip-image.int8.onnx`` / ``clip-text.int8.onnx``: onnxruntime dynamic int8 (MatMul/Gemm
+  weights, per channel; activations quantised per call), clip-edge.md §5;
+- ``clip-bpe_simple_vocab_16e6.txt.gz``: open_clip's BPE merges for ``edge/tokenizer.py``;
+
+and a ``clip`` section in the manifest (``edge/clip.py`` documents it) with the preprocessing
+read from the model's open_clip config, the tokenizer facts, the file names per precision and a
+verify report: cosine similarity of ONNX vs torch embeddings (fp32 must reach
+:data:`MIN_FP32_COSINE`, int8 is reported) and token-id parity of the edge tokenizer.
+
+Export choices (clip-edge.md §1, §4): legacy TorchScript exporter (``dynamo=False``), opset 17,
+dynamic batch axis, MHA fast path off (its fused op has no ONNX symbolic), token input int32
+(``ArgMax`` on int64 is missing from onnxruntime < 1.20; the runtime casts to the graph's type).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import sha256_file
+from edge.clip import CLIP_PRECISIONS, ClipPreprocess
+from edge.session import create_session
+from edge.tokenizer import ClipTokenizer
+from export.fastsam import ExportError
+
+_LOGGER = logging.getLogger(__name__)
+
+OPSET = 17
+MIN_FP32_COSINE = 0.9999
+BPE_FILE = "clip-bpe_simple_vocab_16e6.txt.gz"
+TOWERS = ("image", "text")
+QUANT_OPS = ["MatMul", "Gemm"]
+VERIFY_PROMPTS = (
+    "a photo of a dog",
+    "the black cat on the sofa",
+    "a red car parked next to 2 trees",
+    "",
+)
+PRETRAINED_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
+
+
+class ClipExportError(ExportError):
+    """The CLIP export cannot proceed; the message names the option or file at fault."""
+
+
+def clip_file(tower: str, precision: str) -> str:
+    """Bundle file name of one encoder: ``clip-{image,text}.{fp32,int8}.onnx``."""
+    return f"clip-{tower}.{precision}.onnx"
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        os.sep in value
+        or "/" in value
+        or value.startswith(".")
+        or value.lower().endswith(PRETRAINED_SUFFIXES)
+    )
+
+
+def resolve_pretrained(
+    model_name: str, pretrained: str | os.PathLike[str] | None
+) -> dict[str, Any]:
+    """Classify ``--clip-pretrained``: ``None`` (random), an existing file, or a known tag.
+
+    Returns:
+        The manifest's ``pretrained`` facts: ``{"kind": "none"}``, ``{"kind": "file", "file",
+        "sha256", "bytes", "path"}`` or ``{"kind": "tag", "tag", "hf_hub"}``.
+
+    Raises:
+        ClipExportError: A missing file, or a tag open_clip does not know for this model.
+    """
+    import open_clip
+
+    if pretrained is None or str(pretrained).lower() in ("", "none"):
+        return {"kind": "none"}
+    value = str(pretrained)
+    path = Path(value).expanduser()
+    if path.is_file():
+        return {
+            "kind": "file",
+            "file": path.name,
+            "path": str(path.resolve()),
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
+    if _looks_like_path(value):
+        raise ClipExportError(f"--clip-pretrained: checkpoint file {value!r} does not exist")
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if value not in tags:
+        raise ClipExportError(
+            f"--clip-pretrained: {value!r} is neither a file nor a pretrained tag of "
+            f"{model_name!r} (tags: {tags or 'none'}); pass a tag or the path of a local "
+            "checkpoint file"
+        )
+    cfg = open_clip.get_pretrained_cfg(model_name, value)
+    return {"kind": "tag", "tag": value, "hf_hub": str(cfg.get("hf_hub", "")).rstrip("/")}
+
+
+def _check_quick_gelu(model_name: str, info: dict[str, Any], model_kwargs: dict[str, Any]) -> None:
+    """Refuse a tag trained with QuickGELU on a GELU config (open_clip only warns)."""
+    import open_clip
+
+    if info["kind"] != "tag":
+        return
+    tag_qg = bool(open_clip.get_pretrained_cfg(model_name, info["tag"]).get("quick_gelu", False))
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    model_qg = bool(model_kwargs.get("quick_gelu", model_cfg.get("quick_gelu", False)))
+    if tag_qg != model_qg:
+        hint = f"{model_name}-quickgelu" if tag_qg else model_name.removesuffix("-quickgelu")
+        raise ClipExportError(
+            f"--clip {model_name} --clip-pretrained {info['tag']}: the weights were trained with "
+            f"quick_gelu={tag_qg} but the config uses quick_gelu={model_qg}; the embeddings would "
+            f"be wrong. Use --clip {hint}"
+        )
+
+
+def check_clip_args(
+    model_name: str,
+    pretrained: str | os.PathLike[str] | None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check ``--clip``/``--clip-pretrained`` without building the model (fast, offline).
+
+    Returns:
+        The pretrained facts (:func:`resolve_pretrained`).
+
+    Raises:
+        ClipExportError: Unknown model, missing file, unknown tag or a QuickGELU mismatch.
+    """
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise ClipExportError(
+            f"--clip: unknown open_clip model {model_name!r}; e.g. ViT-B-32-quickgelu "
+            "(open_clip.list_models() lists all)"
+        )
+    info = resolve_pretrained(model_name, pretrained)
+    _check_quick_gelu(model_name, info, dict(model_kwargs or {}))
+    return info
+
+
+def load_model(
+    model_name: str,
+    pretrained: str | os.PathLike[str] | None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Build the open_clip model (CPU, fp32, eval) and its validation transform.
+
+    Returns:
+        (model, preprocess_val, pretrained facts for the manifest).
+
+    Raises:
+        ClipExportError: Unknown model, bad ``pretrained`` or weights that cannot be loaded; an
+            uncached tag names the tag and how to pass a local file instead.
+    """
+    import open_clip
+
+    model_kwargs = dict(model_kwargs or {})
+    info = check_clip_args(model_name, pretrained, model_kwargs)
+    arg = {"none": None, "file": info.get("path"), "tag": info.get("tag")}[info["kind"]]
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=arg, **model_kwargs
+        )
+    except Exception as exc:  # open_clip raises RuntimeError/OSError/KeyError variants
+        if info["kind"] == "tag":
+            raise ClipExportError(
+                f"--clip-pretrained {info['tag']}: cannot load the {model_name!r} weights for tag "
+                f"{info['tag']!r}: they are not in the local cache and could not be downloaded "
+                f"({type(exc).__name__}: {exc}). Offline, download them elsewhere (HF hub "
+                f"{info['hf_hub']!r}, e.g. open_clip_pytorch_model.bin) and pass the file: "
+                "--clip-pretrained /path/to/open_clip_pytorch_model.bin"
+            ) from exc
+        if info["kind"] == "file":
+            raise ClipExportError(
+                f"--clip-pretrained: {info['path']!r} is not a checkpoint of {model_name!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        raise ClipExportError(f"--clip {model_name}: cannot build the model: {exc}") from exc
+    if info["kind"] == "none":
+        _LOGGER.warning(
+            "CLIP %s has RANDOM weights (no --clip-pretrained): for tests only", model_name
+        )
+    info.pop("path", None)  # a workstation path is no bundle fact
+    model.eval()
+    return model, preprocess, info
+
+
+class _ImageEncoder:
+    """``encode_image(pixels, normalize=True)`` as a module (built lazily: torch is optional)."""
+
+    @staticmethod
+    def build(model: Any) -> Any:
+        import torch
+
+        class ImageEncoder(torch.nn.Module):
+            def __init__(self, m: Any) -> None:
+                super().__init__()
+                self.m = m
+
+            def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+                return self.m.encode_image(pixels, normalize=True)
+
+        return ImageEncoder(model).eval()
+
+
+class _TextEncoder:
+    @staticmethod
+    def build(model: Any) -> Any:
+        import torch
+
+        class TextEncoder(torch.nn.Module):
+            def __init__(self, m: Any) -> None:
+                super().__init__()
+                self.m = m
+
+            def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+                return self.m.encode_text(tokens, normalize=True)
+
+        return TextEncoder(model).eval()
+
+
+@contextlib.contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """Disable torch's fused MHA path (``_native_multi_head_attention`` has no ONNX symbolic)."""
+    import torch
+
+    prev = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(prev)
+
+
+def _export_tower(module: Any, dummy: Any, path: Path, input_name: str) -> None:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(), _mha_fastpath_off(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
+        torch.onnx.export(
+            module,
+            (dummy,),
+            str(path),
+            input_names=[input_name],
+            output_names=["embeddings"],
+            dynamic_axes={input_name: {0: "batch"}, "embeddings": {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def quantize(fp32: Path, int8: Path) -> None:
+    """onnxruntime dynamic int8: MatMul/Gemm weights per channel, MatMuls with a constant B."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs one INFO line per skipped node on root
+    try:
+        quantize_dynamic(
+            fp32,
+            int8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=QUANT_OPS,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    finally:
+        root.setLevel(level)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)
+
+
+def _verify_images(size: int, pre: ClipPreprocess, seed: int = 0) -> np.ndarray:
+    """Two random-normal inputs and one structured image through the edge transform."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+    yy, xx = np.mgrid[0:300, 0:400]
+    img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    img[100:200, 150:250] = (220, 40, 40)
+    return np.concatenate([noise, pre([img])])
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("open-clip-torch", "torch", "onnx", "onnxruntime", "pillow", "torchvision"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _pillow_order() -> str:
+    """The Pillow pass order the installed Pillow uses (what open_clip's transform gives)."""
+    try:
+        major = int(md.version("pillow").split(".")[0])
+    except (md.PackageNotFoundError, ValueError):
+        return "pillow13"
+    return "pillow13" if major >= 13 else "horizontal_first"
+
+
+def _image_section(model: Any) -> dict[str, Any]:
+    import open_clip
+
+    cfg = dict(open_clip.get_model_preprocess_cfg(model))
+    size = cfg.get("size", 224)
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ClipExportError(f"--clip: non-square image size {size} is not supported")
+        size = size[0]
+    mean, std = cfg.get("mean"), cfg.get("std")
+    mean = [float(v) for v in (mean if isinstance(mean, (list, tuple)) else [mean] * 3)]
+    std = [float(v) for v in (std if isinstance(std, (list, tuple)) else [std] * 3)]
+    resize_mode = str(cfg.get("resize_mode", "shortest"))
+    interpolation = str(cfg.get("interpolation", "bicubic"))
+    if interpolation == "random":  # open_clip maps it to bicubic for inference
+        interpolation = "bicubic"
+    section = {
+        "size": int(size),
+        "mean": mean,
+        "std": std,
+        "interpolation": interpolation,
+        "resize_mode": resize_mode,
+        "crop": "center" if resize_mode == "shortest" else "none",
+        "resize_order": _pillow_order(),
+        "input": "pixels",
+        "output": "embeddings",
+    }
+    try:
+        ClipPreprocess.from_section(section)
+    except Exception as exc:
+        raise ClipExportError(
+            f"--clip: the edge runtime cannot reproduce this preprocessing: {exc}"
+        ) from exc
+    return section
+
+
+def _tokenizer_section(model_name: str, model: Any, out_dir: Path) -> tuple[dict[str, Any], Any]:
+    import open_clip
+    from open_clip import tokenizer as oct
+
+    tok = open_clip.get_tokenizer(model_name)
+    if not isinstance(tok, oct.SimpleTokenizer):
+        raise ClipExportError(
+            f"--clip {model_name}: its tokenizer is {type(tok).__name__}; the edge runtime "
+            "implements open_clip's SimpleTokenizer only (OpenAI/LAION CLIP, MobileCLIP)"
+        )
+    if tok.reduction_fn is not None or tok.clean_fn is not oct.get_clean_fn("lower"):
+        raise ClipExportError(
+            f"--clip {model_name}: its SimpleTokenizer uses non-default cleaning/reduction, "
+            "which the edge tokenizer does not implement"
+        )
+    ctx = int(getattr(model, "context_length", tok.context_length) or tok.context_length)
+    if ctx != tok.context_length:
+        raise ClipExportError(
+            f"--clip {model_name}: tokenizer context {tok.context_length} != model {ctx}"
+        )
+    shutil.copyfile(oct.default_bpe(), out_dir / BPE_FILE)
+    section = {
+        "type": "open_clip.SimpleTokenizer",
+        "bpe": BPE_FILE,
+        "context_length": ctx,
+        "sot_id": int(tok.sot_token_id),
+        "eot_id": int(tok.eot_token_id),
+        "pad_id": 0,
+        "vocab_size": int(tok.vocab_size),
+        "clean": "lower",
+    }
+    return section, tok
+
+
+def export_clip(
+    model_name: str,
+    pretrained: str | os.PathLike[str] | None,
+    out_dir: Path,
+    extra: dict[str, Any],
+    int8: bool = True,
+    keep_fp32: bool = True,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Export an open_clip model's image and text encoders into ``out_dir``.
+
+    Args:
+        model_name: open_clip model, e.g. ``"ViT-B-32-quickgelu"`` (FastSAM's CLIP).
+        pretrained: Pretrained tag (e.g. ``"openai"``; needs the open_clip/HF cache or network),
+            a local checkpoint file, or ``None`` for random weights (tests only).
+        out_dir: Bundle directory being assembled.
+        extra: Manifest extra sections; receives ``extra["clip"]``.
+        int8: Also write dynamic-int8 encoders.
+        keep_fp32: Keep the fp32 encoders (``False``: int8 only; they are still exported to
+            quantize and verify, then removed).
+        model_kwargs: Overrides for ``open_clip.create_model_and_transforms`` (tiny test configs).
+        threads: onnxruntime threads for the checks.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The ``clip`` manifest section.
+
+    Raises:
+        ClipExportError: Bad model/pretrained, unsupported tokenizer or preprocessing, or an
+            fp32 encoder whose embeddings differ from torch (cosine < :data:`MIN_FP32_COSINE`).
+    """
+    if not int8 and not keep_fp32:
+        raise ClipExportError("--precision: CLIP needs fp32 or int8 encoders; both were dropped")
+    import torch
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    precisions = [
+        p for p in CLIP_PRECISIONS if (p == "fp32" and keep_fp32) or (p == "int8" and int8)
+    ]
+    steps = ["load", "tokenizer", "export image", "export text", "verify fp32"]
+    if int8:
+        steps += ["quantize image", "quantize text", "verify int8"]
+    bar = tqdm(total=len(steps), desc=f"CLIP {model_name}", unit="step", disable=not progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    try:
+        step("load")
+        with torch.no_grad():
+            model, preprocess_val, pretrained_info = load_model(
+                model_name, pretrained, model_kwargs
+            )
+        bar.update()
+        step("tokenizer")
+        tok_section, ref_tok = _tokenizer_section(model_name, model, out_dir)
+        image_section = _image_section(model)
+        bar.update()
+
+        size = image_section["size"]
+        ctx = tok_section["context_length"]
+        files = {t: {p: clip_file(t, p) for p in CLIP_PRECISIONS} for t in TOWERS}
+        fp32 = {t: out_dir / files[t]["fp32"] for t in TOWERS}
+        step("export image")
+        _export_tower(
+            _ImageEncoder.build(model), torch.zeros(1, 3, size, size), fp32["image"], "pixels"
+        )
+        bar.update()
+        step("export text")
+        dummy_tokens = torch.as_tensor(ref_tok(["a photo of a dog"]).numpy().astype(np.int32))
+        _export_tower(_TextEncoder.build(model), dummy_tokens, fp32["text"], "tokens")
+        bar.update()
+
+        # verification inputs and torch references
+        step("verify fp32")
+        edge_tok = ClipTokenizer.from_file(out_dir / BPE_FILE, context_length=ctx)
+        prompts = list(VERIFY_PROMPTS)
+        ref_ids = ref_tok(prompts).numpy()
+        tokens = ref_ids.astype(np.int32)
+        pixels = _verify_images(size, ClipPreprocess.from_section(image_section))
+        with torch.no_grad(), _mha_fastpath_off():
+            ref = {
+                "image": model.encode_image(torch.from_numpy(pixels), normalize=True).numpy(),
+                "text": model.encode_text(torch.from_numpy(tokens), normalize=True).numpy(),
+            }
+        inputs = {"image": pixels, "text": tokens}
+        embed_dim = int(ref["image"].shape[1])
+        verify: dict[str, Any] = {
+            "inputs": {"images": len(pixels), "prompts": prompts},
+            "tokenizer_parity": bool(np.array_equal(edge_tok(prompts), ref_ids)),
+            "min_fp32_cosine": MIN_FP32_COSINE,
+        }
+        if not verify["tokenizer_parity"]:
+            raise ClipExportError(
+                "edge tokenizer ids differ from open_clip's on the verify prompts"
+            )
+
+        def check(precision: str) -> None:
+            for tower in TOWERS:
+                sess = create_session(out_dir / files[tower][precision], threads=threads)
+                name = sess.get_inputs()[0].name
+                got = sess.run(None, {name: inputs[tower]})[0]
+                single = sess.run(None, {name: inputs[tower][:1]})[0]  # dynamic batch
+                cos = _cosines(got, ref[tower])
+                verify[f"{tower}_{precision}"] = {
+                    "cosine_min": round(float(cos.min()), 7),
+                    "cosine_mean": round(float(cos.mean()), 7),
+                    "max_abs": float(np.abs(got - ref[tower]).max()),
+                    "batch1_max_abs": float(np.abs(single[0] - got[0]).max()),
+                }
+                if precision == "fp32" and cos.min() < MIN_FP32_COSINE:
+                    raise ClipExportError(
+                        f"CLIP {tower} encoder: ONNX fp32 vs torch cosine {cos.min():.6f} < "
+                        f"{MIN_FP32_COSINE}; refusing to write a bundle with a broken encoder"
+                    )
+
+        check("fp32")
+        bar.update()
+        if int8:
+            for tower in TOWERS:
+                step(f"quantize {tower}")
+                quantize(fp32[tower], out_dir / files[tower]["int8"])
+                bar.update()
+            step("verify int8")
+            check("int8")
+            bar.update()
+        if not keep_fp32:
+            for path in fp32.values():
+                path.unlink()
+    finally:
+        bar.close()
+
+    section: dict[str, Any] = {
+        "model": model_name,
+        "model_kwargs": model_kwargs or {},
+        "pretrained": pretrained_info,
+        "embed_dim": embed_dim,
+        "logit_scale": round(float(model.logit_scale.detach().exp()), 6),
+        "image": image_section,
+        "text": {"input": "tokens", "input_dtype": "int32", "output": "embeddings"},
+        "tokenizer": tok_section,
+        "files": {t: {p: files[t][p] for p in precisions} for t in TOWERS},
+        "precisions": precisions,
+        "default_precision": precisions[0],
+        "opset": OPSET,
+        "quantization": {
+            "method": "onnxruntime.quantization.quantize_dynamic",
+            "weight_type": "QInt8",
+            "per_channel": True,
+            "op_types": QUANT_OPS,
+            "matmul_const_b_only": True,
+        }
+        if int8
+        else None,
+        "verify": verify,
+        "exporter": _versions(),
+    }
+    extra["clip"] = section
+    return section
+
+
+def clip_step(
+    model_name: str,
+    pretrained: str | os.PathLike[str] | None,
+    int8: bool = True,
+    keep_fp32: bool = True,
+    **kwargs: Any,
+) -> Callable[[Path, dict[str, Any]], None]:
+    """An ``export_bundle(extra_steps=[...])`` step that runs :func:`export_clip`."""
+
+    def run(bundle_dir: Path, extra: dict[str, Any]) -> None:
+        export_clip(
+            model_name, pretrained, bundle_dir, extra, int8=int8, keep_fp32=keep_fp32, **kwargs
+        )
+
+    return run
