@@ -1,4 +1,4 @@
-"""``fastsam-edge`` command line: segment, info, serve, doctor, install-service."""
+"""``fastsam-edge`` command line: segment, info, bench, serve, doctor, install-service."""
 
 from __future__ import annotations
 
@@ -95,7 +95,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
         )
     doc = result_to_dict(
-        result, bundle=_bundle_facts(seg), polygon_epsilon=args.polygon_epsilon,
+        result,
+        bundle=_bundle_facts(seg),
+        polygon_epsilon=args.polygon_epsilon,
         source=str(args.image),
     )
     atomic_write_json(args.json, doc)
@@ -147,10 +149,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         print(f"opset:       {m.opset}")
         src = m.source
-        print(f"source:      {src.get('weights')} ({src.get('architecture')}, sha256 {str(src.get('sha256'))[:12]}…)")
+        print(
+            f"source:      {src.get('weights')} ({src.get('architecture')}, "
+            f"sha256 {str(src.get('sha256'))[:12]}…)"
+        )
         for name, st in status.items():
             print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
-        print(f"onnxruntime: {ort.__version__}, providers: {', '.join(ort.get_available_providers())}")
+        print(
+            f"onnxruntime: {ort.__version__}, "
+            f"providers: {', '.join(ort.get_available_providers())}"
+        )
     return 0 if all(v == "ok" for v in status.values()) else 1
 
 
@@ -170,9 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")
     s.add_argument("--max-det", type=int, help="maximum masks (default: the bundle's, 300)")
     s.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
-    s.add_argument("--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)")
+    s.add_argument(
+        "--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)"
+    )
     s.add_argument("--fill-holes", action="store_true", help="fill holes in masks")
-    s.add_argument("--polygon-epsilon", type=float, default=0.0, help="polygon simplification (px)")
+    s.add_argument(
+        "--polygon-epsilon", type=float, default=0.0, help="polygon simplification (px)"
+    )
     s.add_argument(
         "--point",
         action="append",
@@ -211,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--bundle", required=True, help="model bundle directory")
     i.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_info)
+
+    from edge.bench import add_bench_arguments, cmd_bench
+
+    b = sub.add_parser(
+        "bench",
+        help="latency and memory, side by side (fp32, int8, optionally the ultralytics reference)",
+    )
+    add_bench_arguments(b)
+    b.set_defaults(func=cmd_bench)
 
     from edge.service.cli import add_service_commands  # serve, doctor, install-service
 

@@ -65,12 +65,16 @@ def parse_imgsz(value: str | int | tuple[int, int]) -> tuple[int, int]:
             else:
                 h = w = int(text)
         except ValueError as exc:
-            raise ExportError(f"--imgsz: expected N or WxH (e.g. 640 or 640x480), got {value!r}") from exc
+            raise ExportError(
+                f"--imgsz: expected N or WxH (e.g. 640 or 640x480), got {value!r}"
+            ) from exc
     if h <= 0 or w <= 0:
         raise ExportError(f"--imgsz: sides must be positive, got {value!r}")
     rh, rw = make_divisible(h, STRIDE), make_divisible(w, STRIDE)
     if (rh, rw) != (h, w):
-        _LOGGER.warning("--imgsz %s is not a multiple of %d; using H=%d W=%d", value, STRIDE, rh, rw)
+        _LOGGER.warning(
+            "--imgsz %s is not a multiple of %d; using H=%d W=%d", value, STRIDE, rh, rw
+        )
     return rh, rw
 
 
@@ -101,7 +105,9 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise ExportError(f"weights: {str(path)!r} is not a readable torch checkpoint: {exc}") from exc
+        raise ExportError(
+            f"weights: {str(path)!r} is not a readable torch checkpoint: {exc}"
+        ) from exc
     model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
     if model is None:
         raise ExportError(f"weights: {str(path)!r} holds no 'model' (is it an ultralytics .pt?)")
@@ -177,7 +183,9 @@ def _check_detector(path: Path, imgsz: tuple[int, int]) -> int:
     out0, out1 = sess.run(None, {inp.name: np.zeros((1, 3, *imgsz), dtype=np.float32)})
     h, w = imgsz
     n = (h // 8) * (w // 8) + (h // 16) * (w // 16) + (h // 32) * (w // 32)
-    if out0.shape != (1, 5 + NUM_COEFFICIENTS, n) or out1.shape != (1, NUM_COEFFICIENTS, h // 4, w // 4):
+    expected0 = (1, 5 + NUM_COEFFICIENTS, n)
+    expected1 = (1, NUM_COEFFICIENTS, h // 4, w // 4)
+    if out0.shape != expected0 or out1.shape != expected1:
         raise ExportError(f"exported model has unexpected outputs {out0.shape}, {out1.shape}")
     return int(opset)
 
@@ -193,7 +201,9 @@ def write_manifest(bundle_dir: Path, manifest: BundleManifest) -> None:
 
 def file_entry(path: Path, role: str, precision: str | None = None) -> FileEntry:
     """Integrity facts of one bundle file."""
-    return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size, role=role, precision=precision)
+    return FileEntry(
+        sha256=sha256_file(path), bytes=path.stat().st_size, role=role, precision=precision
+    )
 
 
 def publish_bundle(tmp_dir: Path, out: Path) -> None:
@@ -201,7 +211,9 @@ def publish_bundle(tmp_dir: Path, out: Path) -> None:
     old = None
     if out.exists():
         if not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
-            raise ExportError(f"--out: {str(out)!r} exists and is not a bundle; refusing to replace it")
+            raise ExportError(
+                f"--out: {str(out)!r} exists and is not a bundle; refusing to replace it"
+            )
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     try:
@@ -317,7 +329,7 @@ def export_bundle(
                 "train_imgsz": info.train_imgsz,
             },
             exporter=_versions(),
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             extra=extra,
         )
         write_manifest(tmp_dir, manifest)
