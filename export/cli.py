@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fastsam-export``."""
     p = argparse.ArgumentParser(
         prog="fastsam-export",
-        description="Export FastSAM weights (.pt) to a fastsam-edge model bundle (ONNX + manifest).",
+        description="Export FastSAM weights (.pt) to a fastsam-edge bundle (ONNX + manifest).",
     )
     p.add_argument("weights", help="FastSAM checkpoint, e.g. FastSAM-s.pt")
     p.add_argument("--out", required=True, help="bundle directory to create (replaced atomically)")
@@ -29,6 +29,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--dynamic",
         action="store_true",
         help="dynamic input shape: reference-exact rectangular letterbox inside --imgsz",
+    )
+    p.add_argument(
+        "--calib-images",
+        metavar="DIR",
+        help="int8 calibration images, ideally frames from the target camera "
+        "(default: built-in synthetic scenes)",
+    )
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
+    p.add_argument(
+        "--int8-calibration",
+        choices=["minmax", "percentile", "entropy"],
+        default="minmax",
+        help="activation calibration method (default minmax)",
+    )
+    p.add_argument(
+        "--int8-float-branches",
+        default="cv3,cv4",
+        help="head branches whose last conv stays float: cv2 box, cv3 score, cv4 mask "
+        "coefficients (default cv3,cv4; empty string for none)",
+    )
+    p.add_argument("--calib-count", type=int, default=24, help="calibration images (default 24)")
+    p.add_argument(
+        "--int8-min-iou",
+        type=float,
+        default=0.95,
+        help="refuse the int8 model below this mean mask IoU against fp32 (default 0.95)",
     )
     clip = p.add_argument_group("CLIP (text prompts)")
     clip.add_argument(
@@ -66,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         extra_steps = _clip_steps(args)
+        from export.quantize import QuantConfig
+
+        branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())
+        quant = QuantConfig(args.int8_calibration, True, branches, args.calib_count)
         out = export_bundle(
             args.weights,
             args.out,
@@ -73,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             dynamic=args.dynamic,
             name=args.name,
             extra_steps=extra_steps,
+            int8=not args.no_int8,
+            calib_images=args.calib_images,
+            quant_config=quant,
+            int8_min_iou=args.int8_min_iou,
         )
     except (ExportError, FastSAMEdgeError) as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
