@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(clip, dict):
         v = clip.get("verify", {})
         cos = ", ".join(
-            f"{k} {v[k]['cosine_min']:.5f}" for k in sorted(v) if "cosine_min" in (v[k] or {})
+            f"{k} {v[k]['cosine_min']:.5f}"
+            for k in sorted(v)
+            if isinstance(v[k], dict) and "cosine_min" in v[k]
         )
         print(f"clip: {clip.get('model')} {clip.get('precisions')}; cosine vs torch: {cos}")
     return 0

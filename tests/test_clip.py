@@ -532,11 +532,18 @@ def test_export_bundle_with_clip_step(tiny_model: tuple, tmp_path: Path) -> None
 
 @export
 @pytest.mark.slow
-def test_vit_b32_export(tmp_path: Path) -> None:
-    """The real FastSAM CLIP architecture (random weights): sizes, parity, loadable."""
-    from export.clip import clip_step
+def test_vit_b32_export_cli(tmp_path: Path) -> None:
+    """The real FastSAM CLIP architecture (random weights) through ``fastsam-export --clip``."""
+    pytest.importorskip("ultralytics")
+    from export.archs import make_checkpoint
 
-    out = make_clip_bundle(tmp_path / "b32", clip_step(MODEL, None, progress=False, threads=2))
+    ckpt = make_checkpoint("fastsam-n", tmp_path / "tiny.pt", seed=3)
+    out = tmp_path / "b32"
+    cmd = [sys.executable, "-m", "export.cli", str(ckpt), "--out", str(out), "--imgsz", "160"]
+    cmd += ["--no-int8", "--clip", MODEL, "--clip-pretrained", "none"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"clip: {MODEL} ['fp32', 'int8']; cosine vs torch: image_fp32 1.0000" in proc.stdout
     m = read_manifest(out)
     clip = m.extra["clip"]
     v = clip["verify"]
