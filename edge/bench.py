@@ -31,7 +31,18 @@ STAGES = ("preprocess", "infer", "postprocess")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    """Peak resident set size of this process in MiB.
+
+    Linux's ``VmHWM`` belongs to the process image, whereas ``getrusage``'s ``ru_maxrss`` is
+    preserved across ``execve``: a worker started from a big parent would report the parent's
+    peak. ``ru_maxrss`` is only the fallback where ``/proc`` is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
