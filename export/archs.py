@@ -27,7 +27,7 @@ def _offline() -> None:
 
 
 def build_model(
-    arch: str, seed: int = 0, score_bias: float = -1.0, score_std: float = 0.03
+    arch: str, seed: int = 0, score_bias: float = -1.0, score_std: float | None = None
 ) -> Any:
     """Build a FastSAM-architecture ``SegmentationModel`` with a seeded, spread head.
 
