@@ -17,3 +17,31 @@ def demo_bundle() -> Path:
     from edge.demo import demo_bundle as _demo
 
     return _demo()
+
+
+def strip_clip(bundle_dir: Path) -> Path:
+    """Remove the CLIP files and ``clip`` section of a bundle copy (detector only)."""
+    import dataclasses
+    import json
+
+    from edge.bundle import MANIFEST_NAME, read_manifest
+
+    m = read_manifest(bundle_dir)
+    clip_names = {n for n in m.files if n.startswith("clip-")}
+    for name in clip_names:
+        (bundle_dir / name).unlink(missing_ok=True)
+    files = {n: e for n, e in m.files.items() if n not in clip_names}
+    extra = {k: v for k, v in m.extra.items() if k != "clip"}
+    doc = dataclasses.replace(m, files=files, extra=extra).to_dict()
+    (bundle_dir / MANIFEST_NAME).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return bundle_dir
+
+
+@pytest.fixture(scope="session")
+def detector_only_bundle(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Path:
+    """A copy of the demo bundle without its CLIP text support."""
+    import shutil
+
+    dest = tmp_path_factory.mktemp("detector-only") / "bundle"
+    shutil.copytree(demo_bundle, dest)
+    return strip_clip(dest)

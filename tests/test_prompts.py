@@ -626,7 +626,8 @@ def test_zero_detections_each_prompt_type(seg: Segmenter) -> None:
         assert res.metadata["prompt"] == [p.to_json()]
 
 
-def test_text_prompt_without_clip_is_a_bundle_error(seg: Segmenter) -> None:
+def test_text_prompt_without_clip_is_a_bundle_error(detector_only_bundle: Path) -> None:
+    seg = Segmenter.load(detector_only_bundle, threads=1)
     assert not seg.manifest.extra.get("clip")
     with pytest.raises(BundleError, match="no CLIP text support.*--clip ViT-B-32-quickgelu"):
         seg.segment(np.zeros((64, 64, 3), np.uint8), prompt=TextPrompt("a cup"))
@@ -740,10 +741,11 @@ def test_cli_segment_with_prompts(demo_bundle: Path, scene_png, tmp_path: Path, 
     ],
 )
 def test_cli_bad_prompt_values(
-    demo_bundle: Path, scene_png, tmp_path: Path, capsys, extra, needle
+    demo_bundle: Path, detector_only_bundle: Path, scene_png, tmp_path: Path, capsys, extra, needle
 ) -> None:  # noqa: ANN001
     img, _ = scene_png
-    args = ["segment", str(img), "--bundle", str(demo_bundle), "--json", str(tmp_path / "r.json")]
+    bundle = detector_only_bundle if "CLIP" in needle else demo_bundle
+    args = ["segment", str(img), "--bundle", str(bundle), "--json", str(tmp_path / "r.json")]
     assert main(args + extra) == 2
     err = capsys.readouterr().err
     assert re.search(needle, err), err
