@@ -261,13 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if path not in ("/metrics", "/latest", "/trigger"):
                 raise HttpError(404, f"path: no such endpoint {path!r}", "path")
-            if not self._authorised():
-                raise HttpError(
-                    401,
-                    "authorization: missing or wrong bearer token",
-                    "authorization",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+            self._require_auth()
             if path == "/metrics":
                 text = self.api.metrics_text().encode("utf-8")
                 self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
@@ -283,6 +277,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET  # noqa: N815
 
+    def _require_auth(self) -> None:
+        """Raise 401 unless the request carries the configured bearer token."""
+        if not self._authorised():
+            raise HttpError(
+                401,
+                "authorization: missing or wrong bearer token",
+                "authorization",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
     def do_POST(self) -> None:  # noqa: N802
         path = self._route()
         try:
@@ -290,13 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if path in ("/healthz", "/metrics", "/latest"):
                     raise HttpError(405, f"method: use GET {path}", "method", {"Allow": "GET"})
                 raise HttpError(404, f"path: no such endpoint {path!r}", "path")
-            if not self._authorised():
-                raise HttpError(
-                    401,
-                    "authorization: missing or wrong bearer token",
-                    "authorization",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+            self._require_auth()
             raw = self._read_body()
             req = parse_trigger_body(raw, self.api)
             if not self.busy.acquire(blocking=False):
