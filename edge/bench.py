@@ -275,6 +275,49 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_plot(report: dict[str, Any], width: int = 900) -> np.ndarray:
+    """A bar chart (OpenCV only) of end-to-end ms per configuration and side, log-free.
+
+    Returns:
+        (H, W, 3) uint8 BGR image; one group of bars per (image, target masks).
+    """
+    import cv2
+
+    rows = report["rows"]
+    sides = list(dict.fromkeys(f"{r['side']} {r['precision']}" for r in rows))
+    colors = [(200, 120, 40), (60, 170, 60), (40, 60, 220), (160, 60, 160), (30, 160, 200)]
+    groups = list(dict.fromkeys((r["image"], r["target_masks"]) for r in rows))
+    bar_h, gap, left, top = 14, 12, 230, 40
+    height = top + len(groups) * (len(sides) * bar_h + gap) + 20 + 18 * len(sides)
+    img = np.full((height, width, 3), 255, np.uint8)
+    vmax = max(r["end_to_end_ms"] for r in rows) or 1.0
+    scale = (width - left - 90) / vmax
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, "end-to-end ms (median)", (left, 24), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    y = top
+    for image, target in groups:
+        cv2.putText(img, f"{image} ~{target}", (8, y + bar_h), font, 0.45, (0, 0, 0), 1)
+        for k, side in enumerate(sides):
+            match = [
+                r
+                for r in rows
+                if (r["image"], r["target_masks"]) == (image, target)
+                and f"{r['side']} {r['precision']}" == side
+            ]
+            if match:
+                ms = match[0]["end_to_end_ms"]
+                x1 = left + max(int(ms * scale), 1)
+                cv2.rectangle(img, (left, y), (x1, y + bar_h - 2), colors[k % len(colors)], -1)
+                cv2.putText(img, f"{ms:.0f}", (x1 + 4, y + bar_h - 3), font, 0.4, (0, 0, 0), 1)
+            y += bar_h
+        y += gap
+    for k, side in enumerate(sides):
+        cv2.rectangle(img, (left, y + 4), (left + 14, y + 14), colors[k % len(colors)], -1)
+        cv2.putText(img, side, (left + 20, y + 14), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        y += 18
+    return img
+
+
 def _bench_images(spec: str, images_dir: str | None) -> dict[str, np.ndarray]:
     from edge.io import read_image
     from edge.scenes import EVAL_SEED_START, generate_scene
@@ -315,7 +358,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """``fastsam-edge bench``: run, write ``bench.json`` and ``bench.md``, print the table."""
     from edge.demo import demo_bundle
-    from edge.io import atomic_write_bytes, atomic_write_json
+    from edge.io import atomic_write_bytes, atomic_write_image, atomic_write_json
 
     bundle = str(args.bundle or demo_bundle())
     report = run_bench(
@@ -332,8 +375,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     atomic_write_json(out / "bench.json", report)
     table = to_markdown(report)
     atomic_write_bytes(out / "bench.md", table.encode())
+    atomic_write_image(out / "bench.png", draw_plot(report))
     print(table)
-    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'bench.png'}")
     return 0
 
 
