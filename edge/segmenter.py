@@ -75,6 +75,8 @@ class Segmenter:
         text_top_k: Masks encoded with CLIP per text-prompted frame, best ``score * sqrt(area)``
             first (``None`` = all, as the reference).
         text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
+        clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
+            exported ``int8-only``); set before the first text prompt.
     """
 
     bundle_dir: Path
@@ -84,6 +86,7 @@ class Segmenter:
     session: ort.InferenceSession
     text_top_k: int | None = TEXT_TOP_K
     text_crop: str = "reference"
+    clip_precision: str | None = None
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -219,7 +222,9 @@ class Segmenter:
             raise BundleError(
                 f"text prompt: this runtime has no CLIP support (edge.clip: {exc})"
             ) from exc
-        encoder = ClipEncoder.load(self.bundle_dir, self.manifest, None, self.threads)
+        encoder = ClipEncoder.load(
+            self.bundle_dir, self.manifest, self.clip_precision, self.threads
+        )
         self._text_encoder = CachedTextEncoder(encoder)
         return self._text_encoder
 
