@@ -80,7 +80,7 @@ def run_edge_worker(
     }
 
 
-def _spawn(module: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
+def _spawn(module: str, args: list[str], threads: int, timeout: float = 1800) -> dict[str, Any]:
     """Run a worker module in a fresh interpreter and parse its last stdout line as JSON."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -90,7 +90,7 @@ def _spawn(module: str, args: list[str], timeout: float = 1800) -> dict[str, Any
         env={
             **os.environ,
             "YOLO_OFFLINE": "1",
-            "OMP_NUM_THREADS": args[args.index("--threads") + 1],
+            "OMP_NUM_THREADS": str(threads),
         },
     )
     if proc.returncode != 0:
@@ -192,6 +192,7 @@ def run_bench(
                         res = _spawn(
                             "edge.bench",
                             ["worker", "--bundle", bundle, "--precision", precision, *common],
+                            threads,
                         )
                     else:
                         target_file = (
@@ -203,6 +204,7 @@ def run_bench(
                         res = _spawn(
                             "export.bench_reference",
                             ["--model", target_file, "--imgsz", str(imgsz), *common],
+                            threads,
                         )
                     done += 1
                     print(

@@ -36,7 +36,7 @@ from edge.bundle import sha256_file
 from edge.clip import CLIP_PRECISIONS, ClipPreprocess
 from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
-from export.fastsam import ExportError
+from export.fastsam import ExportError, package_versions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -304,16 +304,6 @@ def _verify_images(size: int, pre: ClipPreprocess, seed: int = 0) -> np.ndarray:
     return np.concatenate([noise, pre([img])])
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("open-clip-torch", "torch", "onnx", "onnxruntime", "pillow", "torchvision"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _pillow_order() -> str:
     """The Pillow pass order the installed Pillow uses (what open_clip's transform gives)."""
     try:
@@ -552,7 +542,9 @@ def export_clip(
         if int8
         else None,
         "verify": verify,
-        "exporter": _versions(),
+        "exporter": package_versions(
+            ("open-clip-torch", "torch", "onnx", "onnxruntime", "pillow", "torchvision")
+        ),
     }
     extra["clip"] = section
     return section

@@ -136,11 +136,12 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
     )
 
 
-def _versions() -> dict[str, str]:
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Installed version of each distribution (``"not installed"`` if absent), for manifests."""
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim"):
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -328,7 +329,9 @@ def export_bundle(
                 "reg_max": info.reg_max,
                 "train_imgsz": info.train_imgsz,
             },
-            exporter=_versions(),
+            exporter=package_versions(
+                ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim")
+            ),
             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             extra=extra,
         )

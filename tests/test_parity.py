@@ -19,8 +19,9 @@ pytestmark = pytest.mark.export
 pytest.importorskip("ultralytics")
 skdata = pytest.importorskip("skimage.data")
 
+from helpers import score_gap_conf  # noqa: E402
+
 from edge import Segmenter  # noqa: E402
-from edge.preprocess import letterbox  # noqa: E402
 from edge.scenes import generate_scene  # noqa: E402
 
 IOU = 0.9
@@ -70,19 +71,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def segmenters(models: dict[str, Path]) -> dict[str, Segmenter]:
     return {k: Segmenter.load(v, threads=2) for k, v in models.items() if not k.endswith(".pt")}
-
-
-def choose_conf(seg: Segmenter, image: np.ndarray, target: int) -> float:
-    """A conf threshold giving about ``target`` candidates, centred in a wide score gap."""
-    spec = seg.manifest.input
-    tensor, _ = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
-    out0, _ = seg.session.run(None, {spec.name: tensor})
-    scores = np.sort(out0[0, 4])[::-1]
-    lo, hi = int(target * 1.1), min(int(target * 2.0), len(scores) - 1)
-    gaps = scores[lo:hi] - scores[lo + 1 : hi + 1]
-    k = lo + int(np.argmax(gaps))
-    assert gaps.max() > 1e-5, "no usable score gap"
-    return float((scores[k] + scores[k + 1]) / 2)
 
 
 def compare(ref, ours, box_tol: float = 1.0) -> dict[str, float]:  # noqa: ANN001
@@ -138,7 +126,7 @@ def test_onnx_parity(
 
     seg = segmenters[bundle]
     img = IMAGES[image]
-    conf = choose_conf(seg, img, target)
+    conf = score_gap_conf(seg, img, target, 1.1, 1e-5)
     ref_model = FastSAM(str(models[bundle] / "fastsam.fp32.onnx"))
     imgsz = list(seg.manifest.input.imgsz)
     ref = ref_model(img, imgsz=imgsz, conf=conf, iou=IOU, retina_masks=True, verbose=False)[0]
@@ -156,7 +144,7 @@ def test_dynamic_matches_pt_reference(
 
     seg = segmenters["s-dynamic"]
     img = IMAGES[image]
-    conf = choose_conf(seg, img, target)
+    conf = score_gap_conf(seg, img, target, 1.1, 1e-5)
     ref = FastSAM(str(models["s.pt"]))(
         img, imgsz=640, conf=conf, iou=IOU, retina_masks=True, verbose=False
     )[0]
@@ -171,7 +159,11 @@ def test_case_table_has_large_counts(segmenters: dict[str, Segmenter]) -> None:
     for bundle, image, target in big[:3]:
         seg = segmenters[bundle]
         counts.append(
-            len(seg.segment(IMAGES[image], conf=choose_conf(seg, IMAGES[image], target)))
+            len(
+                seg.segment(
+                    IMAGES[image], conf=score_gap_conf(seg, IMAGES[image], target, 1.1, 1e-5)
+                )
+            )
         )
     assert min(counts) >= 150, counts
 
@@ -182,7 +174,7 @@ def test_full_box_case(models: dict[str, Path], segmenters: dict[str, Segmenter]
 
     seg = segmenters["s-static"]
     img = IMAGES["motorcycle-wide"]
-    conf = choose_conf(seg, img, 320)
+    conf = score_gap_conf(seg, img, 320, 1.1, 1e-5)
     ours = seg.segment(img, conf=conf, iou=IOU)
     h, w = img.shape[:2]
     full = np.all(ours.xyxy == np.array([0, 0, w, h], np.float32), axis=1)

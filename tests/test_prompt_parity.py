@@ -24,6 +24,8 @@ pytest.importorskip("ultralytics")
 skdata = pytest.importorskip("skimage.data")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from helpers import mask_key, score_gap_conf  # noqa: E402
+
 from edge import Segmenter  # noqa: E402
 from edge.preprocess import letterbox  # noqa: E402
 from edge.prompts import BoxPrompt, PointPrompt, select, selection_to_masks  # noqa: E402
@@ -53,21 +55,6 @@ def _images() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         "scene-1280x720": (s2.image, s2.xyxy),
         "coffee": (coffee, None),
     }
-
-
-def _conf_for(seg: Segmenter, image: np.ndarray, target: int) -> float:
-    """A conf threshold keeping about ``target`` candidates, in the middle of a score gap."""
-    spec = seg.manifest.input
-    tensor, _ = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
-    scores = np.sort(seg.session.run(None, {spec.name: tensor})[0][0, 4])[::-1]
-    lo, hi = target, min(2 * target, len(scores) - 1)
-    k = lo + int(np.argmax(scores[lo:hi] - scores[lo + 1 : hi + 1]))
-    return float((scores[k] + scores[k + 1]) / 2)
-
-
-def _key(m, i: int) -> tuple:  # noqa: ANN001
-    c = m.crops[i]
-    return (c.x0, c.y0, c.data.shape, c.data.tobytes(), float(m.confidence[i]))
 
 
 def _random_prompts(rng: np.random.Generator, hw: tuple[int, int], gt) -> list[dict]:  # noqa: ANN001
@@ -135,7 +122,7 @@ def test_prompt_selection_parity(bundle: Path, name: str) -> None:
 
     image, gt = _images()[name]
     seg = Segmenter.load(bundle, threads=2)
-    conf = _conf_for(seg, image, 80)
+    conf = score_gap_conf(seg, image, 80)
     model = FastSAM(str(bundle / "fastsam.fp32.onnx"))
     ref = model(image, imgsz=640, conf=conf, iou=IOU, retina_masks=True, verbose=False)[0]
     predictor = model.predictor
@@ -155,7 +142,7 @@ def test_prompt_selection_parity(bundle: Path, name: str) -> None:
         tuple(np.round(row, 4)): i for i, row in enumerate(ref.boxes.data.numpy().tolist())
     }
     assert len(ref_keys) == len(ref)
-    our_keys = {_key(full, i): i for i in range(len(full))}
+    our_keys = {mask_key(full, i): i for i in range(len(full))}
 
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     mismatches, nonempty = [], 0
@@ -164,7 +151,7 @@ def test_prompt_selection_parity(bundle: Path, name: str) -> None:
         ref_sel = sorted(ref_keys[tuple(np.round(r, 4))] for r in out.boxes.data.numpy().tolist())
         dets = prepare_detections(*outputs, *args)
         mine = selection_to_masks(dets, select(dets, _ours(prompt)))
-        our_sel = sorted(our_keys[_key(mine, i)] for i in range(len(mine)))
+        our_sel = sorted(our_keys[mask_key(mine, i)] for i in range(len(mine)))
         nonempty += bool(ref_sel)
         if ref_sel != our_sel:
             diff = set(ref_sel) ^ set(our_sel)

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import mask_key
 
 import edge.prompts as prompts_mod
 from edge import BundleError, InputError, Segmenter
@@ -162,7 +163,7 @@ class Frame:
         self.full = self.dets().to_masks()
         self.dense = self.full.mask
         self.area = self.dense.sum((1, 2))
-        self.keys = {_key(self.full, i): i for i in range(len(self.full))}
+        self.keys = {mask_key(self.full, i): i for i in range(len(self.full))}
         assert len(self.keys) == len(self.full)
 
     def dets(self) -> Detections:
@@ -177,13 +178,8 @@ class Frame:
         sel = select(dets, prompts)
         res = selection_to_masks(dets, sel)
         n = len(res) - len(sel.merged)
-        idx = [self.keys[_key(res, i)] for i in range(n)]
+        idx = [self.keys[mask_key(res, i)] for i in range(n)]
         return idx, res.data["prompt_index"][:n].tolist(), res, dets
-
-
-def _key(m: Masks, i: int) -> tuple:
-    c = m.crops[i]
-    return (c.x0, c.y0, c.data.shape, c.data.tobytes(), float(m.confidence[i]))
 
 
 def brute_box(fr: Frame, box) -> int | None:  # noqa: ANN001
@@ -478,7 +474,7 @@ def test_box_all_zero_iou_quirk_picks_first_nonempty(frames) -> None:  # noqa: A
     res = selection_to_masks(sub, select(sub, [BoxPrompt(box)]))
     assert len(res) == 1
     # the reference's argmax over all-zero IoUs returns its index 0 = our first non-empty
-    assert _key(res, 0) == _key(full, 0)
+    assert mask_key(res, 0) == mask_key(full, 0)
     assert sub.num_assembled == first + 1  # the empty ones and the winner, nothing else
 
 

@@ -23,8 +23,9 @@ pytest.importorskip("ultralytics")
 pytest.importorskip("open_clip")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from helpers import mask_key, score_gap_conf  # noqa: E402
+
 from edge import Segmenter  # noqa: E402
-from edge.preprocess import letterbox  # noqa: E402
 from edge.prompts import TextPrompt  # noqa: E402
 from edge.scenes import generate_scene  # noqa: E402
 
@@ -79,21 +80,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, Any
     return bundle, model, preprocess, open_clip.get_tokenizer(MODEL)
 
 
-def _conf_for(seg: Segmenter, image: np.ndarray, target: int) -> float:
-    """A conf threshold keeping about ``target`` candidates, in the middle of a score gap."""
-    spec = seg.manifest.input
-    tensor, _ = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
-    scores = np.sort(seg.session.run(None, {spec.name: tensor})[0][0, 4])[::-1]
-    lo, hi = target, min(2 * target, len(scores) - 1)
-    k = lo + int(np.argmax(scores[lo:hi] - scores[lo + 1 : hi + 1]))
-    return float((scores[k] + scores[k + 1]) / 2)
-
-
-def _key(m: Any, i: int) -> tuple:
-    c = m.crops[i]
-    return (c.x0, c.y0, c.data.shape, c.data.tobytes(), float(m.confidence[i]))
-
-
 def test_text_selection_parity(setup: tuple) -> None:
     import torch
     from ultralytics import FastSAM
@@ -118,7 +104,7 @@ def test_text_selection_parity(setup: tuple) -> None:
     winners: set[tuple[int, int]] = set()
     for seed in SEEDS:
         image = generate_scene(seed, IMGSZ, IMGSZ).image
-        conf = _conf_for(seg, image, 12)
+        conf = score_gap_conf(seg, image, 12)
         ref = model(image, imgsz=IMGSZ, conf=conf, iou=IOU, retina_masks=True, verbose=False)[0]
         model.predictor._clip_inference = clip_inference  # instance attribute: no download
 
@@ -132,7 +118,7 @@ def test_text_selection_parity(setup: tuple) -> None:
             tuple(np.round(row, 4)): i for i, row in enumerate(ref.boxes.data.numpy().tolist())
         }
         assert len(ref_keys) == len(ref)
-        our_keys = {_key(full, i): i for i in range(len(full))}
+        our_keys = {mask_key(full, i): i for i in range(len(full))}
         n_cand = int((ref_m.sum((1, 2)) > 100).sum())
         masks_seen.append((len(full), n_cand))
         assert n_cand >= 2, seed
@@ -143,7 +129,7 @@ def test_text_selection_parity(setup: tuple) -> None:
             top2 = np.sort(last["sim"][0])[-2:]
             near_tie = bool(top2[1] - top2[0] < NEAR_TIE)
             mine = seg.segment(image, conf=conf, iou=IOU, prompt=TextPrompt(text))
-            our_sel = [our_keys[_key(mine, i)] for i in range(len(mine))]
+            our_sel = [our_keys[mask_key(mine, i)] for i in range(len(mine))]
             assert len(ref_sel) == 1 and len(our_sel) == 1, (seed, text, ref_sel, our_sel)
             cases += 1
             winners.add((seed, ref_sel[0]))

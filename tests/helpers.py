@@ -1,0 +1,33 @@
+"""Helpers shared by the parity tests (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.preprocess import letterbox
+from edge.segmenter import Segmenter
+from edge.types import Masks
+
+
+def score_gap_conf(
+    seg: Segmenter, image: np.ndarray, target: int, lo_factor: float = 1.0, min_gap: float = 0.0
+) -> float:
+    """A conf threshold keeping about ``target`` candidates, centred in the widest score gap.
+
+    The gap is searched among candidates ``lo_factor * target .. 2 * target`` (score order), so
+    float noise between two pipelines cannot move a candidate across the threshold.
+    """
+    spec = seg.manifest.input
+    tensor, _ = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
+    scores = np.sort(seg.session.run(None, {spec.name: tensor})[0][0, 4])[::-1]
+    lo, hi = int(target * lo_factor), min(int(target * 2.0), len(scores) - 1)
+    gaps = scores[lo:hi] - scores[lo + 1 : hi + 1]
+    k = lo + int(np.argmax(gaps))
+    assert gaps.max() > min_gap, "no usable score gap"
+    return float((scores[k] + scores[k + 1]) / 2)
+
+
+def mask_key(m: Masks, i: int) -> tuple:
+    """Identity of mask ``i`` of a result (crop position, pixels, score), to map selections."""
+    c = m.crops[i]
+    return (c.x0, c.y0, c.data.shape, c.data.tobytes(), float(m.confidence[i]))
