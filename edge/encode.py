@@ -45,6 +45,52 @@ def rle_string(counts: list[int]) -> str:
     return "".join(out)
 
 
+def parse_rle_string(counts: str) -> list[int]:
+    """Inverse of :func:`rle_string`: COCO's ASCII RLE string back to run lengths.
+
+    Raises:
+        ValueError: The string is truncated or has characters outside COCO's alphabet.
+    """
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        x = 0
+        shift = 0
+        while True:
+            if pos >= len(counts):
+                raise ValueError("RLE string: truncated run")
+            c = ord(counts[pos]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"RLE string: bad character {counts[pos]!r} at {pos}")
+            x |= (c & 0x1F) << shift
+            pos += 1
+            shift += 5
+            if not c & 0x20:
+                if c & 0x10:
+                    x |= -1 << shift
+                break
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def decode_rle(rle: dict[str, object]) -> NDArray[np.bool_]:
+    """Dense (H, W) mask from a COCO compressed RLE ``{"size": [h, w], "counts": str}``.
+
+    Raises:
+        ValueError: Malformed counts, or runs that do not add up to ``h * w``.
+    """
+    h, w = (int(v) for v in rle["size"])  # type: ignore[union-attr]
+    runs = parse_rle_string(str(rle["counts"]))
+    if sum(runs) != h * w or any(r < 0 for r in runs):
+        raise ValueError(f"RLE: runs add up to {sum(runs)}, expected {h}*{w}={h * w}")
+    values = np.zeros(len(runs), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, runs)
+    return flat.reshape((w, h)).T.copy()
+
+
 def encode_rle(crop: MaskCrop, height: int, width: int) -> dict[str, object]:
     """COCO compressed RLE of one mask at frame size, decodable by ``pycocotools.mask.decode``.
 

@@ -21,16 +21,17 @@ def default_threads() -> int:
 
 
 def create_session(
-    model_path: str | Path,
+    model_path: str | Path | bytes,
     threads: int | None = None,
     providers: tuple[str, ...] | list[str] = DEFAULT_PROVIDERS,
     optimization: str = "all",
     spinning: bool = False,
+    profile_prefix: str | None = None,
 ) -> ort.InferenceSession:
     """Create an inference session with explicit threading and graph optimisation.
 
     Args:
-        model_path: ONNX file.
+        model_path: ONNX file, or serialized model bytes.
         threads: Intra-op threads (``None``: :func:`default_threads`). Inter-op is 1: the graphs
             are sequential and extra pools only cost memory on a Pi.
         providers: Execution providers, each of which must be available.
@@ -38,6 +39,8 @@ def create_session(
         spinning: Let idle intra-op threads busy-wait. Off by default: on a Pi that also runs
             the camera stack (or a shared machine) spinning threads steal the cores the next
             frame needs; turn it on for lowest latency on an otherwise idle board.
+        profile_prefix: Write onnxruntime's per-node profile (``session.end_profiling()``
+            returns its path) under this file prefix; ``None`` = no profiling.
 
     Returns:
         The session.
@@ -69,7 +72,12 @@ def create_session(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    model = model_path if isinstance(model_path, bytes) else str(model_path)
     try:
-        return ort.InferenceSession(str(model_path), sess_options=opts, providers=list(providers))
+        return ort.InferenceSession(model, sess_options=opts, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise BundleError(f"model: cannot load {str(model_path)!r}: {exc}") from exc
+        where = "<model bytes>" if isinstance(model_path, bytes) else repr(str(model_path))
+        raise BundleError(f"model: cannot load {where}: {exc}") from exc

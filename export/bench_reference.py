@@ -1,8 +1,9 @@
 """Reference worker of ``fastsam-edge bench --compare-reference``: ultralytics FastSAM timings.
 
 Runs ``FastSAM(model)(image, imgsz, conf, iou=0.9, retina_masks=True)`` on a .pt or .onnx file
-in this (fresh) process and prints one JSON line: median per-stage ms (ultralytics' own
-``result.speed``), end-to-end ms, mask count and peak RSS.
+in this (fresh) process and prints one JSON line in the edge worker's format: per-stage
+percentiles (ultralytics' own ``result.speed``), end-to-end percentiles, mask count and peak RSS;
+``--masks-out`` also writes the masks (as crops) for the agreement check.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--masks-out")
     a = p.parse_args(argv)
 
     import cv2
@@ -33,33 +35,48 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ultralytics import FastSAM
 
-    from edge.bench import peak_rss_mb
+    from edge.bench.system import peak_rss_mb
+    from edge.bench.worker import crop_of_dense, percentiles, save_crops
 
     torch.set_num_threads(a.threads)
     image = cv2.imread(a.image)
     model = FastSAM(a.model)
 
-    def once() -> tuple[float, dict[str, float], int]:
+    def once() -> tuple[float, dict[str, float], object]:
         t0 = time.perf_counter()
         r = model(image, imgsz=a.imgsz, conf=a.conf, iou=0.9, retina_masks=True, verbose=False)[0]
-        return (time.perf_counter() - t0) * 1e3, dict(r.speed), len(r)
+        return (time.perf_counter() - t0) * 1e3, dict(r.speed), r
 
-    for _ in range(a.warmup):
+    t0 = time.perf_counter()
+    _, _, first = once()
+    load_ms = (time.perf_counter() - t0) * 1e3  # model load + first inference
+    for _ in range(a.warmup - 1):
         once()
-    total, stages, n = [], {"preprocess": [], "infer": [], "postprocess": []}, 0
+    total: list[float] = []
+    stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": []}
     for _ in range(a.runs):
-        ms, speed, n = once()
+        ms, speed, _ = once()
         total.append(ms)
         stages["preprocess"].append(speed["preprocess"])
         stages["infer"].append(speed["inference"])
         stages["postprocess"].append(speed["postprocess"])
+    n = len(first)
+    if a.masks_out:
+        dense = first.masks.data.cpu().numpy() > 0.5 if n else np.zeros((0, 1, 1), bool)
+        save_crops(a.masks_out, [crop_of_dense(m) for m in dense], image.shape[:2])
+    wall = sum(total) / 1e3
     print(
         json.dumps(
             {
+                "mode": "everything",
+                "prompt": None,
                 "masks": n,
-                "stages_ms": {k: float(np.median(v)) for k, v in stages.items()},
-                "end_to_end_ms": float(np.median(total)),
+                "selected": None,
                 "runs": a.runs,
+                "load_ms": load_ms,
+                "stages_ms": {k: percentiles(v) for k, v in stages.items()},
+                "end_to_end_ms": percentiles(total),
+                "fps": a.runs / wall if wall > 0 else float("nan"),
                 "peak_rss_mb": peak_rss_mb(),
             }
         )

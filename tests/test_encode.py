@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from edge.encode import clean_mask, encode_rle, mask_to_polygons, rle_counts, rle_string
+from edge.encode import (
+    clean_mask,
+    decode_rle,
+    encode_rle,
+    mask_to_polygons,
+    parse_rle_string,
+    rle_counts,
+    rle_string,
+)
 from edge.types import MaskCrop
 
 # pycocotools' decode trips a NumPy 2 copy-keyword DeprecationWarning; not ours to fix.
@@ -72,6 +80,25 @@ def test_rle_matches_pycocotools(mask):
     assert theirs["counts"].decode("ascii") == rle["counts"]
     assert list(theirs["size"]) == [h, w]
     assert int(mask_utils.area(theirs)) == int(mask.sum())
+
+    # and back: our decoder inverts both encoders
+    assert parse_rle_string(rle["counts"]) == counts
+    np.testing.assert_array_equal(decode_rle(rle), mask)
+    np.testing.assert_array_equal(decode_rle({**rle, "counts": theirs["counts"].decode()}), mask)
+
+
+@pytest.mark.parametrize(
+    ("rle", "message"),
+    [
+        pytest.param({"size": [2, 2], "counts": "P"}, "truncated", id="truncated"),
+        pytest.param({"size": [2, 2], "counts": "4 "}, "bad character", id="bad-char"),
+        pytest.param({"size": [2, 2], "counts": "3"}, "add up to 3", id="short"),
+        pytest.param({"size": [2, 2], "counts": "05"}, "add up to 5", id="long"),
+    ],
+)
+def test_decode_rle_rejects_malformed(rle, message):
+    with pytest.raises(ValueError, match=message):
+        decode_rle(rle)
 
 
 @pytest.mark.parametrize(

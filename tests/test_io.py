@@ -149,7 +149,6 @@ def test_atomic_write_json_and_image(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["o.png", "r.json"]
 
 
-
 @pytest.mark.parametrize(
     ("name", "expectation"),
     [

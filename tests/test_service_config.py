@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from contextlib import nullcontext as DoesNotRaise
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from edge.service.config import (
     ConfigError,
     ServiceConfig,
+    bench_defaults,
     demo_config,
     load_config,
     parse_config,
@@ -138,3 +140,57 @@ def test_replace_and_demo_config(tmp_path):
 def test_example_round_trips_through_tomllib():
     data = tomllib.loads(render_example_config())
     assert parse_config(data) == ServiceConfig()
+
+
+def _bench_json(tmp_path, rec):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"recommendation": rec}))
+    return str(path)
+
+
+REC = {"bundle": "/b/fastsam-s-640", "input": [640, 640], "precision": "int8", "threads": 3}
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        pytest.param({}, ("int8", 3), id="fills-both"),
+        pytest.param({"precision": "fp32"}, ("fp32", 3), id="explicit-precision-wins"),
+        pytest.param({"threads": 1}, ("int8", 1), id="explicit-threads-wins"),
+    ],
+)
+def test_bench_defaults_fill_unset_keys(tmp_path, model, expected):
+    cfg = parse_config({"model": {**model, "defaults_from": _bench_json(tmp_path, REC)}})
+    precision, threads, notes = bench_defaults(cfg.model)
+    assert (precision, threads) == expected
+    assert "bench recommendation" in notes[0]
+
+
+def test_bench_defaults_note_other_bundle(tmp_path):
+    cfg = parse_config(
+        {"model": {"bundle": "/b/fastsam-s-320", "defaults_from": _bench_json(tmp_path, REC)}}
+    )
+    notes = bench_defaults(cfg.model)[2]
+    assert len(notes) == 2 and "fastsam-s-640" in notes[1]
+
+
+def test_bench_defaults_off():
+    assert bench_defaults(parse_config({}).model) == ("", 0, [])
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "no such file"),
+        ("{not json", "cannot read"),
+        (json.dumps({"rows": []}), "no bench recommendation"),
+        (json.dumps({"recommendation": {**REC, "threads": 0}}), "bad recommended threads"),
+    ],
+)
+def test_bench_defaults_errors(tmp_path, content, needle):
+    path = tmp_path / "bench.json"
+    if content is not None:
+        path.write_text(content)
+    cfg = parse_config({"model": {"defaults_from": str(path)}})
+    with pytest.raises(ConfigError, match=needle):
+        bench_defaults(cfg.model)

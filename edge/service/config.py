@@ -191,6 +191,14 @@ class ModelConfig:
     warmup: bool = _spec(
         True, "Run one inference on a blank frame at start, before READY.", boolean
     )
+    defaults_from: str = _spec(
+        "",
+        "A `fastsam-edge bench` result (bench.json) run on this board: its recommendation "
+        'fills precision and threads where they are left at "" / 0 (a different recommended '
+        'bundle is only logged). "" = off.',
+        string,
+        "/var/lib/fastsam-edge/bench/bench.json",
+    )
 
 
 @dataclass(frozen=True)
@@ -614,6 +622,45 @@ def load_config(path: str | Path) -> ServiceConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
     return parse_config(data, origin=str(path))
+
+
+def bench_defaults(model: ModelConfig) -> tuple[str, int, list[str]]:
+    """Precision and threads after ``model.defaults_from`` (a bench.json recommendation).
+
+    Explicit settings win: only ``precision = ""`` and ``threads = 0`` are filled.
+
+    Returns:
+        ``(precision, threads, notes)``; notes say what was taken, or that the recommended
+        bundle differs from the configured one.
+
+    Raises:
+        ConfigError: The file is missing, not JSON, or has no recommendation.
+    """
+    if not model.defaults_from:
+        return model.precision, model.threads, []
+    key = "model.defaults_from"
+    try:
+        doc = json.loads(Path(model.defaults_from).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: no such file: {model.defaults_from!r}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read {model.defaults_from!r}: {exc}") from None
+    rec = doc.get("recommendation") if isinstance(doc, dict) else None
+    if not isinstance(rec, dict) or rec.get("precision") not in ("fp32", "int8"):
+        raise ConfigError(f"{key}: {model.defaults_from!r} has no bench recommendation")
+    threads = rec.get("threads")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"{key}: bad recommended threads {threads!r}")
+    precision = model.precision or rec["precision"]
+    threads = model.threads or threads
+    notes = [f"{key}: precision {precision}, threads {threads} (bench recommendation)"]
+    rec_bundle = str(rec.get("bundle", ""))
+    if rec_bundle and Path(rec_bundle).name != Path(model.bundle).name and model.bundle != DEMO:
+        notes.append(
+            f"{key}: the bench recommends bundle {rec_bundle!r} (input "
+            f"{rec.get('input')}), the configuration uses {model.bundle!r}"
+        )
+    return precision, threads, notes
 
 
 def demo_config(out_dir: str | Path, **changes: Any) -> ServiceConfig:

@@ -34,7 +34,13 @@ import numpy as np
 from edge import __version__
 from edge.errors import InputError
 from edge.service.clock import Clock
-from edge.service.config import DEMO, ConfigError, ServiceConfig, resolve_token
+from edge.service.config import (
+    DEMO,
+    ConfigError,
+    ServiceConfig,
+    bench_defaults,
+    resolve_token,
+)
 from edge.service.http import ApiServer, HttpError, TriggerRequest
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message
@@ -104,9 +110,10 @@ def load_segmenter(cfg: ServiceConfig) -> Any:
         from edge.demo import demo_bundle
 
         bundle = demo_bundle()
-    return Segmenter.load(
-        bundle, precision=cfg.model.precision or None, threads=cfg.model.threads or None
-    )
+    precision, threads, notes = bench_defaults(cfg.model)
+    for note in notes:
+        _LOGGER.info("%s", note)
+    return Segmenter.load(bundle, precision=precision or None, threads=threads or None)
 
 
 class Service:

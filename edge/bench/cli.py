@@ -1,0 +1,159 @@
+"""``fastsam-edge bench``: arguments, the built-in images and the output files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.bench.worker import PROMPT_MODES
+
+
+def parse_threads(spec: str, cores: int | None = None) -> list[int]:
+    """Thread counts from ``"all"`` (1..cores), ``"1-4"``, ``"1,2,4"`` or ``"2"``.
+
+    Raises:
+        ValueError: Not a positive count, or an empty/reversed range.
+    """
+    cores = cores or os.cpu_count() or 1
+    spec = spec.strip().lower()
+    if spec == "all":
+        return list(range(1, cores + 1))
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if lo < 1 or hi < lo:
+                    raise ValueError
+                out += range(lo, hi + 1)
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(
+                f"threads: expected 'all', N, 'A-B' or 'A,B,...' (positive), got {spec!r}"
+            ) from None
+    if not out or min(out) < 1:
+        raise ValueError(f"threads: expected positive counts, got {spec!r}")
+    return sorted(set(out))
+
+
+def bench_images(sizes: str, images_dir: str | None) -> dict[str, np.ndarray]:
+    """The user's images (every file OpenCV reads in ``images_dir``) or built-in scenes.
+
+    Raises:
+        InputError: An unreadable image, or an empty folder.
+        ValueError: A malformed size.
+    """
+    from edge.errors import InputError
+    from edge.io import read_image
+    from edge.scenes import EVAL_SEED_START, generate_scene
+
+    if images_dir:
+        files = sorted(p for p in Path(images_dir).iterdir() if p.is_file())
+        if not files:
+            raise InputError(f"images: no files in {images_dir!r}")
+        return {p.stem: read_image(p) for p in files}
+    out = {}
+    for k, size in enumerate(s for s in sizes.split(",") if s):
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"sizes: expected WxH[,WxH...], got {size!r}") from None
+        out[f"scene{w}x{h}"] = generate_scene(EVAL_SEED_START + 700_000 + k, w, h).image
+    return out
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``fastsam-edge bench``."""
+    p.add_argument(
+        "--bundle",
+        action="append",
+        help="bundle directory; repeat for an input-size sweep (default: the demo bundle)",
+    )
+    p.add_argument("--images", help="folder of images (default: built-in synthetic scenes)")
+    p.add_argument(
+        "--sizes", default="640x480", help="built-in scene sizes WxH, comma-separated (640x480)"
+    )
+    p.add_argument("--masks", default="100", help="target mask counts, e.g. 20,100,300 (100)")
+    p.add_argument("--precisions", default="fp32,int8", help="detector precisions (fp32,int8)")
+    p.add_argument(
+        "--threads", default="all", help="thread sweep: all (1..cores), 1-4, 1,2,4 or N (all)"
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(PROMPT_MODES),
+        help="prompt modes: everything (swept over threads), point, box, text (at the most "
+        "threads; text only for bundles with CLIP) (default: all four)",
+    )
+    p.add_argument("--text", default="a red circle", help="text of the text mode")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per configuration (10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs (2)")
+    p.add_argument(
+        "--sustained",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="then run the recommended configuration this long, sampling temperature/clock",
+    )
+    p.add_argument(
+        "--target-fps",
+        type=float,
+        default=1.0,
+        help="the recommendation takes the largest input reaching this rate (1.0)",
+    )
+    p.add_argument("--no-peak", action="store_true", help="skip the MatMul peak measurement")
+    p.add_argument(
+        "--compare-reference",
+        metavar="WEIGHTS.pt",
+        help="also run ultralytics FastSAM on these weights and on the bundle's ONNX, and "
+        "compare masks (workstation; needs the export extra)",
+    )
+    p.add_argument("--out", default="bench-results", help="output directory (bench-results)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``fastsam-edge bench``: run; write bench.json/.md/.png (+ sustained.png)."""
+    from edge.bench.report import draw_plot, draw_sustained, to_markdown
+    from edge.bench.run import BenchPlan, run_bench
+    from edge.demo import demo_bundle
+    from edge.io import atomic_write_bytes, atomic_write_image, atomic_write_json
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in PROMPT_MODES]
+    if bad or not modes:
+        raise ValueError(f"modes: expected some of {list(PROMPT_MODES)}, got {args.modes!r}")
+    for name in ("runs", "warmup"):
+        if getattr(args, name) < (1 if name == "runs" else 0):
+            raise ValueError(f"{name}: too small: {getattr(args, name)}")
+    plan = BenchPlan(
+        bundles=[str(b) for b in (args.bundle or [demo_bundle()])],
+        images=bench_images(args.sizes, args.images),
+        mask_targets=[int(v) for v in args.masks.split(",") if v],
+        precisions=[v for v in args.precisions.split(",") if v],
+        threads=parse_threads(args.threads),
+        modes=modes,
+        runs=args.runs,
+        warmup=args.warmup,
+        text=args.text,
+        sustained_s=args.sustained,
+        target_fps=args.target_fps,
+        peak=not args.no_peak,
+        reference_weights=args.compare_reference,
+    )
+    report = run_bench(plan)
+    out = Path(args.out)
+    atomic_write_json(out / "bench.json", report)
+    table = to_markdown(report)
+    atomic_write_bytes(out / "bench.md", table.encode())
+    atomic_write_image(out / "bench.png", draw_plot(report))
+    written = ["bench.json", "bench.md", "bench.png"]
+    if report.get("sustained"):
+        atomic_write_image(out / "sustained.png", draw_sustained(report["sustained"]))
+        written.append("sustained.png")
+    print(table)
+    print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0

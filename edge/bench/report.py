@@ -1,0 +1,235 @@
+"""Human output of a bench report: Markdown tables and OpenCV-drawn plots (no plotting stack)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_COLORS = [(200, 120, 40), (40, 60, 220), (60, 170, 60), (160, 60, 160), (30, 160, 200)]
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _side(r: dict[str, Any]) -> str:
+    return f"edge {r['precision']}" if r["side"] == "edge" else r["side"]
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """Markdown: machine, sweep table, prompt modes, reference ratios, peak, recommendation."""
+    m, s = report["machine"], report["settings"]
+    emulated = " **(emulated: timings are not representative)**" if m.get("emulated") else ""
+    lines = [
+        f"{m['cpu']} ({m['machine']}, {m['cores']} cores, flags: "
+        f"{', '.join(m.get('cpu_flags', [])) or '-'}), onnxruntime {m['onnxruntime']} "
+        f"{m['providers']}, {s['runs']} timed runs per configuration, each in its own "
+        f"process.{emulated}",
+        "",
+        "| bundle | input | image | ~masks | side | threads | mode | masks | pre p50 "
+        "| model p50 | post p50 | prompt p50 | e2e p50 | e2e p90 | e2e p99 | FPS "
+        "| (pre+post)/model | x vs ultralytics .pt | GOP/s (% peak) | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = report["rows"]
+    ref = {
+        (r["bundle_dir"], r["image"], r["target_masks"]): r["end_to_end_ms"]["p50"]
+        for r in rows
+        if r["side"] == "ultralytics-pt"
+    }
+    for r in rows:
+        st = r["stages_ms"]
+        e2e = r["end_to_end_ms"]
+        base = ref.get((r["bundle_dir"], r["image"], r["target_masks"]))
+        speed = f"{base / e2e['p50']:.1f}x" if base and r["mode"] == "everything" else "-"
+        gops = "-"
+        if r.get("model_gops"):
+            pct = r.get("model_pct_of_peak")
+            gops = f"{r['model_gops']:.0f}" + (f" ({pct:.0f} %)" if pct else "")
+        masks = str(r["masks"]) + (f" -> {r['selected']}" if r.get("selected") is not None else "")
+        lines.append(
+            f"| {r['bundle']} | {r['input'][0]}x{r['input'][1]} "
+            f"| {r['image']} {r['image_wh'][0]}x{r['image_wh'][1]} | {r['target_masks']} "
+            f"| {_side(r)} | {r['threads']} | {r['mode']} | {masks} "
+            f"| {_fmt(st.get('preprocess', {}).get('p50'))} | {_fmt(st['infer']['p50'])} "
+            f"| {_fmt(st.get('postprocess', {}).get('p50'))} "
+            f"| {_fmt(st.get('prompt', {}).get('p50'))} | {_fmt(e2e['p50'])} "
+            f"| {_fmt(e2e['p90'])} | {_fmt(e2e['p99'])} | {_fmt(1e3 / e2e['p50'], 2)} "
+            f"| {_fmt(r['pre_post_over_model'], 3)} | {speed} | {gops} "
+            f"| {r['peak_rss_mb']:.0f} |"
+        )
+    if report.get("agreement"):
+        lines += [
+            "",
+            "Mask agreement with the reference (mean best-match IoU, both directions):",
+            "",
+            "| bundle | image | ~masks | edge | reference | masks (edge/ref) | edge->ref "
+            "| ref->edge |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for a in report["agreement"]:
+            lines.append(
+                f"| {a['bundle']} | {a['image']} | {a['target_masks']} | {a['edge']} "
+                f"| {a['reference']} | {a['edge_masks']}/{a['reference_masks']} "
+                f"| {a['mean_iou_edge_to_ref']:.4f} | {a['mean_iou_ref_to_edge']:.4f} |"
+            )
+    if report.get("peak"):
+        lines += ["", "Measured peak of this onnxruntime (2048^3 MatMul, best of 5):", ""]
+        for precision, per in report["peak"].items():
+            cells = ", ".join(f"{t} threads {v['gops']:.0f} GOP/s" for t, v in per.items())
+            lines.append(f"- {precision}: {cells}")
+        for key, o in report.get("ops", {}).items():
+            if o.get("gop"):
+                lines.append(f"- model {key}: {o['gop']:.1f} GOP per image ({o['method']})")
+    rec = report.get("recommendation")
+    if rec:
+        lines += [
+            "",
+            f"**Recommendation:** `{rec['bundle']}` (input {rec['input'][0]}x{rec['input'][1]}),"
+            f" {rec['precision']}, {rec['threads']} threads: {rec['end_to_end_ms']:.0f} ms "
+            f"({rec['fps']:.2f} FPS) at ~{rec['target_masks']} masks; {rec['reason']}. "
+            "For `serve`: "
+            + ", ".join(f"`{k} = {v!r}`" for k, v in rec["serve"].items())
+            + ' (or `model.defaults_from = "<this bench.json>"`).',
+        ]
+    sus = report.get("sustained")
+    if sus:
+        temps = [max(x["temperature_c"].values()) for x in sus["samples"] if x["temperature_c"]]
+        lines += [
+            "",
+            f"Sustained {sus['duration_s']:.0f} s ({sus['precision']}, {sus['threads']} threads):"
+            f" {sus['runs']} runs, p50 {sus['end_to_end_ms']['p50']:.1f} ms, "
+            f"p99 {sus['end_to_end_ms']['p99']:.1f} ms"
+            + (f", temperature {temps[0]:.1f} -> {temps[-1]:.1f} °C" if temps else "")
+            + ".",
+        ]
+    board = report.get("board", {})
+    for when in ("before", "after"):
+        b = board.get(when)
+        if b:
+            temp = ", ".join(f"{k} {v:.1f} °C" for k, v in b["temperature_c"].items()) or "-"
+            mhz = b["cpu_mhz"]["cur"]
+            clock = f"{min(mhz):.0f}-{max(mhz):.0f} MHz" if mhz else "-"
+            thr = b["throttled"]["raw"] if b.get("throttled") else "n/a"
+            lines.append(f"- board {when}: {temp}; clock {clock}; throttled {thr}")
+    return "\n".join(lines) + "\n"
+
+
+def draw_plot(report: dict[str, Any], width: int = 900, height: int = 520) -> np.ndarray:
+    """Latency vs threads, one line per (bundle, precision), everything mode, p50 with p90 bars.
+
+    With a single thread count (no sweep) it draws one bar per configuration instead.
+
+    Returns:
+        (H, W, 3) uint8 BGR image.
+    """
+    import cv2
+
+    rows = [r for r in report["rows"] if r["mode"] == "everything"]
+    img = np.full((height, width, 3), 255, np.uint8)
+    if not rows:
+        cv2.putText(img, "no everything-mode rows", (20, 40), _FONT, 0.6, (0, 0, 0), 1)
+        return img
+    target = max(r["target_masks"] for r in rows)
+    rows = [r for r in rows if r["target_masks"] == target]
+    series: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for r in rows:
+        label = f"{r['bundle']} {r['input'][0]} {_side(r)}"
+        series.setdefault(label, {}).setdefault(r["threads"], []).append(
+            (r["end_to_end_ms"]["p50"], r["end_to_end_ms"]["p90"])
+        )
+    threads = sorted({t for s in series.values() for t in s})
+    left, right, top, bottom = 80, 230, 40, 60
+    pw, ph = width - left - right, height - top - bottom
+    vmax = max(max(p90 for _, p90 in v) for s in series.values() for v in s.values()) * 1.1
+    title = f"end-to-end ms vs threads (~{target} masks; dot p50, bar to p90)"
+    cv2.putText(img, title, (left, 24), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    for k in range(5):
+        v = vmax * k / 4
+        y = top + ph - int(ph * k / 4)
+        cv2.line(img, (left - 4, y), (left, y), (0, 0, 0), 1)
+        cv2.putText(img, f"{v:.0f}", (8, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+
+    def x_of(i: int) -> int:
+        return left + int(pw * (i + 0.5) / len(threads))
+
+    for i, t in enumerate(threads):
+        cv2.putText(img, str(t), (x_of(i) - 4, top + ph + 18), _FONT, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "threads", (left + pw // 2 - 25, top + ph + 40), _FONT, 0.45, (0, 0, 0), 1)
+    for k, (label, per) in enumerate(series.items()):
+        color = _COLORS[k % len(_COLORS)]
+        pts = []
+        for i, t in enumerate(threads):
+            if t not in per:
+                continue
+            p50 = float(np.median([v[0] for v in per[t]]))
+            p90 = float(np.median([v[1] for v in per[t]]))
+            x = x_of(i) + (k - len(series) / 2) * 4
+            y50 = top + ph - int(ph * p50 / vmax)
+            y90 = top + ph - int(ph * p90 / vmax)
+            cv2.line(img, (int(x), y50), (int(x), y90), color, 1)
+            cv2.circle(img, (int(x), y50), 4, color, -1, cv2.LINE_AA)
+            pts.append((int(x), y50))
+        for a, b in zip(pts, pts[1:], strict=False):
+            cv2.line(img, a, b, color, 2, cv2.LINE_AA)
+        ly = top + 10 + 20 * k
+        cv2.rectangle(img, (left + pw + 12, ly - 8), (left + pw + 24, ly + 4), color, -1)
+        cv2.putText(img, label[:30], (left + pw + 30, ly + 3), _FONT, 0.4, (0, 0, 0), 1)
+    return img
+
+
+def draw_sustained(sustained: dict[str, Any], width: int = 900, height: int = 360) -> np.ndarray:
+    """Latency of every run over time (grey dots) with temperature (red) and clock (blue).
+
+    Returns:
+        (H, W, 3) uint8 BGR image.
+    """
+    import cv2
+
+    img = np.full((height, width, 3), 255, np.uint8)
+    series = sustained.get("series_ms") or []
+    left, right, top, bottom = 70, 70, 30, 40
+    pw, ph = width - left - right, height - top - bottom
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    cv2.putText(
+        img, "sustained: ms per run (grey), max temperature (red), mean clock (blue)",
+        (left, 20), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA,
+    )  # fmt: skip
+    if not series:
+        return img
+    vmax = max(series) * 1.1
+    n = len(series)
+    for i, v in enumerate(series):
+        x = left + int(pw * i / max(n - 1, 1))
+        y = top + ph - int(ph * v / vmax)
+        cv2.circle(img, (x, y), 1, (150, 150, 150), -1)
+    cv2.putText(img, f"{vmax:.0f} ms", (4, top + 10), _FONT, 0.4, (0, 0, 0), 1)
+    duration = sustained.get("duration_s") or 1.0
+    samples = sustained.get("samples", [])
+    for key, color, extract in (
+        ("temp", (40, 40, 220), lambda s: max(s["temperature_c"].values(), default=None)),
+        ("clock", (200, 120, 40), lambda s: float(np.mean(s["cpu_mhz"]["cur"]))
+         if s["cpu_mhz"]["cur"] else None),
+    ):  # fmt: skip
+        pts = [(s["t_s"], extract(s)) for s in samples]
+        pts = [(t, v) for t, v in pts if v is not None]
+        if not pts:
+            continue
+        lo = min(v for _, v in pts)
+        hi = max(v for _, v in pts)
+        span = (hi - lo) or 1.0
+        xy = [
+            (left + int(pw * t / duration), top + ph - int(ph * (0.1 + 0.8 * (v - lo) / span)))
+            for t, v in pts
+        ]
+        for a, b in zip(xy, xy[1:], strict=False):
+            cv2.line(img, a, b, color, 2, cv2.LINE_AA)
+        label = f"{lo:.0f}-{hi:.0f}" + (" C" if key == "temp" else " MHz")
+        cv2.putText(img, label, (left + pw + 4, xy[-1][1]), _FONT, 0.4, color, 1)
+    return img

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# arm64 correctness check without a Pi: runs the runtime on real aarch64 wheels under
+# qemu-user emulation and compares its masks with this (x86) machine's.
+#
+# Steps (the root filesystem and wheels are cached under ROOT, so re-runs take minutes):
+#   1. binfmt_misc + qemu-user-static/debootstrap (apt) on the host
+#   2. Debian bookworm arm64 root (debootstrap minbase: Python 3.11.2, apt's numpy 1.24.2,
+#      the Raspberry Pi OS Bookworm versions)
+#   3. aarch64 wheels from scripts/constraints-pi.txt (onnxruntime, opencv-python-headless 4.11)
+#      plus pure-Python test deps, downloaded on the host; a --system-site-packages venv
+#   4. proc/sys/dev mounts and a fake ARM /proc/cpuinfo (onnxruntime's cpuinfo parser crashes on
+#      the host's x86 one; see docs/arm64.md)
+#   5. inside the chroot: platform.machine() (must be aarch64), versions, a few runtime unit-test
+#      modules, one `fastsam-edge segment` per precision on a demo scene
+#   6. on the host: the same segment calls, then masks compared (fp32 must reach IoU >= 0.999 per
+#      mask; int8 agreement is reported, ARM int8 kernels differ from x86's)
+#
+# Needs root and Debian's mirrors. Emulation is ~75x slower than native: correctness only, never
+# timing. Not part of default CI; `pytest -m arm64` runs it (FASTSAM_ARM64_CHECK=1 to opt in).
+#
+# Usage: sudo scripts/arm64_check.sh [--root DIR] [--out DIR] [--tests "FILES..."] [--python PY]
+#   --root DIR   rootfs cache (default: work/arm64-root)
+#   --out DIR    JSON results + check.log (default: work/arm64-out)
+#   --tests STR  runtime test modules run inside (default below; "" to skip)
+#   --python PY  host interpreter with the runtime installed (default: python3)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$REPO/work/arm64-root"
+OUT="$REPO/work/arm64-out"
+TESTS="tests/test_preprocess.py tests/test_postprocess.py tests/test_encode.py tests/test_types.py tests/test_bundle.py"
+HOST_PY="python3"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+while (($#)); do
+    case "$1" in
+        --root) ROOT="$(realpath -m "$2")"; shift 2 ;;
+        --out) OUT="$(realpath -m "$2")"; shift 2 ;;
+        --tests) TESTS="$2"; shift 2 ;;
+        --python) HOST_PY="$2"; shift 2 ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "arm64_check: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+log() { printf '[arm64-check %(%H:%M:%S)T] %s\n' -1 "$*"; }
+die() { log "ERROR: $*" >&2; exit 1; }
+
+[[ $EUID -eq 0 ]] || die "needs root (debootstrap, chroot, mounts)"
+mkdir -p "$OUT"
+exec > >(tee "$OUT/check.log") 2>&1
+
+# --- 1. host: binfmt_misc + qemu ------------------------------------------------------------
+if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    log "mounting binfmt_misc"
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if ! command -v debootstrap >/dev/null || [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+    log "installing qemu-user-static debootstrap binfmt-support (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y qemu-user-static debootstrap binfmt-support \
+        >"$OUT/apt.log" 2>&1 || die "apt-get install failed, see $OUT/apt.log"
+fi
+[[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || die "no qemu-aarch64 binfmt entry"
+# F (fix-binary) lets chrooted aarch64 binaries run without copying qemu into the root
+grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+    || die "qemu-aarch64 binfmt entry lacks the F flag: $(grep flags /proc/sys/fs/binfmt_misc/qemu-aarch64)"
+
+# --- 2. rootfs --------------------------------------------------------------------------------
+if [[ ! -e "$ROOT/.fastsam-rootfs-ok" ]]; then
+    log "debootstrap bookworm arm64 into $ROOT (about 5 minutes)"
+    rm -rf "$ROOT"
+    mkdir -p "$ROOT"
+    debootstrap --arch=arm64 --variant=minbase \
+        --include=python3,python3-venv,python3-pip,python3-numpy,ca-certificates \
+        bookworm "$ROOT" "$MIRROR" >"$OUT/debootstrap.log" 2>&1 \
+        || die "debootstrap failed, see $OUT/debootstrap.log"
+    touch "$ROOT/.fastsam-rootfs-ok"
+fi
+
+# --- 3. wheels (host download, offline install inside) -----------------------------------------
+pin() { grep -E "^$1==" "$REPO/scripts/constraints-pi.txt" | head -1; }
+ORT_PIN="$(pin onnxruntime)"
+CV_PIN="$(pin opencv-python-headless)"
+COCO_PIN="$(pin pycocotools)"
+[[ -n "$ORT_PIN" && -n "$CV_PIN" ]] || die "pins missing from scripts/constraints-pi.txt"
+mkdir -p "$ROOT/wheels"
+if [[ ! -e "$ROOT/wheels/.ok2-$ORT_PIN-$CV_PIN" ]]; then
+    log "downloading aarch64 wheels: $ORT_PIN $CV_PIN"
+    "$HOST_PY" -m pip download -q --no-deps --only-binary=:all: \
+        --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+        --platform manylinux_2_17_aarch64 --python-version 3.11 --implementation cp \
+        -d "$ROOT/wheels" "$ORT_PIN" "$CV_PIN" "$COCO_PIN" protobuf flatbuffers packaging \
+        || die "pip download (aarch64 wheels) failed"
+    # pure-Python test deps, with their dependencies resolved for the target
+    "$HOST_PY" -m pip download -q --only-binary=:all: --platform manylinux2014_aarch64 \
+        --python-version 3.11 --implementation cp -d "$ROOT/wheels" pytest \
+        || die "pip download (pytest) failed"
+    touch "$ROOT/wheels/.ok2-$ORT_PIN-$CV_PIN"
+fi
+
+# --- 4. mounts + fake cpuinfo ------------------------------------------------------------------
+cleanup() {
+    for m in proc sys dev; do
+        if mountpoint -q "$ROOT/$m"; then umount -R "$ROOT/$m" || umount -lR "$ROOT/$m" || true; fi
+    done
+}
+trap cleanup EXIT
+cleanup
+mount -t proc proc "$ROOT/proc"
+mount --rbind /sys "$ROOT/sys" && mount --make-rslave "$ROOT/sys"
+mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"
+CPUINFO="$ROOT/root/cpuinfo.arm64"
+{
+    for ((i = 0; i < $(nproc); i++)); do
+        printf 'processor\t: %d\nBogoMIPS\t: 108.00\n' "$i"
+        printf 'Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n'
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n'
+    done
+    printf 'Revision\t: d04170\nModel\t\t: emulated Cortex-A76 (qemu-user, fastsam-edge arm64 check)\n'
+} >"$CPUINFO"
+mount --bind "$CPUINFO" "$ROOT/proc/cpuinfo"
+
+# --- 5. inside the chroot ----------------------------------------------------------------------
+log "copying the working tree (tracked + untracked, not ignored) to $ROOT/src"
+rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+    | tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$ROOT/src"
+
+IMAGE_SEED=1000042
+"$HOST_PY" - "$ROOT/src/scene.png" "$IMAGE_SEED" <<'EOF'
+import sys
+import cv2
+from edge.scenes import generate_scene
+scene = generate_scene(int(sys.argv[2]), width=480, height=360)
+cv2.imwrite(sys.argv[1], cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+EOF
+
+cat >"$ROOT/src/arm64_inside.sh" <<EOF
+set -eu
+cd /src
+if [ ! -x /opt/venv/bin/python ] || [ ! -e /opt/venv/.ok-$ORT_PIN-$CV_PIN ]; then
+    rm -rf /opt/venv
+    python3 -m venv --system-site-packages /opt/venv
+    /opt/venv/bin/pip install -q --no-index --find-links /wheels \
+        $ORT_PIN $CV_PIN $COCO_PIN pytest
+    touch /opt/venv/.ok-$ORT_PIN-$CV_PIN
+fi
+export PYTHONPATH=/src PYTHONDONTWRITEBYTECODE=1
+/opt/venv/bin/python - <<'PY'
+import platform, sys
+import numpy, cv2, onnxruntime as ort
+import edge
+print("platform.machine() =", platform.machine())
+print("python", sys.version.split()[0], "| numpy", numpy.__version__, "| opencv", cv2.__version__,
+      "| onnxruntime", ort.__version__, ort.get_available_providers())
+assert platform.machine() == "aarch64", platform.machine()
+assert "torch" not in sys.modules and "onnx" not in sys.modules
+PY
+if [ -n "$TESTS" ]; then
+    /opt/venv/bin/python -m pytest -q -p no:cacheprovider -m "not export" $TESTS
+fi
+for p in fp32 int8; do
+    /opt/venv/bin/python -m edge.cli info --bundle edge/assets/demo-bundle | head -3
+    /opt/venv/bin/python -m edge.cli segment scene.png --bundle edge/assets/demo-bundle \
+        --precision \$p --threads 2 --json /src/arm64-\$p.json
+done
+EOF
+log "running inside the arm64 chroot (emulated: slow)"
+# a clean environment: the host's PIP_*/PYTHON* settings must not leak into the chroot
+env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    chroot "$ROOT" /bin/sh /src/arm64_inside.sh || die "arm64 run failed"
+
+# --- 6. compare with x86 -----------------------------------------------------------------------
+for p in fp32 int8; do
+    cp "$ROOT/src/arm64-$p.json" "$OUT/arm64-$p.json"
+    (cd "$REPO" && "$HOST_PY" -m edge.cli segment "$ROOT/src/scene.png" \
+        --bundle edge/assets/demo-bundle --precision "$p" --threads 2 --json "$OUT/x86-$p.json")
+done
+log "comparing arm64 masks with x86 masks"
+"$HOST_PY" - "$OUT" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge.encode import decode_rle
+from edge.metrics import mask_iou_matrix
+
+out = Path(sys.argv[1])
+summary = {}
+ok = True
+for prec in ("fp32", "int8"):
+    arm = json.loads((out / f"arm64-{prec}.json").read_text())
+    x86 = json.loads((out / f"x86-{prec}.json").read_text())
+    a = np.stack([decode_rle(m["rle"]) for m in arm["masks"]]) if arm["masks"] else None
+    b = np.stack([decode_rle(m["rle"]) for m in x86["masks"]]) if x86["masks"] else None
+    if a is None or b is None:
+        best_ab = best_ba = np.zeros(0)
+    else:
+        iou = mask_iou_matrix(a, b)
+        best_ab, best_ba = iou.max(axis=1), iou.max(axis=0)
+    row = {
+        "masks_arm64": len(arm["masks"]),
+        "masks_x86": len(x86["masks"]),
+        "min_iou_arm64_to_x86": round(float(best_ab.min()), 6) if best_ab.size else None,
+        "min_iou_x86_to_arm64": round(float(best_ba.min()), 6) if best_ba.size else None,
+        "mean_iou": round(float(np.concatenate([best_ab, best_ba]).mean()), 6)
+        if best_ab.size else None,
+        "max_score_diff": round(max(abs(p["score"] - q["score"])
+                                    for p, q in zip(arm["masks"], x86["masks"])), 6)
+        if arm["masks"] and len(arm["masks"]) == len(x86["masks"]) else None,
+    }
+    summary[prec] = row
+    print(f"{prec}: {row}")
+    if prec == "fp32":
+        ok &= row["masks_arm64"] == row["masks_x86"] and (
+            row["masks_x86"] == 0 or min(row["min_iou_arm64_to_x86"],
+                                         row["min_iou_x86_to_arm64"]) >= 0.999)
+(out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
+print("fp32 arm64 == x86 (IoU >= 0.999):", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+EOF
+log "done: $OUT/check.log, $OUT/compare.json"

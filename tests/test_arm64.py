@@ -1,0 +1,38 @@
+"""The arm64 check (scripts/arm64_check.sh): opt-in, needs root and Debian's mirrors.
+
+Run with ``FASTSAM_ARM64_CHECK=1 pytest -m arm64 tests/test_arm64.py`` (deselected otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.arm64
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_arm64_runtime_matches_x86(tmp_path):
+    assert os.geteuid() == 0, "the arm64 check needs root (debootstrap, chroot, mounts)"
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "arm64_check.sh"), "--out", str(out),
+         "--python", sys.executable],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "platform.machine() = aarch64" in log
+    compare = json.loads((out / "compare.json").read_text())
+    fp32 = compare["fp32"]
+    assert fp32["masks_arm64"] == fp32["masks_x86"] > 0
+    assert min(fp32["min_iou_arm64_to_x86"], fp32["min_iou_x86_to_arm64"]) >= 0.999
+    assert compare["int8"]["masks_arm64"] > 0  # int8 agreement is reported, not required
