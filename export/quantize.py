@@ -48,19 +48,28 @@ class QuantConfig:
         float_branches: Head branches whose last conv stays float (``cv2`` box, ``cv3`` score,
             ``cv4`` coefficients).
         num_images: Calibration images used.
+        format: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into
+            QLinear kernels at load) or ``"qoperator"`` (QLinearConv etc. written directly).
+        float_ops: Operator types left float everywhere (e.g. ``("Sigmoid", "Mul")`` keeps
+            every SiLU float); empty = quantize every supported operator.
+        activations: ``"uint8"`` (asymmetric, u8s8 kernels) or ``"int8"`` (symmetric, s8s8).
     """
 
     method: str = "minmax"
     per_channel: bool = True
     float_branches: tuple[str, ...] = DEFAULT_FLOAT_BRANCHES
     num_images: int = 24
+    format: str = "qdq"
+    float_ops: tuple[str, ...] = ()
+    activations: str = "uint8"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description for the manifest."""
         return {
-            "format": "QDQ",
+            "format": {"qdq": "QDQ", "qoperator": "QOperator"}.get(self.format, self.format),
             "weights": "int8 per-channel" if self.per_channel else "int8 per-tensor",
-            "activations": "uint8 per-tensor",
+            "activations": f"{self.activations} per-tensor",
+            "float_ops": list(self.float_ops),
             "calibration": self.method,
             "float_branches": list(self.float_branches),
             "decode_tail": "float",
@@ -170,13 +179,26 @@ def quantize_detector(
         raise ValueError(
             f"calibration method: expected one of {list(methods)}, got {config.method!r}"
         )
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    if config.format not in formats:
+        raise ValueError(f"quant format: expected one of {list(formats)}, got {config.format!r}")
+    act_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if config.activations not in act_types:
+        raise ValueError(
+            f"activations: expected one of {list(act_types)}, got {config.activations!r}"
+        )
     with tempfile.TemporaryDirectory(prefix="fastsam-quant-") as work:
         prepped = Path(work) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=dynamic)
         model = onnx.load(str(prepped))
         exclude = float_nodes(model, config.float_branches)
+        if config.float_ops:
+            exclude += [n.name for n in model.graph.node if n.op_type in config.float_ops]
         input_name = model.graph.input[0].name
-        extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+        extra: dict[str, Any] = {
+            "ActivationSymmetric": config.activations == "int8",
+            "WeightSymmetric": True,
+        }
         if config.method == "percentile":
             extra["CalibPercentile"] = 99.999
         with tqdm(total=len(images), desc="int8 calibration", unit="img") as bar:
@@ -184,8 +206,8 @@ def quantize_detector(
                 str(prepped),
                 str(int8_path),
                 _Reader(images, input_name, imgsz, dynamic, bar),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
+                quant_format=formats[config.format],
+                activation_type=act_types[config.activations],
                 weight_type=QuantType.QInt8,
                 per_channel=config.per_channel,
                 calibrate_method=methods[config.method],
