@@ -191,6 +191,14 @@ def _check_detector(path: Path, imgsz: tuple[int, int]) -> int:
     return int(opset)
 
 
+def _count_gop(detector: Path, hw: tuple[int, int]) -> float:
+    """Operations per image (1e9, multiply-add = 2) at the export size, for ``bench`` on bundles
+    whose fp32 file is dropped; counted as ``edge.bench.flops`` does (onnxruntime profile)."""
+    from edge.bench.flops import profile_model
+
+    return round(profile_model(detector, (1, 3, hw[0], hw[1]), threads=1, runs=1)["gop"], 3)
+
+
 def write_manifest(bundle_dir: Path, manifest: BundleManifest) -> None:
     """Write ``bundle.json`` (pretty, sorted file list)."""
     import json
@@ -291,7 +299,7 @@ def export_bundle(
             detector = tmp_dir / DETECTOR_FILES["fp32"]
             shutil.move(str(onnx_path), detector)
         opset = _check_detector(detector, hw)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"detector_gop": _count_gop(detector, hw)}
         files = {detector.name: file_entry(detector, "detector", "fp32")}
         precisions = ["fp32"]
         th = thresholds or Thresholds()

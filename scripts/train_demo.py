@@ -34,6 +34,11 @@ Examples:
     python scripts/train_demo.py --epochs 25 --images 1500
     python scripts/train_demo.py --smoke --out /tmp/smoke   # CI: < 3 min on 2 cores
     python scripts/train_demo.py --eval-only work/demo-train/runs/fastsam-demo/weights/best.pt
+    # FastSAM-s (yolov8s-seg, nc=1) on shapes, then fine-tuned at 640 (docs/benchmarks.md, int8):
+    python scripts/train_demo.py --width 0.5 --images 600 --epochs 8 --out work/fastsam-s-train
+    python scripts/train_demo.py --width 0.5 --imgsz 640 --images 300 --epochs 2 \
+        --init-weights work/fastsam-s-train/runs/fastsam-demo/weights/best.pt \
+        --out work/fastsam-s-640
 """
 
 from __future__ import annotations
@@ -237,7 +242,8 @@ def train(args: argparse.Namespace, data_yaml: Path) -> Path:
         model = YOLO(str(last))
         kwargs: dict[str, Any] = {"resume": True, "device": "cpu", "workers": args.workers}
     else:
-        model = YOLO(_model_cfg(out, args.width))
+        # --init-weights: fine-tune trained weights (e.g. at a larger imgsz) instead of a fresh net
+        model = YOLO(str(args.init_weights) if args.init_weights else _model_cfg(out, args.width))
         epochs = args.epochs
         # short CPU runs: fewer warm-up and no-mosaic epochs than ultralytics' 3 and 10; with
         # --hours ultralytics re-estimates the epoch count, so use small fixed values
@@ -389,6 +395,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--width", type=float, default=N_WIDTH, help="width multiple (0.25 = n)")
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        metavar="PT",
+        help="start from these trained weights (fine-tuning, e.g. at a larger --imgsz)",
+    )
     p.add_argument("--close-mosaic", type=int, help="final epochs without mosaic (auto)")
     p.add_argument("--warmup-epochs", type=float, help="warm-up epochs (auto)")
     p.add_argument("--save-period", type=int, default=-1, help="extra epochN.pt every N epochs")

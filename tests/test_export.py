@@ -214,6 +214,8 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
     q = m.extra["quantization"]
     assert q["status"] == "ok" and q["format"] == "QDQ" and q["calibration_source"] == str(calib)
     assert q["float_branches"] == ["cv3", "cv4"] and q["float_nodes"] > 6
+    assert q["float_ops"] == [] and q["activations"] == "uint8 per-tensor"
+    assert m.extra["detector_gop"] > 0  # counted at export, for bench on any bundle
     assert 0.0 <= q["verify"]["mean_iou_fp32_to_int8"] <= 1.0
     import onnx
 
