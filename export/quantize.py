@@ -111,7 +111,12 @@ def float_nodes(model: Any, float_branches: Iterable[str]) -> list[str]:
 
 
 class _Reader:
-    """onnxruntime ``CalibrationDataReader`` over letterboxed images."""
+    """onnxruntime ``CalibrationDataReader`` over letterboxed images.
+
+    Supports ``len`` and ``set_range`` so that quantize_static's ``CalibStridedMinMax`` can
+    calibrate a few images at a time (ranges merged between strides): the calibrator keeps every
+    intermediate tensor of every image it holds, ~1.5 GB per image for FastSAM-x at 640.
+    """
 
     def __init__(
         self,
@@ -121,9 +126,16 @@ class _Reader:
         dynamic: bool,
         progress: Any = None,
     ) -> None:
+        self._images = images
         self._it: Iterator[np.ndarray] = iter(images)
         self._name, self._imgsz, self._dynamic = input_name, imgsz, dynamic
         self._progress = progress
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self._images[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         img = next(self._it, None)
@@ -136,6 +148,11 @@ class _Reader:
 
     def rewind(self) -> None:  # pragma: no cover - not used by the static calibrators here
         raise NotImplementedError
+
+
+def calibration_stride(n: int, most: int = 4) -> int:
+    """Largest divisor of ``n`` that is <= ``most`` (onnxruntime needs ``n % stride == 0``)."""
+    return max(d for d in range(1, max(min(most, n), 1) + 1) if n % d == 0)
 
 
 def quantize_detector(
@@ -198,6 +215,9 @@ def quantize_detector(
         extra: dict[str, Any] = {
             "ActivationSymmetric": config.activations == "int8",
             "WeightSymmetric": True,
+            # calibrate <= 4 images at a time, ranges merged between strides (memory); NB
+            # CalibMaxIntermediateOutputs would be simpler but discards data in onnxruntime 1.32
+            "CalibStridedMinMax": calibration_stride(len(images)),
         }
         if config.method == "percentile":
             extra["CalibPercentile"] = 99.999
