@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -77,6 +78,9 @@ class Segmenter:
         text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
             exported ``int8-only``); set before the first text prompt.
+        assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
+            the per-mask matmul and resampling); ``None`` = ``threads``, 1 = serial. The
+            detector is idle meanwhile, so its cores are free.
     """
 
     bundle_dir: Path
@@ -87,7 +91,10 @@ class Segmenter:
     text_top_k: int | None = TEXT_TOP_K
     text_crop: str = "reference"
     clip_precision: str | None = None
+    assembly_workers: int | None = None
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pool_size: int = field(default=1, init=False, repr=False)
 
     @classmethod
     def load(
@@ -119,6 +126,18 @@ class Segmenter:
         _check_session(session, manifest, path)
         _LOGGER.info("loaded %s (%s, %d threads)", path, precision, threads)
         return cls(bundle_dir, manifest, precision, threads, session)
+
+    def assembly_pool(self) -> tuple[ThreadPoolExecutor | None, int]:
+        """The mask-assembly pool (created on first use) and its size; ``(None, 1)`` = serial."""
+        workers = self.assembly_workers if self.assembly_workers is not None else self.threads
+        if workers <= 1:
+            return None, 1
+        if self._pool is None or self._pool_size != workers:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fastsam-assemble")
+            self._pool_size = workers
+        return self._pool, workers
 
     @property
     def input_name(self) -> str:
@@ -176,6 +195,7 @@ class Segmenter:
         dets = prepare_detections(
             output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
         )
+        dets.pool, dets.workers = self.assembly_pool()
         if prompts:
             ta = time.perf_counter()
             selection = select(dets, prompts, image, encoder, self.text_top_k, self.text_crop)
@@ -257,6 +277,10 @@ class Detections:
     _areas: dict[int, int] = field(default_factory=dict, repr=False)
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
     """Per-frame scratch space of the prompt code (bounds computed without assembly)."""
+    pool: Executor | None = field(default=None, repr=False)
+    """Threads for :meth:`prefetch` (``None`` = assemble serially)."""
+    workers: int = 1
+    """Size of :attr:`pool`."""
 
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
@@ -274,6 +298,31 @@ class Detections:
             data = assemble_mask(self.coefficients[i], self.protos, self.rois[i], self.resampler)
             self._crops[i] = data
         return data
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Assemble the not-yet-assembled ``indices`` at once, on :attr:`pool` if set.
+
+        Work is split into one interleaved chunk per worker (masks come score-sorted, not
+        size-sorted, so interleaving balances the chunks); results are identical to serial
+        assembly, only faster where the masks are many or large.
+        """
+        todo = [int(i) for i in dict.fromkeys(indices) if int(i) not in self._crops]
+        workers = self.workers
+        if self.pool is None or workers <= 1 or len(todo) < 2 * workers:
+            for i in todo:
+                self.crop(i)
+            return
+        assert self.resampler is not None
+        resampler, protos = self.resampler, self.protos
+
+        def run(chunk: list[int]) -> list[NDArray[np.bool_]]:
+            return [
+                assemble_mask(self.coefficients[i], protos, self.rois[i], resampler) for i in chunk
+            ]
+
+        chunks = [todo[k::workers] for k in range(workers)]
+        for chunk, crops in zip(chunks, self.pool.map(run, chunks), strict=True):
+            self._crops.update(zip(chunk, crops, strict=True))
 
     def area(self, i: int) -> int:
         """Foreground pixels of detection ``i`` (assembles it)."""
@@ -297,6 +346,7 @@ class Detections:
         alike and stored as ``Masks.data``.
         """
         idx_all = list(range(len(self))) if indices is None else [int(i) for i in indices]
+        self.prefetch(idx_all)
         rows = [j for j, i in enumerate(idx_all) if self.area(i) > 0]
         idx = np.asarray([idx_all[j] for j in rows], dtype=np.intp)
         extras = {
