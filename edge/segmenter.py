@@ -333,8 +333,9 @@ class Detections:
 
     def nonempty(self, indices: Sequence[int] | None = None) -> list[int]:
         """The given detections (default all) whose mask is not empty, in order."""
-        idx = range(len(self)) if indices is None else indices
-        return [int(i) for i in idx if self.area(int(i)) > 0]
+        idx = [int(i) for i in (range(len(self)) if indices is None else indices)]
+        self.prefetch(idx)
+        return [i for i in idx if self.area(i) > 0]
 
     def to_masks(
         self, indices: Sequence[int] | None = None, data: dict[str, Sequence[Any]] | None = None
