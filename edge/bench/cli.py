@@ -109,8 +109,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compare-reference",
         metavar="WEIGHTS.pt",
+        action="append",
         help="also run ultralytics FastSAM on these weights and on the bundle's ONNX, and "
-        "compare masks (workstation; needs the export extra)",
+        "compare masks (workstation; needs the export extra); once for all bundles, or once "
+        "per --bundle in the same order",
     )
     p.add_argument("--out", default="bench-results", help="output directory (bench-results)")
 
@@ -129,8 +131,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name in ("runs", "warmup"):
         if getattr(args, name) < (1 if name == "runs" else 0):
             raise ValueError(f"{name}: too small: {getattr(args, name)}")
+    bundles = [str(b) for b in (args.bundle or [demo_bundle()])]
+    refs = args.compare_reference or []
+    if len(refs) not in (0, 1, len(bundles)):
+        raise ValueError(
+            f"--compare-reference: give it once or once per --bundle ({len(bundles)}), "
+            f"got {len(refs)}"
+        )
     plan = BenchPlan(
-        bundles=[str(b) for b in (args.bundle or [demo_bundle()])],
+        bundles=bundles,
         images=bench_images(args.sizes, args.images),
         mask_targets=[int(v) for v in args.masks.split(",") if v],
         precisions=[v for v in args.precisions.split(",") if v],
@@ -142,7 +151,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sustained_s=args.sustained,
         target_fps=args.target_fps,
         peak=not args.no_peak,
-        reference_weights=args.compare_reference,
+        reference_weights=dict(zip(bundles, refs * len(bundles) if len(refs) == 1 else refs,
+                                   strict=False)),  # fmt: skip
     )
     report = run_bench(plan)
     out = Path(args.out)

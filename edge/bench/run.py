@@ -47,7 +47,8 @@ class BenchPlan:
         target_fps: The recommendation prefers the largest input whose best configuration
             reaches this rate.
         peak: Measure the MatMul peak (fp32, int8) for every thread count.
-        reference_weights: ``--compare-reference`` FastSAM .pt (needs the export extra).
+        reference_weights: ``--compare-reference`` FastSAM .pt per bundle directory (needs the
+            export extra); bundles without one get no reference rows.
     """
 
     bundles: list[str]
@@ -62,7 +63,7 @@ class BenchPlan:
     sustained_s: float = 0.0
     target_fps: float = 1.0
     peak: bool = True
-    reference_weights: str | None = None
+    reference_weights: dict[str, str] = field(default_factory=dict)
 
 
 def spawn_worker(module: str, args: list[str], threads: int, timeout: float = 3600) -> dict:
@@ -214,11 +215,11 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
     max_threads = max(plan.threads)
     sweep_modes = [m for m in plan.modes if m != "everything"]
     per_image = 0
-    for m in manifests.values():
+    for b, m in manifests.items():
         precs = [p for p in plan.precisions if p in m.precisions]
         per_target = len(plan.threads) * len(precs) * ("everything" in plan.modes)
         per_target += len(_modes_for(m, sweep_modes)) * len(precs)
-        per_target += 2 * bool(plan.reference_weights)
+        per_target += 2 * (b in plan.reference_weights)
         per_image += per_target * len(plan.mask_targets)
     todo = per_image * len(plan.images) + bool(plan.sustained_s)
     bar = _progress_bar(todo) if progress is None else None
@@ -250,6 +251,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                     f"(it has {manifest.precisions})"
                 )
             spec = manifest.input
+            ref_weights = plan.reference_weights.get(bundle)
             for name, image in plan.images.items():
                 path = str(Path(tmp) / f"{name}.png")
                 atomic_write_image(path, image)
@@ -292,7 +294,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                         for threads in plan.threads:
                             for precision in precs:
                                 args = _edge_args(plan, bundle, precision, path, conf, threads)
-                                if threads == max_threads and plan.reference_weights:
+                                if threads == max_threads and ref_weights:
                                     mask_files[precision] = str(
                                         Path(tmp) / f"{name}-{target}-{precision}.json"
                                     )
@@ -306,9 +308,9 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                                 "edge.bench.worker", [*args, "--mode", mode], max_threads
                             )
                             record(res, "edge", precision, max_threads, mode, target)
-                    if plan.reference_weights:
+                    if ref_weights:
                         for side, model in (
-                            ("ultralytics-pt", plan.reference_weights),
+                            ("ultralytics-pt", ref_weights),
                             ("ultralytics-onnx", str(Path(bundle) / "fastsam.fp32.onnx")),
                         ):
                             out = str(Path(tmp) / f"{name}-{target}-{side}.json")
