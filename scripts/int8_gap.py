@@ -59,6 +59,11 @@ VARIANTS: dict[str, tuple[QuantConfig, str]] = {
     "int8 activations (s8s8)": (QuantConfig(activations="int8"), "all"),
     "per-tensor weights": (QuantConfig(per_channel=False), "all"),
     "all head convs int8 (no float branches)": (QuantConfig(float_branches=()), "all"),
+    "box branch float too (cv2, cv3, cv4)": (
+        QuantConfig(float_branches=("cv2", "cv3", "cv4")),
+        "all",
+    ),
+    "percentile calibration (99.999)": (QuantConfig(method="percentile"), "all"),
 }
 
 
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
     p.add_argument("--per-round", type=int, default=2, help="runs per variant per round")
     p.add_argument("--calib", type=int, default=24, help="calibration scenes")
-    p.add_argument("--eval", type=int, default=16, help="held-out scenes for agreement")
+    p.add_argument("--eval", type=int, default=40, help="held-out scenes for agreement")
     p.add_argument("--only", help="comma-separated variant indices (0-based) to run")
     p.add_argument("--out", default="int8-gap", help="output directory")
     a = p.parse_args(argv)

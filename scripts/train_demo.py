@@ -267,7 +267,8 @@ def train(args: argparse.Namespace, data_yaml: Path) -> Path:
             "project": str((out / "runs").resolve()),
             "name": RUN_NAME,
             "exist_ok": True,
-            "pretrained": False,
+            # a fresh net, or (--init-weights) the given trained weights
+            "pretrained": str(args.init_weights) if args.init_weights else False,
             "single_cls": True,
             "close_mosaic": close_mosaic,
             "warmup_epochs": warmup,
