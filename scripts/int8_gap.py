@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                     / peak["int8"]["gops"],
                     "profile_ms_by_type": {k: round(v, 2) for k, v in prof["ms_by_type"].items()},
                     "qlinearconv_share": qconv_ms / total_ms if total_ms else None,
-                    "conv_gops": conv_gop / (qconv_ms / 1e3) if qconv_ms else None,
+                    # only meaningful where the convolutions really run as QLinearConv
+                    "conv_gops": conv_gop / (qconv_ms / 1e3)
+                    if total_ms and qconv_ms > 0.05 * total_ms
+                    else None,
                     "agreement": agree,
                 }
             )

@@ -156,10 +156,10 @@ def test_plot_draws_series(threads):
     rows = [_row("b", (640, 640), p, t, 100 * (1 + (p == "fp32")) / t)
             for t in threads for p in ("fp32", "int8")]  # fmt: skip
     img = draw_plot(_report(rows))
-    assert img.dtype == np.uint8 and img.shape == (520, 900, 3)
+    assert img.dtype == np.uint8 and img.shape == (560, 1000, 3)
     # both series' colours are drawn
-    assert (np.abs(img.astype(int) - (200, 120, 40)).sum(axis=2) == 0).any()
-    assert (np.abs(img.astype(int) - (40, 60, 220)).sum(axis=2) == 0).any()
+    assert (np.abs(img.astype(int) - (180, 119, 31)).sum(axis=2) == 0).any()
+    assert (np.abs(img.astype(int) - (14, 127, 255)).sum(axis=2) == 0).any()
 
 
 def test_sustained_plot():

@@ -151,8 +151,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sustained_s=args.sustained,
         target_fps=args.target_fps,
         peak=not args.no_peak,
-        reference_weights=dict(zip(bundles, refs * len(bundles) if len(refs) == 1 else refs,
-                                   strict=False)),  # fmt: skip
+        reference_weights=dict(
+            zip(bundles, refs * len(bundles) if len(refs) == 1 else refs, strict=False)
+        ),  # fmt: skip
     )
     report = run_bench(plan)
     out = Path(args.out)

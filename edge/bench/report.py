@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
-_COLORS = [(200, 120, 40), (40, 60, 220), (60, 170, 60), (160, 60, 160), (30, 160, 200)]
+# ten distinguishable BGR colours for the line plot (tab10)
+_PALETTE = [
+    (180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
+    (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23),
+]  # fmt: skip
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -120,68 +124,107 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw_plot(report: dict[str, Any], width: int = 900, height: int = 520) -> np.ndarray:
-    """Latency vs threads, one line per (bundle, precision), everything mode, p50 with p90 bars.
+def _short_bundle(name: str, names: list[str]) -> str:
+    """A bundle name without the prefix all names share (legend space is tight)."""
+    if len(names) < 2:
+        return name
+    prefix = names[0]
+    for n in names[1:]:
+        while not n.startswith(prefix):
+            prefix = prefix[:-1]
+    return name[len(prefix) :] or name
 
-    With a single thread count (no sweep) it draws one bar per configuration instead.
+
+def draw_plot(report: dict[str, Any], width: int = 1000, height: int = 560) -> np.ndarray:
+    """Latency vs threads per (bundle, precision) of this runtime, everything mode.
+
+    Dots are p50 and bars reach p90; fp32 is drawn with circles, int8 with squares. A log
+    latency axis is used when the series span more than 20x (FastSAM-s next to FastSAM-x).
 
     Returns:
         (H, W, 3) uint8 BGR image.
     """
     import cv2
 
-    rows = [r for r in report["rows"] if r["mode"] == "everything"]
+    rows = [r for r in report["rows"] if r["mode"] == "everything" and r["side"] == "edge"]
     img = np.full((height, width, 3), 255, np.uint8)
     if not rows:
         cv2.putText(img, "no everything-mode rows", (20, 40), _FONT, 0.6, (0, 0, 0), 1)
         return img
     target = max(r["target_masks"] for r in rows)
     rows = [r for r in rows if r["target_masks"] == target]
-    series: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    names = list(dict.fromkeys(r["bundle"] for r in rows))
+    series: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = {}
     for r in rows:
-        label = f"{r['bundle']} {r['input'][0]} {_side(r)}"
-        series.setdefault(label, {}).setdefault(r["threads"], []).append(
-            (r["end_to_end_ms"]["p50"], r["end_to_end_ms"]["p90"])
-        )
+        e2e = r["end_to_end_ms"]
+        key = (r["bundle"], r["precision"])
+        series.setdefault(key, {}).setdefault(r["threads"], []).append((e2e["p50"], e2e["p90"]))
     threads = sorted({t for s in series.values() for t in s})
-    left, right, top, bottom = 80, 230, 40, 60
+    values = [v for s in series.values() for pts in s.values() for p in pts for v in p]
+    vmin, vmax = max(min(values), 1e-3), max(values)
+    log = vmax / vmin > 20
+    left, right, top, bottom = 80, 300, 40, 60
     pw, ph = width - left - right, height - top - bottom
-    vmax = max(max(p90 for _, p90 in v) for s in series.values() for v in s.values()) * 1.1
-    title = f"end-to-end ms vs threads (~{target} masks; dot p50, bar to p90)"
-    cv2.putText(img, title, (left, 24), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
-    for k in range(5):
-        v = vmax * k / 4
-        y = top + ph - int(ph * k / 4)
-        cv2.line(img, (left - 4, y), (left, y), (0, 0, 0), 1)
-        cv2.putText(img, f"{v:.0f}", (8, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    if log:
+        lo, hi = np.log10(vmin) - 0.1, np.log10(vmax) + 0.1
+    else:
+        lo, hi = 0.0, vmax * 1.1
+
+    def y_of(v: float) -> int:
+        t = ((np.log10(max(v, 1e-3)) if log else v) - lo) / (hi - lo)
+        return top + ph - int(ph * t)
 
     def x_of(i: int) -> int:
         return left + int(pw * (i + 0.5) / len(threads))
 
+    title = (
+        f"end-to-end ms vs threads (~{target} masks; dot p50, bar to p90; "
+        f"{'log' if log else 'linear'} scale)"
+    )
+    cv2.putText(img, title, (left, 24), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    ticks = (
+        [10.0**e for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)]
+        if log
+        else [vmax * 1.1 * k / 4 for k in range(5)]
+    )
+    for v in ticks:
+        y = y_of(v)
+        if top <= y <= top + ph:
+            cv2.line(img, (left - 4, y), (left, y), (0, 0, 0), 1)
+            cv2.putText(img, f"{v:.0f}", (8, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     for i, t in enumerate(threads):
         cv2.putText(img, str(t), (x_of(i) - 4, top + ph + 18), _FONT, 0.45, (0, 0, 0), 1)
     cv2.putText(img, "threads", (left + pw // 2 - 25, top + ph + 40), _FONT, 0.45, (0, 0, 0), 1)
-    for k, (label, per) in enumerate(series.items()):
-        color = _COLORS[k % len(_COLORS)]
+    for k, ((bundle, precision), per) in enumerate(series.items()):
+        color = _PALETTE[k % len(_PALETTE)]
         pts = []
         for i, t in enumerate(threads):
             if t not in per:
                 continue
             p50 = float(np.median([v[0] for v in per[t]]))
             p90 = float(np.median([v[1] for v in per[t]]))
-            x = x_of(i) + (k - len(series) / 2) * 4
-            y50 = top + ph - int(ph * p50 / vmax)
-            y90 = top + ph - int(ph * p90 / vmax)
-            cv2.line(img, (int(x), y50), (int(x), y90), color, 1)
-            cv2.circle(img, (int(x), y50), 4, color, -1, cv2.LINE_AA)
-            pts.append((int(x), y50))
+            x = int(x_of(i) + (k - len(series) / 2) * 3)
+            cv2.line(img, (x, y_of(p50)), (x, y_of(p90)), color, 1)
+            _marker(img, (x, y_of(p50)), precision, color)
+            pts.append((x, y_of(p50)))
         for a, b in zip(pts, pts[1:], strict=False):
             cv2.line(img, a, b, color, 2, cv2.LINE_AA)
         ly = top + 10 + 20 * k
-        cv2.rectangle(img, (left + pw + 12, ly - 8), (left + pw + 24, ly + 4), color, -1)
-        cv2.putText(img, label[:30], (left + pw + 30, ly + 3), _FONT, 0.4, (0, 0, 0), 1)
+        _marker(img, (left + pw + 18, ly - 2), precision, color)
+        label = f"{_short_bundle(bundle, names)} {precision}"
+        cv2.putText(img, label[:38], (left + pw + 30, ly + 3), _FONT, 0.4, (0, 0, 0), 1)
     return img
+
+
+def _marker(img: np.ndarray, center: tuple[int, int], precision: str, color: tuple) -> None:
+    import cv2
+
+    x, y = center
+    if precision == "int8":
+        cv2.rectangle(img, (x - 4, y - 4), (x + 4, y + 4), color, -1)
+    else:
+        cv2.circle(img, (x, y), 5, color, -1, cv2.LINE_AA)
 
 
 def draw_sustained(sustained: dict[str, Any], width: int = 900, height: int = 360) -> np.ndarray:

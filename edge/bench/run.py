@@ -262,8 +262,14 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                         bundle, manifest, info.input_hw, max_threads, profile_model
                     )
                 gop = ops[key].get("gop")
-                count_prec = "fp32" if "fp32" in manifest.precisions else precs[0]
-                confs = choose_confs(bundle, image, plan.mask_targets, max_threads, count_prec)
+                # each precision gets the conf that gives it ~N masks (int8 scores differ a
+                # little, and at high counts the cut sits in a dense band of scores); the
+                # reference sides get the fp32 one
+                confs = {
+                    p: choose_confs(bundle, image, plan.mask_targets, max_threads, p)
+                    for p in precs
+                }
+                ref_prec = "fp32" if "fp32" in confs else precs[0]
                 common = {
                     "bundle": manifest.name,
                     "bundle_dir": bundle,
@@ -272,13 +278,13 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                     "image_wh": [int(image.shape[1]), int(image.shape[0])],
                 }
 
-                ctx = {"common": common, "confs": confs, "gop": gop, "peak": peak}
+                ctx = {"common": common, "gop": gop, "peak": peak}
 
                 def record(res: dict, side: str, precision: str, threads: int, mode: str,
-                           target: int, ctx: dict = ctx) -> None:  # fmt: skip
-                    row = {**ctx["common"], "target_masks": target,
-                           "conf": ctx["confs"][target], "side": side, "precision": precision,
-                           "threads": threads, "mode": mode, **res}  # fmt: skip
+                           target: int, conf: float, ctx: dict = ctx) -> None:  # fmt: skip
+                    row = {**ctx["common"], "target_masks": target, "conf": conf,
+                           "side": side, "precision": precision, "threads": threads,
+                           "mode": mode, **res}  # fmt: skip
                     _derive(row, ctx["gop"], ctx["peak"])
                     rows.append(row)
                     report_line(
@@ -288,11 +294,11 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                     )
 
                 for target in plan.mask_targets:
-                    conf = confs[target]
                     mask_files: dict[str, str] = {}
                     if "everything" in plan.modes:
                         for threads in plan.threads:
                             for precision in precs:
+                                conf = confs[precision][target]
                                 args = _edge_args(plan, bundle, precision, path, conf, threads)
                                 if threads == max_threads and ref_weights:
                                     mask_files[precision] = str(
@@ -300,15 +306,17 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                                     )
                                     args += ["--masks-out", mask_files[precision]]
                                 res = spawn_worker("edge.bench.worker", args, threads)
-                                record(res, "edge", precision, threads, "everything", target)
+                                record(res, "edge", precision, threads, "everything", target, conf)
                     for mode in _modes_for(manifest, sweep_modes):
                         for precision in precs:
+                            conf = confs[precision][target]
                             args = _edge_args(plan, bundle, precision, path, conf, max_threads)
                             res = spawn_worker(
                                 "edge.bench.worker", [*args, "--mode", mode], max_threads
                             )
-                            record(res, "edge", precision, max_threads, mode, target)
+                            record(res, "edge", precision, max_threads, mode, target, conf)
                     if ref_weights:
+                        conf = confs[ref_prec][target]
                         for side, model in (
                             ("ultralytics-pt", ref_weights),
                             ("ultralytics-onnx", str(Path(bundle) / "fastsam.fp32.onnx")),
@@ -336,7 +344,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                                 ],  # fmt: skip
                                 max_threads,
                             )
-                            record(res, side, "fp32", max_threads, "everything", target)
+                            record(res, side, "fp32", max_threads, "everything", target, conf)
                             mask_files[side] = out
                         agreement += _agreements(
                             mask_files, mask_agreement, {**common, "target_masks": target}
@@ -351,7 +359,11 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
             conf = next(
                 r["conf"]
                 for r in rows
-                if r["bundle_dir"] == rec["bundle"] and r["target_masks"] == rec["target_masks"]
+                if r["bundle_dir"] == rec["bundle"]
+                and r["target_masks"] == rec["target_masks"]
+                and r["precision"] == rec["precision"]
+                and r["side"] == "edge"
+                and r["image"] == image_name
             )
             args = _edge_args(plan, rec["bundle"], rec["precision"], path, conf, rec["threads"])
             sustained = spawn_worker(

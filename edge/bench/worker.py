@@ -147,7 +147,8 @@ def run_worker(
         warmup: Untimed runs first.
         mode: One of :data:`PROMPT_MODES`.
         text: The text of ``mode="text"``. Its embedding is cached after the warm-up, as in a
-            service that repeats its prompt; the crops' image embeddings are computed per run.
+            service that repeats its prompt; the crops' image embeddings are computed per run,
+            by the bundle's CLIP at ``precision`` where the bundle has it.
         duration_s: Sustained mode: run back to back for this long, sampling the board state.
         sample_s: Sustained mode: seconds between samples.
         masks_out: Write the (everything-mode) masks here for agreement checks.
@@ -161,6 +162,9 @@ def run_worker(
     image = read_image(image_path)
     t0 = time.perf_counter()
     seg = Segmenter.load(bundle, precision=precision, threads=threads)
+    clip = seg.manifest.extra.get("clip") or {}
+    if precision in clip.get("precisions", ()):
+        seg.clip_precision = precision  # text mode: CLIP at the detector's precision
     load_ms = (time.perf_counter() - t0) * 1e3
     base = seg.segment(image, conf=conf)
     prompt = prompt_for(mode, base, text)
