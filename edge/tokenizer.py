@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,11 @@ NUM_MERGES = 49152 - 256 - 2
 VOCAB_SIZE = 2 * 256 + NUM_MERGES + 2
 TEXT_EXTRA_HINT = 'install the text extra: pip install "fastsam-edge[text]"'
 _PATTERN = r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def missing_text_deps() -> list[str]:
+    """Names of the ``text`` extra's packages (``ftfy``, ``regex``) that cannot be imported."""
+    return [n for n in ("ftfy", "regex") if importlib.util.find_spec(n) is None]
 
 
 def _import_text_deps() -> tuple[ModuleType, ModuleType]:

@@ -22,8 +22,14 @@ def test_arm64_runtime_matches_x86(tmp_path):
     assert os.geteuid() == 0, "the arm64 check needs root (debootstrap, chroot, mounts)"
     out = tmp_path / "out"
     proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "arm64_check.sh"), "--out", str(out),
-         "--python", sys.executable],  # fmt: skip
+        [
+            "bash",
+            str(REPO / "scripts" / "arm64_check.sh"),
+            "--out",
+            str(out),
+            "--python",
+            sys.executable,
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=3600,

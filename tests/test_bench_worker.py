@@ -90,7 +90,9 @@ def test_crops_round_trip(tmp_path):
     assert back[1].area == 0
 
 
-@pytest.mark.parametrize("mode", ["everything", "point", "text"])
+@pytest.mark.parametrize(
+    "mode", ["everything", "point", pytest.param("text", marks=pytest.mark.export)]
+)  # text needs the text extra (ftfy, regex), which the export env has
 def test_run_worker_on_demo_bundle(tmp_path, demo_bundle, mode):
     image = generate_scene(1_000_123, 320, 240).image
     path = tmp_path / "scene.png"

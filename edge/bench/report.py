@@ -112,6 +112,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             + (f", temperature {temps[0]:.1f} -> {temps[-1]:.1f} °C" if temps else "")
             + ".",
         ]
+    for note in report.get("notes", []):
+        lines.append(f"- note: {note}")
     board = report.get("board", {})
     for when in ("before", "after"):
         b = board.get(when)

@@ -233,6 +233,9 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
         else:
             print(line, file=sys.stderr, flush=True)
 
+    notes = _mode_notes(manifests, plan.modes)
+    for note in notes:
+        print(f"bench: {note}", file=sys.stderr, flush=True)
     state_before = board_state()
     peak: dict[str, dict[str, Any]] = {}
     if plan.peak:
@@ -413,12 +416,36 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
         "agreement": agreement,
         "recommendation": recommendation,
         "sustained": sustained,
+        "notes": notes,
     }
 
 
 def _modes_for(manifest: Any, modes: list[str]) -> list[str]:
-    """The prompt modes a bundle supports (``text`` needs its CLIP section)."""
-    return [m for m in modes if m != "text" or manifest.extra.get("clip")]
+    """The prompt modes a bundle supports here (``text`` needs its CLIP section and the
+    ``text`` extra's tokenizer packages)."""
+    from edge.tokenizer import missing_text_deps
+
+    text_ok = bool(manifest.extra.get("clip")) and not missing_text_deps()
+    return [m for m in modes if m != "text" or text_ok]
+
+
+def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
+    """Why a requested prompt mode is skipped for some bundle (shown in the report)."""
+    from edge.tokenizer import missing_text_deps
+
+    if "text" not in modes:
+        return []
+    notes = []
+    missing = missing_text_deps()
+    if missing:
+        notes.append(
+            f"text mode skipped: the text extra is not installed (missing {', '.join(missing)};"
+            ' pip install "fastsam-edge[text]")'
+        )
+    for bundle, m in manifests.items():
+        if not m.extra.get("clip"):
+            notes.append(f"text mode skipped for {bundle}: the bundle has no CLIP (export --clip)")
+    return notes
 
 
 def _count_ops(
