@@ -1,6 +1,9 @@
-"""Helpers shared by the parity tests (plain functions; fixtures live in conftest.py)."""
+"""Helpers shared by the tests (plain functions; fixtures live in conftest.py)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 
@@ -31,3 +34,10 @@ def mask_key(m: Masks, i: int) -> tuple:
     """Identity of mask ``i`` of a result (crop position, pixels, score), to map selections."""
     c = m.crops[i]
     return (c.x0, c.y0, c.data.shape, c.data.tobytes(), float(m.confidence[i]))
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m edge.cli ARGS`` in a fresh interpreter, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=timeout
+    )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 pytestmark = pytest.mark.export
 
@@ -18,34 +17,27 @@ def test_compare_reference_rows_and_agreement(tmp_path: Path) -> None:
 
     pt = make_checkpoint("fastsam-n", tmp_path / "n.pt", seed=3)
     bundle = export_bundle(pt, tmp_path / "b320", imgsz=320, int8=False)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "bench",
-            "--bundle",
-            str(bundle),
-            "--compare-reference",
-            str(pt),
-            "--sizes",
-            "320x240",
-            "--masks",
-            "10",
-            "--runs",
-            "1",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            "--modes",
-            "everything",
-            "--no-peak",
-            "--out",
-            str(tmp_path / "out"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "bench",
+        "--bundle",
+        str(bundle),
+        "--compare-reference",
+        str(pt),
+        "--sizes",
+        "320x240",
+        "--masks",
+        "10",
+        "--runs",
+        "1",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--modes",
+        "everything",
+        "--no-peak",
+        "--out",
+        str(tmp_path / "out"),
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -65,27 +57,20 @@ def test_compare_reference_rows_and_agreement(tmp_path: Path) -> None:
 
 
 def test_compare_reference_count_must_match_bundles(tmp_path: Path, demo_bundle: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "bench",
-            "--bundle",
-            str(demo_bundle),
-            "--bundle",
-            str(demo_bundle),
-            "--compare-reference",
-            "a.pt",
-            "--compare-reference",
-            "b.pt",
-            "--compare-reference",
-            "c.pt",
-            "--out",
-            str(tmp_path),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "bench",
+        "--bundle",
+        str(demo_bundle),
+        "--bundle",
+        str(demo_bundle),
+        "--compare-reference",
+        "a.pt",
+        "--compare-reference",
+        "b.pt",
+        "--compare-reference",
+        "c.pt",
+        "--out",
+        str(tmp_path),
         timeout=120,
     )
     assert proc.returncode != 0 and "once per --bundle" in proc.stderr

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from contextlib import nullcontext as DoesNotRaise
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from edge.bench import draw_plot, draw_sustained, parse_threads, recommend, to_markdown
 from edge.bench.cli import bench_images
@@ -204,29 +203,22 @@ def test_bench_images(tmp_path):
 
 def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
     """A real sweep: 2 thread counts x 2 precisions, the prompt modes, a short sustained run."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "bench",
-            "--sizes",
-            "320x240",
-            "--masks",
-            "5",
-            "--runs",
-            "2",
-            "--warmup",
-            "1",
-            "--threads",
-            "1,2",
-            "--sustained",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "bench",
+        "--sizes",
+        "320x240",
+        "--masks",
+        "5",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1,2",
+        "--sustained",
+        "2",
+        "--out",
+        str(tmp_path),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -274,10 +266,7 @@ def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
     ],
 )
 def test_bench_cli_rejects_bad_arguments(tmp_path, args, message):
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "bench", *args, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_cli("bench", *args, "--out", str(tmp_path), timeout=120)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "bench.json").exists()
