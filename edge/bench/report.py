@@ -19,6 +19,10 @@ def _side(r: dict[str, Any]) -> str:
     return f"edge {r['precision']}" if r["side"] == "edge" else r["side"]
 
 
+def _threads(n: int | str) -> str:
+    return f"{n} thread" + ("" if str(n) == "1" else "s")
+
+
 def _fmt(v: float | None, digits: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -85,7 +89,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     if report.get("peak"):
         lines += ["", "Measured peak of this onnxruntime (2048^3 MatMul, best of 5):", ""]
         for precision, per in report["peak"].items():
-            cells = ", ".join(f"{t} threads {v['gops']:.0f} GOP/s" for t, v in per.items())
+            cells = ", ".join(f"{_threads(t)} {v['gops']:.0f} GOP/s" for t, v in per.items())
             lines.append(f"- {precision}: {cells}")
         for key, o in report.get("ops", {}).items():
             if o.get("gop"):
@@ -95,7 +99,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"**Recommendation:** `{rec['bundle']}` (input {rec['input'][0]}x{rec['input'][1]}),"
-            f" {rec['precision']}, {rec['threads']} threads: {rec['end_to_end_ms']:.0f} ms "
+            f" {rec['precision']}, {_threads(rec['threads'])}: {rec['end_to_end_ms']:.0f} ms "
             f"({rec['fps']:.2f} FPS) at ~{rec['target_masks']} masks; {rec['reason']}. "
             "For `serve`: "
             + ", ".join(f"`{k} = {v!r}`" for k, v in rec["serve"].items())
@@ -106,8 +110,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         temps = [max(x["temperature_c"].values()) for x in sus["samples"] if x["temperature_c"]]
         lines += [
             "",
-            f"Sustained {sus['duration_s']:.0f} s ({sus['precision']}, {sus['threads']} threads):"
-            f" {sus['runs']} runs, p50 {sus['end_to_end_ms']['p50']:.1f} ms, "
+            f"Sustained {sus['duration_s']:.0f} s ({sus['precision']}, "
+            f"{_threads(sus['threads'])}): {sus['runs']} runs, "
+            f"p50 {sus['end_to_end_ms']['p50']:.1f} ms, "
             f"p99 {sus['end_to_end_ms']['p99']:.1f} ms"
             + (f", temperature {temps[0]:.1f} -> {temps[-1]:.1f} °C" if temps else "")
             + ".",

@@ -161,7 +161,7 @@ def recommend(rows: list[dict[str, Any]], target_fps: float) -> dict[str, Any] |
         best = max(meets, key=lambda b: (b["input"][0] * b["input"][1], b["fps"]))
         reason = (
             f"largest input reaching {target_fps:g} FPS at ~{target} masks; "
-            f"{best['precision']} with {best['threads']} threads was the fastest there "
+            f"{best['precision']} with {best['threads']} thread(s) was the fastest there "
             f"(fewer threads win within {THREAD_TIE:.0%})"
         )
     else:
