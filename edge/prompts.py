@@ -612,9 +612,7 @@ def _official_merge(
     merged = canvas >= 1
     if not merged.any():
         return None
-    ys, xs = np.nonzero(merged)
-    ty0, ty1, tx0, tx1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    crop = MaskCrop(np.ascontiguousarray(merged[ty0:ty1, tx0:tx1]), x0 + tx0, y0 + ty0)
+    crop = MaskCrop.from_dense(merged, x0, y0)
     conf = max(float(dets.confidence[i]) for i in involved if last[i] == 1)
     return crop, conf
 

@@ -294,10 +294,12 @@ class Detections:
         """The (r1 - r0, c1 - c0) bool mask of detection ``i`` inside its ROI (cached)."""
         data = self._crops.get(i)
         if data is None:
-            assert self.resampler is not None
-            data = assemble_mask(self.coefficients[i], self.protos, self.rois[i], self.resampler)
-            self._crops[i] = data
+            data = self._crops[i] = self._assemble(i)
         return data
+
+    def _assemble(self, i: int) -> NDArray[np.bool_]:
+        assert self.resampler is not None
+        return assemble_mask(self.coefficients[i], self.protos, self.rois[i], self.resampler)
 
     def prefetch(self, indices: Sequence[int]) -> None:
         """Assemble the not-yet-assembled ``indices`` at once, on :attr:`pool` if set.
@@ -312,13 +314,9 @@ class Detections:
             for i in todo:
                 self.crop(i)
             return
-        assert self.resampler is not None
-        resampler, protos = self.resampler, self.protos
 
         def run(chunk: list[int]) -> list[NDArray[np.bool_]]:
-            return [
-                assemble_mask(self.coefficients[i], protos, self.rois[i], resampler) for i in chunk
-            ]
+            return [self._assemble(i) for i in chunk]
 
         chunks = [todo[k::workers] for k in range(workers)]
         for chunk, crops in zip(chunks, self.pool.map(run, chunks), strict=True):
@@ -417,14 +415,7 @@ def postprocess_outputs(
 ) -> Masks:
     """Turn raw detector outputs into masks at source resolution (everything mode).
 
-    Args:
-        output0: (1, 5 + nm, N) float32 detector output.
-        protos: (1, nm, H_in / 4, W_in / 4) float32 prototypes.
-        input_hw: (height, width) of the network input.
-        source_hw: (height, width) of the source image.
-        conf: Score threshold (strict).
-        iou: NMS IoU threshold.
-        max_det: Maximum detections.
+    Arguments as :func:`prepare_detections`.
 
     Returns:
         Masks (possibly empty) in score-descending order; detections whose mask is empty are

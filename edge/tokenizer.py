@@ -53,19 +53,16 @@ def missing_text_deps() -> list[str]:
 
 def _import_text_deps() -> tuple[ModuleType, ModuleType]:
     """Import ``ftfy`` and ``regex`` or raise :class:`BundleError` naming the missing ones."""
-    mods: dict[str, ModuleType] = {}
-    missing: list[str] = []
-    for name in ("ftfy", "regex"):
-        try:
-            mods[name] = importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    missing = missing_text_deps()
     if missing:
         raise BundleError(
             f"text prompts need the package(s) {', '.join(map(repr, missing))}, which are not "
             f"installed; {TEXT_EXTRA_HINT}"
         )
-    return mods["ftfy"], mods["regex"]
+    try:
+        return importlib.import_module("ftfy"), importlib.import_module("regex")
+    except ImportError as exc:  # installed but broken
+        raise BundleError(f"text prompts: cannot import {exc.name!r}: {exc}") from exc
 
 
 @lru_cache

@@ -33,6 +33,18 @@ class MaskCrop:
     x0: int
     y0: int
 
+    @classmethod
+    def from_dense(cls, mask: NDArray[np.bool_], x0: int = 0, y0: int = 0) -> MaskCrop:
+        """Tight crop of a (H, W) bool mask whose top-left pixel sits at ``(x0, y0)``.
+
+        An empty mask gives a 0x0 crop at ``(x0, y0)``.
+        """
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            return cls(np.zeros((0, 0), dtype=bool), int(x0), int(y0))
+        ty0, ty1, tx0, tx1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        return cls(np.ascontiguousarray(mask[ty0:ty1, tx0:tx1]), int(x0) + tx0, int(y0) + ty0)
+
     @property
     def area(self) -> int:
         """Number of foreground pixels."""

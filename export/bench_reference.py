@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics import FastSAM
 
     from edge.bench.system import peak_rss_mb
-    from edge.bench.worker import crop_of_dense, percentiles, save_crops
+    from edge.bench.worker import percentiles, save_crops
+    from edge.types import MaskCrop
 
     torch.set_num_threads(a.threads)
     image = cv2.imread(a.image)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(first)
     if a.masks_out:
         dense = first.masks.data.cpu().numpy() > 0.5 if n else np.zeros((0, 1, 1), bool)
-        save_crops(a.masks_out, [crop_of_dense(m) for m in dense], image.shape[:2])
+        save_crops(a.masks_out, [MaskCrop.from_dense(m) for m in dense], image.shape[:2])
     wall = sum(total) / 1e3
     print(
         json.dumps(

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         tensor = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
         ms = _time_interleaved(sessions, tensor, a.rounds, a.per_round)
         for name, (cfg, level) in variants:
-            prof = _profile(files[name], (1, 3, h, w), a.threads, level)
+            prof = profile_model(files[name], (1, 3, h, w), a.threads, 3, level)
             agree = compare_precisions(fp32, files[name], held_out, spec.imgsz, spec.dynamic,
                                        th.conf, th.iou, th.max_det, a.threads)  # fmt: skip
             qconv_ms = prof["ms_by_type"].get("QLinearConv", 0.0)
@@ -188,27 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(out / "int8-gap.md", md.encode())
     print(md)
     return 0
-
-
-def _profile(path: Path, shape: tuple[int, ...], threads: int, level: str) -> dict[str, Any]:
-    """Per-operator time at a given session optimisation level (profile_model uses 'all')."""
-    import os
-
-    from edge.bench.flops import summarize_profile
-
-    with tempfile.TemporaryDirectory(prefix="int8-gap-prof-") as tmp:
-        sess = create_session(path, threads=threads, optimization=level,
-                              profile_prefix=os.path.join(tmp, "p"))  # fmt: skip
-        feed = {sess.get_inputs()[0].name: np.zeros(shape, np.float32)}
-        sess.run(None, feed)
-        for _ in range(3):
-            sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    runs = [e for e in events if e.get("name") == "model_run"]
-    if len(runs) > 3:
-        cut = runs[0]["ts"] + runs[0]["dur"]
-        events = [e for e in events if e.get("ts", 0) >= cut]
-    return summarize_profile(events, 3)
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -270,3 +270,37 @@ def test_bench_cli_rejects_bad_arguments(tmp_path, args, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "bench.json").exists()
+
+
+class _Manifest:
+    def __init__(self, precisions, clip=True):
+        self.precisions = precisions
+        self.extra = {"clip": {"precisions": ["fp32"]}} if clip else {}
+
+
+@pytest.mark.parametrize(
+    ("precisions", "modes", "reference", "expected"),
+    [
+        pytest.param(
+            ("fp32", "int8"), ["everything"], False,
+            [(20, "edge", "fp32", 1, "everything"), (20, "edge", "int8", 1, "everything"),
+             (20, "edge", "fp32", 2, "everything"), (20, "edge", "int8", 2, "everything")],
+            id="threads-then-precisions",
+        ),
+        pytest.param(
+            ("int8",), ["everything", "box"], True,
+            [(20, "edge", "int8", 1, "everything"), (20, "edge", "int8", 2, "everything"),
+             (20, "edge", "int8", 2, "box"), (20, "ultralytics-pt", "fp32", 2, "everything"),
+             (20, "ultralytics-onnx", "fp32", 2, "everything")],
+            id="prompt-modes-at-most-threads-then-reference",
+        ),
+        pytest.param(("fp32",), ["point"], False, [(20, "edge", "fp32", 2, "point")],
+                     id="no-everything"),
+    ],
+)  # fmt: skip
+def test_plan_jobs_order(precisions, modes, reference, expected):
+    from edge.bench.run import BenchPlan, plan_jobs
+
+    plan = BenchPlan(bundles=["b"], images={}, mask_targets=[20], threads=[1, 2], modes=modes)
+    jobs = plan_jobs(plan, _Manifest(precisions), reference)
+    assert [(j.target, j.side, j.precision, j.threads, j.mode) for j in jobs] == expected

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from edge.bench.worker import (
-    crop_of_dense,
     load_crops,
     percentiles,
     prompt_for,
@@ -79,10 +78,10 @@ def test_crops_round_trip(tmp_path):
     dense = np.zeros((30, 40), bool)
     dense[5:9, 7:20] = True
     dense[8, 25] = True
-    crop = crop_of_dense(dense)
+    crop = MaskCrop.from_dense(dense)
     assert (crop.x0, crop.y0, crop.data.shape) == (7, 5, (4, 19))
     np.testing.assert_array_equal(crop.dense(30, 40), dense)
-    empty = crop_of_dense(np.zeros((5, 5), bool))
+    empty = MaskCrop.from_dense(np.zeros((5, 5), bool))
     assert empty.area == 0
     save_crops(tmp_path / "m.json", [crop, empty], (30, 40))
     back = load_crops(tmp_path / "m.json")

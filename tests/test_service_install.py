@@ -61,16 +61,21 @@ def _unit_for_analysis(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason=NEEDS_SYSTEMD)
-def test_systemd_analyze_verify_is_silent(tmp_path):
-    unit = _unit_for_analysis(tmp_path)
-    proc = subprocess.run(
+def _verify(unit):
+    """``systemd-analyze verify`` on a unit file (run in its directory)."""
+    return subprocess.run(
         [SYSTEMD_ANALYZE, "verify", "--man=no", str(unit)],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=unit.parent,
         check=False,
     )
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason=NEEDS_SYSTEMD)
+def test_systemd_analyze_verify_is_silent(tmp_path):
+    unit = _unit_for_analysis(tmp_path)
+    proc = _verify(unit)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", f"systemd-analyze verify warned:\n{proc.stderr}"
 
@@ -83,13 +88,7 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
         .replace("Restart=on-failure", "Restart=onfailure")
         .replace("User=", "User=fastsam-edge  # the user\nX=")
     )
-    proc = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", "--man=no", str(unit)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    proc = _verify(unit)
     assert proc.stderr != ""  # what the silent-verify test relies on
 
 

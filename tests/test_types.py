@@ -234,3 +234,25 @@ def test_mask_crop_contains(x, y, expected):
     # Consistent with the dense mask wherever the pixel is in a frame.
     if x >= 0 and y >= 0:
         assert bool(_CROP.dense(10, 10)[y, x]) is expected
+
+
+@pytest.mark.parametrize(
+    ("dense", "offset", "expected"),
+    [
+        pytest.param(np.eye(3, dtype=bool), (0, 0), ((0, 0), (3, 3)), id="whole"),
+        pytest.param(
+            np.pad(np.ones((2, 3), bool), ((4, 1), (5, 2))),
+            (10, 20),
+            ((15, 24), (2, 3)),
+            id="offset",
+        ),  # fmt: skip
+        pytest.param(np.zeros((4, 4), bool), (7, 8), ((7, 8), (0, 0)), id="empty"),
+    ],
+)
+def test_mask_crop_from_dense(dense, offset, expected):
+    crop = MaskCrop.from_dense(dense, *offset)
+    assert ((crop.x0, crop.y0), crop.data.shape) == expected
+    assert crop.area == int(dense.sum()) and crop.data.flags["C_CONTIGUOUS"]
+    h, w = dense.shape
+    frame = crop.dense(offset[1] + h, offset[0] + w)
+    np.testing.assert_array_equal(frame[offset[1] :, offset[0] :], dense)

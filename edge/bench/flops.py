@@ -92,9 +92,20 @@ def summarize_profile(events: list[dict[str, Any]], runs: int = 1) -> dict[str, 
 
 
 def profile_model(
-    model_path: str | Path, input_shape: tuple[int, ...], threads: int, runs: int = 3
+    model_path: str | Path,
+    input_shape: tuple[int, ...],
+    threads: int,
+    runs: int = 3,
+    optimization: str = "all",
 ) -> dict[str, Any]:
     """Profile ``runs`` inferences of a detector on a zero-filled input (after one warm-up).
+
+    Args:
+        model_path: ONNX file.
+        input_shape: NCHW input shape.
+        threads: Intra-op threads.
+        runs: Profiled runs after the warm-up.
+        optimization: Session graph optimisation level (:func:`edge.session.create_session`).
 
     Returns:
         :func:`summarize_profile` of the timed runs; the trace file is deleted.
@@ -103,7 +114,10 @@ def profile_model(
 
     with tempfile.TemporaryDirectory(prefix="fastsam-prof-") as tmp:
         session = create_session(
-            model_path, threads=threads, profile_prefix=os.path.join(tmp, "p")
+            model_path,
+            threads=threads,
+            optimization=optimization,
+            profile_prefix=os.path.join(tmp, "p"),
         )
         name = session.get_inputs()[0].name
         x = np.zeros(input_shape, np.float32)

@@ -183,13 +183,54 @@ def recommend(rows: list[dict[str, Any]], target_fps: float) -> dict[str, Any] |
     }
 
 
+REFERENCE_SIDES = ("ultralytics-pt", "ultralytics-onnx")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One measured configuration of one (bundle, image)."""
+
+    target: int
+    side: str
+    precision: str
+    threads: int
+    mode: str
+
+
+def plan_jobs(plan: BenchPlan, manifest: Any, with_reference: bool) -> list[Job]:
+    """The configurations of one (bundle, image), in run order.
+
+    Per target mask count: everything mode for every thread count with the precisions back to
+    back (drift hits both alike), then each other prompt mode at the most threads, then the
+    reference sides. The same list sizes the progress bar and drives the runs.
+    """
+    precs = [p for p in plan.precisions if p in manifest.precisions]
+    top = max(plan.threads)
+    modes = _modes_for(manifest, [m for m in plan.modes if m != "everything"])
+    jobs: list[Job] = []
+    for target in plan.mask_targets:
+        if "everything" in plan.modes:
+            jobs += [Job(target, "edge", p, t, "everything") for t in plan.threads for p in precs]
+        jobs += [Job(target, "edge", p, top, m) for m in modes for p in precs]
+        if with_reference:
+            jobs += [Job(target, side, "fp32", top, "everything") for side in REFERENCE_SIDES]
+    return jobs
+
+
+def _worker_args(plan: BenchPlan, image: str, conf: float, threads: int) -> list[str]:
+    """Arguments both workers (ours and the reference's) take."""
+    return [
+        "--image", image, "--conf", repr(conf), "--threads", str(threads),
+        "--runs", str(plan.runs), "--warmup", str(plan.warmup),
+    ]  # fmt: skip
+
+
 def _edge_args(
     plan: BenchPlan, bundle: str, precision: str, image: str, conf: float, threads: int
 ) -> list[str]:
     return [
-        "--bundle", bundle, "--precision", precision, "--image", image, "--conf", repr(conf),
-        "--threads", str(threads), "--runs", str(plan.runs), "--warmup", str(plan.warmup),
-        "--text", plan.text,
+        "--bundle", bundle, "--precision", precision, "--text", plan.text,
+        *_worker_args(plan, image, conf, threads),
     ]  # fmt: skip
 
 
@@ -202,26 +243,23 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
             stderr when tqdm is installed, else plain lines).
 
     Returns:
-        The JSON-able report (schema in ``docs/benchmarks.md``).
+        The JSON-able report (schema in ``docs/bench-usage.md``).
     """
-    from edge.bench.flops import profile_model
     from edge.bench.peak import matmul_peak
     from edge.bundle import read_manifest
     from edge.io import atomic_write_image
-    from edge.metrics import mask_agreement
     from edge.preprocess import letterbox_geometry
 
     manifests = {b: read_manifest(b) for b in plan.bundles}
+    for bundle, manifest in manifests.items():
+        if not any(p in manifest.precisions for p in plan.precisions):
+            raise ValueError(
+                f"bundle {bundle!r} has none of the precisions {plan.precisions} "
+                f"(it has {manifest.precisions})"
+            )
     max_threads = max(plan.threads)
-    sweep_modes = [m for m in plan.modes if m != "everything"]
-    per_image = 0
-    for b, m in manifests.items():
-        precs = [p for p in plan.precisions if p in m.precisions]
-        per_target = len(plan.threads) * len(precs) * ("everything" in plan.modes)
-        per_target += len(_modes_for(m, sweep_modes)) * len(precs)
-        per_target += 2 * (b in plan.reference_weights)
-        per_image += per_target * len(plan.mask_targets)
-    todo = per_image * len(plan.images) + bool(plan.sustained_s)
+    jobs = {b: plan_jobs(plan, m, b in plan.reference_weights) for b, m in manifests.items()}
+    todo = sum(map(len, jobs.values())) * len(plan.images) + bool(plan.sustained_s)
     bar = _progress_bar(todo) if progress is None else None
 
     def report_line(line: str) -> None:
@@ -245,15 +283,12 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
     rows: list[dict[str, Any]] = []
     ops: dict[str, dict[str, Any]] = {}
     agreement: list[dict[str, Any]] = []
+    # (bundle, image, precision, target) -> conf, for the sustained run
+    confs_used: dict[tuple[str, str, str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="fastsam-bench-") as tmp:
         for bundle, manifest in manifests.items():
-            precs = [p for p in plan.precisions if p in manifest.precisions]
-            if not precs:
-                raise ValueError(
-                    f"bundle {bundle!r} has none of the precisions {plan.precisions} "
-                    f"(it has {manifest.precisions})"
-                )
             spec = manifest.input
+            precs = [p for p in plan.precisions if p in manifest.precisions]
             ref_weights = plan.reference_weights.get(bundle)
             for name, image in plan.images.items():
                 path = str(Path(tmp) / f"{name}.png")
@@ -261,10 +296,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                 info = letterbox_geometry(image.shape[:2], spec.imgsz, spec.stride, spec.dynamic)
                 key = f"{bundle}@{info.input_hw[1]}x{info.input_hw[0]}"
                 if key not in ops:
-                    ops[key] = _count_ops(
-                        bundle, manifest, info.input_hw, max_threads, profile_model
-                    )
-                gop = ops[key].get("gop")
+                    ops[key] = _count_ops(bundle, manifest, info.input_hw, max_threads)
                 # each precision gets the conf that gives it ~N masks (int8 scores differ a
                 # little, and at high counts the cut sits in a dense band of scores); the
                 # reference sides get the fp32 one
@@ -272,6 +304,9 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                     p: choose_confs(bundle, image, plan.mask_targets, max_threads, p)
                     for p in precs
                 }
+                confs_used.update(
+                    ((bundle, name, p, t), c) for p, per in confs.items() for t, c in per.items()
+                )
                 ref_prec = "fp32" if "fp32" in confs else precs[0]
                 common = {
                     "bundle": manifest.name,
@@ -280,78 +315,44 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                     "image": name,
                     "image_wh": [int(image.shape[1]), int(image.shape[0])],
                 }
-
-                ctx = {"common": common, "gop": gop, "peak": peak}
-
-                def record(res: dict, side: str, precision: str, threads: int, mode: str,
-                           target: int, conf: float, ctx: dict = ctx) -> None:  # fmt: skip
-                    row = {**ctx["common"], "target_masks": target, "conf": conf,
-                           "side": side, "precision": precision, "threads": threads,
-                           "mode": mode, **res}  # fmt: skip
-                    _derive(row, ctx["gop"], ctx["peak"])
+                # masks of the max-thread everything runs, per target, for the agreement
+                mask_files: dict[int, dict[str, str]] = {}
+                for job in jobs[bundle]:
+                    edge = job.side == "edge"
+                    conf = confs[job.precision if edge else ref_prec][job.target]
+                    keep_masks = bool(ref_weights) and job.mode == "everything"
+                    keep_masks &= job.threads == max_threads
+                    out = str(Path(tmp) / f"{name}-{job.target}-{job.side}-{job.precision}.json")
+                    if edge:
+                        args = _edge_args(plan, bundle, job.precision, path, conf, job.threads)
+                        args += ["--mode", job.mode]
+                        module = "edge.bench.worker"
+                    else:
+                        model = (
+                            ref_weights
+                            if job.side == "ultralytics-pt"
+                            else str(Path(bundle) / manifest.detector_file("fp32"))
+                        )
+                        args = ["--model", str(model), "--imgsz", str(max(spec.imgsz)),
+                                *_worker_args(plan, path, conf, job.threads)]  # fmt: skip
+                        module = "export.bench_reference"
+                    if keep_masks:
+                        args += ["--masks-out", out]
+                        files = mask_files.setdefault(job.target, {})
+                        files[job.precision if edge else job.side] = out
+                    res = spawn_worker(module, args, job.threads)
+                    row = {**common, "target_masks": job.target, "conf": conf,
+                           "side": job.side, "precision": job.precision,
+                           "threads": job.threads, "mode": job.mode, **res}  # fmt: skip
+                    _derive(row, ops[key].get("gop"), peak)
                     rows.append(row)
                     report_line(
-                        f"{row['bundle']} {row['image']} ~{target} {side} {precision} "
-                        f"t{threads} {mode}: {res['masks']} masks, "
+                        f"{manifest.name} {name} ~{job.target} {job.side} {job.precision} "
+                        f"t{job.threads} {job.mode}: {res['masks']} masks, "
                         f"{res['end_to_end_ms']['p50']:.1f} ms"
                     )
-
-                for target in plan.mask_targets:
-                    mask_files: dict[str, str] = {}
-                    if "everything" in plan.modes:
-                        for threads in plan.threads:
-                            for precision in precs:
-                                conf = confs[precision][target]
-                                args = _edge_args(plan, bundle, precision, path, conf, threads)
-                                if threads == max_threads and ref_weights:
-                                    mask_files[precision] = str(
-                                        Path(tmp) / f"{name}-{target}-{precision}.json"
-                                    )
-                                    args += ["--masks-out", mask_files[precision]]
-                                res = spawn_worker("edge.bench.worker", args, threads)
-                                record(res, "edge", precision, threads, "everything", target, conf)
-                    for mode in _modes_for(manifest, sweep_modes):
-                        for precision in precs:
-                            conf = confs[precision][target]
-                            args = _edge_args(plan, bundle, precision, path, conf, max_threads)
-                            res = spawn_worker(
-                                "edge.bench.worker", [*args, "--mode", mode], max_threads
-                            )
-                            record(res, "edge", precision, max_threads, mode, target, conf)
-                    if ref_weights:
-                        conf = confs[ref_prec][target]
-                        for side, model in (
-                            ("ultralytics-pt", ref_weights),
-                            ("ultralytics-onnx", str(Path(bundle) / "fastsam.fp32.onnx")),
-                        ):
-                            out = str(Path(tmp) / f"{name}-{target}-{side}.json")
-                            res = spawn_worker(
-                                "export.bench_reference",
-                                [
-                                    "--model",
-                                    model,
-                                    "--imgsz",
-                                    str(max(spec.imgsz)),
-                                    "--image",
-                                    path,
-                                    "--conf",
-                                    repr(conf),
-                                    "--threads",
-                                    str(max_threads),
-                                    "--runs",
-                                    str(plan.runs),
-                                    "--warmup",
-                                    str(plan.warmup),
-                                    "--masks-out",
-                                    out,
-                                ],  # fmt: skip
-                                max_threads,
-                            )
-                            record(res, side, "fp32", max_threads, "everything", target, conf)
-                            mask_files[side] = out
-                        agreement += _agreements(
-                            mask_files, mask_agreement, {**common, "target_masks": target}
-                        )
+                for target, files in mask_files.items():
+                    agreement += _agreements(files, {**common, "target_masks": target})
 
         recommendation = recommend(rows, plan.target_fps)
         sustained = None
@@ -359,15 +360,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
             rec = recommendation
             image_name = next(iter(plan.images))
             path = str(Path(tmp) / f"{image_name}.png")
-            conf = next(
-                r["conf"]
-                for r in rows
-                if r["bundle_dir"] == rec["bundle"]
-                and r["target_masks"] == rec["target_masks"]
-                and r["precision"] == rec["precision"]
-                and r["side"] == "edge"
-                and r["image"] == image_name
-            )
+            conf = confs_used[(rec["bundle"], image_name, rec["precision"], rec["target_masks"])]
             args = _edge_args(plan, rec["bundle"], rec["precision"], path, conf, rec["threads"])
             sustained = spawn_worker(
                 "edge.bench.worker",
@@ -449,13 +442,11 @@ def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
 
 
 def _count_ops(
-    bundle: str,
-    manifest: Any,
-    input_hw: tuple[int, int],
-    threads: int,
-    profile_model: Callable[..., dict[str, Any]],
+    bundle: str, manifest: Any, input_hw: tuple[int, int], threads: int
 ) -> dict[str, Any]:
     """Operation count of the detector at this input size (profiled fp32, else the manifest)."""
+    from edge.bench.flops import profile_model
+
     shape = (1, 3, input_hw[0], input_hw[1])
     if "fp32" in manifest.precisions:
         prof = profile_model(Path(bundle) / manifest.detector_file("fp32"), shape, threads, runs=1)
@@ -465,18 +456,22 @@ def _count_ops(
     return {"gop": gop, "method": "bundle manifest" if gop else "unknown (no fp32 file)"}
 
 
-def _agreements(
-    files: dict[str, str], agreement_fn: Callable[..., dict[str, float]], where: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Mask agreement of each edge precision with each reference side (same conf)."""
+def _agreements(files: dict[str, str], where: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mask agreement of each edge precision with each reference side.
+
+    Args:
+        files: ``fp32`` / ``int8`` / reference side name -> masks written by a worker.
+        where: Fields copied into every row (bundle, image, target).
+    """
     from edge.bench.worker import load_crops
+    from edge.metrics import mask_agreement
 
     out = []
     crops = {k: load_crops(v) for k, v in files.items() if Path(v).is_file()}
     for edge_side in ("fp32", "int8"):
-        for ref in ("ultralytics-pt", "ultralytics-onnx"):
+        for ref in REFERENCE_SIDES:
             if edge_side in crops and ref in crops:
-                a = agreement_fn(crops[edge_side], crops[ref])
+                a = mask_agreement(crops[edge_side], crops[ref])
                 out.append(
                     {
                         **where,

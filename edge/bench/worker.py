@@ -81,15 +81,6 @@ def load_crops(path: str | Path) -> list[MaskCrop]:
     ]
 
 
-def crop_of_dense(mask: np.ndarray) -> MaskCrop:
-    """Tight crop of a dense (H, W) bool mask (an empty mask gives a 0x0 crop at 0, 0)."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return MaskCrop(np.zeros((0, 0), bool), 0, 0)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    return MaskCrop(np.ascontiguousarray(mask[y0:y1, x0:x1]), int(x0), int(y0))
-
-
 def prompt_for(mode: str, result: Masks, text: str = DEFAULT_TEXT) -> Any:
     """The prompt a configuration times, derived from an everything-mode result.
 
