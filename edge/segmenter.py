@@ -81,6 +81,10 @@ class Segmenter:
         assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
             the per-mask matmul and resampling); ``None`` = ``threads``, 1 = serial. The
             detector is idle meanwhile, so its cores are free.
+        text_threshold: Minimum CLIP similarity of a text prompt's best mask (a prompt's own
+            ``TextPrompt.threshold`` wins); default the bundle's measured
+            ``clip.text_threshold``, ``None`` when the bundle has none (best mask always
+            returned, as the reference).
     """
 
     bundle_dir: Path
@@ -92,6 +96,7 @@ class Segmenter:
     text_crop: str = "reference"
     clip_precision: str | None = None
     assembly_workers: int | None = None
+    text_threshold: float | None = None
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _pool_size: int = field(default=1, init=False, repr=False)
@@ -125,7 +130,9 @@ class Segmenter:
         session = create_session(path, threads=threads)
         _check_session(session, manifest, path)
         _LOGGER.info("loaded %s (%s, %d threads)", path, precision, threads)
-        return cls(bundle_dir, manifest, precision, threads, session)
+        seg = cls(bundle_dir, manifest, precision, threads, session)
+        seg.text_threshold = bundle_text_threshold(manifest)
+        return seg
 
     def assembly_pool(self) -> tuple[ThreadPoolExecutor | None, int]:
         """The mask-assembly pool (created on first use) and its size; ``(None, 1)`` = serial."""
@@ -166,9 +173,13 @@ class Segmenter:
             :class:`~edge.types.Masks` in score-descending order, with ``timings`` in ms. With
             prompts: only the selected masks (plus one merged mask per ``official`` point
             prompt, last), ``data["prompt_index"]`` (first prompt selecting each mask),
-            ``metadata["prompt"]`` (the prompts as JSON) and ``timings["prompt"]`` (selection,
-            including masks assembled to decide it; assembling the remaining output masks
-            counts as ``postprocess``).
+            ``metadata["prompt"]`` (the prompts as JSON), ``metadata["prompt_notes"]`` (why a
+            prompt selected nothing), ``timings["prompt"]`` (selection, including masks
+            assembled to decide it; assembling the remaining output masks counts as
+            ``postprocess``). Text prompts add per-mask ``data["clip_similarity"]`` and
+            ``data["clip_probability"]``, ``metadata["text_scores"]`` (best match per text
+            prompt, selected or not) and, on the frame that loads CLIP,
+            ``timings["load_clip"]``.
 
         Raises:
             InputError: Bad image, threshold or prompt (checked before inference).
@@ -186,7 +197,14 @@ class Segmenter:
         prompts = as_prompt_list(prompt)
         for p in prompts:
             validate_prompt(p, image.shape[:2])
-        encoder = self.text_encoder() if any(isinstance(p, TextPrompt) for p in prompts) else None
+        load_clip_ms = 0.0
+        encoder = None
+        if any(isinstance(p, TextPrompt) for p in prompts):
+            tc = time.perf_counter()
+            fresh = self._text_encoder is None
+            encoder = self.text_encoder()
+            if fresh:  # a one-off cost, reported apart from the per-frame preprocessing
+                load_clip_ms = (time.perf_counter() - tc) * 1e3
         spec = self.manifest.input
         tensor, info = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
         t1 = time.perf_counter()
@@ -198,7 +216,15 @@ class Segmenter:
         dets.pool, dets.workers = self.assembly_pool()
         if prompts:
             ta = time.perf_counter()
-            selection = select(dets, prompts, image, encoder, self.text_top_k, self.text_crop)
+            selection = select(
+                dets,
+                prompts,
+                image,
+                encoder,
+                self.text_top_k,
+                self.text_crop,
+                self.text_threshold,
+            )
             tb = time.perf_counter()
             result = selection_to_masks(dets, selection)
             prompt_ms = (tb - ta) * 1e3
@@ -207,7 +233,7 @@ class Segmenter:
             prompt_ms = 0.0
         t3 = time.perf_counter()
         result.timings.update(
-            preprocess=(t1 - t0) * 1e3,
+            preprocess=(t1 - t0) * 1e3 - load_clip_ms,
             infer=(t2 - t1) * 1e3,
             postprocess=(t3 - t2) * 1e3 - prompt_ms,
         )
@@ -215,9 +241,16 @@ class Segmenter:
             thresholds={"conf": conf_t, "iou": iou_t, "max_det": max_det},
             input_hw=info.input_hw,
         )
+        if load_clip_ms:
+            result.timings["load_clip"] = load_clip_ms
         if prompts:
             result.timings["prompt"] = prompt_ms
             result.metadata["prompt"] = [p.to_json() for p in prompts]
+            result.metadata["prompt_notes"] = list(selection.notes)
+            if selection.text_scores:
+                result.metadata["text_scores"] = [
+                    {"prompt_index": k, **v} for k, v in sorted(selection.text_scores.items())
+                ]
         return result
 
     def text_encoder(self) -> CachedTextEncoder:
@@ -349,7 +382,7 @@ class Detections:
         rows = [j for j, i in enumerate(idx_all) if self.area(i) > 0]
         idx = np.asarray([idx_all[j] for j in rows], dtype=np.intp)
         extras = {
-            k: np.asarray(v, dtype=np.int64)[rows] if len(v) else np.zeros(0, np.int64)
+            k: np.asarray(v)[rows] if len(v) else np.zeros(0, np.int64)
             for k, v in (data or {}).items()
         }
         if len(idx) == 0:
@@ -422,6 +455,23 @@ def postprocess_outputs(
         dropped, as in the reference.
     """
     return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()
+
+
+def bundle_text_threshold(manifest: BundleManifest) -> float | None:
+    """The bundle's measured text threshold (``clip.text_threshold``), or ``None``.
+
+    Raises:
+        BundleError: A value that is not a number in [-1, 1].
+    """
+    clip = manifest.extra.get("clip")
+    value = clip.get("text_threshold") if isinstance(clip, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+        raise BundleError(
+            f"bundle.json clip.text_threshold: expected a number in [-1, 1], got {value!r}"
+        )
+    return float(value)
 
 
 def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path: Path) -> None:
