@@ -574,9 +574,7 @@ def text_matches(
     probs /= probs.sum(axis=1, keepdims=True)
     out = []
     for t, j in enumerate(np.argmax(similarity, axis=1)):
-        out.append(
-            TextMatch(int(keep[j]), float(similarity[t, j]), float(probs[t, j]), len(keep))
-        )
+        out.append(TextMatch(int(keep[j]), float(similarity[t, j]), float(probs[t, j]), len(keep)))
     return out
 
 

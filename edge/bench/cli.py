@@ -139,8 +139,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``fastsam-edge bench``: run; write bench.json, bench.md (compact), bench-full.md,
     bench.png (+ sustained.png)."""
     from edge.bench.report import draw_plot, draw_sustained, to_markdown
-    from edge.cliargs import check_parent, emit_json, prepare_out_dir
     from edge.bench.run import BenchPlan, run_bench
+    from edge.cliargs import check_parent, emit_json, prepare_out_dir
     from edge.demo import demo_bundle
     from edge.io import atomic_write_bytes, atomic_write_image, atomic_write_json
 

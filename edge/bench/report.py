@@ -60,7 +60,10 @@ def compact_table(report: dict[str, Any]) -> list[str]:
     """
     rows = report["rows"]
     names = list(dict.fromkeys(r["bundle"] for r in rows))
-    header = "| bundle | image | prec | thr | mode | masks | p50 ms | p90 ms | FPS | RSS MiB | x ref |"
+    header = (
+        "| bundle | image | prec | thr | mode | masks | p50 ms | p90 ms | FPS | RSS MiB "
+        "| x ref |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     side_names = {"ultralytics-pt": "ul-pt", "ultralytics-onnx": "ul-onnx"}
     for r, speed in zip(rows, _speedups(rows), strict=True):
