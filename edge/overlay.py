@@ -8,6 +8,9 @@ from numpy.typing import NDArray
 
 from edge.types import Masks
 
+_BAND_ROWS = 64
+"""Rows blended at a time by :func:`draw_overlay`."""
+
 
 def mask_colors(n: int, seed: int = 0) -> NDArray[np.uint8]:
     """(n, 3) uint8 BGR colours, vivid and reproducible (golden-ratio hue walk)."""
@@ -22,6 +25,7 @@ def draw_overlay(
     alpha: float = 0.6,
     contours: bool = True,
     boxes: bool = False,
+    copy: bool = True,
 ) -> NDArray[np.uint8]:
     """Paint the masks over the image.
 
@@ -34,23 +38,39 @@ def draw_overlay(
         alpha: Mask opacity.
         contours: Draw mask outlines.
         boxes: Draw the detection boxes.
+        copy: Paint a copy (default). ``False`` paints ``image_bgr`` itself, which saves a
+            frame-sized copy when the caller no longer needs the image (the CLI).
 
     Returns:
-        (H, W, 3) uint8 BGR overlay (a new array).
+        (H, W, 3) uint8 BGR overlay (a new array unless ``copy=False``).
     """
-    out = image_bgr.copy()
+    out = image_bgr.copy() if copy else image_bgr
     if len(result) == 0:
         return out
     colors = mask_colors(len(result))
-    label = np.full(result.image_hw, -1, dtype=np.int32)
-    for i in np.argsort(-result.area, kind="stable"):
-        crop = result.crops[i]
-        h, w = crop.data.shape
-        view = label[crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w]
-        view[crop.data] = i
-    painted = label >= 0
-    layer = colors[label[painted]].astype(np.float32)
-    out[painted] = (out[painted] * (1 - alpha) + layer * alpha).astype(np.uint8)
+    order = np.argsort(-result.area, kind="stable")
+    height, width = out.shape[:2]
+    # Blend in bands of rows: the per-pixel label and the float blend temporaries then stay a
+    # few MB even for a 50 MP frame (whole-frame temporaries were several times the image).
+    for r0 in range(0, height, _BAND_ROWS):
+        r1 = min(height, r0 + _BAND_ROWS)
+        label: NDArray[np.int32] | None = None
+        for i in order:
+            crop = result.crops[i]
+            h, w = crop.data.shape
+            y0, y1 = max(crop.y0, r0), min(crop.y0 + h, r1)
+            if y1 <= y0:
+                continue
+            if label is None:
+                label = np.full((r1 - r0, width), -1, dtype=np.int32)
+            view = label[y0 - r0 : y1 - r0, crop.x0 : crop.x0 + w]
+            view[crop.data[y0 - crop.y0 : y1 - crop.y0]] = i
+        if label is None:
+            continue
+        painted = label >= 0
+        band = out[r0:r1]
+        layer = colors[label[painted]].astype(np.float32)
+        band[painted] = (band[painted] * (1 - alpha) + layer * alpha).astype(np.uint8)
     if contours:
         for crop in result.crops:
             cs, _ = cv2.findContours(
