@@ -479,16 +479,35 @@ class MqttConfig:
     topic_prefix: str = _spec(
         "fastsam-edge",
         "Topics: <prefix>/available (online/offline, retained, last will), <prefix>/events "
-        "(one compact JSON per result), <prefix>/state (the last one, retained).",
+        "(one compact JSON per result), <prefix>/state (the last one, retained), "
+        "<prefix>/overlay (JPEG, retained), <prefix>/trigger (subscribed: a message captures).",
         topic,
     )
     qos: int = _spec(1, "QoS of published messages.", choice(0, 1, 2))
-    keepalive_s: int = _spec(60, "Keep-alive interval in seconds.", integer(5, 3600))
+    keepalive_s: int = _spec(
+        60,
+        "Keep-alive interval in seconds; a broker that has not answered for half of it is "
+        "logged as a warning and reported by /healthz.",
+        integer(5, 3600),
+    )
     max_masks: int = _spec(
         10, "Masks listed (score, box, area) in each event message.", integer(0, 1000)
     )
+    image: bool = _spec(
+        True,
+        "Publish each result's overlay as JPEG to <prefix>/overlay (retained; the Home "
+        "Assistant 'Last result' camera).",
+        boolean,
+    )
+    image_max_side: int = _spec(
+        640, "Longer side of the published overlay JPEG in pixels (downscaled).", integer(32, 8192)
+    )
     discovery: bool = _spec(
-        False, "Publish Home Assistant MQTT discovery for a 'masks' sensor.", boolean
+        False,
+        "Publish Home Assistant MQTT discovery: one device with a mask-count sensor, a 'Last "
+        "result' camera and a 'Capture' button (it publishes to <prefix>/trigger, which the "
+        "service subscribes to).",
+        boolean,
     )
     discovery_prefix: str = _spec("homeassistant", "Home Assistant discovery prefix.", topic)
 
