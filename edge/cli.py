@@ -113,8 +113,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     atomic_write_json(args.json, doc)
     if args.overlay:
-        # the image is not needed afterwards: paint it in place (one frame less at 50 MP)
-        atomic_write_image(args.overlay, draw_overlay(image, result, copy=False))
+        atomic_write_image(args.overlay, draw_overlay(image, result))
     t = result.timings
     print(
         f"{len(result)} masks | preprocess {t['preprocess']:.1f} ms, infer {t['infer']:.1f} ms, "

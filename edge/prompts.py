@@ -473,6 +473,72 @@ def _text_crop(
     return np.ascontiguousarray(out[:, :, ::-1])
 
 
+@dataclass(frozen=True, eq=False)
+class CropEmbeddings:
+    """CLIP image embeddings of one frame's text candidates, reusable by later text prompts.
+
+    :func:`select` stores it on :attr:`edge.segmenter.Detections.crop_embeddings` the first time
+    a text prompt is applied to the detections; any later text prompt with the same encoder,
+    ``top_k`` and ``crop`` encodes only its text.
+
+    Attributes:
+        candidates: (C,) indices of the masks the crops were cut from (rows of the result
+            for :func:`embed_text_candidates`, detection indices when cached on detections).
+        features: (C, D) float32 L2-normalised image embeddings, one row per candidate.
+        top_k: Candidate cap they were computed with.
+        crop: Crop style they were computed with.
+        encoder: The encoder that produced them (compared by identity).
+    """
+
+    candidates: NDArray[np.intp]
+    features: NDArray[np.float32]
+    top_k: int | None
+    crop: str
+    encoder: object
+
+    def matches(self, encoder: object, top_k: int | None, crop: str) -> bool:
+        """Whether these embeddings are what ``encoder``/``top_k``/``crop`` would compute."""
+        return self.encoder is encoder and self.top_k == top_k and self.crop == crop
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return int(self.candidates.nbytes + self.features.nbytes)
+
+    def best(self, text_feats: NDArray[np.float32]) -> list[int]:
+        """For each text embedding, the best-matching candidate's result index (``-1``: none)."""
+        if len(self.candidates) == 0:
+            return [-1] * len(text_feats)
+        similarity = np.asarray(text_feats, dtype=np.float32) @ self.features.T  # (T, C)
+        return [int(self.candidates[j]) for j in np.argmax(similarity, axis=1)]
+
+
+def embed_text_candidates(
+    result: Masks,
+    image_bgr: NDArray[np.uint8],
+    encoder: TextEncoder,
+    top_k: int | None = TEXT_TOP_K,
+    crop: str = "reference",
+) -> CropEmbeddings:
+    """Pick the text candidates of ``result`` and encode their crops with CLIP (see
+    :func:`select_by_text` for the rule)."""
+    if crop not in TEXT_CROPS:
+        raise InputError(f"crop: expected one of {list(TEXT_CROPS)}, got {crop!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InputError(f"top_k: expected a positive integer or None, got {top_k!r}")
+    area = result.area
+    keep = np.flatnonzero(area > TEXT_MIN_AREA)
+    if top_k is not None and len(keep) > top_k:
+        rank = result.confidence[keep].astype(np.float64) * np.sqrt(area[keep])
+        keep = np.sort(keep[np.argsort(-rank, kind="stable")[:top_k]])
+    if len(keep) == 0:
+        feats = np.zeros((0, 0), dtype=np.float32)
+    else:
+        crops = [_text_crop(result, int(i), image_bgr, crop) for i in keep]
+        feats = np.asarray(encoder.encode_images(crops), dtype=np.float32)
+    return CropEmbeddings(keep.astype(np.intp), feats, top_k, crop, encoder)
+
+
 def select_by_text(
     result: Masks,
     image_bgr: NDArray[np.uint8],
@@ -501,25 +567,13 @@ def select_by_text(
     Returns:
         One mask index per text, ``-1`` where no mask is large enough.
     """
-    if crop not in TEXT_CROPS:
-        raise InputError(f"crop: expected one of {list(TEXT_CROPS)}, got {crop!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise InputError(f"top_k: expected a positive integer or None, got {top_k!r}")
     texts = list(texts)
     if not texts:
         return []
-    area = result.area
-    keep = np.flatnonzero(area > TEXT_MIN_AREA)
-    if top_k is not None and len(keep) > top_k:
-        rank = result.confidence[keep].astype(np.float64) * np.sqrt(area[keep])
-        keep = np.sort(keep[np.argsort(-rank, kind="stable")[:top_k]])
-    if len(keep) == 0:
+    emb = embed_text_candidates(result, image_bgr, encoder, top_k, crop)
+    if len(emb.candidates) == 0:
         return [-1] * len(texts)
-    crops = [_text_crop(result, int(i), image_bgr, crop) for i in keep]
-    image_feats = np.asarray(encoder.encode_images(crops), dtype=np.float32)
-    text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
-    similarity = text_feats @ image_feats.T  # (T, N)
-    return [int(keep[j]) for j in np.argmax(similarity, axis=1)]
+    return emb.best(np.asarray(encoder.encode_text(texts), dtype=np.float32))
 
 
 @dataclass
@@ -814,13 +868,27 @@ def select(
     if text_ids and len(dets):
         if encoder is None or image_bgr is None:
             raise InputError("text: a text prompt needs the image and a CLIP encoder")
-        kept = dets.nonempty()
-        everything = dets.to_masks(kept)
         texts = [prompts[k].text for k in text_ids]  # type: ignore[union-attr]
-        winners = select_by_text(everything, image_bgr, texts, encoder, text_top_k, text_crop)
-        for k, j in zip(text_ids, winners, strict=True):
-            if j >= 0:
-                mark([kept[j]], k)
+        emb = dets.crop_embeddings
+        if emb is None or not emb.matches(encoder, text_top_k, text_crop):
+            # first text prompt on these detections: embed the candidates' crops once; the
+            # candidates are indices of the non-empty detections, mapped back below
+            kept = dets.nonempty()
+            emb = embed_text_candidates(
+                dets.to_masks(kept), image_bgr, encoder, text_top_k, text_crop
+            )
+            emb = CropEmbeddings(
+                np.asarray(kept, dtype=np.intp)[emb.candidates],
+                emb.features,
+                emb.top_k,
+                emb.crop,
+                emb.encoder,
+            )
+            dets.crop_embeddings = emb
+        if len(emb.candidates):
+            winners = emb.best(np.asarray(encoder.encode_text(texts), dtype=np.float32))
+            for k, j in zip(text_ids, winners, strict=True):
+                mark([j], k)
     return out
 
 

@@ -35,6 +35,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_busy": ("gauge", "1 while a frame is being segmented."),
     "fastsam_queue_depth": ("gauge", "Triggered frames waiting for the segmenter."),
     "fastsam_source_up": ("gauge", "1 while the frame source is open."),
+    "fastsam_mqtt_connected": ("gauge", "1 while connected to the MQTT broker (mqtt.enabled)."),
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),
     "fastsam_last_result_timestamp_seconds": ("gauge", "Time of the last result (epoch)."),
     "fastsam_start_time_seconds": ("gauge", "Service start time (epoch)."),

@@ -43,7 +43,7 @@ from edge.service.config import (
 )
 from edge.service.http import ApiServer, HttpError, TriggerRequest
 from edge.service.metrics import Metrics
-from edge.service.mqtt import MqttPublisher, compact_message
+from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
 from edge.service.sink import ResultSink
 from edge.service.sources import (
@@ -225,7 +225,14 @@ class Service:
             self._warmup()
         self.sink.start()
         if cfg.mqtt.enabled:
-            self.mqtt = MqttPublisher(cfg.mqtt, self._mqtt_factory, self.metrics)
+            self.mqtt = MqttPublisher(
+                cfg.mqtt,
+                self._mqtt_factory,
+                self.metrics,
+                now=self.clock.now,
+                on_trigger=self.wake.set,
+                version=__version__,
+            )
             self.mqtt.start()
         if cfg.trigger.gpio.enabled:
             self.gpio = GpioTrigger(cfg.trigger.gpio, self.wake.set, self._gpio_pin_factory)
@@ -278,6 +285,8 @@ class Service:
             names.append(f"gpio {self.cfg.trigger.gpio.pin}")
         if self.http:
             names.append("http")
+        if self.mqtt:
+            names.append(f"mqtt {self.mqtt.trigger_topic}")
         return names
 
     def _warmup(self) -> None:
@@ -413,6 +422,10 @@ class Service:
         if gpio_edges:
             fired.append("gpio")
             self.metrics.inc("fastsam_triggers_total", gpio_edges - 1, trigger="gpio")
+        presses = self.mqtt.take() if self.mqtt is not None else 0
+        if presses:
+            fired.append("mqtt")
+            self.metrics.inc("fastsam_triggers_total", presses - 1, trigger="mqtt")
         with self._request_lock:
             req, self._pending_request = self._pending_request, None
         if req is not None:
@@ -475,6 +488,8 @@ class Service:
         now = self.clock.now()
         if self._worker_stalled(now) is None:
             self.pinger.progress(now)
+        if self.mqtt is not None:
+            self.mqtt.poll()
 
     def _enqueue(self, job: Job) -> None:
         if job.priority:
@@ -635,6 +650,7 @@ class Service:
         )
         doc["capture"] = capture.to_dict()
         written = None
+        overlay = None
         if req is None or req.save:
             overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
@@ -663,7 +679,12 @@ class Service:
             latency_s * 1e3,
         )
         if self.mqtt is not None:
-            self.mqtt.publish(message)
+            jpeg = None
+            if cfg.mqtt.image:
+                if overlay is None:
+                    overlay = draw_overlay(job.image, result)
+                jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
+            self.mqtt.publish(message, jpeg)
         with self._latest_lock:
             self._latest = doc
         if self.on_result is not None:
@@ -730,6 +751,9 @@ class Service:
             problems.append(f"source down: {src.last_error}")
         if self.stop_event.is_set():
             problems.append("stopping")
+        mqtt_problem = self.mqtt.problem() if self.mqtt is not None else None
+        if mqtt_problem:
+            problems.append(mqtt_problem)
         body = {
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
@@ -758,6 +782,11 @@ class Service:
             "frames": int(self.metrics.get("fastsam_frames_total")),
             "results": int(self.metrics.get("fastsam_results_total")),
             "disk_free_bytes": self.sink.free_bytes(),
+            "mqtt": (
+                {"connected": self.mqtt.connected, "broker": self.mqtt.broker}
+                if self.mqtt is not None
+                else None
+            ),
             "uptime_s": round(now - self._started_at, 3),
         }
         return (200 if not problems else 503), body
