@@ -67,13 +67,20 @@ def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[An
         tagged.append((f"--box {' '.join(args.box)!r}", BoxPrompt(boxes)))
     tagged += [(f"--text {t!r}", TextPrompt(t)) for t in args.text or []]
     if args.prompts:
+        from edge.paths import describe_path_kind
+
         path = Path(args.prompts)
+        kind = describe_path_kind(path)  # checked first: reading a FIFO would block
+        if kind is not None:
+            raise InputError(f"--prompts {str(path)!r}: cannot read: it {kind}")
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"--prompts {str(path)!r}: cannot read: {exc.strerror}") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise InputError(f"--prompts {str(path)!r}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError(f"--prompts {str(path)!r}: JSON nested too deeply") from None
         try:
             parsed = parse_prompts(obj)
         except InputError as exc:
