@@ -18,12 +18,14 @@ from edge.scenes import generate_scene
 
 RSS_LIMIT_MB = 600
 
-# runs the CLI in-process of a fresh interpreter and reports its own peak RSS
+# runs the CLI in a fresh interpreter and reports its own peak RSS: VmHWM belongs to the new
+# address space (ru_maxrss would carry over the forking pytest process's peak through exec)
 _RSS_SCRIPT = """
-import resource, sys
+import sys
 from edge.cli import main
 code = main(sys.argv[1:])
-print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print("maxrss_kb", hwm, file=sys.stderr)
 sys.exit(code)
 """
 
