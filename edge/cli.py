@@ -22,6 +22,17 @@ def _bundle_facts(seg: Any) -> dict[str, Any]:
     }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--threads 0`` is a usage error, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _numbers(flag: str, value: str, counts: tuple[int, ...], form: str) -> list[float]:
     try:
         nums = [float(v) for v in value.split(",")]
@@ -57,13 +68,20 @@ def _parse_cli_prompts(args: argparse.Namespace) -> list[tuple[str, Any]]:
         tagged.append((f"--box {' '.join(args.box)!r}", BoxPrompt(boxes)))
     tagged += [(f"--text {t!r}", TextPrompt(t)) for t in args.text or []]
     if args.prompts:
+        from edge.paths import describe_path_kind
+
         path = Path(args.prompts)
+        kind = describe_path_kind(path)  # checked first: reading a FIFO would block
+        if kind is not None:
+            raise InputError(f"--prompts {str(path)!r}: cannot read: it {kind}")
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"--prompts {str(path)!r}: cannot read: {exc.strerror}") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise InputError(f"--prompts {str(path)!r}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError(f"--prompts {str(path)!r}: JSON nested too deeply") from None
         try:
             parsed = parse_prompts(obj)
         except InputError as exc:
@@ -222,7 +240,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from edge.coco import coco_image, masks_to_coco
     from edge.demo import demo_bundle
     from edge.encode import clean_mask
-    from edge.marks import draw_labels, draw_prompt_marks
+    from edge.marks import draw_prompt_marks
     from edge.overlay import draw_overlay
     from edge.report import result_to_dict
     from edge.segmenter import Segmenter
@@ -253,7 +271,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     empty = masks = frames = 0
     t_start = time.perf_counter()
     try:
-        for frame in iter_frames(sources, args.vid_stride):
+        for frame in iter_frames(sources, args.vid_stride, max_pixels=args.max_pixels):
             prompts = _check_prompts(tagged, frame.image.shape[:2])
             result = seg.segment(
                 frame.image,
@@ -286,9 +304,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 )
             overlay = None
             if want_overlay:
-                overlay = draw_overlay(frame.image, result)
-                if args.labels:
-                    draw_labels(overlay, result)
+                overlay = draw_overlay(
+                    frame.image, result, labels="id+score" if args.labels else None
+                )
                 if prompts:
                     draw_prompt_marks(overlay, prompts)
             outputs.frame(frame, result, doc, overlay)
@@ -440,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int_arg("--threads", " (thread sweeps are for bench)"),
         help="onnxruntime threads (default: all cores)",
+    )
+    s.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=50_000_000,
+        help="refuse images and video frames with more pixels (read from the file header "
+        "before decoding; default 50000000)",
     )
     s.add_argument(
         "--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)"

@@ -160,7 +160,7 @@ def int_arg(flag: str, hint: str = "") -> Any:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected one positive integer, got {text!r}{hint}"
+                f"expected a positive integer, got {text!r}{hint}"
             ) from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")

@@ -1,4 +1,4 @@
-"""Annotations drawn on top of an overlay: prompt marks and mask labels (OpenCV only).
+"""Prompt marks drawn on top of an overlay (OpenCV only; mask labels: ``edge.overlay``).
 
 Prompt marks show what was asked: each point as a ring with its label (``+`` foreground,
 ``-`` background), each box as a rectangle, each text as a caption. They are drawn for every
@@ -13,8 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-
-from edge.types import Masks
 
 _POS = (60, 220, 60)  # BGR green: foreground point
 _NEG = (60, 60, 230)  # BGR red: background point
@@ -73,20 +71,4 @@ def draw_prompt_marks(image: NDArray[np.uint8], prompts: Sequence[Any]) -> NDArr
             line += 1
             (_, th), _ = cv2.getTextSize("Ag", _FONT, fs, thick)
             _text(image, f"text: {p.text[:60]}", (4, line * (th + 8)), (255, 255, 255), fs, thick)
-    return image
-
-
-def draw_labels(image: NDArray[np.uint8], result: Masks) -> NDArray[np.uint8]:
-    """Write each mask's id and score at its box's top-left corner, in place."""
-    fs, thick = _scale(image)
-    for i in range(len(result)):
-        x1, y1 = (int(v) for v in result.xyxy[i, :2])
-        _text(
-            image,
-            f"{i} {float(result.confidence[i]):.2f}",
-            (x1 + 2, y1 + 12),
-            (255, 255, 255),
-            fs * 0.8,
-            1,
-        )
     return image

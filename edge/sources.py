@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import InputError
+from edge.paths import describe_path_kind
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -96,12 +97,13 @@ def expand_sources(specs: list[str]) -> list[Source]:
             continue
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file())
-            what = f"folder {spec!r}"
-        elif glob.has_magic(spec):
+            what = f"{spec!r} is a directory with"
+        elif glob.has_magic(spec) and not path.exists():
             files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-            what = f"glob {spec!r}"
+            what = f"glob {spec!r} matches"
         else:
-            raise InputError(f"source: {spec!r} does not exist (not a file, folder or glob)")
+            kind = describe_path_kind(path) or "is not readable"
+            raise InputError(f"source: {spec!r} {kind} (expected an image, video, folder or glob)")
         found = 0
         for f in files:
             kind = _kind(f)
@@ -112,7 +114,7 @@ def expand_sources(specs: list[str]) -> list[Source]:
             found += 1
         if not found:
             raise InputError(
-                f"source: {what} has no image or video file "
+                f"source: {what} no image or video file "
                 f"(extensions: {', '.join(sorted(IMAGE_EXTS | VIDEO_EXTS))})"
             )
     return list(out.values())
@@ -158,33 +160,44 @@ def _unique_names(sources: list[Source]) -> dict[Path, str]:
 def iter_frames(
     sources: list[Source],
     vid_stride: int = 1,
-    read_image: Callable[[Path], NDArray[np.uint8]] | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of ``sources``: each image once, every ``vid_stride``-th video frame.
 
     Args:
         sources: From :func:`expand_sources`.
         vid_stride: Keep video frames 0, N, 2N, ... (skipped frames are grabbed, not decoded).
-        read_image: Image reader (default :func:`edge.io.read_image`, with its checks).
+        max_pixels: Refuse images and videos whose frames have more pixels (images: checked
+            from the header before decoding, by :func:`edge.io.read_image`); ``None``: the
+            reader's default limit for images, none for videos.
 
     Raises:
-        InputError: An unreadable image or video, or ``vid_stride < 1``.
+        InputError: An unreadable image or video, a frame above ``max_pixels``, or
+            ``vid_stride < 1``.
     """
     if isinstance(vid_stride, bool) or not isinstance(vid_stride, int) or vid_stride < 1:
         raise InputError(f"--vid-stride: expected a positive integer, got {vid_stride!r}")
-    if read_image is None:
-        from edge.io import read_image as _read
+    from edge.io import read_image
 
-        read_image = _read
+    def read(path: Path) -> NDArray[np.uint8]:
+        return read_image(path) if max_pixels is None else read_image(path, max_pixels)
+
     names = _unique_names(sources)
     image_id = 0
     for s in sources:
         if not s.video:
             image_id += 1
-            yield Frame(read_image(s.path), s, 0, names[s.path], image_id)
+            yield Frame(read(s.path), s, 0, names[s.path], image_id)
             continue
         cap = _open_video(s.path)
         try:
+            w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if max_pixels is not None and w * h > max_pixels:
+                raise InputError(
+                    f"source: {str(s.path)!r} has {w}x{h} frames ({w * h} pixels), above the "
+                    f"limit of {max_pixels}; raise --max-pixels"
+                )
             index = 0
             while True:
                 if index % vid_stride:

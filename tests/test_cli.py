@@ -228,7 +228,7 @@ def test_missing_source_and_empty_folder(tmp_path: Path, capsys) -> None:  # noq
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "x.txt").write_text("x")
     assert main(["segment", str(tmp_path)]) == EXIT_BAD_INPUT
-    assert "has no image or video file" in capsys.readouterr().err
+    assert "is a directory with no image or video file" in capsys.readouterr().err
 
 
 def test_exit_code_table_in_readme() -> None:
