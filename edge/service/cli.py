@@ -67,8 +67,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from edge.service.doctor import report, run_checks
 
     config = args.config
-    if config is None and Path(DEFAULT_CONFIG_PATH).is_file():
-        config = DEFAULT_CONFIG_PATH
+    if config is None:
+        try:
+            present = Path(DEFAULT_CONFIG_PATH).is_file()
+        except PermissionError:  # there but unreadable: the config check says which group
+            present = True
+        config = DEFAULT_CONFIG_PATH if present else None
     text, code = report(run_checks(config, user=args.user), as_json=args.as_json)
     print(text)
     return code

@@ -640,7 +640,7 @@ def check_text_support(cfg: ServiceConfig) -> Check | None:
 def check_disk(cfg: ServiceConfig) -> Check:
     out = Path(cfg.output.dir)
     probe_dir = out
-    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+    while not _present(probe_dir) and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent
     try:
         usage = shutil.disk_usage(probe_dir)
@@ -664,7 +664,7 @@ def check_disk(cfg: ServiceConfig) -> Check:
         return Check(
             "disk", WARN, msg + ": retention allows more than fits", "lower output.max_mb"
         )
-    if not writable and out.exists():
+    if not writable and _present(out):
         return Check(
             "disk",
             WARN,
@@ -673,6 +673,14 @@ def check_disk(cfg: ServiceConfig) -> Check:
             "-u fastsam-edge fastsam-edge doctor)",
         )
     return Check("disk", OK, msg)
+
+
+def _present(path: Path) -> bool:
+    """``path.exists()``, False where a parent directory is not searchable by this user."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return False
 
 
 def check_optional(cfg: ServiceConfig) -> list[Check]:

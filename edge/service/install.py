@@ -459,6 +459,9 @@ class Installer:
             else render_example_config()
         )
         self.ensure_file(self.config_path, example, 0o640, overwrite=False, group=self.user)
+        if self.system and not self.dry_run and self._p(self.config_path).is_file():
+            # a config written before the group existed (fastsam-edge configure) joins it
+            self._chown(self._p(self.config_path), "root", self.user)
         output_dir = DEFAULT_OUTPUT_DIR
         cfg: ServiceConfig | None = None
         try:
