@@ -61,6 +61,29 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
 fi
 mkdir -p "$VENVS"
 
+# Debian packages that tests need, as "package:command" (installed once, only when the command is
+# missing; needs root or sudo and apt, as on CI). Add a line here for every new one.
+DEBS=(
+    "qemu-user-static:qemu-x86_64-static"   # tests/test_cpu.py: int8 kernels on an emulated AVX2 CPU
+)
+install_debs() {
+    local missing=() entry sudo=()
+    for entry in "${DEBS[@]}"; do
+        command -v "${entry#*:}" >/dev/null 2>&1 || missing+=("${entry%%:*}")
+    done
+    ((${#missing[@]})) || return 0
+    ((EUID == 0)) || sudo=(sudo -n)
+    echo "+ apt-get install ${missing[*]}"
+    local log="$VENVS/apt.install.log"
+    if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        echo "test.sh: apt-get install ${missing[*]} failed; last lines of $log:" >&2
+        tail -n 20 "$log" >&2
+        return 1
+    fi
+}
+install_debs || exit 1
+
 # Counts from a pytest JUnit XML: "passed failed errors skipped xfailed"; real skips
 # (not xfails) are listed on stderr. With argv[2] == "not-export", a collection-time skip of a
 # module whose module-level `pytestmark` has `mark.export` (e.g. a module-level
