@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -25,24 +27,108 @@ def rle_counts(mask: NDArray[np.bool_]) -> list[int]:
     return [int(r) for r in runs]
 
 
-def rle_string(counts: list[int]) -> str:
+def _crop_boundaries(crop: MaskCrop, height: int) -> NDArray[np.int64]:
+    """Frame positions (column-major index) where the mask's runs start and end, sorted.
+
+    Each crop column contributes its 0->1 and 1->0 transitions, shifted by the crop's offset
+    into the frame's column-major order (``x * height + y``). A run that ends at the bottom of
+    a full-height column and one that starts at the top of the next meet at the same position;
+    those pairs cancel (one run across the column break).
+    """
+    data = np.ascontiguousarray(crop.data, dtype=bool).view(np.uint8)
+    h, w = data.shape
+    # A 0 row above and below makes every column's runs open and close inside the crop; the
+    # transitions are found row-major (no transposed copy) and sorted into column-major order.
+    padded = cv2.copyMakeBorder(data, 1, 1, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    rows, cols = np.divmod(np.flatnonzero(padded[1:] != padded[:-1]), w)
+    pos = (cols + crop.x0) * height + (rows + crop.y0)
+    pos.sort()
+    if crop.y0 == 0 and h == height and pos.size > 2:
+        joined = np.flatnonzero(pos[1:] == pos[:-1])
+        if joined.size:
+            pos = np.delete(pos, np.concatenate([joined, joined + 1]))
+    return pos
+
+
+def crop_rle_counts(crop: MaskCrop, height: int, width: int) -> NDArray[np.int64]:
+    """Uncompressed COCO run lengths of a crop placed in a (height, width) frame.
+
+    Same runs as :func:`rle_counts` of the dense mask, computed from the crop alone: the cost
+    follows the crop's size, not the frame's.
+
+    Raises:
+        ValueError: The crop does not lie inside the frame.
+    """
+    h, w = crop.data.shape
+    if crop.data.size and (
+        crop.x0 < 0 or crop.y0 < 0 or crop.x0 + w > width or crop.y0 + h > height
+    ):
+        raise ValueError(
+            f"RLE: crop {w}x{h} at ({crop.x0}, {crop.y0}) does not fit a {width}x{height} frame"
+        )
+    total = height * width
+    pos = _crop_boundaries(crop, height) if crop.data.size else np.zeros(0, np.int64)
+    if pos.size == 0:
+        return np.array([total], dtype=np.int64)
+    counts = np.diff(pos, prepend=0, append=total)
+    # the last run always counts pixels; a mask ending at the last pixel has no zero tail
+    return counts[:-1] if counts[-1] == 0 else counts
+
+
+def _varint_chars(x: NDArray[np.int64]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """COCO's characters for signed values ``x``, and how many characters each value takes.
+
+    Each value is written as little-endian 5-bit groups, the 0x20 bit set on every group but
+    the last, offset by 48; it takes the fewest groups whose 5k-bit two's complement holds it
+    (pycocotools ``rleToString``'s loop, in bulk).
+    """
+    if x.size == 0:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
+    magnitude = np.where(x >= 0, x, ~x)
+    bits = np.frexp(magnitude.astype(np.float64))[1].astype(np.int64)  # bit length (< 2**53)
+    ngroups = (bits + 5) // 5  # + the sign bit, rounded up to 5-bit groups
+    shifts = 5 * np.arange(int(ngroups.max()), dtype=np.int64)
+    groups = (x[:, None] >> shifts) & 0x1F
+    groups |= np.where(shifts[None, :] < 5 * (ngroups[:, None] - 1), 0x20, 0)
+    chars = (groups[shifts[None, :] < 5 * ngroups[:, None]] + 48).astype(np.uint8)
+    return chars, ngroups
+
+
+def _deltas(counts: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.int64]:
+    """COCO's delta coding: from the 4th count of each list on, the count minus the one two
+    before it. ``starts`` are the offsets of each list in the concatenated ``counts``."""
+    x = counts.copy()
+    if counts.size > 3:
+        index = np.arange(counts.size) - np.repeat(starts, np.diff(np.append(starts, counts.size)))
+        coded = np.flatnonzero(index > 2)
+        x[coded] -= counts[coded - 2]
+    return x
+
+
+def rle_string(counts: Sequence[int] | NDArray[np.integer]) -> str:
     """Compress run lengths into COCO's ASCII RLE string (pycocotools ``rleToString``).
 
-    Each count (delta-coded against the count two before it, from the third on) is written
+    Each count (delta-coded against the count two before it, from the fourth on) is written
     as little-endian 5-bit groups with a continuation bit, offset by 48.
     """
-    out: list[str] = []
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+    c = np.asarray(counts, dtype=np.int64).ravel()
+    chars, _ = _varint_chars(_deltas(c, np.zeros(1, np.int64)))
+    return chars.tobytes().decode("ascii")
+
+
+def rle_strings(counts: Sequence[NDArray[np.int64]]) -> list[str]:
+    """:func:`rle_string` of many count lists in one vectorised pass (one per mask)."""
+    if not counts:
+        return []
+    lengths = np.array([len(c) for c in counts], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = np.concatenate([np.asarray(c, dtype=np.int64) for c in counts])
+    chars, ngroups = _varint_chars(_deltas(flat, starts))
+    text = chars.tobytes().decode("ascii")
+    # a list's characters end where the groups of its last value end
+    char_ends = np.concatenate([[0], np.cumsum(ngroups)])
+    bounds = char_ends[np.concatenate([[0], np.cumsum(lengths)])].tolist()
+    return [text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def parse_rle_string(counts: str) -> list[int]:
@@ -94,10 +180,26 @@ def decode_rle(rle: dict[str, object]) -> NDArray[np.bool_]:
 def encode_rle(crop: MaskCrop, height: int, width: int) -> dict[str, object]:
     """COCO compressed RLE of one mask at frame size, decodable by ``pycocotools.mask.decode``.
 
+    Computed from the crop and its offset (no frame-sized array): byte-identical to
+    ``pycocotools.mask.encode`` of the dense mask.
+
     Returns:
         ``{"size": [height, width], "counts": str}``.
+
+    Raises:
+        ValueError: The crop does not lie inside the frame.
     """
-    return {"size": [height, width], "counts": rle_string(rle_counts(crop.dense(height, width)))}
+    return encode_rles([crop], height, width)[0]
+
+
+def encode_rles(crops: Sequence[MaskCrop], height: int, width: int) -> list[dict[str, object]]:
+    """:func:`encode_rle` of many masks of one frame, the strings compressed in one pass.
+
+    Raises:
+        ValueError: A crop does not lie inside the frame.
+    """
+    strings = rle_strings([crop_rle_counts(c, height, width) for c in crops])
+    return [{"size": [height, width], "counts": s} for s in strings]
 
 
 def mask_to_polygons(crop: MaskCrop, epsilon: float = 0.0) -> list[list[float]]:
@@ -128,7 +230,7 @@ def mask_to_polygons(crop: MaskCrop, epsilon: float = 0.0) -> list[list[float]]:
         pts = contour.reshape(-1, 2).astype(np.int64)
         pts[:, 0] += crop.x0 - 1
         pts[:, 1] += crop.y0 - 1
-        polygons.append([float(v) for v in pts.ravel()])
+        polygons.append(pts.ravel().astype(np.float64).tolist())
     return polygons
 
 

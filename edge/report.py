@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.encode import encode_rle, mask_to_polygons
+from edge.encode import encode_rles, mask_to_polygons
 from edge.types import Masks
 
 RESULT_SCHEMA_VERSION = 1
@@ -21,6 +21,7 @@ def result_to_dict(
     prompt: Any = None,
     polygon_epsilon: float = 0.0,
     source: str | None = None,
+    encodings: bool = True,
 ) -> dict[str, Any]:
     """Serialise a result to the JSON-able result schema (version 1).
 
@@ -34,25 +35,32 @@ def result_to_dict(
             also carry a per-mask ``prompt_index`` (from ``result.data``).
         polygon_epsilon: Douglas-Peucker tolerance of the polygons in pixels.
         source: Image path or source name, if any.
+        encodings: Include each mask's ``rle`` and ``polygons`` (the costly part); False
+            gives the summary fields only (for a consumer that does not read the masks).
 
     Returns:
         A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
         ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
-        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``).
+        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``;
+        the last two only with ``encodings``).
     """
     if prompt is None:
         prompt = result.metadata.get("prompt")
     h, w = result.image_hw
-    masks = []
+    masks: list[dict[str, Any]] = []
+    rles = encode_rles(result.crops, h, w) if encodings else []
+    scores = [round(v, 6) for v in result.confidence.tolist()]
+    boxes = [[round(v, 3) for v in box] for box in result.xyxy.tolist()]
     for i, crop in enumerate(result.crops):
         entry: dict[str, Any] = {
             "id": i,
-            "score": round(float(result.confidence[i]), 6),
-            "bbox_xyxy": [round(float(v), 3) for v in result.xyxy[i]],
+            "score": scores[i],
+            "bbox_xyxy": boxes[i],
             "area": crop.area,
-            "rle": encode_rle(crop, h, w),
-            "polygons": mask_to_polygons(crop, polygon_epsilon),
         }
+        if encodings:
+            entry["rle"] = rles[i]
+            entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)
         for key, values in result.data.items():
             value = np.asarray(values)[i]
             entry[key] = value.item() if hasattr(value, "item") else value
@@ -73,3 +81,20 @@ def result_to_dict(
         "num_masks": len(result),
         "masks": masks,
     }
+
+
+def add_encodings(doc: dict[str, Any], result: Masks, polygon_epsilon: float = 0.0) -> None:
+    """Fill ``rle`` and ``polygons`` into a document made with ``encodings=False`` (in place).
+
+    Lets a caller defer the costly encodings until someone reads them (e.g. ``GET /latest``).
+
+    Raises:
+        ValueError: The document's masks are not the result's.
+    """
+    masks = doc["masks"]
+    if len(masks) != len(result):
+        raise ValueError(f"add_encodings: {len(masks)} masks in the document, {len(result)} given")
+    h, w = result.image_hw
+    for entry, crop, rle in zip(masks, result.crops, encode_rles(result.crops, h, w), strict=True):
+        entry["rle"] = rle
+        entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)

@@ -8,6 +8,7 @@
 #            Python 3.11, numpy 1.24, opencv-python-headless 4.11, a pinned onnxruntime)
 #   export   torch==2.14.1 torchvision==0.29.1 first (served from local disk by pip's config),
 #            then pip install -e ".[export,dev,test]"; the whole suite, YOLO_OFFLINE=1
+# Debian packages the tests need (mosquitto) are apt-installed first when missing (as root).
 #
 # Usage: scripts/test.sh [--only runtime|pi|export]... [--reuse] [-- PYTEST_ARGS...]
 #   --only NAME  run only that env (repeatable, or comma-separated)
@@ -61,28 +62,25 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
 fi
 mkdir -p "$VENVS"
 
-# Debian packages that tests need, as "package:command" (installed once, only when the command is
-# missing; needs root or sudo and apt, as on CI). Add a line here for every new one.
-DEBS=(
-    "qemu-user-static:qemu-x86_64-static"   # tests/test_cpu.py: int8 kernels on an emulated AVX2 CPU
-)
-install_debs() {
-    local missing=() entry sudo=()
-    for entry in "${DEBS[@]}"; do
-        command -v "${entry#*:}" >/dev/null 2>&1 || missing+=("${entry%%:*}")
-    done
-    ((${#missing[@]})) || return 0
-    ((EUID == 0)) || sudo=(sudo -n)
-    echo "+ apt-get install ${missing[*]}"
-    local log="$VENVS/apt.install.log"
-    if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-            "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        echo "test.sh: apt-get install ${missing[*]} failed; last lines of $log:" >&2
-        tail -n 20 "$log" >&2
-        return 1
+# Debian packages the tests need (CI runs this as root on a fresh machine with apt reachable).
+# Idempotent: apt is only touched when the program is missing.
+apt_need() {  # apt_need PROGRAM PACKAGE: install PACKAGE unless PROGRAM is on PATH or in sbin
+    local prog="$1" pkg="$2" log="$VENVS/apt.log"
+    command -v "$prog" >/dev/null 2>&1 && return 0
+    [[ -x "/usr/sbin/$prog" || -x "/sbin/$prog" ]] && return 0
+    if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: $prog is missing (apt package $pkg) and this is not root with apt-get;" \
+            "the tests that need it will fail" >&2
+        return 0
     fi
+    echo "+ apt-get install -y $pkg (tests need $prog; log: ${log#"$ROOT"/})"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "$pkg" >>"$log" 2>&1 \
+        || { apt-get update >>"$log" 2>&1 && apt-get install -y --no-install-recommends "$pkg" >>"$log" 2>&1; } \
+        || { echo "test.sh: apt-get install $pkg failed; see $log" >&2; tail -n 20 "$log" >&2; }
 }
-install_debs || exit 1
+apt_need mosquitto mosquitto   # tests/test_service_mqtt_broker.py: a real MQTT broker
+apt_need qemu-x86_64-static qemu-user-static  # tests/test_cpu.py, test_quantize.py: int8 on an emulated AVX2 CPU
 
 # Counts from a pytest JUnit XML: "passed failed errors skipped xfailed"; real skips
 # (not xfails) are listed on stderr. With argv[2] == "not-export", a collection-time skip of a

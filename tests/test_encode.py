@@ -9,12 +9,15 @@ from pycocotools import mask as mask_utils
 
 from edge.encode import (
     clean_mask,
+    crop_rle_counts,
     decode_rle,
     encode_rle,
+    encode_rles,
     mask_to_polygons,
     parse_rle_string,
     rle_counts,
     rle_string,
+    rle_strings,
 )
 from edge.types import MaskCrop
 
@@ -114,6 +117,107 @@ def test_encode_rle_of_crop_is_frame_sized(data, x0, y0, hw):
     crop = MaskCrop(data, x0, y0)
     decoded = mask_utils.decode(encode_rle(crop, *hw)).astype(bool)
     np.testing.assert_array_equal(decoded, crop.dense(*hw))
+
+
+def _coco(dense):
+    return mask_utils.encode(np.asfortranarray(dense.astype(np.uint8)))["counts"].decode("ascii")
+
+
+def _frame_crop(kind, h, w, seed):
+    """A crop of a (h, w) frame: (data, x0, y0) for one placement kind."""
+    rng = np.random.default_rng(seed)
+    if kind == "empty":
+        return np.zeros((0, 0), bool), 0, 0
+    if kind == "empty-data":  # a crop with pixels, none of them set
+        ch, cw = min(3, h), min(4, w)
+        return np.zeros((ch, cw), bool), (w - cw) // 2, (h - ch) // 2
+    if kind == "full-frame":
+        return np.ones((h, w), bool), 0, 0
+    if kind == "full-height":  # runs join across column breaks
+        ch, cw = h, max(1, w // 2)
+        return rng.random((ch, cw)) < 0.9, int(rng.integers(0, w - cw + 1)), 0
+    if kind == "all-borders":  # the crop is the frame, every border pixel set
+        data = rng.random((h, w)) < 0.3
+        data[0, :] = data[-1, :] = data[:, 0] = data[:, -1] = True
+        return data, 0, 0
+    ch, cw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+    data = rng.random((ch, cw)) < 0.5
+    corners = {
+        "top-left": (0, 0),
+        "bottom-right": (w - cw, h - ch),
+        "top-right": (w - cw, 0),
+        "bottom-left": (0, h - ch),
+        "random": (int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))),
+    }
+    x0, y0 = corners[kind]
+    return data, x0, y0
+
+
+CROP_KINDS = [
+    "empty",
+    "empty-data",
+    "full-frame",
+    "full-height",
+    "all-borders",
+    "top-left",
+    "bottom-right",
+    "top-right",
+    "bottom-left",
+    "random",
+]
+FRAME_SIZES = [(1, 1), (1, 7), (7, 1), (5, 3), (17, 29), (64, 48), (97, 131)]
+
+
+@pytest.mark.parametrize("kind", CROP_KINDS)
+@pytest.mark.parametrize("hw", FRAME_SIZES, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rle_from_crop_is_byte_identical_to_pycocotools(kind, hw, seed):
+    h, w = hw
+    data, x0, y0 = _frame_crop(kind, h, w, seed)
+    crop = MaskCrop(data, x0, y0)
+    dense = crop.dense(h, w)
+    rle = encode_rle(crop, h, w)
+    assert rle["size"] == [h, w]
+    assert rle["counts"] == _coco(dense)
+    assert crop_rle_counts(crop, h, w).tolist() == rle_counts(dense)
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (1081, 1921)], ids=["640x480", "1921x1081"])
+def test_encode_rles_bulk_matches_pycocotools_per_mask(hw):
+    h, w = hw
+    rng = np.random.default_rng(7)
+    crops = []
+    for i in range(40):
+        ch, cw = int(rng.integers(1, h // 2)), int(rng.integers(1, w // 2))
+        data = _random_blobs(ch, cw, i, density=float(rng.uniform(0.1, 0.9)))
+        crops.append(MaskCrop(data, int(rng.integers(0, w - cw)), int(rng.integers(0, h - ch))))
+    crops += [MaskCrop(np.zeros((0, 0), bool), 0, 0), MaskCrop(np.ones((h, w), bool), 0, 0)]
+    rles = encode_rles(crops, h, w)
+    assert len(rles) == len(crops)
+    for crop, rle in zip(crops, rles, strict=True):
+        assert rle == {"size": [h, w], "counts": _coco(crop.dense(h, w))}
+    assert encode_rles([], h, w) == []
+
+
+def test_rle_strings_bulk_equals_one_by_one():
+    rng = np.random.default_rng(11)
+    lists = [rng.integers(0, 5000, size=int(n)) for n in rng.integers(1, 30, size=25)]
+    lists.insert(3, np.zeros(0, np.int64))  # an empty list keeps its slot
+    assert rle_strings(lists) == [rle_string(c) for c in lists]
+    assert rle_strings([]) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "x0", "y0"),
+    [
+        pytest.param(np.ones((3, 3), bool), 8, 0, id="past-right"),
+        pytest.param(np.ones((3, 3), bool), 0, 6, id="past-bottom"),
+        pytest.param(np.ones((3, 3), bool), -1, 0, id="negative"),
+    ],
+)
+def test_rle_rejects_crop_outside_frame(data, x0, y0):
+    with pytest.raises(ValueError, match="does not fit a 10x8 frame"):
+        encode_rle(MaskCrop(data, x0, y0), 8, 10)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from edge.service.clock import FakeClock
 from edge.service.config import GpioConfig, MotionConfig, MqttConfig, ServiceConfig
 from edge.service.metrics import Metrics
-from edge.service.mqtt import MqttPublisher, compact_message
+from edge.service.mqtt import MqttPublisher, compact_message, discovery_messages
 from edge.service.notify import Notifier, WatchdogPinger
 from edge.service.sources import (
     DemoSource,
@@ -112,6 +113,17 @@ def test_job_queue_drops_instead_of_piling_up():
     stop.set()
     assert not q.put(jobs[1], stop, poll_s=0.001)  # full and stopping: refused, no wait
     assert [j.frame_id for j in q.drain()] == [2]
+
+
+def test_job_queue_bound_holds_for_priority_jobs_and_remove():
+    q = JobQueue(1)
+    img = np.zeros((2, 2, 3), np.uint8)
+    first, second = (Job(i, img, ("http",), 0.0, priority=True) for i in range(2))
+    assert q.put_priority(first) == []
+    assert q.put_priority(second) == [second]  # full of priority jobs: refused, not queued
+    assert len(q) == 1
+    assert q.remove(lambda j: j.frame_id == 1) == [] and len(q) == 1
+    assert q.remove(lambda j: j.frame_id == 0) == [first] and len(q) == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,6 +498,7 @@ def test_mqtt_publisher_topics_will_and_discovery(tmp_path):
     assert ("cam/garage/available", "online", 1, True) in c.published
     disc = [p for p in c.published if p[0] == "homeassistant/sensor/pi1/masks/config"]
     assert disc and json.loads(disc[0][1])["state_topic"] == "cam/garage/state"
+    assert c.subscribed == ["cam/garage/trigger"]
     doc = {
         "frame_id": 7,
         "timestamp": "t",
@@ -516,6 +529,74 @@ def test_mqtt_publisher_topics_will_and_discovery(tmp_path):
     pub.stop()
     assert c.published[-1] == ("cam/garage/available", "offline", 1, True)
     assert c.disconnected and not c.loop_running
+
+
+def test_mqtt_discovery_device_entities_default_entity_id():
+    cfg = MqttConfig(enabled=True, topic_prefix="cam/garage", discovery=True, client_id="Pi-1")
+    msgs = discovery_messages(cfg, cfg.topic_prefix, "9.9")
+    by_component = {topic.split("/")[1]: json.loads(json.dumps(c)) for topic, c in msgs.items()}
+    assert sorted(msgs) == [
+        "homeassistant/button/pi_1/capture/config",
+        "homeassistant/camera/pi_1/last_result/config",
+        "homeassistant/sensor/pi_1/masks/config",
+    ]
+    for component, conf in by_component.items():
+        assert "object_id" not in conf  # deprecated by Home Assistant 2025.10
+        assert conf["default_entity_id"].startswith(f"{component}.pi_1_")
+        assert conf["device"]["identifiers"] == ["pi_1"] and conf["device"]["sw_version"] == "9.9"
+        assert conf["availability_topic"] == "cam/garage/available"
+        assert conf["unique_id"] == conf["default_entity_id"].split(".", 1)[1]
+    assert by_component["sensor"]["value_template"] == "{{ value_json.num_masks }}"
+    assert by_component["camera"]["topic"] == "cam/garage/overlay"
+    assert by_component["button"]["command_topic"] == "cam/garage/trigger"
+    no_image = discovery_messages(MqttConfig(image=False), "p")
+    assert not any("/camera/" in t for t in no_image)
+
+
+def test_mqtt_trigger_topic_counts_presses_not_retained():
+    woke = []
+    client = FakeMqttClient("x")
+    pub = MqttPublisher(
+        MqttConfig(enabled=True, topic_prefix="p"),
+        lambda cid: client,
+        on_trigger=lambda: woke.append(1),
+    )
+    pub.start()
+    client.connect()
+    client.deliver("p/trigger", b"PRESS")
+    client.deliver("p/trigger", b"PRESS", retain=True)  # left on the broker: ignored
+    client.deliver("p/other", b"PRESS")
+    client.deliver("p/trigger", b"anything")
+    assert pub.take() == 2 and pub.take() == 0 and len(woke) == 2
+
+
+def test_mqtt_unanswered_broker_warns_once_reports_and_recovers(caplog):
+    clock = FakeClock()
+    metrics = Metrics()
+    client = FakeMqttClient("x")
+    cfg = MqttConfig(enabled=True, host="broker.lan", port=1884, keepalive_s=10)
+    pub = MqttPublisher(cfg, lambda cid: client, metrics, now=clock.now)
+    pub.start()
+    assert metrics.get("fastsam_mqtt_connected") == 0
+    with caplog.at_level(logging.WARNING, logger="edge.service.mqtt"):
+        clock.advance(4.9)
+        pub.poll()
+        assert pub.problem() is None and not caplog.records  # within the grace period
+        clock.advance(0.2)
+        pub.poll()
+        pub.poll()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "broker.lan:1884" in warnings[0].getMessage()
+        assert "no connection to broker.lan:1884 for 5 s" in pub.problem()
+        assert metrics.get("fastsam_errors_total") == 1
+        client.connect()
+        assert pub.problem() is None and metrics.get("fastsam_mqtt_connected") == 1
+        client.on_disconnect(client, None, None, "keepalive timeout", None)
+        assert metrics.get("fastsam_mqtt_connected") == 0 and pub.problem() is None
+        clock.advance(6)
+        pub.poll()
+        assert "keepalive timeout" in pub.problem()
+        assert metrics.get("fastsam_errors_total") == 2  # a second outage, a second warning
 
 
 def test_mqtt_missing_paho_is_a_clear_error(monkeypatch):

@@ -148,6 +148,14 @@ def host(key: str, value: Any) -> str:
     return value
 
 
+def host_list(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v and not any(c.isspace() or c in "/@" for c in v) for v in value
+    ):
+        raise _bad(key, 'a list of host names or addresses, e.g. ["camera.lan"] (or ["*"])', value)
+    return list(value)
+
+
 def topic(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value or any(c in value for c in "#+\0"):
         raise _bad(key, "a non-empty MQTT topic without wildcards (#, +)", value)
@@ -392,16 +400,22 @@ class OutputConfig:
     dir: str = _spec(
         DEFAULT_OUTPUT_DIR,
         "Output directory; each result is a directory <UTC time>_<frame id>/ with result.json "
-        "(the `fastsam-edge segment` schema), overlay.png and optionally frame.jpg, renamed "
+        "(the `fastsam-edge segment` schema), overlay.jpg and optionally frame.jpg, renamed "
         "into place when complete.",
         string,
     )
-    overlay: bool = _spec(True, "Write overlay.png (masks painted over the frame).", boolean)
+    overlay: bool = _spec(True, "Write overlay.jpg (masks painted over the frame).", boolean)
+    overlay_format: str = _spec(
+        "jpeg",
+        'Format of the overlay: "jpeg" (overlay.jpg, small and fast to encode) or "png" '
+        "(overlay.png, lossless, several times slower and larger).",
+        choice("jpeg", "png"),
+    )
     frame: bool = _spec(False, "Write the (oriented, cropped, capped) source frame.", boolean)
     frame_format: str = _spec(
         "jpg", 'Format of the source frame: "jpg" or "png".', choice("jpg", "png")
     )
-    jpeg_quality: int = _spec(90, "JPEG quality of frame.jpg.", integer(1, 100))
+    jpeg_quality: int = _spec(90, "JPEG quality of overlay.jpg and frame.jpg.", integer(1, 100))
     max_results: int = _spec(
         1000,
         "Retention: keep at most this many results (oldest deleted first); 0 = no limit.",
@@ -454,6 +468,19 @@ class HttpConfig:
         "prompt on a Pi 4 can take tens of seconds); then 504.",
         number(1, 3600),
     )
+    max_connections: int = _spec(
+        32,
+        "Connections served at once (one thread each); more get a fast 503 with Retry-After.",
+        integer(1, 1024),
+    )
+    allowed_hosts: list[str] = _spec(
+        [],
+        "Extra names accepted in the Host header (421 otherwise: stops DNS rebinding). Always "
+        "accepted: localhost, 127.0.0.1, [::1] and the address a client connected to; with a "
+        "non-loopback http.host also this machine's host name and <hostname>.local. Add the "
+        'names you reach the device by (reverse proxy, DNS alias); ["*"] accepts any Host.',
+        host_list,
+    )
 
 
 @dataclass(frozen=True)
@@ -473,16 +500,35 @@ class MqttConfig:
     topic_prefix: str = _spec(
         "fastsam-edge",
         "Topics: <prefix>/available (online/offline, retained, last will), <prefix>/events "
-        "(one compact JSON per result), <prefix>/state (the last one, retained).",
+        "(one compact JSON per result), <prefix>/state (the last one, retained), "
+        "<prefix>/overlay (JPEG, retained), <prefix>/trigger (subscribed: a message captures).",
         topic,
     )
     qos: int = _spec(1, "QoS of published messages.", choice(0, 1, 2))
-    keepalive_s: int = _spec(60, "Keep-alive interval in seconds.", integer(5, 3600))
+    keepalive_s: int = _spec(
+        60,
+        "Keep-alive interval in seconds; a broker that has not answered for half of it is "
+        "logged as a warning and reported by /healthz.",
+        integer(5, 3600),
+    )
     max_masks: int = _spec(
         10, "Masks listed (score, box, area) in each event message.", integer(0, 1000)
     )
+    image: bool = _spec(
+        True,
+        "Publish each result's overlay as JPEG to <prefix>/overlay (retained; the Home "
+        "Assistant 'Last result' camera).",
+        boolean,
+    )
+    image_max_side: int = _spec(
+        640, "Longer side of the published overlay JPEG in pixels (downscaled).", integer(32, 8192)
+    )
     discovery: bool = _spec(
-        False, "Publish Home Assistant MQTT discovery for a 'masks' sensor.", boolean
+        False,
+        "Publish Home Assistant MQTT discovery: one device with a mask-count sensor, a 'Last "
+        "result' camera and a 'Capture' button (it publishes to <prefix>/trigger, which the "
+        "service subscribes to).",
+        boolean,
     )
     discovery_prefix: str = _spec("homeassistant", "Home Assistant discovery prefix.", topic)
 

@@ -6,20 +6,34 @@ Topics, the way Home Assistant and Frigate users expect them:
   so the broker announces a crashed service.
 * ``<prefix>/events``: one compact JSON message per result (not retained).
 * ``<prefix>/state``: the same message, retained (the last result).
-* with ``discovery = true``: ``<discovery_prefix>/sensor/<client_id>/masks/config``, a retained
-  Home Assistant discovery message for a "masks" sensor reading ``<prefix>/state``.
+* ``<prefix>/overlay``: the last result's overlay as JPEG bytes, retained (``mqtt.image``).
+* ``<prefix>/trigger``: subscribed; any (non-retained) message triggers a capture, which is
+  what the Home Assistant "Capture" button sends.
+* with ``discovery = true``, retained Home Assistant discovery messages under
+  ``<discovery_prefix>/<component>/<node>/<object>/config`` for one device with a mask-count
+  sensor, a "Last result" camera (the overlay topic) and a "Capture" button. Entity ids are
+  suggested with ``default_entity_id`` (``sensor.<node>_masks``), not the deprecated
+  ``object_id``.
 
 The client connects asynchronously and reconnects by itself; a broker that is down never
-blocks or stops the service (messages queue up to a bound, then are dropped by paho).
+blocks or stops the service (messages queue up to a bound, then are dropped by paho). A broker
+that does not answer within half of ``keepalive_s`` is logged once as a WARNING per outage,
+counted as an error, reported by :meth:`MqttPublisher.problem` (``/healthz``) and visible as
+``fastsam_mqtt_connected 0`` in ``/metrics``; the service loop calls :meth:`MqttPublisher.poll`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edge.service.config import ConfigError, MqttConfig
 from edge.service.metrics import Metrics
@@ -73,24 +87,138 @@ def compact_message(
     return msg
 
 
+def encode_jpeg(image: np.ndarray, max_side: int, quality: int = 85) -> bytes:
+    """A BGR image as JPEG bytes, downscaled so its longer side is at most ``max_side``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w) if max_side else 1.0
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def node_id(client_id: str) -> str:
+    """The Home Assistant node / object id for ``client_id`` (``[a-z0-9_]``)."""
+    return re.sub(r"[^a-z0-9_]+", "_", client_id.lower()).strip("_") or "fastsam_edge"
+
+
+def discovery_messages(
+    cfg: MqttConfig, prefix: str, version: str = ""
+) -> dict[str, dict[str, Any]]:
+    """Home Assistant discovery topic -> config payload, for one device with three entities.
+
+    Args:
+        cfg: The ``[mqtt]`` section (``client_id``, ``discovery_prefix``, ``image``).
+        prefix: The topic prefix of the service's own topics.
+        version: Software version shown on the device page.
+    """
+    node = node_id(cfg.client_id)
+    device = {
+        "identifiers": [node],
+        "name": cfg.client_id,
+        "manufacturer": "fastsam-edge",
+        "model": "FastSAM segmentation service",
+        "sw_version": version,
+    }
+    common = {
+        "availability_topic": f"{prefix}/available",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "fastsam-edge", "sw_version": version},
+    }
+    entities: dict[str, tuple[str, dict[str, Any]]] = {
+        "masks": (
+            "sensor",
+            {
+                "name": "Masks",
+                "state_topic": f"{prefix}/state",
+                "value_template": "{{ value_json.num_masks }}",
+                "json_attributes_topic": f"{prefix}/state",
+                "state_class": "measurement",
+                "unit_of_measurement": "masks",
+                "icon": "mdi:shape",
+            },
+        ),
+        "capture": (
+            "button",
+            {
+                "name": "Capture",
+                "command_topic": f"{prefix}/trigger",
+                "payload_press": "PRESS",
+                "icon": "mdi:camera",
+            },
+        ),
+    }
+    if cfg.image:
+        entities["last_result"] = ("camera", {"name": "Last result", "topic": f"{prefix}/overlay"})
+    out = {}
+    for obj, (component, body) in entities.items():
+        config = {
+            **body,
+            "unique_id": f"{node}_{obj}",
+            "default_entity_id": f"{component}.{node}_{obj}",
+            **common,
+        }
+        out[f"{cfg.discovery_prefix}/{component}/{node}/{obj}/config"] = config
+    return out
+
+
 class MqttPublisher:
-    """Publishes results; see the module docstring for topics."""
+    """Publishes results and receives capture requests; see the module docstring for topics.
+
+    Args:
+        cfg: The ``[mqtt]`` section.
+        client_factory: Builds the paho client from the client id (tests pass a fake).
+        metrics: Where ``fastsam_mqtt_connected`` and ``fastsam_errors_total{kind="mqtt"}`` go.
+        now: Monotonic clock (the service passes its own, tests a fake one).
+        on_trigger: Called (from paho's thread) when a capture request arrives.
+        version: Software version for the discovery device.
+    """
 
     def __init__(
         self,
         cfg: MqttConfig,
         client_factory: Callable[[str], Any] | None = None,
         metrics: Metrics | None = None,
+        now: Callable[[], float] = time.monotonic,
+        on_trigger: Callable[[], None] | None = None,
+        version: str = "",
     ) -> None:
         self.cfg = cfg
         self.prefix = cfg.topic_prefix
         self.available_topic = f"{self.prefix}/available"
         self.events_topic = f"{self.prefix}/events"
         self.state_topic = f"{self.prefix}/state"
+        self.overlay_topic = f"{self.prefix}/overlay"
+        self.trigger_topic = f"{self.prefix}/trigger"
         self._factory = client_factory or default_client_factory
         self.metrics = metrics or Metrics()
+        self._now = now
+        self._on_trigger = on_trigger
+        self._version = version
         self.client: Any = None
         self.connected = False
+        self.last_error = ""
+        self._down_since: float | None = None
+        self._warned = False
+        self._lock = threading.Lock()
+        self._presses = 0
+
+    @property
+    def broker(self) -> str:
+        """``host:port`` of the broker."""
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    @property
+    def grace_s(self) -> float:
+        """How long a connection may take before it is reported: half the keep-alive."""
+        return self.cfg.keepalive_s / 2
 
     def start(self) -> None:
         """Create the client, set the last will, connect in the background.
@@ -115,65 +243,133 @@ class MqttPublisher:
             client.tls_set(ca_certs=c.ca_file or None)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        if hasattr(client, "on_connect_fail"):
+            client.on_connect_fail = self._on_connect_fail
         if hasattr(client, "max_queued_messages_set"):
             client.max_queued_messages_set(MAX_QUEUED)
         if hasattr(client, "reconnect_delay_set"):
             client.reconnect_delay_set(1, 60)
         self.client = client
+        with self._lock:
+            self._down_since = self._now()
+            self._warned = False
+        self.metrics.set("fastsam_mqtt_connected", 0)
         client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         client.loop_start()
-        _LOGGER.info("mqtt: connecting to %s:%d as %r", c.host, c.port, c.client_id)
+        _LOGGER.info("mqtt: connecting to %s as %r", self.broker, c.client_id)
+
+    # paho callbacks (network thread) ------------------------------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, *rest: Any) -> None:
         failed = getattr(reason, "is_failure", False) or (isinstance(reason, int) and reason != 0)
         if failed:
+            self.last_error = f"connection refused: {reason}"
             self.metrics.inc("fastsam_errors_total", kind="mqtt")
-            _LOGGER.error("mqtt: connection refused: %s", reason)
+            _LOGGER.error("mqtt: %s refused the connection: %s", self.broker, reason)
             return
-        self.connected = True
-        _LOGGER.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+        with self._lock:
+            recovered = self._warned
+            self.connected = True
+            self._down_since = None
+            self._warned = False
+        self.metrics.set("fastsam_mqtt_connected", 1)
+        log = _LOGGER.warning if recovered else _LOGGER.info
+        log("mqtt: connected to %s", self.broker)
         client.publish(self.available_topic, "online", qos=1, retain=True)
+        if hasattr(client, "subscribe"):
+            client.subscribe(self.trigger_topic, qos=1)
         if self.cfg.discovery:
             self._publish_discovery(client)
 
+    def _on_connect_fail(self, client: Any, userdata: Any, *rest: Any) -> None:
+        self.last_error = "cannot connect (TCP)"
+
     def _on_disconnect(self, client: Any, userdata: Any, *rest: Any) -> None:
-        if self.connected:
-            _LOGGER.warning("mqtt: disconnected; reconnecting in the background")
-        self.connected = False
+        reason = next((r for r in rest if r is not None and not isinstance(r, dict)), None)
+        if reason is not None and getattr(reason, "is_failure", True):
+            self.last_error = f"disconnected: {reason}"
+        with self._lock:
+            was, self.connected = self.connected, False
+            if self._down_since is None:
+                self._down_since = self._now()
+        self.metrics.set("fastsam_mqtt_connected", 0)
+        if was:
+            _LOGGER.warning(
+                "mqtt: disconnected from %s; reconnecting in the background", self.broker
+            )
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        # a retained "press" left on the broker must not fire on every reconnect
+        if msg.topic != self.trigger_topic or getattr(msg, "retain", False):
+            return
+        with self._lock:
+            self._presses += 1
+        _LOGGER.info("mqtt: capture requested on %s", msg.topic)
+        if self._on_trigger is not None:
+            self._on_trigger()
 
     def _publish_discovery(self, client: Any) -> None:
-        c = self.cfg
-        uid = f"{c.client_id}_masks"
-        config = {
-            "name": "Masks",
-            "unique_id": uid,
-            "object_id": uid,
-            "state_topic": self.state_topic,
-            "value_template": "{{ value_json.num_masks }}",
-            "json_attributes_topic": self.state_topic,
-            "availability_topic": self.available_topic,
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "state_class": "measurement",
-            "icon": "mdi:shape",
-            "device": {
-                "identifiers": [c.client_id],
-                "name": c.client_id,
-                "manufacturer": "fastsam-edge",
-                "model": "FastSAM on the edge",
-            },
-        }
-        topic = f"{c.discovery_prefix}/sensor/{c.client_id}/masks/config"
-        client.publish(topic, json.dumps(config), qos=1, retain=True)
+        for topic, config in discovery_messages(self.cfg, self.prefix, self._version).items():
+            client.publish(topic, json.dumps(config), qos=1, retain=True)
 
-    def publish(self, message: dict[str, Any]) -> None:
-        """Publish one result message (events + retained state); errors are logged, counted."""
+    # service side -------------------------------------------------------------------------
+
+    def take(self) -> int:
+        """Capture requests received since the last call."""
+        with self._lock:
+            n, self._presses = self._presses, 0
+        return n
+
+    def down_for(self) -> float | None:
+        """Seconds without a broker connection (None while connected or stopped)."""
+        with self._lock:
+            since = self._down_since
+        if since is None or self.client is None:
+            return None
+        return max(0.0, self._now() - since)
+
+    def problem(self) -> str | None:
+        """A ``/healthz`` problem once the broker has not answered for :attr:`grace_s`."""
+        down = self.down_for()
+        if down is None or down < self.grace_s:
+            return None
+        why = f" ({self.last_error})" if self.last_error else ""
+        return f"mqtt: no connection to {self.broker} for {down:.0f} s{why}"
+
+    def poll(self) -> None:
+        """Warn (once per outage) when the broker has not answered for :attr:`grace_s`."""
+        problem = self.problem()
+        if problem is None:
+            return
+        with self._lock:
+            if self._warned:
+                return
+            self._warned = True
+        self.metrics.inc("fastsam_errors_total", kind="mqtt")
+        _LOGGER.warning(
+            "%s; results are not published until it answers (check mqtt.host / mqtt.port and "
+            "that the broker runs)",
+            problem,
+        )
+
+    def publish(self, message: dict[str, Any], image_jpeg: bytes | None = None) -> None:
+        """Publish one result (events + retained state, and the overlay JPEG if given).
+
+        Errors are logged and counted, never raised.
+        """
         if self.client is None:
             return
         payload = json.dumps(message, separators=(",", ":"))
+        items: list[tuple[str, Any, bool]] = [
+            (self.events_topic, payload, False),
+            (self.state_topic, payload, True),
+        ]
+        if image_jpeg is not None:
+            items.append((self.overlay_topic, image_jpeg, True))
         try:
-            for topic, retain in ((self.events_topic, False), (self.state_topic, True)):
-                info = self.client.publish(topic, payload, qos=self.cfg.qos, retain=retain)
+            for topic, body, retain in items:
+                info = self.client.publish(topic, body, qos=self.cfg.qos, retain=retain)
                 rc = getattr(info, "rc", 0)
                 if rc not in (0, None) and rc != 4:  # 4 = MQTT_ERR_NO_CONN: queued by paho
                     raise RuntimeError(f"publish to {topic} returned rc={rc}")
@@ -186,7 +382,9 @@ class MqttPublisher:
         client, self.client = self.client, None
         if client is None:
             return
-        was_connected, self.connected = self.connected, False  # no "disconnected" warning
+        with self._lock:
+            was_connected, self.connected = self.connected, False  # no "disconnected" warning
+            self._down_since = None
         try:
             info = client.publish(self.available_topic, "offline", qos=1, retain=True)
             if was_connected and hasattr(info, "wait_for_publish"):

@@ -12,6 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -142,7 +143,9 @@ class FakeMqttClient:
         self.disconnected = False
         self.on_connect: Any = None
         self.on_disconnect: Any = None
+        self.on_message: Any = None
         self.auth: tuple[str, str | None] | None = None
+        self.subscribed: list[str] = []
 
     def will_set(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> None:
         self.will = (topic, payload, qos, retain)
@@ -166,6 +169,13 @@ class FakeMqttClient:
     def publish(self, topic: str, payload: Any, qos: int = 0, retain: bool = False) -> Any:
         self.published.append((topic, payload, qos, retain))
         return _Info()
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        self.subscribed.append(topic)
+
+    def deliver(self, topic: str, payload: bytes = b"PRESS", retain: bool = False) -> None:
+        """Simulate the broker delivering a message on a subscribed topic."""
+        self.on_message(self, None, SimpleNamespace(topic=topic, payload=payload, retain=retain))
 
     def disconnect(self) -> None:
         self.disconnected = True
