@@ -21,6 +21,17 @@ def _bundle_facts(seg: Any) -> dict[str, Any]:
     }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--threads 0`` is a usage error, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _numbers(flag: str, value: str, counts: tuple[int, ...], form: str) -> list[float]:
     try:
         nums = [float(v) for v in value.split(",")]
@@ -56,13 +67,20 @@ def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[An
         tagged.append((f"--box {' '.join(args.box)!r}", BoxPrompt(boxes)))
     tagged += [(f"--text {t!r}", TextPrompt(t)) for t in args.text or []]
     if args.prompts:
+        from edge.paths import describe_path_kind
+
         path = Path(args.prompts)
+        kind = describe_path_kind(path)  # checked first: reading a FIFO would block
+        if kind is not None:
+            raise InputError(f"--prompts {str(path)!r}: cannot read: it {kind}")
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"--prompts {str(path)!r}: cannot read: {exc.strerror}") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise InputError(f"--prompts {str(path)!r}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError(f"--prompts {str(path)!r}: JSON nested too deeply") from None
         try:
             parsed = parse_prompts(obj)
         except InputError as exc:
@@ -84,7 +102,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from edge.report import result_to_dict
     from edge.segmenter import Segmenter
 
-    image = read_image(args.image)
+    image = read_image(args.image, max_pixels=args.max_pixels)
     prompts = _cli_prompts(args, image.shape[:2])
     seg = Segmenter.load(args.bundle, precision=args.precision, threads=args.threads)
     result = seg.segment(
@@ -128,6 +146,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             status[name] = "ok"
         except FastSAMEdgeError as exc:
             status[name] = f"BAD: {exc}"
+    from edge.cpu import int8_class
+
+    cpu = int8_class()
     info = {
         "bundle": str(Path(args.bundle).absolute()),
         "manifest": m.to_dict(),
@@ -135,6 +156,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
         "text_prompts": _text_support(m),
+        "int8_class": cpu.to_dict(),
     }
     if args.as_json:
         print(json.dumps(info, indent=2))
@@ -163,10 +185,26 @@ def cmd_info(args: argparse.Namespace) -> int:
                 for p, row in sorted(m.memory.peak_mib.items())
             )
             print(f"peak memory: {peaks} (measured at export, {m.memory.machine})")
+        quant = m.extra.get("quantization") or {}
+        for key in ("verify", "verify_host"):
+            v = quant.get(key)
+            if v:
+                # bundles from before the reference check carry one host-kernel row
+                what = {"reference": "reference", "host": "export host"}.get(
+                    v.get("kernels"), "export host (no CPU-independent check)"
+                )
+                cls = (v.get("cpu_class") or {}).get("name")
+                print(
+                    f"int8 check:  {what}{f' ({cls})' if cls else ''}: mean mask IoU "
+                    f"{v['mean_iou_fp32_to_int8']:.3f} / {v['mean_iou_int8_to_fp32']:.3f}"
+                    + (f", recall {v['recall_fp32']:.3f} -> {v['recall_int8']:.3f}"
+                       if "recall_int8" in v else "")
+                )  # fmt: skip
         print(
             f"onnxruntime: {ort.__version__}, "
             f"providers: {', '.join(ort.get_available_providers())}"
         )
+        print(f"int8 cpu:    {cpu.describe()}")
     return 0 if all(v == "ok" for v in status.values()) else 1
 
 
@@ -204,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conf", type=float, help="score threshold (default: the bundle's, 0.4)")
     s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")
     s.add_argument("--max-det", type=int, help="maximum masks (default: the bundle's, 300)")
-    s.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    s.add_argument("--threads", type=positive_int, help="onnxruntime threads (default: all cores)")
+    s.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=50_000_000,
+        help="refuse images with more pixels (read from the file header before decoding; "
+        "default 50000000)",
+    )
     s.add_argument(
         "--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)"
     )

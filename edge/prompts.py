@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import reprlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,16 +88,52 @@ def _num(v: float) -> float | int:
     return int(f) if f.is_integer() and abs(f) < 2**53 else f
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxstring, _SHOW.maxother = 3, 8, 60, 60
+
+
+def show(value: Any) -> str:
+    """A bounded ``repr`` for error messages (a 100000-deep list must not recurse)."""
+    return _SHOW.repr(value)
+
+
+def _is_number(v: Any) -> bool:
+    """int/float (numpy's too), but not bool: ``true`` is not a coordinate or a label."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _check_numbers(value: Any, name: str, width: int) -> None:
+    """``value`` is [n, ...] or [[n, ...], ...] of plain numbers (no strings, bools, deeper
+    nesting), checked before numpy would coerce ``"1"`` or ``true`` to 1.0."""
+    shape = "[x, y]" if width == 2 else "[x1, y1, x2, y2]"
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise InputError(f"{name}: expected numbers, got a {value.dtype} array")
+        return
+    if not isinstance(value, list | tuple):
+        raise InputError(f"{name}: expected {shape} or a list of them, got {show(value)}")
+    rows = value if value and isinstance(value[0], list | tuple | np.ndarray) else [value]
+    for row in rows:
+        if isinstance(row, np.ndarray) and row.dtype.kind in "iuf":
+            continue
+        if not isinstance(row, list | tuple):
+            raise InputError(f"{name}: expected {shape} or a list of them, got {show(value)}")
+        for v in row:
+            if not _is_number(v):
+                raise InputError(f"{name}: coordinates must be numbers, got {show(v)}")
+
+
 def _as_float_array(value: Any, name: str, width: int) -> NDArray[np.float64]:
+    _check_numbers(value, name, width)
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: expected numbers, got {value!r}") from exc
+        raise InputError(f"{name}: expected numbers, got {show(value)}") from exc
     if arr.ndim == 1 and arr.shape[0] == width:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != width:
         shape = "[x, y]" if width == 2 else "[x1, y1, x2, y2]"
-        raise InputError(f"{name}: expected {shape} or a list of them, got {value!r}")
+        raise InputError(f"{name}: expected {shape} or a list of them, got {show(value)}")
     return arr
 
 
@@ -120,14 +157,20 @@ class PointPrompt:
         labels = self.labels
         if labels is None:
             labels = np.ones(len(self.points), dtype=np.int64)
-        elif np.ndim(labels) == 0:
+        elif isinstance(labels, list | tuple):
+            for i, v in enumerate(labels):
+                if not (_is_number(v) or isinstance(v, str)):  # strings: validate_prompt says
+                    raise InputError(f"label[{i}]: expected 0 or 1, got {show(v)}")
+        elif isinstance(labels, np.ndarray) and labels.ndim == 0:
+            labels = [labels.item()] * len(self.points)
+        elif not isinstance(labels, np.ndarray):
             labels = [labels] * len(self.points)
         try:
             arr = np.array(labels)
         except (TypeError, ValueError) as exc:  # ragged
-            raise InputError(f"label: expected 0/1 integers, got {labels!r}") from exc
+            raise InputError(f"label: expected 0/1 integers, got {show(labels)}") from exc
         if arr.ndim != 1:
-            raise InputError(f"label: expected a flat list of 0/1, got {labels!r}")
+            raise InputError(f"label: expected a flat list of 0/1, got {show(labels)}")
         object.__setattr__(self, "labels", arr)
 
     def to_json(self) -> dict[str, Any]:
@@ -210,15 +253,17 @@ def parse_prompts(obj: Any) -> list[Prompt]:
     if isinstance(obj, Mapping):
         obj = [obj]
     if not isinstance(obj, list | tuple):
-        raise InputError(f"prompts: expected an object or a list of objects, got {obj!r}")
+        raise InputError(f"prompts: expected an object or a list of objects, got {show(obj)}")
     out: list[Prompt] = []
     for i, entry in enumerate(obj):
         where = f"prompts[{i}]"
         if not isinstance(entry, Mapping):
-            raise InputError(f"{where}: expected an object, got {entry!r}")
+            raise InputError(f"{where}: expected an object, got {show(entry)}")
         kind = entry.get("type")
-        if kind not in _PROMPT_KEYS:
-            raise InputError(f"{where}.type: expected one of {sorted(_PROMPT_KEYS)}, got {kind!r}")
+        if not isinstance(kind, str) or kind not in _PROMPT_KEYS:
+            raise InputError(
+                f"{where}.type: expected one of {sorted(_PROMPT_KEYS)}, got {show(kind)}"
+            )
         unknown = sorted(set(entry) - _PROMPT_KEYS[kind])
         if unknown:
             raise InputError(
@@ -257,7 +302,7 @@ def validate_prompt(prompt: Any, image_hw: tuple[int, int] | None) -> None:
     elif isinstance(prompt, TextPrompt):
         text = prompt.text
         if not isinstance(text, str):
-            raise InputError(f"text: expected a string, got {text!r}")
+            raise InputError(f"text: expected a string, got {show(text)}")
         if not text.strip():
             raise InputError(f"text: empty or whitespace-only text {text!r}")
         if len(text) > MAX_TEXT_CHARS:
@@ -274,7 +319,7 @@ def validate_prompt(prompt: Any, image_hw: tuple[int, int] | None) -> None:
 
 def _validate_points(p: PointPrompt, image_hw: tuple[int, int] | None) -> None:
     if p.mode not in POINT_MODES:
-        raise InputError(f"mode: expected one of {list(POINT_MODES)}, got {p.mode!r}")
+        raise InputError(f"mode: expected one of {list(POINT_MODES)}, got {show(p.mode)}")
     pts, labels = p.points, p.labels
     if len(pts) == 0:
         raise InputError("point: no points given")
@@ -473,6 +518,72 @@ def _text_crop(
     return np.ascontiguousarray(out[:, :, ::-1])
 
 
+@dataclass(frozen=True, eq=False)
+class CropEmbeddings:
+    """CLIP image embeddings of one frame's text candidates, reusable by later text prompts.
+
+    :func:`select` stores it on :attr:`edge.segmenter.Detections.crop_embeddings` the first time
+    a text prompt is applied to the detections; any later text prompt with the same encoder,
+    ``top_k`` and ``crop`` encodes only its text.
+
+    Attributes:
+        candidates: (C,) indices of the masks the crops were cut from (rows of the result
+            for :func:`embed_text_candidates`, detection indices when cached on detections).
+        features: (C, D) float32 L2-normalised image embeddings, one row per candidate.
+        top_k: Candidate cap they were computed with.
+        crop: Crop style they were computed with.
+        encoder: The encoder that produced them (compared by identity).
+    """
+
+    candidates: NDArray[np.intp]
+    features: NDArray[np.float32]
+    top_k: int | None
+    crop: str
+    encoder: object
+
+    def matches(self, encoder: object, top_k: int | None, crop: str) -> bool:
+        """Whether these embeddings are what ``encoder``/``top_k``/``crop`` would compute."""
+        return self.encoder is encoder and self.top_k == top_k and self.crop == crop
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return int(self.candidates.nbytes + self.features.nbytes)
+
+    def best(self, text_feats: NDArray[np.float32]) -> list[int]:
+        """For each text embedding, the best-matching candidate's result index (``-1``: none)."""
+        if len(self.candidates) == 0:
+            return [-1] * len(text_feats)
+        similarity = np.asarray(text_feats, dtype=np.float32) @ self.features.T  # (T, C)
+        return [int(self.candidates[j]) for j in np.argmax(similarity, axis=1)]
+
+
+def embed_text_candidates(
+    result: Masks,
+    image_bgr: NDArray[np.uint8],
+    encoder: TextEncoder,
+    top_k: int | None = TEXT_TOP_K,
+    crop: str = "reference",
+) -> CropEmbeddings:
+    """Pick the text candidates of ``result`` and encode their crops with CLIP (see
+    :func:`select_by_text` for the rule)."""
+    if crop not in TEXT_CROPS:
+        raise InputError(f"crop: expected one of {list(TEXT_CROPS)}, got {crop!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InputError(f"top_k: expected a positive integer or None, got {top_k!r}")
+    area = result.area
+    keep = np.flatnonzero(area > TEXT_MIN_AREA)
+    if top_k is not None and len(keep) > top_k:
+        rank = result.confidence[keep].astype(np.float64) * np.sqrt(area[keep])
+        keep = np.sort(keep[np.argsort(-rank, kind="stable")[:top_k]])
+    if len(keep) == 0:
+        feats = np.zeros((0, 0), dtype=np.float32)
+    else:
+        crops = [_text_crop(result, int(i), image_bgr, crop) for i in keep]
+        feats = np.asarray(encoder.encode_images(crops), dtype=np.float32)
+    return CropEmbeddings(keep.astype(np.intp), feats, top_k, crop, encoder)
+
+
 def select_by_text(
     result: Masks,
     image_bgr: NDArray[np.uint8],
@@ -501,25 +612,13 @@ def select_by_text(
     Returns:
         One mask index per text, ``-1`` where no mask is large enough.
     """
-    if crop not in TEXT_CROPS:
-        raise InputError(f"crop: expected one of {list(TEXT_CROPS)}, got {crop!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise InputError(f"top_k: expected a positive integer or None, got {top_k!r}")
     texts = list(texts)
     if not texts:
         return []
-    area = result.area
-    keep = np.flatnonzero(area > TEXT_MIN_AREA)
-    if top_k is not None and len(keep) > top_k:
-        rank = result.confidence[keep].astype(np.float64) * np.sqrt(area[keep])
-        keep = np.sort(keep[np.argsort(-rank, kind="stable")[:top_k]])
-    if len(keep) == 0:
+    emb = embed_text_candidates(result, image_bgr, encoder, top_k, crop)
+    if len(emb.candidates) == 0:
         return [-1] * len(texts)
-    crops = [_text_crop(result, int(i), image_bgr, crop) for i in keep]
-    image_feats = np.asarray(encoder.encode_images(crops), dtype=np.float32)
-    text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
-    similarity = text_feats @ image_feats.T  # (T, N)
-    return [int(keep[j]) for j in np.argmax(similarity, axis=1)]
+    return emb.best(np.asarray(encoder.encode_text(texts), dtype=np.float32))
 
 
 @dataclass
@@ -814,13 +913,27 @@ def select(
     if text_ids and len(dets):
         if encoder is None or image_bgr is None:
             raise InputError("text: a text prompt needs the image and a CLIP encoder")
-        kept = dets.nonempty()
-        everything = dets.to_masks(kept)
         texts = [prompts[k].text for k in text_ids]  # type: ignore[union-attr]
-        winners = select_by_text(everything, image_bgr, texts, encoder, text_top_k, text_crop)
-        for k, j in zip(text_ids, winners, strict=True):
-            if j >= 0:
-                mark([kept[j]], k)
+        emb = dets.crop_embeddings
+        if emb is None or not emb.matches(encoder, text_top_k, text_crop):
+            # first text prompt on these detections: embed the candidates' crops once; the
+            # candidates are indices of the non-empty detections, mapped back below
+            kept = dets.nonempty()
+            emb = embed_text_candidates(
+                dets.to_masks(kept), image_bgr, encoder, text_top_k, text_crop
+            )
+            emb = CropEmbeddings(
+                np.asarray(kept, dtype=np.intp)[emb.candidates],
+                emb.features,
+                emb.top_k,
+                emb.crop,
+                emb.encoder,
+            )
+            dets.crop_embeddings = emb
+        if len(emb.candidates):
+            winners = emb.best(np.asarray(encoder.encode_text(texts), dtype=np.float32))
+            for k, j in zip(text_ids, winners, strict=True):
+                mark([j], k)
     return out
 
 

@@ -31,6 +31,7 @@ from edge.preprocess import letterbox, normalize_image
 from edge.prompts import (
     TEXT_TOP_K,
     CachedTextEncoder,
+    CropEmbeddings,
     Prompt,
     TextPrompt,
     as_prompt_list,
@@ -144,6 +145,120 @@ class Segmenter:
         """Name of the detector input tensor."""
         return self.manifest.input.name
 
+    def _thresholds(
+        self, conf: float | None, iou: float | None, max_det: int | None
+    ) -> tuple[float, float, int]:
+        th = self.manifest.thresholds
+        conf_t = _check_threshold("conf", th.conf if conf is None else conf)
+        iou_t = _check_threshold("iou", th.iou if iou is None else iou)
+        max_det = th.max_det if max_det is None else max_det
+        if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 0:
+            raise InputError(f"max_det: expected a non-negative integer, got {max_det!r}")
+        return conf_t, iou_t, max_det
+
+    def detect(
+        self,
+        image: NDArray[np.uint8],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+    ) -> Detections:
+        """Run the detector once; masks are assembled later, on demand.
+
+        The returned :class:`Detections` can be prompted any number of times with
+        :meth:`select` without running the detector again (a camera service keeps the last few
+        frames' detections for prompts from a browser). Text prompts on the same detections
+        reuse the crops' CLIP image embeddings, so only the first one encodes images.
+
+        Args:
+            image: (H, W, 3) uint8 BGR image (gray (H, W) and BGRA (H, W, 4) are converted).
+            conf: Score threshold (strict ``>``); default from the bundle (0.4).
+            iou: NMS IoU threshold; default from the bundle (0.9).
+            max_det: Maximum masks; default from the bundle (300).
+
+        Returns:
+            The frame's detections (boxes, scores, coefficients, prototypes, the image) with
+            ``timings`` (``preprocess``, ``infer``, ``postprocess`` = decode and NMS, in ms).
+
+        Raises:
+            InputError: Bad image or threshold.
+        """
+        conf_t, iou_t, max_det = self._thresholds(conf, iou, max_det)
+        t0 = time.perf_counter()
+        image = normalize_image(image)
+        spec = self.manifest.input
+        tensor, info = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
+        t1 = time.perf_counter()
+        output0, protos = self.session.run(None, {spec.name: tensor})
+        t2 = time.perf_counter()
+        dets = prepare_detections(
+            output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
+        )
+        dets.pool, dets.workers = self.assembly_pool()
+        dets.image = image
+        dets.metadata = {
+            "thresholds": {"conf": conf_t, "iou": iou_t, "max_det": max_det},
+            "input_hw": info.input_hw,
+        }
+        dets.timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "infer": (t2 - t1) * 1e3,
+            "postprocess": (time.perf_counter() - t2) * 1e3,
+        }
+        return dets
+
+    def select(
+        self,
+        detections: Detections,
+        prompt: Prompt | Sequence[Prompt] | None = None,
+    ) -> Masks:
+        """Apply prompts (or everything mode) to detections from :meth:`detect`.
+
+        Args:
+            detections: One frame's detections (reusable: nothing here changes what they
+                select, only caches assembled masks and CLIP crop embeddings on them).
+            prompt: As in :meth:`segment`.
+
+        Returns:
+            As :meth:`segment`. ``timings`` holds the detection's ``preprocess`` and ``infer``
+            (measured when :meth:`detect` ran), ``postprocess`` (its decode and NMS plus the
+            masks assembled here) and, with prompts, ``prompt``.
+
+        Raises:
+            InputError: Bad prompt (e.g. a point off the frame), or detections without their
+                image for a text prompt.
+            BundleError: A text prompt on a bundle without CLIP.
+        """
+        prompts = as_prompt_list(prompt)
+        for p in prompts:
+            validate_prompt(p, detections.source_hw)
+        has_text = any(isinstance(p, TextPrompt) for p in prompts)
+        encoder = self.text_encoder() if has_text else None
+        if has_text and detections.image is None:
+            raise InputError("text: these detections carry no image (use Segmenter.detect)")
+        return self._select(detections, prompts, encoder)
+
+    def _select(
+        self, dets: Detections, prompts: list[Prompt], encoder: CachedTextEncoder | None
+    ) -> Masks:
+        ta = time.perf_counter()
+        if prompts:
+            selection = select(dets, prompts, dets.image, encoder, self.text_top_k, self.text_crop)
+            tb = time.perf_counter()
+            result = selection_to_masks(dets, selection)
+        else:
+            tb = ta
+            result = dets.to_masks()
+        tc = time.perf_counter()
+        timings = dict(dets.timings)
+        timings["postprocess"] = timings.get("postprocess", 0.0) + (tc - tb) * 1e3
+        result.timings.update(timings)
+        result.metadata.update(dets.metadata)
+        if prompts:
+            result.timings["prompt"] = (tb - ta) * 1e3
+            result.metadata["prompt"] = [p.to_json() for p in prompts]
+        return result
+
     def segment(
         self,
         image: NDArray[np.uint8],
@@ -153,6 +268,9 @@ class Segmenter:
         prompt: Prompt | Sequence[Prompt] | None = None,
     ) -> Masks:
         """Segment everything in one image, or only what the prompts select.
+
+        ``segment(image, ..., prompt=p)`` is ``select(detect(image, ...), p)``, with the
+        prompts checked against the image before inference.
 
         Args:
             image: (H, W, 3) uint8 BGR image (gray (H, W) and BGRA (H, W, 4) are converted).
@@ -174,51 +292,17 @@ class Segmenter:
             InputError: Bad image, threshold or prompt (checked before inference).
             BundleError: A text prompt on a bundle without CLIP.
         """
-        th = self.manifest.thresholds
-        conf_t = _check_threshold("conf", th.conf if conf is None else conf)
-        iou_t = _check_threshold("iou", th.iou if iou is None else iou)
-        max_det = th.max_det if max_det is None else max_det
-        if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 0:
-            raise InputError(f"max_det: expected a non-negative integer, got {max_det!r}")
-
+        self._thresholds(conf, iou, max_det)
         t0 = time.perf_counter()
         image = normalize_image(image)
         prompts = as_prompt_list(prompt)
         for p in prompts:
             validate_prompt(p, image.shape[:2])
         encoder = self.text_encoder() if any(isinstance(p, TextPrompt) for p in prompts) else None
-        spec = self.manifest.input
-        tensor, info = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
-        t1 = time.perf_counter()
-        output0, protos = self.session.run(None, {spec.name: tensor})
-        t2 = time.perf_counter()
-        dets = prepare_detections(
-            output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
-        )
-        dets.pool, dets.workers = self.assembly_pool()
-        if prompts:
-            ta = time.perf_counter()
-            selection = select(dets, prompts, image, encoder, self.text_top_k, self.text_crop)
-            tb = time.perf_counter()
-            result = selection_to_masks(dets, selection)
-            prompt_ms = (tb - ta) * 1e3
-        else:
-            result = dets.to_masks()
-            prompt_ms = 0.0
-        t3 = time.perf_counter()
-        result.timings.update(
-            preprocess=(t1 - t0) * 1e3,
-            infer=(t2 - t1) * 1e3,
-            postprocess=(t3 - t2) * 1e3 - prompt_ms,
-        )
-        result.metadata.update(
-            thresholds={"conf": conf_t, "iou": iou_t, "max_det": max_det},
-            input_hw=info.input_hw,
-        )
-        if prompts:
-            result.timings["prompt"] = prompt_ms
-            result.metadata["prompt"] = [p.to_json() for p in prompts]
-        return result
+        checks_ms = (time.perf_counter() - t0) * 1e3
+        dets = self.detect(image, conf, iou, max_det)
+        dets.timings["preprocess"] += checks_ms
+        return self._select(dets, prompts, encoder)
 
     def text_encoder(self) -> CachedTextEncoder:
         """The bundle's CLIP encoder (loaded on first use and kept, text embeddings cached).
@@ -281,9 +365,34 @@ class Detections:
     """Threads for :meth:`prefetch` (``None`` = assemble serially)."""
     workers: int = 1
     """Size of :attr:`pool`."""
+    image: NDArray[np.uint8] | None = field(default=None, repr=False)
+    """The (H, W, 3) BGR source image (set by :meth:`Segmenter.detect`; text prompts crop it)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Detection stage times in ms (``preprocess``, ``infer``, ``postprocess``)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """``thresholds`` and ``input_hw`` of the detection, copied into every selected result."""
+    crop_embeddings: CropEmbeddings | None = field(default=None, repr=False)
+    """CLIP embeddings of the text candidates (set by the first text prompt, then reused)."""
 
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: arrays, the image, assembled masks and CLIP embeddings (approximate)."""
+        arrays = (self.xyxy, self.confidence, self.coefficients, self.rois, self.protos)
+        total = sum(a.nbytes for a in arrays)
+        total += self.image.nbytes if self.image is not None else 0
+        total += sum(c.nbytes for c in self._crops.values())
+        total += self.crop_embeddings.nbytes if self.crop_embeddings is not None else 0
+        # the resampler is shared by every frame of the same size (cached), not counted here
+        return int(total)
+
+    def release_masks(self) -> None:
+        """Forget the assembled masks (they are re-assembled on demand): frees memory."""
+        self._crops.clear()
+        self._areas.clear()
+        self.memo.clear()
 
     @property
     def num_assembled(self) -> int:
@@ -436,6 +545,11 @@ def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path
     if len(outputs) != 2:
         raise BundleError(f"model: {str(path)!r} has {len(outputs)} outputs, expected 2")
     shape = inputs[0].shape
+    if manifest.input.dynamic and all(isinstance(v, int) for v in shape[2:]):
+        raise BundleError(
+            f"bundle.json input.dynamic: true, but the model {str(path)!r} has the static "
+            f'input shape {list(shape)}: set "dynamic": false (or export a dynamic model)'
+        )
     if not manifest.input.dynamic:
         expected = [1, 3, *manifest.input.imgsz]
         if list(shape) != expected:

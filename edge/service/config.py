@@ -148,6 +148,14 @@ def host(key: str, value: Any) -> str:
     return value
 
 
+def host_list(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v and not any(c.isspace() or c in "/@" for c in v) for v in value
+    ):
+        raise _bad(key, 'a list of host names or addresses, e.g. ["camera.lan"] (or ["*"])', value)
+    return list(value)
+
+
 def topic(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value or any(c in value for c in "#+\0"):
         raise _bad(key, "a non-empty MQTT topic without wildcards (#, +)", value)
@@ -392,16 +400,22 @@ class OutputConfig:
     dir: str = _spec(
         DEFAULT_OUTPUT_DIR,
         "Output directory; each result is a directory <UTC time>_<frame id>/ with result.json "
-        "(the `fastsam-edge segment` schema), overlay.png and optionally frame.jpg, renamed "
+        "(the `fastsam-edge segment` schema), overlay.jpg and optionally frame.jpg, renamed "
         "into place when complete.",
         string,
     )
-    overlay: bool = _spec(True, "Write overlay.png (masks painted over the frame).", boolean)
+    overlay: bool = _spec(True, "Write overlay.jpg (masks painted over the frame).", boolean)
+    overlay_format: str = _spec(
+        "jpeg",
+        'Format of the overlay: "jpeg" (overlay.jpg, small and fast to encode) or "png" '
+        "(overlay.png, lossless, several times slower and larger).",
+        choice("jpeg", "png"),
+    )
     frame: bool = _spec(False, "Write the (oriented, cropped, capped) source frame.", boolean)
     frame_format: str = _spec(
         "jpg", 'Format of the source frame: "jpg" or "png".', choice("jpg", "png")
     )
-    jpeg_quality: int = _spec(90, "JPEG quality of frame.jpg.", integer(1, 100))
+    jpeg_quality: int = _spec(90, "JPEG quality of overlay.jpg and frame.jpg.", integer(1, 100))
     max_results: int = _spec(
         1000,
         "Retention: keep at most this many results (oldest deleted first); 0 = no limit.",
@@ -453,6 +467,19 @@ class HttpConfig:
         "How long POST /trigger waits for its frame to be captured and segmented (a text "
         "prompt on a Pi 4 can take tens of seconds); then 504.",
         number(1, 3600),
+    )
+    max_connections: int = _spec(
+        32,
+        "Connections served at once (one thread each); more get a fast 503 with Retry-After.",
+        integer(1, 1024),
+    )
+    allowed_hosts: list[str] = _spec(
+        [],
+        "Extra names accepted in the Host header (421 otherwise: stops DNS rebinding). Always "
+        "accepted: localhost, 127.0.0.1, [::1] and the address a client connected to; with a "
+        "non-loopback http.host also this machine's host name and <hostname>.local. Add the "
+        'names you reach the device by (reverse proxy, DNS alias); ["*"] accepts any Host.',
+        host_list,
     )
 
 

@@ -74,7 +74,10 @@ class Summary:
     dropped: int = 0
     errors: int = 0
     mean_latency_ms: float = 0.0
+    mean_read_ms: float = 0.0
+    mean_queue_wait_ms: float = 0.0
     mean_segment_ms: float = 0.0
+    mean_output_ms: float = 0.0
     elapsed_s: float = 0.0
     reason: str = ""
 
@@ -83,8 +86,9 @@ class Summary:
         return (
             f"fastsam-edge serve: {self.frames} frames, {self.triggers} triggers, "
             f"{self.written} results written, {self.dropped} dropped, {self.errors} errors, "
-            f"mean latency {self.mean_latency_ms:.1f} ms (segment {self.mean_segment_ms:.1f} ms)"
-            f" in {self.elapsed_s:.1f} s [{self.reason}]"
+            f"mean latency {self.mean_latency_ms:.1f} ms (read {self.mean_read_ms:.1f}, "
+            f"queue {self.mean_queue_wait_ms:.1f}, segment {self.mean_segment_ms:.1f}, "
+            f"output {self.mean_output_ms:.1f} ms) in {self.elapsed_s:.1f} s [{self.reason}]"
         )
 
 
@@ -185,6 +189,7 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
+        self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
@@ -252,6 +257,8 @@ class Service:
                 token,
                 cfg.http.max_body_bytes,
                 cfg.http.request_timeout_s,
+                cfg.http.max_connections,
+                cfg.http.allowed_hosts,
             )
             self.http.start()
             where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
@@ -369,8 +376,7 @@ class Service:
 
     def _fill_summary(self) -> None:
         m = self.metrics
-        n_lat, sum_lat = m.histogram("fastsam_latency_seconds")
-        n_seg, sum_seg = m.histogram("fastsam_segment_seconds")
+        stages = m.stage_means_ms()
         self.summary = Summary(
             frames=int(m.get("fastsam_frames_total")),
             triggers=int(m.get("fastsam_triggers_total")),
@@ -378,8 +384,11 @@ class Service:
             written=int(m.get("fastsam_results_written_total")),
             dropped=int(m.get("fastsam_dropped_total")),
             errors=int(m.get("fastsam_errors_total")),
-            mean_latency_ms=sum_lat / n_lat * 1e3 if n_lat else 0.0,
-            mean_segment_ms=sum_seg / n_seg * 1e3 if n_seg else 0.0,
+            mean_latency_ms=m.mean_ms("fastsam_latency_seconds"),
+            mean_read_ms=stages["read"],
+            mean_queue_wait_ms=stages["queue_wait"],
+            mean_segment_ms=stages["segment"],
+            mean_output_ms=stages["output"],
             elapsed_s=self.clock.now() - self._started_at,
             reason=self._stop_reason,
         )
@@ -435,6 +444,7 @@ class Service:
             if not self.source.is_open and self.source.try_open():  # recover while idle
                 self.metrics.set("fastsam_source_up", 1)
             return self._wait_time(now)
+        read_t0 = time.perf_counter()
         try:
             frame = self.source.read()
         except SourceDown as exc:
@@ -462,6 +472,8 @@ class Service:
             if req is not None:
                 req.finish(500, {"error": "bad processing.roi for this camera"})
             raise
+        read_s = time.perf_counter() - read_t0
+        self.metrics.observe("fastsam_read_seconds", read_s)
         self._check_frame_size(image.shape[:2])
         if self.motion is not None and motion_due:
             self._next_motion_read = now + 1.0 / self.cfg.source.fps
@@ -477,7 +489,12 @@ class Service:
                 image=image,
                 triggers=tuple(fired),
                 created=now,
-                payload={"frame": frame, "capture": capture, "request": req},
+                payload={
+                    "frame": frame,
+                    "capture": capture,
+                    "request": req,
+                    "enqueued": time.perf_counter(),
+                },
                 priority=req is not None,
             )
             self._enqueue(job)
@@ -493,8 +510,15 @@ class Service:
 
     def _enqueue(self, job: Job) -> None:
         if job.priority:
-            for evicted in self.queue.put_priority(job):
-                self._drop(evicted, "superseded")
+            # under the request lock: a request cancelled meanwhile (its caller timed out) is
+            # either seen here or removed from the queue by cancel()
+            with self._request_lock:
+                req = job.payload.get("request")
+                if req is not None and req.cancelled:
+                    self._drop(job, "cancelled")
+                    return
+                for evicted in self.queue.put_priority(job):
+                    self._drop(evicted, "busy" if evicted is job else "superseded")
         elif self.source.live:
             if not self.queue.offer(job):
                 self._drop(job, "busy")
@@ -583,6 +607,15 @@ class Service:
                     return
                 continue
             self.metrics.set("fastsam_queue_depth", len(self.queue))
+            req = job.payload.get("request")
+            if req is not None and not req.start():  # its caller gave up (504)
+                self._drop(job, "cancelled")
+                continue
+            enqueued = job.payload.get("enqueued")
+            if enqueued is not None:
+                self.metrics.observe(
+                    "fastsam_queue_wait_seconds", max(time.perf_counter() - enqueued, 0.0)
+                )
             self._busy_since = self.clock.now()
             self.metrics.set("fastsam_busy", 1)
             try:
@@ -601,8 +634,6 @@ class Service:
     def _process(self, job: Job) -> None:
         cfg = self.cfg
         req: TriggerRequest | None = job.payload.get("request")
-        frame = job.payload["frame"]
-        capture: Capture = job.payload["capture"]
         kwargs: dict[str, Any] = {}
         conf = req.conf if req is not None and req.conf is not None else cfg.model.conf
         iou = req.iou if req is not None and req.iou is not None else cfg.model.iou
@@ -635,10 +666,27 @@ class Service:
         seg_s = time.perf_counter() - t0
         self.metrics.observe("fastsam_segment_seconds", seg_s)
         self.metrics.inc("fastsam_results_total")
+        try:
+            self._output(job, req, result, seg_s)
+        finally:
+            self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0 - seg_s)
+
+    def _output(self, job: Job, req: TriggerRequest | None, result: Any, seg_s: float) -> None:
+        """Encode, draw, write, publish and answer one result: only what someone reads.
+
+        RLE and polygons are computed when the result is written, returned in full to an HTTP
+        caller or handed to ``on_result``; otherwise (e.g. an HTTP trigger with ``save`` and
+        ``masks`` false) they are deferred until ``GET /latest`` asks for them.
+        """
+        cfg = self.cfg
+        frame = job.payload["frame"]
+        capture: Capture = job.payload["capture"]
         result = self._filter(result)
         from edge.overlay import draw_overlay
         from edge.report import result_to_dict
 
+        save = req is None or req.save
+        encodings = save or (req is not None and req.masks) or self.on_result is not None
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -647,11 +695,12 @@ class Service:
             prompt=req.prompt_json if req is not None else None,
             polygon_epsilon=cfg.processing.polygon_epsilon,
             source=frame.name,
+            encodings=encodings,
         )
         doc["capture"] = capture.to_dict()
         written = None
         overlay = None
-        if req is None or req.save:
+        if save:
             overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
                 doc,
@@ -687,6 +736,7 @@ class Service:
             self.mqtt.publish(message, jpeg)
         with self._latest_lock:
             self._latest = doc
+            self._latest_unencoded = None if encodings else result
         if self.on_result is not None:
             self.on_result(doc)
         if req is not None:
@@ -726,6 +776,18 @@ class Service:
             self._pending_request = request
         self.wake.set()
 
+    def cancel(self, request: TriggerRequest) -> None:
+        """Forget a request whose caller timed out, unless its segmentation already began."""
+        if not request.cancel():
+            return
+        with self._request_lock:
+            if self._pending_request is request:
+                self._pending_request = None
+                self.metrics.inc("fastsam_dropped_total", reason="cancelled")
+            for job in self.queue.remove(lambda j: j.payload.get("request") is request):
+                self._drop(job, "cancelled")
+        self.metrics.set("fastsam_queue_depth", len(self.queue))
+
     def count_request(self, path: str, status: int) -> None:
         if path not in ("/trigger", "/healthz", "/metrics", "/latest"):
             path = "other"
@@ -733,6 +795,13 @@ class Service:
 
     def latest(self) -> dict[str, Any] | None:
         with self._latest_lock:
+            if self._latest is not None and self._latest_unencoded is not None:
+                from edge.report import add_encodings
+
+                add_encodings(
+                    self._latest, self._latest_unencoded, self.cfg.processing.polygon_epsilon
+                )
+                self._latest_unencoded = None
             return self._latest
 
     def metrics_text(self) -> str:
@@ -754,9 +823,12 @@ class Service:
         mqtt_problem = self.mqtt.problem() if self.mqtt is not None else None
         if mqtt_problem:
             problems.append(mqtt_problem)
+        degraded = []
+        if self.sink.write_error is not None:
+            degraded.append(f"results cannot be written: {self.sink.write_error}")
         body = {
-            "status": "ok" if not problems else "unhealthy",
-            "problems": problems,
+            "status": "unhealthy" if problems else "degraded" if degraded else "ok",
+            "problems": problems + degraded,
             "version": __version__,
             "bundle": self._bundle,
             "model_loaded": self.segmenter is not None,
@@ -789,7 +861,7 @@ class Service:
             ),
             "uptime_s": round(now - self._started_at, 3),
         }
-        return (200 if not problems else 503), body
+        return (200 if not problems and not degraded else 503), body
 
 
 # ------------------------------------------------------------------------------------------
