@@ -274,6 +274,8 @@ class Service:
                     token,
                     cfg.http.max_body_bytes,
                     cfg.http.request_timeout_s,
+                    cfg.http.max_connections,
+                    cfg.http.allowed_hosts,
                 )
             except OSError as exc:  # the TCP address was checked: most likely the socket
                 key = "http.unix_socket" if cfg.http.unix_socket else "http.host, http.port"
@@ -528,8 +530,15 @@ class Service:
 
     def _enqueue(self, job: Job) -> None:
         if job.priority:
-            for evicted in self.queue.put_priority(job):
-                self._drop(evicted, "superseded")
+            # under the request lock: a request cancelled meanwhile (its caller timed out) is
+            # either seen here or removed from the queue by cancel()
+            with self._request_lock:
+                req = job.payload.get("request")
+                if req is not None and req.cancelled:
+                    self._drop(job, "cancelled")
+                    return
+                for evicted in self.queue.put_priority(job):
+                    self._drop(evicted, "busy" if evicted is job else "superseded")
         elif self.source.live:
             if not self.queue.offer(job):
                 self._drop(job, "busy")
@@ -618,6 +627,10 @@ class Service:
                     return
                 continue
             self.metrics.set("fastsam_queue_depth", len(self.queue))
+            req = job.payload.get("request")
+            if req is not None and not req.start():  # its caller gave up (504)
+                self._drop(job, "cancelled")
+                continue
             enqueued = job.payload.get("enqueued")
             if enqueued is not None:
                 self.metrics.observe(
@@ -783,6 +796,18 @@ class Service:
             self._pending_request = request
         self.wake.set()
 
+    def cancel(self, request: TriggerRequest) -> None:
+        """Forget a request whose caller timed out, unless its segmentation already began."""
+        if not request.cancel():
+            return
+        with self._request_lock:
+            if self._pending_request is request:
+                self._pending_request = None
+                self.metrics.inc("fastsam_dropped_total", reason="cancelled")
+            for job in self.queue.remove(lambda j: j.payload.get("request") is request):
+                self._drop(job, "cancelled")
+        self.metrics.set("fastsam_queue_depth", len(self.queue))
+
     def count_request(self, path: str, status: int) -> None:
         if path not in ("/trigger", "/healthz", "/metrics", "/latest"):
             path = "other"
@@ -818,9 +843,12 @@ class Service:
         mqtt_problem = self.mqtt.problem() if self.mqtt is not None else None
         if mqtt_problem:
             problems.append(mqtt_problem)
+        degraded = []
+        if self.sink.write_error is not None:
+            degraded.append(f"results cannot be written: {self.sink.write_error}")
         body = {
-            "status": "ok" if not problems else "unhealthy",
-            "problems": problems,
+            "status": "unhealthy" if problems else "degraded" if degraded else "ok",
+            "problems": problems + degraded,
             "version": __version__,
             "bundle": self._bundle,
             "model_loaded": self.segmenter is not None,
@@ -853,7 +881,7 @@ class Service:
             ),
             "uptime_s": round(now - self._started_at, 3),
         }
-        return (200 if not problems else 503), body
+        return (200 if not problems and not degraded else 503), body
 
 
 # ------------------------------------------------------------------------------------------

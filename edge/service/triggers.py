@@ -269,7 +269,8 @@ class JobQueue:
         """Add ahead of ordinary jobs, evicting the newest ordinary ones if full.
 
         Returns:
-            The evicted jobs (the caller counts them as dropped).
+            The evicted jobs (the caller counts them as dropped); ``job`` itself when the
+            queue is full of priority jobs.
         """
         evicted: list[Job] = []
         with self._cond:
@@ -279,10 +280,23 @@ class JobQueue:
                     break
                 self._items.remove(ordinary[-1])
                 evicted.append(ordinary[-1])
+            if len(self._items) >= self.maxsize:
+                evicted.append(job)  # full of priority jobs: refuse, the bound holds
+                return evicted
             pos = sum(1 for j in self._items if j.priority)
             self._items.insert(pos, job)
             self._cond.notify_all()
         return evicted
+
+    def remove(self, pred: Callable[[Job], bool]) -> list[Job]:
+        """Remove and return the queued jobs for which ``pred`` is true (cancelled ones)."""
+        with self._cond:
+            gone = [j for j in self._items if pred(j)]
+            for j in gone:
+                self._items.remove(j)
+            if gone:
+                self._cond.notify_all()
+            return gone
 
     def get(self, timeout: float) -> Job | None:
         """Next job, or None after ``timeout`` seconds (or when closed and empty)."""
