@@ -240,7 +240,21 @@ def test_output_dir_that_is_not_a_directory_names_the_key(tmp_path, make, needle
     assert msg.startswith("output.dir:") and needle in msg
 
 
-def test_serve_cli_picamera2_missing_exits_with_one_line(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def restore_logging():
+    """``serve`` configures the root logger (handler on the captured stderr): undo it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_serve_cli_picamera2_missing_exits_with_one_line(
+    tmp_path, monkeypatch, capsys, restore_logging
+):
     from edge.cli import main
 
     monkeypatch.setitem(sys.modules, "picamera2", None)
