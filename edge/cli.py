@@ -146,12 +146,16 @@ def cmd_info(args: argparse.Namespace) -> int:
             status[name] = "ok"
         except FastSAMEdgeError as exc:
             status[name] = f"BAD: {exc}"
+    from edge.cpu import int8_class
+
+    cpu = int8_class()
     info = {
         "bundle": str(Path(args.bundle).absolute()),
         "manifest": m.to_dict(),
         "file_check": status,
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
+        "int8_class": cpu.to_dict(),
     }
     if args.as_json:
         print(json.dumps(info, indent=2))
@@ -173,10 +177,26 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         for name, st in status.items():
             print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
+        quant = m.extra.get("quantization") or {}
+        for key in ("verify", "verify_host"):
+            v = quant.get(key)
+            if v:
+                # bundles from before the reference check carry one host-kernel row
+                what = {"reference": "reference", "host": "export host"}.get(
+                    v.get("kernels"), "export host (no CPU-independent check)"
+                )
+                cls = (v.get("cpu_class") or {}).get("name")
+                print(
+                    f"int8 check:  {what}{f' ({cls})' if cls else ''}: mean mask IoU "
+                    f"{v['mean_iou_fp32_to_int8']:.3f} / {v['mean_iou_int8_to_fp32']:.3f}"
+                    + (f", recall {v['recall_fp32']:.3f} -> {v['recall_int8']:.3f}"
+                       if "recall_int8" in v else "")
+                )  # fmt: skip
         print(
             f"onnxruntime: {ort.__version__}, "
             f"providers: {', '.join(ort.get_available_providers())}"
         )
+        print(f"int8 cpu:    {cpu.describe()}")
     return 0 if all(v == "ok" for v in status.values()) else 1
 
 

@@ -95,3 +95,34 @@ def test_bench_int8_matmul_test_passes_on_avx2():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "2 passed" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("precision", "machine", "flags", "saturates", "status"),
+    [
+        ("int8", "aarch64", {"asimd", "asimddp"}, None, "OK"),
+        ("int8", "aarch64", {"asimd"}, None, "WARN"),  # Pi 4: int8 does not pay off
+        ("fp32", "aarch64", {"asimd"}, None, "OK"),
+        ("int8", "x86_64", {"avx2"}, True, "WARN"),  # saturating kernels
+        (None, "x86_64", {"avx2"}, True, "OK"),
+        ("int8", "x86_64", {"avx2", "avx512_vnni"}, False, "OK"),
+    ],
+)
+def test_doctor_int8_check(precision, machine, flags, saturates, status):
+    from edge.service.doctor import check_int8_cpu
+
+    cls = classify(machine, flags, saturates)
+    check = check_int8_cpu(precision, cls)
+    assert check.status == status and cls.name in check.message
+    assert (check.fix != "") == (status == "WARN")
+
+
+def test_info_names_the_int8_class(demo_bundle):
+    from helpers import run_cli
+
+    proc = run_cli("info", "--bundle", str(demo_bundle))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("int8 cpu:"))
+    assert int8_class().name in line
+    proc = run_cli("info", "--bundle", str(demo_bundle), "--json")
+    assert json.loads(proc.stdout)["int8_class"]["name"] == int8_class().name
