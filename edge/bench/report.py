@@ -121,6 +121,9 @@ def to_markdown(report: dict[str, Any], full: bool = False) -> str:
         f"process.{emulated}",
         "",
     ]
+    if m.get("int8_class"):
+        c = m["int8_class"]
+        lines += [f"int8 on this CPU: {c['name']}: {c['note']}.", ""]
     lines += [f"**Warning:** {w}" for w in report_warnings(report)]
     if lines[-1]:
         lines.append("")
