@@ -142,6 +142,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=2,
         help="service mode: alternating segment-only / service runs per row (2)",
     )
+    p.add_argument(
         "--out",
         default="bench-results",
         help="output directory (bench-results; created, its parents are not)",
