@@ -468,7 +468,7 @@ def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path):
         busy = [r for r in results if r[0] == 503]
         assert all(r[2] and "busy" in r[3]["error"] for r in busy)
         slowest = max(r[1] for r in results)
-        assert slowest < 15.0, f"a request waited {slowest:.1f} s"
+        assert slowest < 10.0, f"a request waited {slowest:.1f} s"
         # handler threads stay within http.max_connections (+1: the sampler itself)
         assert peak[0] - baseline <= limit + 1, (peak[0], baseline)
         assert _request(svc, "GET", "/healthz")[0] == 200
