@@ -146,12 +146,17 @@ def cmd_info(args: argparse.Namespace) -> int:
             status[name] = "ok"
         except FastSAMEdgeError as exc:
             status[name] = f"BAD: {exc}"
+    from edge.cpu import int8_class
+
+    cpu = int8_class()
     info = {
         "bundle": str(Path(args.bundle).absolute()),
         "manifest": m.to_dict(),
         "file_check": status,
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
+        "text_prompts": _text_support(m),
+        "int8_class": cpu.to_dict(),
     }
     if args.as_json:
         print(json.dumps(info, indent=2))
@@ -173,11 +178,53 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         for name, st in status.items():
             print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
+        print(f"text:        {info['text_prompts']['summary']}")
+        if m.memory is not None:
+            peaks = "; ".join(
+                f"{p} " + ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(row.items()))
+                for p, row in sorted(m.memory.peak_mib.items())
+            )
+            print(f"peak memory: {peaks} (measured at export, {m.memory.machine})")
+        quant = m.extra.get("quantization") or {}
+        for key in ("verify", "verify_host"):
+            v = quant.get(key)
+            if v:
+                # bundles from before the reference check carry one host-kernel row
+                what = {"reference": "reference", "host": "export host"}.get(
+                    v.get("kernels"), "export host (no CPU-independent check)"
+                )
+                cls = (v.get("cpu_class") or {}).get("name")
+                print(
+                    f"int8 check:  {what}{f' ({cls})' if cls else ''}: mean mask IoU "
+                    f"{v['mean_iou_fp32_to_int8']:.3f} / {v['mean_iou_int8_to_fp32']:.3f}"
+                    + (f", recall {v['recall_fp32']:.3f} -> {v['recall_int8']:.3f}"
+                       if "recall_int8" in v else "")
+                )  # fmt: skip
         print(
             f"onnxruntime: {ort.__version__}, "
             f"providers: {', '.join(ort.get_available_providers())}"
         )
+        print(f"int8 cpu:    {cpu.describe()}")
     return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+def _text_support(m: Any) -> dict[str, Any]:
+    """Whether the bundle answers text prompts and what is missing for them here."""
+    from edge.clip import NO_CLIP_HINT
+    from edge.tokenizer import TEXT_EXTRA_HINT, missing_text_deps
+
+    if not m.has_text:
+        return {"supported": False, "missing": [], "summary": f"not supported: {NO_CLIP_HINT}"}
+    missing = missing_text_deps()
+    model = m.extra["clip"].get("model", "CLIP")
+    if missing:
+        summary = (
+            f"supported by the bundle ({model}), but {', '.join(missing)} not installed: "
+            f"{TEXT_EXTRA_HINT} (on a Pi: sudo scripts/install_pi.sh --text)"
+        )
+    else:
+        summary = f"supported ({model}; tokenizer packages installed)"
+    return {"supported": True, "missing": missing, "summary": summary}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -276,6 +276,12 @@ class SourceConfig:
         {}, "picamera2: libcamera controls, e.g. { AfMode = 2, FrameRate = 5 }.", scalar_table
     )
     path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", string)
+    max_pixels: int = _spec(
+        50_000_000,
+        "replay: refuse images (and videos) with more pixels than this, read from the file "
+        "header before decoding; such files are skipped and counted.",
+        integer(1, 1 << 30),
+    )
     loop: bool = _spec(
         False, "replay, demo: start again at the end instead of stopping the service.", boolean
     )

@@ -17,14 +17,17 @@ dropped (counted), and the service exits 0 after printing its one-line summary.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import numpy as np
 
 from edge import __version__
 from edge.errors import InputError
+from edge.paths import describe_path_kind
 from edge.service.clock import Clock
 from edge.service.config import (
     DEMO,
@@ -50,6 +54,7 @@ from edge.service.sources import (
     Capture,
     FrameSource,
     FrameTransform,
+    ReplaySource,
     ResilientSource,
     SourceDown,
     make_source,
@@ -135,6 +140,7 @@ class Service:
         max_frames: Stop after this many frames (None: no limit).
         duration_s: Stop after this many seconds (None: no limit).
         on_result: Called from the worker with each result JSON (embedding, tests).
+        metrics: Where the counters go (the bench passes one that keeps every sample).
     """
 
     def __init__(
@@ -151,11 +157,12 @@ class Service:
         max_frames: int | None = None,
         duration_s: float | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_result = on_result
         self.clock = clock or Clock()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.pinger = WatchdogPinger(self.notifier)
         self.segmenter = segmenter
@@ -171,6 +178,10 @@ class Service:
             cfg.source.reopen_backoff_max_s,
             on_error=lambda _msg: self.metrics.inc("fastsam_errors_total", kind="source"),
         )
+        if isinstance(raw_source, ReplaySource) and raw_source.on_skip is None:
+            raw_source.on_skip = lambda _msg: self.metrics.inc(
+                "fastsam_errors_total", kind="input"
+            )
         self.transform = FrameTransform.from_config(cfg)
         self.sink = ResultSink(cfg.output, self.metrics)
         self.queue = JobQueue(cfg.trigger.queue_size)
@@ -189,6 +200,7 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
@@ -216,6 +228,9 @@ class Service:
         cfg = self.cfg
         self._started_at = self.clock.now()
         self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
+        check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
+        if cfg.http.enabled:
+            check_listen(cfg.http.host, cfg.http.port)
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
@@ -228,7 +243,12 @@ class Service:
             self._supports_prompts = False
         if cfg.model.warmup:
             self._warmup()
-        self.sink.start()
+        try:
+            self.sink.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"output.dir: cannot use {cfg.output.dir!r}: {exc.strerror or exc}"
+            ) from None
         if cfg.mqtt.enabled:
             self.mqtt = MqttPublisher(
                 cfg.mqtt,
@@ -249,17 +269,21 @@ class Service:
                     "http: listening on %s without a token: anyone on the network can trigger",
                     cfg.http.host,
                 )
-            self.http = ApiServer(
-                self,
-                cfg.http.host,
-                cfg.http.port if cfg.http.enabled else None,
-                cfg.http.unix_socket,
-                token,
-                cfg.http.max_body_bytes,
-                cfg.http.request_timeout_s,
-                cfg.http.max_connections,
-                cfg.http.allowed_hosts,
-            )
+            try:
+                self.http = ApiServer(
+                    self,
+                    cfg.http.host,
+                    cfg.http.port if cfg.http.enabled else None,
+                    cfg.http.unix_socket,
+                    token,
+                    cfg.http.max_body_bytes,
+                    cfg.http.request_timeout_s,
+                    cfg.http.max_connections,
+                    cfg.http.allowed_hosts,
+                )
+            except OSError as exc:  # the TCP address was checked: most likely the socket
+                key = "http.unix_socket" if cfg.http.unix_socket else "http.host, http.port"
+                raise ConfigError(f"{key}: cannot listen: {exc.strerror or exc}") from None
             self.http.start()
             where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
             where += [f"unix:{cfg.http.unix_socket}"] if cfg.http.unix_socket else []
@@ -368,6 +392,10 @@ class Service:
             self.gpio = None
         self.source.close()
         self.metrics.set("fastsam_source_up", 0)
+        self.sink.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
@@ -687,6 +715,9 @@ class Service:
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
+        drawing: Future[Any] | None = None
+        if save and cfg.output.overlay:  # drawn in a helper thread while the masks are encoded
+            drawing = self._helper().submit(draw_overlay, job.image, result)
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -699,14 +730,12 @@ class Service:
         )
         doc["capture"] = capture.to_dict()
         written = None
-        overlay = None
         if save:
-            overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
                 doc,
                 frame.timestamp,
                 job.frame_id,
-                overlay=overlay,
+                overlay=drawing.result if drawing is not None else None,
                 frame=job.image if cfg.output.frame else None,
             )
         else:
@@ -730,6 +759,7 @@ class Service:
         if self.mqtt is not None:
             jpeg = None
             if cfg.mqtt.image:
+                overlay = drawing.result() if drawing is not None else None
                 if overlay is None:
                     overlay = draw_overlay(job.image, result)
                 jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
@@ -749,6 +779,11 @@ class Service:
             seg_s * 1e3,
             f" -> {written.dir}" if written else "",
         )
+
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
+        return self._pool
 
     def _filter(self, result: Any) -> Any:
         p = self.cfg.processing
@@ -862,6 +897,66 @@ class Service:
             "uptime_s": round(now - self._started_at, 3),
         }
         return (200 if not problems and not degraded else 503), body
+
+
+# ------------------------------------------------------------------------------------------
+# start-up checks: configuration that can never work stops the service with the key's name
+# ------------------------------------------------------------------------------------------
+
+
+def check_output_dir(path: str) -> None:
+    """``output.dir`` must be a directory or creatable as one.
+
+    Raises:
+        ConfigError: It, or one of its parents, is a file (or a FIFO, a symlink loop...).
+    """
+    p = Path(path)
+    for node in (p, *p.parents):
+        if node.is_dir():
+            return
+        kind = describe_path_kind(node)
+        if kind is not None and (kind == "does not exist" or kind.startswith("cannot exist")):
+            continue  # the first existing ancestor decides
+        what = "it" if node == p else f"its parent {str(node)!r}"
+        raise ConfigError(
+            f"output.dir: {path!r} cannot be a directory: {what} {kind or 'is a file'}"
+        )
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once (as the HTTP server will) to report what is wrong by key.
+
+    Raises:
+        ConfigError: Unknown host (``http.host``), address not on this machine (``http.host``),
+            port in use or not permitted (``http.port``).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"http.host: cannot resolve {host!r}: {exc}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"http.port: {port} is already in use on {host} (another fastsam-edge? "
+                    "choose a free port, or 0 for any)"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(
+                    f"http.host: {host!r} is not an address of this machine"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(
+                    f"http.port: binding port {port} is not permitted (ports below 1024 need "
+                    "root; use e.g. 8080)"
+                ) from None
+            raise ConfigError(
+                f"http.host, http.port: cannot listen on {host}:{port}: {exc}"
+            ) from None
 
 
 # ------------------------------------------------------------------------------------------
