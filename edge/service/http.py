@@ -806,6 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
             route = self._lookup()
             if not route.counted:
                 self.slot.release()
+                self.close_connection = True  # no slot: no further requests on it
             if not route.public:
                 self._require_auth()
             body = self._receive_body(route)
