@@ -71,8 +71,10 @@ _LOGGER = logging.getLogger(__name__)
 
 TRIGGER_FIELDS = ("prompt", "conf", "iou", "save", "masks")
 
-BACKLOG = 128
-"""Listen backlog: a burst of connections waits in the kernel, not refused (was 5)."""
+BACKLOG = 512
+"""Listen backlog (was 5): a burst of a few hundred connections waits in the kernel for the
+accept loop instead of being dropped (SYN retries cost a client 1 s, 3 s, 7 s...). Linux caps
+it at ``net.core.somaxconn`` (4096 on current kernels)."""
 
 BODY_TIMEOUT_S = 2.0
 """A declared body must arrive within this (plus 1 s per 32 KiB); else 400, not a 15 s hang."""
@@ -804,6 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
             route = self._lookup()
             if not route.counted:
                 self.slot.release()
+                self.close_connection = True  # no slot: no further requests on it
             if not route.public:
                 self._require_auth()
             body = self._receive_body(route)
