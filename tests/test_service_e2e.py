@@ -93,7 +93,7 @@ def test_interval_trigger_demo_bundle_results_on_disk(tmp_path, segmenter):
         }
         assert d["files"] == {
             "json": "result.json",
-            "overlay": "overlay.png",
+            "overlay": "overlay.jpg",
             "frame": "frame.jpg",
         }
     assert_only_complete(out)

@@ -9,6 +9,7 @@ import os
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -33,15 +34,26 @@ def _visible(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
 
 
-def test_write_layout_and_names(tmp_path):
-    s = _sink(tmp_path, frame=True)
+@pytest.mark.parametrize(
+    ("kw", "overlay_name", "magic"),
+    [
+        pytest.param({}, "overlay.jpg", b"\xff\xd8\xff", id="default-jpeg"),
+        pytest.param({"overlay_format": "jpeg"}, "overlay.jpg", b"\xff\xd8\xff", id="jpeg"),
+        pytest.param({"overlay_format": "png"}, "overlay.png", b"\x89PNG", id="png"),
+    ],
+)
+def test_write_layout_and_names(tmp_path, kw, overlay_name, magic):
+    s = _sink(tmp_path, frame=True, **kw)
     r = s.write({"a": 1}, T0, 42, overlay=IMG, frame=IMG)
     assert r is not None and r.name == result_name(T0, 42) and RESULT_NAME.match(r.name)
-    assert sorted(os.listdir(r.dir)) == ["frame.jpg", "overlay.png", "result.json"]
+    assert sorted(os.listdir(r.dir)) == ["frame.jpg", overlay_name, "result.json"]
+    assert (r.dir / overlay_name).read_bytes().startswith(magic)
+    decoded = cv2.imread(str(r.dir / overlay_name))
+    assert decoded.shape == IMG.shape and np.abs(decoded.astype(int) - IMG).max() <= 2
     doc = json.loads((r.dir / "result.json").read_text())
     assert doc == {
         "a": 1,
-        "files": {"json": "result.json", "overlay": "overlay.png", "frame": "frame.jpg"},
+        "files": {"json": "result.json", "overlay": overlay_name, "frame": "frame.jpg"},
     }
     assert_only_complete(s.dir)
     assert s.metrics.get("fastsam_results_written_total") == 1

@@ -392,16 +392,22 @@ class OutputConfig:
     dir: str = _spec(
         DEFAULT_OUTPUT_DIR,
         "Output directory; each result is a directory <UTC time>_<frame id>/ with result.json "
-        "(the `fastsam-edge segment` schema), overlay.png and optionally frame.jpg, renamed "
+        "(the `fastsam-edge segment` schema), overlay.jpg and optionally frame.jpg, renamed "
         "into place when complete.",
         string,
     )
-    overlay: bool = _spec(True, "Write overlay.png (masks painted over the frame).", boolean)
+    overlay: bool = _spec(True, "Write overlay.jpg (masks painted over the frame).", boolean)
+    overlay_format: str = _spec(
+        "jpeg",
+        'Format of the overlay: "jpeg" (overlay.jpg, small and fast to encode) or "png" '
+        "(overlay.png, lossless, several times slower and larger).",
+        choice("jpeg", "png"),
+    )
     frame: bool = _spec(False, "Write the (oriented, cropped, capped) source frame.", boolean)
     frame_format: str = _spec(
         "jpg", 'Format of the source frame: "jpg" or "png".', choice("jpg", "png")
     )
-    jpeg_quality: int = _spec(90, "JPEG quality of frame.jpg.", integer(1, 100))
+    jpeg_quality: int = _spec(90, "JPEG quality of overlay.jpg and frame.jpg.", integer(1, 100))
     max_results: int = _spec(
         1000,
         "Retention: keep at most this many results (oldest deleted first); 0 = no limit.",
