@@ -35,7 +35,10 @@ def encode_jpeg(image: NDArray[np.uint8], quality: int = JPEG_QUALITY) -> bytes:
     """
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    try:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    except cv2.error as exc:
+        raise ValueError(f"cannot encode a {image.shape} image as JPEG: {exc}") from None
     if not ok:
         raise ValueError(f"cannot encode a {image.shape} image as JPEG")
     return bytes(buf.tobytes())

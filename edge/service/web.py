@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge.service.http import HttpError, Route, TriggerRequest, load_json_body, load_prompt_parser
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
+from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,8 +58,11 @@ LOGIN_FAIL_DELAY_S = 0.5
 RECENT_RESULTS = 20
 THUMB_WIDTH = 160
 PROMPT_FIELDS = ("frame_id", "prompt", "save", "masks")
-RESULT_FILES = {"json": "result.json", "overlay": "overlay.png"}
-RESULT_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_\d{8,}$")
+RESULT_FILES = {
+    "json": (RESULT_JSON,),
+    "overlay": tuple(OVERLAY_FILES.values()),
+    "frame": ("frame.jpg", "frame.png"),
+}
 # A page may never be framed by another site (clickjacking) nor load anything from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
@@ -339,12 +343,11 @@ def recent_results(root: Path, limit: int = RECENT_RESULTS) -> list[dict[str, An
         return []
     out = []
     for name in names:
-        files = {k: v for k, v in RESULT_FILES.items() if (root / name / v).is_file()}
-        frame = next(
-            (f"frame.{x}" for x in ("jpg", "png") if (root / name / f"frame.{x}").is_file()), None
-        )
-        if frame:
-            files["frame"] = frame
+        files = {}
+        for kind, candidates in RESULT_FILES.items():
+            found = next((f for f in candidates if (root / name / f).is_file()), None)
+            if found:
+                files[kind] = found
         out.append({"name": name, "frame_id": int(name.rsplit("_", 1)[1]), "files": files})
     return out
 
@@ -401,11 +404,7 @@ def _get_result_file(h: Any, _body: bytes) -> None:
     if kind not in files:
         raise HttpError(404, f"file: result {name} has no {kind} file", "file")
     path = root / name / files[kind]
-    ctype = {
-        "json": "application/json",
-        "overlay": "image/png",
-        "frame": "image/jpeg" if path.suffix == ".jpg" else "image/png",
-    }[kind]
+    ctype = {".json": "application/json", ".jpg": "image/jpeg", ".png": "image/png"}[path.suffix]
     try:
         data = path.read_bytes()
     except OSError as exc:
