@@ -21,6 +21,17 @@ def _bundle_facts(seg: Any) -> dict[str, Any]:
     }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--threads 0`` is a usage error, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _numbers(flag: str, value: str, counts: tuple[int, ...], form: str) -> list[float]:
     try:
         nums = [float(v) for v in value.split(",")]
@@ -84,7 +95,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from edge.report import result_to_dict
     from edge.segmenter import Segmenter
 
-    image = read_image(args.image)
+    image = read_image(args.image, max_pixels=args.max_pixels)
     prompts = _cli_prompts(args, image.shape[:2])
     seg = Segmenter.load(args.bundle, precision=args.precision, threads=args.threads)
     result = seg.segment(
@@ -177,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conf", type=float, help="score threshold (default: the bundle's, 0.4)")
     s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")
     s.add_argument("--max-det", type=int, help="maximum masks (default: the bundle's, 300)")
-    s.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    s.add_argument("--threads", type=positive_int, help="onnxruntime threads (default: all cores)")
+    s.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=50_000_000,
+        help="refuse images with more pixels (read from the file header before decoding; "
+        "default 50000000)",
+    )
     s.add_argument(
         "--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)"
     )

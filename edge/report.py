@@ -47,7 +47,7 @@ def result_to_dict(
     if prompt is None:
         prompt = result.metadata.get("prompt")
     h, w = result.image_hw
-    masks = []
+    masks: list[dict[str, Any]] = []
     rles = encode_rles(result.crops, h, w) if encodings else []
     scores = [round(v, 6) for v in result.confidence.tolist()]
     boxes = [[round(v, 3) for v in box] for box in result.xyxy.tolist()]
@@ -81,3 +81,20 @@ def result_to_dict(
         "num_masks": len(result),
         "masks": masks,
     }
+
+
+def add_encodings(doc: dict[str, Any], result: Masks, polygon_epsilon: float = 0.0) -> None:
+    """Fill ``rle`` and ``polygons`` into a document made with ``encodings=False`` (in place).
+
+    Lets a caller defer the costly encodings until someone reads them (e.g. ``GET /latest``).
+
+    Raises:
+        ValueError: The document's masks are not the result's.
+    """
+    masks = doc["masks"]
+    if len(masks) != len(result):
+        raise ValueError(f"add_encodings: {len(masks)} masks in the document, {len(result)} given")
+    h, w = result.image_hw
+    for entry, crop, rle in zip(masks, result.crops, encode_rles(result.crops, h, w), strict=True):
+        entry["rle"] = rle
+        entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)

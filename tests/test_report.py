@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from edge.report import RESULT_SCHEMA_VERSION, result_to_dict
+from edge.report import RESULT_SCHEMA_VERSION, add_encodings, result_to_dict
 from edge.types import MaskCrop, Masks
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -45,3 +45,14 @@ def test_result_to_dict_fields(encodings):
     for m, dense in zip(doc["masks"], result.mask, strict=True):
         np.testing.assert_array_equal(mask_utils.decode(m["rle"]).astype(bool), dense)
         assert m["polygons"]
+
+
+def test_add_encodings_completes_a_summary_doc():
+    result = _result()
+    full = result_to_dict(result, frame_id=1)
+    lazy = result_to_dict(result, frame_id=1, encodings=False)
+    add_encodings(lazy, result)
+    for a, b in zip(lazy["masks"], full["masks"], strict=True):
+        assert a == b
+    with pytest.raises(ValueError, match="1 given"):
+        add_encodings(result_to_dict(result, encodings=False), result[:1])

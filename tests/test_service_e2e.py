@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def test_interval_trigger_demo_bundle_results_on_disk(tmp_path, segmenter):
     assert (summary.frames, summary.triggers, summary.written) == (4, 4, 4)
     assert summary.dropped == 0 and summary.errors == 0 and summary.reason == "max frames (4)"
     assert "4 frames, 4 triggers, 4 results written, 0 dropped, 0 errors" in summary.line()
+    # per-stage means: every stage measured once per frame, in the summary and /metrics
+    for stage in ("read", "queue_wait", "segment", "output"):
+        assert svc.metrics.histogram(f"fastsam_{stage}_seconds")[0] == 4, stage
+        assert f"fastsam_{stage}_seconds_count 4" in svc.metrics.render()
+    assert summary.mean_read_ms > 0 and summary.mean_segment_ms > 0
+    assert summary.mean_output_ms > 0 and summary.mean_queue_wait_ms >= 0
+    assert summary.mean_segment_ms == pytest.approx(svc.metrics.mean_ms("fastsam_segment_seconds"))
+    line = summary.line()
+    for part in ("read", "queue", "segment", "output"):
+        assert re.search(rf"{part} \d+\.\d", line), (part, line)
     docs = _results(out)
     assert [d["frame_id"] for d in docs] == [1, 2, 3, 4]
     for d in docs:

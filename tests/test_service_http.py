@@ -100,7 +100,17 @@ def test_trigger_returns_the_result_and_writes_it(live):
     assert status == 200 and latest["frame_id"] == doc["frame_id"]
 
 
-def test_trigger_without_saving_and_summary_only(live):
+def test_trigger_without_saving_and_summary_only(live, monkeypatch):
+    import edge.report
+
+    encoded: list[int] = []
+    real = edge.report.encode_rles
+
+    def counting(crops, h, w):
+        encoded.append(len(crops))
+        return real(crops, h, w)
+
+    monkeypatch.setattr(edge.report, "encode_rles", counting)
     before = live.metrics.get("fastsam_results_written_total")
     status, doc, _ = _request(
         live, "POST", "/trigger", json.dumps({"save": False, "masks": False})
@@ -109,6 +119,14 @@ def test_trigger_without_saving_and_summary_only(live):
     assert set(doc) >= {"frame_id", "num_masks", "masks", "latency_ms"}
     assert all("rle" not in m for m in doc["masks"])
     assert live.metrics.get("fastsam_results_written_total") == before
+    assert encoded == []  # nothing written or returned: no RLE computed
+    # GET /latest returns the full result: the encodings are made when it is asked for
+    status, latest, _ = _request(live, "GET", "/latest")
+    assert status == 200 and latest["frame_id"] == doc["frame_id"]
+    assert encoded == [latest["num_masks"]]
+    assert all(m["rle"]["size"] == [120, 160] and "polygons" in m for m in latest["masks"])
+    _request(live, "GET", "/latest")
+    assert len(encoded) == 1  # once
 
 
 @pytest.mark.parametrize(
@@ -184,6 +202,10 @@ def test_healthz_and_metrics(live):
         "fastsam_errors_total",
         "fastsam_latency_seconds_bucket",
         "fastsam_http_requests_total",
+        "fastsam_read_seconds_sum",
+        "fastsam_queue_wait_seconds_sum",
+        "fastsam_segment_seconds_sum",
+        "fastsam_output_seconds_sum",
     ):
         assert name in text
     assert 'fastsam_triggers_total{trigger="http"}' in text

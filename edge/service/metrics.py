@@ -7,7 +7,12 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
+)  # fmt: skip
+
+STAGES = ("read", "queue_wait", "segment", "output")
+"""The stages of a result's latency, each a ``fastsam_<stage>_seconds`` histogram."""
 
 # name -> (type, help)
 METRICS: dict[str, tuple[str, str]] = {
@@ -28,9 +33,21 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_http_requests_total": ("counter", "HTTP requests, by path and status code."),
     "fastsam_latency_seconds": (
         "histogram",
-        "Trigger to result: queueing, segmentation, files, publishing.",
+        "Trigger to result: frame read, queue wait, segmentation and output (docs/service.md).",
     ),
-    "fastsam_segment_seconds": ("histogram", "Segmentation call alone."),
+    "fastsam_read_seconds": (
+        "histogram",
+        "Stage: reading a frame from the source, with orientation, ROI and scaling.",
+    ),
+    "fastsam_queue_wait_seconds": (
+        "histogram",
+        "Stage: a triggered frame waiting in the queue for the segmentation worker.",
+    ),
+    "fastsam_segment_seconds": ("histogram", "Stage: the segmentation call alone."),
+    "fastsam_output_seconds": (
+        "histogram",
+        "Stage: encoding (RLE, polygons, overlay), writing, publishing and answering a result.",
+    ),
     "fastsam_masks": ("gauge", "Masks in the last result."),
     "fastsam_busy": ("gauge", "1 while a frame is being segmented."),
     "fastsam_queue_depth": ("gauge", "Triggered frames waiting for the segmenter."),
@@ -126,6 +143,15 @@ class Metrics:
         with self._lock:
             h = self._hists.get(name)
             return (h.n, h.total) if h else (0, 0.0)
+
+    def mean_ms(self, name: str) -> float:
+        """Mean of a histogram's samples in milliseconds (0 without samples)."""
+        n, total = self.histogram(name)
+        return total / n * 1e3 if n else 0.0
+
+    def stage_means_ms(self) -> dict[str, float]:
+        """Mean milliseconds of each stage in :data:`STAGES`."""
+        return {stage: self.mean_ms(f"fastsam_{stage}_seconds") for stage in STAGES}
 
     def render(self) -> str:
         """Prometheus text format (version 0.0.4)."""

@@ -75,7 +75,10 @@ class Summary:
     dropped: int = 0
     errors: int = 0
     mean_latency_ms: float = 0.0
+    mean_read_ms: float = 0.0
+    mean_queue_wait_ms: float = 0.0
     mean_segment_ms: float = 0.0
+    mean_output_ms: float = 0.0
     elapsed_s: float = 0.0
     reason: str = ""
 
@@ -84,8 +87,9 @@ class Summary:
         return (
             f"fastsam-edge serve: {self.frames} frames, {self.triggers} triggers, "
             f"{self.written} results written, {self.dropped} dropped, {self.errors} errors, "
-            f"mean latency {self.mean_latency_ms:.1f} ms (segment {self.mean_segment_ms:.1f} ms)"
-            f" in {self.elapsed_s:.1f} s [{self.reason}]"
+            f"mean latency {self.mean_latency_ms:.1f} ms (read {self.mean_read_ms:.1f}, "
+            f"queue {self.mean_queue_wait_ms:.1f}, segment {self.mean_segment_ms:.1f}, "
+            f"output {self.mean_output_ms:.1f} ms) in {self.elapsed_s:.1f} s [{self.reason}]"
         )
 
 
@@ -186,6 +190,7 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
+        self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
@@ -377,8 +382,7 @@ class Service:
 
     def _fill_summary(self) -> None:
         m = self.metrics
-        n_lat, sum_lat = m.histogram("fastsam_latency_seconds")
-        n_seg, sum_seg = m.histogram("fastsam_segment_seconds")
+        stages = m.stage_means_ms()
         self.summary = Summary(
             frames=int(m.get("fastsam_frames_total")),
             triggers=int(m.get("fastsam_triggers_total")),
@@ -386,8 +390,11 @@ class Service:
             written=int(m.get("fastsam_results_written_total")),
             dropped=int(m.get("fastsam_dropped_total")),
             errors=int(m.get("fastsam_errors_total")),
-            mean_latency_ms=sum_lat / n_lat * 1e3 if n_lat else 0.0,
-            mean_segment_ms=sum_seg / n_seg * 1e3 if n_seg else 0.0,
+            mean_latency_ms=m.mean_ms("fastsam_latency_seconds"),
+            mean_read_ms=stages["read"],
+            mean_queue_wait_ms=stages["queue_wait"],
+            mean_segment_ms=stages["segment"],
+            mean_output_ms=stages["output"],
             elapsed_s=self.clock.now() - self._started_at,
             reason=self._stop_reason,
         )
@@ -444,6 +451,7 @@ class Service:
             if not self.source.is_open and self.source.try_open():  # recover while idle
                 self.metrics.set("fastsam_source_up", 1)
             return self._wait_time(now)
+        read_t0 = time.perf_counter()
         try:
             frame = self.source.read()
         except SourceDown as exc:
@@ -471,6 +479,8 @@ class Service:
             if req is not None:
                 req.finish(500, {"error": "bad processing.roi for this camera"})
             raise
+        read_s = time.perf_counter() - read_t0
+        self.metrics.observe("fastsam_read_seconds", read_s)
         self._check_frame_size(image.shape[:2])
         self._offer_live(frame, image, capture, now)
         if self.motion is not None and motion_due:
@@ -487,7 +497,12 @@ class Service:
                 image=image,
                 triggers=tuple(fired),
                 created=now,
-                payload={"frame": frame, "capture": capture, "request": req},
+                payload={
+                    "frame": frame,
+                    "capture": capture,
+                    "request": req,
+                    "enqueued": time.perf_counter(),
+                },
                 priority=req is not None,
             )
             self._enqueue(job)
@@ -605,6 +620,11 @@ class Service:
                     return
                 continue
             self.metrics.set("fastsam_queue_depth", len(self.queue))
+            enqueued = job.payload.get("enqueued")
+            if enqueued is not None:
+                self.metrics.observe(
+                    "fastsam_queue_wait_seconds", max(time.perf_counter() - enqueued, 0.0)
+                )
             self._busy_since = self.clock.now()
             self.metrics.set("fastsam_busy", 1)
             try:
@@ -623,8 +643,6 @@ class Service:
     def _process(self, job: Job) -> None:
         cfg = self.cfg
         req: TriggerRequest | None = job.payload.get("request")
-        frame = job.payload["frame"]
-        capture: Capture = job.payload["capture"]
         kwargs: dict[str, Any] = {}
         conf = req.conf if req is not None and req.conf is not None else cfg.model.conf
         iou = req.iou if req is not None and req.iou is not None else cfg.model.iou
@@ -657,10 +675,27 @@ class Service:
         seg_s = time.perf_counter() - t0
         self.metrics.observe("fastsam_segment_seconds", seg_s)
         self.metrics.inc("fastsam_results_total")
+        try:
+            self._output(job, req, result, seg_s)
+        finally:
+            self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0 - seg_s)
+
+    def _output(self, job: Job, req: TriggerRequest | None, result: Any, seg_s: float) -> None:
+        """Encode, draw, write, publish and answer one result: only what someone reads.
+
+        RLE and polygons are computed when the result is written, returned in full to an HTTP
+        caller or handed to ``on_result``; otherwise (e.g. an HTTP trigger with ``save`` and
+        ``masks`` false) they are deferred until ``GET /latest`` asks for them.
+        """
+        cfg = self.cfg
+        frame = job.payload["frame"]
+        capture: Capture = job.payload["capture"]
         result = self._filter(result)
         from edge.overlay import draw_overlay
         from edge.report import result_to_dict
 
+        save = req is None or req.save
+        encodings = save or (req is not None and req.masks) or self.on_result is not None
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -669,11 +704,12 @@ class Service:
             prompt=req.prompt_json if req is not None else None,
             polygon_epsilon=cfg.processing.polygon_epsilon,
             source=frame.name,
+            encodings=encodings,
         )
         doc["capture"] = capture.to_dict()
         written = None
         overlay = None
-        if req is None or req.save:
+        if save:
             overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
                 doc,
@@ -709,6 +745,7 @@ class Service:
             self.mqtt.publish(message, jpeg)
         with self._latest_lock:
             self._latest = doc
+            self._latest_unencoded = None if encodings else result
         if self.on_result is not None:
             self.on_result(doc)
         if req is not None:
@@ -862,6 +899,13 @@ class Service:
 
     def latest(self) -> dict[str, Any] | None:
         with self._latest_lock:
+            if self._latest is not None and self._latest_unencoded is not None:
+                from edge.report import add_encodings
+
+                add_encodings(
+                    self._latest, self._latest_unencoded, self.cfg.processing.polygon_epsilon
+                )
+                self._latest_unencoded = None
             return self._latest
 
     def metrics_text(self) -> str:
