@@ -41,7 +41,7 @@ from edge.service.config import (
     bench_defaults,
     resolve_token,
 )
-from edge.service.http import ApiServer, HttpError, TriggerRequest
+from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
 from edge.service.live import CachedFrame, LiveFrame, PromptCache
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
@@ -57,6 +57,7 @@ from edge.service.sources import (
     padding_waste,
 )
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+from edge.service.web import Sessions, page_routes
 
 _LOGGER = logging.getLogger("edge.service")
 
@@ -265,11 +266,15 @@ class Service:
                 token,
                 cfg.http.max_body_bytes,
                 cfg.http.request_timeout_s,
+                routes={**default_routes(), **page_routes()},
+                sessions=Sessions(token),
             )
             self.http.start()
             where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
             where += [f"unix:{cfg.http.unix_socket}"] if cfg.http.unix_socket else []
             _LOGGER.info("http: API on %s", ", ".join(where))
+            if self.http.port:
+                _LOGGER.info("http: page on %s", page_url(cfg.http.host, self.http.port))
         self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
         self._worker.start()
         # open the source once now, so that READY and the first log line tell the camera state
@@ -963,6 +968,17 @@ class Service:
             "uptime_s": round(now - self._started_at, 3),
         }
         return (200 if not problems else 503), body
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's URL for a bind address (a wildcard bind: this machine's mDNS name)."""
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.gethostname().split(".")[0] + ".local"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 # ------------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ async function pollLive() {
         liveUrl = url;
         state.live = { frameId, name, width: img.naturalWidth, height: img.naturalHeight };
         draw();
+        updateCaption();
       }
     } catch (e) {
       if (e.status !== 401) state.liveError = e.message;
@@ -162,7 +163,9 @@ async function pollState() {
       if (e.status !== 401) updateBanner(`Service unreachable: ${e.message}`);
     }
   }
-  setTimeout(pollState, STATE_INTERVAL_MS);
+  // a newer live frame is probably being segmented: look for its result sooner
+  const pending = state.live && state.latest && state.live.frameId > state.latest.frame_id;
+  setTimeout(pollState, pending ? STATE_INTERVAL_MS / 4 : STATE_INTERVAL_MS);
 }
 
 function updateBanner(override) {
@@ -205,12 +208,15 @@ function updateCaption() {
   if (l && !state.frozen) {
     const age = l.timestamp ? Math.max(0, (Date.now() - Date.parse(l.timestamp)) / 1000) : null;
     const lat = state.server && state.server.latest ? state.server.latest.latency_ms : null;
-    parts.push(`masks of frame ${l.frame_id}: ${l.num_masks} mask(s)` +
+    const behind = state.live ? state.live.frameId - l.frame_id : 0;
+    parts.push(`masks of frame ${l.frame_id}` + (behind > 0 ? ` (${behind} frame(s) older)` : "") +
+      `: ${l.num_masks} mask(s)` +
       (lat !== null && lat !== undefined ? `, latency ${Math.round(lat)} ms` : "") +
       (age !== null ? `, ${age.toFixed(1)} s ago` : ""));
   }
   $("caption").textContent = parts.join(" · ") || "waiting for the first frame…";
   $("resume").hidden = !state.frozen;
+  $("pause").hidden = !!state.frozen;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -280,7 +286,10 @@ function draw() {
     }
   } else if (state.latest && state.latest.masks && state.latest.image &&
              state.latest.image.width === w && state.latest.image.height === h) {
-    tracePolygons(state.latest.masks, (m) => withAlpha(color(m), 0.3), color);
+    // masks of an older frame: fainter (the scene may have moved since)
+    const same = state.live && state.live.frameId === state.latest.frame_id;
+    tracePolygons(state.latest.masks, (m) => withAlpha(color(m), same ? 0.3 : 0.12),
+      (m) => withAlpha(color(m), same ? 1 : 0.5));
   }
   if (drag && drag.moved) {
     ctx.setLineDash([6, 4]);
@@ -411,6 +420,10 @@ function resume() {
 }
 
 $("resume").addEventListener("click", resume);
+$("pause").addEventListener("click", () => {
+  freeze();
+  updateCaption();
+});
 $("clear").addEventListener("click", () => {
   state.points = [];
   state.boxes = [];
