@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.errors import BundleError
+from edge.paths import check_regular_file, describe_path_kind
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "bundle.json"
@@ -34,6 +36,44 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_MISSING: Any = object()
+
+
+def _field(d: Any, key: str, where: str, default: Any = _MISSING) -> Any:
+    if not isinstance(d, dict):
+        raise BundleError(f"bundle.json is malformed: {where}: expected an object, got {d!r}")
+    if key not in d:
+        if default is _MISSING:
+            raise BundleError(f"bundle.json is malformed: {where}.{key} is missing")
+        return default
+    return d[key]
+
+
+def _bad(path: str, expected: str, value: Any) -> BundleError:
+    return BundleError(f"bundle.json is malformed: {path}: expected {expected}, got {value!r}")
+
+
+def _strict_int(value: Any, path: str, lo: int | None = None) -> int:
+    """An int that is really one: ``true``, ``2.7``, ``640.0`` and ``"13161994"`` are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(path, "an integer" + (f" >= {lo}" if lo is not None else ""), value)
+    if lo is not None and value < lo:
+        raise _bad(path, f"an integer >= {lo}", value)
+    return value
+
+
+def _strict_number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _bad(path, "a number in [0, 1]", value)
+    return float(value)
+
+
+def _strict_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(path, "a string", value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -55,12 +95,30 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        """Parse the ``input`` section of the manifest."""
+        """Parse the ``input`` section of the manifest (types are checked, not coerced).
+
+        Raises:
+            BundleError: Missing key, wrong type (``"dynamic": "false"``, a float ``imgsz``),
+                a stride below 1 or an ``imgsz`` that is not a positive multiple of it.
+        """
+        dynamic = _field(d, "dynamic", "input")
+        if not isinstance(dynamic, bool):
+            raise _bad("input.dynamic", "true or false", dynamic)
+        stride = _strict_int(_field(d, "stride", "input", 32), "input.stride", lo=1)
+        imgsz = _field(d, "imgsz", "input")
+        if (
+            not isinstance(imgsz, list)
+            or len(imgsz) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in imgsz)
+        ):
+            raise _bad("input.imgsz", "[height, width], two positive integers", imgsz)
+        if any(v % stride for v in imgsz):
+            raise _bad("input.imgsz", f"multiples of input.stride ({stride})", imgsz)
         return cls(
-            dynamic=bool(d["dynamic"]),
-            imgsz=(int(d["imgsz"][0]), int(d["imgsz"][1])),
-            stride=int(d.get("stride", 32)),
-            name=str(d.get("name", "images")),
+            dynamic=dynamic,
+            imgsz=(imgsz[0], imgsz[1]),
+            stride=stride,
+            name=_strict_str(_field(d, "name", "input", "images"), "input.name"),
         )
 
 
@@ -81,6 +139,28 @@ class FileEntry:
     bytes: int
     role: str
     precision: str | None = None
+
+    @classmethod
+    def from_dict(cls, name: str, d: Any) -> FileEntry:
+        """Parse one ``files`` entry; ``"bytes": "13161994"`` is a type error, not a mismatch."""
+        where = f"files.{name}"
+        if not isinstance(d, dict):
+            raise _bad(where, "an object", d)
+        unknown = sorted(set(d) - {"sha256", "bytes", "role", "precision"})
+        if unknown:
+            raise BundleError(f"bundle.json is malformed: {where}: unknown key(s) {unknown}")
+        sha = _strict_str(_field(d, "sha256", where), f"{where}.sha256")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise _bad(f"{where}.sha256", "64 lowercase hex digits", sha)
+        precision = _field(d, "precision", where, None)
+        if precision is not None:
+            precision = _strict_str(precision, f"{where}.precision")
+        return cls(
+            sha256=sha,
+            bytes=_strict_int(_field(d, "bytes", where), f"{where}.bytes", lo=0),
+            role=_strict_str(_field(d, "role", where), f"{where}.role"),
+            precision=precision,
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +201,7 @@ class BundleManifest:
     def from_dict(cls, d: dict[str, Any]) -> BundleManifest:
         """Parse a manifest dictionary, raising :class:`BundleError` on a malformed one."""
         try:
-            version = int(d["schema_version"])
+            version = _strict_int(_field(d, "schema_version", "bundle.json"), "schema_version")
             if version != SCHEMA_VERSION:
                 raise BundleError(
                     f"bundle.json schema_version: this runtime reads {SCHEMA_VERSION}, "
@@ -158,20 +238,33 @@ class BundleManifest:
                     f"bundle.json default_precision: {d['default_precision']!r} "
                     f"is not in {precisions}"
                 )
+            files = _field(d, "files", "bundle.json")
+            if not isinstance(files, dict):
+                raise _bad("files", "an object of file name -> facts", files)
             return cls(
                 schema_version=version,
-                name=str(d["name"]),
+                name=_strict_str(d["name"], "name"),
                 input=InputSpec.from_dict(d["input"]),
                 thresholds=Thresholds(
-                    conf=float(th.get("conf", DEFAULT_CONF)),
-                    iou=float(th.get("iou", DEFAULT_IOU)),
-                    max_det=int(th.get("max_det", DEFAULT_MAX_DET)),
+                    conf=_strict_number(
+                        _field(th, "conf", "thresholds", DEFAULT_CONF), "thresholds.conf"
+                    ),
+                    iou=_strict_number(
+                        _field(th, "iou", "thresholds", DEFAULT_IOU), "thresholds.iou"
+                    ),
+                    max_det=_strict_int(
+                        _field(th, "max_det", "thresholds", DEFAULT_MAX_DET),
+                        "thresholds.max_det",
+                        lo=1,
+                    ),
                 ),
-                files={k: FileEntry(**v) for k, v in d["files"].items()},
+                files={k: FileEntry.from_dict(k, v) for k, v in files.items()},
                 precisions=tuple(d["precisions"]),
                 default_precision=str(d["default_precision"]),
-                opset=int(d.get("opset", 0)),
-                num_coefficients=int(d.get("num_coefficients", 32)),
+                opset=_strict_int(d.get("opset", 0), "opset", lo=0),
+                num_coefficients=_strict_int(
+                    d.get("num_coefficients", 32), "num_coefficients", lo=1
+                ),
                 source=dict(d.get("source", {})),
                 exporter=dict(d.get("exporter", {})),
                 created=str(d.get("created", "")),
@@ -224,14 +317,18 @@ def read_manifest(bundle_dir: str | Path) -> BundleManifest:
     """
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
-        raise BundleError(f"bundle: {str(bundle_dir)!r} is not a directory")
+        kind = describe_path_kind(bundle_dir) or "is a file"
+        raise BundleError(f"bundle: {str(bundle_dir)!r} is not a directory ({kind})")
     path = bundle_dir / MANIFEST_NAME
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise BundleError(f"bundle: {str(path)!r} is missing; is this a fastsam-edge bundle?")
+    check_regular_file(path, "bundle", BundleError)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"bundle: cannot parse {str(path)!r}: {exc}") from exc
+    except RecursionError:
+        raise BundleError(f"bundle: cannot parse {str(path)!r}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BundleError(f"bundle: {str(path)!r} must hold a JSON object")
     return BundleManifest.from_dict(data)

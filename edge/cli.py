@@ -67,13 +67,20 @@ def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[An
         tagged.append((f"--box {' '.join(args.box)!r}", BoxPrompt(boxes)))
     tagged += [(f"--text {t!r}", TextPrompt(t)) for t in args.text or []]
     if args.prompts:
+        from edge.paths import describe_path_kind
+
         path = Path(args.prompts)
+        kind = describe_path_kind(path)  # checked first: reading a FIFO would block
+        if kind is not None:
+            raise InputError(f"--prompts {str(path)!r}: cannot read: it {kind}")
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"--prompts {str(path)!r}: cannot read: {exc.strerror}") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise InputError(f"--prompts {str(path)!r}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError(f"--prompts {str(path)!r}: JSON nested too deeply") from None
         try:
             parsed = parse_prompts(obj)
         except InputError as exc:
@@ -139,12 +146,16 @@ def cmd_info(args: argparse.Namespace) -> int:
             status[name] = "ok"
         except FastSAMEdgeError as exc:
             status[name] = f"BAD: {exc}"
+    from edge.cpu import int8_class
+
+    cpu = int8_class()
     info = {
         "bundle": str(Path(args.bundle).absolute()),
         "manifest": m.to_dict(),
         "file_check": status,
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
+        "int8_class": cpu.to_dict(),
     }
     if args.as_json:
         print(json.dumps(info, indent=2))
@@ -166,10 +177,26 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         for name, st in status.items():
             print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
+        quant = m.extra.get("quantization") or {}
+        for key in ("verify", "verify_host"):
+            v = quant.get(key)
+            if v:
+                # bundles from before the reference check carry one host-kernel row
+                what = {"reference": "reference", "host": "export host"}.get(
+                    v.get("kernels"), "export host (no CPU-independent check)"
+                )
+                cls = (v.get("cpu_class") or {}).get("name")
+                print(
+                    f"int8 check:  {what}{f' ({cls})' if cls else ''}: mean mask IoU "
+                    f"{v['mean_iou_fp32_to_int8']:.3f} / {v['mean_iou_int8_to_fp32']:.3f}"
+                    + (f", recall {v['recall_fp32']:.3f} -> {v['recall_int8']:.3f}"
+                       if "recall_int8" in v else "")
+                )  # fmt: skip
         print(
             f"onnxruntime: {ort.__version__}, "
             f"providers: {', '.join(ort.get_available_providers())}"
         )
+        print(f"int8 cpu:    {cpu.describe()}")
     return 0 if all(v == "ok" for v in status.values()) else 1
 
 

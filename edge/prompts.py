@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import reprlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,16 +88,52 @@ def _num(v: float) -> float | int:
     return int(f) if f.is_integer() and abs(f) < 2**53 else f
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxstring, _SHOW.maxother = 3, 8, 60, 60
+
+
+def show(value: Any) -> str:
+    """A bounded ``repr`` for error messages (a 100000-deep list must not recurse)."""
+    return _SHOW.repr(value)
+
+
+def _is_number(v: Any) -> bool:
+    """int/float (numpy's too), but not bool: ``true`` is not a coordinate or a label."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _check_numbers(value: Any, name: str, width: int) -> None:
+    """``value`` is [n, ...] or [[n, ...], ...] of plain numbers (no strings, bools, deeper
+    nesting), checked before numpy would coerce ``"1"`` or ``true`` to 1.0."""
+    shape = "[x, y]" if width == 2 else "[x1, y1, x2, y2]"
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise InputError(f"{name}: expected numbers, got a {value.dtype} array")
+        return
+    if not isinstance(value, list | tuple):
+        raise InputError(f"{name}: expected {shape} or a list of them, got {show(value)}")
+    rows = value if value and isinstance(value[0], list | tuple | np.ndarray) else [value]
+    for row in rows:
+        if isinstance(row, np.ndarray) and row.dtype.kind in "iuf":
+            continue
+        if not isinstance(row, list | tuple):
+            raise InputError(f"{name}: expected {shape} or a list of them, got {show(value)}")
+        for v in row:
+            if not _is_number(v):
+                raise InputError(f"{name}: coordinates must be numbers, got {show(v)}")
+
+
 def _as_float_array(value: Any, name: str, width: int) -> NDArray[np.float64]:
+    _check_numbers(value, name, width)
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: expected numbers, got {value!r}") from exc
+        raise InputError(f"{name}: expected numbers, got {show(value)}") from exc
     if arr.ndim == 1 and arr.shape[0] == width:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != width:
         shape = "[x, y]" if width == 2 else "[x1, y1, x2, y2]"
-        raise InputError(f"{name}: expected {shape} or a list of them, got {value!r}")
+        raise InputError(f"{name}: expected {shape} or a list of them, got {show(value)}")
     return arr
 
 
@@ -120,14 +157,20 @@ class PointPrompt:
         labels = self.labels
         if labels is None:
             labels = np.ones(len(self.points), dtype=np.int64)
-        elif np.ndim(labels) == 0:
+        elif isinstance(labels, list | tuple):
+            for i, v in enumerate(labels):
+                if not (_is_number(v) or isinstance(v, str)):  # strings: validate_prompt says
+                    raise InputError(f"label[{i}]: expected 0 or 1, got {show(v)}")
+        elif isinstance(labels, np.ndarray) and labels.ndim == 0:
+            labels = [labels.item()] * len(self.points)
+        elif not isinstance(labels, np.ndarray):
             labels = [labels] * len(self.points)
         try:
             arr = np.array(labels)
         except (TypeError, ValueError) as exc:  # ragged
-            raise InputError(f"label: expected 0/1 integers, got {labels!r}") from exc
+            raise InputError(f"label: expected 0/1 integers, got {show(labels)}") from exc
         if arr.ndim != 1:
-            raise InputError(f"label: expected a flat list of 0/1, got {labels!r}")
+            raise InputError(f"label: expected a flat list of 0/1, got {show(labels)}")
         object.__setattr__(self, "labels", arr)
 
     def to_json(self) -> dict[str, Any]:
@@ -210,15 +253,17 @@ def parse_prompts(obj: Any) -> list[Prompt]:
     if isinstance(obj, Mapping):
         obj = [obj]
     if not isinstance(obj, list | tuple):
-        raise InputError(f"prompts: expected an object or a list of objects, got {obj!r}")
+        raise InputError(f"prompts: expected an object or a list of objects, got {show(obj)}")
     out: list[Prompt] = []
     for i, entry in enumerate(obj):
         where = f"prompts[{i}]"
         if not isinstance(entry, Mapping):
-            raise InputError(f"{where}: expected an object, got {entry!r}")
+            raise InputError(f"{where}: expected an object, got {show(entry)}")
         kind = entry.get("type")
-        if kind not in _PROMPT_KEYS:
-            raise InputError(f"{where}.type: expected one of {sorted(_PROMPT_KEYS)}, got {kind!r}")
+        if not isinstance(kind, str) or kind not in _PROMPT_KEYS:
+            raise InputError(
+                f"{where}.type: expected one of {sorted(_PROMPT_KEYS)}, got {show(kind)}"
+            )
         unknown = sorted(set(entry) - _PROMPT_KEYS[kind])
         if unknown:
             raise InputError(
@@ -257,7 +302,7 @@ def validate_prompt(prompt: Any, image_hw: tuple[int, int] | None) -> None:
     elif isinstance(prompt, TextPrompt):
         text = prompt.text
         if not isinstance(text, str):
-            raise InputError(f"text: expected a string, got {text!r}")
+            raise InputError(f"text: expected a string, got {show(text)}")
         if not text.strip():
             raise InputError(f"text: empty or whitespace-only text {text!r}")
         if len(text) > MAX_TEXT_CHARS:
@@ -274,7 +319,7 @@ def validate_prompt(prompt: Any, image_hw: tuple[int, int] | None) -> None:
 
 def _validate_points(p: PointPrompt, image_hw: tuple[int, int] | None) -> None:
     if p.mode not in POINT_MODES:
-        raise InputError(f"mode: expected one of {list(POINT_MODES)}, got {p.mode!r}")
+        raise InputError(f"mode: expected one of {list(POINT_MODES)}, got {show(p.mode)}")
     pts, labels = p.points, p.labels
     if len(pts) == 0:
         raise InputError("point: no points given")

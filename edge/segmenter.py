@@ -545,6 +545,11 @@ def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path
     if len(outputs) != 2:
         raise BundleError(f"model: {str(path)!r} has {len(outputs)} outputs, expected 2")
     shape = inputs[0].shape
+    if manifest.input.dynamic and all(isinstance(v, int) for v in shape[2:]):
+        raise BundleError(
+            f"bundle.json input.dynamic: true, but the model {str(path)!r} has the static "
+            f'input shape {list(shape)}: set "dynamic": false (or export a dynamic model)'
+        )
     if not manifest.input.dynamic:
         expected = [1, 3, *manifest.input.imgsz]
         if list(shape) != expected:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from edge.errors import BundleError
+from edge.errors import BundleError, InputError
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
@@ -46,7 +46,8 @@ def create_session(
         The session.
 
     Raises:
-        ValueError: Unknown provider, bad thread count or optimisation level.
+        ValueError: Unknown provider or optimisation level.
+        InputError: Bad thread count (also a ValueError).
         BundleError: The model file cannot be loaded.
     """
     available = ort.get_available_providers()
@@ -55,8 +56,8 @@ def create_session(
             raise ValueError(f"providers: {p!r} is not available; available: {available}")
     if threads is None:
         threads = default_threads()
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads: expected a positive integer, got {threads!r}")
     levels = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

@@ -279,7 +279,7 @@ def quantize(fp32: Path, int8: Path) -> None:
         quantize_dynamic(
             fp32,
             int8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8,
             per_channel=True,
             op_types_to_quantize=QUANT_OPS,
             extra_options={"MatMulConstBOnly": True},
@@ -534,7 +534,7 @@ def export_clip(
         "opset": OPSET,
         "quantization": {
             "method": "onnxruntime.quantization.quantize_dynamic",
-            "weight_type": "QInt8",
+            "weight_type": "QUInt8",
             "per_channel": True,
             "op_types": QUANT_OPS,
             "matmul_const_b_only": True,

@@ -117,5 +117,5 @@ Done. Next:
   - edit /etc/fastsam-edge/config.toml (model.bundle: copy an exported bundle to
     /var/lib/fastsam-edge/models/ and point to it; the demo bundle only knows demo scenes)
   - sudo systemctl restart fastsam-edge; journalctl -u fastsam-edge -f
-  - curl -s localhost:8080/healthz; curl -s -X POST localhost:8080/trigger
+  - curl -s localhost:8080/healthz; curl -s -X POST -H 'Content-Type: application/json' localhost:8080/trigger
 EOF

@@ -80,6 +80,7 @@ apt_need() {  # apt_need PROGRAM PACKAGE: install PACKAGE unless PROGRAM is on P
         || { echo "test.sh: apt-get install $pkg failed; see $log" >&2; tail -n 20 "$log" >&2; }
 }
 apt_need mosquitto mosquitto   # tests/test_service_mqtt_broker.py: a real MQTT broker
+apt_need qemu-x86_64-static qemu-user-static  # tests/test_cpu.py, test_quantize.py: int8 on an emulated AVX2 CPU
 
 # Counts from a pytest JUnit XML: "passed failed errors skipped xfailed"; real skips
 # (not xfails) are listed on stderr. With argv[2] == "not-export", a collection-time skip of a

@@ -7,6 +7,7 @@ import pytest
 
 from edge.bench.flops import node_ops, profile_model, summarize_profile
 from edge.bench.peak import matmul_model, matmul_peak
+from edge.onnx_bytes import matmul_int8_weights, qdq_conv_model
 from edge.session import create_session
 
 
@@ -20,7 +21,7 @@ def test_matmul_model_computes_a_times_b(precision):
         a = np.random.default_rng(9).standard_normal((n, n)).astype(np.float32)
         np.testing.assert_allclose(session.run(None, {"A": a})[0], a @ b, rtol=1e-5, atol=1e-4)
     else:
-        b = rng.integers(-127, 128, (n, n), dtype=np.int8)
+        b = matmul_int8_weights(n, seed=3)
         a = np.random.default_rng(9).integers(0, 256, (n, n), dtype=np.uint8)
         out = session.run(None, {"A": a})[0]
         assert out.dtype == np.int32
@@ -35,6 +36,14 @@ def test_matmul_model_is_valid_onnx():
         onnx.checker.check_model(
             onnx.load_from_string(matmul_model(8, precision)), full_check=True
         )
+    w = np.ones((2, 3, 3, 3), np.int8)
+    conv = qdq_conv_model(w, np.full(2, 0.1, np.float32), 0.02, 0, 0.5, 128, (5, 5))
+    onnx.checker.check_model(onnx.load_from_string(conv), full_check=True)
+
+
+def test_matmul_model_rejects_wrong_b():
+    with pytest.raises(ValueError, match="b: expected"):
+        matmul_model(4, "int8", b=np.zeros((4, 4), np.float32))
 
 
 def test_matmul_model_rejects_unknown_precision():

@@ -304,3 +304,12 @@ def test_plan_jobs_order(precisions, modes, reference, expected):
     plan = BenchPlan(bundles=["b"], images={}, mask_targets=[20], threads=[1, 2], modes=modes)
     jobs = plan_jobs(plan, _Manifest(precisions), reference)
     assert [(j.target, j.side, j.precision, j.threads, j.mode) for j in jobs] == expected
+
+
+def test_markdown_names_the_int8_class():
+    from edge.cpu import classify
+
+    report = _report([_row("b", (640, 640), "fp32", 2, 200)])
+    assert "int8 on this CPU" not in to_markdown(report)  # older reports have no class
+    report["machine"]["int8_class"] = classify("aarch64", {"asimd"}, None).to_dict()
+    assert "int8 on this CPU: arm-neon: no dot-product instructions" in to_markdown(report)

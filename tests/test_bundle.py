@@ -154,6 +154,93 @@ MALFORMED = [
 ]
 
 
+# lenient types that used to be coerced silently (issue 11): each is a type error naming the field
+LENIENT = [
+    pytest.param(_with("false", "input", "dynamic"), "input.dynamic", id="dynamic-string"),
+    pytest.param(_with(1, "input", "dynamic"), "input.dynamic", id="dynamic-int"),
+    pytest.param(_with(0, "input", "stride"), "input.stride", id="stride-0"),
+    pytest.param(_with(-32, "input", "stride"), "input.stride", id="stride-negative"),
+    pytest.param(_with(32.0, "input", "stride"), "input.stride", id="stride-float"),
+    pytest.param(_with([1024.5, 1024], "input", "imgsz"), "input.imgsz", id="imgsz-float"),
+    pytest.param(_with([1024.0, 1024], "input", "imgsz"), "input.imgsz", id="imgsz-float-int"),
+    pytest.param(_with(["1024", 1024], "input", "imgsz"), "input.imgsz", id="imgsz-string-item"),
+    pytest.param(_with([True, 1024], "input", "imgsz"), "input.imgsz", id="imgsz-bool"),
+    pytest.param(_with([0, 1024], "input", "imgsz"), "input.imgsz", id="imgsz-zero"),
+    pytest.param(_with([1000, 1024], "input", "imgsz"), "multiples of", id="imgsz-not-stride"),
+    pytest.param(_with([1024, 1024, 3], "input", "imgsz"), "input.imgsz", id="imgsz-three"),
+    pytest.param(_with(7, "input", "name"), "input.name", id="input-name-int"),
+    pytest.param(_with(2.7, "thresholds", "max_det"), "thresholds.max_det", id="max_det-float"),
+    pytest.param(_with(True, "thresholds", "max_det"), "thresholds.max_det", id="max_det-bool"),
+    pytest.param(_with(0, "thresholds", "max_det"), "thresholds.max_det", id="max_det-0"),
+    pytest.param(_with("300", "thresholds", "max_det"), "thresholds.max_det", id="max_det-str"),
+    pytest.param(_with(True, "thresholds", "conf"), "thresholds.conf", id="conf-bool"),
+    pytest.param(_with(1.5, "thresholds", "iou"), "thresholds.iou", id="iou-above-1"),
+    pytest.param(
+        _with("13161994", "files", "fastsam.fp32.onnx", "bytes"),
+        "files.fastsam.fp32.onnx.bytes",
+        id="bytes-string",
+    ),
+    pytest.param(
+        _with(True, "files", "fastsam.fp32.onnx", "bytes"),
+        "files.fastsam.fp32.onnx.bytes",
+        id="bytes-bool",
+    ),
+    pytest.param(
+        _with(-1, "files", "fastsam.fp32.onnx", "bytes"),
+        "files.fastsam.fp32.onnx.bytes",
+        id="bytes-negative",
+    ),
+    pytest.param(
+        _with("ABC", "files", "fastsam.fp32.onnx", "sha256"),
+        "files.fastsam.fp32.onnx.sha256",
+        id="sha256-not-hex",
+    ),
+    pytest.param(_with(3, "files", "fastsam.fp32.onnx", "role"), "role", id="role-int"),
+    pytest.param(_with(True, "schema_version"), "schema_version", id="schema-bool"),
+    pytest.param(_with(1.0, "schema_version"), "schema_version", id="schema-float"),
+    pytest.param(_with(17.5, "opset"), "opset", id="opset-float"),
+    pytest.param(_with("32", "num_coefficients"), "num_coefficients", id="coefficients-str"),
+    pytest.param(_with(0, "num_coefficients"), "num_coefficients", id="coefficients-0"),
+    pytest.param(_with(5, "name"), "name", id="name-int"),
+]
+
+
+@pytest.mark.parametrize(("d", "field"), LENIENT)
+def test_manifest_refuses_lenient_types(d, field):
+    with pytest.raises(BundleError) as excinfo:
+        BundleManifest.from_dict(d)
+    msg = str(excinfo.value)
+    assert field in msg
+    assert "malformed" in msg
+
+
+@pytest.mark.parametrize("depth", [2000, 100_000])
+def test_read_manifest_deeply_nested_json(tmp_path, depth):
+    (tmp_path / MANIFEST_NAME).write_text("[" * depth + "]" * depth)
+    with pytest.raises(BundleError, match="nested too deeply|must hold a JSON object"):
+        read_manifest(tmp_path)
+
+
+def test_read_manifest_deeply_nested_inside_a_valid_object(tmp_path):
+    d = _manifest_dict()
+    text = json.dumps(d)[:-1] + ', "deep": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    (tmp_path / MANIFEST_NAME).write_text(text)
+    with pytest.raises(BundleError, match="nested too deeply"):
+        read_manifest(tmp_path)
+
+
+def test_read_manifest_names_what_the_path_is(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / MANIFEST_NAME)
+    with pytest.raises(BundleError, match="is a FIFO"):
+        read_manifest(tmp_path)  # and does not block opening the FIFO
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(BundleError, match="symlink loop"):
+        read_manifest(loop)
+
+
 @pytest.mark.parametrize(("d", "needle"), MALFORMED)
 def test_manifest_from_dict_malformed(d, needle):
     with pytest.raises(BundleError) as excinfo:

@@ -207,7 +207,11 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
         int8_min_iou=0.0,
     )
     printed = capsys.readouterr().out
-    assert "int8 vs fp32 on 4 calibration images: mean mask IoU" in printed
+    assert (
+        "int8 vs fp32 on 4 calibration images (reference kernels, CPU-independent): mean mask IoU"
+        in printed
+    )
+    assert "int8 vs fp32 on 4 calibration images (this host's kernels, " in printed
     m = read_manifest(out)
     assert m.precisions == ("fp32", "int8")
     verify_file(out, m, "fastsam.int8.onnx")
@@ -217,6 +221,10 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
     assert q["float_ops"] == [] and q["activations"] == "uint8 per-tensor"
     assert m.extra["detector_gop"] > 0  # counted at export, for bench on any bundle
     assert 0.0 <= q["verify"]["mean_iou_fp32_to_int8"] <= 1.0
+    assert q["verify"]["kernels"] == "reference" and q["verify_host"]["kernels"] == "host"
+    assert q["verify"]["speedup"] == q["verify_host"]["speedup"]  # speed is this host's
+    assert q["verify_host"]["cpu_class"]["name"] in {"x86-vnni", "x86-avx2", "x86",
+                                                     "arm-i8mm", "arm-dotprod", "arm-neon"}
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(out / "fastsam.int8.onnx")).graph.node}

@@ -18,12 +18,14 @@ from edge.scenes import generate_scene
 
 RSS_LIMIT_MB = 600
 
-# runs the CLI in-process of a fresh interpreter and reports its own peak RSS
+# runs the CLI in a fresh interpreter and reports its own peak RSS: VmHWM belongs to the new
+# address space (ru_maxrss would carry over the forking pytest process's peak through exec)
 _RSS_SCRIPT = """
-import resource, sys
+import sys
 from edge.cli import main
 code = main(sys.argv[1:])
-print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print("maxrss_kb", hwm, file=sys.stderr)
 sys.exit(code)
 """
 
@@ -129,3 +131,230 @@ def test_segment_max_pixels_default_is_the_reader_default():
 
     args = build_parser().parse_args(["segment", "x.png", "--bundle", "b", "--json", "o.json"])
     assert args.max_pixels == MAX_IMAGE_PIXELS
+
+
+# --------------------------------------------------------------------------------------------
+# command-line flags, prompt files, image paths and bundles: a clear error, never a traceback
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    cv2.imwrite(str(path), generate_scene(1_000_004, width=320, height=240).image)
+    return path
+
+
+def _run(capsys, *args):
+    """``fastsam-edge ARGS`` in-process: (exit code, stderr). Any exception fails the test."""
+    from edge.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _deep(depth):
+    return "[" * depth + "]" * depth
+
+
+def _prompt_file(tmp_path, text):
+    path = tmp_path / "prompts.json"
+    path.write_text(text)
+    return str(path)
+
+
+# (id, extra segment args built from tmp_path, expected text in the one error line)
+FLAG_CASES = [
+    ("threads-0", lambda t: ["--threads", "0"], "argument --threads: expected a positive"),
+    ("threads-neg", lambda t: ["--threads", "-1"], "argument --threads: expected a positive"),
+    ("threads-text", lambda t: ["--threads", "two"], "argument --threads: expected a positive"),
+    ("max-pixels-0", lambda t: ["--max-pixels", "0"], "argument --max-pixels: expected"),
+    ("prompts-deep-json", lambda t: ["--prompts", _prompt_file(t, _deep(100_000))], "nested too"),
+    (
+        "prompts-deep-data",
+        lambda t: ["--prompts", _prompt_file(t, '{"type": "point", "data": ' + _deep(500) + "}")],
+        "point: coordinates must be numbers",
+    ),
+    (
+        "prompts-deep-type",
+        lambda t: ["--prompts", _prompt_file(t, '[{"type": ' + _deep(500) + ', "data": 1}]')],
+        "prompts[0].type: expected one of",
+    ),
+    (
+        "box-strings",
+        lambda t: [
+            "--prompts",
+            _prompt_file(t, '{"type": "box", "data": ["1", "2", "30", "40"]}'),
+        ],
+        "box: coordinates must be numbers, got '1'",
+    ),
+    (
+        "point-bools",
+        lambda t: ["--prompts", _prompt_file(t, '{"type": "point", "data": [true, false]}')],
+        "point: coordinates must be numbers, got True",
+    ),
+    (
+        "label-true",
+        lambda t: [
+            "--prompts",
+            _prompt_file(t, '{"type": "point", "data": [5, 5], "label": true}'),
+        ],
+        "label[0]: expected 0 or 1, got True",
+    ),
+    (
+        "label-mixed-bool",
+        lambda t: [
+            "--prompts",
+            _prompt_file(t, '{"type": "point", "data": [[5, 5], [6, 6]], "label": [1, true]}'),
+        ],
+        "label[1]: expected 0 or 1, got True",
+    ),
+    ("prompts-dir", lambda t: ["--prompts", str(t)], "is a directory"),
+    ("prompts-fifo", lambda t: ["--prompts", _fifo(t)], "is a FIFO"),
+    ("prompts-loop", lambda t: ["--prompts", _loop(t)], "is a symlink loop"),
+]
+
+
+def _fifo(tmp_path):
+    import os
+
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return str(path)
+
+
+def _loop(tmp_path):
+    path = tmp_path / "loop"
+    path.symlink_to(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"), [c[1:] for c in FLAG_CASES], ids=[c[0] for c in FLAG_CASES]
+)
+def test_segment_flag_and_prompt_errors(tmp_path, capsys, demo_bundle, scene_file, make, needle):
+    out = tmp_path / "out.json"
+    code, err = _run(
+        capsys,
+        "segment",
+        str(scene_file),
+        "--bundle",
+        str(demo_bundle),
+        "--json",
+        str(out),
+        *make(tmp_path),
+    )
+    assert code == 2, err
+    assert needle in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+IMAGE_PATH_CASES = [
+    ("directory", lambda t: str(t), "is a directory"),
+    ("fifo", _fifo, "is a FIFO"),
+    ("symlink-loop", _loop, "is a symlink loop"),
+    ("missing", lambda t: str(t / "nope.png"), "does not exist"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"), [c[1:] for c in IMAGE_PATH_CASES], ids=[c[0] for c in IMAGE_PATH_CASES]
+)
+def test_segment_image_path_kinds(tmp_path, capsys, demo_bundle, make, needle):
+    code, err = _run(
+        capsys,
+        "segment",
+        make(tmp_path),
+        "--bundle",
+        str(demo_bundle),
+        "--json",
+        str(tmp_path / "o.json"),
+    )
+    assert code == 2 and needle in err, err
+
+
+def _bundle_with(tmp_path, demo_bundle, edit=None, text=None):
+    """A bundle directory: the demo detector (symlinked) and an edited bundle.json."""
+    import json
+
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "fastsam.fp32.onnx").symlink_to(demo_bundle / "fastsam.fp32.onnx")
+    if text is None:
+        doc = json.loads((demo_bundle / "bundle.json").read_text())
+        doc["precisions"], doc["default_precision"] = ["fp32"], "fp32"
+        edit(doc)
+        text = json.dumps(doc)
+    (d / "bundle.json").write_text(text)
+    return d
+
+
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def edit(doc):
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+BUNDLE_CASES = [
+    ("dynamic-on-static", _set("input", "dynamic", True), "input.dynamic: true, but the model"),
+    ("dynamic-string", _set("input", "dynamic", "false"), "input.dynamic: expected true or false"),
+    ("stride-0", _set("input", "stride", 0), "input.stride: expected an integer >= 1"),
+    ("imgsz-float", _set("input", "imgsz", [320.0, 320]), "input.imgsz: expected"),
+    ("max_det-float", _set("thresholds", "max_det", 2.7), "thresholds.max_det: expected an"),
+    (
+        "bytes-string",
+        _set("files", "fastsam.fp32.onnx", "bytes", "13161994"),
+        "files.fastsam.fp32.onnx.bytes: expected an integer",
+    ),
+    ("imgsz-mismatch", _set("input", "imgsz", [640, 640]), "does not match bundle.json"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"), [c[1:] for c in BUNDLE_CASES], ids=[c[0] for c in BUNDLE_CASES]
+)
+def test_segment_bundle_errors_at_load(tmp_path, capsys, demo_bundle, scene_file, edit, needle):
+    bundle = _bundle_with(tmp_path, demo_bundle, edit)
+    code, err = _run(
+        capsys,
+        "segment",
+        str(scene_file),
+        "--bundle",
+        str(bundle),
+        "--json",
+        str(tmp_path / "o.json"),
+    )
+    assert code == 2, err
+    assert needle in err
+
+
+def test_segment_deeply_nested_bundle_json(tmp_path, capsys, demo_bundle, scene_file):
+    bundle = _bundle_with(tmp_path, demo_bundle, text='{"a": ' + _deep(100_000) + "}")
+    code, err = _run(
+        capsys,
+        "segment",
+        str(scene_file),
+        "--bundle",
+        str(bundle),
+        "--json",
+        str(tmp_path / "o.json"),
+    )
+    assert code == 2 and "nested too deeply" in err, err
+
+
+def test_segmenter_load_threads_is_an_input_error(demo_bundle):
+    from edge import InputError, Segmenter
+
+    for bad in (0, -1, True, 2.0, "2"):
+        with pytest.raises(InputError, match="threads: expected a positive integer"):
+            Segmenter.load(demo_bundle, threads=bad)

@@ -84,3 +84,115 @@ def test_recipe_options_rejected(demo_bundle, tmp_path, config, message):
             demo_bundle / "fastsam.fp32.onnx", tmp_path / "q.onnx", [], (320, 320),
             config=QuantConfig(**config),
         )  # fmt: skip
+
+
+def _calib(n=4, size=320):
+    from edge.scenes import generate_scene
+    from export.quantize import CalibrationSet
+
+    scenes = [generate_scene(1_500_000 + i, size, size) for i in range(n)]
+    return CalibrationSet([s.image for s in scenes], "scenes", [s.masks for s in scenes])
+
+
+def test_verify_int8_reports_host_and_reference(demo_bundle):
+    from export.quantize import agreement_of, compare_precisions, verify_int8
+
+    fp32, int8 = demo_bundle / "fastsam.fp32.onnx", demo_bundle / "fastsam.int8.onnx"
+    args = (_calib(), (320, 320), False, 0.4, 0.9, 300, 1)
+    both = verify_int8(fp32, int8, *args)
+    assert set(both) == {"host", "reference"}
+    assert both["host"]["cpu_class"]["name"] and both["reference"]["kernels"] == "reference"
+    for k in ("host", "reference"):
+        assert 0.9 <= agreement_of(both[k]) <= 1.0  # the demo int8 model is a good one
+        assert both[k]["recall_fp32"] == both["host"]["recall_fp32"]  # fp32 run once
+        # one pass with both == one pass per kernel family
+        alone = compare_precisions(fp32, int8, *args, kernels=k)
+        assert alone["mean_iou_fp32_to_int8"] == both[k]["mean_iou_fp32_to_int8"]
+    with pytest.raises(ValueError, match="kernels"):
+        compare_precisions(fp32, int8, *args, kernels="vnni")
+
+
+def _fake_reports(host, ref):
+    def rep(agree, kernels):
+        return {"images": 4, "kernels": kernels, "mean_iou_fp32_to_int8": agree,
+                "mean_iou_int8_to_fp32": agree, "infer_ms_fp32": 10.0, "infer_ms_int8": 4.0,
+                "threads": 1, "speedup": 2.5}  # fmt: skip
+
+    reports = {"host": rep(host, "host"), "reference": rep(ref, "reference")}
+    reports["host"]["cpu_class"] = {"name": "x86-avx2", "note": "saturates"}
+    return reports
+
+
+@pytest.mark.parametrize(
+    ("host", "ref", "status", "warned"),
+    [
+        (0.99, 0.99, "ok", False),
+        (0.80, 0.99, "ok", True),  # an AVX2 workstation must not refuse a good Pi model
+        (0.99, 0.90, "refused", True),  # nor pass one that a Pi computes badly
+        (0.995, 0.99, "ok", False),
+    ],
+)
+def test_int8_step_decides_on_the_reference(demo_bundle, tmp_path, monkeypatch, caplog,
+                                            host, ref, status, warned):  # fmt: skip
+    import shutil
+    from types import SimpleNamespace
+
+    import export.quantize as q
+
+    shutil.copy(demo_bundle / "fastsam.fp32.onnx", tmp_path / "fastsam.fp32.onnx")
+    monkeypatch.setattr(q, "load_calibration", lambda *a, **k: _calib(2))
+    monkeypatch.setattr(
+        q, "quantize_detector",
+        lambda fp32, int8, *a, **k: (int8.write_bytes(b"x"), {"format": "QDQ"})[1],
+    )  # fmt: skip
+    monkeypatch.setattr(q, "verify_int8", lambda *a, **k: _fake_reports(host, ref))
+    spec = SimpleNamespace(imgsz=(320, 320), dynamic=False,
+                           thresholds=SimpleNamespace(conf=0.4, iou=0.9, max_det=300))  # fmt: skip
+    extra: dict = {}
+    with caplog.at_level("WARNING"):
+        q.make_int8_step(None, min_iou=0.95)(tmp_path, extra, spec)
+    rec = extra["quantization"]
+    assert rec["status"].startswith(status)
+    assert rec["verify"]["mean_iou_fp32_to_int8"] == ref
+    assert rec["verify_host"]["mean_iou_fp32_to_int8"] == host
+    assert (tmp_path / "fastsam.int8.onnx").exists() == (status == "ok")
+    assert ("computes int8 differently" in caplog.text) == warned
+    assert rec.get("host_differs", False) == (abs(host - ref) > 0.01)
+
+
+@pytest.mark.skipif(
+    __import__("platform").machine() != "x86_64", reason="qemu-x86_64 is for x86-64 hosts"
+)
+def test_reference_verify_is_cpu_independent(demo_bundle, tmp_path):
+    """The reference agreement on an emulated AVX2 CPU (qemu Haswell, no VNNI) equals this
+    host's: the export's decision does not depend on the workstation's CPU."""
+    import json
+    import subprocess
+    import sys
+
+    from export.quantize import verify_int8
+
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_quantize import _calib\n"
+        "from export.quantize import verify_int8\n"
+        f"b = Path({str(demo_bundle)!r})\n"
+        "r = verify_int8(b / 'fastsam.fp32.onnx', b / 'fastsam.int8.onnx', _calib(3), "
+        "(320, 320), False, 0.4, 0.9, 300, 1)\n"
+        "print(json.dumps(r))\n"
+    )
+    proc = subprocess.run(
+        ["qemu-x86_64-static", "-cpu", "Haswell", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    emulated = json.loads(proc.stdout.strip().splitlines()[-1])
+    native = verify_int8(
+        demo_bundle / "fastsam.fp32.onnx", demo_bundle / "fastsam.int8.onnx", _calib(3),
+        (320, 320), False, 0.4, 0.9, 300, 1,
+    )  # fmt: skip
+    assert emulated["host"]["cpu_class"]["name"] == "x86-avx2"
+    for key in ("mean_iou_fp32_to_int8", "mean_iou_int8_to_fp32", "recall_int8"):
+        assert emulated["reference"][key] == pytest.approx(native["reference"][key], abs=2e-3)

@@ -3,23 +3,29 @@ limits, busy (503), health and metrics, the Unix socket; the service stays alive
 
 from __future__ import annotations
 
+import errno
 import http.client
 import importlib.util
 import json
+import logging
+import re
 import socket
+import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from edge.service.clock import FakeClock
-from edge.service.config import demo_config
-from edge.service.http import parse_trigger_body
+from edge.service.config import ConfigError, demo_config
+from edge.service.http import default_allowed_hosts, parse_trigger_body
 from edge.service.runner import Service
 from edge.service.testing import FakeSegmenter
 
 WAIT = 60.0
+JSON = {"Content-Type": "application/json"}
 HAS_PROMPTS = importlib.util.find_spec("edge.prompts") is not None
 
 
@@ -68,10 +74,11 @@ def _request(
     headers: dict | None = None,
 ) -> tuple[int, dict | str, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", svc.http.port, timeout=WAIT)
+    headers = {**(JSON if method == "POST" else {}), **(headers or {})}
     try:
         if isinstance(body, str):
             body = body.encode()
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         raw = resp.read().decode()
         ctype = resp.getheader("Content-Type", "")
@@ -182,7 +189,10 @@ def test_chunked_body_is_refused(live):
 
 def test_huge_declared_body_is_refused_without_reading_it(live):
     s = socket.create_connection(("127.0.0.1", live.http.port), timeout=WAIT)
-    s.sendall(b"POST /trigger HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000000\r\n\r\n")
+    s.sendall(
+        b"POST /trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000000000\r\n\r\n"
+    )
     reply = s.recv(4096).decode()
     s.close()
     assert reply.startswith("HTTP/1.1 413")
@@ -312,7 +322,8 @@ def test_unix_socket(tmp_path):
         s.settimeout(WAIT)
         s.connect(str(sock_path))
         s.sendall(
-            b"POST /trigger HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            b"POST /trigger HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         data = b""
         while chunk := s.recv(65536):
@@ -360,3 +371,451 @@ def test_source_down_gives_503_and_the_service_recovers(tmp_path):
         assert _request(svc, "GET", "/healthz")[0] == 200
     finally:
         _stop(svc)
+
+
+# ------------------------------------------------------------------------------------------
+# a server on a network (issue 11): load, cancellation, framing, browsers, hostile JSON,
+# disconnects, health while writes fail, the Unix socket
+# ------------------------------------------------------------------------------------------
+
+
+def _raw(svc: Service, data: bytes, *, hold: bool = True) -> tuple[bytes, float]:
+    """Send raw bytes (keeping the write side open if ``hold``), read until the server closes.
+
+    Returns:
+        Everything received and the seconds until the server closed the connection.
+    """
+    s = socket.create_connection(("127.0.0.1", svc.http.port), timeout=WAIT)
+    t0 = time.monotonic()
+    try:
+        s.sendall(data)
+        if not hold:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+def _statuses(reply: bytes) -> list[int]:
+    return [int(code) for code in re.findall(rb"^HTTP/1\.1 (\d{3}) ", reply, re.M)]
+
+
+def _body(reply: bytes) -> dict:
+    return json.loads(reply.partition(b"\r\n\r\n")[2])
+
+
+def _post(path: str = "/trigger", body: bytes = b"", extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}"
+    if "Content-Length" not in extra:
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path):
+    n, limit = 200, 8
+    svc = _start(tmp_path, FakeSegmenter(), **{"http.max_connections": limit})
+    try:
+        results: list = [None] * n
+        barrier = threading.Barrier(n + 1)
+        stop_sampling = threading.Event()
+        peak = [0]
+
+        def sample() -> None:
+            while not stop_sampling.wait(0.002):
+                peak[0] = max(peak[0], threading.active_count())
+
+        def client(i: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", svc.http.port, timeout=WAIT)
+            barrier.wait()
+            t0 = time.monotonic()
+            try:
+                if i % 2:
+                    conn.request("POST", "/trigger", body=b"", headers=JSON)
+                else:
+                    conn.request("GET", "/healthz")
+                resp = conn.getresponse()
+                doc = json.loads(resp.read())
+                results[i] = (
+                    resp.status,
+                    time.monotonic() - t0,
+                    resp.getheader("Retry-After"),
+                    doc,
+                )
+            except Exception as exc:  # a reset, a timeout: what this test rules out
+                results[i] = exc
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        baseline = threading.active_count()  # the clients, waiting at the barrier
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        barrier.wait()
+        for t in threads:
+            t.join(WAIT)
+        stop_sampling.set()
+        sampler.join()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, f"{len(errors)} of {n} failed, e.g. {errors[0]!r}"
+        statuses = [r[0] for r in results]
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(200) >= limit // 2  # the bound serves, it does not just refuse
+        busy = [r for r in results if r[0] == 503]
+        assert all(r[2] and "busy" in r[3]["error"] for r in busy)
+        slowest = max(r[1] for r in results)
+        assert slowest < 15.0, f"a request waited {slowest:.1f} s"
+        # handler threads stay within http.max_connections (+1: the sampler itself)
+        assert peak[0] - baseline <= limit + 1, (peak[0], baseline)
+        assert _request(svc, "GET", "/healthz")[0] == 200
+    finally:
+        _stop(svc)
+
+
+def test_a_timed_out_request_is_cancelled_and_the_queue_bound_holds(tmp_path):
+    seg = FakeSegmenter(block=True)
+    svc = _start(tmp_path, seg, **{"http.request_timeout_s": 1.0, "trigger.queue_size": 1})
+    try:
+        for _ in range(4):  # the first hangs in the segmenter, the others wait behind it
+            status, doc, _ = _request(svc, "POST", "/trigger")
+            assert status == 504 and "http.request_timeout_s" in doc["error"], doc
+        health = _request(svc, "GET", "/healthz")[1]
+        assert health["queue_depth"] == 0  # none of the timed-out requests is still queued
+        assert svc.metrics.get("fastsam_dropped_total") == 3
+        assert "cancelled" in svc.metrics_text()
+        seg.gate.set()
+        status, doc, _ = _request(svc, "POST", "/trigger")
+        assert status == 200, doc
+        assert seg.calls == 2  # the hung one and this one: the cancelled ones never ran
+    finally:
+        seg.gate.set()
+        _stop(svc)
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "needle"),
+    [
+        ("Content-Length: 2\r\nContent-Length: 2\r\n", b"{}", "sent 2 times"),
+        ("Content-Length: 2\r\nContent-Length: 40\r\n", b"{}", "sent 2 times"),
+        ("Content-Length: +2\r\n", b"{}", "invalid value"),
+        ("Content-Length: 0x2\r\n", b"{}", "invalid value"),
+        ("Content-Length: -1\r\n", b"{}", "invalid value"),
+        ("Content-Length: 1_0\r\n", b"{}", "invalid value"),
+        ("Content-Length: \xb2\r\n", b"{}", "invalid value"),  # a superscript digit
+        ("Content-Length: 99999999999999999999999\r\n", b"{}", "invalid value"),
+    ],
+)
+def test_bad_content_length_is_a_fast_400_and_closes(live, extra, body, needle):
+    reply, seconds = _raw(live, _post(body=body, extra=extra))
+    assert _statuses(reply) == [400], reply
+    doc = _body(reply)
+    assert doc["field"] == "Content-Length" and needle in doc["error"]
+    assert b"Connection: close" in reply and seconds < 5.0
+
+
+def test_a_short_body_is_a_fast_400(live):
+    reply, seconds = _raw(live, _post(body=b'{"save"', extra="Content-Length: 100\r\n"))
+    assert _statuses(reply) == [400], reply
+    assert "7 of 100 bytes" in _body(reply)["error"] and seconds < 6.0
+
+
+def test_the_body_of_a_rejected_post_is_never_a_second_request(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("tok")
+    svc = _start(tmp_path, FakeSegmenter(), **{"http.token_file": str(token_file)})
+    try:
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for extra in ("", "Authorization: Bearer wrong\r\n"):
+            reply, _ = _raw(svc, _post(body=smuggled, extra=extra), hold=False)
+            assert _statuses(reply) == [401], reply  # one answer, then the connection closed
+        for extra, status in (("", 401), ("Authorization: Bearer tok\r\n", 413)):
+            big = _post(body=smuggled, extra=extra + "Content-Length: 70000\r\n")
+            reply, _ = _raw(svc, big + b"x" * (70000 - len(smuggled)), hold=False)
+            assert _statuses(reply) == [status], reply
+    finally:
+        _stop(svc)
+
+
+def test_every_body_is_read_on_a_kept_alive_connection(live):
+    get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
+    last = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    reply, _ = _raw(live, get + last)
+    assert _statuses(reply) == [200, 200], reply
+
+
+def test_error_answers_close_the_connection(live):
+    second = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for first in (_post(body=b"{bad"), b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"):
+        reply, _ = _raw(live, first + second, hold=False)
+        assert len(_statuses(reply)) == 1 and b"Connection: close" in reply, reply
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"BREW /trigger HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 501),
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_requests_the_parser_rejects_get_a_json_error_and_close(live, raw, status):
+    second = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    reply, _ = _raw(live, raw + second, hold=False)
+    assert _statuses(reply) == [status] and b"Connection: close" in reply, reply[:300]
+    assert "error" in _body(reply)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        (None, b""),
+        (None, b"{}"),
+        ("text/plain", b"{}"),
+        ("text/plain", b""),
+        ("application/x-www-form-urlencoded", b"a=1"),
+        ("multipart/form-data; boundary=x", b"--x--"),
+        ("application/jsonp", b"{}"),
+    ],
+)
+def test_a_post_that_is_not_json_is_415_and_triggers_nothing(live, ctype, body):
+    before = live.metrics.get("fastsam_triggers_total")
+    headers = {"Content-Type": ctype} if ctype else {"Content-Type": ""}
+    status, doc, _ = _request(live, "POST", "/trigger", body, headers)
+    assert status == 415 and doc["field"] == "Content-Type", doc
+    assert "application/json" in doc["error"]
+    assert live.metrics.get("fastsam_triggers_total") == before
+
+
+def test_json_with_a_charset_is_accepted(live):
+    headers = {"Content-Type": "Application/JSON; charset=utf-8"}
+    assert _request(live, "POST", "/trigger", b"{}", headers)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example", 421),
+        ("evil.example:{port}", 421),
+        ("127.0.0.1.nip.io:{port}", 421),
+        ("localhost.evil.example", 421),
+        ("192.168.1.10", 421),  # not the address this client connected to
+        ("localhost:8080:1", 421),
+        ("localhost", 200),
+        ("LOCALHOST:{port}", 200),
+        ("127.0.0.1:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("localhost.", 200),
+    ],
+)
+def test_host_must_name_this_device(live, host, status):
+    port = live.http.port
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host.format(port=port)}\r\n\r\n"
+    reply, _ = _raw(live, request.encode(), hold=False)
+    assert _statuses(reply)[:1] == [status], reply
+    if status == 421:
+        doc = _body(reply)
+        assert doc["field"] == "Host" and "http.allowed_hosts" in doc["error"]
+
+
+def test_host_missing_or_twice_is_400(live):
+    for head in (
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n",
+    ):
+        reply, _ = _raw(live, head.encode(), hold=False)
+        assert _statuses(reply) == [400] and _body(reply)["field"] == "Host", reply
+
+
+def test_allowed_hosts_and_the_connected_address(tmp_path):
+    svc = _start(
+        tmp_path,
+        FakeSegmenter(),
+        **{"http.host": "127.0.0.2", "http.allowed_hosts": ["camera.lan", "Proxy.Example:443"]},
+    )
+    try:
+
+        def status(host: str) -> int:
+            s = socket.create_connection(("127.0.0.2", svc.http.port), timeout=WAIT)
+            try:
+                s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                return _statuses(s.recv(65536))[0]
+            finally:
+                s.close()
+
+        assert status("camera.lan") == 200
+        assert status("proxy.example") == 200
+        assert status(f"127.0.0.2:{svc.http.port}") == 200  # the address connected to
+        assert status("127.0.0.3") == 421
+        assert status("evil.example") == 421
+    finally:
+        _stop(svc)
+
+
+def test_default_allowed_hosts_depend_on_the_bind_address():
+    name = socket.gethostname().lower()
+    loop = default_allowed_hosts("127.0.0.1")
+    lan = default_allowed_hosts("0.0.0.0")
+    assert {"localhost", "127.0.0.1", "::1"} <= loop <= lan
+    assert {name, name.split(".")[0] + ".local"} <= lan
+    if name != "localhost":
+        assert name not in loop
+    assert "*" in default_allowed_hosts("127.0.0.1", ("*",))
+
+
+def test_continue_comes_only_after_auth_and_limits(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("tok")
+    svc = _start(tmp_path, FakeSegmenter(), **{"http.token_file": str(token_file)})
+    try:
+
+        def first_answer(extra: str) -> tuple[socket.socket, bytes]:
+            s = socket.create_connection(("127.0.0.1", svc.http.port), timeout=WAIT)
+            s.sendall(_post(extra="Expect: 100-continue\r\n" + extra))
+            return s, s.recv(65536)
+
+        for extra in ("Content-Length: 2\r\n", "Content-Length: 70000\r\n"):
+            s, head = first_answer(extra)  # no token: 401 at once, never "100 Continue"
+            s.close()
+            assert head.startswith(b"HTTP/1.1 401"), head
+        s, head = first_answer("Authorization: Bearer tok\r\nContent-Length: 70000\r\n")
+        s.close()
+        assert head.startswith(b"HTTP/1.1 413"), head
+        s, head = first_answer("Authorization: Bearer tok\r\nContent-Length: 2\r\n")
+        try:
+            assert head == b"HTTP/1.1 100 Continue\r\n\r\n", head
+            s.sendall(b"{}")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        finally:
+            s.close()
+    finally:
+        _stop(svc)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "needle"),
+    [
+        ("[" * 30000 + "]" * 30000, "body", "nested too deeply"),
+        ('{"prompt": ' + "[" * 40 + "]" * 40 + "}", "body", "nested too deeply"),
+        ('{"conf": 1' + "0" * 5000 + "}", "body", "5001 digits"),
+        ('{"conf": -1' + "0" * 100 + "}", "body", "101 digits"),
+        ('{"conf": 1e400}', "body", "out of range"),
+        ('{"conf": NaN}', "body", "NaN is not valid JSON"),
+        ('{"conf": -Infinity}', "body", "Infinity is not valid JSON"),
+        ('{"prompt": [{"type": "point", "data": [1e400, 5]}]}', "body", "out of range"),
+        ('{"prompt": [{"type": "box", "data": [0, 0, 1' + "0" * 400 + ", 5]}]}", "body", "digits"),
+    ],
+)
+def test_hostile_json_is_400_not_500(live, body, field, needle):
+    status, doc, _ = _request(live, "POST", "/trigger", body)
+    assert status == 400, doc
+    assert doc["field"] == field and needle in doc["error"], doc
+    assert _request(live, "GET", "/healthz")[0] == 200
+
+
+def test_huge_integers_in_a_prompt_are_400(live):
+    if not (HAS_PROMPTS and live.supports_prompts()):
+        pytest.skip("no prompt support in this installation")
+    big = int("9" * 60)  # within the digit limit, beyond any image
+    prompt = [{"type": "point", "data": [big, 5], "label": 1}]
+    status, doc, _ = _request(live, "POST", "/trigger", json.dumps({"prompt": prompt}))
+    assert status == 400 and doc["field"] == "prompt", doc
+
+
+def _reset(s: socket.socket) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a client that crashes or is killed."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_a_client_that_goes_away_is_one_log_line(tmp_path, caplog, capfd):
+    seg = FakeSegmenter(block=True)
+    svc = _start(tmp_path, seg)
+    caplog.set_level(logging.INFO, logger="edge.service.http")
+    try:
+        s = socket.create_connection(("127.0.0.1", svc.http.port), timeout=WAIT)
+        s.sendall(_post())
+        assert seg.entered.wait(WAIT)
+        _reset(s)  # gone before its answer is written
+        s = socket.create_connection(("127.0.0.1", svc.http.port), timeout=WAIT)
+        s.sendall(b"GET /healthz HT")
+        time.sleep(0.2)
+        _reset(s)  # gone in the middle of its request line
+        seg.gate.set()
+        deadline = time.monotonic() + WAIT
+        lines = []
+        while time.monotonic() < deadline and len(lines) < 2:
+            lines = [r for r in caplog.records if "went away" in r.getMessage()]
+            time.sleep(0.05)
+        assert len(lines) == 2, [r.getMessage() for r in caplog.records]
+        assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
+        assert _request(svc, "POST", "/trigger")[0] == 200
+    finally:
+        seg.gate.set()
+        _stop(svc)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_healthz_is_degraded_while_results_cannot_be_written(live, monkeypatch):
+    import edge.service.sink as sink_module
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(sink_module, "_rename_into_place", no_space)
+        status, doc, _ = _request(live, "POST", "/trigger")
+        assert status == 200 and "result_dir" not in doc  # segmented, not stored
+        status, health, _ = _request(live, "GET", "/healthz")
+        assert status == 503 and health["status"] == "degraded", health
+        assert any("ENOSPC" in p and "cannot be written" in p for p in health["problems"])
+    assert _request(live, "POST", "/trigger")[0] == 200  # space again: the next result lands
+    status, health, _ = _request(live, "GET", "/healthz")
+    assert status == 200 and health["status"] == "ok" and health["problems"] == []
+
+
+def test_a_second_instance_does_not_take_a_live_unix_socket(tmp_path):
+    sock_path = tmp_path / "api.sock"
+    cfg = {"http.unix_socket": str(sock_path), "http.enabled": False}
+    first = _start(tmp_path / "a", FakeSegmenter(), **cfg)
+    try:
+        second = Service(
+            demo_config(tmp_path / "b", **cfg), segmenter=FakeSegmenter(), clock=FakeClock()
+        )
+        with pytest.raises(ConfigError, match="http.unix_socket: .* in use by another"):
+            second.start()
+        second.shutdown()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(WAIT)
+        s.connect(str(sock_path))  # the first one's socket is still there and answering
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        s.close()
+    finally:
+        _stop(first)
+    assert not sock_path.exists()
+
+
+def test_a_stale_unix_socket_is_replaced_and_a_file_is_refused(tmp_path):
+    sock_path = tmp_path / "api.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sock_path))  # a socket file nobody listens on: left by a crash
+    stale.close()
+    svc = _start(
+        tmp_path, FakeSegmenter(), **{"http.unix_socket": str(sock_path), "http.enabled": False}
+    )
+    _stop(svc)
+    sock_path.write_text("not a socket")
+    svc = Service(
+        demo_config(tmp_path / "c", **{"http.unix_socket": str(sock_path)}),
+        segmenter=FakeSegmenter(),
+        clock=FakeClock(),
+    )
+    with pytest.raises(ConfigError, match="http.unix_socket: .* is not a socket"):
+        svc.start()
+    svc.shutdown()
+    assert sock_path.read_text() == "not a socket"

@@ -115,6 +115,17 @@ def test_job_queue_drops_instead_of_piling_up():
     assert [j.frame_id for j in q.drain()] == [2]
 
 
+def test_job_queue_bound_holds_for_priority_jobs_and_remove():
+    q = JobQueue(1)
+    img = np.zeros((2, 2, 3), np.uint8)
+    first, second = (Job(i, img, ("http",), 0.0, priority=True) for i in range(2))
+    assert q.put_priority(first) == []
+    assert q.put_priority(second) == [second]  # full of priority jobs: refused, not queued
+    assert len(q) == 1
+    assert q.remove(lambda j: j.frame_id == 1) == [] and len(q) == 1
+    assert q.remove(lambda j: j.frame_id == 0) == [first] and len(q) == 0
+
+
 # --------------------------------------------------------------------------------------------
 # GPIO (gpiozero's mock pin factory)
 # --------------------------------------------------------------------------------------------

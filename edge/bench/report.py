@@ -39,6 +39,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{m['providers']}, {s['runs']} timed runs per configuration, each in its own "
         f"process.{emulated}",
         "",
+        *(
+            [f"int8 on this CPU: {m['int8_class']['name']}: {m['int8_class']['note']}.", ""]
+            if m.get("int8_class")
+            else []
+        ),
         "| bundle | input | image | ~masks | side | threads | mode | masks | pre p50 "
         "| model p50 | post p50 | prompt p50 | e2e p50 | e2e p90 | e2e p99 | FPS "
         "| (pre+post)/model | x vs ultralytics .pt | GOP/s (% peak) | peak RSS MiB |",

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-# CPU feature flags that decide which int8/fp32 kernels onnxruntime can use
-_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "asimddp", "i8mm", "sve", "asimd")
+from edge.cpu import cpu_info, int8_class
+
+__all__ = ["board_state", "cpu_info", "decode_throttled", "machine_facts", "peak_rss_mb"]
+
 
 
 def peak_rss_mb() -> float:
@@ -44,37 +46,6 @@ def _read(path: str | Path) -> str | None:
         return None
 
 
-def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
-    """CPU model name and the int8-relevant feature flags from ``/proc/cpuinfo``.
-
-    Args:
-        cpuinfo: The file's text (default: read it).
-
-    Returns:
-        ``{"cpu": str, "flags": [...]}``; on a Pi the model comes from the ``Model`` line
-        (ARM cpuinfo has no ``model name``), e.g. "Raspberry Pi 5 Model B Rev 1.0".
-    """
-    text = cpuinfo if cpuinfo is not None else (_read("/proc/cpuinfo") or "")
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            fields.setdefault(key.strip().lower(), value.strip())
-    name = (
-        fields.get("model name")
-        or fields.get("model")
-        or fields.get("hardware")
-        or fields.get("cpu model")
-        or platform.processor()
-        or platform.machine()
-    )
-    part = fields.get("cpu part")
-    if part and "model name" not in fields:
-        name = f"{name} (CPU part {part})"
-    flags = set((fields.get("flags") or fields.get("features") or "").split())
-    return {"cpu": name, "flags": [f for f in _INT8_FLAGS if f in flags]}
-
-
 def machine_facts() -> dict[str, Any]:
     """CPU, cores, OS and library versions recorded with every benchmark."""
     import cv2
@@ -84,6 +55,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "cpu": info["cpu"],
         "cpu_flags": info["flags"],
+        "int8_class": int8_class().to_dict(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "affinity_cores": (

@@ -148,6 +148,14 @@ def host(key: str, value: Any) -> str:
     return value
 
 
+def host_list(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v and not any(c.isspace() or c in "/@" for c in v) for v in value
+    ):
+        raise _bad(key, 'a list of host names or addresses, e.g. ["camera.lan"] (or ["*"])', value)
+    return list(value)
+
+
 def topic(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value or any(c in value for c in "#+\0"):
         raise _bad(key, "a non-empty MQTT topic without wildcards (#, +)", value)
@@ -268,6 +276,12 @@ class SourceConfig:
         {}, "picamera2: libcamera controls, e.g. { AfMode = 2, FrameRate = 5 }.", scalar_table
     )
     path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", string)
+    max_pixels: int = _spec(
+        50_000_000,
+        "replay: refuse images (and videos) with more pixels than this, read from the file "
+        "header before decoding; such files are skipped and counted.",
+        integer(1, 1 << 30),
+    )
     loop: bool = _spec(
         False, "replay, demo: start again at the end instead of stopping the service.", boolean
     )
@@ -459,6 +473,19 @@ class HttpConfig:
         "How long POST /trigger waits for its frame to be captured and segmented (a text "
         "prompt on a Pi 4 can take tens of seconds); then 504.",
         number(1, 3600),
+    )
+    max_connections: int = _spec(
+        32,
+        "Connections served at once (one thread each); more get a fast 503 with Retry-After.",
+        integer(1, 1024),
+    )
+    allowed_hosts: list[str] = _spec(
+        [],
+        "Extra names accepted in the Host header (421 otherwise: stops DNS rebinding). Always "
+        "accepted: localhost, 127.0.0.1, [::1] and the address a client connected to; with a "
+        "non-loopback http.host also this machine's host name and <hostname>.local. Add the "
+        'names you reach the device by (reverse proxy, DNS alias); ["*"] accepts any Host.',
+        host_list,
     )
     prompt_cache_frames: int = _spec(
         4,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.cpu import Int8Class
 from edge.service.config import DEMO, ConfigError, ServiceConfig, load_config
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -332,6 +333,30 @@ def check_bundle(cfg: ServiceConfig) -> tuple[Check, int]:
     ), size
 
 
+def check_int8_cpu(precision: str | None, cls: Int8Class | None = None) -> Check:
+    """This CPU's integer-kernel class (:mod:`edge.cpu`) against the configured precision.
+
+    Args:
+        precision: ``model.precision`` (``None``: the bundle's default).
+        cls: The class (default: probe this CPU).
+    """
+    from edge.cpu import int8_class
+
+    cls = cls or int8_class()
+    if precision == "int8" and not cls.int8_pays_off:
+        return Check(
+            "int8 on this CPU", WARN, cls.describe(),
+            'measure with fastsam-edge bench --precision fp32,int8; set model.precision = '
+            '"fp32" if int8 is not faster',
+        )  # fmt: skip
+    if precision == "int8" and cls.saturates:
+        return Check(
+            "int8 on this CPU", WARN, cls.describe(),
+            "int8 masks here differ from fp32 more than on a Pi; prefer fp32 on this host",
+        )  # fmt: skip
+    return Check("int8 on this CPU", OK, cls.describe())
+
+
 def check_memory(cfg: ServiceConfig, model_bytes: int, root: Path) -> Check:
     meminfo = {}
     try:
@@ -494,6 +519,7 @@ def run_checks(
         )
     bundle_check, model_bytes = check_bundle(cfg)
     checks.append(bundle_check)
+    checks.append(check_int8_cpu(cfg.model.precision))
     checks.append(check_memory(cfg, model_bytes, probe.root))
     checks.append(check_disk(cfg))
     checks.extend(check_optional(cfg))

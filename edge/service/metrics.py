@@ -20,7 +20,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_triggers_total": ("counter", "Triggers that fired, by trigger kind."),
     "fastsam_dropped_total": (
         "counter",
-        "Triggered frames not segmented, by reason (busy, superseded, stopping, source_down).",
+        "Triggered frames not segmented, by reason (busy, superseded, stopping, source_down, "
+        "cancelled).",
     ),
     "fastsam_errors_total": ("counter", "Errors, by kind (source, segment, write, mqtt, http)."),
     "fastsam_results_total": ("counter", "Frames segmented."),

@@ -17,10 +17,12 @@ dropped (counted), and the service exits 0 after printing its one-line summary.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +35,7 @@ import numpy as np
 
 from edge import __version__
 from edge.errors import InputError
+from edge.paths import describe_path_kind
 from edge.service.clock import Clock
 from edge.service.config import (
     DEMO,
@@ -51,6 +54,7 @@ from edge.service.sources import (
     Capture,
     FrameSource,
     FrameTransform,
+    ReplaySource,
     ResilientSource,
     SourceDown,
     make_source,
@@ -173,6 +177,10 @@ class Service:
             cfg.source.reopen_backoff_max_s,
             on_error=lambda _msg: self.metrics.inc("fastsam_errors_total", kind="source"),
         )
+        if isinstance(raw_source, ReplaySource) and raw_source.on_skip is None:
+            raw_source.on_skip = lambda _msg: self.metrics.inc(
+                "fastsam_errors_total", kind="input"
+            )
         self.transform = FrameTransform.from_config(cfg)
         self.sink = ResultSink(cfg.output, self.metrics)
         self.queue = JobQueue(cfg.trigger.queue_size)
@@ -225,6 +233,9 @@ class Service:
         self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
         self.metrics.set("fastsam_prompt_cache_limit_bytes", self.prompt_cache.max_bytes)
         self._prompt_cache_metrics()
+        check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
+        if cfg.http.enabled:
+            check_listen(cfg.http.host, cfg.http.port)
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
@@ -237,7 +248,12 @@ class Service:
             self._supports_prompts = False
         if cfg.model.warmup:
             self._warmup()
-        self.sink.start()
+        try:
+            self.sink.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"output.dir: cannot use {cfg.output.dir!r}: {exc.strerror or exc}"
+            ) from None
         if cfg.mqtt.enabled:
             self.mqtt = MqttPublisher(
                 cfg.mqtt,
@@ -258,17 +274,23 @@ class Service:
                     "http: listening on %s without a token: anyone on the network can trigger",
                     cfg.http.host,
                 )
-            self.http = ApiServer(
-                self,
-                cfg.http.host,
-                cfg.http.port if cfg.http.enabled else None,
-                cfg.http.unix_socket,
-                token,
-                cfg.http.max_body_bytes,
-                cfg.http.request_timeout_s,
-                routes={**default_routes(), **page_routes()},
-                sessions=Sessions(token),
-            )
+            try:
+                self.http = ApiServer(
+                    self,
+                    cfg.http.host,
+                    cfg.http.port if cfg.http.enabled else None,
+                    cfg.http.unix_socket,
+                    token,
+                    cfg.http.max_body_bytes,
+                    cfg.http.request_timeout_s,
+                    cfg.http.max_connections,
+                    cfg.http.allowed_hosts,
+                    routes={**default_routes(), **page_routes()},
+                    sessions=Sessions(token),
+                )
+            except OSError as exc:  # the TCP address was checked: most likely the socket
+                key = "http.unix_socket" if cfg.http.unix_socket else "http.host, http.port"
+                raise ConfigError(f"{key}: cannot listen: {exc.strerror or exc}") from None
             self.http.start()
             where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
             where += [f"unix:{cfg.http.unix_socket}"] if cfg.http.unix_socket else []
@@ -533,8 +555,15 @@ class Service:
 
     def _enqueue(self, job: Job) -> None:
         if job.priority:
-            for evicted in self.queue.put_priority(job):
-                self._drop(evicted, "superseded")
+            # under the request lock: a request cancelled meanwhile (its caller timed out) is
+            # either seen here or removed from the queue by cancel()
+            with self._request_lock:
+                req = job.payload.get("request")
+                if req is not None and req.cancelled:
+                    self._drop(job, "cancelled")
+                    return
+                for evicted in self.queue.put_priority(job):
+                    self._drop(evicted, "busy" if evicted is job else "superseded")
         elif self.source.live:
             if not self.queue.offer(job):
                 self._drop(job, "busy")
@@ -625,6 +654,10 @@ class Service:
                     return
                 continue
             self.metrics.set("fastsam_queue_depth", len(self.queue))
+            req = job.payload.get("request")
+            if req is not None and not req.start():  # its caller gave up (504)
+                self._drop(job, "cancelled")
+                continue
             enqueued = job.payload.get("enqueued")
             if enqueued is not None:
                 self.metrics.observe(
@@ -897,6 +930,18 @@ class Service:
             "stalled_s": self._worker_stalled(now),
         }
 
+    def cancel(self, request: TriggerRequest) -> None:
+        """Forget a request whose caller timed out, unless its segmentation already began."""
+        if not request.cancel():
+            return
+        with self._request_lock:
+            if self._pending_request is request:
+                self._pending_request = None
+                self.metrics.inc("fastsam_dropped_total", reason="cancelled")
+            for job in self.queue.remove(lambda j: j.payload.get("request") is request):
+                self._drop(job, "cancelled")
+        self.metrics.set("fastsam_queue_depth", len(self.queue))
+
     def count_request(self, path: str, status: int) -> None:
         if path not in ("/trigger", "/healthz", "/metrics", "/latest", "/prompt", "/live.jpg"):
             path = "other"
@@ -932,9 +977,12 @@ class Service:
         mqtt_problem = self.mqtt.problem() if self.mqtt is not None else None
         if mqtt_problem:
             problems.append(mqtt_problem)
+        degraded = []
+        if self.sink.write_error is not None:
+            degraded.append(f"results cannot be written: {self.sink.write_error}")
         body = {
-            "status": "ok" if not problems else "unhealthy",
-            "problems": problems,
+            "status": "unhealthy" if problems else "degraded" if degraded else "ok",
+            "problems": problems + degraded,
             "version": __version__,
             "bundle": self._bundle,
             "model_loaded": self.segmenter is not None,
@@ -967,14 +1015,72 @@ class Service:
             ),
             "uptime_s": round(now - self._started_at, 3),
         }
-        return (200 if not problems else 503), body
+        return (200 if not problems and not degraded else 503), body
+
+
+# ------------------------------------------------------------------------------------------
+# start-up checks: configuration that can never work stops the service with the key's name
+# ------------------------------------------------------------------------------------------
+
+
+def check_output_dir(path: str) -> None:
+    """``output.dir`` must be a directory or creatable as one.
+
+    Raises:
+        ConfigError: It, or one of its parents, is a file (or a FIFO, a symlink loop...).
+    """
+    p = Path(path)
+    for node in (p, *p.parents):
+        if node.is_dir():
+            return
+        kind = describe_path_kind(node)
+        if kind is not None and (kind == "does not exist" or kind.startswith("cannot exist")):
+            continue  # the first existing ancestor decides
+        what = "it" if node == p else f"its parent {str(node)!r}"
+        raise ConfigError(
+            f"output.dir: {path!r} cannot be a directory: {what} {kind or 'is a file'}"
+        )
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once (as the HTTP server will) to report what is wrong by key.
+
+    Raises:
+        ConfigError: Unknown host (``http.host``), address not on this machine (``http.host``),
+            port in use or not permitted (``http.port``).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"http.host: cannot resolve {host!r}: {exc}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"http.port: {port} is already in use on {host} (another fastsam-edge? "
+                    "choose a free port, or 0 for any)"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(
+                    f"http.host: {host!r} is not an address of this machine"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(
+                    f"http.port: binding port {port} is not permitted (ports below 1024 need "
+                    "root; use e.g. 8080)"
+                ) from None
+            raise ConfigError(
+                f"http.host, http.port: cannot listen on {host}:{port}: {exc}"
+            ) from None
 
 
 def page_url(host: str, port: int) -> str:
     """The page's URL for a bind address (a wildcard bind: this machine's mDNS name)."""
     if host in ("0.0.0.0", "::", ""):
-        import socket
-
         host = socket.gethostname().split(".")[0] + ".local"
     elif ":" in host:
         host = f"[{host}]"

@@ -111,6 +111,8 @@ class ResultSink:
         self._index: deque[_Entry] = deque()
         self._bytes = 0
         self._warned_full = False
+        self.write_error: str | None = None
+        """Why the last result could not be written (None once one is written again)."""
 
     def start(self) -> None:
         """Create the directory, remove leftovers of a crash, index existing results.
@@ -173,6 +175,10 @@ class ResultSink:
         free = self.free_bytes()
         if free is not None and free < self.cfg.min_free_mb * 2**20:
             self.metrics.inc("fastsam_results_skipped_total", reason="disk_full")
+            self.write_error = (
+                f"only {free / 2**20:.0f} MiB free on {self.dir} (output.min_free_mb = "
+                f"{self.cfg.min_free_mb:g})"
+            )
             if not self._warned_full:
                 _LOGGER.error(
                     "output: only %.0f MiB free on %s (output.min_free_mb = %g): not writing "
@@ -213,7 +219,9 @@ class ResultSink:
             _LOGGER.error(
                 "output: cannot write result %s: %s%s", name, exc, f" ({reason})" if reason else ""
             )
+            self.write_error = f"{exc.strerror or exc}{f' ({reason})' if reason else ''}"
             return None
+        self.write_error = None
         nbytes = _tree_bytes(final)
         self._index.append(_Entry(name, nbytes, wall_time))
         self._bytes += nbytes
