@@ -155,6 +155,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "file_check": status,
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
+        "text_prompts": _text_support(m),
         "int8_class": cpu.to_dict(),
     }
     if args.as_json:
@@ -177,6 +178,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         for name, st in status.items():
             print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
+        print(f"text:        {info['text_prompts']['summary']}")
+        if m.memory is not None:
+            peaks = "; ".join(
+                f"{p} " + ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(row.items()))
+                for p, row in sorted(m.memory.peak_mib.items())
+            )
+            print(f"peak memory: {peaks} (measured at export, {m.memory.machine})")
         quant = m.extra.get("quantization") or {}
         for key in ("verify", "verify_host"):
             v = quant.get(key)
@@ -198,6 +206,25 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         print(f"int8 cpu:    {cpu.describe()}")
     return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+def _text_support(m: Any) -> dict[str, Any]:
+    """Whether the bundle answers text prompts and what is missing for them here."""
+    from edge.clip import NO_CLIP_HINT
+    from edge.tokenizer import TEXT_EXTRA_HINT, missing_text_deps
+
+    if not m.has_text:
+        return {"supported": False, "missing": [], "summary": f"not supported: {NO_CLIP_HINT}"}
+    missing = missing_text_deps()
+    model = m.extra["clip"].get("model", "CLIP")
+    if missing:
+        summary = (
+            f"supported by the bundle ({model}), but {', '.join(missing)} not installed: "
+            f"{TEXT_EXTRA_HINT} (on a Pi: sudo scripts/install_pi.sh --text)"
+        )
+    else:
+        summary = f"supported ({model}; tokenizer packages installed)"
+    return {"supported": True, "missing": missing, "summary": summary}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Point, box and text prompts: parsing, validation and (lazy) mask selection.
 
 Semantics follow ultralytics 8.4.190 ``FastSAMPredictor.prompt`` ("UL-new", see
-``docs/prompts.md`` and ``fastsam-reference.md`` section 6) unless stated otherwise:
+``docs/prompts.md``) unless stated otherwise:
 
 * **Box** (:class:`BoxPrompt`): each box is truncated toward zero to integer pixels (as
   ``torch.as_tensor(..., dtype=int32)``) and clipped to the frame. For every mask M,

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "affect the detector",
     )
     p.add_argument("--name", help="bundle name (default: weights stem and size)")
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip measuring the peak memory per precision (bundle.json memory; the Pi "
+        "service's MemoryMax comes from it)",
+    )
     p.add_argument("--debug", action="store_true", help="verbose logging")
     return p
 
@@ -111,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, FastSAMEdgeError) as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
         return 2
+    if not args.no_memory:
+        from export.memory import format_profile, record_memory
+
+        try:
+            print(format_profile(record_memory(out)))
+        except FastSAMEdgeError as exc:  # the bundle is fine; only its memory figures are missing
+            print(f"fastsam-export: warning: {exc}", file=sys.stderr)
     from edge.bundle import read_manifest
 
     m = read_manifest(out)

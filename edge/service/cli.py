@@ -1,4 +1,5 @@
-"""The service subcommands of ``fastsam-edge``: ``serve``, ``doctor``, ``install-service``.
+"""The service subcommands of ``fastsam-edge``: ``serve``, ``doctor``, ``install-service``,
+``configure``.
 
 ``edge.cli.build_parser`` calls :func:`add_service_commands`; heavy imports happen inside the
 command functions only.
@@ -7,12 +8,14 @@ command functions only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from edge.service.config import DEFAULT_CONFIG_PATH, ConfigError
+from edge.service.configure import add_configure_command
 
 DEMO_PAGE = {"source.loop": True, "trigger.interval.seconds": 1.0}
 """``serve --demo --http``: endless scenes, one segmented per second, so that the page's live
@@ -73,8 +76,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from edge.service.doctor import report, run_checks
 
     config = args.config
-    if config is None and Path(DEFAULT_CONFIG_PATH).is_file():
-        config = DEFAULT_CONFIG_PATH
+    if config is None:
+        try:
+            present = Path(DEFAULT_CONFIG_PATH).is_file()
+        except PermissionError:  # there but unreadable: the config check says which group
+            present = True
+        config = DEFAULT_CONFIG_PATH if present else None
     text, code = report(run_checks(config, user=args.user), as_json=args.as_json)
     print(text)
     return code
@@ -82,8 +89,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     """``install-service``: user, directories, config, unit (idempotent)."""
-    import os
-
     from edge.service.install import Installer, default_venv
 
     root = Path(args.root)
@@ -94,6 +99,8 @@ def cmd_install_service(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.purge and not args.uninstall:
+        raise ConfigError("--purge: only with --uninstall")
     inst = Installer(
         root=root,
         user=args.user,
@@ -101,11 +108,12 @@ def cmd_install_service(args: argparse.Namespace) -> int:
         config_path=args.config,
         config_source=Path(args.config_source) if args.config_source else None,
         memory_max=args.memory_max,
+        login_user=args.login_user,
         enable=not args.no_enable,
         start=args.start,
         dry_run=args.dry_run,
     )
-    steps = inst.uninstall() if args.uninstall else inst.run()
+    steps = inst.uninstall(purge=args.purge) if args.uninstall else inst.run()
     for step in steps:
         print(step.line())
     changed = sum(s.status in ("created", "updated", "removed", "done") for s in steps)
@@ -173,11 +181,31 @@ def add_service_commands(sub: Any) -> None:
         "--config-source",
         help="initial config to install if none exists (default: the example config)",
     )
-    i.add_argument("--memory-max", default="1G", help="MemoryMax= of the unit (default 1G)")
+    i.add_argument(
+        "--memory-max",
+        default="auto",
+        help="MemoryMax= of the unit, e.g. 1536M; auto (default): the configured bundle's "
+        "measured peak memory (bundle.json) + 50 %% (at least +256 MiB), 1G without one",
+    )
+    i.add_argument(
+        "--login-user",
+        default=os.environ.get("SUDO_USER") or None,
+        help="user who joins the service's group (reads config and results without sudo) and "
+        "the journal group (default: $SUDO_USER)",
+    )
     i.add_argument("--no-enable", action="store_true", help="do not enable at boot")
     i.add_argument("--start", action="store_true", help="start (or restart) the service")
     i.add_argument("--dry-run", action="store_true", help="show what would change")
     i.add_argument(
-        "--uninstall", action="store_true", help="remove the unit (keeps config, results, user)"
+        "--uninstall",
+        action="store_true",
+        help="remove the unit and the service user (keeps config, models, results)",
+    )
+    i.add_argument(
+        "--purge",
+        action="store_true",
+        help="with --uninstall: also remove /etc/fastsam-edge and /var/lib/fastsam-edge",
     )
     i.set_defaults(func=cmd_install_service)
+
+    add_configure_command(sub)
