@@ -114,6 +114,21 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "compare masks (workstation; needs the export extra); once for all bundles, or once "
         "per --bundle in the same order",
     )
+    p.add_argument(
+        "--service-replay",
+        action="append",
+        metavar="DIR",
+        help="service mode: run the camera service's pipeline (replay source, every frame, "
+        "results with overlay written and fsynced to a temp dir under --out) on this folder of "
+        "JPEGs, next to segment-only on the same frames decoded once; repeat for more folders. "
+        "Uses --bundle (the first), --precisions, --masks and the most --threads",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="service mode: alternating segment-only / service runs per row (2)",
+    )
     p.add_argument("--out", default="bench-results", help="output directory (bench-results)")
 
 
@@ -124,6 +139,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.demo import demo_bundle
     from edge.io import atomic_write_bytes, atomic_write_image, atomic_write_json
 
+    if args.service_replay:
+        return _cmd_service_bench(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in PROMPT_MODES]
     if bad or not modes:
@@ -167,4 +184,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         written.append("sustained.png")
     print(table)
     print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0
+
+
+def _cmd_service_bench(args: argparse.Namespace) -> int:
+    """``fastsam-edge bench --service-replay DIR``: write service.json / service.md."""
+    from edge.bench.service import run_service_bench, service_markdown
+    from edge.demo import demo_bundle
+    from edge.io import atomic_write_bytes, atomic_write_json
+
+    if args.rounds < 1:
+        raise ValueError(f"rounds: too small: {args.rounds}")
+    targets = [int(v) for v in args.masks.split(",") if v]
+    if not targets or min(targets) < 1:
+        raise ValueError(f"masks: expected positive counts, got {args.masks!r}")
+    out = Path(args.out)
+    report = run_service_bench(
+        bundle=str((args.bundle or [demo_bundle()])[0]),
+        folders=list(args.service_replay),
+        targets=targets,
+        precisions=[v for v in args.precisions.split(",") if v],
+        threads=max(parse_threads(args.threads)),
+        rounds=args.rounds,
+        out_root=out,
+    )
+    table = service_markdown(report)
+    atomic_write_json(out / "service.json", report)
+    atomic_write_bytes(out / "service.md", table.encode())
+    print(table)
+    print(f"wrote {out / 'service.json'}, {out / 'service.md'}")
     return 0

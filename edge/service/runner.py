@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,7 @@ class Service:
         max_frames: Stop after this many frames (None: no limit).
         duration_s: Stop after this many seconds (None: no limit).
         on_result: Called from the worker with each result JSON (embedding, tests).
+        metrics: Where the counters go (the bench passes one that keeps every sample).
     """
 
     def __init__(
@@ -157,11 +159,12 @@ class Service:
         max_frames: int | None = None,
         duration_s: float | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_result = on_result
         self.clock = clock or Clock()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.pinger = WatchdogPinger(self.notifier)
         self.segmenter = segmenter
@@ -199,6 +202,7 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
@@ -401,6 +405,10 @@ class Service:
             self.gpio = None
         self.source.close()
         self.metrics.set("fastsam_source_up", 0)
+        self.sink.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
@@ -734,6 +742,9 @@ class Service:
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
+        drawing: Future[Any] | None = None
+        if save and cfg.output.overlay:  # drawn in a helper thread while the masks are encoded
+            drawing = self._helper().submit(draw_overlay, job.image, result)
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -746,14 +757,12 @@ class Service:
         )
         doc["capture"] = capture.to_dict()
         written = None
-        overlay = None
         if save:
-            overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
                 doc,
                 frame.timestamp,
                 job.frame_id,
-                overlay=overlay,
+                overlay=drawing.result if drawing is not None else None,
                 frame=job.image if cfg.output.frame else None,
             )
         else:
@@ -777,6 +786,7 @@ class Service:
         if self.mqtt is not None:
             jpeg = None
             if cfg.mqtt.image:
+                overlay = drawing.result() if drawing is not None else None
                 if overlay is None:
                     overlay = draw_overlay(job.image, result)
                 jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
@@ -833,6 +843,11 @@ class Service:
         cache = self.prompt_cache
         self.metrics.set("fastsam_prompt_cache_frames", len(cache))
         self.metrics.set("fastsam_prompt_cache_bytes", cache.nbytes)
+
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
+        return self._pool
 
     def _filter(self, result: Any) -> Any:
         p = self.cfg.processing
