@@ -43,7 +43,6 @@ A route marked ``counted=False`` (a long-lived stream) gives its slot back once 
 
 from __future__ import annotations
 
-import errno
 import hmac
 import importlib
 import ipaddress
@@ -596,7 +595,7 @@ class _Linger:
 
 def _log_disconnect(where: str, exc: BaseException) -> None:
     """One log line, no traceback: clients that go away are normal on a network."""
-    _LOGGER.info("http: client %s went away: %s", where, exc.strerror or exc)  # type: ignore[attr-defined]
+    _LOGGER.info("http: client %s went away: %s", where, getattr(exc, "strerror", None) or exc)
 
 
 _DISCONNECTS = (ConnectionError, TimeoutError)
@@ -692,13 +691,11 @@ def _claim_socket_path(path: Path) -> None:
     except (ConnectionRefusedError, FileNotFoundError):
         path.unlink(missing_ok=True)  # nobody listens: a stale socket from a previous run
         return
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ConfigError(
-                f"http.unix_socket: cannot check {str(path)!r}: {exc.strerror or exc}"
-            ) from None
-        path.unlink(missing_ok=True)
-        return
+    except OSError as exc:  # a timeout (a live server, overloaded), no permission...
+        raise ConfigError(
+            f"http.unix_socket: cannot check whether {str(path)!r} is in use: "
+            f"{exc.strerror or exc!r}"
+        ) from None
     finally:
         probe.close()
     raise ConfigError(
