@@ -43,7 +43,6 @@ A route marked ``counted=False`` (a long-lived stream) gives its slot back once 
 
 from __future__ import annotations
 
-import errno
 import hmac
 import importlib
 import ipaddress
@@ -175,6 +174,12 @@ class TriggerRequest:
             if not self.cancelled:
                 self.started = True
             return self.started
+
+
+class SessionCheck(Protocol):
+    """Login sessions (``edge.service.web.Sessions``): a valid cookie authorises like the token."""
+
+    def valid(self, cookie_headers: list[str]) -> bool: ...
 
 
 class ServiceAPI(Protocol):
@@ -596,7 +601,7 @@ class _Linger:
 
 def _log_disconnect(where: str, exc: BaseException) -> None:
     """One log line, no traceback: clients that go away are normal on a network."""
-    _LOGGER.info("http: client %s went away: %s", where, exc.strerror or exc)  # type: ignore[attr-defined]
+    _LOGGER.info("http: client %s went away: %s", where, getattr(exc, "strerror", None) or exc)
 
 
 _DISCONNECTS = (ConnectionError, TimeoutError)
@@ -692,13 +697,11 @@ def _claim_socket_path(path: Path) -> None:
     except (ConnectionRefusedError, FileNotFoundError):
         path.unlink(missing_ok=True)  # nobody listens: a stale socket from a previous run
         return
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ConfigError(
-                f"http.unix_socket: cannot check {str(path)!r}: {exc.strerror or exc}"
-            ) from None
-        path.unlink(missing_ok=True)
-        return
+    except OSError as exc:  # a timeout (a live server, overloaded), no permission...
+        raise ConfigError(
+            f"http.unix_socket: cannot check whether {str(path)!r} is in use: "
+            f"{exc.strerror or exc!r}"
+        ) from None
     finally:
         probe.close()
     raise ConfigError(
@@ -725,6 +728,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes: Mapping[str, Mapping[str, Route]]
     allowed_hosts: frozenset[str]
     check_host: bool
+    sessions: SessionCheck | None = None
 
     def __init__(self, request: Any, client_address: Any, server: Any, slot: _Slot) -> None:
         self.slot = slot
@@ -877,6 +881,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorised(self) -> bool:
         if not self.token:
             return True
+        if self.sessions is not None and self.sessions.valid(self.headers.get_all("Cookie") or []):
+            return True  # the page's login cookie (edge.service.web)
         got = self.headers.get("Authorization", "")
         scheme, _, value = got.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -998,6 +1004,7 @@ class ApiServer:
         max_connections: int = 32,
         allowed_hosts: tuple[str, ...] | list[str] = (),
         routes: Mapping[str, Mapping[str, Route]] | None = None,
+        sessions: SessionCheck | None = None,
     ) -> None:
         attrs = {
             "api": api,
@@ -1006,6 +1013,7 @@ class ApiServer:
             "request_timeout_s": request_timeout_s,
             "busy": threading.Lock(),
             "routes": routes if routes is not None else default_routes(),
+            "sessions": sessions,
             "allowed_hosts": default_allowed_hosts(host, tuple(allowed_hosts)),
         }
         self._servers: list[socketserver.BaseServer] = []
