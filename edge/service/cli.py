@@ -17,6 +17,11 @@ from typing import Any
 from edge.service.config import DEFAULT_CONFIG_PATH, ConfigError
 from edge.service.configure import add_configure_command
 
+DEMO_PAGE = {"source.loop": True, "trigger.interval.seconds": 1.0}
+"""``serve --demo --http``: endless scenes, one segmented per second, so that the page's live
+view shows each scene with its own masks (a live source would show scenes changing between
+segmentations: the demo's scenes, unlike a camera's, change completely every frame)."""
+
 
 def _override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
@@ -39,9 +44,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = dict(_override(t) for t in args.set or [])
     if args.out:
         overrides["output.dir"] = str(args.out)
+    if args.http:
+        overrides = {"http.enabled": True, **overrides}
     if args.demo:
         if args.config:
             raise ConfigError("--demo and --config: use one of them")
+        if args.http:
+            overrides = {**DEMO_PAGE, **overrides}
         cfg = demo_config(args.out or "fastsam-edge-demo", **overrides)
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG_PATH)
@@ -133,6 +142,12 @@ def add_service_commands(sub: Any) -> None:
         help="no config file: demo scenes, demo bundle, every frame segmented",
     )
     s.add_argument("--out", help="output directory (overrides output.dir)")
+    s.add_argument(
+        "--http",
+        action="store_true",
+        help="serve the page and API (http.enabled; the URL is logged); with --demo the scenes "
+        "loop, one segmented per second",
+    )
     s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     s.add_argument(

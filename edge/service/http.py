@@ -177,6 +177,12 @@ class TriggerRequest:
             return self.started
 
 
+class SessionCheck(Protocol):
+    """Login sessions (``edge.service.web.Sessions``): a valid cookie authorises like the token."""
+
+    def valid(self, cookie_headers: list[str]) -> bool: ...
+
+
 class ServiceAPI(Protocol):
     """What the HTTP layer needs from the service."""
 
@@ -750,6 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes: Mapping[str, Mapping[str, Route]]
     allowed_hosts: frozenset[str]
     check_host: bool
+    sessions: SessionCheck | None = None
 
     def __init__(self, request: Any, client_address: Any, server: Any, slot: _Slot) -> None:
         self.slot = slot
@@ -915,6 +922,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorised(self) -> bool:
         if not self.token:
             return True
+        if self.sessions is not None and self.sessions.valid(self.headers.get_all("Cookie") or []):
+            return True  # the page's login cookie (edge.service.web)
         got = self.headers.get("Authorization", "")
         scheme, _, value = got.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -1027,6 +1036,7 @@ class ApiServer:
         max_connections: int = 32,
         allowed_hosts: tuple[str, ...] | list[str] = (),
         routes: Mapping[str, Mapping[str, Route]] | None = None,
+        sessions: SessionCheck | None = None,
     ) -> None:
         attrs = {
             "api": api,
@@ -1035,6 +1045,7 @@ class ApiServer:
             "request_timeout_s": request_timeout_s,
             "busy": threading.Lock(),
             "routes": routes if routes is not None else default_routes(),
+            "sessions": sessions,
             "allowed_hosts": default_allowed_hosts(host, tuple(allowed_hosts)),
         }
         self._servers: list[socketserver.BaseServer] = []
