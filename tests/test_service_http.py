@@ -540,6 +540,39 @@ def test_the_body_of_a_rejected_post_is_never_a_second_request(tmp_path):
         _stop(svc)
 
 
+def test_a_trickled_request_head_is_cut_off_at_the_deadline(tmp_path, monkeypatch):
+    from edge.service import http as http_module
+
+    monkeypatch.setattr(http_module._Handler, "timeout", 1.0)
+    svc = _start(tmp_path, FakeSegmenter())
+    try:
+        s = socket.create_connection(("127.0.0.1", svc.http.port), timeout=WAIT)
+        t0 = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed_after = None
+        for i in range(12):  # a header line every 0.25 s: each byte is within the idle timeout
+            time.sleep(0.25)
+            try:
+                s.sendall(f"X-{i}: 1\r\n".encode())
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+            s.setblocking(False)
+            try:
+                if s.recv(1) == b"":
+                    closed_after = time.monotonic() - t0
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+        s.close()
+        assert closed_after is not None and closed_after < 2.5, closed_after
+        assert _request(svc, "GET", "/healthz")[0] == 200
+    finally:
+        _stop(svc)
+
+
 def test_every_body_is_read_on_a_kept_alive_connection(live):
     get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
     last = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
