@@ -115,7 +115,10 @@ def test_threshold_above_the_best_similarity_selects_nothing(
 @pytest.mark.parametrize(
     ("prompt", "needle"),
     [
-        (PointPrompt([[1, 1]], [1]), "point (1, 1): selected nothing: the point lies outside"),
+        (
+            PointPrompt([[1, 1]], [1]),
+            "point (1, 1): selected nothing: the point lies outside every mask",
+        ),
         (
             PointPrompt([[1, 1], [2, 2]], [0, 0]),
             None,  # only negative points: every mask without them is selected
@@ -136,7 +139,8 @@ def test_negative_point_inside_the_mask_note(seg: Segmenter, scene) -> None:  # 
     p = (int(xs[len(xs) // 2]), int(ys[len(ys) // 2]))
     res = seg.segment(scene.image, prompt=PointPrompt([p, p], [1, 0]))
     assert len(res) == 0
-    assert "every mask with a positive point has a negative point" in res.metadata["prompt_notes"][0]
+    (note,) = res.metadata["prompt_notes"]
+    assert "every mask with a positive point has a negative point" in note
 
 
 def test_box_without_overlap_is_noted(seg: Segmenter) -> None:
@@ -205,7 +209,7 @@ def test_bundle_threshold_default(demo_bundle: Path, tmp_path: Path) -> None:
     ("pos", "neg", "threshold", "balanced"),
     [
         ([0.9, 0.8, 0.7], [0.1, 0.2, 0.3], 0.5, 1.0),  # separable: middle of the widest gap
-        ([0.9, 0.8, 0.25], [0.1, 0.2, 0.3], 0.5, 5 / 6),  # one positive lost
+        ([0.9, 0.8, 0.25], [0.1, 0.2, 0.3], 0.55, 5 / 6),  # one lost; midway 0.3-0.8
         ([0.5], [0.5], None, 0.5),  # inseparable
     ],
 )
