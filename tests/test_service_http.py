@@ -414,9 +414,10 @@ def _post(path: str = "/trigger", body: bytes = b"", extra: str = "") -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path):
+def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path, caplog):
     n, limit = 200, 8
     svc = _start(tmp_path, FakeSegmenter(), **{"http.max_connections": limit})
+    caplog.set_level(logging.WARNING, logger="edge.service.http")
     try:
         results: list = [None] * n
         barrier = threading.Barrier(n + 1)
@@ -471,6 +472,8 @@ def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path):
         assert slowest < 10.0, f"a request waited {slowest:.1f} s"
         # handler threads stay within http.max_connections (+1: the sampler itself)
         assert peak[0] - baseline <= limit + 1, (peak[0], baseline)
+        refused = [r.getMessage() for r in caplog.records if "max_connections" in r.getMessage()]
+        assert len(refused) <= 1  # one warning a minute, however many were refused
         assert _request(svc, "GET", "/healthz")[0] == 200
     finally:
         _stop(svc)
@@ -536,6 +539,39 @@ def test_the_body_of_a_rejected_post_is_never_a_second_request(tmp_path):
             big = _post(body=smuggled, extra=extra + "Content-Length: 70000\r\n")
             reply, _ = _raw(svc, big + b"x" * (70000 - len(smuggled)), hold=False)
             assert _statuses(reply) == [status], reply
+    finally:
+        _stop(svc)
+
+
+def test_a_trickled_request_head_is_cut_off_at_the_deadline(tmp_path, monkeypatch):
+    from edge.service import http as http_module
+
+    monkeypatch.setattr(http_module._Handler, "timeout", 1.0)
+    svc = _start(tmp_path, FakeSegmenter())
+    try:
+        s = socket.create_connection(("127.0.0.1", svc.http.port), timeout=WAIT)
+        t0 = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed_after = None
+        for i in range(12):  # a header line every 0.25 s: each byte is within the idle timeout
+            time.sleep(0.25)
+            try:
+                s.sendall(f"X-{i}: 1\r\n".encode())
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+            s.setblocking(False)
+            try:
+                if s.recv(1) == b"":
+                    closed_after = time.monotonic() - t0
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+        s.close()
+        assert closed_after is not None and closed_after < 2.5, closed_after
+        assert _request(svc, "GET", "/healthz")[0] == 200
     finally:
         _stop(svc)
 

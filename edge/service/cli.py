@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge.cliargs import add_json_option
 from edge.service.config import DEFAULT_CONFIG_PATH, ConfigError
 from edge.service.configure import add_configure_command
 
@@ -63,8 +64,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from edge.service.runner import configure_logging, serve
 
-    configure_logging(cfg.service.log_level, debug=args.debug)
+    if getattr(args, "json", None) not in (None, "-"):
+        from edge.cliargs import check_parent
+
+        check_parent("--json", args.json)
+    level = getattr(args, "log_level", None) or cfg.service.log_level
+    configure_logging(level, debug=args.debug)
     summary = serve(cfg, max_frames=args.max_frames, duration_s=args.duration)
+    if getattr(args, "json", None) is not None:
+        from dataclasses import asdict
+
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, asdict(summary))
+        if args.json == "-":
+            return 0
     print(summary.line(), flush=True)
     if args.demo:
         print(f"results: {Path(cfg.output.dir).resolve()}")
@@ -82,7 +96,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         except PermissionError:  # there but unreadable: the config check says which group
             present = True
         config = DEFAULT_CONFIG_PATH if present else None
-    text, code = report(run_checks(config, user=args.user), as_json=args.as_json)
+    if args.json not in (None, "-"):
+        from edge.cliargs import check_parent
+
+        check_parent("--json", args.json)
+    checks = run_checks(config, user=args.user)
+    if args.json is not None:
+        import json
+
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, json.loads(report(checks, as_json=True)[0]))
+        if args.json == "-":
+            return report(checks)[1]
+    text, code = report(checks)
     print(text)
     return code
 
@@ -157,6 +184,7 @@ def add_service_commands(sub: Any) -> None:
         help="override a config key, e.g. --set trigger.motion.enabled=true "
         "(TOML value; repeatable)",
     )
+    add_json_option(s, "the closing summary")
     s.add_argument(
         "--print-config",
         action="store_true",
@@ -169,7 +197,7 @@ def add_service_commands(sub: Any) -> None:
     )
     d.add_argument("--config", help=f"config to check (default: {DEFAULT_CONFIG_PATH} if present)")
     d.add_argument("--user", default="fastsam-edge", help="service user to check too")
-    d.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    add_json_option(d, "the checks")
     d.set_defaults(func=cmd_doctor)
 
     i = sub.add_parser("install-service", help="install the systemd service (idempotent)")
