@@ -414,9 +414,10 @@ def _post(path: str = "/trigger", body: bytes = b"", extra: str = "") -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path):
+def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path, caplog):
     n, limit = 200, 8
     svc = _start(tmp_path, FakeSegmenter(), **{"http.max_connections": limit})
+    caplog.set_level(logging.WARNING, logger="edge.service.http")
     try:
         results: list = [None] * n
         barrier = threading.Barrier(n + 1)
@@ -471,6 +472,8 @@ def test_a_burst_of_200_connections_gets_answers_not_resets(tmp_path):
         assert slowest < 10.0, f"a request waited {slowest:.1f} s"
         # handler threads stay within http.max_connections (+1: the sampler itself)
         assert peak[0] - baseline <= limit + 1, (peak[0], baseline)
+        refused = [r.getMessage() for r in caplog.records if "max_connections" in r.getMessage()]
+        assert len(refused) <= 1  # one warning a minute, however many were refused
         assert _request(svc, "GET", "/healthz")[0] == 200
     finally:
         _stop(svc)

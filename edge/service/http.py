@@ -88,6 +88,9 @@ MAX_NUMBER_DIGITS = 64
 LINGER_S = 2.0
 """How long a closed connection's unread request bytes are drained (lingering close)."""
 
+REFUSED_LOG_INTERVAL_S = 60.0
+"""Connections refused for want of a slot are logged at most this often (with a count)."""
+
 LINGER_MAX_SOCKETS = 512
 LINGER_MAX_BYTES = 1 << 20
 
@@ -619,11 +622,14 @@ class _BoundedServer(socketserver.BaseServer):
     max_connections: int
     linger: _Linger
     on_reject: Callable[[], None]
+    _refused = 0
+    _refused_logged_at = -math.inf
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
             self.on_reject()
             self.linger.close(request, _busy_response(self.max_connections))
+            self._note_refused()
             return
         slot = _Slot(self.slots)
         thread = threading.Thread(
@@ -637,6 +643,18 @@ class _BoundedServer(socketserver.BaseServer):
         except RuntimeError:  # cannot start a thread (memory): answer busy, keep serving
             slot.release()
             self.linger.close(request, _busy_response(self.max_connections))
+
+    def _note_refused(self) -> None:
+        """A warning at most once a minute, with the count (the accept thread only)."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_S:
+            _LOGGER.warning(
+                "http: %d connection(s) answered 503: all http.max_connections = %d in use",
+                self._refused,
+                self.max_connections,
+            )
+            self._refused, self._refused_logged_at = 0, now
 
     def _serve_one(self, request: Any, client_address: Any, slot: _Slot) -> None:
         try:
