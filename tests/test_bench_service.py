@@ -76,7 +76,7 @@ def test_cli_service_replay_writes_report(tmp_path):
     write_scene_replay(replay, 160, 120, 3)
     out = tmp_path / "out"
     proc = run_cli(
-        "bench", "--service-replay", str(replay), "--masks", "5", "--precisions", "fp32",
+        "bench", "--service-replay", str(replay), "--masks", "5", "--precision", "fp32",
         "--threads", "1", "--rounds", "1", "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -107,7 +107,7 @@ def test_cli_service_replay_writes_report(tmp_path):
     [
         pytest.param(["--rounds", "0"], "rounds: too small", id="rounds"),
         pytest.param(["--masks", "0"], "masks: expected positive", id="masks"),
-        pytest.param(["--precisions", "fp16"], "none of the precisions", id="precision"),
+        pytest.param(["--precision", "fp16"], "none of the precisions", id="precision"),
     ],
 )
 def test_cli_service_replay_bad_arguments(tmp_path, args, needle):

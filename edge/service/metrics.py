@@ -57,6 +57,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),
     "fastsam_last_result_timestamp_seconds": ("gauge", "Time of the last result (epoch)."),
     "fastsam_start_time_seconds": ("gauge", "Service start time (epoch)."),
+    "fastsam_prompt_cache_frames": ("gauge", "Frames kept for POST /prompt."),
+    "fastsam_prompt_cache_bytes": ("gauge", "Memory held by the frames kept for POST /prompt."),
+    "fastsam_prompt_cache_limit_bytes": ("gauge", "http.prompt_cache_mb in bytes."),
 }
 
 
