@@ -133,6 +133,7 @@ class Sessions:
             return True
 
     def logout(self, cookie_headers: list[str]) -> None:
+        """End the session the request's cookie names (if any)."""
         sid = session_id(cookie_headers)
         with self._lock:
             self._ids.pop(sid or "", None)
