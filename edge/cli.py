@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         unit="frame",
         disable=args.no_progress or total == 1,
         file=sys.stderr,
-        dynamic_ncols=True,
+        # a terminal that reports 0 columns (some ptys) would get an empty bar from tqdm
+        ncols=min(shutil.get_terminal_size((100, 20)).columns, 120),
     )
     empty = masks = frames = 0
     t_start = time.perf_counter()
