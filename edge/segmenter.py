@@ -126,6 +126,12 @@ class Segmenter:
         session = create_session(path, threads=threads)
         _check_session(session, manifest, path)
         _LOGGER.info("loaded %s (%s, %d threads)", path, precision, threads)
+        if precision == "int8":
+            from edge.cpu import int8_class
+
+            cpu = int8_class()
+            if cpu.saturates or not cpu.int8_pays_off:
+                _LOGGER.warning("int8 on this CPU: %s", cpu.describe())
         return cls(bundle_dir, manifest, precision, threads, session)
 
     def assembly_pool(self) -> tuple[ThreadPoolExecutor | None, int]:
