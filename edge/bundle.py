@@ -163,6 +163,83 @@ class FileEntry:
         )
 
 
+MEMORY_KINDS = ("segment", "text")
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """Peak resident memory of one ``segment`` run, measured by ``fastsam-export``.
+
+    Each figure is the peak RSS (``VmHWM``) of a fresh process that loads the bundle at one
+    detector precision and segments one frame (``segment``), or also answers one text prompt
+    with the bundle's default CLIP precision (``text``, only for bundles with CLIP). The service's
+    ``MemoryMax=`` and ``fastsam-edge doctor`` are derived from it.
+
+    Attributes:
+        peak_mib: Detector precision -> kind (``segment``, ``text``) -> peak RSS in MiB.
+        frame_hw: (height, width) of the measured frame.
+        threads: onnxruntime intra-op threads of the measurement.
+        machine: ``platform.machine()`` of the measuring host.
+        onnxruntime: onnxruntime version of the measurement.
+    """
+
+    peak_mib: dict[str, dict[str, float]]
+    frame_hw: tuple[int, int]
+    threads: int
+    machine: str = ""
+    onnxruntime: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Any) -> MemoryProfile:
+        """Parse the ``memory`` section, raising :class:`BundleError` when malformed."""
+        try:
+            peaks: dict[str, dict[str, float]] = {}
+            for precision, kinds in dict(d["peak_mib"]).items():
+                if precision not in DETECTOR_FILES:
+                    raise ValueError(f"unknown precision {precision!r}")
+                row = {}
+                for kind, mib in dict(kinds).items():
+                    if kind not in MEMORY_KINDS or isinstance(mib, bool) or not float(mib) > 0:
+                        raise ValueError(f"bad entry {precision}.{kind} = {mib!r}")
+                    row[str(kind)] = float(mib)
+                peaks[str(precision)] = row
+            return cls(
+                peak_mib=peaks,
+                frame_hw=(int(d["frame_hw"][0]), int(d["frame_hw"][1])),
+                threads=int(d["threads"]),
+                machine=str(d.get("machine", "")),
+                onnxruntime=str(d.get("onnxruntime", "")),
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BundleError(f"bundle.json memory: malformed section: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able ``memory`` section."""
+        return {
+            "peak_mib": {p: dict(k) for p, k in sorted(self.peak_mib.items())},
+            "frame_hw": list(self.frame_hw),
+            "threads": self.threads,
+            "machine": self.machine,
+            "onnxruntime": self.onnxruntime,
+        }
+
+    def peak(self, precision: str | None = None, text: bool = True) -> float | None:
+        """The largest measured peak in MiB.
+
+        Args:
+            precision: Detector precision; ``None`` = the largest over all precisions.
+            text: Include the text-prompt runs (a service that may answer text prompts).
+
+        Returns:
+            MiB, or ``None`` when nothing was measured for that precision.
+        """
+        rows = [self.peak_mib[precision]] if precision else list(self.peak_mib.values())
+        values = [
+            mib for row in rows if row for kind, mib in row.items() if text or kind != "text"
+        ]
+        return max(values) if values else None
+
+
 @dataclass(frozen=True)
 class BundleManifest:
     """Parsed ``bundle.json``.
@@ -181,6 +258,8 @@ class BundleManifest:
         exporter: Versions of the exporting tools.
         created: ISO-8601 creation time.
         extra: Any further sections (calibration, quantization, clip) kept verbatim.
+        memory: Measured peak memory per precision (``None`` for bundles exported before
+            it was measured).
     """
 
     name: str
@@ -196,6 +275,12 @@ class BundleManifest:
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    memory: MemoryProfile | None = None
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the bundle carries CLIP encoders (text prompts)."""
+        return bool(self.extra.get("clip"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BundleManifest:
@@ -221,6 +306,7 @@ class BundleManifest:
                 "source",
                 "exporter",
                 "created",
+                "memory",
             }
             precisions = d["precisions"]
             if not isinstance(precisions, list) or not precisions:
@@ -269,6 +355,7 @@ class BundleManifest:
                 exporter=dict(d.get("exporter", {})),
                 created=str(d.get("created", "")),
                 extra={k: v for k, v in d.items() if k not in known},
+                memory=MemoryProfile.from_dict(d["memory"]) if d.get("memory") else None,
             )
         except BundleError:
             raise
@@ -296,6 +383,8 @@ class BundleManifest:
             "source": self.source,
             "exporter": self.exporter,
         }
+        if self.memory is not None:
+            d["memory"] = self.memory.to_dict()
         d.update(self.extra)
         return d
 

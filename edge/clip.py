@@ -50,7 +50,7 @@ from edge.tokenizer import ClipTokenizer
 CLIP_PRECISIONS = ("fp32", "int8")
 # Crops per image-encoder call. Above this, encode_images runs several calls of at most this
 # many crops: ViT-B/32 activations at batch 32 take ~0.3 GB in fp32, which a 2 GB Pi still
-# holds next to the detector; per-crop cost is flat beyond batch ~4 (clip-edge.md §9).
+# holds next to the detector; per-crop cost is flat beyond batch ~4.
 MAX_BATCH = 32
 NO_CLIP_HINT = (
     "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "

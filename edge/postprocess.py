@@ -6,11 +6,11 @@ Everything here is pure numpy on the raw ONNX outputs of a FastSAM (YOLOv8-seg, 
   coefficients.
 * ``output1``: (1, 32, H_in / 4, W_in / 4) -- prototype masks.
 
-The maths follows the ultralytics 8.4.190 FastSAM pipeline with ``retina_masks=True`` (see
-``docs/semantics.md``): strict ``score > conf``, greedy NMS dropping ``IoU > iou``, masks as
-``sign(coeffs @ protos)`` upsampled (first by 1, 2 or 4 so the letterbox padding falls on whole
-proto pixels, then to the source size) and cut to ``x1 <= col < x2, y1 <= row < y2`` of the
-source-space box, detections with an empty mask dropped, and finally the full-box step on the
+The maths follows the ultralytics 8.4.190 FastSAM pipeline with ``retina_masks=True``: strict
+``score > conf``, greedy NMS dropping ``IoU > iou``, masks as ``sign(coeffs @ protos)``
+upsampled (first by 1, 2 or 4 so the letterbox padding falls on whole proto pixels, then to the
+source size) and cut to ``x1 <= col < x2, y1 <= row < y2`` of the source-space box, detections
+with an empty mask dropped, and finally the full-box step on the
 *reported* boxes only (border snap within 20 px, IoU > 0.9 with the frame -> the frame).
 
 Unlike the reference, masks are computed only inside each box ROI via separable interpolation

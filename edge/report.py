@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,11 @@ def result_to_dict(
     Returns:
         A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
         ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
-        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``;
-        the last two only with ``encodings``).
+        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``
+        (the last two only with ``encodings``), plus ``prompt_index`` and, for text prompts,
+        ``clip_similarity`` / ``clip_probability``). Prompted results add ``prompt_notes`` (why
+        a prompt selected nothing) and, for text prompts, ``text_scores`` (each text prompt's
+        best match, selected or not).
     """
     if prompt is None:
         prompt = result.metadata.get("prompt")
@@ -63,12 +67,17 @@ def result_to_dict(
             entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)
         for key, values in result.data.items():
             value = np.asarray(values)[i]
-            entry[key] = value.item() if hasattr(value, "item") else value
+            value = value.item() if hasattr(value, "item") else value
+            if isinstance(value, float):
+                if math.isnan(value):  # e.g. clip_similarity of a mask a point selected
+                    continue
+                value = round(value, 6)
+            entry[key] = value
         masks.append(entry)
     image: dict[str, Any] = {"width": w, "height": h}
     if source is not None:
         image["source"] = source
-    return {
+    doc: dict[str, Any] = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "frame_id": frame_id,
@@ -81,6 +90,11 @@ def result_to_dict(
         "num_masks": len(result),
         "masks": masks,
     }
+    if "prompt_notes" in result.metadata:
+        doc["prompt_notes"] = list(result.metadata["prompt_notes"])
+    if "text_scores" in result.metadata:
+        doc["text_scores"] = list(result.metadata["text_scores"])
+    return doc
 
 
 def add_encodings(doc: dict[str, Any], result: Masks, polygon_epsilon: float = 0.0) -> None:

@@ -6,7 +6,7 @@ Writes, into the bundle directory being assembled:
   L2-normalised;
 - ``clip-text.fp32.onnx``: ``tokens`` (N, 77) int32 -> ``embeddings`` (N, D), L2-normalised;
 - ``clip-image.int8.onnx`` / ``clip-text.int8.onnx``: onnxruntime dynamic int8 (MatMul/Gemm
-  weights, per channel; activations quantised per call), clip-edge.md §5;
+  weights, per channel; activations quantised per call);
 - ``clip-bpe_simple_vocab_16e6.txt.gz``: open_clip's BPE merges for ``edge/tokenizer.py``;
 
 and a ``clip`` section in the manifest (``edge/clip.py`` documents it) with the preprocessing
@@ -14,7 +14,7 @@ read from the model's open_clip config, the tokenizer facts, the file names per 
 verify report: cosine similarity of ONNX vs torch embeddings (fp32 must reach
 :data:`MIN_FP32_COSINE`, int8 is reported) and token-id parity of the edge tokenizer.
 
-Export choices (clip-edge.md §1, §4): legacy TorchScript exporter (``dynamo=False``), opset 17,
+Export choices: legacy TorchScript exporter (``dynamo=False``), opset 17,
 dynamic batch axis, MHA fast path off (its fused op has no ONNX symbolic), token input int32
 (``ArgMax`` on int64 is missing from onnxruntime < 1.20; the runtime casts to the graph's type).
 """

@@ -15,14 +15,18 @@
 #   6. on the host: the same segment calls, then masks compared (fp32 must reach IoU >= 0.999 per
 #      mask; int8 agreement is reported, ARM int8 kernels differ from x86's)
 #
-# Needs root and Debian's mirrors. Emulation is ~75x slower than native: correctness only, never
-# timing. Not part of default CI; `pytest -m arm64` runs it (FASTSAM_ARM64_CHECK=1 to opt in).
+# Needs root and a Debian mirror: DEBIAN_MIRROR, else the host's own apt sources (the first
+# enabled ".../debian" archive in /etc/apt/sources.list{,.d}); no mirror is written in this repo.
+# Emulation is ~75x slower than native: correctness only, never timing. Not part of default CI;
+# `pytest -m arm64` runs it (FASTSAM_ARM64_CHECK=1 to opt in).
 #
 # Usage: sudo scripts/arm64_check.sh [--root DIR] [--out DIR] [--tests "FILES..."] [--python PY]
 #   --root DIR   rootfs cache (default: work/arm64-root)
 #   --out DIR    JSON results + check.log (default: work/arm64-out)
 #   --tests STR  runtime test modules run inside (default below; "" to skip)
 #   --python PY  host interpreter with the runtime installed (default: python3)
+#   --print-mirror       print the Debian mirror that would be used, and exit (no root)
+#   --write-scene PNG    write the demo scene the check segments, and exit (no root)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +34,9 @@ ROOT="$REPO/work/arm64-root"
 OUT="$REPO/work/arm64-out"
 TESTS="tests/test_preprocess.py tests/test_postprocess.py tests/test_encode.py tests/test_types.py tests/test_bundle.py"
 HOST_PY="python3"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+APT_ETC="${APT_ETC:-/etc/apt}"  # tests point this at a fake apt configuration
+IMAGE_SEED=1000042
+ACTION=check
 
 while (($#)); do
     case "$1" in
@@ -38,7 +44,9 @@ while (($#)); do
         --out) OUT="$(realpath -m "$2")"; shift 2 ;;
         --tests) TESTS="$2"; shift 2 ;;
         --python) HOST_PY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --print-mirror) ACTION=print-mirror; shift ;;
+        --write-scene) ACTION=write-scene; SCENE_OUT="$(realpath -m "$2")"; shift 2 ;;
+        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "arm64_check: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -46,7 +54,57 @@ done
 log() { printf '[arm64-check %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
 
+# URIs of the host's enabled apt sources, in order: deb822 "URIs:" lines of *.sources (stanzas
+# with "Enabled: no" skipped), then the URI of one-line "deb [options] URI suite..." entries.
+apt_uris() {
+    local f
+    for f in "$APT_ETC"/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        # paragraph mode: one record per stanza
+        awk 'BEGIN { RS = "" } !/(^|\n)[Ee]nabled:[ \t]*[Nn]o/ {
+                 n = split($0, line, "\n")
+                 for (i = 1; i <= n; i++) if (line[i] ~ /^URIs:/) {
+                     m = split(line[i], f, /[ \t]+/); for (j = 2; j <= m; j++) print f[j]
+                 }
+             }' "$f"
+    done
+    for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
+        [[ -r "$f" ]] || continue
+        sed -E -n 's/\[[^]]*\]//; s/^[ \t]*deb[ \t]+([^ \t]+).*/\1/p' "$f"
+    done
+}
+
+# DEBIAN_MIRROR, else the first ".../debian" archive of the host's apt sources.
+debian_mirror() {
+    if [[ -n "${DEBIAN_MIRROR:-}" ]]; then
+        printf '%s\n' "$DEBIAN_MIRROR"
+        return
+    fi
+    local uri
+    uri="$(apt_uris | grep -E '^https?://[^ ]+/debian/?$' | head -1 || true)"
+    [[ -n "$uri" ]] || die "no Debian archive in $APT_ETC/sources.list{,.d}: set DEBIAN_MIRROR=<a Debian mirror URL>"
+    printf '%s\n' "${uri%/}"
+}
+
+# The scene the check segments. generate_scene returns BGR (OpenCV's order): written as is.
+write_scene() {
+    "$HOST_PY" - "$1" "$IMAGE_SEED" <<'EOF'
+import sys
+import cv2
+from edge.scenes import generate_scene
+scene = generate_scene(int(sys.argv[2]), width=480, height=360)
+if not cv2.imwrite(sys.argv[1], scene.image):
+    sys.exit(f"cannot write {sys.argv[1]}")
+EOF
+}
+
+case "$ACTION" in
+    print-mirror) debian_mirror; exit 0 ;;
+    write-scene) (cd "$REPO" && write_scene "$SCENE_OUT"); exit 0 ;;
+esac
+
 [[ $EUID -eq 0 ]] || die "needs root (debootstrap, chroot, mounts)"
+MIRROR="$(debian_mirror)"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
 
@@ -67,7 +125,7 @@ grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
 
 # --- 2. rootfs --------------------------------------------------------------------------------
 if [[ ! -e "$ROOT/.fastsam-rootfs-ok" ]]; then
-    log "debootstrap bookworm arm64 into $ROOT (about 5 minutes)"
+    log "debootstrap bookworm arm64 into $ROOT from $MIRROR (about 5 minutes)"
     rm -rf "$ROOT"
     mkdir -p "$ROOT"
     debootstrap --arch=arm64 --variant=minbase \
@@ -126,14 +184,7 @@ rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
 (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
     | tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$ROOT/src"
 
-IMAGE_SEED=1000042
-"$HOST_PY" - "$ROOT/src/scene.png" "$IMAGE_SEED" <<'EOF'
-import sys
-import cv2
-from edge.scenes import generate_scene
-scene = generate_scene(int(sys.argv[2]), width=480, height=360)
-cv2.imwrite(sys.argv[1], cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-EOF
+write_scene "$ROOT/src/scene.png"
 
 cat >"$ROOT/src/arm64_inside.sh" <<EOF
 set -eu

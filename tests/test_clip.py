@@ -372,7 +372,7 @@ def test_preprocess_matches_open_clip_pil(tiny_model: tuple) -> None:
     ref = np.stack([pre224(Image.fromarray(c)).numpy() for c in crops])
     got = edge_pre(crops)
     diff = np.abs(got - ref)
-    # for context: clip-edge.md §6's OpenCV approximation (INTER_AREA down, INTER_CUBIC up)
+    # for context: the OpenCV approximation of PIL's resize (INTER_AREA down, INTER_CUBIC up)
     approx = []
     for c in crops:
         nh, nw = resized_shortest(c.shape[0], c.shape[1], 224)

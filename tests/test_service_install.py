@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from edge.bundle import read_manifest
 from edge.service.config import ServiceConfig
 from edge.service.doctor import FAIL, OK, Probe, check_os, report, run_checks
-from edge.service.install import Installer, render_unit
+from edge.service.install import Installer, bundle_memory, memory_max_for, render_unit
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "fastsam-edge.service"
@@ -127,7 +129,14 @@ def test_install_under_root_twice_changes_nothing_the_second_time(tmp_path):
     assert statuses["file /etc/systemd/system/fastsam-edge.service"] == "created"
     assert statuses["config /etc/fastsam-edge/config.toml"] == "valid"
     unit = root / "etc/systemd/system/fastsam-edge.service"
-    assert unit.read_text() == render_unit()
+    # MemoryMax follows the demo bundle's measured peak (fp32 + text prompt) plus headroom
+    need = bundle_memory(ServiceConfig())
+    assert need.peak_mib is not None and "text prompt" in need.what
+    assert unit.read_text() == render_unit(memory_max=memory_max_for(need.peak_mib))
+    assert statuses[f"MemoryMax={memory_max_for(need.peak_mib)}"] == "from bundle"
+    record = json.loads((root / "var/lib/fastsam-edge/install.json").read_text())
+    assert record["bundle"]["name"] == read_manifest(need.bundle).name
+    assert record["memory_max"] == memory_max_for(need.peak_mib)
     link = root / "etc/systemd/system/multi-user.target.wants/fastsam-edge.service"
     assert os.readlink(link) == "/etc/systemd/system/fastsam-edge.service"
     assert (root / "etc/fastsam-edge/config.toml").stat().st_mode & 0o777 == 0o640
@@ -135,7 +144,9 @@ def test_install_under_root_twice_changes_nothing_the_second_time(tmp_path):
     before = _snapshot(root)
     second = Installer(root=root, venv="/opt/fastsam-edge/venv").run()
     assert _snapshot(root) == before
-    changed = [s for s in second if s.status not in ("unchanged", "skipped", "valid")]
+    changed = [
+        s for s in second if s.status not in ("unchanged", "skipped", "valid", "from bundle")
+    ]
     assert changed == []
 
 
@@ -161,9 +172,50 @@ def test_install_dry_run_and_uninstall(tmp_path):
     assert not root.exists() or not any(root.rglob("*.service"))
     assert any(s.status == "would create" for s in steps)
     Installer(root=root).run()
+    (root / "var/lib/fastsam-edge/results/r1").mkdir()
     Installer(root=root).uninstall()
     assert not (root / "etc/systemd/system/fastsam-edge.service").exists()
+    assert not (root / "var/lib/fastsam-edge/install.json").exists()
     assert (root / "etc/fastsam-edge/config.toml").exists()  # config is kept
+    assert (root / "var/lib/fastsam-edge/results/r1").is_dir()  # and results
+    steps = Installer(root=root).uninstall(purge=True)
+    assert (
+        not (root / "etc/fastsam-edge").exists() and not (root / "var/lib/fastsam-edge").exists()
+    )
+    assert not (root / "etc/default/fastsam-edge").exists()
+    assert {s.what: s.status for s in steps}["remove /var/lib/fastsam-edge"] == "removed"
+
+
+@pytest.mark.parametrize(
+    ("memory", "flag", "expected", "status"),
+    [
+        ({"fp32": {"segment": 252.0, "text": 1080.0}}, "auto", "1664M", "from bundle"),
+        ({"fp32": {"segment": 185.0}}, "auto", "448M", "from bundle"),  # +256 MiB at least
+        (None, "auto", "1G", "default"),  # exported before the measurement
+        ({"fp32": {"segment": 252.0, "text": 1080.0}}, "3G", "3G", None),  # explicit wins
+    ],
+)
+def test_install_memory_max_follows_the_bundle(
+    tmp_path, demo_bundle, memory, flag, expected, status
+):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    doc = json.loads((bundle / "bundle.json").read_text())
+    doc["default_precision"] = "fp32"
+    doc.pop("memory")
+    if memory is not None:
+        doc["memory"] = {"peak_mib": memory, "frame_hw": [960, 1280], "threads": 2}
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+    src = tmp_path / "config.toml"
+    src.write_text(f'[model]\nbundle = "{bundle}"\n')
+    root = tmp_path / "root"
+    steps = Installer(root=root, config_source=src, memory_max=flag).run()
+    unit = (root / "etc/systemd/system/fastsam-edge.service").read_text()
+    assert f"\nMemoryMax={expected}\n" in unit
+    if status is not None:
+        step = next(s for s in steps if s.what == f"MemoryMax={expected}")
+        assert step.status == status
+        assert ("has no measured peak memory" in step.detail) == (memory is None)
 
 
 def test_install_service_cli_under_root(tmp_path, capsys):

@@ -340,10 +340,12 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                         args += ["--masks-out", out]
                         files = mask_files.setdefault(job.target, {})
                         files[job.precision if edge else job.side] = out
+                    load_before = _load_average()
                     res = spawn_worker(module, args, job.threads)
                     row = {**common, "target_masks": job.target, "conf": conf,
                            "side": job.side, "precision": job.precision,
-                           "threads": job.threads, "mode": job.mode, **res}  # fmt: skip
+                           "threads": job.threads, "mode": job.mode,
+                           "load_before": load_before, **res}  # fmt: skip
                     _derive(row, ops[key].get("gop"), peak)
                     rows.append(row)
                     report_line(
@@ -378,7 +380,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
             )
     if bar is not None:
         bar.close()
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_facts(),
@@ -411,6 +413,20 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
         "sustained": sustained,
         "notes": notes,
     }
+    from edge.bench.report import report_warnings
+
+    report["warnings"] = report_warnings(report)
+    for warning in report["warnings"]:
+        print(f"bench: warning: {warning}", file=sys.stderr, flush=True)
+    return report
+
+
+def _load_average() -> float | None:
+    """1-minute load average right now (``None`` where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _modes_for(manifest: Any, modes: list[str]) -> list[str]:

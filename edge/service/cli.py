@@ -1,4 +1,5 @@
-"""The service subcommands of ``fastsam-edge``: ``serve``, ``doctor``, ``install-service``.
+"""The service subcommands of ``fastsam-edge``: ``serve``, ``doctor``, ``install-service``,
+``configure``.
 
 ``edge.cli.build_parser`` calls :func:`add_service_commands`; heavy imports happen inside the
 command functions only.
@@ -7,12 +8,20 @@ command functions only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge.cliargs import add_json_option
 from edge.service.config import DEFAULT_CONFIG_PATH, ConfigError
+from edge.service.configure import add_configure_command
+
+DEMO_PAGE = {"source.loop": True, "trigger.interval.seconds": 1.0}
+"""``serve --demo --http``: endless scenes, one segmented per second, so that the page's live
+view shows each scene with its own masks (a live source would show scenes changing between
+segmentations: the demo's scenes, unlike a camera's, change completely every frame)."""
 
 
 def _override(text: str) -> tuple[str, Any]:
@@ -36,9 +45,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = dict(_override(t) for t in args.set or [])
     if args.out:
         overrides["output.dir"] = str(args.out)
+    if args.http:
+        overrides = {"http.enabled": True, **overrides}
     if args.demo:
         if args.config:
             raise ConfigError("--demo and --config: use one of them")
+        if args.http:
+            overrides = {**DEMO_PAGE, **overrides}
         cfg = demo_config(args.out or "fastsam-edge-demo", **overrides)
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG_PATH)
@@ -51,8 +64,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from edge.service.runner import configure_logging, serve
 
-    configure_logging(cfg.service.log_level, debug=args.debug)
+    if getattr(args, "json", None) not in (None, "-"):
+        from edge.cliargs import check_parent
+
+        check_parent("--json", args.json)
+    level = getattr(args, "log_level", None) or cfg.service.log_level
+    configure_logging(level, debug=args.debug)
     summary = serve(cfg, max_frames=args.max_frames, duration_s=args.duration)
+    if getattr(args, "json", None) is not None:
+        from dataclasses import asdict
+
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, asdict(summary))
+        if args.json == "-":
+            return 0
     print(summary.line(), flush=True)
     if args.demo:
         print(f"results: {Path(cfg.output.dir).resolve()}")
@@ -64,17 +90,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from edge.service.doctor import report, run_checks
 
     config = args.config
-    if config is None and Path(DEFAULT_CONFIG_PATH).is_file():
-        config = DEFAULT_CONFIG_PATH
-    text, code = report(run_checks(config, user=args.user), as_json=args.as_json)
+    if config is None:
+        try:
+            present = Path(DEFAULT_CONFIG_PATH).is_file()
+        except PermissionError:  # there but unreadable: the config check says which group
+            present = True
+        config = DEFAULT_CONFIG_PATH if present else None
+    if args.json not in (None, "-"):
+        from edge.cliargs import check_parent
+
+        check_parent("--json", args.json)
+    checks = run_checks(config, user=args.user)
+    if args.json is not None:
+        import json
+
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, json.loads(report(checks, as_json=True)[0]))
+        if args.json == "-":
+            return report(checks)[1]
+    text, code = report(checks)
     print(text)
     return code
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     """``install-service``: user, directories, config, unit (idempotent)."""
-    import os
-
     from edge.service.install import Installer, default_venv
 
     root = Path(args.root)
@@ -85,6 +126,8 @@ def cmd_install_service(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.purge and not args.uninstall:
+        raise ConfigError("--purge: only with --uninstall")
     inst = Installer(
         root=root,
         user=args.user,
@@ -92,11 +135,12 @@ def cmd_install_service(args: argparse.Namespace) -> int:
         config_path=args.config,
         config_source=Path(args.config_source) if args.config_source else None,
         memory_max=args.memory_max,
+        login_user=args.login_user,
         enable=not args.no_enable,
         start=args.start,
         dry_run=args.dry_run,
     )
-    steps = inst.uninstall() if args.uninstall else inst.run()
+    steps = inst.uninstall(purge=args.purge) if args.uninstall else inst.run()
     for step in steps:
         print(step.line())
     changed = sum(s.status in ("created", "updated", "removed", "done") for s in steps)
@@ -125,6 +169,12 @@ def add_service_commands(sub: Any) -> None:
         help="no config file: demo scenes, demo bundle, every frame segmented",
     )
     s.add_argument("--out", help="output directory (overrides output.dir)")
+    s.add_argument(
+        "--http",
+        action="store_true",
+        help="serve the page and API (http.enabled; the URL is logged); with --demo the scenes "
+        "loop, one segmented per second",
+    )
     s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     s.add_argument(
@@ -134,6 +184,7 @@ def add_service_commands(sub: Any) -> None:
         help="override a config key, e.g. --set trigger.motion.enabled=true "
         "(TOML value; repeatable)",
     )
+    add_json_option(s, "the closing summary")
     s.add_argument(
         "--print-config",
         action="store_true",
@@ -146,7 +197,7 @@ def add_service_commands(sub: Any) -> None:
     )
     d.add_argument("--config", help=f"config to check (default: {DEFAULT_CONFIG_PATH} if present)")
     d.add_argument("--user", default="fastsam-edge", help="service user to check too")
-    d.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    add_json_option(d, "the checks")
     d.set_defaults(func=cmd_doctor)
 
     i = sub.add_parser("install-service", help="install the systemd service (idempotent)")
@@ -158,11 +209,31 @@ def add_service_commands(sub: Any) -> None:
         "--config-source",
         help="initial config to install if none exists (default: the example config)",
     )
-    i.add_argument("--memory-max", default="1G", help="MemoryMax= of the unit (default 1G)")
+    i.add_argument(
+        "--memory-max",
+        default="auto",
+        help="MemoryMax= of the unit, e.g. 1536M; auto (default): the configured bundle's "
+        "measured peak memory (bundle.json) + 50 %% (at least +256 MiB), 1G without one",
+    )
+    i.add_argument(
+        "--login-user",
+        default=os.environ.get("SUDO_USER") or None,
+        help="user who joins the service's group (reads config and results without sudo) and "
+        "the journal group (default: $SUDO_USER)",
+    )
     i.add_argument("--no-enable", action="store_true", help="do not enable at boot")
     i.add_argument("--start", action="store_true", help="start (or restart) the service")
     i.add_argument("--dry-run", action="store_true", help="show what would change")
     i.add_argument(
-        "--uninstall", action="store_true", help="remove the unit (keeps config, results, user)"
+        "--uninstall",
+        action="store_true",
+        help="remove the unit and the service user (keeps config, models, results)",
+    )
+    i.add_argument(
+        "--purge",
+        action="store_true",
+        help="with --uninstall: also remove /etc/fastsam-edge and /var/lib/fastsam-edge",
     )
     i.set_defaults(func=cmd_install_service)
+
+    add_configure_command(sub)

@@ -276,6 +276,12 @@ class SourceConfig:
         {}, "picamera2: libcamera controls, e.g. { AfMode = 2, FrameRate = 5 }.", scalar_table
     )
     path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", string)
+    max_pixels: int = _spec(
+        50_000_000,
+        "replay: refuse images (and videos) with more pixels than this, read from the file "
+        "header before decoding; such files are skipped and counted.",
+        integer(1, 1 << 30),
+    )
     loop: bool = _spec(
         False, "replay, demo: start again at the end instead of stopping the service.", boolean
     )
@@ -480,6 +486,24 @@ class HttpConfig:
         "non-loopback http.host also this machine's host name and <hostname>.local. Add the "
         'names you reach the device by (reverse proxy, DNS alias); ["*"] accepts any Host.',
         host_list,
+    )
+    prompt_cache_frames: int = _spec(
+        4,
+        "Frames whose detections are kept for POST /prompt (prompts without running the "
+        "detector again; the page's clicks); frames a page showed are evicted last. 0 = off.",
+        integer(0, 64),
+    )
+    prompt_cache_mb: float = _spec(
+        64.0,
+        "Memory bound of those frames (image, prototypes, assembled masks, CLIP crop "
+        "embeddings) in MiB; oldest evicted first (fastsam_prompt_cache_bytes).",
+        number(1, 4096),
+    )
+    live_fps: float = _spec(
+        2.0,
+        "While a page (GET /) is open, read frames of a live source at this rate for its live "
+        "view, whatever the triggers (nothing extra is read without a viewer).",
+        number(1, 30),
     )
 
 

@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,24 @@ class Probe:
     root: Path = Path("/")
     run: Callable[[list[str], float], tuple[int, str]] | None = None
     python: str = sys.executable
+    health: Callable[[ServiceConfig], dict[str, Any] | None] | None = None
+
+    def service_health(self, cfg: ServiceConfig) -> dict[str, Any] | None:
+        """The running service's ``GET /healthz`` body (None when it does not answer)."""
+        if self.health is not None:
+            return self.health(cfg)
+        return _fetch_health(cfg)
+
+    def meminfo(self) -> dict[str, int]:
+        """``/proc/meminfo`` in bytes (empty when unreadable)."""
+        out = {}
+        try:
+            for line in (self.root / "proc/meminfo").read_text().splitlines():
+                k, _, v = line.partition(":")
+                out[k] = int(v.split()[0]) * 1024
+        except (OSError, ValueError, IndexError):
+            return {}
+        return out
 
     def run_python(self, code: str, timeout: float = 30.0) -> tuple[int, str]:
         """Run ``python -c code`` in a subprocess; (exit code, stdout+stderr)."""
@@ -280,12 +299,40 @@ def check_groups(user: str | None) -> list[Check]:
         member.add(grp.getgrgid(pw.pw_gid).gr_name)
         lacking = [g for g in ("video", "gpio") if g not in member and _exists(g)]
         absent = [g for g in ("video", "gpio") if not _exists(g)]
+        service = name == user
+        if not service and user and _exists(user):
+            # the login user reads the service's config and results through its group
+            if user not in member:
+                out.append(
+                    Check(
+                        f"groups of {name}",
+                        WARN,
+                        f"not in {user}: the config and results are not readable without sudo",
+                        f"sudo usermod -aG {user} {name} (then log in again)",
+                    )
+                )
+            elif grp.getgrnam(user).gr_gid not in os.getgroups():
+                out.append(
+                    Check(
+                        f"groups of {name}",
+                        WARN,
+                        f"in {user} since the last login only",
+                        "log out and in again (or run `newgrp fastsam-edge`)",
+                    )
+                )
         if lacking:
             out.append(
                 Check(
                     f"groups of {name}",
-                    FAIL if "video" in lacking else WARN,
-                    f"not in {', '.join(lacking)} (camera: video, GPIO: gpio)",
+                    FAIL if "video" in lacking and service else WARN,
+                    f"not in {', '.join(lacking)} (camera: video, GPIO: gpio)"
+                    + (
+                        ""
+                        if service
+                        else f"; needed only to use the camera yourself ({user} runs the service)"
+                        if user
+                        else ""
+                    ),
                     f"sudo usermod -aG {','.join(lacking)} {name} (then log in again)",
                 )
             )
@@ -357,15 +404,27 @@ def check_int8_cpu(precision: str | None, cls: Int8Class | None = None) -> Check
     return Check("int8 on this CPU", OK, cls.describe())
 
 
-def check_memory(cfg: ServiceConfig, model_bytes: int, root: Path) -> Check:
-    meminfo = {}
-    try:
-        for line in (root / "proc/meminfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            meminfo[k] = int(v.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
+def check_memory(
+    cfg: ServiceConfig, model_bytes: int, probe: Probe, measured_mib: float | None = None
+) -> Check:
+    meminfo = probe.meminfo()
+    if not meminfo:
         return Check("memory", WARN, "cannot read /proc/meminfo")
     total, avail = meminfo.get("MemTotal", 0), meminfo.get("MemAvailable", 0)
+    if measured_mib is not None:
+        need = int(measured_mib * 2**20)
+        msg = (
+            f"{avail / 2**20:.0f} MiB available of {total / 2**20:.0f} MiB; the bundle's "
+            f"measured peak is {measured_mib:.0f} MiB"
+        )
+        if need > avail:
+            return Check(
+                "memory",
+                WARN if need <= total else FAIL,
+                msg,
+                'stop other programs, or use a smaller bundle (int8: model.precision = "int8")',
+            )
+        return Check("memory", OK, msg)
     side = cfg.processing.max_mask_side or max(cfg.source.width, cfg.source.height)
     aspect = min(cfg.source.width, cfg.source.height) / max(cfg.source.width, cfg.source.height)
     frame_px = side * side * aspect
@@ -389,10 +448,252 @@ def check_memory(cfg: ServiceConfig, model_bytes: int, root: Path) -> Check:
     return Check("memory", OK, msg)
 
 
+def unit_setting(root: Path, key: str) -> tuple[str | None, str]:
+    """The effective ``key=`` of the installed unit (drop-ins override it) and where it is set.
+
+    Returns:
+        ``(value, file)``; ``(None, "")`` when the unit is not installed or does not set it.
+    """
+    from edge.service.install import UNIT_PATH
+
+    unit = root / UNIT_PATH.lstrip("/")
+    files = [unit] + sorted(unit.parent.glob(unit.name + ".d/*.conf"))
+    value, where = None, ""
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            k, sep, v = line.strip().partition("=")
+            if sep and k.strip() == key:
+                value, where = v.strip(), "/" + str(path.relative_to(root))
+    return value, where
+
+
+def check_memory_limit(cfg: ServiceConfig, probe: Probe) -> tuple[Check, float | None]:
+    """The unit's ``MemoryMax=`` and the board's RAM against the bundle's measured peak.
+
+    Returns:
+        The check and the measured peak in MiB (None without a measurement).
+    """
+    from edge.errors import FastSAMEdgeError
+    from edge.service.install import bundle_memory, parse_memory_size
+
+    name = "memory limit"
+    try:
+        need = bundle_memory(cfg)
+    except FastSAMEdgeError:
+        return Check(name, WARN, "bundle unreadable (see the bundle check)"), None
+    if need.peak_mib is None or need.memory_max is None:
+        return Check(
+            name,
+            WARN,
+            f"{need.bundle}: bundle.json has no measured peak memory, so MemoryMax= is a guess",
+            "re-export the bundle with a current fastsam-export (it measures the peak per "
+            "precision), then sudo fastsam-edge install-service",
+        ), None
+    peak, recommended = need.peak_mib, need.memory_max
+    total = probe.meminfo().get("MemTotal", 0)
+    facts = f"bundle peak {peak:.0f} MiB ({need.what})"
+    alternatives = _smaller_options(need.bundle, peak)
+    if total and peak * 2**20 > total:
+        return Check(
+            name,
+            FAIL,
+            f"{facts}, but the board has {total / 2**20:.0f} MiB of RAM",
+            alternatives or "use a board with more RAM, or export a smaller bundle",
+        ), peak
+    value, where = unit_setting(probe.root, "MemoryMax")
+    if value is None:
+        return Check(name, OK, f"{facts}; RAM {total / 2**20:.0f} MiB; no unit installed"), peak
+    try:
+        limit = parse_memory_size(value, total or None)
+    except ValueError:
+        return Check(name, WARN, f"MemoryMax={value} in {where}: cannot read it"), peak
+    fix = (
+        f"sudo fastsam-edge install-service (sets MemoryMax={recommended} from the bundle), or "
+        f"sudo systemctl edit fastsam-edge with [Service] MemoryMax={recommended}"
+    )
+    limit_text = f"MemoryMax={value} ({where})"
+    if limit is not None and limit < peak * 2**20:
+        return Check(
+            name,
+            FAIL,
+            f"{limit_text} is below the {facts}: the kernel would kill the service"
+            + (" at the first text prompt" if "text" in need.what else ""),
+            fix + (f"; or {alternatives}" if alternatives else ""),
+        ), peak
+    rec_bytes = parse_memory_size(recommended) or 0
+    if limit is not None and limit < rec_bytes:
+        return Check(
+            name,
+            WARN,
+            f"{limit_text} leaves little headroom over the {facts} (recommended {recommended})",
+            fix,
+        ), peak
+    if total and rec_bytes > 0.9 * total:
+        return Check(
+            name,
+            WARN,
+            f"{limit_text}; {facts}: with headroom that is most of the board's "
+            f"{total / 2**20:.0f} MiB of RAM",
+            alternatives or "keep other programs small",
+        ), peak
+    return Check(name, OK, f"{limit_text}; {facts}; RAM {total / 2**20:.0f} MiB"), peak
+
+
+def _smaller_options(bundle: str, peak: float) -> str:
+    """Settings of the same bundle whose measured peak is lower, as advice text."""
+    from edge.bundle import read_manifest
+
+    m = read_manifest(bundle)
+    if m.memory is None:
+        return ""
+    options = []
+    for precision, row in sorted(m.memory.peak_mib.items()):
+        for kind, mib in sorted(row.items()):
+            if mib < peak * 0.9:
+                what = f'model.precision = "{precision}"' + (
+                    " with text prompts" if kind == "text" else " without text prompts"
+                )
+                options.append((mib, f"{what} needs {mib:.0f} MiB"))
+    return "; ".join(text for _, text in sorted(options, reverse=True)[:2])
+
+
+def _fetch_health(cfg: ServiceConfig) -> dict[str, Any] | None:
+    if not cfg.http.enabled or not cfg.http.port:
+        return None
+    import urllib.error
+    import urllib.request
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(cfg.http.host, cfg.http.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{cfg.http.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:  # 503 still carries the body
+        body = exc.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_drift(cfg: ServiceConfig, config_path: str | None, probe: Probe) -> list[Check]:
+    """Version, bundle and config drift between this install, the config and the service."""
+    from edge import __version__
+    from edge.bundle import read_manifest
+    from edge.errors import FastSAMEdgeError
+    from edge.service.install import INSTALL_RECORD, STATE_DIR, bundle_memory
+
+    out = []
+    rerun = "re-run sudo scripts/install_pi.sh (or sudo fastsam-edge install-service)"
+    restart = "sudo systemctl restart fastsam-edge"
+    record: dict[str, Any] | None = None
+    try:
+        record = json.loads((probe.root / INSTALL_RECORD.lstrip("/")).read_text())
+    except FileNotFoundError:
+        record = None
+    except (OSError, ValueError) as exc:
+        out.append(Check("install record", WARN, f"cannot read {INSTALL_RECORD}: {exc}"))
+    try:
+        current = bundle_memory(cfg).bundle
+        m = read_manifest(current)
+        precision = cfg.model.precision or m.default_precision
+        sha = m.files[m.detector_file(precision)].sha256
+    except (FastSAMEdgeError, KeyError):
+        m, sha = None, ""
+    if isinstance(record, dict):
+        problems = []
+        if record.get("version") != __version__:
+            problems.append(f"installed as version {record.get('version')}, this is {__version__}")
+        rb = record.get("bundle") or {}
+        if m is not None and rb and (rb.get("sha256"), rb.get("path")) != (sha, cfg.model.bundle):
+            problems.append(
+                f"the unit was set up for bundle {rb.get('name')} ({str(rb.get('sha256'))[:12]}), "
+                f"the config now uses {m.name} ({sha[:12]}): MemoryMax= may not fit it"
+            )
+        if problems:
+            out.append(Check("install drift", WARN, "; ".join(problems), rerun))
+        else:
+            out.append(Check("install drift", OK, f"version {__version__}, bundle as installed"))
+    rw, _ = unit_setting(probe.root, "ReadWritePaths")
+    if rw is not None:
+        writable = [w.lstrip("-") for w in rw.split()]
+        out_dir = cfg.output.dir.rstrip("/")
+        if not out_dir.startswith(STATE_DIR + "/") and out_dir not in writable:
+            out.append(
+                Check(
+                    "unit vs config",
+                    FAIL,
+                    f"output.dir {cfg.output.dir!r} is not writable under the unit "
+                    f"(ReadWritePaths={rw}): the service cannot write results",
+                    rerun,
+                )
+            )
+    health = probe.service_health(cfg)
+    if health is not None:
+        problems = []
+        if health.get("version") not in (None, __version__):
+            problems.append(
+                f"the service runs version {health.get('version')}, installed is {__version__}"
+            )
+        running = (health.get("bundle") or {}).get("sha256")
+        if sha and running and running != sha:
+            problems.append(
+                f"the service runs bundle {(health.get('bundle') or {}).get('name')} "
+                f"({running[:12]}), the config says {m.name if m else '?'} ({sha[:12]})"
+            )
+        uptime = health.get("uptime_s")
+        if config_path and isinstance(uptime, int | float):
+            try:
+                age = time.time() - Path(config_path).stat().st_mtime
+            except OSError:
+                age = None
+            if age is not None and age < uptime:
+                problems.append(f"{config_path} changed after the service started")
+        if problems:
+            out.append(Check("running service", WARN, "; ".join(problems), restart))
+        else:
+            out.append(
+                Check("running service", OK, f"version {__version__}, config and bundle current")
+            )
+    return out
+
+
+def check_text_support(cfg: ServiceConfig) -> Check | None:
+    """Text prompts: whether the bundle has CLIP and the tokenizer packages are installed."""
+    from edge.bundle import read_manifest
+    from edge.errors import FastSAMEdgeError
+    from edge.service.install import bundle_memory
+    from edge.tokenizer import missing_text_deps
+
+    try:
+        m = read_manifest(bundle_memory(cfg).bundle)
+    except FastSAMEdgeError:
+        return None
+    if not m.has_text:
+        return Check("text prompts", OK, "not supported by this bundle (no CLIP); not needed")
+    missing = missing_text_deps()
+    if missing:
+        return Check(
+            "text prompts",
+            WARN,
+            f"the bundle has CLIP, but {', '.join(missing)} (the text extra) is not installed: "
+            "text prompts fail",
+            'sudo scripts/install_pi.sh --text (or pip install "fastsam-edge[text]" in the venv)',
+        )
+    return Check("text prompts", OK, "bundle has CLIP; tokenizer packages installed")
+
+
 def check_disk(cfg: ServiceConfig) -> Check:
     out = Path(cfg.output.dir)
     probe_dir = out
-    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+    while not _present(probe_dir) and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent
     try:
         usage = shutil.disk_usage(probe_dir)
@@ -416,7 +717,7 @@ def check_disk(cfg: ServiceConfig) -> Check:
         return Check(
             "disk", WARN, msg + ": retention allows more than fits", "lower output.max_mb"
         )
-    if not writable and out.exists():
+    if not writable and _present(out):
         return Check(
             "disk",
             WARN,
@@ -425,6 +726,14 @@ def check_disk(cfg: ServiceConfig) -> Check:
             "-u fastsam-edge fastsam-edge doctor)",
         )
     return Check("disk", OK, msg)
+
+
+def _present(path: Path) -> bool:
+    """``path.exists()``, False where a parent directory is not searchable by this user."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return False
 
 
 def check_optional(cfg: ServiceConfig) -> list[Check]:
@@ -493,7 +802,13 @@ def run_checks(
                 cfg = load_config(config_path)
                 checks.append(Check("config", OK, f"{config_path} is valid"))
             except ConfigError as exc:
-                checks.append(Check("config", FAIL, str(exc), "fix the named key"))
+                fix = "fix the named key"
+                if "Permission denied" in str(exc):
+                    fix = (
+                        "join the service's group: sudo usermod -aG fastsam-edge $USER, then log "
+                        "in again (sudo scripts/install_pi.sh does this for the user who runs it)"
+                    )
+                checks.append(Check("config", FAIL, str(exc), fix))
                 cfg = ServiceConfig()
         else:
             cfg = ServiceConfig()
@@ -519,10 +834,16 @@ def run_checks(
         )
     bundle_check, model_bytes = check_bundle(cfg)
     checks.append(bundle_check)
+    limit_check, peak = check_memory_limit(cfg, probe)
+    checks.append(check_memory(cfg, model_bytes, probe, peak))
+    checks.append(limit_check)
+    text_check = check_text_support(cfg)
+    if text_check is not None:
+        checks.append(text_check)
     checks.append(check_int8_cpu(cfg.model.precision))
-    checks.append(check_memory(cfg, model_bytes, probe.root))
     checks.append(check_disk(cfg))
     checks.extend(check_optional(cfg))
+    checks.extend(check_drift(cfg, config_path, probe))
     return checks
 
 

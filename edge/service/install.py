@@ -14,7 +14,9 @@ the committed file equal to :func:`render_unit` with the defaults).
 from __future__ import annotations
 
 import grp
+import json
 import logging
+import math
 import os
 import pwd
 import shutil
@@ -24,10 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge import __version__
+from edge.errors import FastSAMEdgeError
 from edge.service.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_OUTPUT_DIR,
+    DEMO,
     ConfigError,
+    ServiceConfig,
     load_config,
     render_example_config,
 )
@@ -41,7 +47,18 @@ STATE_DIR = "/var/lib/fastsam-edge"
 UNIT_PATH = "/etc/systemd/system/fastsam-edge.service"
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/fastsam-edge.service"
 ENV_FILE = "/etc/default/fastsam-edge"
+INSTALL_RECORD = f"{STATE_DIR}/install.json"
 GROUPS = ("video", "gpio")
+# Groups whose members read the system journal (journalctl -u fastsam-edge), in order of
+# preference: systemd-journal is exactly that right; adm (Raspberry Pi OS's first user is in
+# it) also reads /var/log.
+JOURNAL_GROUPS = ("systemd-journal", "adm")
+FALLBACK_MEMORY_MAX = "1G"
+# MemoryMax= headroom over the bundle's measured peak: the service adds frames in flight, the
+# overlay and JPEG, result encoding, the HTTP server and Python's allocator slack on top of
+# one `segment` run.
+MEMORY_HEADROOM = 1.5
+MEMORY_HEADROOM_MIN_MIB = 256
 
 UNIT_TEMPLATE = """\
 # fastsam-edge: camera-triggered FastSAM segmentation (onnxruntime), see docs/service.md.
@@ -162,6 +179,74 @@ def render_unit(
     )
 
 
+def memory_max_for(peak_mib: float) -> str:
+    """``MemoryMax=`` for a measured peak: +50 % (at least +256 MiB), in 64 MiB steps."""
+    mib = max(peak_mib * MEMORY_HEADROOM, peak_mib + MEMORY_HEADROOM_MIN_MIB)
+    return f"{math.ceil(mib / 64) * 64}M"
+
+
+def parse_memory_size(text: str, total_bytes: int | None = None) -> int | None:
+    """Bytes of a systemd memory value (``1G``, ``1536M``, ``80%``); None for ``infinity``.
+
+    Raises:
+        ValueError: Not a systemd memory size.
+    """
+    value = text.strip()
+    if value in ("", "infinity"):
+        return None
+    if value.endswith("%"):
+        if total_bytes is None:
+            raise ValueError(f"{text!r}: a percentage needs the total memory")
+        return int(float(value[:-1]) / 100 * total_bytes)
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, unit = (value[:-1], value[-1].upper()) if value[-1].isalpha() else (value, "")
+    if unit not in units:
+        raise ValueError(f"{text!r}: unknown unit {unit!r}")
+    return int(float(number) * units[unit])
+
+
+@dataclass(frozen=True)
+class BundleMemory:
+    """What the configured bundle needs, from its ``bundle.json`` ``memory`` section.
+
+    Attributes:
+        bundle: Bundle directory.
+        peak_mib: Measured peak for the configured precision (with text prompts when the
+            bundle has CLIP); None when the bundle was exported without the measurement.
+        what: Which figure it is, e.g. ``int8 + text prompt``.
+    """
+
+    bundle: str
+    peak_mib: float | None
+    what: str
+
+    @property
+    def memory_max(self) -> str | None:
+        """The recommended ``MemoryMax=`` (None without a measurement)."""
+        return memory_max_for(self.peak_mib) if self.peak_mib is not None else None
+
+
+def bundle_memory(cfg: ServiceConfig) -> BundleMemory:
+    """The measured peak memory of the configured bundle and precision.
+
+    Raises:
+        FastSAMEdgeError: The bundle is missing or its manifest is malformed.
+    """
+    from edge.bundle import read_manifest
+
+    bundle: str | Path = cfg.model.bundle
+    if bundle == DEMO:
+        from edge.demo import demo_bundle
+
+        bundle = demo_bundle()
+    m = read_manifest(bundle)
+    # a bench recommendation (model.defaults_from) may pick either precision at start
+    precision = cfg.model.precision or (None if cfg.model.defaults_from else m.default_precision)
+    what = (precision or "any precision") + (" + text prompt" if m.has_text else "")
+    peak = m.memory.peak(precision, text=m.has_text) if m.memory is not None else None
+    return BundleMemory(str(bundle), peak, what)
+
+
 @dataclass
 class Step:
     """One install action and what happened."""
@@ -183,7 +268,8 @@ class Installer:
     venv: str = DEFAULT_VENV
     config_path: str = DEFAULT_CONFIG_PATH
     config_source: Path | None = None
-    memory_max: str = "1G"
+    memory_max: str = "auto"
+    login_user: str | None = None
     enable: bool = True
     start: bool = False
     dry_run: bool = False
@@ -261,6 +347,34 @@ class Installer:
                 "not on this system (no camera/GPIO stack installed?)",
             )
 
+    def ensure_login_user(self) -> None:
+        """Put the invoking user in the service's group (config, models, results readable
+        without sudo) and in a journal group (``journalctl -u fastsam-edge``)."""
+        who = self.login_user
+        if not who or who == "root":
+            return
+        if not self.system:
+            self._step(f"user {who} joins group {self.user}", "skipped", "--root")
+            return
+        try:
+            pwd.getpwnam(who)
+        except KeyError:
+            self._step(f"user {who}", "failed", "no such user (--login-user)")
+            return
+        journal = next((g for g in JOURNAL_GROUPS if _group_exists(g)), None)
+        wanted = [self.user] + ([journal] if journal else [])
+        lacking = [g for g in wanted if _group_exists(g) and who not in grp.getgrnam(g).gr_mem]
+        lacking = [g for g in lacking if grp.getgrnam(g).gr_gid != pwd.getpwnam(who).pw_gid]
+        what = f"user {who} in groups {', '.join(wanted)}"
+        if not lacking:
+            self._step(what, "unchanged")
+            return
+        cmd = ["usermod", "--append", "--groups", ",".join(lacking), who]
+        if not self.dry_run and self._run(cmd) != 0:
+            self._step(what, "failed", " ".join(cmd))
+            return
+        self._step(what, "updated", f"+{', '.join(lacking)}; takes effect at the next login")
+
     def ensure_dir(self, path: str, mode: int, owned: bool) -> None:
         target = self._p(path)
         if target.is_dir():
@@ -332,6 +446,7 @@ class Installer:
         """Install; returns the steps (see :meth:`Step.line`)."""
         self.steps = []
         self.ensure_user()
+        self.ensure_login_user()
         self.ensure_dir("/etc/fastsam-edge", 0o750, owned=False)
         if self.system and not self.dry_run:
             self._chown(self._p("/etc/fastsam-edge"), "root", self.user)
@@ -344,7 +459,11 @@ class Installer:
             else render_example_config()
         )
         self.ensure_file(self.config_path, example, 0o640, overwrite=False, group=self.user)
+        if self.system and not self.dry_run and self._p(self.config_path).is_file():
+            # a config written before the group existed (fastsam-edge configure) joins it
+            self._chown(self._p(self.config_path), "root", self.user)
         output_dir = DEFAULT_OUTPUT_DIR
+        cfg: ServiceConfig | None = None
         try:
             cfg = load_config(self._p(self.config_path))
             output_dir = cfg.output.dir
@@ -355,8 +474,19 @@ class Installer:
         if output_dir != DEFAULT_OUTPUT_DIR and not output_dir.startswith(STATE_DIR + "/"):
             self.ensure_dir(output_dir, 0o750, owned=True)
         self.ensure_file(ENV_FILE, ENV_TEMPLATE, 0o644, overwrite=False)
-        unit = render_unit(self.venv, self.config_path, self.user, output_dir, self.memory_max)
+        memory_max = self._memory_max(cfg)
+        unit = render_unit(self.venv, self.config_path, self.user, output_dir, memory_max)
         unit_status = self.ensure_file(UNIT_PATH, unit, 0o644, overwrite=True)
+        record = {
+            "version": __version__,
+            "venv": self.venv,
+            "config": self.config_path,
+            "memory_max": memory_max,
+            "bundle": _bundle_record(cfg),
+        }
+        self.ensure_file(
+            INSTALL_RECORD, json.dumps(record, indent=2) + "\n", 0o644, overwrite=True
+        )
         if self.system and unit_status != "unchanged":
             self._systemctl(["daemon-reload"], "systemd daemon-reload")
         if self.enable:
@@ -369,9 +499,37 @@ class Installer:
                 self._systemctl([verb, SERVICE_NAME], f"systemctl {verb} {SERVICE_NAME}")
         return self.steps
 
+    def _memory_max(self, cfg: ServiceConfig | None) -> str:
+        """``--memory-max``, or with ``auto`` the bundle's measured peak plus headroom."""
+        if self.memory_max != "auto":
+            return self.memory_max
+        what = f"MemoryMax={FALLBACK_MEMORY_MAX}"
+        if cfg is None:
+            self._step(what, "default", "config invalid")
+            return FALLBACK_MEMORY_MAX
+        try:
+            need = bundle_memory(cfg)
+        except FastSAMEdgeError as exc:
+            self._step(what, "default", f"bundle unreadable: {exc}")
+            return FALLBACK_MEMORY_MAX
+        if need.memory_max is None:
+            self._step(
+                what,
+                "default",
+                f"{need.bundle} has no measured peak memory (re-export it with fastsam-export, "
+                "or pass --memory-max)",
+            )
+            return FALLBACK_MEMORY_MAX
+        detail = f"measured peak {need.peak_mib:.0f} MiB ({need.what})"
+        self._step(f"MemoryMax={need.memory_max}", "from bundle", detail)
+        return need.memory_max
+
     def _systemctl(self, args: list[str], what: str) -> None:
         if shutil.which("systemctl") is None:
             self._step(what, "skipped", "no systemctl")
+            return
+        if not Path("/run/systemd/system").is_dir():  # a chroot or an image being built
+            self._step(what, "skipped", "systemd is not running")
             return
         if self.dry_run:
             self._step(what, "would run")
@@ -379,29 +537,83 @@ class Installer:
         rc = self._run(["systemctl", *args])
         self._step(what, "done" if rc == 0 else "failed", f"exit {rc}" if rc else "")
 
-    def uninstall(self) -> list[Step]:
-        """Remove the unit and its enable link (config, results and the user are kept)."""
+    def uninstall(self, purge: bool = False) -> list[Step]:
+        """Remove the unit, its enable link, the install record and the service user.
+
+        Args:
+            purge: Also remove the config (``/etc/fastsam-edge``, ``/etc/default/fastsam-edge``)
+                and the state directory (models, results).
+        """
         self.steps = []
         if self.system:
             self._systemctl(
                 ["disable", "--now", SERVICE_NAME], f"systemctl disable --now {SERVICE_NAME}"
             )
-        for path in (WANTS_LINK, UNIT_PATH):
+        paths = [WANTS_LINK, UNIT_PATH, INSTALL_RECORD]
+        if purge:
+            paths += ["/etc/fastsam-edge", ENV_FILE, STATE_DIR]
+        for path in paths:
             p = self._p(path)
             if p.is_symlink() or p.exists():
                 if not self.dry_run:
-                    p.unlink()
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
                 self._step(f"remove {path}", "would remove" if self.dry_run else "removed")
             else:
                 self._step(f"remove {path}", "unchanged", "absent")
         if self.system:
             self._systemctl(["daemon-reload"], "systemd daemon-reload")
-        self._step(
-            f"/etc/fastsam-edge, {STATE_DIR}, user {self.user}",
-            "kept",
-            "remove by hand if wanted",
-        )
+            self._remove_user()
+        else:
+            self._step(f"user {self.user}", "skipped", "--root")
+        if not purge:
+            self._step(
+                f"/etc/fastsam-edge, {STATE_DIR} (config, models, results)",
+                "kept",
+                "--purge removes them",
+            )
         return self.steps
+
+    def _remove_user(self) -> None:
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            self._step(f"remove user {self.user}", "unchanged", "absent")
+            return
+        cmd = ["userdel", self.user]
+        if self.dry_run:
+            self._step(f"remove user {self.user}", "would remove")
+            return
+        rc = self._run(cmd)
+        self._step(
+            f"remove user {self.user}",
+            "removed" if rc == 0 else "failed",
+            f"exit {rc}" if rc else "",
+        )
+        if rc == 0 and _group_exists(self.user):  # --user-group made it; userdel may leave it
+            self._run(["groupdel", self.user])
+
+
+def _bundle_record(cfg: ServiceConfig | None) -> dict[str, str] | None:
+    """Name, directory and detector checksum of the configured bundle (for drift checks)."""
+    if cfg is None:
+        return None
+    from edge.bundle import read_manifest
+
+    try:
+        need = bundle_memory(cfg)
+        m = read_manifest(need.bundle)
+        precision = cfg.model.precision or m.default_precision
+        return {
+            "path": cfg.model.bundle,
+            "name": m.name,
+            "precision": precision,
+            "sha256": m.files[m.detector_file(precision)].sha256,
+        }
+    except (FastSAMEdgeError, KeyError):
+        return None
 
 
 def _group_exists(name: str) -> bool:

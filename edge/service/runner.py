@@ -17,14 +17,17 @@ dropped (counted), and the service exits 0 after printing its one-line summary.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import numpy as np
 
 from edge import __version__
 from edge.errors import InputError
+from edge.paths import describe_path_kind
 from edge.service.clock import Clock
 from edge.service.config import (
     DEMO,
@@ -41,7 +45,8 @@ from edge.service.config import (
     bench_defaults,
     resolve_token,
 )
-from edge.service.http import ApiServer, HttpError, TriggerRequest
+from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
+from edge.service.live import CachedFrame, LiveFrame, PromptCache
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
@@ -50,12 +55,14 @@ from edge.service.sources import (
     Capture,
     FrameSource,
     FrameTransform,
+    ReplaySource,
     ResilientSource,
     SourceDown,
     make_source,
     padding_waste,
 )
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+from edge.service.web import Sessions, page_routes
 
 _LOGGER = logging.getLogger("edge.service")
 
@@ -135,6 +142,7 @@ class Service:
         max_frames: Stop after this many frames (None: no limit).
         duration_s: Stop after this many seconds (None: no limit).
         on_result: Called from the worker with each result JSON (embedding, tests).
+        metrics: Where the counters go (the bench passes one that keeps every sample).
     """
 
     def __init__(
@@ -151,11 +159,12 @@ class Service:
         max_frames: int | None = None,
         duration_s: float | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_result = on_result
         self.clock = clock or Clock()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.pinger = WatchdogPinger(self.notifier)
         self.segmenter = segmenter
@@ -171,6 +180,10 @@ class Service:
             cfg.source.reopen_backoff_max_s,
             on_error=lambda _msg: self.metrics.inc("fastsam_errors_total", kind="source"),
         )
+        if isinstance(raw_source, ReplaySource) and raw_source.on_skip is None:
+            raw_source.on_skip = lambda _msg: self.metrics.inc(
+                "fastsam_errors_total", kind="input"
+            )
         self.transform = FrameTransform.from_config(cfg)
         self.sink = ResultSink(cfg.output, self.metrics)
         self.queue = JobQueue(cfg.trigger.queue_size)
@@ -189,12 +202,18 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
         self._next_motion_read = 0.0
         self._next_paced_read = 0.0
+        self._next_live_read = 0.0
+        self.live = LiveFrame()
+        self.prompt_cache = PromptCache(
+            cfg.http.prompt_cache_frames, int(cfg.http.prompt_cache_mb * 2**20)
+        )
         self._next_status = 0.0
         self._frame_hw: tuple[int, int] | None = None
         self._supports_prompts = False
@@ -216,6 +235,11 @@ class Service:
         cfg = self.cfg
         self._started_at = self.clock.now()
         self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
+        self.metrics.set("fastsam_prompt_cache_limit_bytes", self.prompt_cache.max_bytes)
+        self._prompt_cache_metrics()
+        check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
+        if cfg.http.enabled:
+            check_listen(cfg.http.host, cfg.http.port)
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
@@ -228,7 +252,12 @@ class Service:
             self._supports_prompts = False
         if cfg.model.warmup:
             self._warmup()
-        self.sink.start()
+        try:
+            self.sink.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"output.dir: cannot use {cfg.output.dir!r}: {exc.strerror or exc}"
+            ) from None
         if cfg.mqtt.enabled:
             self.mqtt = MqttPublisher(
                 cfg.mqtt,
@@ -249,21 +278,29 @@ class Service:
                     "http: listening on %s without a token: anyone on the network can trigger",
                     cfg.http.host,
                 )
-            self.http = ApiServer(
-                self,
-                cfg.http.host,
-                cfg.http.port if cfg.http.enabled else None,
-                cfg.http.unix_socket,
-                token,
-                cfg.http.max_body_bytes,
-                cfg.http.request_timeout_s,
-                cfg.http.max_connections,
-                cfg.http.allowed_hosts,
-            )
+            try:
+                self.http = ApiServer(
+                    self,
+                    cfg.http.host,
+                    cfg.http.port if cfg.http.enabled else None,
+                    cfg.http.unix_socket,
+                    token,
+                    cfg.http.max_body_bytes,
+                    cfg.http.request_timeout_s,
+                    cfg.http.max_connections,
+                    cfg.http.allowed_hosts,
+                    routes={**default_routes(), **page_routes()},
+                    sessions=Sessions(token),
+                )
+            except OSError as exc:  # the TCP address was checked: most likely the socket
+                key = "http.unix_socket" if cfg.http.unix_socket else "http.host, http.port"
+                raise ConfigError(f"{key}: cannot listen: {exc.strerror or exc}") from None
             self.http.start()
             where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
             where += [f"unix:{cfg.http.unix_socket}"] if cfg.http.unix_socket else []
             _LOGGER.info("http: API on %s", ", ".join(where))
+            if self.http.port:
+                _LOGGER.info("http: page on %s", page_url(cfg.http.host, self.http.port))
         self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
         self._worker.start()
         # open the source once now, so that READY and the first log line tell the camera state
@@ -368,6 +405,10 @@ class Service:
             self.gpio = None
         self.source.close()
         self.metrics.set("fastsam_source_up", 0)
+        self.sink.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
@@ -440,7 +481,8 @@ class Service:
         if req is not None:
             fired.append("http")
         motion_due = self.motion is not None and now >= self._next_motion_read
-        if not fired and not motion_due:
+        live_due = self._live_due(now)
+        if not fired and not motion_due and not live_due:
             if not self.source.is_open and self.source.try_open():  # recover while idle
                 self.metrics.set("fastsam_source_up", 1)
             return self._wait_time(now)
@@ -475,6 +517,7 @@ class Service:
         read_s = time.perf_counter() - read_t0
         self.metrics.observe("fastsam_read_seconds", read_s)
         self._check_frame_size(image.shape[:2])
+        self._offer_live(frame, image, capture, now)
         if self.motion is not None and motion_due:
             self._next_motion_read = now + 1.0 / self.cfg.source.fps
             if self.motion.update(image, now):
@@ -499,6 +542,16 @@ class Service:
             )
             self._enqueue(job)
         return self._wait_time(self.clock.now())
+
+    def _live_due(self, now: float) -> bool:
+        """A page watches a live source and its next live frame is due (``http.live_fps``)."""
+        return self.source.live and self.live.watched(now) and now >= self._next_live_read
+
+    def _offer_live(self, frame: Any, image: Any, capture: Capture, now: float) -> None:
+        """Every frame read becomes the page's live frame (whichever trigger read it)."""
+        self._next_live_read = now + 1.0 / self.cfg.http.live_fps
+        entry = CachedFrame(frame.index, image, frame.name, frame.timestamp, frame, capture)
+        self.live.offer(entry, now)
 
     def _tick(self) -> None:
         """Frame-loop progress: ping the watchdog unless a segmentation is stalled."""
@@ -542,6 +595,8 @@ class Service:
             waits.append(max(0.0, wait))
         if self.motion is not None:
             waits.append(max(0.0, self._next_motion_read - now))
+        if self.source.live and self.live.watched(now):
+            waits.append(max(0.0, self._next_live_read - now))
         if self.duration_s is not None:
             waits.append(max(0.0, self._started_at + self.duration_s - now))
         if not self.source.is_open:
@@ -650,7 +705,7 @@ class Service:
             kwargs["prompt"] = req.prompts
         t0 = time.perf_counter()
         try:
-            result = self.segmenter.segment(job.image, **kwargs)
+            result = self._segment(job, kwargs)
         except InputError as exc:  # e.g. a prompt outside the image: the caller's mistake
             self.metrics.inc("fastsam_errors_total", kind="request")
             if req is None:
@@ -687,6 +742,9 @@ class Service:
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
+        drawing: Future[Any] | None = None
+        if save and cfg.output.overlay:  # drawn in a helper thread while the masks are encoded
+            drawing = self._helper().submit(draw_overlay, job.image, result)
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -699,14 +757,12 @@ class Service:
         )
         doc["capture"] = capture.to_dict()
         written = None
-        overlay = None
         if save:
-            overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
                 doc,
                 frame.timestamp,
                 job.frame_id,
-                overlay=overlay,
+                overlay=drawing.result if drawing is not None else None,
                 frame=job.image if cfg.output.frame else None,
             )
         else:
@@ -730,6 +786,7 @@ class Service:
         if self.mqtt is not None:
             jpeg = None
             if cfg.mqtt.image:
+                overlay = drawing.result() if drawing is not None else None
                 if overlay is None:
                     overlay = draw_overlay(job.image, result)
                 jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
@@ -749,6 +806,48 @@ class Service:
             seg_s * 1e3,
             f" -> {written.dir}" if written else "",
         )
+
+    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Any:
+        """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
+        can detect once and select many times (``Segmenter.detect`` / ``select``)."""
+        seg = self.segmenter
+        cached: CachedFrame | None = job.payload.get("cached")
+        if cached is not None:  # POST /prompt on a kept frame
+            prompt = kwargs.pop("prompt", None)
+            if cached.detections is None:  # shown by a page, not segmented yet
+                cached.detections = seg.detect(cached.image, **kwargs)
+            result = seg.select(cached.detections, prompt)
+            self.prompt_cache.refit(cached.frame_id)  # masks/CLIP embeddings added bytes
+            self._prompt_cache_metrics()
+            return result
+        if not self.prompt_cache.max_frames or not callable(getattr(seg, "detect", None)):
+            return seg.segment(job.image, **kwargs)
+        prompt = kwargs.pop("prompt", None)
+        if prompt is not None:  # a bad prompt is the caller's error before any inference
+            from edge.prompts import validate_prompt
+
+            for p in prompt:
+                validate_prompt(p, job.image.shape[:2])
+        dets = seg.detect(job.image, **kwargs)
+        frame, capture = job.payload["frame"], job.payload["capture"]
+        entry = CachedFrame(
+            job.frame_id, job.image, frame.name, frame.timestamp, frame, capture, dets
+        )
+        entry = self.prompt_cache.put(entry)
+        result = seg.select(dets, prompt)
+        self.prompt_cache.refit(entry.frame_id)
+        self._prompt_cache_metrics()
+        return result
+
+    def _prompt_cache_metrics(self) -> None:
+        cache = self.prompt_cache
+        self.metrics.set("fastsam_prompt_cache_frames", len(cache))
+        self.metrics.set("fastsam_prompt_cache_bytes", cache.nbytes)
+
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
+        return self._pool
 
     def _filter(self, result: Any) -> Any:
         p = self.cfg.processing
@@ -776,6 +875,76 @@ class Service:
             self._pending_request = request
         self.wake.set()
 
+    def submit_prompt(self, request: TriggerRequest, entry: CachedFrame) -> None:
+        """Queue ``POST /prompt`` on a kept frame for the worker, ahead of triggered frames."""
+        if self.stop_event.is_set():
+            raise HttpError(503, "stopping: the service is shutting down")
+        job = Job(
+            frame_id=entry.frame_id,
+            image=entry.image,
+            triggers=("prompt",),
+            created=self.clock.now(),
+            payload={
+                "frame": entry.frame,
+                "capture": entry.capture,
+                "request": request,
+                "cached": entry,
+            },
+            priority=True,
+        )
+        self._enqueue(job)
+
+    def monotonic(self) -> float:
+        return self.clock.now()
+
+    def results_dir(self) -> Path:
+        return self.sink.dir
+
+    def page_facts(self) -> dict[str, Any]:
+        """What the page polls (``GET /state``): live frame, last result, kept frames."""
+        from edge.service.web import frame_facts
+        from edge.tokenizer import missing_text_deps
+
+        text_missing = missing_text_deps()
+
+        now = self.clock.now()
+        entry, read_at = self.live.latest()
+        latest = self.latest()
+        manifest = getattr(self.segmenter, "manifest", None)
+        extra = getattr(manifest, "extra", None) or {}
+        return {
+            "live": frame_facts(entry, read_at, now),
+            "live_reads": bool(self.source.live),
+            "source": {
+                "name": self.source.name,
+                "open": self.source.is_open,
+                "error": self.source.last_error if not self.source.is_open else "",
+            },
+            "latest": None
+            if latest is None
+            else {
+                "frame_id": latest.get("frame_id"),
+                "trigger": latest.get("trigger"),
+                "timestamp": latest.get("timestamp"),
+                "num_masks": latest.get("num_masks"),
+                "latency_ms": (
+                    round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
+                ),
+                "timings": latest.get("timings"),
+            },
+            "prompt_cache": {
+                "frames": self.prompt_cache.frame_ids(),
+                "bytes": self.prompt_cache.nbytes,
+                "limit_bytes": self.prompt_cache.max_bytes,
+            },
+            "text_prompts": bool(extra.get("clip"))
+            and self._supports_prompts
+            and not text_missing,
+            "bundle": self._bundle,
+            "busy": self._busy_since is not None,
+            "stalled_s": self._worker_stalled(now),
+        }
+
     def cancel(self, request: TriggerRequest) -> None:
         """Forget a request whose caller timed out, unless its segmentation already began."""
         if not request.cancel():
@@ -789,7 +958,7 @@ class Service:
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
     def count_request(self, path: str, status: int) -> None:
-        if path not in ("/trigger", "/healthz", "/metrics", "/latest"):
+        if path not in ("/trigger", "/healthz", "/metrics", "/latest", "/prompt", "/live.jpg"):
             path = "other"
         self.metrics.inc("fastsam_http_requests_total", path=path, code=str(status))
 
@@ -862,6 +1031,75 @@ class Service:
             "uptime_s": round(now - self._started_at, 3),
         }
         return (200 if not problems and not degraded else 503), body
+
+
+# ------------------------------------------------------------------------------------------
+# start-up checks: configuration that can never work stops the service with the key's name
+# ------------------------------------------------------------------------------------------
+
+
+def check_output_dir(path: str) -> None:
+    """``output.dir`` must be a directory or creatable as one.
+
+    Raises:
+        ConfigError: It, or one of its parents, is a file (or a FIFO, a symlink loop...).
+    """
+    p = Path(path)
+    for node in (p, *p.parents):
+        if node.is_dir():
+            return
+        kind = describe_path_kind(node)
+        if kind is not None and (kind == "does not exist" or kind.startswith("cannot exist")):
+            continue  # the first existing ancestor decides
+        what = "it" if node == p else f"its parent {str(node)!r}"
+        raise ConfigError(
+            f"output.dir: {path!r} cannot be a directory: {what} {kind or 'is a file'}"
+        )
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once (as the HTTP server will) to report what is wrong by key.
+
+    Raises:
+        ConfigError: Unknown host (``http.host``), address not on this machine (``http.host``),
+            port in use or not permitted (``http.port``).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"http.host: cannot resolve {host!r}: {exc}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"http.port: {port} is already in use on {host} (another fastsam-edge? "
+                    "choose a free port, or 0 for any)"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(
+                    f"http.host: {host!r} is not an address of this machine"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(
+                    f"http.port: binding port {port} is not permitted (ports below 1024 need "
+                    "root; use e.g. 8080)"
+                ) from None
+            raise ConfigError(
+                f"http.host, http.port: cannot listen on {host}:{port}: {exc}"
+            ) from None
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's URL for a bind address (a wildcard bind: this machine's mDNS name)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname().split(".")[0] + ".local"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import InputError
-from edge.io import read_image
+from edge.io import MAX_IMAGE_PIXELS, read_image
+from edge.paths import describe_path_kind
 from edge.service.clock import Clock
 from edge.service.config import ConfigError, ServiceConfig, SourceConfig
 
@@ -40,6 +41,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 class SourceError(OSError):
     """A source failed to open or to deliver a frame (it will be reopened)."""
+
+
+class SourceUnusable(ConfigError):
+    """The source can never work as configured (a missing module, every replay file bad).
+
+    Not retried: :class:`ResilientSource` lets it through, so the service stops at start-up
+    with this message instead of reopening forever.
+    """
 
 
 class SourceDown(Exception):
@@ -105,15 +114,31 @@ def _as_bgr(image: NDArray[Any], what: str) -> NDArray[np.uint8]:
 
 
 class ReplaySource:
-    """Images of a folder (sorted by name) or the frames of a video file."""
+    """Images of a folder (sorted by name) or the frames of a video file.
+
+    A file that cannot be read (corrupt, unsupported, above ``max_pixels``, not a regular file)
+    is skipped, logged and counted (:attr:`skipped`, ``on_skip``), and the next file is read; a
+    non-looping replay ends after its last file. A looping replay in which a whole pass yields
+    no frame raises :class:`SourceUnusable` instead of spinning.
+    """
 
     live = False
 
-    def __init__(self, path: str | Path, loop: bool = False, live: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        loop: bool = False,
+        live: bool = False,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        on_skip: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.loop = loop
         self.live = live
+        self.max_pixels = max_pixels
+        self.on_skip = on_skip
         self.name = f"replay:{self.path}"
+        self.skipped = 0
         self._files: list[Path] = []
         self._pos = 0
         self._video: Any = None
@@ -133,12 +158,32 @@ class ReplaySource:
             if self.path.suffix.lower() in IMAGE_SUFFIXES:
                 self._files = [self.path]
             else:
-                video = cv2.VideoCapture(str(self.path))
-                if not video.isOpened():
-                    raise SourceError(f"replay: cannot open video {str(self.path)!r}")
-                self._video = video
+                self._open_video()
         else:
-            raise SourceError(f"replay: {str(self.path)!r} does not exist")
+            kind = describe_path_kind(self.path) or "is not a file or directory"
+            raise SourceError(f"replay: {str(self.path)!r} {kind}")
+
+    def _open_video(self) -> None:
+        video = cv2.VideoCapture(str(self.path))
+        if not video.isOpened():
+            raise SourceError(f"replay: cannot open video {str(self.path)!r}")
+        w = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
+        h = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if self.max_pixels is not None and w * h > self.max_pixels:
+            video.release()
+            raise SourceUnusable(
+                f"source.path: video {str(self.path)!r} is {w}x{h} ({w * h / 1e6:.1f} "
+                f"megapixels), above source.max_pixels ({self.max_pixels})"
+            )
+        self._video = video
+
+    def _skip(self, message: str) -> None:
+        self.skipped += 1
+        _LOGGER.warning(
+            "%s: skipping unreadable file (%d so far): %s", self.name, self.skipped, message
+        )
+        if self.on_skip is not None:
+            self.on_skip(message)
 
     def read(self) -> Frame | None:
         if self._video is not None:
@@ -155,17 +200,26 @@ class ReplaySource:
             return Frame(_as_bgr(image, self.name), f"{self.path.name}#{self._pos}")
         if not self._files:
             raise SourceError("replay: read before open")
-        if self._pos >= len(self._files):
-            if not self.loop:
-                return None
-            self._pos = 0
-        path = self._files[self._pos]
-        self._pos += 1
-        try:
-            image = read_image(path)
-        except InputError as exc:
-            raise SourceError(str(exc)) from None
-        return Frame(image, path.name)
+        bad_in_a_row = 0
+        while True:
+            if self._pos >= len(self._files):
+                if not self.loop:
+                    return None
+                self._pos = 0
+            if bad_in_a_row >= len(self._files):  # a whole pass without one frame
+                raise SourceUnusable(
+                    f"source.path: none of the {len(self._files)} image(s) in "
+                    f"{str(self.path)!r} can be read (see the warnings above)"
+                )
+            path = self._files[self._pos]
+            self._pos += 1
+            try:
+                image = read_image(path, max_pixels=self.max_pixels)
+            except InputError as exc:
+                self._skip(str(exc))
+                bad_in_a_row += 1
+                continue
+            return Frame(image, path.name)
 
     def close(self) -> None:
         if self._video is not None:
@@ -335,14 +389,16 @@ class PiCameraSource:
             return self._factory(self.camera)
         try:
             from picamera2 import Picamera2  # apt python3-picamera2; lazy by design
-        except ImportError as exc:
-            raise SourceError(
-                f"picamera2: cannot import ({exc}); install it with `sudo apt install "
+        except ImportError as exc:  # never fixes itself: a start-up error, not a retry
+            raise SourceUnusable(
+                f'source.kind = "picamera2": cannot import picamera2 ({exc}); install it with '
+                "`sudo apt install "
                 "python3-picamera2` and create the venv with --system-site-packages"
             ) from None
         except ValueError as exc:  # numpy ABI mismatch: "numpy.dtype size changed"
-            raise SourceError(
-                f"picamera2: import failed ({exc}); pip replaced apt's numpy: pin numpy to the "
+            raise SourceUnusable(
+                f'source.kind = "picamera2": importing picamera2 failed ({exc}); pip replaced '
+                "apt's numpy: pin numpy to the "
                 "system version (see `fastsam-edge doctor`)"
             ) from None
         if not Picamera2.global_camera_info():
@@ -353,7 +409,7 @@ class PiCameraSource:
         self.close()
         try:
             cam = self._make()
-        except SourceError:
+        except (SourceError, SourceUnusable):
             raise
         except Exception as exc:  # libcamera raises RuntimeError for a busy camera
             busy = "busy" in str(exc).lower()
@@ -434,7 +490,7 @@ def make_source(
             clock,
         )
     if cfg.kind == "replay":
-        return ReplaySource(cfg.path, loop=cfg.loop, live=cfg.realtime)
+        return ReplaySource(cfg.path, loop=cfg.loop, live=cfg.realtime, max_pixels=cfg.max_pixels)
     if cfg.kind == "demo":
         return DemoSource(cfg.seed, cfg.count, cfg.width, cfg.height, cfg.loop, cfg.realtime)
     raise ConfigError(f"source.kind: unknown source {cfg.kind!r}")
@@ -498,6 +554,8 @@ class ResilientSource:
             return False
         try:
             self.source.open()
+        except SourceUnusable:
+            raise  # never fixes itself: the caller stops with this error
         except Exception as exc:
             self._fail(f"open failed: {exc}")
             return False
@@ -515,6 +573,8 @@ class ResilientSource:
                 raise SourceDown(self.last_error, self._retry_at - self.clock.now())
         try:
             frame = self.source.read()
+        except SourceUnusable:
+            raise
         except Exception as exc:
             raise self._fail(f"read failed: {exc}") from None
         if frame is None:

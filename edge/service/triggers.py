@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.service.config import GpioConfig, MotionConfig
+from edge.service.config import ConfigError, GpioConfig, MotionConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -109,6 +109,14 @@ class MotionTrigger:
         return False
 
 
+class GpioUnavailable(ConfigError, RuntimeError):
+    """``[trigger.gpio]`` is enabled but cannot work here (no gpiozero, no pin driver, pin busy).
+
+    A :class:`ConfigError` (the service stops at start-up with one line naming the key), and a
+    ``RuntimeError`` as before.
+    """
+
+
 class GpioTrigger:
     """A GPIO edge through gpiozero (imported in :meth:`open`).
 
@@ -133,12 +141,13 @@ class GpioTrigger:
         """Claim the pin.
 
         Raises:
-            RuntimeError: gpiozero is missing, or the pin cannot be claimed.
+            GpioUnavailable: gpiozero is missing, no pin driver loads, or the pin cannot be
+                claimed.
         """
         try:
             from gpiozero import Button  # optional dependency, imported only when configured
         except ImportError as exc:
-            raise RuntimeError(
+            raise GpioUnavailable(
                 f"trigger.gpio: gpiozero is not installed ({exc}); on a Pi: sudo apt install "
                 "python3-gpiozero python3-lgpio (venv with --system-site-packages)"
             ) from None
@@ -151,7 +160,15 @@ class GpioTrigger:
                 pin_factory=self.pin_factory,
             )
         except Exception as exc:  # gpiozero raises many types (PinInUse, BadPinFactory, ...)
-            raise RuntimeError(f"trigger.gpio: cannot use pin {c.pin}: {exc}") from None
+            hint = ""
+            if "PinFactory" in type(exc).__name__:  # no driver: not a Pi, or lgpio missing
+                hint = (
+                    " (no GPIO pin driver: on a Pi `sudo apt install python3-lgpio`; elsewhere "
+                    "set trigger.gpio.enabled = false)"
+                )
+            raise GpioUnavailable(
+                f"trigger.gpio: cannot use pin {c.pin}: {type(exc).__name__}: {exc}{hint}"
+            ) from None
         # "pressed" is the pin going to its active level: low with a pull-up, high without.
         falling_is_press = c.pull_up
         if c.edge in ("falling", "both"):

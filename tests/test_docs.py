@@ -1,0 +1,210 @@
+"""Documentation and scripts stay inside the repository (issue 11).
+
+* every relative link (and in-page anchor) of ``README.md`` and ``docs/*.md`` resolves;
+* no link, docstring or comment points outside the repository or at notes that are not in it;
+* ``scripts/arm64_check.sh`` names no package-registry host: its Debian mirror comes from
+  ``DEBIAN_MIRROR`` or the host's apt sources, and its demo scene keeps ``generate_scene``'s BGR.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HTML_LINK = re.compile(r"""(?:href|src)=["']([^"']+)["']""")
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+
+
+def _tracked_files() -> list[Path]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    return [REPO / p for p in out.split("\0") if p]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(md: Path) -> set[str]:
+    text = FENCE.sub("", md.read_text(encoding="utf-8"))
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*$", text, re.M)}
+
+
+def _links(md: Path) -> list[str]:
+    text = FENCE.sub("", md.read_text(encoding="utf-8"))
+    return LINK.findall(text) + HTML_LINK.findall(text)
+
+
+@pytest.mark.parametrize("md", DOCS, ids=[str(p.relative_to(REPO)) for p in DOCS])
+def test_relative_links_resolve_inside_the_repo(md):
+    assert DOCS, "no documentation found"
+    bad = []
+    for target in _links(md):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto: ...
+            continue
+        path_part, _, anchor = target.partition("#")
+        dest = (md.parent / path_part).resolve() if path_part else md
+        if path_part.startswith("/"):
+            bad.append(f"{target}: absolute path")
+        elif not dest.is_relative_to(REPO):
+            bad.append(f"{target}: points outside the repository")
+        elif not dest.exists():
+            bad.append(f"{target}: {dest.relative_to(REPO)} does not exist")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            bad.append(f"{target}: no heading #{anchor} in {dest.relative_to(REPO)}")
+    assert not bad, f"{md.relative_to(REPO)}: " + "; ".join(bad)
+
+
+def test_the_link_checker_catches_broken_links(tmp_path):
+    """The checker can fail: a missing file, an escape from the repo, a missing anchor."""
+    md = REPO / "docs" / "service.md"
+    text = "[a](nope.md) [b](../../outside.md) [c](#no-such-heading) [d](https://x.y/z)\n# Real\n"
+    fake = tmp_path / "fake.md"
+    fake.write_text(text)
+    links = _links(fake)
+    assert links == ["nope.md", "../../outside.md", "#no-such-heading", "https://x.y/z"]
+    assert "real" in _anchors(fake) and "no-such-heading" not in _anchors(fake)
+    assert _slug("Recorded run (2026-11-25)") == "recorded-run-2026-11-25"
+    assert md.exists()
+
+
+# names of design notes that live outside this repository: nothing here may refer to them
+OUTSIDE_NOTES = re.compile(
+    r"\.\./shared|/work/shared|fastsam-reference\.md|clip-edge\.md|pi-platform\.md|"
+    r"docs/semantics\.md|docs/style\.md"
+)
+
+
+def test_nothing_points_at_notes_outside_the_repo():
+    hits = []
+    for path in _tracked_files():
+        if path.suffix not in {".py", ".md", ".sh", ".toml", ".txt", ".service", ".cfg", ""}:
+            continue
+        if path == Path(__file__).resolve() or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            if OUTSIDE_NOTES.search(line):
+                hits.append(f"{path.relative_to(REPO)}:{n}: {line.strip()[:100]}")
+    assert not hits, "\n".join(hits)
+
+
+def test_docstring_doc_references_exist():
+    """``docs/<name>.md`` mentioned in code exists."""
+    missing = []
+    for path in _tracked_files():
+        if path.suffix != ".py" or not path.is_file():
+            continue
+        for ref in set(re.findall(r"docs/[\w./-]+\.md", path.read_text(encoding="utf-8"))):
+            if not (REPO / ref).is_file():
+                missing.append(f"{path.relative_to(REPO)}: {ref}")
+    assert not missing, missing
+
+
+# --------------------------------------------------------------------------------------------
+# scripts/arm64_check.sh: mirror from the host, scene in BGR
+# --------------------------------------------------------------------------------------------
+
+SCRIPT = REPO / "scripts" / "arm64_check.sh"
+REGISTRY_HOSTS = re.compile(r"deb\.debian\.org|ftp\.\w+\.debian\.org|archive\.ubuntu\.com")
+
+
+def test_no_registry_host_in_scripts():
+    for path in (REPO / "scripts").iterdir():
+        if path.is_file() and path.suffix in {".sh", ".py"}:
+            assert not REGISTRY_HOSTS.search(path.read_text(encoding="utf-8")), path.name
+
+
+def _mirror(apt_etc, mirror=None):
+    env = {k: v for k, v in os.environ.items() if k != "DEBIAN_MIRROR"}
+    env["APT_ETC"] = str(apt_etc)
+    if mirror is not None:
+        env["DEBIAN_MIRROR"] = mirror
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--print-mirror"], capture_output=True, text=True, env=env,
+        timeout=60,
+    )  # fmt: skip
+
+
+DEB822 = """Types: deb
+URIs: http://disabled.example/debian
+Suites: bookworm
+Enabled: no
+
+Types: deb
+# a comment
+URIs: http://mirror-a.example/debian/
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://mirror-a.example/debian-security
+Suites: bookworm-security
+"""
+
+ONE_LINE = """# deb http://commented.example/debian bookworm main
+deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] https://mirror-b.example/debian bookworm main
+deb http://mirror-b.example/debian-security bookworm-security main
+"""
+
+
+@pytest.mark.parametrize(
+    ("files", "mirror", "expected"),
+    [
+        ({"sources.list.d/debian.sources": DEB822}, None, "http://mirror-a.example/debian"),
+        ({"sources.list": ONE_LINE}, None, "https://mirror-b.example/debian"),
+        ({"sources.list.d/x.list": ONE_LINE}, None, "https://mirror-b.example/debian"),
+        ({"sources.list": ONE_LINE}, "http://mine.example/debian", "http://mine.example/debian"),
+        ({}, "http://mine.example/debian", "http://mine.example/debian"),
+    ],
+    ids=["deb822", "one-line", "list-d", "env-wins", "env-only"],
+)
+def test_arm64_mirror_from_host_apt_sources(tmp_path, files, mirror, expected):
+    (tmp_path / "sources.list.d").mkdir()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    proc = _mirror(tmp_path, mirror)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+
+
+def test_arm64_without_mirror_asks_for_debian_mirror(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text("deb http://archive.example/ubuntu jammy main\n")
+    proc = _mirror(tmp_path)
+    assert proc.returncode != 0 and "set DEBIAN_MIRROR" in proc.stderr
+
+
+def test_arm64_scene_is_generate_scenes_bgr(tmp_path):
+    from edge.scenes import generate_scene
+
+    out = tmp_path / "scene.png"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--python", sys.executable, "--write-scene", str(out)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seed = int(re.search(r"^IMAGE_SEED=(\d+)$", SCRIPT.read_text(), re.M).group(1))
+    expected = generate_scene(seed, width=480, height=360).image
+    np.testing.assert_array_equal(cv2.imread(str(out)), expected)
