@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         unit="frame",
         disable=args.no_progress or total == 1,
         file=sys.stderr,
-        dynamic_ncols=True,
+        # a terminal that reports 0 columns (some ptys) would get an empty bar from tqdm
+        ncols=min(shutil.get_terminal_size((100, 20)).columns, 120),
     )
     empty = masks = frames = 0
     t_start = time.perf_counter()
@@ -334,11 +336,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``info --bundle DIR``: bundle facts and available providers."""
+    """``info [--bundle DIR]``: bundle facts and available providers."""
     import onnxruntime as ort
 
     from edge.bundle import read_manifest, verify_file
+    from edge.demo import demo_bundle
 
+    if args.bundle is None:
+        args.bundle = demo_bundle()
     m = read_manifest(args.bundle)
     status = {}
     for name in sorted(m.files):
@@ -564,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_segment)
 
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
-    i.add_argument("--bundle", required=True, help="model bundle directory")
+    i.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
     add_json_option(i, "the facts")
     i.set_defaults(func=cmd_info)
 

@@ -270,6 +270,7 @@ as_pi "sudo scripts/install_pi.sh --uninstall" || die "--uninstall failed"
 [[ ! -e "$ROOT/etc/systemd/system/fastsam-edge.service" && ! -e "$ROOT/usr/local/bin/fastsam-edge" \
     && ! -e "$ROOT/opt/fastsam-edge" ]] || die "--uninstall left the unit, link or program"
 ! in_root id fastsam-edge >/dev/null 2>&1 || die "--uninstall left the user fastsam-edge"
+! in_root getent group fastsam-edge >/dev/null || die "--uninstall left the group fastsam-edge"
 [[ -e "$ROOT/etc/fastsam-edge/config.toml" && -n "$(ls "$ROOT/var/lib/fastsam-edge/results")" ]] \
     || die "--uninstall removed config or results"
 as_pi "sudo scripts/install_pi.sh --uninstall --purge" || die "--uninstall --purge failed"

@@ -237,6 +237,16 @@ def _click(driver: Any, x: float, y: float, shift: bool = False) -> None:
         ActionChains(driver).key_up(Keys.SHIFT).perform()
 
 
+def _clicks(driver: Any, points: list[tuple[int, int]]) -> None:
+    """Several clicks in one action sequence (milliseconds apart)."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    actions = ActionBuilder(driver)
+    for vx, vy in _viewport_points(driver, *points):
+        actions.pointer_action.move_to_location(vx, vy).click()
+    actions.perform()
+
+
 def _drag(driver: Any, x1: float, y1: float, x2: float, y2: float) -> None:
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
@@ -399,6 +409,18 @@ def test_click_and_box_on_the_paused_frame(
         "the negative point",
     )
     assert state(driver, "lastRequest.prompt[0].label") == [1, 0]
+
+    # two clicks in quick succession: the second waits for the first answer (no 503 busy)
+    driver.find_element("id", "clear").click()
+    errors = state(driver, "errors")
+    _clicks(driver, [_inside(scene.masks[k]), _inside(scene.masks[j])])  # one gesture
+    wait_for(
+        driver,
+        "window.fastsam.state.lastRequest.prompt[0].data.length === 2 && "
+        "window.fastsam.state.selection && window.fastsam.state.message.includes('mask(s) in')",
+        "the answer to both clicks",
+    )
+    assert state(driver, "errors") == errors, state(driver, "message")
 
 
 def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -> None:

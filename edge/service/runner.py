@@ -737,14 +737,18 @@ class Service:
         frame = job.payload["frame"]
         capture: Capture = job.payload["capture"]
         result = self._filter(result)
+        from edge.encode import mask_contours
         from edge.overlay import draw_overlay
         from edge.report import result_to_dict
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
+        draw = save and cfg.output.overlay
+        # traced once for the polygons and the overlay's outlines
+        traced = [mask_contours(c) for c in result.crops] if encodings or draw else None
         drawing: Future[Any] | None = None
-        if save and cfg.output.overlay:  # drawn in a helper thread while the masks are encoded
-            drawing = self._helper().submit(draw_overlay, job.image, result)
+        if draw:  # drawn in a helper thread while the masks are encoded
+            drawing = self._helper().submit(draw_overlay, job.image, result, traced=traced)
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -754,6 +758,7 @@ class Service:
             polygon_epsilon=cfg.processing.polygon_epsilon,
             source=frame.name,
             encodings=encodings,
+            contours=traced,
         )
         doc["capture"] = capture.to_dict()
         written = None

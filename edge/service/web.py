@@ -133,6 +133,7 @@ class Sessions:
             return True
 
     def logout(self, cookie_headers: list[str]) -> None:
+        """End the session the request's cookie names (if any)."""
         sid = session_id(cookie_headers)
         with self._lock:
             self._ids.pop(sid or "", None)
@@ -210,18 +211,13 @@ def _get_live(h: Any, _body: bytes) -> None:
     entry, read_at = svc.live.latest()
     if entry is None:
         raise HttpError(503, "live: no frame read yet", "path", {"Retry-After": "1"})
-    kept = svc.prompt_cache.put(_viewed(entry))  # what a page shows can be prompted
+    kept = svc.prompt_cache.put(entry, shown=True)  # what a page shows can be prompted
     headers = {
         "X-Frame-Id": str(entry.frame_id),
         "X-Frame-Name": re.sub(r"[^\x20-\x7e]", "?", entry.name)[:200],
         "X-Frame-Age": f"{max(now - (read_at or now), 0.0):.3f}",
     }
     h.send_bytes(200, kept.jpeg(), "image/jpeg", headers)
-
-
-def _viewed(entry: CachedFrame) -> CachedFrame:
-    entry.viewed = True
-    return entry
 
 
 def _get_state(h: Any, _body: bytes) -> None:
@@ -304,7 +300,7 @@ def _post_prompt(h: Any, body: bytes) -> None:
             f"http.prompt_cache_frames = {cache.max_frames})",
             "frame_id",
         )
-    entry.viewed = True
+    entry.prompted = True
     if not h.busy.acquire(blocking=False):
         raise HttpError(
             503,

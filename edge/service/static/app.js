@@ -382,7 +382,16 @@ function promptList() {
   return out;
 }
 
+let inflight = false;
+let resend = false;
+
 async function sendPrompts() {
+  // one request at a time (the service answers 503 to a second): prompts added meanwhile are
+  // sent together once the current answer is in
+  if (inflight) {
+    resend = true;
+    return;
+  }
   const prompt = promptList();
   if (!prompt.length || !state.frozen) {
     state.selection = null;
@@ -392,20 +401,40 @@ async function sendPrompts() {
   const body = { frame_id: state.frozen.frameId, prompt, save: $("save").checked };
   state.lastRequest = body;
   setMessage("prompting…");
+  inflight = true;
   const t0 = performance.now();
   try {
-    const res = await api("/prompt", { method: "POST", body });
-    if (state.lastRequest !== body) return; // a newer prompt was sent meanwhile
-    state.selection = res;
-    const ms = Math.round(performance.now() - t0);
-    setMessage(`${res.num_masks} mask(s) in ${ms} ms` + (res.result_dir ? ` · saved ${res.result_dir}` : ""));
+    const res = await withRetry(() => api("/prompt", { method: "POST", body }));
+    if (state.lastRequest === body) {
+      state.selection = res;
+      const ms = Math.round(performance.now() - t0);
+      setMessage(`${res.num_masks} mask(s) in ${ms} ms` + (res.result_dir ? ` · saved ${res.result_dir}` : ""));
+    }
   } catch (e) {
     state.errors += 1;
     state.selection = null;
     setMessage(`Prompt failed: ${e.message}`, true);
+  } finally {
+    inflight = false;
   }
   draw();
   updateCaption();
+  if (resend) {
+    resend = false;
+    sendPrompts();
+  }
+}
+
+// "busy" (another request, e.g. a trigger, is being answered): try again a few times
+async function withRetry(call, tries = 4) {
+  for (let k = 1; ; k += 1) {
+    try {
+      return await call();
+    } catch (e) {
+      if (e.status !== 503 || k >= tries || !/^busy/.test(e.message)) throw e;
+      await new Promise((r) => setTimeout(r, 400 * k));
+    }
+  }
 }
 
 function resume() {
@@ -435,7 +464,8 @@ $("clear").addEventListener("click", () => {
 $("trigger").addEventListener("click", async () => {
   setMessage("segmenting a new frame…");
   try {
-    const res = await api("/trigger", { method: "POST", body: { save: $("save").checked } });
+    const body = { save: $("save").checked };
+    const res = await withRetry(() => api("/trigger", { method: "POST", body }));
     resume();
     state.latest = res;
     setMessage(`frame ${res.frame_id}: ${res.num_masks} mask(s)` + (res.result_dir ? ` · saved ${res.result_dir}` : ""));
