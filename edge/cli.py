@@ -336,11 +336,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``info --bundle DIR``: bundle facts and available providers."""
+    """``info [--bundle DIR]``: bundle facts and available providers."""
     import onnxruntime as ort
 
     from edge.bundle import read_manifest, verify_file
+    from edge.demo import demo_bundle
 
+    if args.bundle is None:
+        args.bundle = demo_bundle()
     m = read_manifest(args.bundle)
     status = {}
     for name in sorted(m.files):
@@ -566,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_segment)
 
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
-    i.add_argument("--bundle", required=True, help="model bundle directory")
+    i.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
     add_json_option(i, "the facts")
     i.set_defaults(func=cmd_info)
 

@@ -131,6 +131,12 @@ class Segmenter:
         session = create_session(path, threads=threads)
         _check_session(session, manifest, path)
         _LOGGER.info("loaded %s (%s, %d threads)", path, precision, threads)
+        if precision == "int8":
+            from edge.cpu import int8_class
+
+            cpu = int8_class()
+            if cpu.saturates or not cpu.int8_pays_off:
+                _LOGGER.warning("int8 on this CPU: %s", cpu.describe())
         seg = cls(bundle_dir, manifest, precision, threads, session)
         seg.text_threshold = bundle_text_threshold(manifest)
         return seg

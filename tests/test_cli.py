@@ -286,3 +286,21 @@ def test_serve_json_summary(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["frames"] == 2 and summary["written"] >= 1 and summary["reason"]
+
+
+def test_coco_per_frame_files_under_out(scenes_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "coco"
+    proc = run_cli("segment", str(scenes_dir / "*.png"), "--format", "coco", "--out", str(out),
+                   "--threads", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    images = json.loads((out / "images.json").read_text())
+    assert [im["id"] for im in images["images"]] == [1, 2, 3]
+    assert images["categories"][0]["id"] == 1
+    for im in images["images"]:
+        anns = json.loads((out / f"{Path(im['file_name']).stem}.json").read_text())
+        assert anns and {a["image_id"] for a in anns} == {im["id"]}
+
+
+def test_info_defaults_to_the_demo_bundle(capsys) -> None:  # noqa: ANN001
+    assert main(["info"]) == 0
+    assert "fastsam-demo" in capsys.readouterr().out

@@ -36,6 +36,13 @@ def _export(*args: str) -> subprocess.CompletedProcess[str]:
         (["w.pt", "--out", "{tmp}/b", "--precision", "int8"], 2, ["--precision: expected"]),
         (["w.pt", "--out", "{tmp}/no/such/b"], 2, ["--out: directory", "does not exist"]),
         (["--out", "{tmp}/b"], 2, ["WEIGHTS: required"]),
+        (["w.pt", "--out", "{tmp}/b", "--calibrate-text", "{tmp}"], 2, ["needs --clip MODEL"]),
+        (
+            ["w.pt", "--out", "{tmp}/b", "--clip", "ViT-B-32", "--clip-pretrained", "none",
+             "--calibrate-text", "{tmp}"],
+            2,
+            ["words.json"],
+        ),  # fmt: skip
     ],
 )
 def test_flags(tmp_path: Path, args: list[str], code: int, needles: list[str]) -> None:

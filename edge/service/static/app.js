@@ -154,7 +154,9 @@ async function pollState() {
       const latest = s.latest;
       const have = state.latest;
       if (latest && (!have || have.frame_id !== latest.frame_id || have.timestamp !== latest.timestamp)) {
-        state.latest = await api("/latest");
+        const doc = await api("/latest");
+        // an answer that arrived meanwhile ("Trigger now") may be newer than this one
+        if (!state.latest || doc.timestamp >= state.latest.timestamp) state.latest = doc;
         draw();
       }
       updateBanner();
