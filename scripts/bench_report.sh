@@ -40,6 +40,8 @@ if [[ $step == all || $step == F ]]; then
       w('$R/$wh', ${wh%x*}, ${wh#*x}, 8)"
   done
   fastsam-edge bench --service-replay $R/640x480 --service-replay $R/1280x960 \
-    --service-replay $R/1920x1080 --masks 20,100 --precision int8 --threads 2 --rounds 2 \
+    --service-replay $R/1920x1080 --masks 20,100 --precision int8 --threads 2 --rounds 3 \
     --out $OUT/service 2>&1 | tail -20
+  python scripts/bench_output_pieces.py $R/640x480 $R/1920x1080 --masks 100 \
+    --json $OUT/service/pieces.json
 fi
