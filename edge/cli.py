@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,13 +44,13 @@ def _numbers(flag: str, value: str, counts: tuple[int, ...], form: str) -> list[
     return nums
 
 
-def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[Any]:
-    """Prompts from ``--point``/``--box``/``--text``/``--prompts``, checked against the image.
+def _parse_cli_prompts(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``(flag, prompt)`` from ``--point``/``--box``/``--text``/``--prompts`` (frame-independent).
 
     Order: one PointPrompt (all ``--point``), one BoxPrompt (all ``--box``), one TextPrompt per
     ``--text``, then the entries of ``--prompts``; errors name the flag and the value.
     """
-    from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts, validate_prompt
+    from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts
 
     tagged: list[tuple[str, Any]] = []
     if args.point:
@@ -86,6 +88,13 @@ def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[An
         except InputError as exc:
             raise InputError(f"--prompts {str(path)!r}: {exc}") from None
         tagged += [(f"--prompts {str(path)!r} entry {i}", p) for i, p in enumerate(parsed)]
+    return tagged
+
+
+def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> list[Any]:
+    """The prompts, each checked against the frame size (errors name the flag)."""
+    from edge.prompts import validate_prompt
+
     for flag, prompt in tagged:
         try:
             validate_prompt(prompt, image_hw)
@@ -94,50 +103,247 @@ def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[An
     return [p for _, p in tagged]
 
 
+def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[Any]:
+    """Prompts from the flags, checked against one frame size."""
+    return _check_prompts(_parse_cli_prompts(args), image_hw)
+
+
+def _text_threshold(value: str) -> float | None:
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        t = float("nan")
+    if not -1.0 <= t <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a cosine similarity in [-1, 1] or 'none', got {value!r}"
+        )
+    return t
+
+
+def _summary(name: str, result: Any) -> str:
+    t = result.timings
+    stages = ", ".join(
+        f"{k} {t[k]:.1f} ms"
+        for k in ("load_clip", "preprocess", "infer", "postprocess", "prompt")
+        if k in t
+    )
+    return f"{name}: {len(result)} masks | {stages}"
+
+
+class _SegmentOutputs:
+    """Where ``segment`` writes: per-frame files under ``--out``, one ``--json`` document,
+    an ``--overlay`` file, a ``--save-video`` per video source; all paths checked up front."""
+
+    def __init__(self, args: argparse.Namespace, frames_hint: int | None, video: bool) -> None:
+        from edge.cliargs import check_parent, prepare_out_dir
+
+        self.args = args
+        self.fmt: str = args.format
+        self.json: str | None = args.json
+        if self.json is not None and self.json != "-":
+            check_parent("--json", self.json)
+        overlay = args.overlay
+        self.overlay_file: Path | None = None
+        self.overlay_in_dir = overlay is True
+        if isinstance(overlay, str):
+            if frames_hint != 1:
+                raise InputError(
+                    "--overlay FILE: only for a single image; with several frames use "
+                    "--out DIR --overlay (one overlay per frame)"
+                )
+            self.overlay_file = check_parent("--overlay", overlay)
+        if (self.overlay_in_dir or args.save_video) and not args.out:
+            flag = "--save-video" if args.save_video else "--overlay"
+            raise InputError(f"{flag}: needs --out DIR (the folder to write into)")
+        if args.save_video and not video:
+            raise InputError("--save-video: needs a video source")
+        self.out: Path | None = prepare_out_dir("--out", args.out) if args.out else None
+        self.docs: list[Any] = []
+        self.images: list[dict[str, Any]] = []
+        self.writers: dict[Path, Any] = {}
+
+    @property
+    def per_frame_lines(self) -> bool:
+        """One summary line per frame on stdout (else one closing line)."""
+        return self.json is None and self.out is None
+
+    def frame(self, frame: Any, result: Any, doc: Any, overlay: Any) -> None:
+        from edge.io import atomic_write_image, atomic_write_json
+
+        self.docs.append(doc)
+        if self.out is not None:
+            atomic_write_json(self.out / f"{frame.name}.json", doc)
+            if self.overlay_in_dir and overlay is not None:
+                atomic_write_image(self.out / f"{frame.name}.png", overlay)
+        if self.overlay_file is not None and overlay is not None:
+            atomic_write_image(self.overlay_file, overlay)
+        if self.args.save_video and frame.source.video and overlay is not None:
+            self._video_frame(frame, overlay)
+
+    def _video_frame(self, frame: Any, overlay: Any) -> None:
+        import cv2
+
+        path = frame.source.path
+        writer = self.writers.get(path)
+        if writer is None:
+            assert self.out is not None
+            cap = cv2.VideoCapture(str(path))
+            fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+            cap.release()
+            fps = max(fps / self.args.vid_stride, 1.0)
+            target = self.out / f"{path.stem}.overlay.mp4"
+            h, w = overlay.shape[:2]
+            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not writer.isOpened():
+                raise OSError(f"--save-video: cannot write {str(target)!r} (no mp4v encoder?)")
+            self.writers[path] = writer
+        writer.write(overlay)
+
+    def finish(self) -> list[str]:
+        """Write the one-document outputs; returns what was written."""
+        from edge.cliargs import emit_json
+        from edge.coco import CATEGORIES
+        from edge.io import atomic_write_json
+
+        for writer in self.writers.values():
+            writer.release()
+        written = []
+        single = len(self.docs) == 1
+        if self.fmt == "coco":
+            doc: Any = [ann for d in self.docs for ann in d]
+            images = {"images": self.images, "categories": CATEGORIES}
+            if self.out is not None:
+                atomic_write_json(self.out / "images.json", images)
+                written.append(str(self.out / "images.json"))
+            if self.json is not None and self.json != "-" and not single:
+                side = Path(self.json).with_suffix(".images.json")
+                atomic_write_json(side, images)
+                written.append(str(side))
+        else:
+            doc = self.docs[0] if single else self.docs
+        if self.json is not None:
+            written.insert(0, emit_json("--json", self.json, doc))
+        if self.out is not None:
+            written.append(f"{self.out}/ ({len(self.docs)} results)")
+        if self.writers:
+            written += [str(self.out / f"{p.stem}.overlay.mp4") for p in self.writers]
+        return written
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    """``segment IMAGE --bundle DIR --json OUT [--overlay PNG] [prompts]``."""
+    """``segment SOURCE... [--bundle DIR] [--json [FILE|-]] [--out DIR] [prompts]``."""
+    import time
+
+    from tqdm import tqdm
+
+    from edge.coco import coco_image, masks_to_coco
+    from edge.demo import demo_bundle
     from edge.encode import clean_mask
-    from edge.io import atomic_write_image, atomic_write_json, read_image
+    from edge.marks import draw_prompt_marks
     from edge.overlay import draw_overlay
     from edge.report import result_to_dict
     from edge.segmenter import Segmenter
+    from edge.sources import count_frames, expand_sources, iter_frames
 
-    image = read_image(args.image, max_pixels=args.max_pixels)
-    prompts = _cli_prompts(args, image.shape[:2])
-    seg = Segmenter.load(args.bundle, precision=args.precision, threads=args.threads)
-    result = seg.segment(
-        image, conf=args.conf, iou=args.iou, max_det=args.max_det, prompt=prompts or None
+    if args.vid_stride < 1:
+        raise InputError(f"--vid-stride: expected a positive integer, got {args.vid_stride}")
+    sources = expand_sources(args.sources)
+    total = count_frames(sources, args.vid_stride)
+    outputs = _SegmentOutputs(args, total, any(s.video for s in sources))
+    tagged = _parse_cli_prompts(args)
+    seg = Segmenter.load(
+        args.bundle or demo_bundle(), precision=args.precision, threads=args.threads
     )
-    if args.min_region_area or args.fill_holes:
-        result.crops = tuple(
-            clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
+    if args.clip_precision:
+        seg.clip_precision = args.clip_precision
+    if args.text_threshold is not _UNSET:
+        seg.text_threshold = args.text_threshold
+    bundle = _bundle_facts(seg)
+    want_overlay = bool(args.overlay or args.save_video)
+    progress = tqdm(
+        total=total,
+        unit="frame",
+        disable=args.no_progress or total == 1,
+        file=sys.stderr,
+        # a terminal that reports 0 columns (some ptys) would get an empty bar from tqdm
+        ncols=min(shutil.get_terminal_size((100, 20)).columns, 120),
+    )
+    empty = masks = frames = 0
+    t_start = time.perf_counter()
+    try:
+        for frame in iter_frames(sources, args.vid_stride, max_pixels=args.max_pixels):
+            prompts = _check_prompts(tagged, frame.image.shape[:2])
+            result = seg.segment(
+                frame.image,
+                conf=args.conf,
+                iou=args.iou,
+                max_det=args.max_det,
+                prompt=prompts or None,
+            )
+            if args.min_region_area or args.fill_holes:
+                result.crops = tuple(
+                    clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
+                )
+            frames += 1
+            masks += len(result)
+            empty += len(result) == 0
+            label = frame.file_name
+            for note in result.metadata.get("prompt_notes", []):
+                tqdm.write(f"{label}: {note}", file=sys.stderr)
+            h, w = result.image_hw
+            if args.format == "coco":
+                doc: Any = masks_to_coco(result, frame.image_id)
+                outputs.images.append(coco_image(frame.image_id, frame.file_name, h, w))
+            else:
+                doc = result_to_dict(
+                    result,
+                    bundle=bundle,
+                    frame_id=frame.index if frame.source.video else None,
+                    polygon_epsilon=args.polygon_epsilon,
+                    source=str(frame.source.path),
+                )
+            overlay = None
+            if want_overlay:
+                overlay = draw_overlay(
+                    frame.image, result, labels="id+score" if args.labels else None
+                )
+                if prompts:
+                    draw_prompt_marks(overlay, prompts)
+            outputs.frame(frame, result, doc, overlay)
+            if outputs.per_frame_lines or (total == 1 and outputs.json != "-"):
+                tqdm.write(_summary(label, result), file=sys.stdout)
+            progress.update(1)
+    finally:
+        progress.close()
+    written = outputs.finish()
+    elapsed = time.perf_counter() - t_start
+    if frames > 1 and outputs.json != "-":
+        print(
+            f"{frames} frames, {masks} masks, {empty} empty, {frames / elapsed:.1f} frames/s"
+            + (f" | wrote {', '.join(written)}" if written else "")
         )
-    doc = result_to_dict(
-        result,
-        bundle=_bundle_facts(seg),
-        polygon_epsilon=args.polygon_epsilon,
-        source=str(args.image),
-    )
-    atomic_write_json(args.json, doc)
-    if args.overlay:
-        atomic_write_image(args.overlay, draw_overlay(image, result))
-    t = result.timings
-    print(
-        f"{len(result)} masks | preprocess {t['preprocess']:.1f} ms, infer {t['infer']:.1f} ms, "
-        f"postprocess {t['postprocess']:.1f} ms"
-        + (f", prompt {t['prompt']:.1f} ms" if "prompt" in t else "")
-        + f" | json: {args.json}"
-        + (f" | overlay: {args.overlay}" if args.overlay else "")
-    )
+    elif written and outputs.json != "-":
+        print(f"wrote {', '.join(written)}")
+    if empty and args.fail_empty:
+        print(
+            f"fastsam-edge: {empty} of {frames} frames gave no mask (--fail-empty)",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``info --bundle DIR``: bundle facts and available providers."""
+    """``info [--bundle DIR]``: bundle facts and available providers."""
     import onnxruntime as ort
 
     from edge.bundle import read_manifest, verify_file
+    from edge.demo import demo_bundle
 
+    if args.bundle is None:
+        args.bundle = demo_bundle()
     m = read_manifest(args.bundle)
     status = {}
     for name in sorted(m.files):
@@ -158,9 +364,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         "text_prompts": _text_support(m),
         "int8_class": cpu.to_dict(),
     }
-    if args.as_json:
-        print(json.dumps(info, indent=2))
-    else:
+    if args.json is not None:
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, info)
+    if args.json != "-":
         h, w = m.input.imgsz
         print(f"name:        {m.name}")
         shape = f"dynamic, letterbox inside H={h} W={w}" if m.input.dynamic else f"H={h} W={w}"
@@ -227,28 +435,88 @@ def _text_support(m: Any) -> dict[str, Any]:
     return {"supported": True, "missing": missing, "summary": summary}
 
 
+_UNSET: Any = object()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fastsam-edge``."""
-    p = argparse.ArgumentParser(prog="fastsam-edge", description="FastSAM on the edge.")
-    p.add_argument("--debug", action="store_true", help="verbose logging")
+    from edge.cliargs import add_global_options, add_json_option, int_arg
+
+    p = argparse.ArgumentParser(
+        prog="fastsam-edge",
+        description="FastSAM on the edge. Exit codes: 0 ok, 1 a check failed (info, doctor), "
+        "2 bad input/bundle/config, 3 empty result with --fail-empty, 4 cannot write output, "
+        "130 interrupted, 141 output pipe closed.",
+    )
+    add_global_options(p, "fastsam-edge", top=True)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment one image")
-    s.add_argument("image", help="image file (any format OpenCV reads)")
-    s.add_argument("--bundle", required=True, help="model bundle directory")
-    s.add_argument("--json", required=True, help="result JSON to write")
-    s.add_argument("--overlay", help="overlay image to write (PNG/JPEG)")
-    s.add_argument("--precision", choices=["fp32", "int8"], help="default: the bundle's")
+    s = sub.add_parser(
+        "segment",
+        help="segment images, folders, globs or videos",
+        description="Segment every frame of the sources with the same prompts. Without --json "
+        "and --out, one summary line per frame goes to stdout.",
+    )
+    s.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="image file, folder (its images and videos), glob ('frames/*.jpg', '**' recurses) "
+        "or video file (OpenCV)",
+    )
+    s.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
+    add_json_option(s, "the result (one frame) or the list of results (several frames)")
+    s.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write one result per frame into DIR (NAME.json; with --overlay also NAME.png; "
+        "coco: also images.json); DIR is created, its parents are not",
+    )
+    s.add_argument(
+        "--overlay",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="overlay image: FILE for a single image, or no value with --out DIR",
+    )
+    s.add_argument(
+        "--format",
+        choices=["fastsam", "coco"],
+        default="fastsam",
+        help="fastsam: result schema v1 (docs/result-schema.md); coco: COCO results list "
+        "(image_id, category_id, bbox xywh, score, segmentation RLE) for pycocotools",
+    )
+    s.add_argument(
+        "--vid-stride", type=int, default=1, metavar="N", help="video: every N-th frame (1)"
+    )
+    s.add_argument(
+        "--save-video",
+        action="store_true",
+        help="video: also write the overlays as DIR/NAME.overlay.mp4 (needs --out)",
+    )
+    s.add_argument("--labels", action="store_true", help="overlay: mask ids and scores")
+    s.add_argument("--fail-empty", action="store_true", help="exit 3 when a frame gives no mask")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s.add_argument(
+        "--precision", choices=["fp32", "int8"], help="detector precision (default: the bundle's)"
+    )
+    s.add_argument(
+        "--clip-precision", choices=["fp32", "int8"], help="CLIP precision (default: the bundle's)"
+    )
     s.add_argument("--conf", type=float, help="score threshold (default: the bundle's, 0.4)")
     s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")
     s.add_argument("--max-det", type=int, help="maximum masks (default: the bundle's, 300)")
-    s.add_argument("--threads", type=positive_int, help="onnxruntime threads (default: all cores)")
+    s.add_argument(
+        "--threads",
+        type=int_arg("--threads", " (thread sweeps are for bench)"),
+        help="onnxruntime threads (default: all cores)",
+    )
     s.add_argument(
         "--max-pixels",
         type=positive_int,
         default=50_000_000,
-        help="refuse images with more pixels (read from the file header before decoding; "
-        "default 50000000)",
+        help="refuse images and video frames with more pixels (read from the file header "
+        "before decoding; default 50000000)",
     )
     s.add_argument(
         "--min-region-area", type=int, default=0, help="drop mask regions smaller than this (px)"
@@ -284,16 +552,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="text prompt (needs a CLIP bundle); repeatable",
     )
     s.add_argument(
+        "--text-threshold",
+        type=_text_threshold,
+        default=_UNSET,
+        metavar="T|none",
+        help="minimum CLIP similarity of a text prompt's best mask, else no mask (default: "
+        "the bundle's measured clip.text_threshold; none = always the best mask)",
+    )
+    s.add_argument(
         "--prompts",
         metavar="FILE.json",
         help='prompt list, e.g. [{"type": "point", "data": [x, y], "label": 1}, '
-        '{"type": "box", "data": [x1, y1, x2, y2]}, {"type": "text", "data": "a cup"}]',
+        '{"type": "box", "data": [x1, y1, x2, y2]}, {"type": "text", "data": "a cup", '
+        '"threshold": 0.2}]',
     )
     s.set_defaults(func=cmd_segment)
 
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
-    i.add_argument("--bundle", required=True, help="model bundle directory")
-    i.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    i.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
+    add_json_option(i, "the facts")
     i.set_defaults(func=cmd_info)
 
     from edge.bench import add_bench_arguments, cmd_bench
@@ -308,23 +585,88 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.service.cli import add_service_commands  # serve, doctor, install-service
 
     add_service_commands(sub)
+
+    sc = sub.add_parser(
+        "scenes",
+        help="write demo scenes (PNG) and their COCO ground truth (annotations.json)",
+    )
+    sc.add_argument("out", metavar="DIR", help="folder to write (created, its parents are not)")
+    sc.add_argument("--count", type=int_arg("--count"), default=10, help="scenes (10)")
+    sc.add_argument("--size", default="320x320", metavar="WxH", help="scene size (320x320)")
+    sc.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="first seed (default: held-out evaluation seeds, never trained on)",
+    )
+    sc.set_defaults(func=cmd_scenes)
+
+    for sp in sub.choices.values():
+        add_global_options(sp, "fastsam-edge", top=False)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``fastsam-edge``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+def cmd_scenes(args: argparse.Namespace) -> int:
+    """``scenes DIR``: demo scenes + COCO ground truth, for trying ``segment`` and COCOeval."""
+    from edge.cliargs import prepare_out_dir
+    from edge.coco import scenes_to_coco
+    from edge.io import atomic_write_json
+    from edge.scenes import EVAL_SEED_START, save_scenes
+
     try:
-        return int(args.func(args))
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size: expected WxH, got {args.size!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise InputError(f"--size: each side must be 16..8192 px, got {args.size!r}")
+    seed = EVAL_SEED_START + 800_000 if args.seed is None else args.seed
+    out = prepare_out_dir("out", args.out)
+    paths = save_scenes(out, seed, args.count, w, h)
+    from edge.scenes import iter_scenes
+
+    gt = scenes_to_coco(iter_scenes(seed, args.count, w, h), [p.name for p in paths])
+    atomic_write_json(out / "annotations.json", gt)
+    print(
+        f"wrote {len(paths)} scenes ({w}x{h}, seeds {seed}..{seed + args.count - 1}) and "
+        f"{out / 'annotations.json'} ({len(gt['annotations'])} instances)"
+    )
+    return 0
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = "debug" if args.debug else (args.log_level or "warning")
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(levelname)s %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fastsam-edge``; returns the exit code (table in the README)."""
+    from edge.cliargs import (
+        EXIT_BAD_INPUT,
+        EXIT_BROKEN_PIPE,
+        EXIT_INTERRUPTED,
+        EXIT_OUTPUT,
+    )
+
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `fastsam-edge info ... | head`: the reader left; end quietly, like a SIGPIPE'd tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("fastsam-edge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except FastSAMEdgeError as exc:
         print(f"fastsam-edge: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"fastsam-edge: error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_OUTPUT
 
 
 if __name__ == "__main__":

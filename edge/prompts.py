@@ -219,13 +219,20 @@ class TextPrompt:
 
     Attributes:
         text: The description (1..1000 characters, not only whitespace).
+        threshold: Minimum cosine similarity of the best mask; below it the prompt selects
+            nothing. ``None``: the segmenter's default (the bundle's ``clip.text_threshold``,
+            if measured). Scales differ per CLIP model, so calibrate per bundle.
     """
 
     text: str
+    threshold: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The prompt in the JSON prompt schema."""
-        return {"type": "text", "data": self.text}
+        out: dict[str, Any] = {"type": "text", "data": self.text}
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
 
 
 Prompt = PointPrompt | BoxPrompt | TextPrompt
@@ -234,7 +241,7 @@ Prompt = PointPrompt | BoxPrompt | TextPrompt
 _PROMPT_KEYS = {
     "point": {"type", "data", "label", "mode"},
     "box": {"type", "data"},
-    "text": {"type", "data"},
+    "text": {"type", "data", "threshold"},
 }
 
 
@@ -244,7 +251,8 @@ def parse_prompts(obj: Any) -> list[Prompt]:
     Schema: a list (or one object) of ``{"type": "point", "data": [x, y] | [[x, y], ...],
     "label": 0 | 1 | [0/1, ...], "mode": "reference" | "official" | "best"}`` (``label``
     default 1, ``mode`` default ``"reference"``), ``{"type": "box", "data": [x1, y1, x2, y2] |
-    [[...], ...]}`` or ``{"type": "text", "data": "a red circle"}``. Frame-independent checks
+    [[...], ...]}`` or ``{"type": "text", "data": "a red circle", "threshold": 0.2}``
+    (``threshold`` optional). Frame-independent checks
     of :func:`validate_prompt` are applied; frame bounds are checked later.
 
     Raises:
@@ -280,7 +288,7 @@ def parse_prompts(obj: Any) -> list[Prompt]:
             elif kind == "box":
                 prompt = BoxPrompt(data)
             else:
-                prompt = TextPrompt(data)
+                prompt = TextPrompt(data, entry.get("threshold"))
             validate_prompt(prompt, None)
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
@@ -310,6 +318,11 @@ def validate_prompt(prompt: Any, image_hw: tuple[int, int] | None) -> None:
                 f"text: {len(text)} characters, at most {MAX_TEXT_CHARS} allowed "
                 f"(starts {text[:40]!r})"
             )
+        th = prompt.threshold
+        if th is not None and (
+            isinstance(th, bool) or not isinstance(th, int | float) or not -1.0 <= th <= 1.0
+        ):
+            raise InputError(f"threshold: expected a cosine similarity in [-1, 1], got {th!r}")
     else:
         raise InputError(
             f"type: expected a PointPrompt, BoxPrompt or TextPrompt, got {type(prompt).__name__} "
@@ -488,6 +501,11 @@ class CachedTextEncoder:
         """Pass-through to the wrapped encoder."""
         return self.encoder.encode_images(crops_rgb)
 
+    @property
+    def logit_scale(self) -> float:
+        """The wrapped encoder's CLIP logit scale (100 when it has none)."""
+        return float(getattr(self.encoder, "logit_scale", 100.0))
+
 
 def _text_crop(
     result: Masks, i: int, image_bgr: NDArray[np.uint8], crop: str
@@ -516,6 +534,23 @@ def _text_crop(
         ]
     out = region * mask[:, :, None].astype(np.uint8)
     return np.ascontiguousarray(out[:, :, ::-1])
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    """The best mask for one text prompt.
+
+    Attributes:
+        index: Mask index in the scored result (-1: no candidate mask).
+        similarity: Cosine similarity of text and that mask's crop (CLIP's raw score).
+        probability: Its softmax over all candidates, at CLIP's logit scale.
+        candidates: Number of masks scored.
+    """
+
+    index: int
+    similarity: float
+    probability: float
+    candidates: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -552,10 +587,24 @@ class CropEmbeddings:
 
     def best(self, text_feats: NDArray[np.float32]) -> list[int]:
         """For each text embedding, the best-matching candidate's result index (``-1``: none)."""
-        if len(self.candidates) == 0:
-            return [-1] * len(text_feats)
+        return [m.index for m in self.best_matches(text_feats)]
+
+    def best_matches(
+        self, text_feats: NDArray[np.float32], logit_scale: float = 100.0
+    ) -> list[TextMatch]:
+        """For each text embedding, its best candidate with similarity and softmax probability
+        over the candidates at ``logit_scale`` (index ``-1``: no candidate)."""
+        n = len(self.candidates)
+        if n == 0:
+            return [TextMatch(-1, float("nan"), float("nan"), 0) for _ in text_feats]
         similarity = np.asarray(text_feats, dtype=np.float32) @ self.features.T  # (T, C)
-        return [int(self.candidates[j]) for j in np.argmax(similarity, axis=1)]
+        logits = similarity.astype(np.float64) * logit_scale
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [
+            TextMatch(int(self.candidates[j]), float(similarity[t, j]), float(probs[t, j]), n)
+            for t, j in enumerate(np.argmax(similarity, axis=1))
+        ]
 
 
 def embed_text_candidates(
@@ -592,6 +641,18 @@ def select_by_text(
     top_k: int | None = TEXT_TOP_K,
     crop: str = "reference",
 ) -> list[int]:
+    """For each text, the index of the best-matching mask (:func:`text_matches`' indices)."""
+    return [m.index for m in text_matches(result, image_bgr, texts, encoder, top_k, crop)]
+
+
+def text_matches(
+    result: Masks,
+    image_bgr: NDArray[np.uint8],
+    texts: Sequence[str],
+    encoder: TextEncoder,
+    top_k: int | None = TEXT_TOP_K,
+    crop: str = "reference",
+) -> list[TextMatch]:
     """For each text, the index of the best-matching mask of ``result`` (UL-new rule).
 
     Candidates are the masks with area > 100 px; with ``top_k`` only the ``top_k`` best by
@@ -610,15 +671,18 @@ def select_by_text(
         crop: ``"reference"`` or ``"official"``.
 
     Returns:
-        One mask index per text, ``-1`` where no mask is large enough.
+        One :class:`TextMatch` per text (index ``-1`` where no mask is large enough), with the
+        winner's similarity and its softmax probability over the candidates (logit scale from
+        ``encoder.logit_scale``, else 100 as OpenAI's CLIP).
     """
     texts = list(texts)
     if not texts:
         return []
     emb = embed_text_candidates(result, image_bgr, encoder, top_k, crop)
     if len(emb.candidates) == 0:
-        return [-1] * len(texts)
-    return emb.best(np.asarray(encoder.encode_text(texts), dtype=np.float32))
+        return [TextMatch(-1, float("nan"), float("nan"), 0) for _ in texts]
+    text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
+    return emb.best_matches(text_feats, float(getattr(encoder, "logit_scale", 100.0)))
 
 
 @dataclass
@@ -630,10 +694,19 @@ class Selection:
             selected it.
         merged: ``(crop, confidence, prompt index)`` of the merged masks of ``official`` point
             prompts, in prompt order.
+        text: Candidate index -> ``(similarity, probability)`` of the text prompt that
+            selected it.
+        text_scores: Per text prompt (by prompt index): its best match as JSON
+            (``text``, ``similarity``, ``probability``, ``candidates``, ``threshold``,
+            ``selected``), also when it fell below the threshold.
+        notes: Why a prompt selected nothing (or only by a fallback rule), one line each.
     """
 
     prompt_index: dict[int, int] = field(default_factory=dict)
     merged: list[tuple[MaskCrop, float, int]] = field(default_factory=list)
+    text: dict[int, tuple[float, float]] = field(default_factory=dict)
+    text_scores: dict[int, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _contains(dets: Detections, x: int, y: int) -> NDArray[np.bool_]:
@@ -873,6 +946,37 @@ def _best_box_match(dets: Detections, box: NDArray[np.int64]) -> int | None:
     return None
 
 
+def _describe(p: Prompt) -> str:
+    """A short human name of a prompt for messages."""
+    if isinstance(p, PointPrompt):
+        pts = ", ".join(
+            f"({_num(x)}, {_num(y)}){'' if lab == 1 else ' negative'}"
+            for (x, y), lab in zip(p.points.tolist(), p.labels, strict=True)
+        )
+        return f"point {pts}"
+    if isinstance(p, BoxPrompt):
+        return "box " + ", ".join(str([_num(v) for v in b]) for b in p.xyxy.tolist())
+    return f"text {p.text!r}"
+
+
+def _box_overlaps(dets: Detections, i: int, box: NDArray[np.int64]) -> bool:
+    """Whether mask ``i`` has a pixel inside the (integer, clipped) box."""
+    bx0, by0, bx1, by1 = (int(v) for v in box)
+    c0, r0 = int(dets.rois[i, 0]), int(dets.rois[i, 1])
+    data = dets.crop(i)
+    sub = data[max(by0 - r0, 0) : max(by1 - r0, 0), max(bx0 - c0, 0) : max(bx1 - c0, 0)]
+    return bool(sub.any())
+
+
+def _point_note(dets: Detections, p: PointPrompt, desc: str) -> str:
+    if len(dets) == 0:
+        return f"{desc}: selected nothing: no mask in this frame (conf threshold?)"
+    hits, labels = _point_hits(dets, p)
+    if not hits[:, labels == 1].any():
+        return f"{desc}: selected nothing: the point lies outside every mask"
+    return f"{desc}: selected nothing: every mask with a positive point has a negative point"
+
+
 def select(
     dets: Detections,
     prompts: Sequence[Prompt],
@@ -880,6 +984,7 @@ def select(
     encoder: TextEncoder | None = None,
     text_top_k: int | None = TEXT_TOP_K,
     text_crop: str = "reference",
+    text_threshold: float | None = None,
 ) -> Selection:
     """Apply validated prompts to lazily assembled detections.
 
@@ -890,9 +995,12 @@ def select(
         encoder: Text/image encoder (text prompts only).
         text_top_k: Candidate cap of text prompts.
         text_crop: Crop style of text prompts.
+        text_threshold: Default minimum similarity of text prompts whose own ``threshold`` is
+            ``None`` (``None``: the best mask is always selected, as the reference).
 
     Returns:
-        The selection (first selecting prompt per candidate, merged masks).
+        The selection (first selecting prompt per candidate, merged masks, text scores, and a
+        note for every prompt that selected nothing or only by the reference's fallback).
     """
     out = Selection()
 
@@ -903,13 +1011,29 @@ def select(
     text_ids = [k for k, p in enumerate(prompts) if isinstance(p, TextPrompt)]
     for k, p in enumerate(prompts):
         if isinstance(p, BoxPrompt):
-            mark(select_boxes(dets, p), k)
+            chosen = select_boxes(dets, p)
+            mark(chosen, k)
+            if not chosen:
+                out.notes.append(f"{_describe(p)}: selected nothing: no mask in this frame")
+            for b in p.xyxy:
+                ib = _int_box(b, dets.source_hw)
+                if chosen and not any(_box_overlaps(dets, i, ib) for i in chosen):
+                    out.notes.append(
+                        f"box {[_num(v) for v in b]}: overlaps no mask (IoU 0); the reference "
+                        "rule returned the first mask anyway"
+                    )
         elif isinstance(p, PointPrompt):
             chosen = select_points(dets, p)
             if isinstance(chosen, tuple):
                 out.merged.append((chosen[0], chosen[1], k))
-            elif chosen is not None:
+            elif chosen:
                 mark(chosen, k)
+            else:
+                out.notes.append(_point_note(dets, p, _describe(p)))
+    if text_ids and not len(dets):
+        out.notes += [
+            f"{_describe(prompts[k])}: selected nothing: no mask in this frame" for k in text_ids
+        ]
     if text_ids and len(dets):
         if encoder is None or image_bgr is None:
             raise InputError("text: a text prompt needs the image and a CLIP encoder")
@@ -930,20 +1054,55 @@ def select(
                 emb.encoder,
             )
             dets.crop_embeddings = emb
-        if len(emb.candidates):
-            winners = emb.best(np.asarray(encoder.encode_text(texts), dtype=np.float32))
-            for k, j in zip(text_ids, winners, strict=True):
-                mark([j], k)
+        text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
+        scale = float(getattr(encoder, "logit_scale", 100.0))
+        matches = emb.best_matches(text_feats, scale)
+        for k, m in zip(text_ids, matches, strict=True):
+            p = prompts[k]
+            assert isinstance(p, TextPrompt)
+            desc = _describe(p)
+            if m.index < 0:
+                out.notes.append(
+                    f"{desc}: selected nothing: no mask larger than {TEXT_MIN_AREA} px"
+                )
+                continue
+            th = p.threshold if p.threshold is not None else text_threshold
+            ok = th is None or m.similarity >= th
+            out.text_scores[k] = {
+                "text": p.text,
+                "similarity": round(m.similarity, 6),
+                "probability": round(m.probability, 6),
+                "candidates": m.candidates,
+                "threshold": th,
+                "selected": ok,
+            }
+            if not ok:
+                out.notes.append(
+                    f"{desc}: selected nothing: best similarity {m.similarity:.3f} is below the "
+                    f"text threshold {th:.3f} (nothing here looks like it)"
+                )
+                continue
+            cand = m.index
+            if cand not in out.prompt_index:
+                out.text[cand] = (m.similarity, m.probability)
+            mark([cand], k)
     return out
 
 
 def selection_to_masks(dets: Detections, sel: Selection) -> Masks:
     """Assemble the selected masks: detections in score order, then merged masks.
 
-    Sets ``data["prompt_index"]`` (int64) on the result.
+    Sets ``data["prompt_index"]`` (int64) on the result, and for text prompts
+    ``data["clip_similarity"]`` / ``data["clip_probability"]`` (float64, NaN for masks selected
+    by other prompts).
     """
     order = sorted(sel.prompt_index)
-    result = dets.to_masks(order, data={"prompt_index": [sel.prompt_index[i] for i in order]})
+    data: dict[str, list[Any]] = {"prompt_index": [sel.prompt_index[i] for i in order]}
+    if sel.text:  # per-mask CLIP scores; NaN for masks that no text prompt selected
+        nan = float("nan")
+        data["clip_similarity"] = [sel.text.get(i, (nan, nan))[0] for i in order]
+        data["clip_probability"] = [sel.text.get(i, (nan, nan))[1] for i in order]
+    result = dets.to_masks(order, data=data)
     if not sel.merged:
         return result
     extra_xyxy = np.array(
@@ -958,8 +1117,14 @@ def selection_to_masks(dets: Detections, sel: Selection) -> Masks:
         crops=(*result.crops, *(c for c, _, _ in sel.merged)),
         image_hw=result.image_hw,
         data={
-            "prompt_index": np.concatenate(
-                [result.data["prompt_index"], np.array([k for *_, k in sel.merged], np.int64)]
+            key: np.concatenate(
+                [
+                    values,
+                    np.array([k for *_, k in sel.merged], np.int64)
+                    if key == "prompt_index"
+                    else np.full(len(sel.merged), np.nan),
+                ]
             )
+            for key, values in result.data.items()
         },
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from edge.encode import encode_rles, mask_to_polygons
+from edge.encode import Contours, encode_rles, mask_to_polygons
 from edge.types import Masks
 
 RESULT_SCHEMA_VERSION = 1
@@ -22,6 +24,7 @@ def result_to_dict(
     polygon_epsilon: float = 0.0,
     source: str | None = None,
     encodings: bool = True,
+    contours: Sequence[Contours] | None = None,
 ) -> dict[str, Any]:
     """Serialise a result to the JSON-able result schema (version 1).
 
@@ -37,12 +40,16 @@ def result_to_dict(
         source: Image path or source name, if any.
         encodings: Include each mask's ``rle`` and ``polygons`` (the costly part); False
             gives the summary fields only (for a consumer that does not read the masks).
+        contours: Each mask's :func:`~edge.encode.mask_contours`, if already computed.
 
     Returns:
         A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
         ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
-        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``;
-        the last two only with ``encodings``).
+        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``
+        (the last two only with ``encodings``), plus ``prompt_index`` and, for text prompts,
+        ``clip_similarity`` / ``clip_probability``). Prompted results add ``prompt_notes`` (why
+        a prompt selected nothing) and, for text prompts, ``text_scores`` (each text prompt's
+        best match, selected or not).
     """
     if prompt is None:
         prompt = result.metadata.get("prompt")
@@ -60,15 +67,21 @@ def result_to_dict(
         }
         if encodings:
             entry["rle"] = rles[i]
-            entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)
+            traced = contours[i] if contours is not None else None
+            entry["polygons"] = mask_to_polygons(crop, polygon_epsilon, traced)
         for key, values in result.data.items():
             value = np.asarray(values)[i]
-            entry[key] = value.item() if hasattr(value, "item") else value
+            value = value.item() if hasattr(value, "item") else value
+            if isinstance(value, float):
+                if math.isnan(value):  # e.g. clip_similarity of a mask a point selected
+                    continue
+                value = round(value, 6)
+            entry[key] = value
         masks.append(entry)
     image: dict[str, Any] = {"width": w, "height": h}
     if source is not None:
         image["source"] = source
-    return {
+    doc: dict[str, Any] = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "frame_id": frame_id,
@@ -81,6 +94,11 @@ def result_to_dict(
         "num_masks": len(result),
         "masks": masks,
     }
+    if "prompt_notes" in result.metadata:
+        doc["prompt_notes"] = list(result.metadata["prompt_notes"])
+    if "text_scores" in result.metadata:
+        doc["text_scores"] = list(result.metadata["text_scores"])
+    return doc
 
 
 def add_encodings(doc: dict[str, Any], result: Masks, polygon_epsilon: float = 0.0) -> None:

@@ -82,6 +82,10 @@ class Segmenter:
         assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
             the per-mask matmul and resampling); ``None`` = ``threads``, 1 = serial. The
             detector is idle meanwhile, so its cores are free.
+        text_threshold: Minimum CLIP similarity of a text prompt's best mask (a prompt's own
+            ``TextPrompt.threshold`` wins); default the bundle's measured
+            ``clip.text_threshold``, ``None`` when the bundle has none (best mask always
+            returned, as the reference).
     """
 
     bundle_dir: Path
@@ -93,6 +97,7 @@ class Segmenter:
     text_crop: str = "reference"
     clip_precision: str | None = None
     assembly_workers: int | None = None
+    text_threshold: float | None = None
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _pool_size: int = field(default=1, init=False, repr=False)
@@ -126,7 +131,15 @@ class Segmenter:
         session = create_session(path, threads=threads)
         _check_session(session, manifest, path)
         _LOGGER.info("loaded %s (%s, %d threads)", path, precision, threads)
-        return cls(bundle_dir, manifest, precision, threads, session)
+        if precision == "int8":
+            from edge.cpu import int8_class
+
+            cpu = int8_class()
+            if cpu.saturates or not cpu.int8_pays_off:
+                _LOGGER.warning("int8 on this CPU: %s", cpu.describe())
+        seg = cls(bundle_dir, manifest, precision, threads, session)
+        seg.text_threshold = bundle_text_threshold(manifest)
+        return seg
 
     def assembly_pool(self) -> tuple[ThreadPoolExecutor | None, int]:
         """The mask-assembly pool (created on first use) and its size; ``(None, 1)`` = serial."""
@@ -233,17 +246,29 @@ class Segmenter:
         for p in prompts:
             validate_prompt(p, detections.source_hw)
         has_text = any(isinstance(p, TextPrompt) for p in prompts)
-        encoder = self.text_encoder() if has_text else None
         if has_text and detections.image is None:
             raise InputError("text: these detections carry no image (use Segmenter.detect)")
-        return self._select(detections, prompts, encoder)
+        encoder, load_clip_ms = self._timed_encoder(prompts)
+        return self._select(detections, prompts, encoder, load_clip_ms)
 
     def _select(
-        self, dets: Detections, prompts: list[Prompt], encoder: CachedTextEncoder | None
+        self,
+        dets: Detections,
+        prompts: list[Prompt],
+        encoder: CachedTextEncoder | None,
+        load_clip_ms: float = 0.0,
     ) -> Masks:
         ta = time.perf_counter()
         if prompts:
-            selection = select(dets, prompts, dets.image, encoder, self.text_top_k, self.text_crop)
+            selection = select(
+                dets,
+                prompts,
+                dets.image,
+                encoder,
+                self.text_top_k,
+                self.text_crop,
+                self.text_threshold,
+            )
             tb = time.perf_counter()
             result = selection_to_masks(dets, selection)
         else:
@@ -254,9 +279,16 @@ class Segmenter:
         timings["postprocess"] = timings.get("postprocess", 0.0) + (tc - tb) * 1e3
         result.timings.update(timings)
         result.metadata.update(dets.metadata)
+        if load_clip_ms:
+            result.timings["load_clip"] = load_clip_ms
         if prompts:
             result.timings["prompt"] = (tb - ta) * 1e3
             result.metadata["prompt"] = [p.to_json() for p in prompts]
+            result.metadata["prompt_notes"] = list(selection.notes)
+            if selection.text_scores:
+                result.metadata["text_scores"] = [
+                    {"prompt_index": k, **v} for k, v in sorted(selection.text_scores.items())
+                ]
         return result
 
     def segment(
@@ -284,9 +316,13 @@ class Segmenter:
             :class:`~edge.types.Masks` in score-descending order, with ``timings`` in ms. With
             prompts: only the selected masks (plus one merged mask per ``official`` point
             prompt, last), ``data["prompt_index"]`` (first prompt selecting each mask),
-            ``metadata["prompt"]`` (the prompts as JSON) and ``timings["prompt"]`` (selection,
-            including masks assembled to decide it; assembling the remaining output masks
-            counts as ``postprocess``).
+            ``metadata["prompt"]`` (the prompts as JSON), ``metadata["prompt_notes"]`` (why a
+            prompt selected nothing), ``timings["prompt"]`` (selection, including masks
+            assembled to decide it; assembling the remaining output masks counts as
+            ``postprocess``). Text prompts add per-mask ``data["clip_similarity"]`` and
+            ``data["clip_probability"]``, ``metadata["text_scores"]`` (best match per text
+            prompt, selected or not) and, on the frame that loads CLIP,
+            ``timings["load_clip"]``.
 
         Raises:
             InputError: Bad image, threshold or prompt (checked before inference).
@@ -298,11 +334,21 @@ class Segmenter:
         prompts = as_prompt_list(prompt)
         for p in prompts:
             validate_prompt(p, image.shape[:2])
-        encoder = self.text_encoder() if any(isinstance(p, TextPrompt) for p in prompts) else None
-        checks_ms = (time.perf_counter() - t0) * 1e3
+        encoder, load_clip_ms = self._timed_encoder(prompts)
+        checks_ms = (time.perf_counter() - t0) * 1e3 - load_clip_ms
         dets = self.detect(image, conf, iou, max_det)
         dets.timings["preprocess"] += checks_ms
-        return self._select(dets, prompts, encoder)
+        return self._select(dets, prompts, encoder, load_clip_ms)
+
+    def _timed_encoder(self, prompts: list[Prompt]) -> tuple[CachedTextEncoder | None, float]:
+        """The CLIP encoder if a prompt needs it, and its load time in ms (0 when loaded
+        before): a one-off cost, reported as ``load_clip``, not as preprocessing."""
+        if not any(isinstance(p, TextPrompt) for p in prompts):
+            return None, 0.0
+        fresh = self._text_encoder is None
+        t0 = time.perf_counter()
+        encoder = self.text_encoder()
+        return encoder, (time.perf_counter() - t0) * 1e3 if fresh else 0.0
 
     def text_encoder(self) -> CachedTextEncoder:
         """The bundle's CLIP encoder (loaded on first use and kept, text embeddings cached).
@@ -383,7 +429,8 @@ class Detections:
         arrays = (self.xyxy, self.confidence, self.coefficients, self.rois, self.protos)
         total = sum(a.nbytes for a in arrays)
         total += self.image.nbytes if self.image is not None else 0
-        total += sum(c.nbytes for c in self._crops.values())
+        # a copy: the worker may be assembling masks while another thread asks
+        total += sum(c.nbytes for c in list(self._crops.values()))
         total += self.crop_embeddings.nbytes if self.crop_embeddings is not None else 0
         # the resampler is shared by every frame of the same size (cached), not counted here
         return int(total)
@@ -458,7 +505,7 @@ class Detections:
         rows = [j for j, i in enumerate(idx_all) if self.area(i) > 0]
         idx = np.asarray([idx_all[j] for j in rows], dtype=np.intp)
         extras = {
-            k: np.asarray(v, dtype=np.int64)[rows] if len(v) else np.zeros(0, np.int64)
+            k: np.asarray(v)[rows] if len(v) else np.zeros(0, np.int64)
             for k, v in (data or {}).items()
         }
         if len(idx) == 0:
@@ -531,6 +578,23 @@ def postprocess_outputs(
         dropped, as in the reference.
     """
     return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()
+
+
+def bundle_text_threshold(manifest: BundleManifest) -> float | None:
+    """The bundle's measured text threshold (``clip.text_threshold``), or ``None``.
+
+    Raises:
+        BundleError: A value that is not a number in [-1, 1].
+    """
+    clip = manifest.extra.get("clip")
+    value = clip.get("text_threshold") if isinstance(clip, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+        raise BundleError(
+            f"bundle.json clip.text_threshold: expected a number in [-1, 1], got {value!r}"
+        )
+    return float(value)
 
 
 def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path: Path) -> None:

@@ -8,6 +8,13 @@ import os
 import sys
 from typing import Any
 
+from edge.cliargs import (
+    add_global_options,
+    add_json_option,
+    check_parent,
+    emit_json,
+    warn_deprecated,
+)
 from edge.errors import FastSAMEdgeError
 
 
@@ -17,8 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastsam-export",
         description="Export FastSAM weights (.pt) to a fastsam-edge bundle (ONNX + manifest).",
     )
-    p.add_argument("weights", help="FastSAM checkpoint, e.g. FastSAM-s.pt")
-    p.add_argument("--out", required=True, help="bundle directory to create (replaced atomically)")
+    p.add_argument(
+        "weights",
+        nargs="?",
+        help="FastSAM checkpoint, e.g. FastSAM-s.pt (omit with --calibrate-text to update the "
+        "existing bundle --out)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="bundle directory to create (replaced atomically; its parent must exist)",
+    )
+    p.add_argument(
+        "--precision",
+        metavar="LIST",
+        help="detector precisions: fp32,int8 (default) or fp32 (same as --no-int8)",
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument(
         "--imgsz",
@@ -70,11 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         "cache) or a local checkpoint file; 'none' = random weights, for tests only",
     )
     clip.add_argument(
-        "--precision",
+        "--clip-precision",
         choices=["all", "int8-only"],
         default="all",
-        help="CLIP encoders to keep: fp32 and int8 (all, default) or int8 only; does not "
-        "affect the detector",
+        help="CLIP encoders to keep: fp32 and int8 (all, default) or int8 only",
+    )
+    clip.add_argument(
+        "--calibrate-text",
+        metavar="DIR",
+        help="measure the text threshold (clip.text_threshold) on DIR: images plus words.json "
+        '{"images": {"a.jpg": ["a mug", ...]}, "negatives": ["a dog", ...]} (docs/prompts.md)',
     )
     p.add_argument("--name", help="bundle name (default: weights stem and size)")
     p.add_argument(
@@ -83,21 +109,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip measuring the peak memory per precision (bundle.json memory; the Pi "
         "service's MemoryMax comes from it)",
     )
-    p.add_argument("--debug", action="store_true", help="verbose logging")
+    add_json_option(p, "a summary of the bundle")
+    add_global_options(p, "fastsam-export", top=True)
     return p
 
 
+def _resolve_precision(args: argparse.Namespace) -> None:
+    """``--precision``: detector precisions; the old CLIP meaning warns and moves over."""
+    value = args.precision
+    if value is None:
+        return
+    if value in ("all", "int8-only"):  # 0.1 spelling: --precision was CLIP's
+        warn_deprecated(f"--precision {value} (CLIP encoders)", f"--clip-precision {value}")
+        args.clip_precision = value
+        return
+    precs = [v.strip() for v in value.split(",") if v.strip()]
+    if not precs or any(v not in ("fp32", "int8") for v in precs) or "fp32" not in precs:
+        raise ExportArgError(
+            f"--precision: expected fp32,int8 or fp32 (the fp32 model is always built), "
+            f"got {value!r}"
+        )
+    if "int8" not in precs:
+        args.no_int8 = True
+
+
+class ExportArgError(FastSAMEdgeError):
+    """A bad ``fastsam-export`` flag."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``fastsam-export``; returns the exit code."""
+    """Entry point of ``fastsam-export``; returns the exit code (0 ok, 2 bad input or export
+    error, 4 cannot write, 141 output pipe closed)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    level = "debug" if args.debug else (args.log_level or "info")
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(levelname)s %(message)s")
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        print(f"fastsam-export: error: {exc}", file=sys.stderr)
+        return 4
+
+
+def _main(args: argparse.Namespace) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from export.fastsam import ExportError, export_bundle
 
     try:
+        _resolve_precision(args)
+        if args.json not in (None, "-"):
+            check_parent("--json", args.json)
+        if args.weights is None:
+            if not args.calibrate_text:
+                raise ExportArgError("WEIGHTS: required (except with --calibrate-text alone)")
+            from export.calibrate_text import calibrate_bundle
+
+            measured = calibrate_bundle(args.out, args.calibrate_text)
+            _print_calibration(measured, args.out)
+            return 0
+        check_parent("--out", args.out)
         extra_steps = _clip_steps(args)
+        if args.calibrate_text:
+            if not args.clip:
+                raise ExportArgError(
+                    "--calibrate-text needs --clip MODEL (or, for an existing bundle with CLIP, "
+                    "no WEIGHTS: fastsam-export --calibrate-text DIR --out BUNDLE)"
+                )
+            from edge.textcal import load_samples
+
+            load_samples(args.calibrate_text)  # a bad folder fails before the long export
         from export.quantize import QuantConfig
 
         branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())
@@ -114,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             quant_config=quant,
             int8_min_iou=args.int8_min_iou,
         )
+        calibrated = None
+        if args.calibrate_text:
+            from export.calibrate_text import calibrate_bundle
+
+            calibrated = calibrate_bundle(out, args.calibrate_text)
     except (ExportError, FastSAMEdgeError) as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
         return 2
@@ -127,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     from edge.bundle import read_manifest
 
     m = read_manifest(out)
+    if args.json is not None:
+        emit_json("--json", args.json, {"bundle": str(out), "manifest": m.to_dict()})
+        if args.json == "-":
+            return 0
     h, w = m.input.imgsz
     shape = f"dynamic (letterbox inside H={h} W={w})" if m.input.dynamic else f"H={h} W={w}"
     print(f"bundle: {out}")
@@ -141,7 +233,18 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(v[k], dict) and "cosine_min" in v[k]
         )
         print(f"clip: {clip.get('model')} {clip.get('precisions')}; cosine vs torch: {cos}")
+    if calibrated is not None:
+        _print_calibration(calibrated, out)
     return 0
+
+
+def _print_calibration(measured: dict[str, Any], bundle: Any) -> None:
+    print(
+        f"text threshold: {measured['threshold']} (balanced accuracy "
+        f"{measured['balanced_accuracy']:.3f} on {measured['images']} images; "
+        f"{measured['matching']['count']} matching, {measured['non_matching']['count']} "
+        f"non-matching words) -> {bundle}/bundle.json clip.text_threshold"
+    )
 
 
 def _clip_steps(args: argparse.Namespace) -> list[Any]:
@@ -149,8 +252,8 @@ def _clip_steps(args: argparse.Namespace) -> list[Any]:
     from export.fastsam import ExportError
 
     if not args.clip:
-        if args.clip_pretrained is not None or args.precision != "all":
-            raise ExportError("--clip-pretrained and --precision int8-only need --clip MODEL")
+        if args.clip_pretrained is not None or args.clip_precision != "all":
+            raise ExportError("--clip-pretrained and --clip-precision int8-only need --clip MODEL")
         return []
     if args.clip_pretrained is None:
         raise ExportError(
@@ -160,7 +263,7 @@ def _clip_steps(args: argparse.Namespace) -> list[Any]:
     from export.clip import check_clip_args, clip_step
 
     check_clip_args(args.clip, args.clip_pretrained)  # a bad model/file/tag fails before export
-    return [clip_step(args.clip, args.clip_pretrained, keep_fp32=args.precision == "all")]
+    return [clip_step(args.clip, args.clip_pretrained, keep_fp32=args.clip_precision == "all")]
 
 
 if __name__ == "__main__":

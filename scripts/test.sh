@@ -80,6 +80,8 @@ apt_need() {  # apt_need PROGRAM PACKAGE: install PACKAGE unless PROGRAM is on P
         || { echo "test.sh: apt-get install $pkg failed; see $log" >&2; tail -n 20 "$log" >&2; }
 }
 apt_need mosquitto mosquitto   # tests/test_service_mqtt_broker.py: a real MQTT broker
+apt_need chromium chromium                # tests/test_service_browser.py: the page in a real browser
+apt_need chromedriver chromium-driver      #   (driven by Selenium through this system driver)
 apt_need qemu-x86_64-static qemu-user-static  # tests/test_cpu.py, test_quantize.py: int8 on an emulated AVX2 CPU
 
 # Counts from a pytest JUnit XML: "passed failed errors skipped xfailed"; real skips

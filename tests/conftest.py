@@ -47,14 +47,18 @@ def detector_only_bundle(tmp_path_factory: pytest.TempPathFactory, demo_bundle: 
     return strip_clip(dest)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect ``arm64`` tests (root, debootstrap, minutes of emulation) unless opted in.
+# opt-in markers: root, debootstrap, network and minutes each -> the variable that enables them
+OPT_IN = {"arm64": "FASTSAM_ARM64_CHECK", "pi_walk": "FASTSAM_PI_WALK"}
 
-    Opt in with ``FASTSAM_ARM64_CHECK=1 pytest -m arm64``.
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the opt-in tests unless their variable is 1.
+
+    ``arm64`` (qemu emulation): ``FASTSAM_ARM64_CHECK=1 pytest -m arm64``; ``pi_walk`` (the
+    README's Pi path in a Debian root): ``FASTSAM_PI_WALK=1 pytest -m pi_walk``.
     """
-    if os.environ.get("FASTSAM_ARM64_CHECK") == "1":
-        return
-    dropped = [item for item in items if item.get_closest_marker("arm64")]
+    off = [m for m, var in OPT_IN.items() if os.environ.get(var) != "1"]
+    dropped = [item for item in items if any(item.get_closest_marker(m) for m in off)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if not item.get_closest_marker("arm64")]
+        items[:] = [item for item in items if item not in dropped]

@@ -13,6 +13,7 @@ from helpers import run_cli
 
 from edge.bench import draw_plot, draw_sustained, parse_threads, recommend, to_markdown
 from edge.bench.cli import bench_images
+from edge.bench.report import COMPACT_WIDTH, nice_log_ticks, nice_ticks, report_warnings
 from edge.bench.worker import percentiles
 from edge.errors import InputError
 from edge.tokenizer import missing_text_deps
@@ -135,7 +136,7 @@ def test_markdown_has_percentiles_speedups_and_recommendation():
     rows = [_row("b", (640, 640), "fp32", 2, 200), _row("b", (640, 640), "int8", 2, 80),
             _row("b", (640, 640), "fp32", 2, 800, side="ultralytics-pt")]  # fmt: skip
     rows[1]["model_gops"], rows[1]["model_pct_of_peak"] = 500.0, 62.5
-    table = to_markdown(_report(rows))
+    table = to_markdown(_report(rows), full=True)
     assert "| edge int8 | 2 | everything |" in table
     assert "| 10.0x |" in table  # 800 / 80
     assert "| 1.0x |" in table
@@ -143,6 +144,79 @@ def test_markdown_has_percentiles_speedups_and_recommendation():
     assert "e2e p99" in table
     assert "**Recommendation:** `b`" in table and "int8, 2 threads" in table
     assert "- fp32: 2 threads 100 GOP/s" in table
+
+
+def test_compact_table_fits_a_terminal_and_keeps_the_key_columns():
+    long = "fastsam-s-640x480-with-a-very-long-bundle-name"
+    rows = [_row(long, (640, 480), "fp32", 2, 200), _row(long, (640, 480), "int8", 2, 80),
+            _row(long, (640, 480), "fp32", 2, 800, side="ultralytics-pt"),
+            _row(long, (640, 480), "int8", 2, 120, mode="point")]  # fmt: skip
+    for r in rows:
+        r["image"] = "a-rather-long-image-name-from-a-camera-folder"
+    rows[3]["selected"] = 1
+    report = _report(rows)
+    md = to_markdown(report)
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(rows)
+    assert max(map(len, table)) <= COMPACT_WIDTH, max(table, key=len)
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header == ["bundle", "image", "prec", "thr", "mode", "masks", "p50 ms", "p90 ms",
+                      "FPS", "RSS MiB", "x ref"]  # fmt: skip
+    cells = [c.strip() for c in table[3].strip("|").split("|")]  # the int8 everything row
+    assert cells[2:6] == ["int8", "2", "every", "100"]
+    assert cells[6] == "80.0" and cells[8] == "12.50" and cells[9] == "150"
+    assert cells[10] == "10.0x"  # 800 / 80
+    assert "| ul-pt |" in md and "100>1" in md  # reference side; point mode masks > selected
+    assert "e2e p99" not in md and "e2e p99" in to_markdown(report, full=True)
+    assert "**Recommendation:**" in md
+
+
+@pytest.mark.parametrize(
+    ("runs", "loads", "needles"),
+    [
+        (20, [0.1, 0.2], []),
+        (5, [0.1, 0.2], ["p99 is computed from 5 runs"]),
+        (30, [0.1, 4.4], ["load average above 0.5 per core (max 4.40 on 4 cores)"]),
+        (3, [4.4, 4.4], ["2 of 2 runs started", "p99 is computed from 3 runs"]),
+    ],
+)
+def test_report_warnings(runs, loads, needles):
+    rows = [_row("b", (640, 640), "fp32", 2, 200), _row("b", (640, 640), "int8", 2, 80)]
+    for r, load in zip(rows, loads, strict=True):
+        r["load_before"] = load
+    report = _report(rows)
+    report["settings"]["runs"] = runs
+    warnings = report_warnings(report)
+    assert len(warnings) == len(needles)
+    for w, needle in zip(warnings, needles, strict=True):
+        assert needle in w
+    md = to_markdown(report)
+    assert md.count("**Warning:**") == len(needles)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [
+        (0, 98 * 1.05, [0, 50, 100, 150]),
+        (0, 100, [0, 25, 50, 75, 100]),
+        (0, 3.7, [0, 1, 2, 3, 4]),
+        (0, 1234, [0, 500, 1000, 1500]),
+        (12, 13.1, [12, 12.5, 13, 13.5]),
+        (0, 0.042, [0, 0.02, 0.04, 0.06]),
+    ],
+)
+def test_nice_ticks(lo, hi, expected):
+    ticks = nice_ticks(lo, hi)
+    assert ticks == pytest.approx(expected)
+    assert ticks[0] <= lo and ticks[-1] >= hi
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [(40, 400, [50, 100, 200]), (40, 5000, [100, 1000]), (1, 9, [1, 2, 5])],
+)
+def test_nice_log_ticks(lo, hi, expected):
+    assert nice_log_ticks(lo, hi) == pytest.approx(expected)
 
 
 def test_markdown_marks_emulated_runs():
@@ -219,6 +293,8 @@ def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
         "2",
         "--out",
         str(tmp_path),
+        "--json",
+        str(tmp_path / "copy.json"),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -253,6 +329,11 @@ def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
     assert {"before", "after"} == set(report["board"])
     md = (tmp_path / "bench.md").read_text()
     assert "**Recommendation:**" in md and "Sustained" in md
+    assert max(len(x) for x in md.splitlines() if x.startswith("|")) <= 100
+    assert "e2e p99" in (tmp_path / "bench-full.md").read_text()
+    assert "p99 is computed from 2 runs" in md  # --runs 2
+    assert all("load_before" in r for r in report["rows"]) and report["warnings"]
+    assert json.loads((tmp_path / "copy.json").read_text()) == report
     for name in ("bench.png", "sustained.png"):
         assert cv2.imread(str(tmp_path / name)) is not None
 

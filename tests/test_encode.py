@@ -13,6 +13,7 @@ from edge.encode import (
     decode_rle,
     encode_rle,
     encode_rles,
+    mask_contours,
     mask_to_polygons,
     parse_rle_string,
     rle_counts,
@@ -355,6 +356,15 @@ def test_polygon_counts(data, n_polygons):
     assert len(polygons) == n_polygons
     if n_polygons:
         assert all(len(p) >= 2 for p in polygons)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_polygons_from_precomputed_contours_are_the_same(epsilon, seed):
+    crop = MaskCrop(_random_blobs(37, 53, seed, 0.4), 11, 4)
+    traced = mask_contours(crop)
+    assert len(traced) == len(mask_to_polygons(crop))
+    assert mask_to_polygons(crop, epsilon, traced) == mask_to_polygons(crop, epsilon)
 
 
 def test_polygon_single_pixel_is_kept():

@@ -489,4 +489,3 @@ def test_mask_colors_reproducible():
     assert c.shape == (5, 3) and c.dtype == np.uint8
     np.testing.assert_array_equal(c, mask_colors(5))
     assert len({tuple(x) for x in c}) == 5
-

@@ -206,3 +206,56 @@ def test_doctor_text_support(detector_only_bundle, demo_bundle, monkeypatch):
     monkeypatch.setattr(tokenizer, "missing_text_deps", lambda: [])
     ok = check_text_support(ServiceConfig())
     assert ok is not None and ok.status == OK
+
+
+@pytest.mark.parametrize(
+    ("pi_groups", "active", "expected"),
+    [
+        # right after install_pi.sh: in the group, but this login predates it
+        (["fastsam-edge"], [], [("groups of pi", WARN, "since the last login only")]),
+        (["fastsam-edge"], ["fastsam-edge"], []),
+        ([], [], [("groups of pi", WARN, "not readable without sudo")]),
+    ],
+)
+def test_doctor_groups_of_the_login_user(monkeypatch, pi_groups, active, expected):
+    from types import SimpleNamespace as NS
+
+    from edge.service import doctor
+
+    gids = {"pi": 1000, "video": 44, "gpio": 997, "fastsam-edge": 998}
+    members = {
+        "video": ["fastsam-edge"],
+        "gpio": ["fastsam-edge"],
+        "fastsam-edge": pi_groups and ["pi"],
+    }
+    groups = {n: NS(gr_name=n, gr_gid=g, gr_mem=members.get(n) or []) for n, g in gids.items()}
+    users = {
+        "pi": NS(pw_name="pi", pw_uid=1000, pw_gid=1000),
+        "fastsam-edge": NS(pw_name="fastsam-edge", pw_uid=998, pw_gid=998),
+    }
+
+    def getgrnam(name):
+        if name not in groups:
+            raise KeyError(name)
+        return groups[name]
+
+    monkeypatch.setattr(doctor.os, "getuid", lambda: 1000)
+    monkeypatch.setattr(doctor.os, "getgroups", lambda: [1000] + [gids[g] for g in active])
+    monkeypatch.setattr(doctor.pwd, "getpwuid", lambda uid: users["pi"])
+    monkeypatch.setattr(doctor.pwd, "getpwnam", lambda n: users[n])
+    monkeypatch.setattr(doctor.grp, "getgrall", lambda: list(groups.values()))
+    monkeypatch.setattr(doctor.grp, "getgrnam", getgrnam)
+    monkeypatch.setattr(
+        doctor.grp, "getgrgid", lambda g: next(x for x in groups.values() if x.gr_gid == g)
+    )
+    checks = doctor.check_groups("fastsam-edge")
+    got = [(c.name, c.status, c.message) for c in checks if c.status != OK]
+    # the login user lacks video: only a warning (the service user has the camera)
+    assert ("groups of pi", WARN) in [(n, s) for n, s, _ in got]
+    video = next(m for n, s, m in got if "not in video" in m)
+    assert "needed only to use the camera yourself" in video
+    assert not [c for c in checks if c.status == FAIL]
+    for name, status, says in expected:
+        assert any(n == name and s == status and says in m for n, s, m in got), got
+    if not expected:
+        assert not any("fastsam-edge" in m and "not in video" not in m for _, _, m in got)

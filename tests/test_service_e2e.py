@@ -114,7 +114,14 @@ def test_interval_seconds_on_a_fake_clock(tmp_path):
     clock = FakeClock()
     cfg = _cfg(
         tmp_path,
-        **{"trigger.interval.seconds": 10.0, "source.realtime": True, "source.loop": True},
+        **{
+            "trigger.interval.seconds": 10.0,
+            "source.realtime": True,
+            "source.loop": True,
+            # fake time jumps 10 s per 1 ms of real time: room for every tick, so that a
+            # slow disk under the worker cannot turn a tick into a "busy" drop
+            "trigger.queue_size": 4,
+        },
     )
     svc = Service(cfg, segmenter=FakeSegmenter(), clock=clock, duration_s=35.0)
     s = svc.run(install_signals=False)

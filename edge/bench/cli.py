@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bench.worker import PROMPT_MODES
+from edge.cliargs import DeprecatedAlias, add_json_option
 
 
 def parse_threads(spec: str, cores: int | None = None) -> list[int]:
@@ -79,7 +80,19 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--sizes", default="640x480", help="built-in scene sizes WxH, comma-separated (640x480)"
     )
     p.add_argument("--masks", default="100", help="target mask counts, e.g. 20,100,300 (100)")
-    p.add_argument("--precisions", default="fp32,int8", help="detector precisions (fp32,int8)")
+    p.add_argument(
+        "--precision",
+        default="fp32,int8",
+        metavar="LIST",
+        help="detector precisions to sweep, e.g. fp32,int8 or int8 (fp32,int8)",
+    )
+    p.add_argument(
+        "--precisions",
+        dest="precision",
+        action=DeprecatedAlias,
+        new="--precision",
+        help=argparse.SUPPRESS,
+    )
     p.add_argument(
         "--threads", default="all", help="thread sweep: all (1..cores), 1-4, 1,2,4 or N (all)"
     )
@@ -114,16 +127,40 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "compare masks (workstation; needs the export extra); once for all bundles, or once "
         "per --bundle in the same order",
     )
-    p.add_argument("--out", default="bench-results", help="output directory (bench-results)")
+    p.add_argument(
+        "--service-replay",
+        action="append",
+        metavar="DIR",
+        help="service mode: run the camera service's pipeline (replay source, every frame, "
+        "results with overlay written and fsynced to a temp dir under --out) on this folder of "
+        "JPEGs, next to segment-only on the same frames decoded once; repeat for more folders. "
+        "Uses --bundle (the first), --precision, --masks and the most --threads",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="service mode: alternating segment-only / service runs per row (2)",
+    )
+    p.add_argument(
+        "--out",
+        default="bench-results",
+        help="output directory (bench-results; created, its parents are not)",
+    )
+    add_json_option(p, "the full report (also written to OUT/bench.json)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``fastsam-edge bench``: run; write bench.json/.md/.png (+ sustained.png)."""
+    """``fastsam-edge bench``: run; write bench.json, bench.md (compact), bench-full.md,
+    bench.png (+ sustained.png)."""
     from edge.bench.report import draw_plot, draw_sustained, to_markdown
     from edge.bench.run import BenchPlan, run_bench
+    from edge.cliargs import check_parent, emit_json, prepare_out_dir
     from edge.demo import demo_bundle
     from edge.io import atomic_write_bytes, atomic_write_image, atomic_write_json
 
+    if args.service_replay:
+        return _cmd_service_bench(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in PROMPT_MODES]
     if bad or not modes:
@@ -131,6 +168,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name in ("runs", "warmup"):
         if getattr(args, name) < (1 if name == "runs" else 0):
             raise ValueError(f"{name}: too small: {getattr(args, name)}")
+    check_parent("--out", args.out)
+    if args.json not in (None, "-"):
+        check_parent("--json", args.json)
     bundles = [str(b) for b in (args.bundle or [demo_bundle()])]
     refs = args.compare_reference or []
     if len(refs) not in (0, 1, len(bundles)):
@@ -142,7 +182,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bundles=bundles,
         images=bench_images(args.sizes, args.images),
         mask_targets=[int(v) for v in args.masks.split(",") if v],
-        precisions=[v for v in args.precisions.split(",") if v],
+        precisions=[v for v in args.precision.split(",") if v],
         threads=parse_threads(args.threads),
         modes=modes,
         runs=args.runs,
@@ -156,15 +196,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ),  # fmt: skip
     )
     report = run_bench(plan)
-    out = Path(args.out)
+    out = prepare_out_dir("--out", args.out)
     atomic_write_json(out / "bench.json", report)
     table = to_markdown(report)
     atomic_write_bytes(out / "bench.md", table.encode())
+    atomic_write_bytes(out / "bench-full.md", to_markdown(report, full=True).encode())
     atomic_write_image(out / "bench.png", draw_plot(report))
-    written = ["bench.json", "bench.md", "bench.png"]
+    written = ["bench.json", "bench.md", "bench-full.md", "bench.png"]
     if report.get("sustained"):
         atomic_write_image(out / "sustained.png", draw_sustained(report["sustained"]))
         written.append("sustained.png")
-    print(table)
-    print(f"wrote {', '.join(str(out / w) for w in written)}")
+    if args.json is not None:
+        emit_json("--json", args.json, report)
+    if args.json != "-":
+        print(table)
+        print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0
+
+
+def _cmd_service_bench(args: argparse.Namespace) -> int:
+    """``fastsam-edge bench --service-replay DIR``: write service.json / service.md."""
+    from edge.bench.service import run_service_bench, service_markdown
+    from edge.cliargs import check_parent, emit_json, prepare_out_dir
+    from edge.demo import demo_bundle
+    from edge.io import atomic_write_bytes, atomic_write_json
+
+    if args.rounds < 1:
+        raise ValueError(f"rounds: too small: {args.rounds}")
+    targets = [int(v) for v in args.masks.split(",") if v]
+    if not targets or min(targets) < 1:
+        raise ValueError(f"masks: expected positive counts, got {args.masks!r}")
+    if args.json not in (None, "-"):
+        check_parent("--json", args.json)
+    out = prepare_out_dir("--out", args.out)
+    report = run_service_bench(
+        bundle=str((args.bundle or [demo_bundle()])[0]),
+        folders=list(args.service_replay),
+        targets=targets,
+        precisions=[v for v in args.precision.split(",") if v],
+        threads=max(parse_threads(args.threads)),
+        rounds=args.rounds,
+        out_root=out,
+    )
+    table = service_markdown(report)
+    atomic_write_json(out / "service.json", report)
+    atomic_write_bytes(out / "service.md", table.encode())
+    if args.json is not None:
+        emit_json("--json", args.json, report)
+    if args.json != "-":
+        print(table)
+        print(f"wrote {out / 'service.json'}, {out / 'service.md'}")
     return 0

@@ -29,8 +29,89 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    """Markdown: machine, sweep table, prompt modes, reference ratios, peak, recommendation."""
+COMPACT_WIDTH = 100
+"""Widest line of the compact table (fits a terminal)."""
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "~"
+
+
+def _speedups(rows: list[dict[str, Any]]) -> list[str]:
+    """Per row: end-to-end speed vs the ultralytics .pt reference (everything mode), or -."""
+    ref = {
+        (r["bundle_dir"], r["image"], r["target_masks"]): r["end_to_end_ms"]["p50"]
+        for r in rows
+        if r["side"] == "ultralytics-pt"
+    }
+    out = []
+    for r in rows:
+        base = ref.get((r["bundle_dir"], r["image"], r["target_masks"]))
+        p50 = r["end_to_end_ms"]["p50"]
+        out.append(f"{base / p50:.1f}x" if base and r["mode"] == "everything" else "-")
+    return out
+
+
+def compact_table(report: dict[str, Any]) -> list[str]:
+    """The default table: one line per configuration, at most :data:`COMPACT_WIDTH` wide.
+
+    Columns: bundle, image, precision (or reference side), threads, mode, masks, end-to-end
+    p50/p90, FPS, peak RSS and speed vs the ultralytics .pt reference.
+    """
+    rows = report["rows"]
+    names = list(dict.fromkeys(r["bundle"] for r in rows))
+    header = (
+        "| bundle | image | prec | thr | mode | masks | p50 ms | p90 ms | FPS | RSS MiB "
+        "| x ref |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    side_names = {"ultralytics-pt": "ul-pt", "ultralytics-onnx": "ul-onnx"}
+    for r, speed in zip(rows, _speedups(rows), strict=True):
+        e2e = r["end_to_end_ms"]
+        prec = r["precision"] if r["side"] == "edge" else side_names.get(r["side"], r["side"])
+        masks = str(r["masks"]) + (f">{r['selected']}" if r.get("selected") is not None else "")
+        fixed = (
+            f" | {prec} | {r['threads']} | {r['mode'][:5]} | {masks} | {_fmt(e2e['p50'])} "
+            f"| {_fmt(e2e['p90'])} | {_fmt(1e3 / e2e['p50'], 2)} | {r['peak_rss_mb']:.0f} "
+            f"| {speed} |"
+        )
+        room = COMPACT_WIDTH - len(fixed) - len("| ") - len(" | ")
+        bundle = _cut(_short_bundle(r["bundle"], names), max(room // 2, 6))
+        image = _cut(str(r["image"]), max(room - len(bundle), 6))
+        lines.append(f"| {bundle} | {image}{fixed}")
+    return lines
+
+
+def report_warnings(report: dict[str, Any]) -> list[str]:
+    """Why some numbers may mislead: a loaded machine, p99 from too few runs."""
+    out = []
+    cores = report.get("machine", {}).get("cores") or 1
+    loaded = [
+        r["load_before"] for r in report["rows"] if (r.get("load_before") or 0) > 0.5 * cores
+    ]
+    if loaded:
+        out.append(
+            f"{len(loaded)} of {len(report['rows'])} runs started with a load average above "
+            f"0.5 per core (max {max(loaded):.2f} on {cores} cores): other processes were "
+            "running, timings and the recommendation may be pessimistic; rerun on an idle board"
+        )
+    runs = report.get("settings", {}).get("runs", 0)
+    if runs < 20:
+        out.append(
+            f"p99 is computed from {runs} runs (< 20): it is about the slowest run, not a "
+            "percentile; use --runs 20 or more for tail latency"
+        )
+    return out
+
+
+def to_markdown(report: dict[str, Any], full: bool = False) -> str:
+    """Markdown: machine, sweep table, prompt modes, reference ratios, peak, recommendation.
+
+    Args:
+        report: The bench report.
+        full: Every column (pre/model/post/prompt p50, p99, (pre+post)/model, GOP/s) instead
+            of the compact table (:func:`compact_table`).
+    """
     m, s = report["machine"], report["settings"]
     emulated = " **(emulated: timings are not representative)**" if m.get("emulated") else ""
     lines = [
@@ -39,27 +120,34 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{m['providers']}, {s['runs']} timed runs per configuration, each in its own "
         f"process.{emulated}",
         "",
-        *(
-            [f"int8 on this CPU: {m['int8_class']['name']}: {m['int8_class']['note']}.", ""]
-            if m.get("int8_class")
-            else []
-        ),
+    ]
+    if m.get("int8_class"):
+        c = m["int8_class"]
+        lines += [f"int8 on this CPU: {c['name']}: {c['note']}.", ""]
+    lines += [f"**Warning:** {w}" for w in report_warnings(report)]
+    if lines[-1]:
+        lines.append("")
+    if not full:
+        lines += compact_table(report)
+        lines.append("")
+        lines.append("All columns: bench-full.md and bench.json.")
+    else:
+        lines += _full_table(report)
+    _tail(report, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _full_table(report: dict[str, Any]) -> list[str]:
+    lines = [
         "| bundle | input | image | ~masks | side | threads | mode | masks | pre p50 "
         "| model p50 | post p50 | prompt p50 | e2e p50 | e2e p90 | e2e p99 | FPS "
         "| (pre+post)/model | x vs ultralytics .pt | GOP/s (% peak) | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = report["rows"]
-    ref = {
-        (r["bundle_dir"], r["image"], r["target_masks"]): r["end_to_end_ms"]["p50"]
-        for r in rows
-        if r["side"] == "ultralytics-pt"
-    }
-    for r in rows:
+    for r, speed in zip(rows, _speedups(rows), strict=True):
         st = r["stages_ms"]
         e2e = r["end_to_end_ms"]
-        base = ref.get((r["bundle_dir"], r["image"], r["target_masks"]))
-        speed = f"{base / e2e['p50']:.1f}x" if base and r["mode"] == "everything" else "-"
         gops = "-"
         if r.get("model_gops"):
             pct = r.get("model_pct_of_peak")
@@ -76,6 +164,11 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(r['pre_post_over_model'], 3)} | {speed} | {gops} "
             f"| {r['peak_rss_mb']:.0f} |"
         )
+    return lines
+
+
+def _tail(report: dict[str, Any], lines: list[str]) -> None:
+    """Agreement, peak, recommendation, sustained run, notes and board state (appended)."""
     if report.get("agreement"):
         lines += [
             "",
@@ -133,7 +226,35 @@ def to_markdown(report: dict[str, Any]) -> str:
             clock = f"{min(mhz):.0f}-{max(mhz):.0f} MHz" if mhz else "-"
             thr = b["throttled"]["raw"] if b.get("throttled") else "n/a"
             lines.append(f"- board {when}: {temp}; clock {clock}; throttled {thr}")
-    return "\n".join(lines) + "\n"
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round axis ticks covering ``[lo, hi]``: multiples of 1, 2 or 5 times a power of ten.
+
+    Returns about ``count`` ticks, the first <= ``lo`` and the last >= ``hi``.
+    """
+    if not hi > lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(count - 1, 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step) * step
+    ticks = [round(start, 10)]
+    while ticks[-1] < hi - step * 1e-9:
+        ticks.append(round(start + len(ticks) * step, 10))
+    return ticks
+
+
+def nice_log_ticks(lo: float, hi: float) -> list[float]:
+    """Log-axis ticks in ``[lo, hi]`` (values, not logs): 1-2-5 per decade, or decades only
+    when the span is wider than two decades."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    mults = (1,) if math.log10(hi / lo) > 2 else (1, 2, 5)
+    return [m * 10.0**e for e in decades for m in mults if lo <= m * 10.0**e <= hi]
+
+
+def _tick_label(v: float) -> str:
+    return f"{v:g}" if v < 1e5 else f"{v:.0e}"
 
 
 def _short_bundle(name: str, names: list[str]) -> str:
@@ -179,8 +300,10 @@ def draw_plot(report: dict[str, Any], width: int = 1000, height: int = 560) -> n
     pw, ph = width - left - right, height - top - bottom
     if log:
         lo, hi = np.log10(vmin) - 0.1, np.log10(vmax) + 0.1
+        ticks = nice_log_ticks(10.0**lo, 10.0**hi)
     else:
-        lo, hi = 0.0, vmax * 1.1
+        ticks = nice_ticks(0.0, vmax * 1.05)
+        lo, hi = 0.0, ticks[-1]
 
     def y_of(v: float) -> int:
         t = ((np.log10(max(v, 1e-3)) if log else v) - lo) / (hi - lo)
@@ -195,16 +318,11 @@ def draw_plot(report: dict[str, Any], width: int = 1000, height: int = 560) -> n
     )
     cv2.putText(img, title, (left, 24), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
-    ticks = (
-        [10.0**e for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)]
-        if log
-        else [vmax * 1.1 * k / 4 for k in range(5)]
-    )
     for v in ticks:
         y = y_of(v)
         if top <= y <= top + ph:
             cv2.line(img, (left - 4, y), (left, y), (0, 0, 0), 1)
-            cv2.putText(img, f"{v:.0f}", (8, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(img, _tick_label(v), (8, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     for i, t in enumerate(threads):
         cv2.putText(img, str(t), (x_of(i) - 4, top + ph + 18), _FONT, 0.45, (0, 0, 0), 1)
     cv2.putText(img, "threads", (left + pw // 2 - 25, top + ph + 40), _FONT, 0.45, (0, 0, 0), 1)
@@ -258,13 +376,18 @@ def draw_sustained(sustained: dict[str, Any], width: int = 900, height: int = 36
     )  # fmt: skip
     if not series:
         return img
-    vmax = max(series) * 1.1
+    ticks = nice_ticks(0.0, max(series) * 1.05)
+    vmax = ticks[-1]
     n = len(series)
     for i, v in enumerate(series):
         x = left + int(pw * i / max(n - 1, 1))
         y = top + ph - int(ph * v / vmax)
         cv2.circle(img, (x, y), 1, (150, 150, 150), -1)
-    cv2.putText(img, f"{vmax:.0f} ms", (4, top + 10), _FONT, 0.4, (0, 0, 0), 1)
+    for v in ticks:
+        y = top + ph - int(ph * v / vmax)
+        cv2.line(img, (left - 4, y), (left, y), (0, 0, 0), 1)
+        cv2.putText(img, _tick_label(v), (8, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "ms", (left - 30, top + ph + 16), _FONT, 0.4, (0, 0, 0), 1)
     duration = sustained.get("duration_s") or 1.0
     samples = sustained.get("samples", [])
     for key, color, extract in (

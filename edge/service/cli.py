@@ -14,8 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge.cliargs import add_json_option
 from edge.service.config import DEFAULT_CONFIG_PATH, ConfigError
 from edge.service.configure import add_configure_command
+
+DEMO_PAGE = {"source.loop": True, "trigger.interval.seconds": 1.0}
+"""``serve --demo --http``: endless scenes, one segmented per second, so that the page's live
+view shows each scene with its own masks (a live source would show scenes changing between
+segmentations: the demo's scenes, unlike a camera's, change completely every frame)."""
 
 
 def _override(text: str) -> tuple[str, Any]:
@@ -39,9 +45,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = dict(_override(t) for t in args.set or [])
     if args.out:
         overrides["output.dir"] = str(args.out)
+    if args.http:
+        overrides = {"http.enabled": True, **overrides}
     if args.demo:
         if args.config:
             raise ConfigError("--demo and --config: use one of them")
+        if args.http:
+            overrides = {**DEMO_PAGE, **overrides}
         cfg = demo_config(args.out or "fastsam-edge-demo", **overrides)
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG_PATH)
@@ -54,8 +64,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from edge.service.runner import configure_logging, serve
 
-    configure_logging(cfg.service.log_level, debug=args.debug)
+    if getattr(args, "json", None) not in (None, "-"):
+        from edge.cliargs import check_parent
+
+        check_parent("--json", args.json)
+    level = getattr(args, "log_level", None) or cfg.service.log_level
+    configure_logging(level, debug=args.debug)
     summary = serve(cfg, max_frames=args.max_frames, duration_s=args.duration)
+    if getattr(args, "json", None) is not None:
+        from dataclasses import asdict
+
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, asdict(summary))
+        if args.json == "-":
+            return 0
     print(summary.line(), flush=True)
     if args.demo:
         print(f"results: {Path(cfg.output.dir).resolve()}")
@@ -73,7 +96,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         except PermissionError:  # there but unreadable: the config check says which group
             present = True
         config = DEFAULT_CONFIG_PATH if present else None
-    text, code = report(run_checks(config, user=args.user), as_json=args.as_json)
+    if args.json not in (None, "-"):
+        from edge.cliargs import check_parent
+
+        check_parent("--json", args.json)
+    checks = run_checks(config, user=args.user)
+    if args.json is not None:
+        import json
+
+        from edge.cliargs import emit_json
+
+        emit_json("--json", args.json, json.loads(report(checks, as_json=True)[0]))
+        if args.json == "-":
+            return report(checks)[1]
+    text, code = report(checks)
     print(text)
     return code
 
@@ -133,6 +169,12 @@ def add_service_commands(sub: Any) -> None:
         help="no config file: demo scenes, demo bundle, every frame segmented",
     )
     s.add_argument("--out", help="output directory (overrides output.dir)")
+    s.add_argument(
+        "--http",
+        action="store_true",
+        help="serve the page and API (http.enabled; the URL is logged); with --demo the scenes "
+        "loop, one segmented per second",
+    )
     s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     s.add_argument(
@@ -142,6 +184,7 @@ def add_service_commands(sub: Any) -> None:
         help="override a config key, e.g. --set trigger.motion.enabled=true "
         "(TOML value; repeatable)",
     )
+    add_json_option(s, "the closing summary")
     s.add_argument(
         "--print-config",
         action="store_true",
@@ -154,7 +197,7 @@ def add_service_commands(sub: Any) -> None:
     )
     d.add_argument("--config", help=f"config to check (default: {DEFAULT_CONFIG_PATH} if present)")
     d.add_argument("--user", default="fastsam-edge", help="service user to check too")
-    d.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    add_json_option(d, "the checks")
     d.set_defaults(func=cmd_doctor)
 
     i = sub.add_parser("install-service", help="install the systemd service (idempotent)")

@@ -487,6 +487,25 @@ class HttpConfig:
         'names you reach the device by (reverse proxy, DNS alias); ["*"] accepts any Host.',
         host_list,
     )
+    prompt_cache_frames: int = _spec(
+        4,
+        "Frames whose detections are kept for POST /prompt (prompts without running the "
+        "detector again; the page's clicks); prompted frames and the one a page shows are "
+        "evicted last. 0 = off.",
+        integer(0, 64),
+    )
+    prompt_cache_mb: float = _spec(
+        64.0,
+        "Memory bound of those frames (image, prototypes, assembled masks, CLIP crop "
+        "embeddings) in MiB; oldest evicted first (fastsam_prompt_cache_bytes).",
+        number(1, 4096),
+    )
+    live_fps: float = _spec(
+        2.0,
+        "While a page (GET /) is open, read frames of a live source at this rate for its live "
+        "view, whatever the triggers (nothing extra is read without a viewer).",
+        number(1, 30),
+    )
 
 
 @dataclass(frozen=True)

@@ -299,12 +299,40 @@ def check_groups(user: str | None) -> list[Check]:
         member.add(grp.getgrgid(pw.pw_gid).gr_name)
         lacking = [g for g in ("video", "gpio") if g not in member and _exists(g)]
         absent = [g for g in ("video", "gpio") if not _exists(g)]
+        service = name == user
+        if not service and user and _exists(user):
+            # the login user reads the service's config and results through its group
+            if user not in member:
+                out.append(
+                    Check(
+                        f"groups of {name}",
+                        WARN,
+                        f"not in {user}: the config and results are not readable without sudo",
+                        f"sudo usermod -aG {user} {name} (then log in again)",
+                    )
+                )
+            elif grp.getgrnam(user).gr_gid not in os.getgroups():
+                out.append(
+                    Check(
+                        f"groups of {name}",
+                        WARN,
+                        f"in {user} since the last login only",
+                        "log out and in again (or run `newgrp fastsam-edge`)",
+                    )
+                )
         if lacking:
             out.append(
                 Check(
                     f"groups of {name}",
-                    FAIL if "video" in lacking else WARN,
-                    f"not in {', '.join(lacking)} (camera: video, GPIO: gpio)",
+                    FAIL if "video" in lacking and service else WARN,
+                    f"not in {', '.join(lacking)} (camera: video, GPIO: gpio)"
+                    + (
+                        ""
+                        if service
+                        else f"; needed only to use the camera yourself ({user} runs the service)"
+                        if user
+                        else ""
+                    ),
                     f"sudo usermod -aG {','.join(lacking)} {name} (then log in again)",
                 )
             )
@@ -689,6 +717,10 @@ def check_disk(cfg: ServiceConfig) -> Check:
         return Check(
             "disk", WARN, msg + ": retention allows more than fits", "lower output.max_mb"
         )
+    owner = _owner(out)
+    if not writable and owner not in (None, "root") and owner != _me():
+        # the service user's directory: readable through its group, written by the service
+        return Check("disk", OK, msg + f"; written by {owner}")
     if not writable and _present(out):
         return Check(
             "disk",
@@ -698,6 +730,21 @@ def check_disk(cfg: ServiceConfig) -> Check:
             "-u fastsam-edge fastsam-edge doctor)",
         )
     return Check("disk", OK, msg)
+
+
+def _owner(path: Path) -> str | None:
+    """User name owning ``path`` (None when it cannot be read)."""
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return None
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _present(path: Path) -> bool:

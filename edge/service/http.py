@@ -43,9 +43,9 @@ A route marked ``counted=False`` (a long-lived stream) gives its slot back once 
 
 from __future__ import annotations
 
-import errno
 import hmac
 import importlib
+import io
 import ipaddress
 import json
 import logging
@@ -71,8 +71,10 @@ _LOGGER = logging.getLogger(__name__)
 
 TRIGGER_FIELDS = ("prompt", "conf", "iou", "save", "masks")
 
-BACKLOG = 128
-"""Listen backlog: a burst of connections waits in the kernel, not refused (was 5)."""
+BACKLOG = 512
+"""Listen backlog (was 5): a burst of a few hundred connections waits in the kernel for the
+accept loop instead of being dropped (SYN retries cost a client 1 s, 3 s, 7 s...). Linux caps
+it at ``net.core.somaxconn`` (4096 on current kernels)."""
 
 BODY_TIMEOUT_S = 2.0
 """A declared body must arrive within this (plus 1 s per 32 KiB); else 400, not a 15 s hang."""
@@ -85,6 +87,9 @@ MAX_NUMBER_DIGITS = 64
 
 LINGER_S = 2.0
 """How long a closed connection's unread request bytes are drained (lingering close)."""
+
+REFUSED_LOG_INTERVAL_S = 60.0
+"""Connections refused for want of a slot are logged at most this often (with a count)."""
 
 LINGER_MAX_SOCKETS = 512
 LINGER_MAX_BYTES = 1 << 20
@@ -173,6 +178,12 @@ class TriggerRequest:
             if not self.cancelled:
                 self.started = True
             return self.started
+
+
+class SessionCheck(Protocol):
+    """Login sessions (``edge.service.web.Sessions``): a valid cookie authorises like the token."""
+
+    def valid(self, cookie_headers: list[str]) -> bool: ...
 
 
 class ServiceAPI(Protocol):
@@ -593,8 +604,11 @@ class _Linger:
 
 
 def _log_disconnect(where: str, exc: BaseException) -> None:
-    """One log line, no traceback: clients that go away are normal on a network."""
-    _LOGGER.info("http: client %s went away: %s", where, exc.strerror or exc)  # type: ignore[attr-defined]
+    """One log line, no traceback: clients that go away or stall are normal on a network."""
+    if isinstance(exc, TimeoutError):
+        _LOGGER.info("http: client %s too slow, connection closed: %s", where, exc)
+    else:
+        _LOGGER.info("http: client %s went away: %s", where, getattr(exc, "strerror", None) or exc)
 
 
 _DISCONNECTS = (ConnectionError, TimeoutError)
@@ -608,11 +622,14 @@ class _BoundedServer(socketserver.BaseServer):
     max_connections: int
     linger: _Linger
     on_reject: Callable[[], None]
+    _refused = 0
+    _refused_logged_at = -math.inf
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
             self.on_reject()
             self.linger.close(request, _busy_response(self.max_connections))
+            self._note_refused()
             return
         slot = _Slot(self.slots)
         thread = threading.Thread(
@@ -626,6 +643,18 @@ class _BoundedServer(socketserver.BaseServer):
         except RuntimeError:  # cannot start a thread (memory): answer busy, keep serving
             slot.release()
             self.linger.close(request, _busy_response(self.max_connections))
+
+    def _note_refused(self) -> None:
+        """A warning at most once a minute, with the count (the accept thread only)."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_S:
+            _LOGGER.warning(
+                "http: %d connection(s) answered 503: all http.max_connections = %d in use",
+                self._refused,
+                self.max_connections,
+            )
+            self._refused, self._refused_logged_at = 0, now
 
     def _serve_one(self, request: Any, client_address: Any, slot: _Slot) -> None:
         try:
@@ -690,13 +719,11 @@ def _claim_socket_path(path: Path) -> None:
     except (ConnectionRefusedError, FileNotFoundError):
         path.unlink(missing_ok=True)  # nobody listens: a stale socket from a previous run
         return
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ConfigError(
-                f"http.unix_socket: cannot check {str(path)!r}: {exc.strerror or exc}"
-            ) from None
-        path.unlink(missing_ok=True)
-        return
+    except OSError as exc:  # a timeout (a live server, overloaded), no permission...
+        raise ConfigError(
+            f"http.unix_socket: cannot check whether {str(path)!r} is in use: "
+            f"{exc.strerror or exc!r}"
+        ) from None
     finally:
         probe.close()
     raise ConfigError(
@@ -710,10 +737,34 @@ def _claim_socket_path(path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket as a raw stream whose reads fail once ``deadline`` (monotonic) is past.
+
+    A socket timeout alone restarts with every byte, so a client trickling one header byte
+    every few seconds would hold a connection slot forever.
+    """
+
+    def __init__(self, sock: socket.socket, idle_s: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._idle_s = idle_s
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(min(remaining, self._idle_s))
+        return self._sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fastsam-edge"
     protocol_version = "HTTP/1.1"
-    timeout = 15  # seconds to receive a request line and headers; then the connection closes
+    timeout = 15  # seconds for a request line and headers, in all; then the connection closes
 
     api: ServiceAPI
     token: str
@@ -723,13 +774,24 @@ class _Handler(BaseHTTPRequestHandler):
     routes: Mapping[str, Mapping[str, Route]]
     allowed_hosts: frozenset[str]
     check_host: bool
+    sessions: SessionCheck | None = None
 
     def __init__(self, request: Any, client_address: Any, server: Any, slot: _Slot) -> None:
         self.slot = slot
         self._expect_continue = False
+        self._reader = _DeadlineReader(request, self.timeout)
         super().__init__(request, client_address, server)
 
     # -- stdlib hooks -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the stdlib's reader; ours enforces a deadline per request
+        self.rfile = io.BufferedReader(self._reader, 65536)
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + self.timeout  # request line and headers
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         _LOGGER.debug("http: " + format, *args)
@@ -751,6 +813,7 @@ class _Handler(BaseHTTPRequestHandler):
         reason = message or self.responses.get(code, ("error",))[0]
         body = (json.dumps({"error": f"request: {reason}"}) + "\n").encode("utf-8")
         self.log_error("code %d, message %s", code, reason)
+        self.connection.settimeout(self.timeout)
         self.send_response(code, message)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -770,6 +833,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
     ) -> None:
         """Answer with ``body`` (not sent for HEAD) and count the request."""
+        self.connection.settimeout(self.timeout)  # reads may have left a shorter one
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -804,9 +868,11 @@ class _Handler(BaseHTTPRequestHandler):
             route = self._lookup()
             if not route.counted:
                 self.slot.release()
+                self.close_connection = True  # no slot: no further requests on it
             if not route.public:
                 self._require_auth()
             body = self._receive_body(route)
+            self.connection.settimeout(self.timeout)  # for writing the answer
             route.fn(self, body)
         except HttpError as err:
             self._send_error_safely(err)
@@ -874,6 +940,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorised(self) -> bool:
         if not self.token:
             return True
+        if self.sessions is not None and self.sessions.valid(self.headers.get_all("Cookie") or []):
+            return True  # the page's login cookie (edge.service.web)
         got = self.headers.get("Authorization", "")
         scheme, _, value = got.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -936,15 +1004,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_exact(self, length: int) -> bytes:
         limit = BODY_TIMEOUT_S + length / 32768
-        deadline = time.monotonic() + limit
+        self._reader.deadline = time.monotonic() + limit
         chunks: list[bytes] = []
         got = 0
         try:
             while got < length:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                self.connection.settimeout(remaining)
                 chunk = self.rfile.read1(length - got)
                 if not chunk:
                     raise HttpError(
@@ -962,11 +1026,6 @@ class _Handler(BaseHTTPRequestHandler):
                 f"{limit:.1f} s",
                 "body",
             ) from None
-        finally:
-            try:
-                self.connection.settimeout(self.timeout)
-            except OSError:
-                pass
         return b"".join(chunks)
 
 
@@ -995,6 +1054,7 @@ class ApiServer:
         max_connections: int = 32,
         allowed_hosts: tuple[str, ...] | list[str] = (),
         routes: Mapping[str, Mapping[str, Route]] | None = None,
+        sessions: SessionCheck | None = None,
     ) -> None:
         attrs = {
             "api": api,
@@ -1003,6 +1063,7 @@ class ApiServer:
             "request_timeout_s": request_timeout_s,
             "busy": threading.Lock(),
             "routes": routes if routes is not None else default_routes(),
+            "sessions": sessions,
             "allowed_hosts": default_allowed_hosts(host, tuple(allowed_hosts)),
         }
         self._servers: list[socketserver.BaseServer] = []

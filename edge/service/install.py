@@ -528,6 +528,9 @@ class Installer:
         if shutil.which("systemctl") is None:
             self._step(what, "skipped", "no systemctl")
             return
+        if not Path("/run/systemd/system").is_dir():  # a chroot or an image being built
+            self._step(what, "skipped", "systemd is not running")
+            return
         if self.dry_run:
             self._step(what, "would run")
             return

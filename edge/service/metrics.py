@@ -57,6 +57,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),
     "fastsam_last_result_timestamp_seconds": ("gauge", "Time of the last result (epoch)."),
     "fastsam_start_time_seconds": ("gauge", "Service start time (epoch)."),
+    "fastsam_prompt_cache_frames": ("gauge", "Frames kept for POST /prompt."),
+    "fastsam_prompt_cache_bytes": ("gauge", "Memory held by the frames kept for POST /prompt."),
+    "fastsam_prompt_cache_limit_bytes": ("gauge", "http.prompt_cache_mb in bytes."),
 }
 
 
@@ -97,12 +100,18 @@ def _num(value: float) -> str:
 
 
 class Metrics:
-    """Thread-safe counters, gauges and histograms; :meth:`render` gives the /metrics text."""
+    """Thread-safe counters, gauges and histograms; :meth:`render` gives the /metrics text.
 
-    def __init__(self) -> None:
+    Args:
+        keep_samples: Also keep every histogram sample (for percentiles in
+            ``fastsam-edge bench --service-replay``; a running service leaves it off).
+    """
+
+    def __init__(self, keep_samples: bool = False) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self._hists: dict[str, _Histogram] = {}
+        self._samples: dict[str, list[float]] | None = {} if keep_samples else None
 
     def _check(self, name: str, kind: str) -> None:
         if name not in METRICS or METRICS[name][0] != kind:
@@ -127,6 +136,19 @@ class Metrics:
         self._check(name, "histogram")
         with self._lock:
             self._hists.setdefault(name, _Histogram(LATENCY_BUCKETS)).observe(value)
+            if self._samples is not None:
+                self._samples.setdefault(name, []).append(value)
+
+    def samples(self, name: str) -> list[float]:
+        """Every sample of a histogram, in order (needs ``keep_samples``).
+
+        Raises:
+            RuntimeError: The metrics were made without ``keep_samples``.
+        """
+        if self._samples is None:
+            raise RuntimeError("metrics: samples are kept only with Metrics(keep_samples=True)")
+        with self._lock:
+            return list(self._samples.get(name, []))
 
     def get(self, name: str, **labels: str) -> float:
         """A counter or gauge value (0 if never set); without labels, the sum over labels."""

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ from edge.service.config import (
     bench_defaults,
     resolve_token,
 )
-from edge.service.http import ApiServer, HttpError, TriggerRequest
+from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
+from edge.service.live import CachedFrame, LiveFrame, PromptCache
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
@@ -60,6 +62,7 @@ from edge.service.sources import (
     padding_waste,
 )
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+from edge.service.web import Sessions, page_routes
 
 _LOGGER = logging.getLogger("edge.service")
 
@@ -139,6 +142,7 @@ class Service:
         max_frames: Stop after this many frames (None: no limit).
         duration_s: Stop after this many seconds (None: no limit).
         on_result: Called from the worker with each result JSON (embedding, tests).
+        metrics: Where the counters go (the bench passes one that keeps every sample).
     """
 
     def __init__(
@@ -155,11 +159,12 @@ class Service:
         max_frames: int | None = None,
         duration_s: float | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_result = on_result
         self.clock = clock or Clock()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.pinger = WatchdogPinger(self.notifier)
         self.segmenter = segmenter
@@ -197,12 +202,18 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
         self._next_motion_read = 0.0
         self._next_paced_read = 0.0
+        self._next_live_read = 0.0
+        self.live = LiveFrame()
+        self.prompt_cache = PromptCache(
+            cfg.http.prompt_cache_frames, int(cfg.http.prompt_cache_mb * 2**20)
+        )
         self._next_status = 0.0
         self._frame_hw: tuple[int, int] | None = None
         self._supports_prompts = False
@@ -224,6 +235,8 @@ class Service:
         cfg = self.cfg
         self._started_at = self.clock.now()
         self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
+        self.metrics.set("fastsam_prompt_cache_limit_bytes", self.prompt_cache.max_bytes)
+        self._prompt_cache_metrics()
         check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
         if cfg.http.enabled:
             check_listen(cfg.http.host, cfg.http.port)
@@ -276,6 +289,8 @@ class Service:
                     cfg.http.request_timeout_s,
                     cfg.http.max_connections,
                     cfg.http.allowed_hosts,
+                    routes={**default_routes(), **page_routes()},
+                    sessions=Sessions(token),
                 )
             except OSError as exc:  # the TCP address was checked: most likely the socket
                 key = "http.unix_socket" if cfg.http.unix_socket else "http.host, http.port"
@@ -284,6 +299,8 @@ class Service:
             where = [f"http://{cfg.http.host}:{self.http.port}"] if self.http.port else []
             where += [f"unix:{cfg.http.unix_socket}"] if cfg.http.unix_socket else []
             _LOGGER.info("http: API on %s", ", ".join(where))
+            if self.http.port:
+                _LOGGER.info("http: page on %s", page_url(cfg.http.host, self.http.port))
         self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
         self._worker.start()
         # open the source once now, so that READY and the first log line tell the camera state
@@ -388,6 +405,10 @@ class Service:
             self.gpio = None
         self.source.close()
         self.metrics.set("fastsam_source_up", 0)
+        self.sink.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
@@ -460,7 +481,8 @@ class Service:
         if req is not None:
             fired.append("http")
         motion_due = self.motion is not None and now >= self._next_motion_read
-        if not fired and not motion_due:
+        live_due = self._live_due(now)
+        if not fired and not motion_due and not live_due:
             if not self.source.is_open and self.source.try_open():  # recover while idle
                 self.metrics.set("fastsam_source_up", 1)
             return self._wait_time(now)
@@ -495,6 +517,7 @@ class Service:
         read_s = time.perf_counter() - read_t0
         self.metrics.observe("fastsam_read_seconds", read_s)
         self._check_frame_size(image.shape[:2])
+        self._offer_live(frame, image, capture, now)
         if self.motion is not None and motion_due:
             self._next_motion_read = now + 1.0 / self.cfg.source.fps
             if self.motion.update(image, now):
@@ -519,6 +542,16 @@ class Service:
             )
             self._enqueue(job)
         return self._wait_time(self.clock.now())
+
+    def _live_due(self, now: float) -> bool:
+        """A page watches a live source and its next live frame is due (``http.live_fps``)."""
+        return self.source.live and self.live.watched(now) and now >= self._next_live_read
+
+    def _offer_live(self, frame: Any, image: Any, capture: Capture, now: float) -> None:
+        """Every frame read becomes the page's live frame (whichever trigger read it)."""
+        self._next_live_read = now + 1.0 / self.cfg.http.live_fps
+        entry = CachedFrame(frame.index, image, frame.name, frame.timestamp, frame, capture)
+        self.live.offer(entry, now)
 
     def _tick(self) -> None:
         """Frame-loop progress: ping the watchdog unless a segmentation is stalled."""
@@ -562,6 +595,8 @@ class Service:
             waits.append(max(0.0, wait))
         if self.motion is not None:
             waits.append(max(0.0, self._next_motion_read - now))
+        if self.source.live and self.live.watched(now):
+            waits.append(max(0.0, self._next_live_read - now))
         if self.duration_s is not None:
             waits.append(max(0.0, self._started_at + self.duration_s - now))
         if not self.source.is_open:
@@ -670,7 +705,7 @@ class Service:
             kwargs["prompt"] = req.prompts
         t0 = time.perf_counter()
         try:
-            result = self.segmenter.segment(job.image, **kwargs)
+            result = self._segment(job, kwargs)
         except InputError as exc:  # e.g. a prompt outside the image: the caller's mistake
             self.metrics.inc("fastsam_errors_total", kind="request")
             if req is None:
@@ -702,11 +737,21 @@ class Service:
         frame = job.payload["frame"]
         capture: Capture = job.payload["capture"]
         result = self._filter(result)
-        from edge.overlay import draw_overlay
+        from edge.encode import mask_contours
+        from edge.marks import overlay_with_prompts
         from edge.report import result_to_dict
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
+        draw = save and cfg.output.overlay
+        # traced once for the polygons and the overlay's outlines
+        traced = [mask_contours(c) for c in result.crops] if encodings or draw else None
+        drawing: Future[Any] | None = None
+        prompts = req.prompts if req is not None else None  # marked on the overlay
+        if draw:  # drawn in a helper thread while the masks are encoded
+            drawing = self._helper().submit(
+                overlay_with_prompts, job.image, result, prompts, traced=traced
+            )
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -716,17 +761,16 @@ class Service:
             polygon_epsilon=cfg.processing.polygon_epsilon,
             source=frame.name,
             encodings=encodings,
+            contours=traced,
         )
         doc["capture"] = capture.to_dict()
         written = None
-        overlay = None
         if save:
-            overlay = draw_overlay(job.image, result) if cfg.output.overlay else None
             written = self.sink.write(
                 doc,
                 frame.timestamp,
                 job.frame_id,
-                overlay=overlay,
+                overlay=drawing.result if drawing is not None else None,
                 frame=job.image if cfg.output.frame else None,
             )
         else:
@@ -750,8 +794,9 @@ class Service:
         if self.mqtt is not None:
             jpeg = None
             if cfg.mqtt.image:
+                overlay = drawing.result() if drawing is not None else None
                 if overlay is None:
-                    overlay = draw_overlay(job.image, result)
+                    overlay = overlay_with_prompts(job.image, result, prompts)
                 jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
             self.mqtt.publish(message, jpeg)
         with self._latest_lock:
@@ -769,6 +814,48 @@ class Service:
             seg_s * 1e3,
             f" -> {written.dir}" if written else "",
         )
+
+    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Any:
+        """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
+        can detect once and select many times (``Segmenter.detect`` / ``select``)."""
+        seg = self.segmenter
+        cached: CachedFrame | None = job.payload.get("cached")
+        if cached is not None:  # POST /prompt on a kept frame
+            prompt = kwargs.pop("prompt", None)
+            if cached.detections is None:  # shown by a page, not segmented yet
+                cached.detections = seg.detect(cached.image, **kwargs)
+            result = seg.select(cached.detections, prompt)
+            self.prompt_cache.refit(cached.frame_id)  # masks/CLIP embeddings added bytes
+            self._prompt_cache_metrics()
+            return result
+        if not self.prompt_cache.max_frames or not callable(getattr(seg, "detect", None)):
+            return seg.segment(job.image, **kwargs)
+        prompt = kwargs.pop("prompt", None)
+        if prompt is not None:  # a bad prompt is the caller's error before any inference
+            from edge.prompts import validate_prompt
+
+            for p in prompt:
+                validate_prompt(p, job.image.shape[:2])
+        dets = seg.detect(job.image, **kwargs)
+        frame, capture = job.payload["frame"], job.payload["capture"]
+        entry = CachedFrame(
+            job.frame_id, job.image, frame.name, frame.timestamp, frame, capture, dets
+        )
+        entry = self.prompt_cache.put(entry)
+        result = seg.select(dets, prompt)
+        self.prompt_cache.refit(entry.frame_id)
+        self._prompt_cache_metrics()
+        return result
+
+    def _prompt_cache_metrics(self) -> None:
+        cache = self.prompt_cache
+        self.metrics.set("fastsam_prompt_cache_frames", len(cache))
+        self.metrics.set("fastsam_prompt_cache_bytes", cache.nbytes)
+
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
+        return self._pool
 
     def _filter(self, result: Any) -> Any:
         p = self.cfg.processing
@@ -796,6 +883,76 @@ class Service:
             self._pending_request = request
         self.wake.set()
 
+    def submit_prompt(self, request: TriggerRequest, entry: CachedFrame) -> None:
+        """Queue ``POST /prompt`` on a kept frame for the worker, ahead of triggered frames."""
+        if self.stop_event.is_set():
+            raise HttpError(503, "stopping: the service is shutting down")
+        job = Job(
+            frame_id=entry.frame_id,
+            image=entry.image,
+            triggers=("prompt",),
+            created=self.clock.now(),
+            payload={
+                "frame": entry.frame,
+                "capture": entry.capture,
+                "request": request,
+                "cached": entry,
+            },
+            priority=True,
+        )
+        self._enqueue(job)
+
+    def monotonic(self) -> float:
+        return self.clock.now()
+
+    def results_dir(self) -> Path:
+        return self.sink.dir
+
+    def page_facts(self) -> dict[str, Any]:
+        """What the page polls (``GET /state``): live frame, last result, kept frames."""
+        from edge.service.web import frame_facts
+        from edge.tokenizer import missing_text_deps
+
+        text_missing = missing_text_deps()
+
+        now = self.clock.now()
+        entry, read_at = self.live.latest()
+        latest = self.latest()
+        manifest = getattr(self.segmenter, "manifest", None)
+        extra = getattr(manifest, "extra", None) or {}
+        return {
+            "live": frame_facts(entry, read_at, now),
+            "live_reads": bool(self.source.live),
+            "source": {
+                "name": self.source.name,
+                "open": self.source.is_open,
+                "error": self.source.last_error if not self.source.is_open else "",
+            },
+            "latest": None
+            if latest is None
+            else {
+                "frame_id": latest.get("frame_id"),
+                "trigger": latest.get("trigger"),
+                "timestamp": latest.get("timestamp"),
+                "num_masks": latest.get("num_masks"),
+                "latency_ms": (
+                    round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
+                ),
+                "timings": latest.get("timings"),
+            },
+            "prompt_cache": {
+                "frames": self.prompt_cache.frame_ids(),
+                "bytes": self.prompt_cache.nbytes,
+                "limit_bytes": self.prompt_cache.max_bytes,
+            },
+            "text_prompts": bool(extra.get("clip"))
+            and self._supports_prompts
+            and not text_missing,
+            "bundle": self._bundle,
+            "busy": self._busy_since is not None,
+            "stalled_s": self._worker_stalled(now),
+        }
+
     def cancel(self, request: TriggerRequest) -> None:
         """Forget a request whose caller timed out, unless its segmentation already began."""
         if not request.cancel():
@@ -809,7 +966,7 @@ class Service:
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
     def count_request(self, path: str, status: int) -> None:
-        if path not in ("/trigger", "/healthz", "/metrics", "/latest"):
+        if path not in ("/trigger", "/healthz", "/metrics", "/latest", "/prompt", "/live.jpg"):
             path = "other"
         self.metrics.inc("fastsam_http_requests_total", path=path, code=str(status))
 
@@ -942,6 +1099,15 @@ def check_listen(host: str, port: int) -> None:
             raise ConfigError(
                 f"http.host, http.port: cannot listen on {host}:{port}: {exc}"
             ) from None
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's URL for a bind address (a wildcard bind: this machine's mDNS name)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname().split(".")[0] + ".local"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 # ------------------------------------------------------------------------------------------

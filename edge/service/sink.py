@@ -28,6 +28,8 @@ import os
 import re
 import shutil
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,7 @@ class ResultSink:
         self._index: deque[_Entry] = deque()
         self._bytes = 0
         self._warned_full = False
+        self._pool: ThreadPoolExecutor | None = None
         self.write_error: str | None = None
         """Why the last result could not be written (None once one is written again)."""
 
@@ -155,7 +158,7 @@ class ResultSink:
         doc: dict[str, Any],
         wall_time: float,
         frame_id: int,
-        overlay: NDArray[np.uint8] | None = None,
+        overlay: NDArray[np.uint8] | Callable[[], NDArray[np.uint8]] | None = None,
         frame: NDArray[np.uint8] | None = None,
     ) -> WriteResult | None:
         """Write one result directory.
@@ -165,7 +168,9 @@ class ResultSink:
             wall_time: Capture time (epoch seconds), for the directory name.
             frame_id: Frame number, for the directory name.
             overlay: Overlay image, written as overlay.jpg (or overlay.png, by
-                ``output.overlay_format``) when given.
+                ``output.overlay_format``) when given; or a function returning it (e.g. a
+                drawing still in progress). It is encoded and written (fsynced) in a helper
+                thread while this one writes the other files.
             frame: Source frame, written as frame.jpg / frame.png when given.
 
         Returns:
@@ -203,17 +208,25 @@ class ResultSink:
             if final.exists():
                 raise FileExistsError(errno.EEXIST, "result already exists", str(final))
             tmp.mkdir(parents=True)
-            if frame is not None:
-                self._write_image(tmp / files["frame"], frame)
+            pending: Future[None] | None = None
             if overlay is not None:
-                self._write_image(tmp / files["overlay"], overlay)
-            # compact: the C encoder (indented JSON goes through Python's, ~10x slower on
-            # the polygons of 100 masks)
-            atomic_write_bytes(tmp / RESULT_JSON, json.dumps(doc, separators=(",", ":")).encode())
+                pending = self._helper().submit(self._write_image, tmp / files["overlay"], overlay)
+            try:
+                if frame is not None:
+                    self._write_image(tmp / files["frame"], frame)
+                # compact: the C encoder (indented JSON goes through Python's, ~10x slower on
+                # the polygons of 100 masks)
+                data = json.dumps(doc, separators=(",", ":")).encode()
+                atomic_write_bytes(tmp / RESULT_JSON, data)
+            finally:
+                if pending is not None:
+                    pending.result()  # its error, if any, is this write's
             _rename_into_place(tmp, final)
             _fsync_dir(self.dir)
-        except OSError as exc:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if not isinstance(exc, OSError):
+                raise
             self.metrics.inc("fastsam_errors_total", kind="write")
             reason = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
             _LOGGER.error(
@@ -229,7 +242,22 @@ class ResultSink:
         self.apply_retention(wall_time)
         return WriteResult(name, final, files)
 
-    def _write_image(self, path: Path, image: NDArray[np.uint8]) -> None:
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="result-writer")
+        return self._pool
+
+    def close(self) -> None:
+        """Let the helper thread go (idempotent; a later write starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def _write_image(
+        self, path: Path, image: NDArray[np.uint8] | Callable[[], NDArray[np.uint8]]
+    ) -> None:
+        if callable(image):
+            image = image()
         if path.suffix == ".jpg":
             import cv2
 

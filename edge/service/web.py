@@ -1,0 +1,442 @@
+"""The browser page of the service (``GET /``) and the endpoints it uses.
+
+The page (``edge/service/static/``: plain HTML, CSS and JavaScript, no build step, nothing
+fetched from elsewhere) polls small endpoints instead of holding a stream open: a JPEG of the
+live frame about twice a second, a JSON state once a second, ``/healthz`` and ``/metrics``
+every two seconds. Polling works through every proxy and phone browser, costs a Pi nothing
+while no page is open, and needs no long-lived connection slot (``http.max_connections``);
+at 1-2 frames a second an MJPEG stream would save little.
+
+Endpoints (all behind the same checks as the API: ``Host``, token, JSON bodies, limits):
+
+* ``GET /``, ``GET /static/app.js``, ``GET /static/app.css``: the page (no token needed: it
+  holds no data, it asks for the token).
+* ``POST /login`` ``{"token": "..."}``: when ``http.token`` is set, answers 204 with a session
+  cookie (``HttpOnly``, ``SameSite=Strict``) that then authorises the page's requests like the
+  bearer token; 401 for a wrong token. ``POST /logout`` ends the session. ``GET /session``
+  says whether a token is needed and whether this client has a valid session.
+* ``GET /live.jpg``: the newest frame read from the source (headers ``X-Frame-Id``,
+  ``X-Frame-Name``); while pages ask for it, a live source is read at ``http.live_fps``.
+* ``GET /state``: live frame, last result, prompt cache, text-prompt support (the page's poll).
+* ``POST /prompt`` ``{"frame_id": N | "latest", "prompt": [...], "save": false,
+  "masks": true}``: prompts on a kept frame, answered from its cached detections (no detector
+  run); 404 names a frame id that is no longer kept.
+* ``GET /results``: the newest result directories; ``GET /results/file?name=...&file=json|
+  overlay|frame|thumb``: one of their files (``thumb``: a small JPEG of the overlay).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from edge.service.http import HttpError, Route, TriggerRequest, load_json_body, load_prompt_parser
+from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
+from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME
+
+_LOGGER = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+COOKIE = "fastsam_session"
+SESSION_TTL_S = 7 * 86400.0
+MAX_SESSIONS = 64
+LOGIN_FAIL_DELAY_S = 0.5
+"""Pause after a wrong token: slows guessing (the token is the only secret)."""
+RECENT_RESULTS = 20
+THUMB_WIDTH = 160
+PROMPT_FIELDS = ("frame_id", "prompt", "save", "masks")
+RESULT_FILES = {
+    "json": (RESULT_JSON,),
+    "overlay": tuple(OVERLAY_FILES.values()),
+    "frame": ("frame.jpg", "frame.png"),
+}
+# A page may never be framed by another site (clickjacking) nor load anything from elsewhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class PageService(Protocol):
+    """What the page's endpoints need from the service (:class:`edge.service.runner.Service`)."""
+
+    live: LiveFrame
+    prompt_cache: PromptCache
+    segmenter: Any
+
+    def latest(self) -> dict[str, Any] | None: ...
+
+    def submit_prompt(self, request: TriggerRequest, entry: CachedFrame) -> None: ...
+
+    def page_facts(self) -> dict[str, Any]: ...
+
+    def results_dir(self) -> Path: ...
+
+    def monotonic(self) -> float: ...
+
+
+class Sessions:
+    """Login sessions of the page: random ids in memory (a restart logs pages out)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self._lock = threading.Lock()
+        self._ids: OrderedDict[str, float] = OrderedDict()
+
+    @property
+    def required(self) -> bool:
+        """A token is configured."""
+        return bool(self.token)
+
+    def login(self, token: Any) -> str | None:
+        """A new session id if ``token`` is the configured token, else None."""
+        if not self.token or not isinstance(token, str):
+            return None
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            return None
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            self._ids[sid] = time.monotonic() + SESSION_TTL_S
+            while len(self._ids) > MAX_SESSIONS:
+                self._ids.popitem(last=False)
+        return sid
+
+    def valid(self, cookie_headers: list[str]) -> bool:
+        """Whether the request's ``Cookie`` headers carry a live session."""
+        sid = session_id(cookie_headers)
+        if not sid:
+            return False
+        with self._lock:
+            # compare every id: constant time in the guessed value
+            match = [k for k in self._ids if hmac.compare_digest(k.encode(), sid.encode())]
+            if not match:
+                return False
+            if self._ids[match[0]] < time.monotonic():
+                del self._ids[match[0]]
+                return False
+            return True
+
+    def logout(self, cookie_headers: list[str]) -> None:
+        """End the session the request's cookie names (if any)."""
+        sid = session_id(cookie_headers)
+        with self._lock:
+            self._ids.pop(sid or "", None)
+
+
+def session_id(cookie_headers: list[str]) -> str | None:
+    """The session cookie's value from ``Cookie`` headers (None if absent)."""
+    for header in cookie_headers:
+        for part in header.split(";"):
+            name, eq, value = part.strip().partition("=")
+            if eq and name == COOKIE and value:
+                return value.strip()
+    return None
+
+
+def _query(h: Any) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(h.path).query).items()}
+
+
+def _svc(h: Any) -> PageService:
+    return h.api  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------------
+# the page and its session
+# ------------------------------------------------------------------------------------------
+
+
+def _static(h: Any, _body: bytes) -> None:
+    name, ctype = STATIC_FILES[h._route_path()]
+    try:
+        data = (STATIC_DIR / name).read_bytes()
+    except OSError as exc:
+        raise HttpError(500, f"page: {name} is missing from the installation ({exc})") from None
+    h.send_bytes(200, data, ctype, PAGE_HEADERS)
+
+
+def _get_session(h: Any, _body: bytes) -> None:
+    sessions: Sessions = h.sessions
+    ok = not sessions.required or h._authorised()
+    h.send_json(200, {"token_required": sessions.required, "authorised": ok})
+
+
+def _post_login(h: Any, body: bytes) -> None:
+    sessions: Sessions = h.sessions
+    doc = load_json_body(body) if body.strip() else {}
+    if not isinstance(doc, dict) or set(doc) - {"token"}:
+        raise HttpError(400, 'body: expected {"token": "..."}', "body")
+    if not sessions.required:
+        h.send_json(200, {"token_required": False, "authorised": True})
+        return
+    sid = sessions.login(doc.get("token"))
+    if sid is None:
+        time.sleep(LOGIN_FAIL_DELAY_S)
+        raise HttpError(401, "token: wrong token", "token")
+    cookie = f"{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={int(SESSION_TTL_S)}"
+    h.send_json(200, {"token_required": True, "authorised": True}, {"Set-Cookie": cookie})
+
+
+def _post_logout(h: Any, _body: bytes) -> None:
+    h.sessions.logout(h.headers.get_all("Cookie") or [])
+    cookie = f"{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+    h.send_json(200, {"authorised": False}, {"Set-Cookie": cookie})
+
+
+# ------------------------------------------------------------------------------------------
+# live frame and state
+# ------------------------------------------------------------------------------------------
+
+
+def _get_live(h: Any, _body: bytes) -> None:
+    svc = _svc(h)
+    now = svc.monotonic()
+    svc.live.touch(now)
+    entry, read_at = svc.live.latest()
+    if entry is None:
+        raise HttpError(503, "live: no frame read yet", "path", {"Retry-After": "1"})
+    kept = svc.prompt_cache.put(entry, shown=True)  # what a page shows can be prompted
+    headers = {
+        "X-Frame-Id": str(entry.frame_id),
+        "X-Frame-Name": re.sub(r"[^\x20-\x7e]", "?", entry.name)[:200],
+        "X-Frame-Age": f"{max(now - (read_at or now), 0.0):.3f}",
+    }
+    h.send_bytes(200, kept.jpeg(), "image/jpeg", headers)
+
+
+def _get_state(h: Any, _body: bytes) -> None:
+    h.send_json(200, _svc(h).page_facts())
+
+
+# ------------------------------------------------------------------------------------------
+# prompts on kept frames
+# ------------------------------------------------------------------------------------------
+
+
+def parse_prompt_body(raw: bytes) -> tuple[int | str, TriggerRequest]:
+    """Validate a ``POST /prompt`` body.
+
+    Returns:
+        The frame id (an int or ``"latest"``) and the request (prompts, ``save`` default
+        false, ``masks`` default true).
+
+    Raises:
+        HttpError: 400 naming the field; 501 without prompt support.
+    """
+    body = load_json_body(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise HttpError(400, f"body: expected a JSON object, got {type(body).__name__}", "body")
+    for key in body:
+        if key not in PROMPT_FIELDS:
+            raise HttpError(
+                400, f"{key}: unknown field; allowed: {', '.join(PROMPT_FIELDS)}", str(key)
+            )
+    frame_id = body.get("frame_id", "latest")
+    if frame_id != "latest" and (
+        isinstance(frame_id, bool) or not isinstance(frame_id, int) or frame_id < 0
+    ):
+        raise HttpError(
+            400, f'frame_id: expected a frame number or "latest", got {frame_id!r}', "frame_id"
+        )
+    flags = {}
+    for key, default in (("save", False), ("masks", True)):
+        value = body.get(key, default)
+        if not isinstance(value, bool):
+            raise HttpError(400, f"{key}: expected true or false, got {value!r}", key)
+        flags[key] = value
+    if body.get("prompt") in (None, [], {}):
+        raise HttpError(400, "prompt: missing (a point, box or text prompt, or a list)", "prompt")
+    parse = load_prompt_parser()
+    try:
+        prompts = parse(body["prompt"])
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
+        message = str(exc)
+        if not message.startswith("prompt"):
+            message = f"prompt: {message}"
+        raise HttpError(400, message, "prompt") from None
+    req = TriggerRequest(
+        prompt_json=body["prompt"], prompts=prompts, save=flags["save"], masks=flags["masks"]
+    )
+    return frame_id, req
+
+
+def _post_prompt(h: Any, body: bytes) -> None:
+    svc = _svc(h)
+    frame_id, req = parse_prompt_body(body)
+    if not callable(getattr(svc.segmenter, "select", None)):
+        raise HttpError(
+            501, "prompt: the loaded segmenter cannot prompt kept frames (no select())", "prompt"
+        )
+    cache = svc.prompt_cache
+    if not cache.max_frames:
+        raise HttpError(
+            404, "frame_id: no frames are kept (http.prompt_cache_frames = 0)", "frame_id"
+        )
+    entry = cache.get(frame_id)
+    if entry is None:
+        if frame_id == "latest":
+            raise HttpError(404, "frame_id: no segmented frame is kept yet", "frame_id")
+        why = "was evicted" if cache.was_evicted(int(frame_id)) else "is not kept"
+        kept = cache.frame_ids()
+        raise HttpError(
+            404,
+            f"frame_id: frame {frame_id} {why} (kept: {kept}; "
+            f"http.prompt_cache_frames = {cache.max_frames})",
+            "frame_id",
+        )
+    entry.prompted = True
+    if not h.busy.acquire(blocking=False):
+        raise HttpError(
+            503,
+            "busy: another request is being processed; retry later",
+            None,
+            {"Retry-After": "1"},
+        )
+    try:
+        svc.submit_prompt(req, entry)
+        if not req.done.wait(h.request_timeout_s):
+            h.api.cancel(req)
+            if req.cancelled or not req.done.is_set():
+                raise HttpError(
+                    504,
+                    f"timeout: no result within {h.request_timeout_s:g} s "
+                    "(http.request_timeout_s)",
+                )
+    finally:
+        h.busy.release()
+    h.send_json(req.status, req.response, req.headers)
+
+
+# ------------------------------------------------------------------------------------------
+# recent results
+# ------------------------------------------------------------------------------------------
+
+
+def recent_results(root: Path, limit: int = RECENT_RESULTS) -> list[dict[str, Any]]:
+    """The newest result directories under ``root`` (names as the sink writes them)."""
+    try:
+        names = sorted(
+            (e.name for e in root.iterdir() if RESULT_NAME.match(e.name) and e.is_dir()),
+            reverse=True,
+        )[:limit]
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        files = {}
+        for kind, candidates in RESULT_FILES.items():
+            found = next((f for f in candidates if (root / name / f).is_file()), None)
+            if found:
+                files[kind] = found
+        out.append({"name": name, "frame_id": int(name.rsplit("_", 1)[1]), "files": files})
+    return out
+
+
+_THUMBS: OrderedDict[str, bytes] = OrderedDict()
+_THUMBS_LOCK = threading.Lock()
+
+
+def _thumbnail(path: Path) -> bytes:
+    key = f"{path}:{path.stat().st_mtime_ns}"
+    with _THUMBS_LOCK:
+        if key in _THUMBS:
+            return _THUMBS[key]
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise HttpError(404, f"file: cannot read {path.name}", "file")
+    h, w = image.shape[:2]
+    scale = THUMB_WIDTH / max(w, 1)
+    small = cv2.resize(
+        image, (THUMB_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+    data = encode_jpeg(small, 75)
+    with _THUMBS_LOCK:
+        _THUMBS[key] = data
+        while len(_THUMBS) > 64:
+            _THUMBS.popitem(last=False)
+    return data
+
+
+def _get_results(h: Any, _body: bytes) -> None:
+    h.send_json(200, {"results": recent_results(_svc(h).results_dir())})
+
+
+def _get_result_file(h: Any, _body: bytes) -> None:
+    q = _query(h)
+    name, kind = q.get("name", ""), q.get("file", "json")
+    if not RESULT_NAME.match(name):  # also stops any path traversal
+        raise HttpError(400, f"name: not a result name: {name[:80]!r}", "name")
+    root = _svc(h).results_dir()
+    entry = next((r for r in recent_results(root, 10**9) if r["name"] == name), None)
+    if entry is None:
+        raise HttpError(404, f"name: no result {name!r}", "name")
+    files = entry["files"]
+    if kind == "thumb":
+        source = files.get("overlay") or files.get("frame")
+        if source is None:
+            raise HttpError(404, f"file: result {name} has no image", "file")
+        h.send_bytes(200, _thumbnail(root / name / source), "image/jpeg")
+        return
+    if kind not in ("json", "overlay", "frame"):
+        raise HttpError(400, f"file: expected json, overlay, frame or thumb, got {kind!r}", "file")
+    if kind not in files:
+        raise HttpError(404, f"file: result {name} has no {kind} file", "file")
+    path = root / name / files[kind]
+    ctype = {".json": "application/json", ".jpg": "image/jpeg", ".png": "image/png"}[path.suffix]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HttpError(404, f"file: cannot read {files[kind]}: {exc.strerror}", "file") from None
+    h.send_bytes(200, data, ctype)
+
+
+def page_routes() -> dict[str, dict[str, Route]]:
+    """The page's routes, to merge into the API's route table."""
+    routes: dict[str, dict[str, Route]] = {
+        path: {"GET": Route(_static, public=True)} for path in STATIC_FILES
+    }
+    routes.update(
+        {
+            "/session": {"GET": Route(_get_session, public=True)},
+            "/login": {"POST": Route(_post_login, public=True)},
+            "/logout": {"POST": Route(_post_logout, public=True)},
+            "/live.jpg": {"GET": Route(_get_live)},
+            "/state": {"GET": Route(_get_state)},
+            "/prompt": {"POST": Route(_post_prompt)},
+            "/results": {"GET": Route(_get_results)},
+            "/results/file": {"GET": Route(_get_result_file)},
+        }
+    )
+    return routes
+
+
+def frame_facts(entry: CachedFrame | None, read_at: float | None, now: float) -> Any:
+    """JSON facts of a frame for :func:`_get_state`."""
+    if entry is None:
+        return None
+    h, w = entry.image.shape[:2]
+    return {
+        "frame_id": entry.frame_id,
+        "name": entry.name,
+        "width": w,
+        "height": h,
+        "age_s": round(max(now - read_at, 0.0), 3) if read_at is not None else None,
+    }

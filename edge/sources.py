@@ -1,0 +1,219 @@
+"""Inputs of ``fastsam-edge segment``: images, folders, globs and video files, as frames.
+
+``SOURCE`` arguments expand in order: an existing file is an image, or a video when its
+extension is a video container (:data:`VIDEO_EXTS`); a directory contributes its image and video
+files (sorted by name, not recursive; other files are skipped); anything else is a glob pattern
+(``**`` recurses). Every frame gets a unique output name (the file stem, ``_<frame>`` for video
+frames, ``-2``, ``-3`` ... when stems collide), so one result per frame can go into one folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.errors import InputError
+from edge.paths import describe_path_kind
+
+_LOGGER = logging.getLogger(__name__)
+
+IMAGE_EXTS = frozenset(
+    ".bmp .dib .jpg .jpeg .jpe .jp2 .png .webp .pbm .pgm .ppm .pxm .pnm .tif .tiff .exr .hdr "
+    ".pic .sr .ras".split()
+)
+"""File extensions read as images (what OpenCV's ``imdecode`` supports)."""
+VIDEO_EXTS = frozenset(".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .wmv .flv .ts .mjpeg".split())
+"""File extensions read as videos (through ``cv2.VideoCapture``)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file.
+
+    Attributes:
+        path: The file.
+        video: Whether it is read as a video.
+    """
+
+    path: Path
+    video: bool
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame to segment.
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR pixels.
+        source: The file it came from.
+        index: Frame index within a video (0 for an image).
+        name: Unique output stem, e.g. ``photo`` or ``clip_000120``.
+        image_id: Running number from 1 over all frames (COCO ``image_id``).
+    """
+
+    image: NDArray[np.uint8]
+    source: Source
+    index: int
+    name: str
+    image_id: int
+
+    @property
+    def file_name(self) -> str:
+        """The source's file name, with ``#frame`` for video frames (COCO ``file_name``)."""
+        base = self.source.path.name
+        return f"{base}#{self.index}" if self.source.video else base
+
+
+def _kind(path: Path) -> bool | None:
+    """True: video, False: image, None: neither (by extension)."""
+    ext = path.suffix.lower()
+    if ext in VIDEO_EXTS:
+        return True
+    if ext in IMAGE_EXTS:
+        return False
+    return None
+
+
+def expand_sources(specs: list[str]) -> list[Source]:
+    """Expand ``SOURCE`` arguments into files, in order, without duplicates.
+
+    Raises:
+        InputError: A path that does not exist and matches nothing as a glob, a folder or glob
+            without any image or video file.
+    """
+    out: dict[Path, Source] = {}
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file():
+            out.setdefault(path, Source(path, _kind(path) is True))
+            continue
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            what = f"{spec!r} is a directory with"
+        elif glob.has_magic(spec) and not path.exists():
+            files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            what = f"glob {spec!r} matches"
+        else:
+            kind = describe_path_kind(path) or "is not readable"
+            raise InputError(f"source: {spec!r} {kind} (expected an image, video, folder or glob)")
+        found = 0
+        for f in files:
+            kind = _kind(f)
+            if kind is None:
+                _LOGGER.debug("source: skipping %s (not an image or video extension)", f)
+                continue
+            out.setdefault(f, Source(f, kind))
+            found += 1
+        if not found:
+            raise InputError(
+                f"source: {what} no image or video file "
+                f"(extensions: {', '.join(sorted(IMAGE_EXTS | VIDEO_EXTS))})"
+            )
+    return list(out.values())
+
+
+def _open_video(path: Path) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(f"source: {str(path)!r} is not a readable video (corrupt or unsupported)")
+    return cap
+
+
+def count_frames(sources: list[Source], vid_stride: int = 1) -> int | None:
+    """Frames :func:`iter_frames` will yield (``None`` when a video does not tell its length)."""
+    total = 0
+    for s in sources:
+        if not s.video:
+            total += 1
+            continue
+        cap = _open_video(s.path)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        if n <= 0:
+            return None
+        total += math.ceil(n / vid_stride)
+    return total
+
+
+def _unique_names(sources: list[Source]) -> dict[Path, str]:
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for s in sources:
+        base = s.path.stem or s.path.name
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
+        names[s.path] = name
+    return names
+
+
+def iter_frames(
+    sources: list[Source],
+    vid_stride: int = 1,
+    max_pixels: int | None = None,
+) -> Iterator[Frame]:
+    """Yield the frames of ``sources``: each image once, every ``vid_stride``-th video frame.
+
+    Args:
+        sources: From :func:`expand_sources`.
+        vid_stride: Keep video frames 0, N, 2N, ... (skipped frames are grabbed, not decoded).
+        max_pixels: Refuse images and videos whose frames have more pixels (images: checked
+            from the header before decoding, by :func:`edge.io.read_image`); ``None``: the
+            reader's default limit for images, none for videos.
+
+    Raises:
+        InputError: An unreadable image or video, a frame above ``max_pixels``, or
+            ``vid_stride < 1``.
+    """
+    if isinstance(vid_stride, bool) or not isinstance(vid_stride, int) or vid_stride < 1:
+        raise InputError(f"--vid-stride: expected a positive integer, got {vid_stride!r}")
+    from edge.io import read_image
+
+    def read(path: Path) -> NDArray[np.uint8]:
+        return read_image(path) if max_pixels is None else read_image(path, max_pixels)
+
+    names = _unique_names(sources)
+    image_id = 0
+    for s in sources:
+        if not s.video:
+            image_id += 1
+            yield Frame(read(s.path), s, 0, names[s.path], image_id)
+            continue
+        cap = _open_video(s.path)
+        try:
+            w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if max_pixels is not None and w * h > max_pixels:
+                raise InputError(
+                    f"source: {str(s.path)!r} has {w}x{h} frames ({w * h} pixels), above the "
+                    f"limit of {max_pixels}; raise --max-pixels"
+                )
+            index = 0
+            while True:
+                if index % vid_stride:
+                    if not cap.grab():
+                        break
+                    index += 1
+                    continue
+                ok, image = cap.read()
+                if not ok or image is None:
+                    if index == 0:
+                        raise InputError(f"source: {str(s.path)!r} has no readable frame")
+                    break
+                image_id += 1
+                yield Frame(
+                    np.ascontiguousarray(image), s, index, f"{names[s.path]}_{index:06d}", image_id
+                )
+                index += 1
+        finally:
+            cap.release()

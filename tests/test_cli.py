@@ -1,0 +1,306 @@
+"""``fastsam-edge`` as a user runs it: sources, outputs, formats, flags, exit codes, pipes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import run_cli
+
+from edge.cli import main
+from edge.cliargs import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_CHECK_FAILED,
+    EXIT_EMPTY,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+)
+from edge.scenes import EVAL_SEED_START, generate_scene
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def scenes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three demo scenes (different sizes) and a non-image file, via the scenes command."""
+    d = tmp_path_factory.mktemp("scenes") / "demo-scenes"
+    proc = run_cli("scenes", str(d), "--count", "3", "--size", "320x240")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 3 scenes" in proc.stdout
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 7-frame MJPG video of demo scenes."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (320, 240))
+    assert writer.isOpened()
+    for k in range(7):
+        writer.write(generate_scene(EVAL_SEED_START + 40 + k, 320, 240).image)
+    writer.release()
+    return path
+
+
+def test_folder_with_progress_bar_and_one_result_per_frame(
+    scenes_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    proc = run_cli("segment", str(scenes_dir), "--out", str(out), "--overlay", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"3/3 \[", proc.stderr), proc.stderr  # tqdm's bar
+    names = sorted(p.name for p in out.iterdir())
+    stems = [p.stem for p in sorted(scenes_dir.glob("*.png"))]
+    assert names == sorted([f"{s}.json" for s in stems] + [f"{s}.png" for s in stems])
+    for s in stems:
+        doc = json.loads((out / f"{s}.json").read_text())
+        assert doc["image"]["source"].endswith(f"{s}.png") and doc["num_masks"] > 0
+        assert cv2.imread(str(out / f"{s}.png")).shape == (240, 320, 3)
+    assert "3 frames" in proc.stdout and "results" in proc.stdout
+
+
+def test_glob_summary_lines_and_json_to_stdout(scenes_dir: Path) -> None:
+    pattern = str(scenes_dir / "scene_*.png")
+    proc = run_cli("segment", pattern, "--threads", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("scene_")]
+    assert len(lines) == 3 and all(re.search(r": \d+ masks \| preprocess", x) for x in lines)
+
+    proc = run_cli("segment", pattern, "--json", "-", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    docs = json.loads(proc.stdout)  # stdout holds only the JSON
+    assert isinstance(docs, list) and len(docs) == 3
+    assert not Path("-").exists()
+
+
+def test_json_file_single_image_is_one_document(scenes_dir: Path, tmp_path: Path) -> None:
+    img = sorted(scenes_dir.glob("*.png"))[0]
+    out = tmp_path / "r.json"
+    proc = run_cli("segment", str(img), "--json", str(out), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == 1 and doc["num_masks"] == len(doc["masks"]) > 0
+    assert "|" not in proc.stderr  # one frame: no progress bar
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--json", "{missing}/r.json"),
+        ("--out", "{missing}/results"),
+        ("--overlay", "{missing}/o.png"),
+    ],
+)
+def test_missing_parent_directories_are_not_created(
+    scenes_dir: Path, tmp_path: Path, flag: str, value: str
+) -> None:
+    img = sorted(scenes_dir.glob("*.png"))[0]
+    missing = tmp_path / "nonexist" / "d"
+    proc = run_cli("segment", str(img), flag, value.format(missing=missing))
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert f"{flag}: directory" in proc.stderr and "does not exist" in proc.stderr
+    assert not (tmp_path / "nonexist").exists()
+
+
+def test_video_with_stride_and_saved_video(video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v"
+    proc = run_cli(
+        "segment", str(video), "--vid-stride", "3", "--out", str(out), "--save-video",
+        "--threads", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    jsons = sorted(p.name for p in out.glob("*.json"))
+    assert jsons == ["clip_000000.json", "clip_000003.json", "clip_000006.json"]
+    assert json.loads((out / "clip_000003.json").read_text())["frame_id"] == 3
+    cap = cv2.VideoCapture(str(out / "clip.overlay.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    ok, frame = cap.read()
+    assert ok and frame.shape == (240, 320, 3)
+    cap.release()
+
+
+def test_same_prompts_on_every_frame_and_empty_point_notes(scenes_dir: Path) -> None:
+    # (2, 2) is background in every demo scene here: each frame says so, exit 0 ...
+    args = ["segment", str(scenes_dir), "--point", "2,2", "--threads", "1", "--no-progress"]
+    proc = run_cli(*args)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    notes = re.findall(r"point \(2, 2\): selected nothing: the point lies outside every mask",
+                       proc.stderr)  # fmt: skip
+    assert len(notes) == 3, proc.stderr
+    assert proc.stdout.count(": 0 masks") == 3
+    # ... and --fail-empty turns it into exit 3
+    proc = run_cli(*args, "--fail-empty")
+    assert proc.returncode == EXIT_EMPTY and "--fail-empty" in proc.stderr
+
+
+def test_overlay_labels_and_prompt_marks(scenes_dir: Path, tmp_path: Path) -> None:
+    img = sorted(scenes_dir.glob("*.png"))[0]
+    plain, labelled, marked = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    base = ["segment", str(img), "--threads", "1"]
+    assert main([*base, "--overlay", str(plain), "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*base, "--overlay", str(labelled), "--labels"]) == 0
+    assert main([*base, "--overlay", str(marked), "--point", "2,2", "--box", "5,5,60,50"]) == 0
+    a, b, c = (cv2.imread(str(p)) for p in (plain, labelled, marked))
+    doc = json.loads((tmp_path / "a.json").read_text())
+    # labels are drawn at each mask's box corner
+    x1, y1 = (int(v) for v in doc["masks"][0]["bbox_xyxy"][:2])
+    assert (a[y1 : y1 + 16, x1 : x1 + 40] != b[y1 : y1 + 16, x1 : x1 + 40]).any()
+    # the point ring around (2, 2) and the box outline are drawn although nothing was selected
+    assert (c[0:14, 0:14] != cv2.imread(str(img))[0:14, 0:14]).any()
+    assert (c[5, 20:40] == (255, 200, 0)).all()
+
+
+def test_coco_format_for_a_folder(scenes_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "coco.json"
+    proc = run_cli("segment", str(scenes_dir), "--format", "coco", "--json", str(out),
+                   "--threads", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    images = json.loads((tmp_path / "coco.images.json").read_text())
+    ids = [im["id"] for im in images["images"]]
+    assert ids == [1, 2, 3]
+    assert [im["file_name"] for im in images["images"]] == sorted(
+        p.name for p in scenes_dir.glob("*.png")
+    )
+    assert {r["image_id"] for r in results} == set(ids)
+    r = results[0]
+    assert set(r) == {"image_id", "category_id", "bbox", "score", "segmentation", "area"}
+    assert r["category_id"] == 1 and len(r["bbox"]) == 4 and r["bbox"][2] > 0
+    assert r["segmentation"]["size"] == [240, 320]
+
+
+def test_global_options_before_or_after_the_subcommand(demo_bundle: Path) -> None:
+    for args in (
+        ["--debug", "info", "--bundle", str(demo_bundle)],
+        ["info", "--bundle", str(demo_bundle), "--debug"],
+        ["info", "--log-level", "info", "--bundle", str(demo_bundle)],
+    ):
+        assert main(args) == 0
+    for args in (["--version"], ["info", "--version"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and re.fullmatch(r"fastsam-edge \d+\.\d+\.\d+\s*", proc.stdout)
+
+
+def test_info_json_file_and_stdout(demo_bundle: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "info.json"
+    assert main(["info", "--bundle", str(demo_bundle), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["file_check"]
+    assert "name:" in capsys.readouterr().out  # text goes on to stdout
+    assert main(["info", "--bundle", str(demo_bundle), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["manifest"]["name"]
+
+
+def test_threads_is_one_number_outside_bench(scenes_dir: Path, capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(scenes_dir), "--threads", "1,2"])
+    assert exc.value.code == 2
+    assert "thread sweeps are for bench" in capsys.readouterr().err
+
+
+def test_deprecated_bench_precisions_warns(tmp_path: Path) -> None:
+    proc = run_cli("bench", "--precisions", "fp32", "--runs", "0", "--out", str(tmp_path))
+    assert "--precisions is deprecated" in proc.stderr and "use --precision" in proc.stderr
+    assert "runs" in proc.stderr  # then the normal checks run
+
+
+def test_broken_pipe_ends_quietly(scenes_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "edge.cli", "segment", str(scenes_dir), "--json", "-",
+           "--no-progress", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before the output comes, like `| head -c 0`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE
+    assert "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_missing_source_and_empty_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    assert main(["segment", str(tmp_path / "nope.png")]) == EXIT_BAD_INPUT
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "x.txt").write_text("x")
+    assert main(["segment", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "is a directory with no image or video file" in capsys.readouterr().err
+
+
+def test_exit_code_table_in_readme() -> None:
+    text = README.read_text()
+    table = dict(re.findall(r"^\| (\d+) \| ([^|]+) \|$", text, flags=re.M))
+    expected = {
+        EXIT_OK: "ok",
+        EXIT_CHECK_FAILED: "check",
+        EXIT_BAD_INPUT: "bad input",
+        EXIT_EMPTY: "--fail-empty",
+        EXIT_OUTPUT: "write",
+        EXIT_INTERRUPTED: "interrupted",
+        EXIT_BROKEN_PIPE: "pipe",
+    }
+    for code, word in expected.items():
+        assert word in table.get(str(code), ""), (code, table)
+
+
+def test_unwritable_output_is_exit_4(scenes_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    img = sorted(scenes_dir.glob("*.png"))[0]
+    taken = tmp_path / "r.json"
+    taken.mkdir()  # a folder where the file should go: the write fails (also as root)
+    assert main(["segment", str(img), "--json", str(taken)]) == EXIT_OUTPUT
+    assert "error" in capsys.readouterr().err
+
+
+def test_scenes_ground_truth_matches_the_images(scenes_dir: Path) -> None:
+    gt = json.loads((scenes_dir / "annotations.json").read_text())
+    assert [im["file_name"] for im in gt["images"]] == sorted(
+        p.name for p in scenes_dir.glob("*.png")
+    )
+    assert gt["annotations"] and all(a["iscrowd"] == 0 for a in gt["annotations"])
+    img = cv2.imread(str(scenes_dir / gt["images"][0]["file_name"]))
+    assert img.shape[:2] == (gt["images"][0]["height"], gt["images"][0]["width"])
+    assert np.isfinite([a["area"] for a in gt["annotations"]]).all()
+
+
+def test_doctor_json_file_and_stdout(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "doctor.json"
+    code = main(["doctor", "--user", "nobody-here", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert code == int(doc["failed"] > 0) and doc["checks"]
+    assert "doctor:" in capsys.readouterr().out  # the text report still goes to stdout
+    assert main(["doctor", "--user", "nobody-here", "--json"]) == code
+    assert json.loads(capsys.readouterr().out)["checks"]
+    missing = tmp_path / "no" / "d.json"
+    assert main(["doctor", "--json", str(missing)]) == EXIT_BAD_INPUT
+    assert not missing.parent.exists()
+
+
+def test_serve_json_summary(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("serve", "--demo", "--max-frames", "2", "--out", str(out), "--json", "-",
+                   "--log-level", "error")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 2 and summary["written"] >= 1 and summary["reason"]
+
+
+def test_coco_per_frame_files_under_out(scenes_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "coco"
+    proc = run_cli("segment", str(scenes_dir / "*.png"), "--format", "coco", "--out", str(out),
+                   "--threads", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    images = json.loads((out / "images.json").read_text())
+    assert [im["id"] for im in images["images"]] == [1, 2, 3]
+    assert images["categories"][0]["id"] == 1
+    for im in images["images"]:
+        anns = json.loads((out / f"{Path(im['file_name']).stem}.json").read_text())
+        assert anns and {a["image_id"] for a in anns} == {im["id"]}
+
+
+def test_info_defaults_to_the_demo_bundle(capsys) -> None:  # noqa: ANN001
+    assert main(["info"]) == 0
+    assert "fastsam-demo" in capsys.readouterr().out
