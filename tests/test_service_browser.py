@@ -464,6 +464,13 @@ def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -
     wait_for(driver, "document.querySelectorAll('#results li').length > 0", "recent results", 15)
     shots(driver, "07-desktop-1280x800")
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    # the page polls the live frame faster than it changes: unchanged frames cost a 304
+    req = urllib.request.Request(
+        server.url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        metrics = resp.read().decode()
+    assert re.search(r'fastsam_http_requests_total\{code="304",path="/live.jpg"\} [1-9]', metrics)
 
 
 @pytest.mark.export  # the tokenizer's ftfy/regex come with the export extra only (see top)

@@ -439,3 +439,16 @@ def test_state_and_live_frame_when_the_source_is_down(tmp_path: Path) -> None:
     finally:
         down.request_stop("test")
         thread.join(WAIT)
+
+
+def test_live_frame_the_page_has_is_a_304(svc: Service) -> None:
+    frame_id, _, _ = _live(svc)
+    status, data, headers = _req(
+        svc, "GET", "/live.jpg", headers={"If-None-Match": f'"{frame_id}"'}
+    )
+    if int(headers["x-frame-id"]) == frame_id:
+        assert status == 304 and data == b"" and headers["etag"] == f'"{frame_id}"'
+    else:  # a newer frame was read meanwhile
+        assert status == 200 and data[:2] == b"\xff\xd8"
+    status, data, headers = _req(svc, "GET", "/live.jpg", headers={"If-None-Match": '"-1"'})
+    assert status == 200 and data[:2] == b"\xff\xd8" and headers["etag"].strip('"').isdigit()

@@ -49,8 +49,8 @@ class HttpFailure extends Error {
   }
 }
 
-async function api(path, { method = "GET", body, raw = false } = {}) {
-  const opts = { method, cache: "no-store", credentials: "same-origin", headers: {} };
+async function api(path, { method = "GET", body, raw = false, headers = {} } = {}) {
+  const opts = { method, cache: "no-store", credentials: "same-origin", headers: { ...headers } };
   if (method === "POST") {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body === undefined ? {} : body);
@@ -60,7 +60,9 @@ async function api(path, { method = "GET", body, raw = false } = {}) {
     showLogin();
   }
   if (raw) {
-    if (!res.ok) throw new HttpFailure(res.status, await res.json().catch(() => null));
+    if (!res.ok && res.status !== 304) {
+      throw new HttpFailure(res.status, await res.json().catch(() => null));
+    }
     return res;
   }
   const type = res.headers.get("Content-Type") || "";
@@ -121,11 +123,13 @@ $("logout").addEventListener("click", async () => {
 async function pollLive() {
   if (state.authorised && !state.frozen && !document.hidden) {
     try {
-      const res = await api("/live.jpg", { raw: true });
-      const blob = await res.blob();
+      // the frame shown is sent as If-None-Match: an unchanged frame costs a 304, no JPEG
+      const headers = state.live ? { "If-None-Match": `"${state.live.frameId}"` } : {};
+      const res = await api("/live.jpg", { raw: true, headers });
       const frameId = Number(res.headers.get("X-Frame-Id"));
       const name = res.headers.get("X-Frame-Name") || "";
-      if (!state.frozen) {
+      if (res.status === 200 && !state.frozen) {
+        const blob = await res.blob();
         const url = URL.createObjectURL(blob);
         await new Promise((resolve) => {
           img.onload = resolve;
