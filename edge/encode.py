@@ -60,9 +60,7 @@ def crop_rle_counts(crop: MaskCrop, height: int, width: int) -> NDArray[np.int64
         ValueError: The crop does not lie inside the frame.
     """
     h, w = crop.shape
-    if h * w and (
-        crop.x0 < 0 or crop.y0 < 0 or crop.x0 + w > width or crop.y0 + h > height
-    ):
+    if h * w and (crop.x0 < 0 or crop.y0 < 0 or crop.x0 + w > width or crop.y0 + h > height):
         raise ValueError(
             f"RLE: crop {w}x{h} at ({crop.x0}, {crop.y0}) does not fit a {width}x{height} frame"
         )

@@ -385,7 +385,8 @@ class Detections:
 
     Everything mode assembles all of them (:meth:`to_masks`); prompts assemble only what they
     need (:mod:`edge.prompts`). Assembled crops are cached bit-packed (:class:`MaskCrop`, an
-eighth of a bool crop), so nothing is assembled twice and 300 masks of a 1080p frame stay small.
+    eighth of a bool crop), so nothing is assembled twice and many masks of a 1080p frame stay
+    small.
 
     Attributes:
         xyxy: (N, 4) float32 source-pixel boxes as cut (before the full-box step).
