@@ -183,8 +183,14 @@ def test_rle_from_crop_is_byte_identical_to_pycocotools(kind, hw, seed):
     assert crop_rle_counts(crop, h, w).tolist() == rle_counts(dense)
 
 
+@pytest.mark.parametrize("batch_runs", [None, 1, 50])
 @pytest.mark.parametrize("hw", [(480, 640), (1081, 1921)], ids=["640x480", "1921x1081"])
-def test_encode_rles_bulk_matches_pycocotools_per_mask(hw):
+def test_encode_rles_bulk_matches_pycocotools_per_mask(hw, batch_runs, monkeypatch):
+    """Also in bounded batches (issue 11: memory of 50 MP frames): the same strings."""
+    import edge.encode
+
+    if batch_runs is not None:
+        monkeypatch.setattr(edge.encode, "RLE_BATCH_RUNS", batch_runs)
     h, w = hw
     rng = np.random.default_rng(7)
     crops = []
