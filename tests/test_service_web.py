@@ -125,6 +125,15 @@ def _live(svc: Service) -> tuple[int, str, np.ndarray]:
     return int(headers["x-frame-id"]), headers["x-frame-name"], image
 
 
+def _unprompted_live(svc: Service) -> int:
+    """A live frame no earlier test prompted (those are kept longer)."""
+    frame_id = _live(svc)[0]
+    while svc.prompt_cache.get(frame_id).prompted:
+        time.sleep(0.05)
+        frame_id = _live(svc)[0]
+    return frame_id
+
+
 def _inside(mask: np.ndarray) -> tuple[int, int]:
     """The pixel of ``mask`` farthest from its border (x, y)."""
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
@@ -322,7 +331,7 @@ def test_prompt_on_the_shown_frame_runs_the_detector_once(svc: Service) -> None:
 
 
 def test_prompt_errors(svc: Service) -> None:
-    frame_id, _, _ = _live(svc)
+    frame_id = _unprompted_live(svc)
     point = {"type": "point", "data": [5, 5]}
     status, body, _ = _req(svc, "POST", "/prompt", {"frame_id": 10**9, "prompt": point})
     assert status == 404 and "frame 1000000000 is not kept" in body["error"]
@@ -330,6 +339,7 @@ def test_prompt_errors(svc: Service) -> None:
         svc, "POST", "/prompt", {"frame_id": frame_id, "prompt": {"type": "point", "data": [W, 5]}}
     )
     assert status == 400 and body["field"] == "prompt" and "off the" in body["error"]
+    assert not svc.prompt_cache.get(frame_id).prompted  # a rejected prompt pins nothing
     status, body, _ = _req(
         svc,
         "POST",
@@ -343,7 +353,7 @@ def test_prompt_errors(svc: Service) -> None:
 
 
 def test_kept_frames_are_bounded_evicted_frames_named(svc: Service) -> None:
-    first, _, _ = _live(svc)
+    first = _unprompted_live(svc)
     for _ in range(5):  # triggered frames nobody looked at go first
         status, doc, _ = _req(svc, "POST", "/trigger", {"save": False, "masks": False})
         assert status == 200 and doc["frame_id"] != first
