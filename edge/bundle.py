@@ -6,7 +6,7 @@ A bundle is a directory with fixed file names::
     fastsam.fp32.onnx     detector, float32
     fastsam.int8.onnx     detector, static int8 QDQ (optional)
 
-The export side writes it (``export.bundle``) and the runtime reads it; both use this schema.
+The export side (``fastsam-export``) writes it and the runtime reads it; both use this schema.
 """
 
 from __future__ import annotations

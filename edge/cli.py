@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,8 @@ class _SegmentOutputs:
         if args.save_video and not video:
             raise InputError("--save-video: needs a video source")
         self.out: Path | None = prepare_out_dir("--out", args.out) if args.out else None
-        self.docs: list[Any] = []
+        self.count = 0
+        self.docs: list[Any] = []  # kept only for the one --json document
         self.images: list[dict[str, Any]] = []
         self.writers: dict[Path, Any] = {}
 
@@ -171,7 +173,9 @@ class _SegmentOutputs:
     def frame(self, frame: Any, result: Any, doc: Any, overlay: Any) -> None:
         from edge.io import atomic_write_image, atomic_write_json
 
-        self.docs.append(doc)
+        self.count += 1
+        if self.json is not None:
+            self.docs.append(doc)
         if self.out is not None:
             atomic_write_json(self.out / f"{frame.name}.json", doc)
             if self.overlay_in_dir and overlay is not None:
@@ -200,14 +204,18 @@ class _SegmentOutputs:
             self.writers[path] = writer
         writer.write(overlay)
 
+    def close(self) -> None:
+        """Finish the videos being written (also after an error: a playable partial file)."""
+        for writer in self.writers.values():
+            writer.release()
+
     def finish(self) -> list[str]:
         """Write the one-document outputs; returns what was written."""
         from edge.cliargs import emit_json
         from edge.coco import CATEGORIES
         from edge.io import atomic_write_json
 
-        for writer in self.writers.values():
-            writer.release()
+        self.close()
         written = []
         single = len(self.docs) == 1
         if self.fmt == "coco":
@@ -225,7 +233,7 @@ class _SegmentOutputs:
         if self.json is not None:
             written.insert(0, emit_json("--json", self.json, doc))
         if self.out is not None:
-            written.append(f"{self.out}/ ({len(self.docs)} results)")
+            written.append(f"{self.out}/ ({self.count} results)")
         if self.writers:
             written += [str(self.out / f"{p.stem}.overlay.mp4") for p in self.writers]
         return written
@@ -266,7 +274,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         unit="frame",
         disable=args.no_progress or total == 1,
         file=sys.stderr,
-        dynamic_ncols=True,
+        # a terminal that reports 0 columns (some ptys) would get an empty bar from tqdm
+        ncols=min(shutil.get_terminal_size((100, 20)).columns, 120),
     )
     empty = masks = frames = 0
     t_start = time.perf_counter()
@@ -315,6 +324,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             progress.update(1)
     finally:
         progress.close()
+        outputs.close()
     written = outputs.finish()
     elapsed = time.perf_counter() - t_start
     if frames > 1 and outputs.json != "-":
@@ -334,11 +344,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``info --bundle DIR``: bundle facts and available providers."""
+    """``info [--bundle DIR]``: bundle facts and available providers."""
     import onnxruntime as ort
 
     from edge.bundle import read_manifest, verify_file
+    from edge.demo import demo_bundle
 
+    if args.bundle is None:
+        args.bundle = demo_bundle()
     m = read_manifest(args.bundle)
     status = {}
     for name in sorted(m.files):
@@ -564,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_segment)
 
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
-    i.add_argument("--bundle", required=True, help="model bundle directory")
+    i.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
     add_json_option(i, "the facts")
     i.set_defaults(func=cmd_info)
 

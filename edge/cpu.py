@@ -179,11 +179,13 @@ def classify(machine: str, flags: set[str] | list[str], saturates: bool | None) 
 
 @functools.cache
 def int8_class() -> Int8Class:
-    """This CPU's class (flags from ``/proc/cpuinfo``; on x86 the saturation probe decides)."""
+    """This CPU's class (flags from ``/proc/cpuinfo``; on x86 the saturation probe decides).
+
+    The probe also runs on ARM, where it shows that those kernels do not saturate.
+    """
     machine = platform.machine()
     flags = set(cpu_info()["flags"])
-    saturates = probe_u8s8_saturation() if machine.lower() in _X86 else None
-    return classify(machine, flags, saturates)
+    return classify(machine, flags, probe_u8s8_saturation())
 
 
 def _conv_case(seed: int = 0) -> dict[str, Any]:

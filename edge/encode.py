@@ -70,7 +70,10 @@ def crop_rle_counts(crop: MaskCrop, height: int, width: int) -> NDArray[np.int64
     pos = _crop_boundaries(crop, height) if crop.data.size else np.zeros(0, np.int64)
     if pos.size == 0:
         return np.array([total], dtype=np.int64)
-    counts = np.diff(pos, prepend=0, append=total)
+    counts = np.empty(pos.size + 1, dtype=np.int64)
+    counts[0] = pos[0]
+    np.subtract(pos[1:], pos[:-1], out=counts[1:-1])
+    counts[-1] = total - pos[-1]
     # the last run always counts pixels; a mask ending at the last pixel has no zero tail
     return counts[:-1] if counts[-1] == 0 else counts
 
@@ -87,11 +90,15 @@ def _varint_chars(x: NDArray[np.int64]) -> tuple[NDArray[np.uint8], NDArray[np.i
     magnitude = np.where(x >= 0, x, ~x)
     bits = np.frexp(magnitude.astype(np.float64))[1].astype(np.int64)  # bit length (< 2**53)
     ngroups = (bits + 5) // 5  # + the sign bit, rounded up to 5-bit groups
-    shifts = 5 * np.arange(int(ngroups.max()), dtype=np.int64)
-    groups = (x[:, None] >> shifts) & 0x1F
-    groups |= np.where(shifts[None, :] < 5 * (ngroups[:, None] - 1), 0x20, 0)
-    chars = (groups[shifts[None, :] < 5 * ngroups[:, None]] + 48).astype(np.uint8)
-    return chars, ngroups
+    ends = np.cumsum(ngroups)
+    starts = ends - ngroups
+    out = np.empty(int(ends[-1]), dtype=np.int64)
+    # group by group over the values that still have one: most deltas fit in one or two
+    for j in range(int(ngroups.max())):
+        sel = slice(None) if j == 0 else np.flatnonzero(ngroups > j)
+        more = ngroups[sel] > j + 1
+        out[starts[sel] + j] = ((x[sel] >> (5 * j)) & 0x1F) | (more.astype(np.int64) << 5)
+    return (out + 48).astype(np.uint8), ngroups
 
 
 def _deltas(counts: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -192,17 +199,53 @@ def encode_rle(crop: MaskCrop, height: int, width: int) -> dict[str, object]:
     return encode_rles([crop], height, width)[0]
 
 
+RLE_BATCH_RUNS = 1 << 18
+"""Run lengths compressed per vectorised pass of :func:`encode_rles` (bounds its memory)."""
+
+
 def encode_rles(crops: Sequence[MaskCrop], height: int, width: int) -> list[dict[str, object]]:
     """:func:`encode_rle` of many masks of one frame, the strings compressed in one pass.
 
     Raises:
         ValueError: A crop does not lie inside the frame.
     """
-    strings = rle_strings([crop_rle_counts(c, height, width) for c in crops])
+    strings: list[str] = []
+    batch: list[NDArray[np.int64]] = []
+    runs = 0
+    for crop in crops:
+        counts = crop_rle_counts(crop, height, width)
+        batch.append(counts)
+        runs += len(counts)
+        # the vectorised pass takes ~100 bytes per run: bound it (noisy masks of a 50 MP frame
+        # have tens of millions of runs)
+        if runs >= RLE_BATCH_RUNS:
+            strings += rle_strings(batch)
+            batch, runs = [], 0
+    strings += rle_strings(batch)
     return [{"size": [height, width], "counts": s} for s in strings]
 
 
-def mask_to_polygons(crop: MaskCrop, epsilon: float = 0.0) -> list[list[float]]:
+Contours = list[NDArray[np.int32]]
+"""OpenCV contours of one mask: (k, 1, 2) int32 (x, y) points in crop pixels."""
+
+
+def mask_contours(crop: MaskCrop) -> Contours:
+    """Outer contours of a mask (one per 8-connected region), in crop pixels.
+
+    Computed once per mask, they serve both :func:`mask_to_polygons` and the overlay's
+    outlines (``edge.overlay.draw_contours``). OpenCV traces regions that touch the crop's
+    edge like interior ones (no padding needed).
+    """
+    if crop.data.size == 0:
+        return []
+    data = np.ascontiguousarray(crop.data, dtype=bool).view(np.uint8)
+    contours, _ = cv2.findContours(data, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return list(contours)
+
+
+def mask_to_polygons(
+    crop: MaskCrop, epsilon: float = 0.0, contours: Contours | None = None
+) -> list[list[float]]:
     """Outer contours of a mask as polygons ``[x1, y1, x2, y2, ...]`` in frame pixels.
 
     Vertices are the centres of boundary pixels (OpenCV's contour convention). Clean the mask
@@ -211,25 +254,18 @@ def mask_to_polygons(crop: MaskCrop, epsilon: float = 0.0) -> list[list[float]]:
     Args:
         crop: The mask.
         epsilon: Douglas-Peucker tolerance in pixels (0: every corner of the pixel chain).
+        contours: The mask's :func:`mask_contours`, if already computed.
 
     Returns:
         One polygon per 8-connected region; a one- or two-pixel region gives a polygon with
         fewer than 3 vertices rather than vanishing.
     """
-    if crop.data.size == 0 or not crop.data.any():
-        return []
-    # Pad by one pixel so regions touching the crop edge trace like interior ones.
-    padded = cv2.copyMakeBorder(
-        crop.data.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0
-    )
-    contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polygons: list[list[float]] = []
-    for contour in contours:
+    offset = np.array([crop.x0, crop.y0], dtype=np.int64)
+    for contour in mask_contours(crop) if contours is None else contours:
         if epsilon > 0:
             contour = cv2.approxPolyDP(contour, epsilon, True)
-        pts = contour.reshape(-1, 2).astype(np.int64)
-        pts[:, 0] += crop.x0 - 1
-        pts[:, 1] += crop.y0 - 1
+        pts = contour.reshape(-1, 2) + offset
         polygons.append(pts.ravel().astype(np.float64).tolist())
     return polygons
 

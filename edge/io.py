@@ -18,11 +18,13 @@ goes through :func:`read_image`, which applies one rule set:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -313,18 +315,15 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> N
     return np.ascontiguousarray(image)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write bytes to ``path`` via a temp file in the same directory, fsync and rename.
-
-    A crash or a full disk leaves either the old file or none, never a truncated one.
-    """
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write`` on a temp file in ``path``'s directory, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -337,9 +336,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes to ``path`` via a temp file in the same directory, fsync and rename.
+
+    A crash or a full disk leaves either the old file or none, never a truncated one.
+    """
+    return _atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
+    """Write JSON atomically (see :func:`atomic_write_bytes`), streamed to the file.
+
+    Streaming matters for large results: ``json.dumps`` with ``indent`` builds the whole text
+    from a list of small strings first, several times the file's size in memory.
+    """
+
+    def write(fh: IO[bytes]) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="\n", write_through=False)
+        json.dump(obj, text, indent=1)
+        text.write("\n")
+        text.flush()
+        text.detach()  # leave fh open for the fsync
+
+    return _atomic_write(path, write)
 
 
 def atomic_write_image(path: str | Path, image: NDArray[np.uint8]) -> Path:

@@ -59,8 +59,8 @@ def draw_prompt_marks(image: NDArray[np.uint8], prompts: Sequence[Any]) -> NDArr
             for (x, y), label in zip(np.asarray(p.points).tolist(), p.labels, strict=True):
                 c = (int(x), int(y))
                 color = _POS if int(label) == 1 else _NEG
-                cv2.circle(image, c, radius, (0, 0, 0), thick + 2, cv2.LINE_AA)
-                cv2.circle(image, c, radius, color, thick, cv2.LINE_AA)
+                cv2.circle(image, c, radius, (0, 0, 0), thick + 2, cv2.LINE_8)
+                cv2.circle(image, c, radius, color, thick, cv2.LINE_8)
                 _text(image, "+" if int(label) == 1 else "-", (c[0] + radius, c[1]), color, fs, 1)
         elif isinstance(p, BoxPrompt):
             for x1, y1, x2, y2 in np.asarray(p.xyxy).tolist():
@@ -72,3 +72,13 @@ def draw_prompt_marks(image: NDArray[np.uint8], prompts: Sequence[Any]) -> NDArr
             (_, th), _ = cv2.getTextSize("Ag", _FONT, fs, thick)
             _text(image, f"text: {p.text[:60]}", (4, line * (th + 8)), (255, 255, 255), fs, thick)
     return image
+
+
+def overlay_with_prompts(
+    image_bgr: NDArray[np.uint8], result: Any, prompts: Sequence[Any] | None, **kw: Any
+) -> NDArray[np.uint8]:
+    """``edge.overlay.draw_overlay`` (``kw`` passed on) plus the prompts' marks, if any."""
+    from edge.overlay import draw_overlay
+
+    out = draw_overlay(image_bgr, result, **kw)
+    return draw_prompt_marks(out, prompts) if prompts else out

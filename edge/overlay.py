@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.encode import Contours, mask_contours
 from edge.types import Masks
 
 LABEL_KINDS = ("id", "score", "id+score")
@@ -74,19 +75,23 @@ def paint_masks(
 
 
 def draw_contours(
-    out: NDArray[np.uint8], result: Masks, color: tuple[int, int, int] = (255, 255, 255)
+    out: NDArray[np.uint8],
+    result: Masks,
+    color: tuple[int, int, int] = (255, 255, 255),
+    contours: Sequence[Contours] | None = None,
 ) -> None:
-    """Outline every mask (outer contours, traced in the crop, drawn anti-aliased)."""
-    for crop in result.crops:
-        if not crop.data.size:
-            continue
-        cs, _ = cv2.findContours(
-            np.ascontiguousarray(crop.data, dtype=bool).view(np.uint8),
-            cv2.RETR_EXTERNAL,
-            cv2.CHAIN_APPROX_SIMPLE,
-            offset=(crop.x0, crop.y0),
-        )
-        cv2.drawContours(out, cs, -1, color, 1, cv2.LINE_AA)
+    """Outline every mask (outer contours, traced in the crop, drawn anti-aliased).
+
+    Args:
+        out: (H, W, 3) uint8 image written in place.
+        result: The masks.
+        color: BGR outline colour.
+        contours: Each mask's :func:`~edge.encode.mask_contours`, if already computed.
+    """
+    for i, crop in enumerate(result.crops):
+        cs = mask_contours(crop) if contours is None else contours[i]
+        if cs:
+            cv2.drawContours(out, cs, -1, color, 1, cv2.LINE_AA, offset=(crop.x0, crop.y0))
 
 
 def draw_boxes(out: NDArray[np.uint8], result: Masks, colors: NDArray[np.uint8]) -> None:
@@ -160,6 +165,7 @@ def draw_overlay(
     contours: bool = True,
     boxes: bool = False,
     labels: str | Sequence[str] | None = None,
+    traced: Sequence[Contours] | None = None,
 ) -> NDArray[np.uint8]:
     """Paint the masks over the image.
 
@@ -174,6 +180,8 @@ def draw_overlay(
         contours: Draw mask outlines.
         boxes: Draw the detection boxes.
         labels: Tag each mask: ``"id"``, ``"score"``, ``"id+score"``, or one string per mask.
+        traced: Each mask's :func:`~edge.encode.mask_contours`, if already computed (the
+            service traces them once for the polygons and the outlines).
 
     Returns:
         (H, W, 3) uint8 BGR overlay (a new array).
@@ -187,7 +195,7 @@ def draw_overlay(
     colors = mask_colors(len(result))
     paint_masks(out, image_bgr, result, colors, alpha)
     if contours:
-        draw_contours(out, result)
+        draw_contours(out, result, contours=traced)
     if boxes:
         draw_boxes(out, result, colors)
     if labels is not None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from edge.encode import encode_rles, mask_to_polygons
+from edge.encode import Contours, encode_rles, mask_to_polygons
 from edge.types import Masks
 
 RESULT_SCHEMA_VERSION = 1
@@ -23,6 +24,7 @@ def result_to_dict(
     polygon_epsilon: float = 0.0,
     source: str | None = None,
     encodings: bool = True,
+    contours: Sequence[Contours] | None = None,
 ) -> dict[str, Any]:
     """Serialise a result to the JSON-able result schema (version 1).
 
@@ -38,6 +40,7 @@ def result_to_dict(
         source: Image path or source name, if any.
         encodings: Include each mask's ``rle`` and ``polygons`` (the costly part); False
             gives the summary fields only (for a consumer that does not read the masks).
+        contours: Each mask's :func:`~edge.encode.mask_contours`, if already computed.
 
     Returns:
         A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
@@ -64,7 +67,8 @@ def result_to_dict(
         }
         if encodings:
             entry["rle"] = rles[i]
-            entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)
+            traced = contours[i] if contours is not None else None
+            entry["polygons"] = mask_to_polygons(crop, polygon_epsilon, traced)
         for key, values in result.data.items():
             value = np.asarray(values)[i]
             value = value.item() if hasattr(value, "item") else value

@@ -131,6 +131,12 @@ class Segmenter:
         session = create_session(path, threads=threads)
         _check_session(session, manifest, path)
         _LOGGER.info("loaded %s (%s, %d threads)", path, precision, threads)
+        if precision == "int8":
+            from edge.cpu import int8_class
+
+            cpu = int8_class()
+            if cpu.saturates or not cpu.int8_pays_off:
+                _LOGGER.warning("int8 on this CPU: %s", cpu.describe())
         seg = cls(bundle_dir, manifest, precision, threads, session)
         seg.text_threshold = bundle_text_threshold(manifest)
         return seg
@@ -423,7 +429,8 @@ class Detections:
         arrays = (self.xyxy, self.confidence, self.coefficients, self.rois, self.protos)
         total = sum(a.nbytes for a in arrays)
         total += self.image.nbytes if self.image is not None else 0
-        total += sum(c.nbytes for c in self._crops.values())
+        # a copy: the worker may be assembling masks while another thread asks
+        total += sum(c.nbytes for c in list(self._crops.values()))
         total += self.crop_embeddings.nbytes if self.crop_embeddings is not None else 0
         # the resampler is shared by every frame of the same size (cached), not counted here
         return int(total)

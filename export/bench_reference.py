@@ -19,7 +19,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m export.bench_reference")
+    p = argparse.ArgumentParser(prog="fastsam-bench-reference")
     p.add_argument("--model", required=True)
     p.add_argument("--image", required=True)
     p.add_argument("--imgsz", type=int, required=True)

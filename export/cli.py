@@ -172,6 +172,15 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         check_parent("--out", args.out)
         extra_steps = _clip_steps(args)
+        if args.calibrate_text:
+            if not args.clip:
+                raise ExportArgError(
+                    "--calibrate-text needs --clip MODEL (or, for an existing bundle with CLIP, "
+                    "no WEIGHTS: fastsam-export --calibrate-text DIR --out BUNDLE)"
+                )
+            from edge.textcal import load_samples
+
+            load_samples(args.calibrate_text)  # a bad folder fails before the long export
         from export.quantize import QuantConfig
 
         branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())

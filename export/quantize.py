@@ -37,6 +37,14 @@ _LOGGER = logging.getLogger(__name__)
 
 _HEAD_LAST_CONV = re.compile(r"/model\.(\d+)/(cv[234])\.(\d+)/\2\.\3\.2/Conv$")
 DEFAULT_FLOAT_BRANCHES = ("cv3", "cv4")
+# Whole modules that a recipe can keep float (every node whose name matches), by name:
+FLOAT_MODULES = {
+    "stem": re.compile(r"^/model\.0/"),  # the first conv: sees raw pixels
+    "proto": re.compile(r"^/model\.\d+/proto/"),  # prototype masks: every mask pixel
+    "head": re.compile(r"^/model\.\d+/cv[234]\.\d+/"),  # all box/score/coefficient convs
+    "coef": re.compile(r"^/model\.\d+/cv4\.\d+/"),  # all coefficient-branch convs
+    "score": re.compile(r"^/model\.\d+/cv3\.\d+/"),  # all score-branch convs
+}
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -55,6 +63,7 @@ class QuantConfig:
         float_ops: Operator types left float everywhere (e.g. ``("Sigmoid", "Mul")`` keeps
             every SiLU float); empty = quantize every supported operator.
         activations: ``"uint8"`` (asymmetric, u8s8 kernels) or ``"int8"`` (symmetric, s8s8).
+        float_modules: Keys of :data:`FLOAT_MODULES` kept float entirely (e.g. ``("proto",)``).
     """
 
     method: str = "minmax"
@@ -64,6 +73,7 @@ class QuantConfig:
     format: str = "qdq"
     float_ops: tuple[str, ...] = ()
     activations: str = "uint8"
+    float_modules: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description for the manifest."""
@@ -74,6 +84,7 @@ class QuantConfig:
             "float_ops": list(self.float_ops),
             "calibration": self.method,
             "float_branches": list(self.float_branches),
+            "float_modules": list(self.float_modules),
             "decode_tail": "float",
             "calibration_images": self.num_images,
         }
@@ -213,6 +224,14 @@ def quantize_detector(
         exclude = float_nodes(model, config.float_branches)
         if config.float_ops:
             exclude += [n.name for n in model.graph.node if n.op_type in config.float_ops]
+        unknown = [k for k in config.float_modules if k not in FLOAT_MODULES]
+        if unknown:
+            raise ValueError(
+                f"float_modules: unknown {unknown}; expected some of {list(FLOAT_MODULES)}"
+            )
+        for key in config.float_modules:
+            exclude += [n.name for n in model.graph.node if FLOAT_MODULES[key].search(n.name)]
+        exclude = sorted(set(exclude))
         input_name = model.graph.input[0].name
         extra: dict[str, Any] = {
             "ActivationSymmetric": config.activations == "int8",

@@ -25,6 +25,12 @@
 #   --out DIR    JSON results + check.log (default: work/arm64-out)
 #   --tests STR  runtime test modules run inside (default below; "" to skip)
 #   --python PY  host interpreter with the runtime installed (default: python3)
+#   --cpu MODEL  qemu CPU model: cortex-a76 (default; Pi 5: dot product, no i8mm) or cortex-a72
+#                (Pi 4: no dot product); sets QEMU_CPU and a matching fake /proc/cpuinfo
+#   --agreement "BUNDLE..."  also measure int8 vs fp32 agreement of these bundles on held-out
+#                scenes with the emulated CPU's integer kernels (scripts/int8_agreement.py),
+#                next to this host's kernels and the CPU-independent reference
+#   --agreement-scenes N     held-out scenes per bundle (default 16)
 #   --print-mirror       print the Debian mirror that would be used, and exit (no root)
 #   --write-scene PNG    write the demo scene the check segments, and exit (no root)
 set -euo pipefail
@@ -37,6 +43,9 @@ HOST_PY="python3"
 APT_ETC="${APT_ETC:-/etc/apt}"  # tests point this at a fake apt configuration
 IMAGE_SEED=1000042
 ACTION=check
+CPU_MODEL=cortex-a76
+AGREEMENT=""
+AGREEMENT_SCENES=16
 
 while (($#)); do
     case "$1" in
@@ -44,15 +53,30 @@ while (($#)); do
         --out) OUT="$(realpath -m "$2")"; shift 2 ;;
         --tests) TESTS="$2"; shift 2 ;;
         --python) HOST_PY="$2"; shift 2 ;;
+        --cpu) CPU_MODEL="$2"; shift 2 ;;
+        --agreement) AGREEMENT="$2"; shift 2 ;;
+        --agreement-scenes) AGREEMENT_SCENES="$2"; shift 2 ;;
         --print-mirror) ACTION=print-mirror; shift ;;
         --write-scene) ACTION=write-scene; SCENE_OUT="$(realpath -m "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "arm64_check: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
 log() { printf '[arm64-check %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
+
+# The emulated CPU: qemu's model (its HWCAP bits are what onnxruntime's kernel dispatch sees)
+# and the /proc/cpuinfo that goes with it (onnxruntime and edge.cpu read that file too).
+case "$CPU_MODEL" in
+    cortex-a76)  # Raspberry Pi 5 (BCM2712)
+        CPU_FEATURES="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+        CPU_VARIANT=0x4; CPU_PART=0xd0b; CPU_NAME="Cortex-A76" ;;
+    cortex-a72)  # Raspberry Pi 4 (BCM2711)
+        CPU_FEATURES="fp asimd evtstrm crc32 cpuid"
+        CPU_VARIANT=0x0; CPU_PART=0xd08; CPU_NAME="Cortex-A72" ;;
+    *) die "--cpu: expected cortex-a76 or cortex-a72, got '$CPU_MODEL'" ;;
+esac
 
 # URIs of the host's enabled apt sources, in order: deb822 "URIs:" lines of *.sources (stanzas
 # with "Enabled: no" skipped), then the URI of one-line "deb [options] URI suite..." entries.
@@ -171,10 +195,10 @@ CPUINFO="$ROOT/root/cpuinfo.arm64"
 {
     for ((i = 0; i < $(nproc); i++)); do
         printf 'processor\t: %d\nBogoMIPS\t: 108.00\n' "$i"
-        printf 'Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n'
-        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n'
+        printf 'Features\t: %s\n' "$CPU_FEATURES"
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: 1\n\n' "$CPU_VARIANT" "$CPU_PART"
     done
-    printf 'Revision\t: d04170\nModel\t\t: emulated Cortex-A76 (qemu-user, fastsam-edge arm64 check)\n'
+    printf 'Revision\t: d04170\nModel\t\t: emulated %s (qemu-user, fastsam-edge arm64 check)\n' "$CPU_NAME"
 } >"$CPUINFO"
 mount --bind "$CPUINFO" "$ROOT/proc/cpuinfo"
 
@@ -185,6 +209,16 @@ rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
     | tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$ROOT/src"
 
 write_scene "$ROOT/src/scene.png"
+
+AGREE_NAMES=""
+rm -rf "$ROOT/bundles" && mkdir -p "$ROOT/bundles"
+i=0
+for b in $AGREEMENT; do
+    [[ -f "$b/bundle.json" ]] || die "--agreement: $b is not a bundle (no bundle.json)"
+    cp -r "$b" "$ROOT/bundles/b$i"
+    AGREE_NAMES="$AGREE_NAMES b$i"
+    i=$((i + 1))
+done
 
 cat >"$ROOT/src/arm64_inside.sh" <<EOF
 set -eu
@@ -210,6 +244,11 @@ PY
 if [ -n "$TESTS" ]; then
     /opt/venv/bin/python -m pytest -q -p no:cacheprovider -m "not export" $TESTS
 fi
+/opt/venv/bin/python -m edge.cpu | tee /src/arm64-kernel-check.json
+for b in $AGREE_NAMES; do
+    /opt/venv/bin/python scripts/int8_agreement.py /bundles/\$b --kernels host \
+        --scenes $AGREEMENT_SCENES --threads 2 --out /src/agree-\$b.json
+done
 for p in fp32 int8; do
     /opt/venv/bin/python -m edge.cli info --bundle edge/assets/demo-bundle | head -3
     /opt/venv/bin/python -m edge.cli segment scene.png --bundle edge/assets/demo-bundle \
@@ -218,7 +257,7 @@ done
 EOF
 log "running inside the arm64 chroot (emulated: slow)"
 # a clean environment: the host's PIP_*/PYTHON* settings must not leak into the chroot
-env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QEMU_CPU="$CPU_MODEL" \
     chroot "$ROOT" /bin/sh /src/arm64_inside.sh || die "arm64 run failed"
 
 # --- 6. compare with x86 -----------------------------------------------------------------------
@@ -270,6 +309,46 @@ for prec in ("fp32", "int8"):
                                          row["min_iou_x86_to_arm64"]) >= 0.999)
 (out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
 print("fp32 arm64 == x86 (IoU >= 0.999):", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+EOF
+cp "$ROOT/src/arm64-kernel-check.json" "$OUT/kernel-check-$CPU_MODEL.json"
+for b in $AGREE_NAMES; do
+    cp "$ROOT/src/agree-$b.json" "$OUT/agree-$b-arm64.json"
+    (cd "$REPO" && "$HOST_PY" scripts/int8_agreement.py "$ROOT/bundles/$b" --kernels both \
+        --scenes "$AGREEMENT_SCENES" --threads 2 --out "$OUT/agree-$b-host.json")
+done
+log "int8 kernels and agreement on the emulated $CPU_NAME"
+"$HOST_PY" - "$OUT" "$CPU_MODEL" $AGREE_NAMES <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+out, cpu, names = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+k = json.loads((out / f"kernel-check-{cpu}.json").read_text())
+print(f"int8 class on the emulated CPU: {k['class']['name']} (flags {k['class']['flags']}); "
+      f"MatMul exact {k['matmul_exact']}, conv error fused {k['conv_fused_err']} / reference "
+      f"{k['conv_reference_err']} output steps")
+ok = k["matmul_exact"] and k["conv_fused_err"] <= 1.0
+rows = []
+for b in names:
+    arm = json.loads((out / f"agree-{b}-arm64.json").read_text())
+    host = json.loads((out / f"agree-{b}-host.json").read_text())
+    row = {"bundle": arm["bundle"], "cpu_model": cpu, "arm_class": arm["int8_class"]["name"],
+           "scenes": arm["scenes"]}
+    for side, rep in (("arm64", arm["host"]), ("x86_host", host["host"]),
+                      ("reference", host["reference"])):
+        row[side] = {key: rep[key] for key in ("mean_iou_fp32_to_int8", "mean_iou_int8_to_fp32",
+                                               "recall_fp32", "recall_int8")}
+    row["x86_class"] = host["int8_class"]["name"]
+    gap = max(abs(row["arm64"][key] - row["reference"][key])
+              for key in ("mean_iou_fp32_to_int8", "mean_iou_int8_to_fp32"))
+    row["reference_predicts_arm64"] = gap <= 0.01
+    rows.append(row)
+    print(json.dumps(row))
+(out / f"agreement-{cpu}.json").write_text(json.dumps(rows, indent=1) + "\n")
+print("ARM int8 kernels exact:", "PASS" if ok else "FAIL")
+print("reference predicts the ARM agreement within 0.01:",
+      "PASS" if all(r["reference_predicts_arm64"] for r in rows) else "FAIL")
 sys.exit(0 if ok else 1)
 EOF
 log "done: $OUT/check.log, $OUT/compare.json"

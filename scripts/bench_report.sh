@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Needs the export extra and the bundles in work/bench (see docs/benchmarks.md, "Bundles").
-# Usage: scripts/bench_report.sh [A|B|C|D|E|all]
+# Usage: scripts/bench_report.sh [A|B|C|D|E|F|all]
 # The measurements behind docs/benchmarks.md (run on an otherwise idle machine, in this order).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,4 +31,17 @@ fi
 if [[ $step == all || $step == E ]]; then
   python scripts/eval_edge.py --bundle $B/s640 --scenes 100 --sizes 640x640,640x480 > $OUT/eval-s640.json
   cat $OUT/eval-s640.json
+fi
+if [[ $step == all || $step == F ]]; then
+  # issue 12: the service path vs segment-only, demo bundle, JPEG replays of the demo scenes
+  R=work/replay
+  for wh in 640x480 1280x960 1920x1080; do
+    [[ -d $R/$wh ]] || python -c "from edge.bench.service import write_scene_replay as w; \
+      w('$R/$wh', ${wh%x*}, ${wh#*x}, 8)"
+  done
+  fastsam-edge bench --service-replay $R/640x480 --service-replay $R/1280x960 \
+    --service-replay $R/1920x1080 --masks 20,100 --precision int8 --threads 2 --rounds 3 \
+    --out $OUT/service 2>&1 | tail -20
+  python scripts/bench_output_pieces.py $R/640x480 $R/1920x1080 --masks 100 \
+    --json $OUT/service/pieces.json
 fi

@@ -96,6 +96,7 @@ def evaluate(
     if start < EVAL_SEED_START:
         raise ValueError(f"start: {start} is not a held-out seed (>= {EVAL_SEED_START})")
     seg = Segmenter.load(bundle or demo_bundle(), precision=precision, threads=threads)
+    seg.text_threshold = None  # top-1 accuracy of the best mask, as the reference selects it
     seg.session = _CachedSession(seg.session)  # type: ignore[assignment]
     if clip_precision is not None:
         from edge.clip import ClipEncoder

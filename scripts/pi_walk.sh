@@ -9,8 +9,8 @@
 #      (a picamera2 that finds no camera, simplejpeg, lgpio); the chroot trusts the host's CA
 #      bundle (pip.conf cert) and resolv.conf
 #   3. a login user `pi` (sudo without password), this working tree as ~pi/fastsam-edge, the
-#      demo bundle (it has CLIP) as ~pi/fastsam-s-640x480 (the README's exported bundle) and a
-#      demo scene as ~pi/fastsam-edge/photo.jpg
+#      demo bundle (it has CLIP) as ~pi/fastsam-s-640x480 (the README's exported bundle), and
+#      demo scenes as the inputs the README's segment commands name (image, folder, video)
 #   4. the README's Pi commands, in order, each in a fresh login shell of `pi` (`su - pi`):
 #      - `logout` is that fresh login (new groups apply);
 #      - `fastsam-edge doctor` may only FAIL the camera checks (there is no camera);
@@ -176,12 +176,45 @@ mkdir -p "$HOME_PI/fastsam-edge"
 (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
     | tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$HOME_PI/fastsam-edge"
 cp -r "$REPO/edge/assets/demo-bundle" "$HOME_PI/fastsam-s-640x480"
-(cd "$REPO" && "$HOST_PY" - "$HOME_PI/fastsam-edge/photo.jpg" <<'EOF'
+# the inputs the README's segment commands name: an image, a folder of images, a video
+(cd "$REPO" && PYTHONPATH="$REPO" "$HOST_PY" - "$HOME_PI/fastsam-edge" <<'EOF'
+import shlex
 import sys
+from pathlib import Path
+
 import cv2
+
 from edge.scenes import generate_scene
-if not cv2.imwrite(sys.argv[1], generate_scene(1_000_123, 640, 480).image):
-    sys.exit(f"cannot write {sys.argv[1]}")
+from tests.test_pi_path import readme_pi_commands
+
+home = Path(sys.argv[1])
+seeds = iter(range(1_000_123, 1_000_223))
+
+
+def scene():
+    return generate_scene(next(seeds), 640, 480).image
+
+
+for line in readme_pi_commands():
+    argv = shlex.split(line)
+    if argv[:2] != ["fastsam-edge", "segment"]:
+        continue
+    src = home / argv[2]
+    if src.exists():
+        continue
+    if argv[2].endswith("/"):
+        src.mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(src / f"{i:03d}.jpg"), scene())
+    elif src.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov"):
+        writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+        frames = [scene() for _ in range(3)]
+        for i in range(30):
+            writer.write(frames[i // 10])
+        writer.release()
+    else:
+        cv2.imwrite(str(src), scene())
+    print(f"input for the README: {src.relative_to(home)}")
 EOF
 )
 in_root chown -R pi:pi /home/pi
@@ -270,6 +303,7 @@ as_pi "sudo scripts/install_pi.sh --uninstall" || die "--uninstall failed"
 [[ ! -e "$ROOT/etc/systemd/system/fastsam-edge.service" && ! -e "$ROOT/usr/local/bin/fastsam-edge" \
     && ! -e "$ROOT/opt/fastsam-edge" ]] || die "--uninstall left the unit, link or program"
 ! in_root id fastsam-edge >/dev/null 2>&1 || die "--uninstall left the user fastsam-edge"
+! in_root getent group fastsam-edge >/dev/null || die "--uninstall left the group fastsam-edge"
 [[ -e "$ROOT/etc/fastsam-edge/config.toml" && -n "$(ls "$ROOT/var/lib/fastsam-edge/results")" ]] \
     || die "--uninstall removed config or results"
 as_pi "sudo scripts/install_pi.sh --uninstall --purge" || die "--uninstall --purge failed"

@@ -136,8 +136,19 @@ def label_lines(masks: np.ndarray) -> list[str]:
     return lines
 
 
-def write_dataset(data_dir: Path, n_train: int, n_val: int, width: int, height: int) -> Path:
+def write_dataset(
+    data_dir: Path,
+    n_train: int,
+    n_val: int,
+    width: int,
+    height: int,
+    train_start: int = TRAIN_SEED_START,
+    objects: tuple[int, int] = (3, 8),
+) -> Path:
     """Write (or reuse) the YOLO-seg dataset and return its ``data.yaml``.
+
+    ``train_start`` and ``objects`` (min, max instances per scene) give another scene mix than
+    the demo model's (seeds below ``VAL_SEED_START`` only, so held-out sets stay unseen).
 
     The dataset is regenerated from scratch when the counts, the image size or the source of
     ``edge/scenes.py`` change (recorded in ``manifest.json``); otherwise existing files are
@@ -146,8 +157,9 @@ def write_dataset(data_dir: Path, n_train: int, n_val: int, width: int, height: 
     scenes_src = (REPO_ROOT / "edge" / "scenes.py").read_bytes()
     manifest = {
         "version": DATASET_VERSION,
-        "train": [TRAIN_SEED_START, n_train],
+        "train": [train_start, n_train],
         "val": [VAL_SEED_START, n_val],
+        "objects": list(objects),
         "size": [width, height],
         "scenes_sha256": hashlib.sha256(scenes_src).hexdigest(),
     }
@@ -158,7 +170,7 @@ def write_dataset(data_dir: Path, n_train: int, n_val: int, width: int, height: 
             print(f"dataset at {data_dir} is stale or incomplete; rewriting")
             shutil.rmtree(data_dir)
     for split, start, count in (
-        ("train", TRAIN_SEED_START, n_train),
+        ("train", train_start, n_train),
         ("val", VAL_SEED_START, n_val),
     ):
         img_dir, lbl_dir = data_dir / "images" / split, data_dir / "labels" / split
@@ -169,7 +181,7 @@ def write_dataset(data_dir: Path, n_train: int, n_val: int, width: int, height: 
             img_path, lbl_path = img_dir / f"{stem}.png", lbl_dir / f"{stem}.txt"
             if img_path.exists() and lbl_path.exists():
                 continue
-            scene = generate_scene(seed, width=width, height=height)
+            scene = generate_scene(seed, width, height, objects[0], objects[1])
             lbl_path.write_text("\n".join(label_lines(scene.masks)) + "\n")
             if not cv2.imwrite(str(img_path), scene.image):
                 raise OSError(f"could not write {img_path}")
@@ -273,7 +285,7 @@ def train(args: argparse.Namespace, data_yaml: Path) -> Path:
             "close_mosaic": close_mosaic,
             "warmup_epochs": warmup,
             "save_period": args.save_period,
-            "seed": 0,
+            "seed": args.seed,
         }
         if args.hours:
             kwargs["time"] = args.hours
@@ -412,6 +424,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--eval-only", type=Path, metavar="WEIGHTS", help="only evaluate WEIGHTS")
     p.add_argument("--smoke", action="store_true", help="1 epoch on 8 tiny images (CI)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (ultralytics)")
+    p.add_argument(
+        "--train-seed-start", type=int, default=TRAIN_SEED_START,
+        help="first training scene seed (another scene mix; must stay below the val seeds)",
+    )  # fmt: skip
+    p.add_argument(
+        "--objects", default="3,8", help="MIN,MAX objects per training scene (scene mix)"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.images, args.val_images, args.epochs, args.hours = 8, 4, 1, 0.0
@@ -443,7 +463,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    data_yaml = write_dataset(args.out / "data", args.images, args.val_images, size, size)
+    lo, hi = (int(v) for v in args.objects.split(","))
+    if args.train_seed_start + args.images > VAL_SEED_START:
+        raise SystemExit("--train-seed-start + --images must stay below the validation seeds")
+    data_yaml = write_dataset(
+        args.out / "data", args.images, args.val_images, size, size,
+        args.train_seed_start, (lo, hi),
+    )  # fmt: skip
     weights = train(args, data_yaml)
     print(f"weights: {weights}")
     if not args.no_eval:

@@ -293,6 +293,8 @@ def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
         "2",
         "--out",
         str(tmp_path),
+        "--json",
+        str(tmp_path / "copy.json"),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -331,6 +333,7 @@ def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
     assert "e2e p99" in (tmp_path / "bench-full.md").read_text()
     assert "p99 is computed from 2 runs" in md  # --runs 2
     assert all("load_before" in r for r in report["rows"]) and report["warnings"]
+    assert json.loads((tmp_path / "copy.json").read_text()) == report
     for name in ("bench.png", "sustained.png"):
         assert cv2.imread(str(tmp_path / name)) is not None
 

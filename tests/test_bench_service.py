@@ -77,10 +77,11 @@ def test_cli_service_replay_writes_report(tmp_path):
     out = tmp_path / "out"
     proc = run_cli(
         "bench", "--service-replay", str(replay), "--masks", "5", "--precision", "fp32",
-        "--threads", "1", "--rounds", "1", "--out", str(out),
+        "--threads", "1", "--rounds", "1", "--out", str(out), "--json", str(tmp_path / "r.json"),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "service.json").read_text())
+    assert json.loads((tmp_path / "r.json").read_text()) == report
     assert report["bundle"]["name"] and report["rounds"] == 1 and report["threads"] == 1
     (row,) = report["rows"]
     assert row["precision"] == "fp32" and row["frame"] == [160, 120] and row["frames"] == 3

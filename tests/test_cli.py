@@ -264,3 +264,43 @@ def test_scenes_ground_truth_matches_the_images(scenes_dir: Path) -> None:
     img = cv2.imread(str(scenes_dir / gt["images"][0]["file_name"]))
     assert img.shape[:2] == (gt["images"][0]["height"], gt["images"][0]["width"])
     assert np.isfinite([a["area"] for a in gt["annotations"]]).all()
+
+
+def test_doctor_json_file_and_stdout(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "doctor.json"
+    code = main(["doctor", "--user", "nobody-here", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert code == int(doc["failed"] > 0) and doc["checks"]
+    assert "doctor:" in capsys.readouterr().out  # the text report still goes to stdout
+    assert main(["doctor", "--user", "nobody-here", "--json"]) == code
+    assert json.loads(capsys.readouterr().out)["checks"]
+    missing = tmp_path / "no" / "d.json"
+    assert main(["doctor", "--json", str(missing)]) == EXIT_BAD_INPUT
+    assert not missing.parent.exists()
+
+
+def test_serve_json_summary(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("serve", "--demo", "--max-frames", "2", "--out", str(out), "--json", "-",
+                   "--log-level", "error")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 2 and summary["written"] >= 1 and summary["reason"]
+
+
+def test_coco_per_frame_files_under_out(scenes_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "coco"
+    proc = run_cli("segment", str(scenes_dir / "*.png"), "--format", "coco", "--out", str(out),
+                   "--threads", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    images = json.loads((out / "images.json").read_text())
+    assert [im["id"] for im in images["images"]] == [1, 2, 3]
+    assert images["categories"][0]["id"] == 1
+    for im in images["images"]:
+        anns = json.loads((out / f"{Path(im['file_name']).stem}.json").read_text())
+        assert anns and {a["image_id"] for a in anns} == {im["id"]}
+
+
+def test_info_defaults_to_the_demo_bundle(capsys) -> None:  # noqa: ANN001
+    assert main(["info"]) == 0
+    assert "fastsam-demo" in capsys.readouterr().out

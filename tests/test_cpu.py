@@ -126,3 +126,24 @@ def test_info_names_the_int8_class(demo_bundle):
     assert int8_class().name in line
     proc = run_cli("info", "--bundle", str(demo_bundle), "--json")
     assert json.loads(proc.stdout)["int8_class"]["name"] == int8_class().name
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "saturates", "warned"),
+    [
+        ("x86_64", {"avx2"}, True, True),
+        ("aarch64", {"asimd"}, None, True),
+        ("aarch64", {"asimd", "asimddp"}, None, False),
+    ],
+)
+def test_segmenter_warns_about_int8_on_this_cpu(
+    demo_bundle, monkeypatch, caplog, machine, flags, saturates, warned
+):
+    import edge.cpu
+    from edge import Segmenter
+
+    monkeypatch.setattr(edge.cpu, "int8_class", lambda: classify(machine, flags, saturates))
+    with caplog.at_level("WARNING", logger="edge.segmenter"):
+        Segmenter.load(demo_bundle, precision="int8", threads=1)
+        Segmenter.load(demo_bundle, precision="fp32", threads=1)
+    assert ("int8 on this CPU" in caplog.text) == warned

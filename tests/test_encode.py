@@ -13,6 +13,7 @@ from edge.encode import (
     decode_rle,
     encode_rle,
     encode_rles,
+    mask_contours,
     mask_to_polygons,
     parse_rle_string,
     rle_counts,
@@ -182,8 +183,14 @@ def test_rle_from_crop_is_byte_identical_to_pycocotools(kind, hw, seed):
     assert crop_rle_counts(crop, h, w).tolist() == rle_counts(dense)
 
 
+@pytest.mark.parametrize("batch_runs", [None, 1, 50])
 @pytest.mark.parametrize("hw", [(480, 640), (1081, 1921)], ids=["640x480", "1921x1081"])
-def test_encode_rles_bulk_matches_pycocotools_per_mask(hw):
+def test_encode_rles_bulk_matches_pycocotools_per_mask(hw, batch_runs, monkeypatch):
+    """Also in bounded batches (issue 11: memory of 50 MP frames): the same strings."""
+    import edge.encode
+
+    if batch_runs is not None:
+        monkeypatch.setattr(edge.encode, "RLE_BATCH_RUNS", batch_runs)
     h, w = hw
     rng = np.random.default_rng(7)
     crops = []
@@ -349,6 +356,15 @@ def test_polygon_counts(data, n_polygons):
     assert len(polygons) == n_polygons
     if n_polygons:
         assert all(len(p) >= 2 for p in polygons)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_polygons_from_precomputed_contours_are_the_same(epsilon, seed):
+    crop = MaskCrop(_random_blobs(37, 53, seed, 0.4), 11, 4)
+    traced = mask_contours(crop)
+    assert len(traced) == len(mask_to_polygons(crop))
+    assert mask_to_polygons(crop, epsilon, traced) == mask_to_polygons(crop, epsilon)
 
 
 def test_polygon_single_pixel_is_kept():

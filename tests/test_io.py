@@ -386,6 +386,22 @@ def test_atomic_write_json_and_image(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["o.png", "r.json"]
 
 
+def test_atomic_write_json_streams_the_same_text(tmp_path, monkeypatch):
+    """Streamed to the file (bounded memory), byte-identical to ``json.dumps(indent=1)``."""
+    obj = {"masks": [{"rle": {"counts": "é\\x" * 50}, "poly": [[1.5, 2]] * 300}], "n": None}
+    p = atomic_write_json(tmp_path / "r.json", obj)
+    assert p.read_bytes() == (json.dumps(obj, indent=1) + "\n").encode("utf-8")
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", boom)  # a failure mid-write keeps the old file
+    with pytest.raises(OSError):
+        atomic_write_json(tmp_path / "r.json", {"new": 1})
+    assert json.loads(p.read_text()) == obj
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.json"]
+
+
 @pytest.mark.parametrize(
     ("name", "expectation"),
     [
@@ -473,4 +489,3 @@ def test_mask_colors_reproducible():
     assert c.shape == (5, 3) and c.dtype == np.uint8
     np.testing.assert_array_equal(c, mask_colors(5))
     assert len({tuple(x) for x in c}) == 5
-

@@ -154,3 +154,14 @@ def test_labels_draw_tags_near_boxes(labels):
 def test_labels_rejects_bad_input(labels, message):
     with pytest.raises(ValueError, match=message):
         draw_overlay(np.zeros((40, 50, 3), np.uint8), _two_masks(), labels=labels)
+
+
+def test_overlay_with_precomputed_contours_is_the_same():
+    from edge.encode import mask_contours
+
+    image = np.random.default_rng(9).integers(0, 256, size=(97, 131, 3), dtype=np.uint8)
+    result = _random_result(97, 131, 30, 9)
+    traced = [mask_contours(c) for c in result.crops]
+    np.testing.assert_array_equal(
+        draw_overlay(image, result, traced=traced), _reference_overlay(image, result)
+    )

@@ -284,3 +284,22 @@ def test_info_says_whether_text_prompts_work(
     assert main(["info", "--bundle", str(demo_bundle)]) == 0
     out = capsys.readouterr().out
     assert "tokenizer packages installed" in out and "peak memory: fp32 segment" in out
+
+
+def test_a_regular_install_ships_every_subpackage():
+    """install_pi.sh does a regular (not editable) pip install: setuptools must find
+    edge.service and edge.bench too (a plain ``packages`` list ships the top level only)."""
+    import fnmatch
+    import tomllib
+
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "packages" not in tool or isinstance(tool["packages"], dict), tool["packages"]
+    include = tool["packages"]["find"]["include"]
+    packages = [
+        ".".join(p.parent.relative_to(REPO).parts)
+        for top in ("edge", "export")
+        for p in (REPO / top).rglob("__init__.py")
+    ]
+    assert {"edge.service", "edge.bench"} <= set(packages)
+    missing = [p for p in packages if not any(fnmatch.fnmatch(p, pat) for pat in include)]
+    assert missing == [], f"pyproject.toml [tool.setuptools.packages.find] misses {missing}"

@@ -237,6 +237,16 @@ def _click(driver: Any, x: float, y: float, shift: bool = False) -> None:
         ActionChains(driver).key_up(Keys.SHIFT).perform()
 
 
+def _clicks(driver: Any, points: list[tuple[int, int]]) -> None:
+    """Several clicks in one action sequence (milliseconds apart)."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    actions = ActionBuilder(driver)
+    for vx, vy in _viewport_points(driver, *points):
+        actions.pointer_action.move_to_location(vx, vy).click()
+    actions.perform()
+
+
 def _drag(driver: Any, x1: float, y1: float, x2: float, y2: float) -> None:
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
@@ -400,6 +410,18 @@ def test_click_and_box_on_the_paused_frame(
     )
     assert state(driver, "lastRequest.prompt[0].label") == [1, 0]
 
+    # two clicks in quick succession: the second waits for the first answer (no 503 busy)
+    driver.find_element("id", "clear").click()
+    errors = state(driver, "errors")
+    _clicks(driver, [_inside(scene.masks[k]), _inside(scene.masks[j])])  # one gesture
+    wait_for(
+        driver,
+        "window.fastsam.state.lastRequest.prompt[0].data.length === 2 && "
+        "window.fastsam.state.selection && window.fastsam.state.message.includes('mask(s) in')",
+        "the answer to both clicks",
+    )
+    assert state(driver, "errors") == errors, state(driver, "message")
+
 
 def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -> None:
     driver.find_element("id", "resume").click()
@@ -442,6 +464,13 @@ def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -
     wait_for(driver, "document.querySelectorAll('#results li').length > 0", "recent results", 15)
     shots(driver, "07-desktop-1280x800")
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    # the page polls the live frame faster than it changes: unchanged frames cost a 304
+    req = urllib.request.Request(
+        server.url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        metrics = resp.read().decode()
+    assert re.search(r'fastsam_http_requests_total\{code="304",path="/live.jpg"\} [1-9]', metrics)
 
 
 @pytest.mark.export  # the tokenizer's ftfy/regex come with the export extra only (see top)

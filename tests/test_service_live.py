@@ -26,9 +26,9 @@ class FakeDets:
         self._masks = 0
 
 
-def _frame(i: int, size: int = 100, dets: FakeDets | None = None, viewed: bool = False):
+def _frame(i: int, size: int = 100, dets: FakeDets | None = None, prompted: bool = False):
     image = np.zeros((size, 1, 1), np.uint8)  # `size` bytes
-    return CachedFrame(i, image, f"f{i}", float(i), detections=dets, viewed=viewed)
+    return CachedFrame(i, image, f"f{i}", float(i), detections=dets, prompted=prompted)
 
 
 @pytest.mark.parametrize(
@@ -51,24 +51,30 @@ def test_bounds_evict_oldest_first(max_frames, max_bytes, sizes, kept) -> None:
     assert not cache.was_evicted(kept[-1])
 
 
-def test_frames_a_page_showed_are_evicted_last() -> None:
+def test_prompted_frames_and_the_shown_frame_are_evicted_last() -> None:
     cache = PromptCache(3, 10_000)
-    cache.put(_frame(0, viewed=True))
-    for i in range(1, 6):
+    cache.put(_frame(0), shown=True)
+    for i in range(1, 6):  # segmented frames nobody looks at
         cache.put(_frame(i))
     assert cache.frame_ids() == [0, 4, 5]
-    cache.put(_frame(6, viewed=True))
-    cache.put(_frame(7, viewed=True))
-    cache.put(_frame(8, viewed=True))  # all viewed now: the oldest viewed goes
-    assert cache.frame_ids() == [6, 7, 8]
+    cache.put(_frame(6), shown=True)  # the page shows a newer frame: 0 loses its protection
+    cache.put(_frame(7))
+    assert cache.frame_ids() == [5, 6, 7]
+    cache.get(5).prompted = True
+    for i in range(8, 12):
+        cache.put(_frame(i))
+    assert cache.frame_ids() == [5, 6, 11]
+    cache.get(11).prompted = True
+    cache.put(_frame(12, prompted=True))  # all protected: the oldest goes
+    assert cache.frame_ids() == [6, 11, 12]
 
 
-def test_put_merges_detections_and_viewed_into_the_kept_entry() -> None:
+def test_put_merges_detections_and_prompted_into_the_kept_entry() -> None:
     cache = PromptCache(4, 10_000)
-    shown = cache.put(_frame(3, viewed=True))
+    shown = cache.put(_frame(3), shown=True)
     dets = FakeDets(50)
-    kept = cache.put(_frame(3, dets=dets))
-    assert kept is shown and kept.detections is dets and kept.viewed
+    kept = cache.put(_frame(3, dets=dets, prompted=True))
+    assert kept is shown and kept.detections is dets and kept.prompted
     assert cache.get(3) is shown and cache.get(4) is None
 
 

@@ -400,3 +400,55 @@ def test_state_tells_the_page_what_it_needs(svc: Service) -> None:
     assert state["source"]["open"] and state["live_reads"]
     assert state["bundle"]["name"] and isinstance(state["text_prompts"], bool)
     assert state["prompt_cache"]["limit_bytes"] == 64 * 2**20
+
+
+def test_state_and_live_frame_when_the_source_is_down(tmp_path: Path) -> None:
+    """What the page's "Source down" and "No frame yet" banners read."""
+    from edge.service.sources import DemoSource
+    from edge.service.testing import FakeSegmenter, FlakySource
+
+    source = FlakySource(DemoSource(SEED, 2, W, H, loop=True, live=True), open_failures=10**6)
+    cfg = demo_config(
+        tmp_path / "out",
+        **{
+            "trigger.interval.enabled": False,
+            "http.enabled": True,
+            "http.port": 0,
+            "source.reopen_backoff_s": 0.05,
+            "source.reopen_backoff_max_s": 0.05,
+            "model.warmup": False,
+        },
+    )
+    down = Service(cfg, segmenter=FakeSegmenter(), source=source)
+    thread = threading.Thread(target=down.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        assert down.ready.wait(WAIT)
+        status, state, _ = _req(down, "GET", "/state", auth=False)
+        assert status == 200
+        assert state["source"]["open"] is False and "camera busy" in state["source"]["error"]
+        assert state["live"] is None and state["latest"] is None and state["stalled_s"] is None
+        assert state["text_prompts"] is False  # the fake segmenter has no CLIP
+        status, body, headers = _req(down, "GET", "/live.jpg", auth=False)
+        assert status == 503 and "no frame read yet" in body["error"]
+        assert headers["retry-after"] == "1"
+        status, body, _ = _req(
+            down, "POST", "/prompt", {"prompt": {"type": "point", "data": [1, 1]}}, auth=False
+        )
+        assert status == 501 and body["field"] == "prompt"  # FakeSegmenter cannot select()
+    finally:
+        down.request_stop("test")
+        thread.join(WAIT)
+
+
+def test_live_frame_the_page_has_is_a_304(svc: Service) -> None:
+    frame_id, _, _ = _live(svc)
+    status, data, headers = _req(
+        svc, "GET", "/live.jpg", headers={"If-None-Match": f'"{frame_id}"'}
+    )
+    if int(headers["x-frame-id"]) == frame_id:
+        assert status == 304 and data == b"" and headers["etag"] == f'"{frame_id}"'
+    else:  # a newer frame was read meanwhile
+        assert status == 200 and data[:2] == b"\xff\xd8"
+    status, data, headers = _req(svc, "GET", "/live.jpg", headers={"If-None-Match": '"-1"'})
+    assert status == 200 and data[:2] == b"\xff\xd8" and headers["etag"].strip('"').isdigit()

@@ -217,6 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_service_bench(args: argparse.Namespace) -> int:
     """``fastsam-edge bench --service-replay DIR``: write service.json / service.md."""
     from edge.bench.service import run_service_bench, service_markdown
+    from edge.cliargs import check_parent, emit_json, prepare_out_dir
     from edge.demo import demo_bundle
     from edge.io import atomic_write_bytes, atomic_write_json
 
@@ -225,7 +226,9 @@ def _cmd_service_bench(args: argparse.Namespace) -> int:
     targets = [int(v) for v in args.masks.split(",") if v]
     if not targets or min(targets) < 1:
         raise ValueError(f"masks: expected positive counts, got {args.masks!r}")
-    out = Path(args.out)
+    if args.json not in (None, "-"):
+        check_parent("--json", args.json)
+    out = prepare_out_dir("--out", args.out)
     report = run_service_bench(
         bundle=str((args.bundle or [demo_bundle()])[0]),
         folders=list(args.service_replay),
@@ -238,6 +241,9 @@ def _cmd_service_bench(args: argparse.Namespace) -> int:
     table = service_markdown(report)
     atomic_write_json(out / "service.json", report)
     atomic_write_bytes(out / "service.md", table.encode())
-    print(table)
-    print(f"wrote {out / 'service.json'}, {out / 'service.md'}")
+    if args.json is not None:
+        emit_json("--json", args.json, report)
+    if args.json != "-":
+        print(table)
+        print(f"wrote {out / 'service.json'}, {out / 'service.md'}")
     return 0

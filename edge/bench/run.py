@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,10 +67,40 @@ class BenchPlan:
     reference_weights: dict[str, str] = field(default_factory=dict)
 
 
+# The reference side of --compare-reference is a separate program from the workstation half
+# (console script of the export extra), called through this command-line contract:
+#   REFERENCE_COMMAND --model PT|ONNX --image PNG --imgsz N --conf C --threads T --runs R
+#       --warmup W [--masks-out JSON]
+# printing one JSON line in the edge worker's format. The runtime never imports it.
+REFERENCE_COMMAND = "fastsam-bench-reference"
+
+
+def _reference_program() -> list[str]:
+    """The reference worker's command: next to this interpreter (a venv), else on PATH."""
+    here = Path(sys.executable).parent / REFERENCE_COMMAND
+    found = str(here) if here.is_file() else shutil.which(REFERENCE_COMMAND)
+    if found is None:
+        raise RuntimeError(
+            f"--compare-reference needs `{REFERENCE_COMMAND}`, installed with the export extra "
+            '(pip install "fastsam-edge[export]") on the machine that runs the bench'
+        )
+    return [found]
+
+
 def spawn_worker(module: str, args: list[str], threads: int, timeout: float = 3600) -> dict:
-    """Run a worker module in a fresh interpreter and parse its last stdout line as JSON."""
+    """Run a worker in a fresh process and parse its last stdout line as JSON.
+
+    Args:
+        module: ``"edge.bench.worker"`` (this interpreter, ``-m``) or :data:`REFERENCE_COMMAND`.
+        args: Worker arguments.
+        threads: ``OMP_NUM_THREADS`` of the worker.
+        timeout: Seconds.
+    """
+    cmd = (
+        _reference_program() if module == REFERENCE_COMMAND else [sys.executable, "-m", module]
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [*cmd, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -335,7 +366,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                         )
                         args = ["--model", str(model), "--imgsz", str(max(spec.imgsz)),
                                 *_worker_args(plan, path, conf, job.threads)]  # fmt: skip
-                        module = "export.bench_reference"
+                        module = REFERENCE_COMMAND
                     if keep_masks:
                         args += ["--masks-out", out]
                         files = mask_files.setdefault(job.target, {})

@@ -156,6 +156,8 @@ def run_worker(
     clip = seg.manifest.extra.get("clip") or {}
     if precision in clip.get("precisions", ()):
         seg.clip_precision = precision  # text mode: CLIP at the detector's precision
+    # the text mode times the pipeline: the best mask is kept whatever its similarity
+    seg.text_threshold = None
     load_ms = (time.perf_counter() - t0) * 1e3
     base = seg.segment(image, conf=conf)
     prompt = prompt_for(mode, base, text)

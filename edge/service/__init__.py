@@ -13,9 +13,11 @@ gpiozero and picamera2 are imported lazily, only when configured):
   over TCP and/or a Unix socket.
 * ``metrics``: counters, gauges and a latency histogram in the Prometheus text format.
 * ``notify``: ``sd_notify`` (READY / WATCHDOG / STATUS / STOPPING) written by hand.
-* ``mqtt``: optional MQTT publishing (availability topic, events, Home Assistant discovery).
+* ``mqtt``: optional MQTT publishing (availability/last will, events, overlay JPEG, a capture
+  trigger topic, Home Assistant discovery) and broker-outage reporting.
 * ``runner``: the service itself (frame loop, worker, signals, summary).
-* ``install`` / ``doctor``: ``fastsam-edge install-service`` and ``fastsam-edge doctor``.
+* ``install`` / ``doctor`` / ``configure``: ``fastsam-edge install-service`` (unit with a
+  bundle-derived ``MemoryMax=``), ``fastsam-edge doctor`` and the first-run config.
 """
 
 from __future__ import annotations

@@ -490,7 +490,8 @@ class HttpConfig:
     prompt_cache_frames: int = _spec(
         4,
         "Frames whose detections are kept for POST /prompt (prompts without running the "
-        "detector again; the page's clicks); frames a page showed are evicted last. 0 = off.",
+        "detector again; the page's clicks); prompted frames and the one a page shows are "
+        "evicted last. 0 = off.",
         integer(0, 64),
     )
     prompt_cache_mb: float = _spec(

@@ -717,6 +717,10 @@ def check_disk(cfg: ServiceConfig) -> Check:
         return Check(
             "disk", WARN, msg + ": retention allows more than fits", "lower output.max_mb"
         )
+    owner = _owner(out)
+    if not writable and owner not in (None, "root") and owner != _me():
+        # the service user's directory: readable through its group, written by the service
+        return Check("disk", OK, msg + f"; written by {owner}")
     if not writable and _present(out):
         return Check(
             "disk",
@@ -726,6 +730,21 @@ def check_disk(cfg: ServiceConfig) -> Check:
             "-u fastsam-edge fastsam-edge doctor)",
         )
     return Check("disk", OK, msg)
+
+
+def _owner(path: Path) -> str | None:
+    """User name owning ``path`` (None when it cannot be read)."""
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return None
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _present(path: Path) -> bool:

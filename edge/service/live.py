@@ -7,8 +7,9 @@
 * :class:`PromptCache` keeps the last ``http.prompt_cache_frames`` frames that were segmented
   or shown to a page, with their detections (:meth:`edge.segmenter.Segmenter.detect`), so that
   ``POST /prompt`` answers a click, a box or a text on a frame without running the detector
-  again. It is bounded in frames and in bytes (``http.prompt_cache_mb``); frames a page has
-  shown or prompted are evicted after the others, oldest first.
+  again. It is bounded in frames and in bytes (``http.prompt_cache_mb``). Frames prompted
+  from a page and the frame a page was last shown are evicted after the others (so that a click
+  on what the page shows finds its frame even while every frame is segmented), oldest first.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class CachedFrame:
         frame: The source's frame object (for the result JSON), if any.
         capture: Capture facts (orientation, ROI), if any.
         detections: The detector's output once the frame was segmented, else ``None``.
-        viewed: A page showed or prompted it: evicted after frames nobody looked at.
+        prompted: Prompted from a page or the API: evicted after the others.
     """
 
     frame_id: int
@@ -66,7 +67,7 @@ class CachedFrame:
     frame: Any = None
     capture: Any = None
     detections: Any = None
-    viewed: bool = False
+    prompted: bool = False
     _jpeg: bytes | None = field(default=None, repr=False)
 
     @property
@@ -101,6 +102,7 @@ class PromptCache:
         self._lock = threading.Lock()
         self.evicted = 0
         self._evicted_ids: OrderedDict[int, None] = OrderedDict()
+        self._shown: int | None = None
 
     def __len__(self) -> int:
         with self._lock:
@@ -117,17 +119,21 @@ class PromptCache:
         with self._lock:
             return list(self._items)
 
-    def put(self, entry: CachedFrame) -> CachedFrame:
-        """Add (or update) a frame; returns the kept entry (an existing one is merged)."""
+    def put(self, entry: CachedFrame, shown: bool = False) -> CachedFrame:
+        """Add (or update) a frame; returns the kept entry (an existing one is merged).
+
+        ``shown``: a page is showing it now (protected until another frame is shown)."""
         with self._lock:
             old = self._items.get(entry.frame_id)
             if old is not None:
                 if entry.detections is not None:
                     old.detections = entry.detections
-                old.viewed = old.viewed or entry.viewed
+                old.prompted = old.prompted or entry.prompted
                 entry = old
             else:
                 self._items[entry.frame_id] = entry
+            if shown:
+                self._shown = entry.frame_id
             self._shrink(keep=entry.frame_id)
             return entry
 
@@ -158,7 +164,11 @@ class PromptCache:
             return len(self._items) > self.max_frames or size > self.max_bytes
 
         while self._items and over():
-            victims = [k for k, e in self._items.items() if k != keep and not e.viewed]
+            victims = [
+                k
+                for k, e in self._items.items()
+                if k != keep and not e.prompted and k != self._shown
+            ]
             victims = victims or [k for k in self._items if k != keep]
             if not victims:  # only the newest frame is left and it alone is over the budget
                 entry = self._items[keep]

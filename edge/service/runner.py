@@ -737,14 +737,21 @@ class Service:
         frame = job.payload["frame"]
         capture: Capture = job.payload["capture"]
         result = self._filter(result)
-        from edge.overlay import draw_overlay
+        from edge.encode import mask_contours
+        from edge.marks import overlay_with_prompts
         from edge.report import result_to_dict
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
+        draw = save and cfg.output.overlay
+        # traced once for the polygons and the overlay's outlines
+        traced = [mask_contours(c) for c in result.crops] if encodings or draw else None
         drawing: Future[Any] | None = None
-        if save and cfg.output.overlay:  # drawn in a helper thread while the masks are encoded
-            drawing = self._helper().submit(draw_overlay, job.image, result)
+        prompts = req.prompts if req is not None else None  # marked on the overlay
+        if draw:  # drawn in a helper thread while the masks are encoded
+            drawing = self._helper().submit(
+                overlay_with_prompts, job.image, result, prompts, traced=traced
+            )
         doc = result_to_dict(
             result,
             bundle=self._bundle,
@@ -754,6 +761,7 @@ class Service:
             polygon_epsilon=cfg.processing.polygon_epsilon,
             source=frame.name,
             encodings=encodings,
+            contours=traced,
         )
         doc["capture"] = capture.to_dict()
         written = None
@@ -788,7 +796,7 @@ class Service:
             if cfg.mqtt.image:
                 overlay = drawing.result() if drawing is not None else None
                 if overlay is None:
-                    overlay = draw_overlay(job.image, result)
+                    overlay = overlay_with_prompts(job.image, result, prompts)
                 jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
             self.mqtt.publish(message, jpeg)
         with self._latest_lock:

@@ -303,7 +303,13 @@ class JobQueue:
         with self._cond:
             if not self._items and not self._closed:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            job = self._items.popleft()
+            # wake a producer waiting for room in put() now, not at its next poll: an offline
+            # source then reads the next frame while this one is segmented
+            self._cond.notify_all()
+            return job
 
     def drain(self) -> list[Job]:
         """Remove and return every queued job."""

@@ -16,7 +16,8 @@ Endpoints (all behind the same checks as the API: ``Host``, token, JSON bodies, 
   bearer token; 401 for a wrong token. ``POST /logout`` ends the session. ``GET /session``
   says whether a token is needed and whether this client has a valid session.
 * ``GET /live.jpg``: the newest frame read from the source (headers ``X-Frame-Id``,
-  ``X-Frame-Name``); while pages ask for it, a live source is read at ``http.live_fps``.
+  ``X-Frame-Name``, ``ETag``; 304 for ``If-None-Match`` of the frame the page has); while pages
+  ask for it, a live source is read at ``http.live_fps``.
 * ``GET /state``: live frame, last result, prompt cache, text-prompt support (the page's poll).
 * ``POST /prompt`` ``{"frame_id": N | "latest", "prompt": [...], "save": false,
   "masks": true}``: prompts on a kept frame, answered from its cached detections (no detector
@@ -133,6 +134,7 @@ class Sessions:
             return True
 
     def logout(self, cookie_headers: list[str]) -> None:
+        """End the session the request's cookie names (if any)."""
         sid = session_id(cookie_headers)
         with self._lock:
             self._ids.pop(sid or "", None)
@@ -210,18 +212,17 @@ def _get_live(h: Any, _body: bytes) -> None:
     entry, read_at = svc.live.latest()
     if entry is None:
         raise HttpError(503, "live: no frame read yet", "path", {"Retry-After": "1"})
-    kept = svc.prompt_cache.put(_viewed(entry))  # what a page shows can be prompted
+    kept = svc.prompt_cache.put(entry, shown=True)  # what a page shows can be prompted
     headers = {
         "X-Frame-Id": str(entry.frame_id),
         "X-Frame-Name": re.sub(r"[^\x20-\x7e]", "?", entry.name)[:200],
         "X-Frame-Age": f"{max(now - (read_at or now), 0.0):.3f}",
+        "ETag": f'"{entry.frame_id}"',
     }
+    if h.headers.get("If-None-Match") == headers["ETag"]:  # the page has this frame already
+        h.send_bytes(304, b"", "image/jpeg", headers)
+        return
     h.send_bytes(200, kept.jpeg(), "image/jpeg", headers)
-
-
-def _viewed(entry: CachedFrame) -> CachedFrame:
-    entry.viewed = True
-    return entry
 
 
 def _get_state(h: Any, _body: bytes) -> None:
@@ -304,7 +305,7 @@ def _post_prompt(h: Any, body: bytes) -> None:
             f"http.prompt_cache_frames = {cache.max_frames})",
             "frame_id",
         )
-    entry.viewed = True
+    entry.prompted = True
     if not h.busy.acquire(blocking=False):
         raise HttpError(
             503,

@@ -49,8 +49,8 @@ class HttpFailure extends Error {
   }
 }
 
-async function api(path, { method = "GET", body, raw = false } = {}) {
-  const opts = { method, cache: "no-store", credentials: "same-origin", headers: {} };
+async function api(path, { method = "GET", body, raw = false, headers = {} } = {}) {
+  const opts = { method, cache: "no-store", credentials: "same-origin", headers: { ...headers } };
   if (method === "POST") {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body === undefined ? {} : body);
@@ -60,7 +60,9 @@ async function api(path, { method = "GET", body, raw = false } = {}) {
     showLogin();
   }
   if (raw) {
-    if (!res.ok) throw new HttpFailure(res.status, await res.json().catch(() => null));
+    if (!res.ok && res.status !== 304) {
+      throw new HttpFailure(res.status, await res.json().catch(() => null));
+    }
     return res;
   }
   const type = res.headers.get("Content-Type") || "";
@@ -121,11 +123,13 @@ $("logout").addEventListener("click", async () => {
 async function pollLive() {
   if (state.authorised && !state.frozen && !document.hidden) {
     try {
-      const res = await api("/live.jpg", { raw: true });
-      const blob = await res.blob();
+      // the frame shown is sent as If-None-Match: an unchanged frame costs a 304, no JPEG
+      const headers = state.live ? { "If-None-Match": `"${state.live.frameId}"` } : {};
+      const res = await api("/live.jpg", { raw: true, headers });
       const frameId = Number(res.headers.get("X-Frame-Id"));
       const name = res.headers.get("X-Frame-Name") || "";
-      if (!state.frozen) {
+      if (res.status === 200 && !state.frozen) {
+        const blob = await res.blob();
         const url = URL.createObjectURL(blob);
         await new Promise((resolve) => {
           img.onload = resolve;
@@ -154,7 +158,9 @@ async function pollState() {
       const latest = s.latest;
       const have = state.latest;
       if (latest && (!have || have.frame_id !== latest.frame_id || have.timestamp !== latest.timestamp)) {
-        state.latest = await api("/latest");
+        const doc = await api("/latest");
+        // an answer that arrived meanwhile ("Trigger now") may be newer than this one
+        if (!state.latest || doc.timestamp >= state.latest.timestamp) state.latest = doc;
         draw();
       }
       updateBanner();
@@ -382,7 +388,16 @@ function promptList() {
   return out;
 }
 
+let inflight = false;
+let resend = false;
+
 async function sendPrompts() {
+  // one request at a time (the service answers 503 to a second): prompts added meanwhile are
+  // sent together once the current answer is in
+  if (inflight) {
+    resend = true;
+    return;
+  }
   const prompt = promptList();
   if (!prompt.length || !state.frozen) {
     state.selection = null;
@@ -392,20 +407,40 @@ async function sendPrompts() {
   const body = { frame_id: state.frozen.frameId, prompt, save: $("save").checked };
   state.lastRequest = body;
   setMessage("prompting…");
+  inflight = true;
   const t0 = performance.now();
   try {
-    const res = await api("/prompt", { method: "POST", body });
-    if (state.lastRequest !== body) return; // a newer prompt was sent meanwhile
-    state.selection = res;
-    const ms = Math.round(performance.now() - t0);
-    setMessage(`${res.num_masks} mask(s) in ${ms} ms` + (res.result_dir ? ` · saved ${res.result_dir}` : ""));
+    const res = await withRetry(() => api("/prompt", { method: "POST", body }));
+    if (state.lastRequest === body) {
+      state.selection = res;
+      const ms = Math.round(performance.now() - t0);
+      setMessage(`${res.num_masks} mask(s) in ${ms} ms` + (res.result_dir ? ` · saved ${res.result_dir}` : ""));
+    }
   } catch (e) {
     state.errors += 1;
     state.selection = null;
     setMessage(`Prompt failed: ${e.message}`, true);
+  } finally {
+    inflight = false;
   }
   draw();
   updateCaption();
+  if (resend) {
+    resend = false;
+    sendPrompts();
+  }
+}
+
+// "busy" (another request, e.g. a trigger, is being answered): try again a few times
+async function withRetry(call, tries = 4) {
+  for (let k = 1; ; k += 1) {
+    try {
+      return await call();
+    } catch (e) {
+      if (e.status !== 503 || k >= tries || !/^busy/.test(e.message)) throw e;
+      await new Promise((r) => setTimeout(r, 400 * k));
+    }
+  }
 }
 
 function resume() {
@@ -435,7 +470,8 @@ $("clear").addEventListener("click", () => {
 $("trigger").addEventListener("click", async () => {
   setMessage("segmenting a new frame…");
   try {
-    const res = await api("/trigger", { method: "POST", body: { save: $("save").checked } });
+    const body = { save: $("save").checked };
+    const res = await withRetry(() => api("/trigger", { method: "POST", body }));
     resume();
     state.latest = res;
     setMessage(`frame ${res.frame_id}: ${res.num_masks} mask(s)` + (res.result_dir ? ` · saved ${res.result_dir}` : ""));

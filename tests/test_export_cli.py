@@ -1,0 +1,90 @@
+"""``fastsam-export`` flags: one meaning per flag, old spellings, ``--calibrate-text``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge.scenes import EVAL_SEED_START, generate_scene
+
+pytestmark = pytest.mark.export
+
+
+def _export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "export.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needles"),
+    [
+        (
+            ["w.pt", "--out", "{tmp}/b", "--precision", "int8-only"],
+            2,
+            ["--precision int8-only (CLIP encoders) is deprecated", "--clip-precision int8-only",
+             "need --clip MODEL"],
+        ),  # fmt: skip
+        (["w.pt", "--out", "{tmp}/b", "--clip-precision", "int8-only"], 2, ["need --clip MODEL"]),
+        (["w.pt", "--out", "{tmp}/b", "--precision", "int8"], 2, ["--precision: expected"]),
+        (["w.pt", "--out", "{tmp}/no/such/b"], 2, ["--out: directory", "does not exist"]),
+        (["--out", "{tmp}/b"], 2, ["WEIGHTS: required"]),
+        (["w.pt", "--out", "{tmp}/b", "--calibrate-text", "{tmp}"], 2, ["needs --clip MODEL"]),
+        (
+            ["w.pt", "--out", "{tmp}/b", "--clip", "ViT-B-32", "--clip-pretrained", "none",
+             "--calibrate-text", "{tmp}"],
+            2,
+            ["words.json"],
+        ),  # fmt: skip
+    ],
+)
+def test_flags(tmp_path: Path, args: list[str], code: int, needles: list[str]) -> None:
+    proc = _export(*(a.format(tmp=tmp_path) for a in args))
+    assert proc.returncode == code, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_version_and_global_options(where: str) -> None:
+    proc = _export("--version")
+    assert proc.returncode == 0 and re.fullmatch(r"fastsam-export \d+\.\d+\.\d+\s*", proc.stdout)
+    args = ["--log-level", "debug", "--out", "x"] if where == "before" else ["--out", "x"]
+    proc = _export(*args, "--precision", "fp64")
+    assert proc.returncode == 2 and "--precision: expected" in proc.stderr
+
+
+def test_calibrate_text_updates_an_existing_bundle(tmp_path: Path, demo_bundle: Path) -> None:
+    pytest.importorskip("ftfy")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    doc = json.loads((bundle / "bundle.json").read_text())
+    del doc["clip"]["text_threshold"], doc["clip"]["text_threshold_calibration"]
+    (bundle / "bundle.json").write_text(json.dumps(doc, indent=2))
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    images = {}
+    for k in range(4):
+        sc = generate_scene(EVAL_SEED_START + 870_000 + k, 320, 320)
+        cv2.imwrite(str(cal / f"s{k}.png"), sc.image)
+        images[f"s{k}.png"] = sorted(set(sc.prompts))
+    (cal / "words.json").write_text(json.dumps({"images": images, "negatives": ["a dog"]}))
+    proc = _export("--calibrate-text", str(cal), "--out", str(bundle))
+    assert proc.returncode == 0, proc.stderr
+    assert "text threshold:" in proc.stdout and "clip.text_threshold" in proc.stdout
+    clip = json.loads((bundle / "bundle.json").read_text())["clip"]
+    measured = clip["text_threshold_calibration"]
+    assert clip["text_threshold"] == measured["threshold"]
+    assert measured["images"] == 4 and measured["balanced_accuracy"] > 0.75
+    assert measured["matching"]["mean"] > clip["text_threshold"] > measured["non_matching"]["mean"]
+    from edge.segmenter import Segmenter
+
+    assert Segmenter.load(bundle, threads=1).text_threshold == clip["text_threshold"]
