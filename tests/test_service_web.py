@@ -462,3 +462,77 @@ def test_live_frame_the_page_has_is_a_304(svc: Service) -> None:
         assert status == 200 and data[:2] == b"\xff\xd8"
     status, data, headers = _req(svc, "GET", "/live.jpg", headers={"If-None-Match": '"-1"'})
     assert status == 200 and data[:2] == b"\xff\xd8" and headers["etag"].strip('"').isdigit()
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_page_on_a_lan_address_with_a_token(tmp_path: Path) -> None:
+    """http.host = 0.0.0.0 with a token: the page is served on the machine's address (and its
+    host name), its data only after login, to no other Host name."""
+    import socket
+
+    from edge.service.testing import FakeSegmenter
+
+    cfg = demo_config(
+        tmp_path / "out",
+        **{
+            "source.width": W,
+            "source.height": H,
+            "trigger.interval.enabled": False,
+            "http.enabled": True,
+            "http.host": "0.0.0.0",
+            "http.port": 0,
+            "http.token": TOKEN,
+            "model.warmup": False,
+        },
+    )
+    lan = Service(cfg, segmenter=FakeSegmenter())
+    thread = threading.Thread(target=lan.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    addr = _lan_address() or "127.0.0.1"
+    hostname = socket.gethostname().split(".")[0]
+    try:
+        assert lan.ready.wait(WAIT)
+
+        def get(path: str, host: str, headers: dict | None = None) -> tuple[int, dict]:
+            conn = http.client.HTTPConnection(addr, lan.http.port, timeout=WAIT)
+            try:
+                conn.request("GET", path, headers={"Host": host, **(headers or {})})
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+            finally:
+                conn.close()
+
+        for host in (f"{addr}:{lan.http.port}", f"{hostname}.local:{lan.http.port}"):
+            assert get("/", host)[0] == 200, host
+            assert get("/state", host)[0] == 401, host
+        assert get("/", "attacker.example")[0] == 421
+        conn = http.client.HTTPConnection(addr, lan.http.port, timeout=WAIT)
+        conn.request(
+            "POST",
+            "/login",
+            json.dumps({"token": TOKEN}),
+            {"Host": addr, "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 200
+        cookie = resp.getheader("Set-Cookie").split(";")[0]
+        assert get("/state", addr, {"Cookie": cookie})[0] == 200
+        assert get("/state", "attacker.example", {"Cookie": cookie})[0] == 421
+    finally:
+        lan.request_stop("test")
+        thread.join(WAIT)
