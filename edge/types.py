@@ -54,17 +54,21 @@ class MaskCrop:
         Raises:
             ValueError: ``data`` is not 2-D.
         """
-        data = np.asarray(data)
+        if not isinstance(data, np.ndarray) or data.dtype != np.bool_:
+            data = np.asarray(data)
+            data = data if data.dtype == np.bool_ else data != 0
         if data.ndim != 2:
             raise ValueError(f"MaskCrop: data must be 2-D (h, w), got shape {data.shape}")
-        mask = data if data.dtype == np.bool_ else data != 0
-        self._init(np.packbits(mask, axis=1), mask.shape[1], x0, y0, int(np.count_nonzero(mask)))
+        self._init(np.packbits(data, axis=1), data.shape[1], x0, y0, int(np.count_nonzero(data)))
 
     def _init(self, bits: NDArray[np.uint8], width: int, x0: int, y0: int, area: int) -> None:
         bits.flags.writeable = False
-        fields = {"bits": bits, "width": int(width), "x0": int(x0), "y0": int(y0), "_area": area}
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)
+        put = object.__setattr__  # immutable to everyone else (see __setattr__)
+        put(self, "bits", bits)
+        put(self, "width", int(width))
+        put(self, "x0", int(x0))
+        put(self, "y0", int(y0))
+        put(self, "_area", area)
 
     @classmethod
     def from_bits(
