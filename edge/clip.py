@@ -557,4 +557,15 @@ class ClipEncoder:
         Raises:
             InputError: A crop is not a non-empty uint8 (h, w, 3) array.
         """
-        return self.encode_pixels(self.preprocess_crops(crops_rgb))
+        if not isinstance(crops_rgb, (list, tuple)):
+            raise InputError(f"crops: expected a list of arrays, got {type(crops_rgb).__name__}")
+        if len(crops_rgb) <= self.max_batch:
+            return self.encode_pixels(self.preprocess_crops(crops_rgb))
+        for i, crop in enumerate(crops_rgb):  # errors name the index in the whole list
+            _check_crop(crop, i)
+        # network input per call only: (max_batch, 3, S, S) float32, not (N, 3, S, S)
+        parts = [
+            self.encode_pixels(self.preprocess_crops(list(crops_rgb[i : i + self.max_batch])))
+            for i in range(0, len(crops_rgb), self.max_batch)
+        ]
+        return np.concatenate(parts)

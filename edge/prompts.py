@@ -502,6 +502,12 @@ class CachedTextEncoder:
         return self.encoder.encode_images(crops_rgb)
 
     @property
+    def max_batch(self) -> int | None:
+        """The wrapped encoder's crops per image-encoder call (``None``: it has no cap)."""
+        value = getattr(self.encoder, "max_batch", None)
+        return int(value) if value else None
+
+    @property
     def logit_scale(self) -> float:
         """The wrapped encoder's CLIP logit scale (100 when it has none)."""
         return float(getattr(self.encoder, "logit_scale", 100.0))
@@ -629,8 +635,20 @@ def embed_text_candidates(
     if len(keep) == 0:
         feats = np.zeros((0, 0), dtype=np.float32)
     else:
-        crops = [_text_crop(result, int(i), image_bgr, crop) for i in keep]
-        feats = np.asarray(encoder.encode_images(crops), dtype=np.float32)
+        # Crops are cut per encoder call, not all at once: with top_k=None or "official" crops
+        # (a full-frame canvas each) the whole list would hold hundreds of MB. The chunks are
+        # the encoder's own (max_batch), so the batches it sees, and its results, are unchanged.
+        step = int(getattr(encoder, "max_batch", None) or len(keep))
+        parts = [
+            np.asarray(
+                encoder.encode_images(
+                    [_text_crop(result, int(i), image_bgr, crop) for i in keep[j : j + step]]
+                ),
+                dtype=np.float32,
+            )
+            for j in range(0, len(keep), step)
+        ]
+        feats = np.concatenate(parts)
     return CropEmbeddings(keep.astype(np.intp), feats, top_k, crop, encoder)
 
 

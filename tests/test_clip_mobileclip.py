@@ -18,7 +18,7 @@ import pytest
 
 from edge.bundle import read_manifest
 from edge.clip import ClipEncoder
-from edge.errors import BundleError
+from edge.errors import BundleError, InputError
 
 pytestmark = pytest.mark.export
 
@@ -172,6 +172,10 @@ def test_manifest(small_bundle: Path) -> None:
     assert v["image_int8"]["demo_crops_cosine_min"] >= 0.99
     assert clip["precisions"] == ["fp32", "int8"] and "int8_refused" not in v
     assert clip["tokenizer"]["context_length"] == 77 and clip["tokenizer"]["pad_id"] == 0
+    # the token table (a Gather, most of a text tower's bytes) is quantized with the MatMuls
+    assert "Gather" in clip["quantization"]["op_types_by_tower"]["text"]
+    sizes = {p: (small_bundle / f"clip-text.{p}.onnx").stat().st_size for p in ("fp32", "int8")}
+    assert sizes["int8"] < 0.35 * sizes["fp32"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -195,6 +199,9 @@ def test_image_parity_demo_crops(small_bundle: Path, small_model: tuple, precisi
     print(f"MobileCLIP2-S0 image {precision}: {len(crops)} crops, cosine min {cos.min():.6f}")
     assert len(crops) > enc.max_batch  # several session calls
     assert cos.min() >= (0.9999 if precision == "fp32" else 0.99)
+    bad = [*crops[:9], np.zeros((2, 2), np.uint8)]
+    with pytest.raises(InputError, match=r"crops\[9\]"):  # index in the whole list
+        enc.encode_images(bad)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
