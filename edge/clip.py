@@ -7,7 +7,7 @@ the graph, the tokenizer's BPE file and a ``clip`` section in ``bundle.json``::
       "model": "ViT-B-32-quickgelu", "pretrained": {...}, "embed_dim": 512,
       "image": {"size": 224, "mean": [...], "std": [...], "interpolation": "bicubic",
                 "resize_mode": "shortest", "crop": "center", "input": "pixels",
-                "output": "embeddings"},
+                "output": "embeddings", "max_batch": 32},
       "text": {"input": "tokens", "input_dtype": "int32", "output": "embeddings"},
       "tokenizer": {"type": "open_clip.SimpleTokenizer",
                     "bpe": "clip-bpe_simple_vocab_16e6.txt.gz", "context_length": 77,
@@ -48,10 +48,13 @@ from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
 
 CLIP_PRECISIONS = ("fp32", "int8")
-# Crops per image-encoder call. Above this, encode_images runs several calls of at most this
-# many crops: ViT-B/32 activations at batch 32 take ~0.3 GB in fp32, which a 2 GB Pi still
-# holds next to the detector; per-crop cost is flat beyond batch ~4.
+# Crops per image-encoder call when the bundle does not say (``clip.image.max_batch``). Above
+# this, encode_images runs several calls of at most this many crops: ViT-B/32 activations at
+# batch 32 take ~0.3 GB in fp32, which a 2 GB Pi still holds next to the detector; per-crop
+# cost is flat beyond batch ~4. The export stage writes a smaller cap for conv towers
+# (MobileCLIP), whose activations per crop are larger.
 MAX_BATCH = 32
+MAX_BATCH_LIMIT = 1024
 NO_CLIP_HINT = (
     "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
     "--clip ViT-B-32-quickgelu --clip-pretrained openai"
@@ -359,7 +362,8 @@ class ClipEncoder:
         embed_dim: Embedding size D.
         model: open_clip model name the bundle was exported from.
         logit_scale: CLIP's logit scale (100 for OpenAI weights), for probabilities.
-        max_batch: Largest crop batch per image-session call (:data:`MAX_BATCH`).
+        max_batch: Largest crop batch per image-session call (``clip.image.max_batch``, default
+            :data:`MAX_BATCH`); bounds the encoder's activation memory.
     """
 
     image_session: Any
@@ -402,6 +406,7 @@ class ClipEncoder:
             embed_dim = int(section["embed_dim"])
             image_cfg = section["image"]
             text_cfg = section.get("text", {})
+            max_batch = image_cfg.get("max_batch", MAX_BATCH)
             tok_cfg = section["tokenizer"]
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise BundleError(
@@ -411,6 +416,15 @@ class ClipEncoder:
             raise BundleError(
                 f"precision: CLIP precision {prec!r} is not in this bundle "
                 f"(available: {available})"
+            )
+        if (
+            isinstance(max_batch, bool)
+            or not isinstance(max_batch, int)
+            or not 1 <= max_batch <= MAX_BATCH_LIMIT
+        ):
+            raise BundleError(
+                f"bundle.json: clip.image.max_batch: expected an integer in "
+                f"[1, {MAX_BATCH_LIMIT}], got {max_batch!r}"
             )
         preprocess = ClipPreprocess.from_section(image_cfg)
         bpe = tok_cfg.get("bpe") if isinstance(tok_cfg, dict) else None
@@ -435,6 +449,7 @@ class ClipEncoder:
             embed_dim=embed_dim,
             model=str(section.get("model", "")),
             logit_scale=float(section.get("logit_scale", 100.0)),
+            max_batch=max_batch,
         )
         enc._check_io(image_cfg, text_cfg)
         return enc
@@ -542,4 +557,15 @@ class ClipEncoder:
         Raises:
             InputError: A crop is not a non-empty uint8 (h, w, 3) array.
         """
-        return self.encode_pixels(self.preprocess_crops(crops_rgb))
+        if not isinstance(crops_rgb, (list, tuple)):
+            raise InputError(f"crops: expected a list of arrays, got {type(crops_rgb).__name__}")
+        if len(crops_rgb) <= self.max_batch:
+            return self.encode_pixels(self.preprocess_crops(crops_rgb))
+        for i, crop in enumerate(crops_rgb):  # errors name the index in the whole list
+            _check_crop(crop, i)
+        # network input per call only: (max_batch, 3, S, S) float32, not (N, 3, S, S)
+        parts = [
+            self.encode_pixels(self.preprocess_crops(list(crops_rgb[i : i + self.max_batch])))
+            for i in range(0, len(crops_rgb), self.max_batch)
+        ]
+        return np.concatenate(parts)

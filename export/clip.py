@@ -11,8 +11,17 @@ Writes, into the bundle directory being assembled:
 
 and a ``clip`` section in the manifest (``edge/clip.py`` documents it) with the preprocessing
 read from the model's open_clip config, the tokenizer facts, the file names per precision and a
-verify report: cosine similarity of ONNX vs torch embeddings (fp32 must reach
-:data:`MIN_FP32_COSINE`, int8 is reported) and token-id parity of the edge tokenizer.
+verify report: cosine similarity of ONNX vs torch embeddings on noise, a structured image and
+the object crops of two demo scenes (fp32 must reach :data:`MIN_FP32_COSINE`; int8 must reach
+:data:`MIN_INT8_COSINE` on the crops and prompts, else it is left out, or refused for an
+int8-only export) and token-id parity of the edge tokenizer.
+
+Towers: any open_clip model with the SimpleTokenizer, e.g. ViT-B-32-quickgelu (FastSAM's CLIP)
+and the MobileCLIP family (MobileCLIP-S1/S2/B, MobileCLIP2-S0/S2/B/S3/S4). FastViT/MobileOne
+towers are re-parameterised for inference first (:func:`reparameterize`, checked against the
+unfused model), and a checkpoint *file* gets the preprocessing its model's pretrained tags
+share (:func:`tag_preprocess`: MobileCLIP uses mean 0, std 1, bilinear), which open_clip
+applies only to weights loaded by tag.
 
 Export choices: legacy TorchScript exporter (``dynamo=False``), opset 17,
 dynamic batch axis, MHA fast path off (its fused op has no ONNX symbolic), token input int32
@@ -42,9 +51,21 @@ _LOGGER = logging.getLogger(__name__)
 
 OPSET = 17
 MIN_FP32_COSINE = 0.9999
+MIN_INT8_COSINE = 0.99
+# Crops per image-encoder call the runtime uses (``clip.image.max_batch``): per-crop time is
+# flat beyond a few crops for both tower kinds, while activation memory grows with the batch.
+# A FastViT (MobileCLIP) tower at 256 px holds ~4x more activation bytes per crop than
+# ViT-B/32 at 224 (measured in docs/benchmarks.md), so conv towers get smaller calls.
+MAX_BATCH_VIT = 32
+MAX_BATCH_CONV = 8
+VERIFY_SCENES = (1_700_000, 1_700_001)  # demo scenes whose object crops gate the encoders
 BPE_FILE = "clip-bpe_simple_vocab_16e6.txt.gz"
 TOWERS = ("image", "text")
 QUANT_OPS = ["MatMul", "Gemm"]
+# The text tower's token table (49408 x width, a Gather) is 101 MB of its 140 MB int8 file at
+# width 512; quantizing it too gives 64 MB (cosine vs fp32 0.9995 on MobileCLIP2-S0, random
+# weights). The gate below still checks every prompt.
+QUANT_OPS_BY_TOWER = {"image": QUANT_OPS, "text": [*QUANT_OPS, "Gather"]}
 VERIFY_PROMPTS = (
     "a photo of a dog",
     "the black cat on the sofa",
@@ -154,12 +175,83 @@ def check_clip_args(
     return info
 
 
+def tag_preprocess(model_name: str) -> tuple[str, dict[str, Any]] | None:
+    """The image preprocessing shared by all of ``model_name``'s pretrained tags.
+
+    open_clip applies a tag's mean/std/interpolation only when it loads the weights *by tag*;
+    a local checkpoint file (or random weights) gets the OpenAI defaults, which is wrong for
+    e.g. MobileCLIP (mean 0, std 1, bilinear). When every tag of the model agrees, their
+    preprocessing is what any checkpoint of it was trained with.
+
+    Returns:
+        ``(tags, kwargs)`` with ``create_model_and_transforms`` keyword arguments
+        (``image_mean``, ``image_std``, ``image_interpolation``, ``image_resize_mode``), or
+        ``None`` when the model has no tags or its tags disagree.
+    """
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    seen = set()
+    for tag in tags:
+        cfg = open_clip.get_pretrained_cfg(model_name, tag)
+        seen.add(
+            tuple(
+                tuple(v) if isinstance(v, (list, tuple)) else v
+                for v in (
+                    cfg.get("mean"),
+                    cfg.get("std"),
+                    cfg.get("interpolation"),
+                    cfg.get("resize_mode"),
+                )
+            )
+        )
+    if len(seen) != 1:
+        return None
+    mean, std, interpolation, resize_mode = seen.pop()
+    if mean is None or std is None:
+        return None
+    kwargs: dict[str, Any] = {"image_mean": mean, "image_std": std}
+    if interpolation is not None:
+        kwargs["image_interpolation"] = interpolation
+    if resize_mode is not None:
+        kwargs["image_resize_mode"] = resize_mode
+    return ",".join(tags), kwargs
+
+
+def reparameterize(model: Any) -> list[str]:
+    """Fuse train-time branches for inference, in place (MobileOne, RepMixer, RepCPE, ...).
+
+    MobileCLIP's FastViT/MobileOne blocks train with parallel conv + BN branches that
+    ``timm.models.reparameterize_model`` folds into single convs (the same function; exact up
+    to float rounding). Models without such blocks (ViT) are left untouched.
+
+    Returns:
+        Sorted class names of the modules that were re-parameterised (empty: none).
+    """
+    names = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if hasattr(m, "reparameterize") or hasattr(m, "switch_to_deploy")
+        }
+    )
+    if names:
+        from timm.models import reparameterize_model
+
+        reparameterize_model(model, inplace=True)
+    return names
+
+
 def load_model(
     model_name: str,
     pretrained: str | os.PathLike[str] | None,
     model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Build the open_clip model (CPU, fp32, eval) and its validation transform.
+
+    A checkpoint file or random weights get the preprocessing all of the model's pretrained
+    tags share (:func:`tag_preprocess`; ``clip.image.from_tags`` names them), unless
+    ``model_kwargs`` set it; a tag gets its own.
 
     Returns:
         (model, preprocess_val, pretrained facts for the manifest).
@@ -173,9 +265,13 @@ def load_model(
     model_kwargs = dict(model_kwargs or {})
     info = check_clip_args(model_name, pretrained, model_kwargs)
     arg = {"none": None, "file": info.get("path"), "tag": info.get("tag")}[info["kind"]]
+    build_kwargs = dict(model_kwargs)
+    shared = tag_preprocess(model_name) if info["kind"] != "tag" else None
+    if shared is not None and not any(k.startswith("image_") for k in model_kwargs):
+        build_kwargs.update(shared[1])
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=arg, **model_kwargs
+            model_name, pretrained=arg, **build_kwargs
         )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/KeyError variants
         if info["kind"] == "tag":
@@ -197,6 +293,7 @@ def load_model(
             "CLIP %s has RANDOM weights (no --clip-pretrained): for tests only", model_name
         )
     info.pop("path", None)  # a workstation path is no bundle fact
+    model.from_tags = shared[0] if shared is not None and build_kwargs != model_kwargs else None
     model.eval()
     return model, preprocess, info
 
@@ -268,8 +365,9 @@ def _export_tower(module: Any, dummy: Any, path: Path, input_name: str) -> None:
         )
 
 
-def quantize(fp32: Path, int8: Path) -> None:
-    """onnxruntime dynamic int8: MatMul/Gemm weights per channel, MatMuls with a constant B."""
+def quantize(fp32: Path, int8: Path, op_types: list[str] | None = None) -> None:
+    """onnxruntime dynamic int8: ``op_types`` (default MatMul/Gemm) weights per channel as
+    uint8, MatMuls with a constant B only."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -281,7 +379,7 @@ def quantize(fp32: Path, int8: Path) -> None:
             int8,
             weight_type=QuantType.QUInt8,
             per_channel=True,
-            op_types_to_quantize=QUANT_OPS,
+            op_types_to_quantize=op_types or QUANT_OPS,
             extra_options={"MatMulConstBOnly": True},
         )
     finally:
@@ -294,14 +392,36 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def _verify_images(size: int, pre: ClipPreprocess, seed: int = 0) -> np.ndarray:
-    """Two random-normal inputs and one structured image through the edge transform."""
+def demo_crops(seeds: tuple[int, ...] = VERIFY_SCENES) -> list[np.ndarray]:
+    """RGB object crops of 640x480 demo scenes, cut as the runtime cuts text candidates.
+
+    Each crop is the object's box times its mask on black (``edge.prompts``' reference crop).
+    """
+    from edge.scenes import generate_scene
+
+    crops = []
+    for seed in seeds:
+        sc = generate_scene(seed, 640, 480)
+        for mask, box in zip(sc.masks, sc.xyxy, strict=True):
+            x1, y1, x2, y2 = (int(v) for v in box)
+            region = sc.image[y1:y2, x1:x2] * mask[y1:y2, x1:x2, None].astype(np.uint8)
+            if region.size:
+                crops.append(np.ascontiguousarray(region[:, :, ::-1]))
+    return crops
+
+
+def _verify_images(size: int, pre: ClipPreprocess, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Two random-normal inputs, one structured image and the demo-scene object crops.
+
+    Returns:
+        (pixels, index of the first demo crop).
+    """
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal((2, 3, size, size)).astype(np.float32)
     yy, xx = np.mgrid[0:300, 0:400]
     img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
     img[100:200, 150:250] = (220, 40, 40)
-    return np.concatenate([noise, pre([img])])
+    return np.concatenate([noise, pre([img]), pre(demo_crops())]), 3
 
 
 def _pillow_order() -> str:
@@ -340,6 +460,8 @@ def _image_section(model: Any) -> dict[str, Any]:
         "input": "pixels",
         "output": "embeddings",
     }
+    if getattr(model, "from_tags", None):
+        section["from_tags"] = model.from_tags  # preprocessing of these tags (checkpoint file)
     try:
         ClipPreprocess.from_section(section)
     except Exception as exc:
@@ -447,6 +569,19 @@ def export_clip(
         bar.update()
 
         size = image_section["size"]
+        pixels, first_crop = _verify_images(size, ClipPreprocess.from_section(image_section))
+        step("reparameterize")
+        with torch.no_grad(), _mha_fastpath_off():
+            before = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
+            reparameterized = reparameterize(model)
+            after = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
+        reparam_cos = float(_cosines(before, after).min())
+        if reparam_cos < MIN_FP32_COSINE:
+            raise ClipExportError(
+                f"CLIP image tower: re-parameterised vs original torch cosine {reparam_cos:.6f} "
+                f"< {MIN_FP32_COSINE} ({', '.join(reparameterized)})"
+            )
+        image_section["max_batch"] = MAX_BATCH_CONV if reparameterized else MAX_BATCH_VIT
         ctx = tok_section["context_length"]
         files = {t: {p: clip_file(t, p) for p in CLIP_PRECISIONS} for t in TOWERS}
         fp32 = {t: out_dir / files[t]["fp32"] for t in TOWERS}
@@ -466,23 +601,32 @@ def export_clip(
         prompts = list(VERIFY_PROMPTS)
         ref_ids = ref_tok(prompts).numpy()
         tokens = ref_ids.astype(np.int32)
-        pixels = _verify_images(size, ClipPreprocess.from_section(image_section))
         with torch.no_grad(), _mha_fastpath_off():
             ref = {
-                "image": model.encode_image(torch.from_numpy(pixels), normalize=True).numpy(),
+                "image": after,
                 "text": model.encode_text(torch.from_numpy(tokens), normalize=True).numpy(),
             }
         inputs = {"image": pixels, "text": tokens}
         embed_dim = int(ref["image"].shape[1])
         verify: dict[str, Any] = {
-            "inputs": {"images": len(pixels), "prompts": prompts},
+            "inputs": {
+                "images": len(pixels),
+                "demo_crops": len(pixels) - first_crop,
+                "demo_scenes": list(VERIFY_SCENES),
+                "prompts": prompts,
+            },
             "tokenizer_parity": bool(np.array_equal(edge_tok(prompts), ref_ids)),
             "min_fp32_cosine": MIN_FP32_COSINE,
+            "min_int8_cosine": MIN_INT8_COSINE,
+            "reparameterized": reparameterized,
+            "reparam_cosine_min": round(reparam_cos, 7),
         }
         if not verify["tokenizer_parity"]:
             raise ClipExportError(
                 "edge tokenizer ids differ from open_clip's on the verify prompts"
             )
+
+        int8_failures: list[str] = []
 
         def check(precision: str) -> None:
             for tower in TOWERS:
@@ -491,16 +635,26 @@ def export_clip(
                 got = sess.run(None, {name: inputs[tower]})[0]
                 single = sess.run(None, {name: inputs[tower][:1]})[0]  # dynamic batch
                 cos = _cosines(got, ref[tower])
-                verify[f"{tower}_{precision}"] = {
+                facts = verify[f"{tower}_{precision}"] = {
                     "cosine_min": round(float(cos.min()), 7),
                     "cosine_mean": round(float(cos.mean()), 7),
                     "max_abs": float(np.abs(got - ref[tower]).max()),
                     "batch1_max_abs": float(np.abs(single[0] - got[0]).max()),
                 }
+                if tower == "image":
+                    facts["demo_crops_cosine_min"] = round(float(cos[first_crop:].min()), 7)
                 if precision == "fp32" and cos.min() < MIN_FP32_COSINE:
                     raise ClipExportError(
                         f"CLIP {tower} encoder: ONNX fp32 vs torch cosine {cos.min():.6f} < "
                         f"{MIN_FP32_COSINE}; refusing to write a bundle with a broken encoder"
+                    )
+                # int8 is gated on what it will see: demo crops and real prompts (random-normal
+                # pixels are no image; their ranges are reported, not gated)
+                gated = cos[first_crop:] if tower == "image" else cos
+                if precision == "int8" and gated.min() < MIN_INT8_COSINE:
+                    int8_failures.append(
+                        f"{tower} int8 vs torch cosine {gated.min():.6f} < {MIN_INT8_COSINE} on "
+                        f"the verify {'crops' if tower == 'image' else 'prompts'}"
                     )
 
         check("fp32")
@@ -508,11 +662,26 @@ def export_clip(
         if int8:
             for tower in TOWERS:
                 step(f"quantize {tower}")
-                quantize(fp32[tower], out_dir / files[tower]["int8"])
+                quantize(fp32[tower], out_dir / files[tower]["int8"], QUANT_OPS_BY_TOWER[tower])
                 bar.update()
             step("verify int8")
             check("int8")
             bar.update()
+            if int8_failures:
+                verify["int8_refused"] = int8_failures
+                if not keep_fp32:
+                    raise ClipExportError(
+                        f"CLIP {model_name}: {'; '.join(int8_failures)}; refusing an int8-only "
+                        "bundle (export with --clip-precision all for fp32 CLIP)"
+                    )
+                _LOGGER.warning(
+                    "CLIP %s: int8 left out (%s); the bundle keeps fp32 CLIP",
+                    model_name,
+                    "; ".join(int8_failures),
+                )
+                for tower in TOWERS:
+                    (out_dir / files[tower]["int8"]).unlink()
+                precisions = ["fp32"]
         if not keep_fp32:
             for path in fp32.values():
                 path.unlink()
@@ -537,9 +706,10 @@ def export_clip(
             "weight_type": "QUInt8",
             "per_channel": True,
             "op_types": QUANT_OPS,
+            "op_types_by_tower": QUANT_OPS_BY_TOWER,
             "matmul_const_b_only": True,
         }
-        if int8
+        if "int8" in precisions
         else None,
         "verify": verify,
         "exporter": package_versions(

@@ -30,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     from edge.bundle import read_manifest
     from edge.clip import ClipEncoder, ClipPreprocess
     from edge.session import create_session
-    from export.clip import QUANT_OPS, _cosines, _verify_images, clip_file, quantize
+    from export.clip import (
+        QUANT_OPS,
+        QUANT_OPS_BY_TOWER,
+        _cosines,
+        _verify_images,
+        clip_file,
+        quantize,
+    )
     from export.fastsam import file_entry, write_manifest
 
     bundle = args.bundle
@@ -42,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     prompts = section["verify"]["inputs"]["prompts"]
     tokens = enc.tokenize(prompts)
     size = int(section["image"]["size"])
-    images = _verify_images(size, ClipPreprocess.from_section(section["image"]))
+    images, _ = _verify_images(size, ClipPreprocess.from_section(section["image"]))
     files = dict(manifest.files)
     verify = dict(section["verify"])
     with tempfile.TemporaryDirectory(prefix="requant-") as tmp:
         for tower, feed in (("image", images), ("text", tokens.astype(np.int32))):
             fp32 = bundle / clip_file(tower, "fp32")
             int8_tmp = Path(tmp) / clip_file(tower, "int8")
-            quantize(fp32, int8_tmp)
+            quantize(fp32, int8_tmp, QUANT_OPS_BY_TOWER[tower])
             name = create_session(fp32).get_inputs()[0].name
             ref = create_session(fp32, threads=1).run(None, {name: feed})[0]
             got = create_session(int8_tmp, threads=1).run(None, {name: feed})[0]
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "weight_type": "QUInt8",
         "per_channel": True,
         "op_types": QUANT_OPS,
+        "op_types_by_tower": QUANT_OPS_BY_TOWER,
         "matmul_const_b_only": True,
     }
     extra = dict(manifest.extra)

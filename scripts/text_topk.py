@@ -70,15 +70,21 @@ def agreement(ks: list[int | None], scenes: int, busy: bool, threads: int) -> di
 
 
 def timing(
-    bundle: str, ks: list[int | None], masks: int, runs: int, threads: int
+    bundle: str,
+    ks: list[int | None],
+    masks: int,
+    runs: int,
+    threads: int,
+    clip_precision: str = "int8",
 ) -> dict[str, Any]:
-    """Median ms of everything mode and of a text prompt per K, interleaved (int8 + int8)."""
+    """Median ms of everything mode and of a text prompt per K, interleaved (detector int8,
+    CLIP ``clip_precision``)."""
     from edge.bench.run import choose_confs
 
     image = generate_scene(1_700_000, 640, 480).image
     conf = choose_confs(bundle, image, [masks], threads, "fp32")[masks]
     seg = Segmenter.load(bundle, precision="int8", threads=threads)
-    seg.clip_precision = "int8"
+    seg.clip_precision = clip_precision
     prompt = TextPrompt("a red circle")
     seg.segment(image, conf=conf, prompt=prompt)  # loads CLIP, caches the text embedding
     times: dict[str, list[float]] = {"everything": [], **{str(k): [] for k in ks}}
@@ -98,6 +104,7 @@ def timing(
         "masks": n,
         "runs": runs,
         "threads": threads,
+        "clip_precision": clip_precision,
         "ms": med,
         "ratio_to_everything": {k: v / med["everything"] for k, v in med.items()},
     }

@@ -26,10 +26,20 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 
 
 def _tracked_files() -> list[Path]:
-    out = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode()
-    return [REPO / p for p in out.split("\0") if p]
+    """The repository's files: git's list, or a walk when this is not a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+        ).stdout.decode()
+        return [REPO / p for p in out.split("\0") if p]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {"work", "build", "dist", "node_modules", "__pycache__"}
+        return [
+            p
+            for p in REPO.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") or part in skip for part in p.relative_to(REPO).parts)
+        ]
 
 
 def _slug(heading: str) -> str:

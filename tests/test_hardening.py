@@ -358,3 +358,24 @@ def test_segmenter_load_threads_is_an_input_error(demo_bundle):
     for bad in (0, -1, True, 2.0, "2"):
         with pytest.raises(InputError, match="threads: expected a positive integer"):
             Segmenter.load(demo_bundle, threads=bad)
+
+
+BENCH_CASES = [
+    (["--threads", "0"], "threads: expected positive counts, got '0'"),
+    (["--threads", "-1"], "threads: expected"),
+    (["--threads", "3-1"], "threads: expected 'all', N, 'A-B'"),
+    (["--sizes", "12"], "sizes: expected WxH"),
+    (["--modes", "nope"], "modes: expected some of"),
+    (["--runs", "0"], "runs: too small: 0"),
+    (["--masks", "x,y"], "masks: expected positive counts, got 'x,y'"),
+    (["--masks", "0"], "masks: expected positive counts"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"), BENCH_CASES, ids=[" ".join(c[0]) for c in BENCH_CASES]
+)
+def test_bench_flag_errors(tmp_path, capsys, args, needle):
+    code, err = _run(capsys, "bench", "--out", str(tmp_path / "b"), *args)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err

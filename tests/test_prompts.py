@@ -454,7 +454,6 @@ def _subset(dets: Detections, idx: list[int], zero: tuple[int, ...] = ()) -> Det
         coefficients=coeffs,
         rois=dets.rois[idx],
         _crops={},
-        _areas={},
         memo={},
     )
 
@@ -775,3 +774,35 @@ def test_cli_missing_prompts_file(demo_bundle: Path, scene_png, tmp_path: Path, 
     args = ["segment", str(img), "--bundle", str(demo_bundle), "--json", str(tmp_path / "r.json")]
     assert main(args + ["--prompts", str(tmp_path / "nope.json")]) == 2
     assert re.search("--prompts '.*nope.json': cannot read", capsys.readouterr().err)
+
+
+class ChunkedEncoder(FakeEncoder):
+    """FakeEncoder with a crop cap per call, recording the batch sizes it was given."""
+
+    max_batch = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def encode_images(self, crops: list[np.ndarray]) -> np.ndarray:
+        assert len(crops) <= self.max_batch
+        self.batches.append(len(crops))
+        return super().encode_images(crops)
+
+
+@pytest.mark.parametrize("crop", ["reference", "official"])
+def test_text_candidates_cut_per_encoder_call(frames, crop: str) -> None:  # noqa: ANN001
+    """Crops are cut per encoder call (bounded memory), with the same embeddings and order."""
+    fr, _ = frames[1]
+    whole = prompts_mod.embed_text_candidates(fr.full, fr.image, FakeEncoder(), None, crop)
+    enc = ChunkedEncoder()
+    chunked = prompts_mod.embed_text_candidates(
+        fr.full, fr.image, CachedTextEncoder(enc), None, crop
+    )
+    n = len(whole.candidates)
+    assert n > enc.max_batch
+    assert enc.batches == [min(3, n - i) for i in range(0, n, 3)]
+    assert np.array_equal(chunked.candidates, whole.candidates)
+    np.testing.assert_array_equal(chunked.features, whole.features)
+    assert CachedTextEncoder(FakeEncoder()).max_batch is None

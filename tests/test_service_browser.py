@@ -45,7 +45,7 @@ TOKEN = "browser-test-token"
 W, H = 640, 480  # the demo's frame size
 WAIT = 30.0
 CHROME_ARGS = (
-    "--headless=new",
+    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",

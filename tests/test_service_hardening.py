@@ -266,3 +266,73 @@ def test_serve_cli_picamera2_missing_exits_with_one_line(
     assert main(["serve", "--config", str(conf), "--max-frames", "1"]) == 2
     err = capsys.readouterr().err
     assert 'fastsam-edge: error: source.kind = "picamera2": cannot import' in err
+
+
+# --------------------------------------------------------------------------------------------
+# files named by the configuration: said what they are, never a blocking read or a traceback
+# --------------------------------------------------------------------------------------------
+
+
+def _config_path_cases(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    return fifo, loop
+
+
+def test_config_file_kinds_and_deep_toml(tmp_path):
+    from edge.service.config import load_config
+
+    fifo, loop = _config_path_cases(tmp_path)
+    for path, needle in ((fifo, "is a FIFO"), (loop, "symlink loop"), (tmp_path, "directory")):
+        with pytest.raises(ConfigError, match=f"--config: .*{needle}"):
+            load_config(path)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(deep)
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [
+        ("model.defaults_from", "is a FIFO"),
+        ("http.token_file", "is a FIFO"),
+    ],
+)
+def test_config_named_files_that_are_fifos(tmp_path, key, needle):
+    from edge.service.config import bench_defaults, resolve_token
+
+    fifo, _ = _config_path_cases(tmp_path)
+    cfg = demo_config(tmp_path / "out", **{key: str(fifo)})
+    with pytest.raises(ConfigError, match=f"{key}: .*{needle}"):
+        if key == "model.defaults_from":
+            bench_defaults(cfg.model)
+        else:
+            resolve_token(cfg.http)
+
+
+def test_defaults_from_deep_json(tmp_path):
+    from edge.service.config import bench_defaults
+
+    deep = tmp_path / "bench.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    cfg = demo_config(tmp_path / "out", **{"model.defaults_from": str(deep)})
+    with pytest.raises(ConfigError, match="model.defaults_from: .*nested too deeply"):
+        bench_defaults(cfg.model)
+
+
+def test_mqtt_password_file_fifo(tmp_path):
+    from edge.service.metrics import Metrics
+    from edge.service.mqtt import MqttPublisher
+    from edge.service.testing import FakeMqttClient
+
+    fifo, _ = _config_path_cases(tmp_path)
+    cfg = demo_config(
+        tmp_path / "out",
+        **{"mqtt.enabled": True, "mqtt.username": "u", "mqtt.password_file": str(fifo)},
+    )
+    pub = MqttPublisher(cfg.mqtt, FakeMqttClient, Metrics())
+    with pytest.raises(ConfigError, match="mqtt.password_file: .*is a FIFO"):
+        pub.start()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.service.live import VIEWER_TTL_S, CachedFrame, LiveFrame, PromptCache, encode_jpeg
+from edge.service.live import (
+    VIEWER_TTL_S,
+    CachedFrame,
+    LiveFrame,
+    PromptCache,
+    encode_jpeg,
+    without_pixels,
+)
 
 
 class FakeDets:
@@ -127,3 +134,13 @@ def test_live_frame_watch_window_and_jpeg() -> None:
     assert entry.nbytes == image.nbytes + len(data)
     with pytest.raises(ValueError, match="JPEG"):
         encode_jpeg(np.zeros((0, 5, 3), np.uint8))
+
+
+def test_kept_frames_drop_the_raw_capture() -> None:
+    from edge.service.sources import Frame
+
+    raw = Frame(np.zeros((3000, 4000, 3), np.uint8), "cam", 7, 12.5)
+    light = without_pixels(raw)
+    assert (light.name, light.index, light.timestamp) == ("cam", 7, 12.5)
+    assert light.image.nbytes == 0 and raw.image.shape == (3000, 4000, 3)
+    assert without_pixels(None) is None

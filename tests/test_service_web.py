@@ -125,6 +125,15 @@ def _live(svc: Service) -> tuple[int, str, np.ndarray]:
     return int(headers["x-frame-id"]), headers["x-frame-name"], image
 
 
+def _unprompted_live(svc: Service) -> int:
+    """A live frame no earlier test prompted (those are kept longer)."""
+    frame_id = _live(svc)[0]
+    while svc.prompt_cache.get(frame_id).prompted:
+        time.sleep(0.05)
+        frame_id = _live(svc)[0]
+    return frame_id
+
+
 def _inside(mask: np.ndarray) -> tuple[int, int]:
     """The pixel of ``mask`` farthest from its border (x, y)."""
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
@@ -322,7 +331,7 @@ def test_prompt_on_the_shown_frame_runs_the_detector_once(svc: Service) -> None:
 
 
 def test_prompt_errors(svc: Service) -> None:
-    frame_id, _, _ = _live(svc)
+    frame_id = _unprompted_live(svc)
     point = {"type": "point", "data": [5, 5]}
     status, body, _ = _req(svc, "POST", "/prompt", {"frame_id": 10**9, "prompt": point})
     assert status == 404 and "frame 1000000000 is not kept" in body["error"]
@@ -330,6 +339,7 @@ def test_prompt_errors(svc: Service) -> None:
         svc, "POST", "/prompt", {"frame_id": frame_id, "prompt": {"type": "point", "data": [W, 5]}}
     )
     assert status == 400 and body["field"] == "prompt" and "off the" in body["error"]
+    assert not svc.prompt_cache.get(frame_id).prompted  # a rejected prompt pins nothing
     status, body, _ = _req(
         svc,
         "POST",
@@ -343,7 +353,7 @@ def test_prompt_errors(svc: Service) -> None:
 
 
 def test_kept_frames_are_bounded_evicted_frames_named(svc: Service) -> None:
-    first, _, _ = _live(svc)
+    first = _unprompted_live(svc)
     for _ in range(5):  # triggered frames nobody looked at go first
         status, doc, _ = _req(svc, "POST", "/trigger", {"save": False, "masks": False})
         assert status == 200 and doc["frame_id"] != first
@@ -452,3 +462,77 @@ def test_live_frame_the_page_has_is_a_304(svc: Service) -> None:
         assert status == 200 and data[:2] == b"\xff\xd8"
     status, data, headers = _req(svc, "GET", "/live.jpg", headers={"If-None-Match": '"-1"'})
     assert status == 200 and data[:2] == b"\xff\xd8" and headers["etag"].strip('"').isdigit()
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_page_on_a_lan_address_with_a_token(tmp_path: Path) -> None:
+    """http.host = 0.0.0.0 with a token: the page is served on the machine's address (and its
+    host name), its data only after login, to no other Host name."""
+    import socket
+
+    from edge.service.testing import FakeSegmenter
+
+    cfg = demo_config(
+        tmp_path / "out",
+        **{
+            "source.width": W,
+            "source.height": H,
+            "trigger.interval.enabled": False,
+            "http.enabled": True,
+            "http.host": "0.0.0.0",
+            "http.port": 0,
+            "http.token": TOKEN,
+            "model.warmup": False,
+        },
+    )
+    lan = Service(cfg, segmenter=FakeSegmenter())
+    thread = threading.Thread(target=lan.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    addr = _lan_address() or "127.0.0.1"
+    hostname = socket.gethostname().split(".")[0]
+    try:
+        assert lan.ready.wait(WAIT)
+
+        def get(path: str, host: str, headers: dict | None = None) -> tuple[int, dict]:
+            conn = http.client.HTTPConnection(addr, lan.http.port, timeout=WAIT)
+            try:
+                conn.request("GET", path, headers={"Host": host, **(headers or {})})
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+            finally:
+                conn.close()
+
+        for host in (f"{addr}:{lan.http.port}", f"{hostname}.local:{lan.http.port}"):
+            assert get("/", host)[0] == 200, host
+            assert get("/state", host)[0] == 401, host
+        assert get("/", "attacker.example")[0] == 421
+        conn = http.client.HTTPConnection(addr, lan.http.port, timeout=WAIT)
+        conn.request(
+            "POST",
+            "/login",
+            json.dumps({"token": TOKEN}),
+            {"Host": addr, "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 200
+        cookie = resp.getheader("Set-Cookie").split(";")[0]
+        assert get("/state", addr, {"Cookie": cookie})[0] == 200
+        assert get("/state", "attacker.example", {"Cookie": cookie})[0] == 421
+    finally:
+        lan.request_stop("test")
+        thread.join(WAIT)

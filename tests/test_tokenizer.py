@@ -138,10 +138,17 @@ def corpus() -> list[str]:
     return HAND_PICKED + generated_strings(3000)
 
 
-def test_golden_against_open_clip_get_tokenizer(tok: ClipTokenizer, corpus: list[str]) -> None:
+# MobileCLIP and MobileCLIP2 use open_clip's SimpleTokenizer with the same BPE and 77 tokens
+# (export/clip.py refuses any other tokenizer); the golden set proves the ids, per model.
+@pytest.mark.parametrize(
+    "model", [MODEL, "MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP-B", "MobileCLIP2-S0"]
+)
+def test_golden_against_open_clip_get_tokenizer(
+    tok: ClipTokenizer, corpus: list[str], model: str
+) -> None:
     import open_clip
 
-    ref = open_clip.get_tokenizer(MODEL)
+    ref = open_clip.get_tokenizer(model)
     want = ref(corpus).numpy()
     got = tok(corpus)
     assert got.dtype == np.int64 and got.shape == want.shape == (len(corpus), CONTEXT_LENGTH)

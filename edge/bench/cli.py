@@ -10,6 +10,7 @@ import numpy as np
 
 from edge.bench.worker import PROMPT_MODES
 from edge.cliargs import DeprecatedAlias, add_json_option
+from edge.errors import InputError
 
 
 def parse_threads(spec: str, cores: int | None = None) -> list[int]:
@@ -34,12 +35,23 @@ def parse_threads(spec: str, cores: int | None = None) -> list[int]:
             else:
                 out.append(int(part))
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"threads: expected 'all', N, 'A-B' or 'A,B,...' (positive), got {spec!r}"
             ) from None
     if not out or min(out) < 1:
-        raise ValueError(f"threads: expected positive counts, got {spec!r}")
+        raise InputError(f"threads: expected positive counts, got {spec!r}")
     return sorted(set(out))
+
+
+def _counts(name: str, text: str) -> list[int]:
+    """``"10,100"`` -> [10, 100]; anything else is an :class:`InputError` naming the flag."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise InputError(f"{name}: expected positive counts, got {text!r}")
+    return values
 
 
 def bench_images(sizes: str, images_dir: str | None) -> dict[str, np.ndarray]:
@@ -63,7 +75,7 @@ def bench_images(sizes: str, images_dir: str | None) -> dict[str, np.ndarray]:
         try:
             w, h = (int(v) for v in size.lower().split("x"))
         except ValueError:
-            raise ValueError(f"sizes: expected WxH[,WxH...], got {size!r}") from None
+            raise InputError(f"sizes: expected WxH[,WxH...], got {size!r}") from None
         out[f"scene{w}x{h}"] = generate_scene(EVAL_SEED_START + 700_000 + k, w, h).image
     return out
 
@@ -164,24 +176,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in PROMPT_MODES]
     if bad or not modes:
-        raise ValueError(f"modes: expected some of {list(PROMPT_MODES)}, got {args.modes!r}")
+        raise InputError(f"modes: expected some of {list(PROMPT_MODES)}, got {args.modes!r}")
     for name in ("runs", "warmup"):
         if getattr(args, name) < (1 if name == "runs" else 0):
-            raise ValueError(f"{name}: too small: {getattr(args, name)}")
+            raise InputError(f"{name}: too small: {getattr(args, name)}")
     check_parent("--out", args.out)
     if args.json not in (None, "-"):
         check_parent("--json", args.json)
     bundles = [str(b) for b in (args.bundle or [demo_bundle()])]
     refs = args.compare_reference or []
     if len(refs) not in (0, 1, len(bundles)):
-        raise ValueError(
+        raise InputError(
             f"--compare-reference: give it once or once per --bundle ({len(bundles)}), "
             f"got {len(refs)}"
         )
     plan = BenchPlan(
         bundles=bundles,
         images=bench_images(args.sizes, args.images),
-        mask_targets=[int(v) for v in args.masks.split(",") if v],
+        mask_targets=_counts("masks", args.masks),
         precisions=[v for v in args.precision.split(",") if v],
         threads=parse_threads(args.threads),
         modes=modes,
@@ -222,10 +234,8 @@ def _cmd_service_bench(args: argparse.Namespace) -> int:
     from edge.io import atomic_write_bytes, atomic_write_json
 
     if args.rounds < 1:
-        raise ValueError(f"rounds: too small: {args.rounds}")
-    targets = [int(v) for v in args.masks.split(",") if v]
-    if not targets or min(targets) < 1:
-        raise ValueError(f"masks: expected positive counts, got {args.masks!r}")
+        raise InputError(f"rounds: too small: {args.rounds}")
+    targets = _counts("masks", args.masks)
     if args.json not in (None, "-"):
         check_parent("--json", args.json)
     out = prepare_out_dir("--out", args.out)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import FastSAMEdgeError
+from edge.paths import describe_path_kind
 
 DEFAULT_CONFIG_PATH = "/etc/fastsam-edge/config.toml"
 DEFAULT_OUTPUT_DIR = "/var/lib/fastsam-edge/results"
@@ -671,6 +672,19 @@ def _cross_checks(cfg: ServiceConfig) -> None:
         raise ConfigError("output.dir: must not be empty")
 
 
+def check_config_file(key: str, path: str | Path) -> None:
+    """A file named by the configuration must be a regular file (a FIFO would block the read).
+
+    A missing file is left to the caller's own message.
+
+    Raises:
+        ConfigError: ``key: 'path' is a directory`` (a FIFO, a symlink loop, a device...).
+    """
+    kind = describe_path_kind(Path(path))
+    if kind is not None and kind != "does not exist":
+        raise ConfigError(f"{key}: {str(path)!r} {kind}")
+
+
 def load_config(path: str | Path) -> ServiceConfig:
     """Read and validate a TOML configuration file.
 
@@ -678,6 +692,7 @@ def load_config(path: str | Path) -> ServiceConfig:
         ConfigError: Missing or unreadable file, TOML syntax error, unknown key or bad value.
     """
     path = Path(path)
+    check_config_file("--config", path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -692,6 +707,8 @@ def load_config(path: str | Path) -> ServiceConfig:
         raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML nested too deeply") from None
     return parse_config(data, origin=str(path))
 
 
@@ -710,12 +727,15 @@ def bench_defaults(model: ModelConfig) -> tuple[str, int, list[str]]:
     if not model.defaults_from:
         return model.precision, model.threads, []
     key = "model.defaults_from"
+    check_config_file(key, model.defaults_from)
     try:
         doc = json.loads(Path(model.defaults_from).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{key}: no such file: {model.defaults_from!r}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{key}: cannot read {model.defaults_from!r}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{key}: {model.defaults_from!r}: JSON nested too deeply") from None
     rec = doc.get("recommendation") if isinstance(doc, dict) else None
     if not isinstance(rec, dict) or rec.get("precision") not in ("fp32", "int8"):
         raise ConfigError(f"{key}: {model.defaults_from!r} has no bench recommendation")
@@ -868,6 +888,7 @@ def resolve_token(cfg: HttpConfig) -> str:
     """
     if not cfg.token_file:
         return cfg.token
+    check_config_file("http.token_file", cfg.token_file)
     try:
         token = Path(cfg.token_file).read_text(encoding="utf-8").strip()
     except OSError as exc:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ def encode_jpeg(image: NDArray[np.uint8], quality: int = JPEG_QUALITY) -> bytes:
     return bytes(buf.tobytes())
 
 
+_NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
+
+
+def without_pixels(frame: Any) -> Any:
+    """A source frame's facts (name, index, timestamp) without its raw pixels: a kept frame
+    holds the processed image only, not also the raw capture (maybe 12 MP before the ROI/cap)."""
+    if dataclasses.is_dataclass(frame) and not isinstance(frame, type):
+        return dataclasses.replace(frame, image=_NO_PIXELS)
+    return frame
+
+
 @dataclass
 class CachedFrame:
     """One frame kept for prompts.
@@ -54,7 +66,7 @@ class CachedFrame:
         image: Stored-resolution BGR image (what prompts' coordinates refer to).
         name: Source name of the frame (e.g. ``scene_001234``).
         timestamp: Capture time (epoch seconds).
-        frame: The source's frame object (for the result JSON), if any.
+        frame: The source's frame facts (:func:`without_pixels`), for the result JSON.
         capture: Capture facts (orientation, ROI), if any.
         detections: The detector's output once the frame was segmented, else ``None``.
         prompted: Prompted from a page or the API: evicted after the others.

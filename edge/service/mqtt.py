@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.service.config import ConfigError, MqttConfig
+from edge.service.config import ConfigError, MqttConfig, check_config_file
 from edge.service.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -232,6 +232,7 @@ class MqttPublisher:
         if c.username:
             password = None
             if c.password_file:
+                check_config_file("mqtt.password_file", c.password_file)
                 try:
                     password = Path(c.password_file).read_text(encoding="utf-8").strip()
                 except OSError as exc:

@@ -46,7 +46,7 @@ from edge.service.config import (
     resolve_token,
 )
 from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
-from edge.service.live import CachedFrame, LiveFrame, PromptCache
+from edge.service.live import CachedFrame, LiveFrame, PromptCache, without_pixels
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
@@ -550,7 +550,9 @@ class Service:
     def _offer_live(self, frame: Any, image: Any, capture: Capture, now: float) -> None:
         """Every frame read becomes the page's live frame (whichever trigger read it)."""
         self._next_live_read = now + 1.0 / self.cfg.http.live_fps
-        entry = CachedFrame(frame.index, image, frame.name, frame.timestamp, frame, capture)
+        entry = CachedFrame(
+            frame.index, image, frame.name, frame.timestamp, without_pixels(frame), capture
+        )
         self.live.offer(entry, now)
 
     def _tick(self) -> None:
@@ -839,7 +841,13 @@ class Service:
         dets = seg.detect(job.image, **kwargs)
         frame, capture = job.payload["frame"], job.payload["capture"]
         entry = CachedFrame(
-            job.frame_id, job.image, frame.name, frame.timestamp, frame, capture, dets
+            job.frame_id,
+            job.image,
+            frame.name,
+            frame.timestamp,
+            without_pixels(frame),
+            capture,
+            dets,
         )
         entry = self.prompt_cache.put(entry)
         result = seg.select(dets, prompt)

@@ -305,7 +305,6 @@ def _post_prompt(h: Any, body: bytes) -> None:
             f"http.prompt_cache_frames = {cache.max_frames})",
             "frame_id",
         )
-    entry.prompted = True
     if not h.busy.acquire(blocking=False):
         raise HttpError(
             503,
@@ -313,6 +312,7 @@ def _post_prompt(h: Any, body: bytes) -> None:
             None,
             {"Retry-After": "1"},
         )
+    was_prompted, entry.prompted = entry.prompted, True  # kept while the answer is computed
     try:
         svc.submit_prompt(req, entry)
         if not req.done.wait(h.request_timeout_s):
@@ -325,6 +325,8 @@ def _post_prompt(h: Any, body: bytes) -> None:
                 )
     finally:
         h.busy.release()
+        if req.status != 200:  # a rejected prompt does not keep its frame longer
+            entry.prompted = was_prompted
     h.send_json(req.status, req.response, req.headers)
 
 
