@@ -166,18 +166,18 @@ CV_PIN="$(pin opencv-python-headless)"
 COCO_PIN="$(pin pycocotools)"
 [[ -n "$ORT_PIN" && -n "$CV_PIN" ]] || die "pins missing from scripts/constraints-pi.txt"
 mkdir -p "$ROOT/wheels"
-if [[ ! -e "$ROOT/wheels/.ok2-$ORT_PIN-$CV_PIN" ]]; then
+if [[ ! -e "$ROOT/wheels/.ok3-$ORT_PIN-$CV_PIN" ]]; then
     log "downloading aarch64 wheels: $ORT_PIN $CV_PIN"
     "$HOST_PY" -m pip download -q --no-deps --only-binary=:all: \
         --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
         --platform manylinux_2_17_aarch64 --python-version 3.11 --implementation cp \
         -d "$ROOT/wheels" "$ORT_PIN" "$CV_PIN" "$COCO_PIN" protobuf flatbuffers packaging \
         || die "pip download (aarch64 wheels) failed"
-    # pure-Python test deps, with their dependencies resolved for the target
+    # pure-Python deps (tqdm: a runtime dependency; pytest), resolved for the target
     "$HOST_PY" -m pip download -q --only-binary=:all: --platform manylinux2014_aarch64 \
-        --python-version 3.11 --implementation cp -d "$ROOT/wheels" pytest \
+        --python-version 3.11 --implementation cp -d "$ROOT/wheels" pytest tqdm \
         || die "pip download (pytest) failed"
-    touch "$ROOT/wheels/.ok2-$ORT_PIN-$CV_PIN"
+    touch "$ROOT/wheels/.ok3-$ORT_PIN-$CV_PIN"
 fi
 
 # --- 4. mounts + fake cpuinfo ------------------------------------------------------------------
@@ -223,12 +223,12 @@ done
 cat >"$ROOT/src/arm64_inside.sh" <<EOF
 set -eu
 cd /src
-if [ ! -x /opt/venv/bin/python ] || [ ! -e /opt/venv/.ok-$ORT_PIN-$CV_PIN ]; then
+if [ ! -x /opt/venv/bin/python ] || [ ! -e /opt/venv/.ok2-$ORT_PIN-$CV_PIN ]; then
     rm -rf /opt/venv
     python3 -m venv --system-site-packages /opt/venv
     /opt/venv/bin/pip install -q --no-index --find-links /wheels \
-        $ORT_PIN $CV_PIN $COCO_PIN pytest
-    touch /opt/venv/.ok-$ORT_PIN-$CV_PIN
+        $ORT_PIN $CV_PIN $COCO_PIN pytest tqdm
+    touch /opt/venv/.ok2-$ORT_PIN-$CV_PIN
 fi
 export PYTHONPATH=/src PYTHONDONTWRITEBYTECODE=1
 /opt/venv/bin/python - <<'PY'
