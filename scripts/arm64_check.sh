@@ -31,6 +31,7 @@
 #                scenes with the emulated CPU's integer kernels (scripts/int8_agreement.py),
 #                next to this host's kernels and the CPU-independent reference
 #   --agreement-scenes N     held-out scenes per bundle (default 16)
+#   --agreement-conf C       score threshold for the agreement runs (default: each bundle's)
 #   --print-mirror       print the Debian mirror that would be used, and exit (no root)
 #   --write-scene PNG    write the demo scene the check segments, and exit (no root)
 set -euo pipefail
@@ -46,6 +47,7 @@ ACTION=check
 CPU_MODEL=cortex-a76
 AGREEMENT=""
 AGREEMENT_SCENES=16
+AGREEMENT_CONF=""
 
 while (($#)); do
     case "$1" in
@@ -56,9 +58,10 @@ while (($#)); do
         --cpu) CPU_MODEL="$2"; shift 2 ;;
         --agreement) AGREEMENT="$2"; shift 2 ;;
         --agreement-scenes) AGREEMENT_SCENES="$2"; shift 2 ;;
+        --agreement-conf) AGREEMENT_CONF="--conf $2"; shift 2 ;;
         --print-mirror) ACTION=print-mirror; shift ;;
         --write-scene) ACTION=write-scene; SCENE_OUT="$(realpath -m "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "arm64_check: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -247,7 +250,7 @@ fi
 /opt/venv/bin/python -m edge.cpu | tee /src/arm64-kernel-check.json
 for b in $AGREE_NAMES; do
     /opt/venv/bin/python scripts/int8_agreement.py /bundles/\$b --kernels host \
-        --scenes $AGREEMENT_SCENES --threads 2 --out /src/agree-\$b.json
+        --scenes $AGREEMENT_SCENES $AGREEMENT_CONF --threads 2 --out /src/agree-\$b.json
 done
 for p in fp32 int8; do
     /opt/venv/bin/python -m edge.cli info --bundle edge/assets/demo-bundle | head -3
@@ -315,7 +318,7 @@ cp "$ROOT/src/arm64-kernel-check.json" "$OUT/kernel-check-$CPU_MODEL.json"
 for b in $AGREE_NAMES; do
     cp "$ROOT/src/agree-$b.json" "$OUT/agree-$b-arm64.json"
     (cd "$REPO" && "$HOST_PY" scripts/int8_agreement.py "$ROOT/bundles/$b" --kernels both \
-        --scenes "$AGREEMENT_SCENES" --threads 2 --out "$OUT/agree-$b-host.json")
+        --scenes "$AGREEMENT_SCENES" $AGREEMENT_CONF --threads 2 --out "$OUT/agree-$b-host.json")
 done
 log "int8 kernels and agreement on the emulated $CPU_NAME"
 "$HOST_PY" - "$OUT" "$CPU_MODEL" $AGREE_NAMES <<'EOF'

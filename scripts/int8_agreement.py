@@ -1,7 +1,7 @@
 """int8 vs fp32 agreement of a bundle's detector on held-out scenes, with this CPU's kernels.
 
 Usage: python scripts/int8_agreement.py BUNDLE [--scenes 16] [--objects 3,8] [--threads 2]
-       [--kernels host|reference|both] [--seed-offset 30000] [--out FILE.json]
+       [--kernels host|reference|both] [--seed-offset 30000] [--conf C] [--out FILE.json]
 
 Runtime-only (numpy, onnxruntime, OpenCV): it runs on a Pi and inside the arm64 check's
 emulated root (scripts/arm64_check.sh --agreement), where "host" means the ARM CPU model's
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kernels", choices=("host", "reference", "both"), default="both")
     p.add_argument("--seed-offset", type=int, default=30_000)
+    p.add_argument("--conf", type=float, help="score threshold (default: the bundle's)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     m = read_manifest(a.bundle)
@@ -52,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         "int8_class": int8_class().to_dict(),
         "scenes": a.scenes,
         "objects": [lo, hi],
+        "conf": a.conf or th.conf,
     }
     for k in kernels:
         rep = compare_precisions(
             a.bundle / m.detector_file("fp32"), a.bundle / m.detector_file("int8"), held_out,
-            (h, w), m.input.dynamic, th.conf, th.iou, th.max_det, a.threads, kernels=k,
+            (h, w), m.input.dynamic, a.conf or th.conf, th.iou, th.max_det, a.threads, kernels=k,
         )  # fmt: skip
         result[k] = rep
         print(

@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names")
     p.add_argument("--objects", default="3,8", help="MIN,MAX objects per held-out scene")
     p.add_argument("--seed-offset", type=int, default=20_000, help="held-out seed block")
+    p.add_argument("--conf", type=float, help="score threshold (default: the bundle's)")
     p.add_argument("--out")
     a = p.parse_args()
     names = [n for n in a.recipes.split(",") if n]
@@ -81,7 +82,7 @@ def main() -> None:
             q = Path(tmp) / "q.onnx"
             quantize_detector(fp32, q, calib.images, (h, w), m.input.dynamic, cfg)
             reps = verify_int8(
-                fp32, q, held_out, (h, w), m.input.dynamic, th.conf, th.iou, th.max_det,
+                fp32, q, held_out, (h, w), m.input.dynamic, a.conf or th.conf, th.iou, th.max_det,
                 a.threads,
             )  # fmt: skip
             ref, host = reps["reference"], reps["host"]
