@@ -162,7 +162,7 @@ def test_manifest(small_bundle: Path) -> None:
     assert clip["model"] == MODEL and clip["pretrained"]["kind"] == "file"
     image = clip["image"]
     assert image["from_tags"] == TAG
-    assert image["size"] == SIZE and image["max_batch"] == 8
+    assert image["size"] == SIZE and image["max_batch"] == 2
     assert image["mean"] == list(cfg["mean"]) and image["std"] == list(cfg["std"])
     assert image["interpolation"] == cfg["interpolation"] == "bilinear"
     v = clip["verify"]
@@ -189,7 +189,7 @@ def test_image_parity_demo_crops(small_bundle: Path, small_model: tuple, precisi
 
     _, model, preprocess = small_model
     enc = ClipEncoder.load(small_bundle, read_manifest(small_bundle), precision, threads=2)
-    assert enc.max_batch == 8
+    assert enc.max_batch == 2
     crops = demo_crops((1_700_002, 1_700_003))
     got = enc.encode_images(crops)
     x = torch.stack([preprocess(Image.fromarray(c)) for c in crops])
