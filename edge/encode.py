@@ -35,7 +35,7 @@ def _crop_boundaries(crop: MaskCrop, height: int) -> NDArray[np.int64]:
     a full-height column and one that starts at the top of the next meet at the same position;
     those pairs cancel (one run across the column break).
     """
-    data = np.ascontiguousarray(crop.data, dtype=bool).view(np.uint8)
+    data = crop.data.view(np.uint8)  # decoded from the packed bits, this crop only
     h, w = data.shape
     # A 0 row above and below makes every column's runs open and close inside the crop; the
     # transitions are found row-major (no transposed copy) and sorted into column-major order.
@@ -59,15 +59,13 @@ def crop_rle_counts(crop: MaskCrop, height: int, width: int) -> NDArray[np.int64
     Raises:
         ValueError: The crop does not lie inside the frame.
     """
-    h, w = crop.data.shape
-    if crop.data.size and (
-        crop.x0 < 0 or crop.y0 < 0 or crop.x0 + w > width or crop.y0 + h > height
-    ):
+    h, w = crop.shape
+    if h * w and (crop.x0 < 0 or crop.y0 < 0 or crop.x0 + w > width or crop.y0 + h > height):
         raise ValueError(
             f"RLE: crop {w}x{h} at ({crop.x0}, {crop.y0}) does not fit a {width}x{height} frame"
         )
     total = height * width
-    pos = _crop_boundaries(crop, height) if crop.data.size else np.zeros(0, np.int64)
+    pos = _crop_boundaries(crop, height) if crop.area else np.zeros(0, np.int64)
     if pos.size == 0:
         return np.array([total], dtype=np.int64)
     counts = np.empty(pos.size + 1, dtype=np.int64)
@@ -236,9 +234,9 @@ def mask_contours(crop: MaskCrop) -> Contours:
     outlines (``edge.overlay.draw_contours``). OpenCV traces regions that touch the crop's
     edge like interior ones (no padding needed).
     """
-    if crop.data.size == 0:
+    if crop.area == 0:
         return []
-    data = np.ascontiguousarray(crop.data, dtype=bool).view(np.uint8)
+    data = crop.data.view(np.uint8)  # decoded from the packed bits, this crop only
     contours, _ = cv2.findContours(data, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return list(contours)
 

@@ -185,19 +185,23 @@ def crop_iou_matrix(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> np.ndarray:
     area_b = np.array([c.area for c in b], dtype=np.float64)
     inter = np.zeros((len(a), len(b)), dtype=np.float64)
     box_b = np.array(
-        [(c.x0, c.y0, c.x0 + c.data.shape[1], c.y0 + c.data.shape[0]) for c in b], dtype=np.int64
+        [(c.x0, c.y0, c.x0 + c.shape[1], c.y0 + c.shape[0]) for c in b], dtype=np.int64
     ).reshape(-1, 4)
     for i, ca in enumerate(a):
         ax0, ay0 = ca.x0, ca.y0
-        ax1, ay1 = ax0 + ca.data.shape[1], ay0 + ca.data.shape[0]
+        ax1, ay1 = ax0 + ca.shape[1], ay0 + ca.shape[0]
         x0 = np.maximum(box_b[:, 0], ax0)
         y0 = np.maximum(box_b[:, 1], ay0)
         x1 = np.minimum(box_b[:, 2], ax1)
         y1 = np.minimum(box_b[:, 3], ay1)
-        for j in np.flatnonzero((x1 > x0) & (y1 > y0)):
+        hits = np.flatnonzero((x1 > x0) & (y1 > y0))
+        if hits.size == 0:
+            continue
+        data_a = ca.data  # one decoded crop of a at a time; b's overlapping rows only
+        for j in hits:
             cb = b[j]
-            pa = ca.data[y0[j] - ay0 : y1[j] - ay0, x0[j] - ax0 : x1[j] - ax0]
-            pb = cb.data[y0[j] - cb.y0 : y1[j] - cb.y0, x0[j] - cb.x0 : x1[j] - cb.x0]
+            pa = data_a[y0[j] - ay0 : y1[j] - ay0, x0[j] - ax0 : x1[j] - ax0]
+            pb = cb.rows(y0[j] - cb.y0, y1[j] - cb.y0)[:, x0[j] - cb.x0 : x1[j] - cb.x0]
             inter[i, j] = np.count_nonzero(pa & pb)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

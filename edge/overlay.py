@@ -61,13 +61,13 @@ def paint_masks(
     """
     for i in np.argsort(-result.area, kind="stable"):
         crop = result.crops[i]
-        h, w = crop.data.shape
+        h, w = crop.shape
         if not h or not w:
             continue
         region = (slice(crop.y0, crop.y0 + h), slice(crop.x0, crop.x0 + w))
         blended = cv2.LUT(image_bgr[region], _blend_lut(colors[i], alpha))
         dst = out[region]
-        mask = np.ascontiguousarray(crop.data, dtype=bool).view(np.uint8)
+        mask = crop.data.view(np.uint8)  # decoded from the packed bits, this crop only
         # OpenCV writes into the view (several times faster than numpy's masked copy)
         written = cv2.copyTo(blended, mask, dst)
         if not np.may_share_memory(written, out):

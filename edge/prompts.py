@@ -518,6 +518,7 @@ def _text_crop(
 ) -> NDArray[np.uint8]:
     h, w = result.image_hw
     mc = result.crops[i]
+    mc_h, mc_w = mc.shape
     if crop == "official":
         ys, xs = np.nonzero(mc.data)
         y0, y1 = mc.y0 + int(ys.min()), mc.y0 + int(ys.max()) + 1
@@ -532,11 +533,11 @@ def _text_crop(
     mask = np.zeros((hh, ww), dtype=bool)
     # The crop's own box [x0, x0 + w) intersected with the region.
     ox0, oy0 = max(mc.x0, x1b), max(mc.y0, y1b)
-    ox1 = min(mc.x0 + mc.data.shape[1], x1b + ww)
-    oy1 = min(mc.y0 + mc.data.shape[0], y1b + hh)
+    ox1 = min(mc.x0 + mc_w, x1b + ww)
+    oy1 = min(mc.y0 + mc_h, y1b + hh)
     if ox1 > ox0 and oy1 > oy0:
-        mask[oy0 - y1b : oy1 - y1b, ox0 - x1b : ox1 - x1b] = mc.data[
-            oy0 - mc.y0 : oy1 - mc.y0, ox0 - mc.x0 : ox1 - mc.x0
+        mask[oy0 - y1b : oy1 - y1b, ox0 - x1b : ox1 - x1b] = mc.rows(oy0 - mc.y0, oy1 - mc.y0)[
+            :, ox0 - mc.x0 : ox1 - mc.x0
         ]
     out = region * mask[:, :, None].astype(np.uint8)
     return np.ascontiguousarray(out[:, :, ::-1])
@@ -740,8 +741,7 @@ def _contains(dets: Detections, x: int, y: int) -> NDArray[np.bool_]:
     out[cand] = logits > 0
     for j in np.flatnonzero(np.abs(logits) <= tol):
         i = int(cand[j])
-        c0, r0 = int(rois[i, 0]), int(rois[i, 1])
-        out[i] = bool(dets.crop(i)[y - r0, x - c0])
+        out[i] = dets.mask_crop(i).contains(x, y)  # one packed byte, no decode
     return out
 
 
@@ -948,10 +948,7 @@ def _best_box_match(dets: Detections, box: NDArray[np.int64]) -> int | None:
         area = dets.area(i)
         if area == 0:
             continue
-        data = dets.crop(i)
-        c0, r0 = int(rois[i, 0]), int(rois[i, 1])
-        sub = data[max(by0 - r0, 0) : max(by1 - r0, 0), max(bx0 - c0, 0) : max(bx1 - c0, 0)]
-        inter = int(np.count_nonzero(sub))
+        inter = dets.mask_crop(i).count_in(bx0, by0, bx1, by1)
         iou = np.float32(inter) / np.float32(box_area + area - inter)
         if iou > best_iou or (iou == best_iou and iou > 0 and i < best):
             best, best_iou = i, iou
@@ -980,10 +977,7 @@ def _describe(p: Prompt) -> str:
 def _box_overlaps(dets: Detections, i: int, box: NDArray[np.int64]) -> bool:
     """Whether mask ``i`` has a pixel inside the (integer, clipped) box."""
     bx0, by0, bx1, by1 = (int(v) for v in box)
-    c0, r0 = int(dets.rois[i, 0]), int(dets.rois[i, 1])
-    data = dets.crop(i)
-    sub = data[max(by0 - r0, 0) : max(by1 - r0, 0), max(bx0 - c0, 0) : max(bx1 - c0, 0)]
-    return bool(sub.any())
+    return dets.mask_crop(i).count_in(bx0, by0, bx1, by1) > 0
 
 
 def _point_note(dets: Detections, p: PointPrompt, desc: str) -> str:
@@ -1126,7 +1120,7 @@ def selection_to_masks(dets: Detections, sel: Selection) -> Masks:
     if not sel.merged:
         return result
     extra_xyxy = np.array(
-        [[c.x0, c.y0, c.x0 + c.data.shape[1], c.y0 + c.data.shape[0]] for c, _, _ in sel.merged],
+        [[c.x0, c.y0, c.x0 + c.shape[1], c.y0 + c.shape[0]] for c, _, _ in sel.merged],
         dtype=np.float32,
     )
     return Masks(

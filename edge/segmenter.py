@@ -392,7 +392,9 @@ class Detections:
     """Stage (a) of the post-processing: kept detections with ROIs, masks assembled on demand.
 
     Everything mode assembles all of them (:meth:`to_masks`); prompts assemble only what they
-    need (:mod:`edge.prompts`). Assembled crops are cached, so nothing is assembled twice.
+    need (:mod:`edge.prompts`). Assembled crops are cached bit-packed (:class:`MaskCrop`, an
+    eighth of a bool crop), so nothing is assembled twice and many masks of a 1080p frame stay
+    small.
 
     Attributes:
         xyxy: (N, 4) float32 source-pixel boxes as cut (before the full-box step).
@@ -411,8 +413,7 @@ class Detections:
     protos: NDArray[np.float32]
     resampler: MaskResampler | None
     source_hw: tuple[int, int]
-    _crops: dict[int, NDArray[np.bool_]] = field(default_factory=dict, repr=False)
-    _areas: dict[int, int] = field(default_factory=dict, repr=False)
+    _crops: dict[int, MaskCrop] = field(default_factory=dict, repr=False)
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
     """Per-frame scratch space of the prompt code (bounds computed without assembly)."""
     pool: Executor | None = field(default=None, repr=False)
@@ -446,7 +447,6 @@ class Detections:
     def release_masks(self) -> None:
         """Forget the assembled masks (they are re-assembled on demand): frees memory."""
         self._crops.clear()
-        self._areas.clear()
         self.memo.clear()
 
     @property
@@ -454,16 +454,24 @@ class Detections:
         """How many masks have been assembled so far."""
         return len(self._crops)
 
-    def crop(self, i: int) -> NDArray[np.bool_]:
-        """The (r1 - r0, c1 - c0) bool mask of detection ``i`` inside its ROI (cached)."""
-        data = self._crops.get(i)
-        if data is None:
-            data = self._crops[i] = self._assemble(i)
-        return data
+    def mask_crop(self, i: int) -> MaskCrop:
+        """The packed mask of detection ``i``, its crop = its ROI (assembled once, cached)."""
+        crop = self._crops.get(i)
+        if crop is None:
+            crop = self._crops[i] = self._assemble(i)
+        return crop
 
-    def _assemble(self, i: int) -> NDArray[np.bool_]:
+    def crop(self, i: int) -> NDArray[np.bool_]:
+        """The (r1 - r0, c1 - c0) bool mask of detection ``i`` inside its ROI (decoded from
+        the cached packed crop on each call)."""
+        return self.mask_crop(i).data
+
+    def _assemble(self, i: int) -> MaskCrop:
         assert self.resampler is not None
-        return assemble_mask(self.coefficients[i], self.protos, self.rois[i], self.resampler)
+        roi = self.rois[i]
+        data = assemble_mask(self.coefficients[i], self.protos, roi, self.resampler)
+        # packed right away: only the workers' current crops are ever held as bool
+        return MaskCrop(data, int(roi[0]), int(roi[1]))
 
     def prefetch(self, indices: Sequence[int]) -> None:
         """Assemble the not-yet-assembled ``indices`` at once, on :attr:`pool` if set.
@@ -479,7 +487,7 @@ class Detections:
                 self.crop(i)
             return
 
-        def run(chunk: list[int]) -> list[NDArray[np.bool_]]:
+        def run(chunk: list[int]) -> list[MaskCrop]:
             return [self._assemble(i) for i in chunk]
 
         chunks = [todo[k::workers] for k in range(workers)]
@@ -488,10 +496,7 @@ class Detections:
 
     def area(self, i: int) -> int:
         """Foreground pixels of detection ``i`` (assembles it)."""
-        a = self._areas.get(i)
-        if a is None:
-            a = self._areas[i] = int(np.count_nonzero(self.crop(i)))
-        return a
+        return self.mask_crop(i).area
 
     def nonempty(self, indices: Sequence[int] | None = None) -> list[int]:
         """The given detections (default all) whose mask is not empty, in order."""
@@ -523,10 +528,7 @@ class Detections:
         return Masks(
             xyxy=apply_full_box(self.xyxy[idx], self.source_hw),
             confidence=self.confidence[idx].astype(np.float32),
-            crops=tuple(
-                MaskCrop(self.crop(int(i)), int(self.rois[i, 0]), int(self.rois[i, 1]))
-                for i in idx
-            ),
+            crops=tuple(self.mask_crop(int(i)) for i in idx),  # immutable: shared
             image_hw=self.source_hw,
             data=extras,
         )

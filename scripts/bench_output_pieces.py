@@ -73,7 +73,7 @@ def _old_overlay(image: np.ndarray, result: Masks, alpha: float = 0.6) -> np.nda
     label = np.full(result.image_hw, -1, dtype=np.int32)
     for i in np.argsort(-result.area, kind="stable"):
         crop = result.crops[i]
-        h, w = crop.data.shape
+        h, w = crop.shape
         label[crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w][crop.data] = i
     painted = label >= 0
     layer = colors[label[painted]].astype(np.float32)

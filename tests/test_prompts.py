@@ -454,7 +454,6 @@ def _subset(dets: Detections, idx: list[int], zero: tuple[int, ...] = ()) -> Det
         coefficients=coeffs,
         rois=dets.rois[idx],
         _crops={},
-        _areas={},
         memo={},
     )
 

@@ -51,12 +51,12 @@ def test_prefetch_on_pool_equals_serial(n, workers):
 
 def test_prefetch_skips_assembled_and_duplicates():
     dets = _detections(10, (480, 640))
-    first = dets.crop(3)
+    first = dets.mask_crop(3)
     with ThreadPoolExecutor(2) as pool:
         dets.pool, dets.workers = pool, 2
         dets.prefetch([3, 3, 5, 7, 9, 1, 1])
     assert dets.num_assembled == 5
-    assert dets.crop(3) is first
+    assert dets.mask_crop(3) is first  # cached, not assembled again
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
@@ -239,7 +239,53 @@ def test_detections_nbytes_and_release(counted) -> None:  # noqa: ANN001
     base = dets.nbytes
     assert base >= dets.protos.nbytes + sc.image.nbytes
     everything = seg.select(dets)
-    assert dets.nbytes > base + sum(c.data.nbytes for c in everything.crops) * 0.99
+    packed = sum(c.nbytes for c in everything.crops)
+    assert dets.nbytes >= base + packed
+    # masks are held bit-packed: about an eighth of their bool crops
+    assert packed * 7 < sum(c.data.nbytes for c in everything.crops) <= packed * 8
     dets.release_masks()
     assert dets.nbytes == base and dets.num_assembled == 0
     _same(seg.select(dets), everything)
+
+
+def test_packed_crops_equal_the_dense_assembly():
+    """Every kept crop decodes to exactly what assemble_mask computes (the bool path)."""
+    from edge.postprocess import assemble_mask
+
+    dets = _detections(60, (480, 640), seed=3)
+    res = dets.to_masks()
+    assert len(res) > 20
+    dense = res.mask
+    kept = [i for i in range(len(dets)) if dets.area(i) > 0]
+    for k, i in enumerate(kept):
+        ref = assemble_mask(dets.coefficients[i], dets.protos, dets.rois[i], dets.resampler)
+        crop = res.crops[k]
+        assert (crop.x0, crop.y0) == (int(dets.rois[i, 0]), int(dets.rois[i, 1]))
+        np.testing.assert_array_equal(crop.data, ref)
+        np.testing.assert_array_equal(dets.crop(i), ref)
+        assert crop.area == int(ref.sum()) == int(dense[k].sum())
+        h, w = ref.shape
+        np.testing.assert_array_equal(dense[k, crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w], ref)
+
+
+def test_assembled_masks_stay_in_bounded_memory():
+    """Assembling many large masks holds them packed: the traced peak stays far below the bool
+    crops (each assembled mask is packed before the next one is made)."""
+    import tracemalloc
+
+    h, w = 720, 1280
+    n = 64
+    dets = _detections(n, (h, w), seed=4)
+    dets.xyxy[:] = np.array([0, 0, w, h], np.float32)  # every box the whole frame: worst case
+    dets.rois[:] = np.array([0, 0, w, h])
+    tracemalloc.start()
+    try:
+        res = dets.to_masks()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    bool_bytes = n * h * w
+    assert len(res) == n
+    assert sum(c.nbytes for c in res.crops) == n * h * (w // 8)
+    # packed 7.4 MB + one mask's float32 assembly temporaries (~4 x 3.7 MB); bool: 59 MB
+    assert peak < bool_bytes / 2, (peak, bool_bytes)

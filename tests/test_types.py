@@ -256,3 +256,102 @@ def test_mask_crop_from_dense(dense, offset, expected):
     h, w = dense.shape
     frame = crop.dense(offset[1] + h, offset[0] + w)
     np.testing.assert_array_equal(frame[offset[1] :, offset[0] :], dense)
+
+
+# --------------------------------------------------------------------------------------------
+# bit-packed storage
+# --------------------------------------------------------------------------------------------
+
+
+def _pattern(kind: str, h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed + 31 * w + h)
+    if kind == "random":
+        return rng.random((h, w)) < 0.5
+    if kind == "full":
+        return np.ones((h, w), bool)
+    if kind == "empty":
+        return np.zeros((h, w), bool)
+    out = np.zeros((h, w), bool)  # "edges": only the first and last column (padding bits)
+    if w:
+        out[:, 0] = out[:, -1] = True
+    return out
+
+
+@pytest.mark.parametrize("kind", ["random", "full", "empty", "edges"])
+@pytest.mark.parametrize("w", [0, 1, 7, 8, 9, 15, 17, 63, 1921])
+@pytest.mark.parametrize("h", [0, 1, 5])
+def test_mask_crop_packed_round_trip(kind, w, h):
+    data = _pattern(kind, h, w)
+    crop = MaskCrop(data, 3, 4)
+    assert crop.shape == (h, w) and crop.width == w
+    assert crop.bits.shape == (h, (w + 7) // 8) and crop.bits.dtype == np.uint8
+    assert crop.nbytes == h * ((w + 7) // 8)  # an eighth of the bool crop, rounded up per row
+    back = crop.data
+    assert back.dtype == bool and back.shape == (h, w) and back.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(back, data)
+    assert crop.area == int(data.sum())
+    again = MaskCrop.from_bits(crop.bits, w, 3, 4)  # area counted from the bits
+    np.testing.assert_array_equal(again.data, data)
+    assert again.area == crop.area
+    np.testing.assert_array_equal(crop.dense(h + 4, w + 3)[4:, 3:], data)
+
+
+def test_mask_crop_is_immutable_and_decodes_fresh_arrays():
+    crop = MaskCrop(_pattern("random", 6, 13), 1, 2)
+    with pytest.raises(AttributeError, match="immutable"):
+        crop.x0 = 5  # type: ignore[misc]
+    with pytest.raises(ValueError, match="read-only"):
+        crop.bits[0, 0] = 1
+    first = crop.data
+    first[:] = True  # a decoded copy: the crop does not change
+    np.testing.assert_array_equal(crop.data, _pattern("random", 6, 13))
+    assert crop.area == int(_pattern("random", 6, 13).sum())
+
+
+def test_mask_crop_pickles_and_copies():
+    import copy
+    import pickle
+
+    crop = MaskCrop(_pattern("random", 9, 21), 4, 7)
+    for other in (pickle.loads(pickle.dumps(crop)), copy.deepcopy(crop), copy.copy(crop)):
+        assert (other.x0, other.y0, other.shape, other.area) == (4, 7, (9, 21), crop.area)
+        np.testing.assert_array_equal(other.data, crop.data)
+
+
+@pytest.mark.parametrize(
+    ("bits", "width", "match"),
+    [
+        pytest.param(np.zeros((2, 2), np.uint8), 17, r"\(h, 3\) uint8", id="too-few-bytes"),
+        pytest.param(np.zeros((2, 3), np.uint8), 16, r"\(h, 2\) uint8", id="too-many-bytes"),
+        pytest.param(np.zeros((2, 2), bool), 16, "uint8", id="bool-bits"),
+        pytest.param(np.zeros(4, np.uint8), 8, "uint8", id="1-d"),
+    ],
+)
+def test_mask_crop_from_bits_rejects_bad_shapes(bits, width, match):
+    with pytest.raises(ValueError, match=match):
+        MaskCrop.from_bits(bits, width, 0, 0)
+
+
+def test_mask_crop_rejects_non_2d_data():
+    with pytest.raises(ValueError, match=r"2-D \(h, w\), got shape \(4,\)"):
+        MaskCrop(np.ones(4, bool), 0, 0)
+
+
+def test_mask_crop_packed_reads_equal_the_dense_mask():
+    """contains / count_in / rows (read from the bits) against the decoded dense frame."""
+    data = _pattern("random", 23, 37, seed=5)
+    crop = MaskCrop(data, 6, 9)
+    frame = crop.dense(40, 50)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        x0, x1 = sorted(rng.integers(-5, 55, 2).tolist())
+        y0, y1 = sorted(rng.integers(-5, 45, 2).tolist())
+        expected = int(frame[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)].sum())
+        assert crop.count_in(x0, y0, x1, y1) == expected, (x0, y0, x1, y1)
+    for y in range(-2, 42):
+        for x in range(-2, 52):
+            inside = 0 <= x < 50 and 0 <= y < 40
+            assert crop.contains(x, y) is (bool(frame[y, x]) if inside else False)
+    np.testing.assert_array_equal(crop.rows(3, 11), data[3:11])
+    np.testing.assert_array_equal(crop.rows(-4, 99), data)
+    assert crop.rows(30, 40).shape == (0, 37)

@@ -195,7 +195,7 @@ def rle_scaling(result: Any, repeats: int = 9) -> dict[str, Any]:
     """
     from edge.encode import encode_rles
 
-    crops = [c for c in result.crops if c.data.size]
+    crops = [c for c in result.crops if c.shape[0] * c.shape[1]]
     h, w = result.image_hw
     out: dict[str, Any] = {"masks": len(crops), "mean_mask_px": 0.0, "rows": []}
     if not crops:

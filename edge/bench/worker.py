@@ -61,7 +61,7 @@ def save_crops(path: str | Path, crops: list[MaskCrop], image_hw: tuple[int, int
                 {
                     "x0": c.x0,
                     "y0": c.y0,
-                    "size": list(c.data.shape),
+                    "size": list(c.shape),
                     "counts": rle_string(rle_counts(c.data)),
                 }
                 for c in crops
@@ -105,7 +105,7 @@ def prompt_for(mode: str, result: Masks, text: str = DEFAULT_TEXT) -> Any:
         raise ValueError(f"prompt mode {mode!r}: the everything-mode result has no masks")
     crop = result.crops[int(np.argmax(result.confidence))]
     if mode == "box":
-        h, w = crop.data.shape
+        h, w = crop.shape
         return BoxPrompt([crop.x0, crop.y0, crop.x0 + w - 1, crop.y0 + h - 1])
     dist = cv2.distanceTransform(np.pad(crop.data, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)

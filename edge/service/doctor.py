@@ -430,8 +430,11 @@ def check_memory(
     frame_px = side * side * aspect
     masks = cfg.processing.max_masks or 300
     # model weights + onnxruntime arena (~3x the weights), frames (a few BGR copies), and a
-    # worst case of every mask covering a quarter of the frame as bool crops.
-    need = int(model_bytes * 4 + frame_px * 3 * 6 + masks * frame_px / 4 + 150 * 2**20)
+    # worst case of every mask covering a quarter of the frame as bit-packed crops (1/8 byte
+    # per pixel), plus a few bool crops being assembled or drawn at a time.
+    need = int(
+        model_bytes * 4 + frame_px * 3 * 6 + masks * frame_px / 32 + frame_px * 4 + 150 * 2**20
+    )
     msg = (
         f"{avail / 2**20:.0f} MiB available of {total / 2**20:.0f} MiB; estimated need "
         f"{need / 2**20:.0f} MiB (model, frames, {masks} masks at <= {side} px)"
