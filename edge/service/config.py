@@ -573,6 +573,14 @@ class RuntimeConfig:
         "Log a one-line status (and update systemd STATUS=) this often; 0 = never.",
         number(0),
     )
+    pipeline: str = _spec(
+        "serial",
+        'How a triggered frame is handled: "serial" (one worker segments a frame, then encodes, '
+        'draws, writes, publishes and answers it) or "staged" (the output runs in its own thread '
+        "behind a queue of 2 results, so a frame's output overlaps the next frame's "
+        "segmentation; results stay in frame order). docs/benchmarks.md compares the two.",
+        choice("serial", "staged"),
+    )
     log_level: str = _spec("info", 'Log level: "debug", "info", "warning" or "error".', log_level)
 
 
