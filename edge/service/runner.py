@@ -8,11 +8,11 @@ Threads:
   it (live sources); an offline source waits instead, so every frame of a replay is processed.
   The loop pings the systemd watchdog after each iteration, but only while the worker is not
   stalled: a hung camera read or segmentation call stops the pings.
-* the **worker** segments; with ``service.pipeline = "serial"`` (default) it then writes the
-  result directory, publishes to MQTT and answers HTTP itself. With ``"staged"`` it hands each
+* the **worker** segments. With ``service.pipeline = "staged"`` (default) it hands each
   result to the **output thread** through a queue of :data:`OUTPUT_QUEUE_SIZE` (waiting when
-  it is full), which does that while the worker segments the next frame; one output thread
-  keeps results, MQTT messages and answers in the order the frames were segmented.
+  it is full), which writes the result directory, publishes to MQTT and answers HTTP while the
+  worker segments the next frame; one output thread keeps results, MQTT messages and answers
+  in the order the frames were segmented. With ``"serial"`` the worker does the output itself.
 * the HTTP server and paho-mqtt's network loop run in their own threads.
 
 SIGTERM / SIGINT stop the loop; the worker finishes the frame it is on, queued frames are
