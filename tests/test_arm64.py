@@ -18,7 +18,8 @@ pytestmark = pytest.mark.arm64
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_arm64_runtime_matches_x86(tmp_path):
+@pytest.mark.parametrize("cpu", ["cortex-a76", "cortex-a72"])  # Pi 5 (dot product), Pi 4 (none)
+def test_arm64_runtime_matches_x86(tmp_path, cpu):
     assert os.geteuid() == 0, "the arm64 check needs root (debootstrap, chroot, mounts)"
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -29,6 +30,12 @@ def test_arm64_runtime_matches_x86(tmp_path):
             str(out),
             "--python",
             sys.executable,
+            "--cpu",
+            cpu,
+            "--agreement",
+            str(REPO / "edge" / "assets" / "demo-bundle"),
+            "--agreement-scenes",
+            "8",
         ],  # fmt: skip
         capture_output=True,
         text=True,
@@ -41,4 +48,15 @@ def test_arm64_runtime_matches_x86(tmp_path):
     fp32 = compare["fp32"]
     assert fp32["masks_arm64"] == fp32["masks_x86"] > 0
     assert min(fp32["min_iou_arm64_to_x86"], fp32["min_iou_x86_to_arm64"]) >= 0.999
-    assert compare["int8"]["masks_arm64"] > 0  # int8 agreement is reported, not required
+    assert compare["int8"]["masks_arm64"] > 0
+    kernels = json.loads((out / f"kernel-check-{cpu}.json").read_text())
+    want = {"cortex-a76": "arm-dotprod", "cortex-a72": "arm-neon"}[cpu]
+    assert kernels["class"]["name"] == want
+    assert kernels["matmul_exact"] and kernels["conv_fused_err"] <= 1.0  # ARM does not saturate
+    (row,) = json.loads((out / f"agreement-{cpu}.json").read_text())
+    # the demo int8 model meets the int8 target on the emulated Pi CPU, and the export's
+    # CPU-independent reference predicts it
+    arm = row["arm64"]
+    assert min(arm["mean_iou_fp32_to_int8"], arm["mean_iou_int8_to_fp32"]) >= 0.97
+    assert arm["recall_fp32"] - arm["recall_int8"] <= 0.01
+    assert row["reference_predicts_arm64"]

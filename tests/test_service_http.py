@@ -925,6 +925,12 @@ def test_new_routes_get_the_protections_and_streams_do_not_count(tmp_path):
         for s in held:
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
             s.close()
+        # the slot comes back when the handler thread ends (after its lingering close), a
+        # moment after the client has its answer: wait for it
+        deadline = time.monotonic() + WAIT
+        while _statuses(answer(ping)) != [200]:
+            assert time.monotonic() < deadline, "the slot never came back"
+            time.sleep(0.05)
         post = (
             "POST /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}"
             "Content-Length: 2\r\n\r\n[]"
