@@ -8,11 +8,17 @@ Threads:
   it (live sources); an offline source waits instead, so every frame of a replay is processed.
   The loop pings the systemd watchdog after each iteration, but only while the worker is not
   stalled: a hung camera read or segmentation call stops the pings.
-* the **worker** segments, writes the result directory, publishes to MQTT and answers HTTP.
+* the **worker** segments. With ``service.pipeline = "staged"`` (default) it hands each
+  result to the **output thread** through a queue of :data:`OUTPUT_QUEUE_SIZE` (waiting when
+  it is full), which writes the result directory, publishes to MQTT and answers HTTP while the
+  worker segments the next frame; one output thread keeps results, MQTT messages and answers
+  in the order the frames were segmented. With ``"serial"`` the worker does the output itself.
 * the HTTP server and paho-mqtt's network loop run in their own threads.
 
 SIGTERM / SIGINT stop the loop; the worker finishes the frame it is on, queued frames are
-dropped (counted), and the service exits 0 after printing its one-line summary.
+dropped (counted), the output thread writes every frame already segmented, and the service
+exits 0 after printing its one-line summary. The watchdog and ``/healthz`` notice a frame stuck
+in either stage for longer than ``service.stall_timeout_s``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import errno
 import inspect
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -68,6 +75,29 @@ _LOGGER = logging.getLogger("edge.service")
 
 IDLE_WAIT_S = 1.0
 """Longest the frame loop sleeps: bounds the reaction to stop requests and watchdog pings."""
+
+OUTPUT_QUEUE_SIZE = 2
+"""Segmented results waiting for the output stage (``service.pipeline = "staged"``): enough to
+overlap one frame's output with the next segmentation; when full, the segmentation worker waits
+(results already computed are never dropped), so the frame queue in front of it takes the
+drops."""
+
+
+@dataclass
+class Segmented:
+    """A segmented frame on its way to the output stage.
+
+    Attributes:
+        job: The triggered frame.
+        request: The HTTP request waiting for it, if any.
+        result: Its masks.
+        seg_s: Seconds the segmentation took.
+    """
+
+    job: Job
+    request: TriggerRequest | None
+    result: Any
+    seg_s: float
 
 
 @dataclass
@@ -201,6 +231,10 @@ class Service:
         self._pending_request: TriggerRequest | None = None
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
+        self._staged = cfg.service.pipeline == "staged"
+        self._outq: queue.Queue[Segmented | None] = queue.Queue(OUTPUT_QUEUE_SIZE)
+        self._output_busy_since: float | None = None
+        self._output_thread: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
@@ -303,6 +337,11 @@ class Service:
                 _LOGGER.info("http: page on %s", page_url(cfg.http.host, self.http.port))
         self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
         self._worker.start()
+        if self._staged:
+            self._output_thread = threading.Thread(
+                target=self._output_work, name="output-worker", daemon=True
+            )
+            self._output_thread.start()
         # open the source once now, so that READY and the first log line tell the camera state
         self.metrics.set("fastsam_source_up", int(self.source.try_open()))
         state = "source open" if self.source.is_open else f"source down: {self.source.last_error}"
@@ -393,6 +432,7 @@ class Service:
                     self.cfg.service.stall_timeout_s,
                 )
                 self.metrics.inc("fastsam_errors_total", kind="segment")
+        self._stop_output_stage()
         with self._request_lock:
             req, self._pending_request = self._pending_request, None
         if req is not None:
@@ -581,8 +621,9 @@ class Service:
             self._drop(job, "stopping")
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
-    def _drop(self, job: Job, reason: str) -> None:
+    def _drop(self, job: Job, reason: str, queue_name: str = "frames") -> None:
         self.metrics.inc("fastsam_dropped_total", reason=reason)
+        self.metrics.inc("fastsam_queue_dropped_total", queue=queue_name)
         req = job.payload.get("request")
         if req is not None:
             req.finish(503, {"error": f"dropped: {reason}"})
@@ -628,12 +669,24 @@ class Service:
             )
 
     def _worker_stalled(self, now: float) -> float | None:
-        """Seconds the current segmentation has run if over the stall limit, else None."""
-        since = self._busy_since
-        if since is None:
-            return None
-        age = now - since
-        return age if age > self.cfg.service.stall_timeout_s else None
+        """Seconds the current segmentation (or output) has run if over the stall limit."""
+        stalled = self._stalled_stage(now)
+        return stalled[1] if stalled is not None else None
+
+    def _stalled_stage(self, now: float) -> tuple[str, float] | None:
+        """The stage whose current frame has run longer than ``service.stall_timeout_s``
+        (``"segmentation"``, or ``"output"`` with the staged pipeline), and for how long."""
+        worst: tuple[str, float] | None = None
+        for stage, since in (
+            ("segmentation", self._busy_since),
+            ("output", self._output_busy_since),
+        ):
+            if since is None:
+                continue
+            age = now - since
+            if age > self.cfg.service.stall_timeout_s and (worst is None or age > worst[1]):
+                worst = (stage, age)
+        return worst
 
     def _periodic_status(self, now: float) -> None:
         interval = self.cfg.service.status_interval_s
@@ -723,10 +776,73 @@ class Service:
         seg_s = time.perf_counter() - t0
         self.metrics.observe("fastsam_segment_seconds", seg_s)
         self.metrics.inc("fastsam_results_total")
+        if self._staged:
+            self._hand_over(Segmented(job, req, result, seg_s))
+            return
         try:
             self._output(job, req, result, seg_s)
         finally:
             self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0 - seg_s)
+
+    # --------------------------------------------------------------------------------------
+    # the output stage (service.pipeline = "staged")
+    # --------------------------------------------------------------------------------------
+
+    def _hand_over(self, item: Segmented) -> None:
+        """Queue a segmented frame for the output stage; waits while the queue is full (a
+        computed result is never dropped: the frame queue in front of the worker drops)."""
+        self._busy_since = None  # segmentation is done: a wait here is the output's stall
+        self._outq.put(item)
+        self.metrics.set("fastsam_output_queue_depth", self._outq.qsize())
+
+    def _output_work(self) -> None:
+        """The output thread: one result at a time, in the order they were segmented."""
+        while True:
+            item = self._outq.get()
+            if item is None:
+                return
+            self.metrics.set("fastsam_output_queue_depth", self._outq.qsize())
+            self._output_busy_since = self.clock.now()
+            t0 = time.perf_counter()
+            try:
+                self._output(item.job, item.request, item.result, item.seg_s)
+            except Exception as exc:
+                self.metrics.inc("fastsam_errors_total", kind="output")
+                _LOGGER.exception("frame %d: output failed", item.job.frame_id)
+                req = item.request
+                if req is not None and not req.done.is_set():
+                    req.finish(500, {"error": f"output failed: {exc!r}"})
+            finally:
+                self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0)
+                self._output_busy_since = None
+                self.wake.set()
+
+    def _stop_output_stage(self) -> None:
+        """Let the output stage finish every frame already segmented, then stop it."""
+        thread, self._output_thread = self._output_thread, None
+        if thread is None:
+            return
+        limit = self.cfg.service.stall_timeout_s
+        deadline = time.monotonic() + limit
+        try:
+            self._outq.put(None, timeout=limit)  # behind the results: they are written first
+        except queue.Full:
+            pass
+        thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        if not thread.is_alive():
+            return
+        _LOGGER.error(
+            "output still running after %.0f s (service.stall_timeout_s); exiting without it",
+            limit,
+        )
+        self.metrics.inc("fastsam_errors_total", kind="output")
+        while True:
+            try:
+                item = self._outq.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._drop(item.job, "stopping", queue_name="output")
 
     def _output(self, job: Job, req: TriggerRequest | None, result: Any, seg_s: float) -> None:
         """Encode, draw, write, publish and answer one result: only what someone reads.
@@ -994,13 +1110,13 @@ class Service:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = self.clock.now()
-        stalled = self._worker_stalled(now)
+        stalled = self._stalled_stage(now)
         src = self.source
         problems = []
         if not self.ready.is_set():
             problems.append("starting")
         if stalled is not None:
-            problems.append(f"segmentation stalled for {stalled:.0f} s")
+            problems.append(f"{stalled[0]} stalled for {stalled[1]:.0f} s")
         if not src.is_open and src.failures:
             problems.append(f"source down: {src.last_error}")
         if self.stop_event.is_set():
@@ -1033,6 +1149,7 @@ class Service:
             ),
             "busy": self._busy_since is not None,
             "queue_depth": len(self.queue),
+            "output_queue_depth": self._outq.qsize() if self._staged else None,
             "last_latency_ms": (
                 round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
             ),
