@@ -24,7 +24,6 @@ in either stage for longer than ``service.stall_timeout_s``.
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import os
 import queue
@@ -37,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +56,13 @@ from edge.service.live import CachedFrame, LiveFrame, PromptCache, without_pixel
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
+from edge.service.protocols import (
+    DetectsAndSelects,
+    HasBundle,
+    SegmentsFrames,
+    accepts_prompts,
+    bundle_of,
+)
 from edge.service.sink import ResultSink
 from edge.service.sources import (
     Capture,
@@ -70,6 +76,9 @@ from edge.service.sources import (
 )
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
 from edge.service.web import Sessions, page_routes
+
+if TYPE_CHECKING:
+    from edge.segmenter import Segmenter
 
 _LOGGER = logging.getLogger("edge.service")
 
@@ -129,20 +138,20 @@ class Summary:
         )
 
 
-def bundle_facts(seg: Any) -> dict[str, Any]:
-    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON)."""
-    try:
-        name = seg.manifest.detector_file(seg.precision)
-        return {
-            "name": seg.manifest.name,
-            "sha256": seg.manifest.files[name].sha256,
-            "precision": seg.precision,
-        }
-    except AttributeError:
+def bundle_facts(seg: SegmentsFrames) -> dict[str, Any]:
+    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON); only
+    the class name for a segmenter not loaded from a bundle."""
+    if not isinstance(seg, HasBundle):
         return {"name": type(seg).__name__}
+    name = seg.manifest.detector_file(seg.precision)
+    return {
+        "name": seg.manifest.name,
+        "sha256": seg.manifest.files[name].sha256,
+        "precision": seg.precision,
+    }
 
 
-def load_segmenter(cfg: ServiceConfig) -> Any:
+def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
     from edge.segmenter import Segmenter
 
@@ -179,7 +188,7 @@ class Service:
         self,
         cfg: ServiceConfig,
         *,
-        segmenter: Any = None,
+        segmenter: SegmentsFrames | None = None,
         source: FrameSource | None = None,
         clock: Clock | None = None,
         notifier: Notifier | None = None,
@@ -278,12 +287,7 @@ class Service:
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
         self._bundle = bundle_facts(self.segmenter)
-        try:
-            self._supports_prompts = (
-                "prompt" in inspect.signature(self.segmenter.segment).parameters
-            )
-        except (TypeError, ValueError):
-            self._supports_prompts = False
+        self._supports_prompts = accepts_prompts(self.segmenter)
         if cfg.model.warmup:
             self._warmup()
         try:
@@ -373,10 +377,10 @@ class Service:
         return names
 
     def _warmup(self) -> None:
-        spec = getattr(getattr(self.segmenter, "manifest", None), "input", None)
-        h, w = spec.imgsz if spec is not None else (64, 64)
+        manifest = bundle_of(self.segmenter)
+        h, w = manifest.input.imgsz if manifest is not None else (64, 64)
         t0 = time.perf_counter()
-        self.segmenter.segment(np.zeros((h, w, 3), np.uint8))
+        self._seg.segment(np.zeros((h, w, 3), np.uint8))
         _LOGGER.info("warm-up inference: %.0f ms", (time.perf_counter() - t0) * 1e3)
 
     def request_stop(self, reason: str = "stop requested", drain: bool = False) -> None:
@@ -572,12 +576,10 @@ class Service:
                 image=image,
                 triggers=tuple(fired),
                 created=now,
-                payload={
-                    "frame": frame,
-                    "capture": capture,
-                    "request": req,
-                    "enqueued": time.perf_counter(),
-                },
+                frame=frame,
+                capture=capture,
+                request=req,
+                enqueued=time.perf_counter(),
                 priority=req is not None,
             )
             self._enqueue(job)
@@ -608,7 +610,7 @@ class Service:
             # under the request lock: a request cancelled meanwhile (its caller timed out) is
             # either seen here or removed from the queue by cancel()
             with self._request_lock:
-                req = job.payload.get("request")
+                req = job.request
                 if req is not None and req.cancelled:
                     self._drop(job, "cancelled")
                     return
@@ -624,7 +626,7 @@ class Service:
     def _drop(self, job: Job, reason: str, queue_name: str = "frames") -> None:
         self.metrics.inc("fastsam_dropped_total", reason=reason)
         self.metrics.inc("fastsam_queue_dropped_total", queue=queue_name)
-        req = job.payload.get("request")
+        req = job.request
         if req is not None:
             req.finish(503, {"error": f"dropped: {reason}"})
         _LOGGER.debug("frame %d (%s) dropped: %s", job.frame_id, "+".join(job.triggers), reason)
@@ -652,9 +654,10 @@ class Service:
         self._frame_hw = hw
         if self.motion is not None:
             self.motion.reset()
-        spec = getattr(getattr(self.segmenter, "manifest", None), "input", None)
-        if spec is None:
+        manifest = bundle_of(self.segmenter)
+        if manifest is None:
             return
+        spec = manifest.input
         waste = padding_waste(hw, spec.imgsz, spec.dynamic, spec.stride)
         if waste > 0.25:
             _LOGGER.warning(
@@ -717,11 +720,11 @@ class Service:
                     return
                 continue
             self.metrics.set("fastsam_queue_depth", len(self.queue))
-            req = job.payload.get("request")
+            req = job.request
             if req is not None and not req.start():  # its caller gave up (504)
                 self._drop(job, "cancelled")
                 continue
-            enqueued = job.payload.get("enqueued")
+            enqueued = job.enqueued
             if enqueued is not None:
                 self.metrics.observe(
                     "fastsam_queue_wait_seconds", max(time.perf_counter() - enqueued, 0.0)
@@ -733,7 +736,7 @@ class Service:
             except Exception as exc:
                 self.metrics.inc("fastsam_errors_total", kind="segment")
                 _LOGGER.exception("frame %d: segmentation failed", job.frame_id)
-                req = job.payload.get("request")
+                req = job.request
                 if req is not None and not req.done.is_set():
                     req.finish(500, {"error": f"segmentation failed: {exc!r}"})
             finally:
@@ -743,7 +746,7 @@ class Service:
 
     def _process(self, job: Job) -> None:
         cfg = self.cfg
-        req: TriggerRequest | None = job.payload.get("request")
+        req = job.request
         kwargs: dict[str, Any] = {}
         conf = req.conf if req is not None and req.conf is not None else cfg.model.conf
         iou = req.iou if req is not None and req.iou is not None else cfg.model.iou
@@ -752,9 +755,10 @@ class Service:
         if iou is not None:
             kwargs["iou"] = iou
         if cfg.processing.max_masks:
-            bundle_max = getattr(getattr(self.segmenter, "manifest", None), "thresholds", None)
+            manifest = bundle_of(self.segmenter)
             kwargs["max_det"] = min(
-                cfg.processing.max_masks, bundle_max.max_det if bundle_max else 10**9
+                cfg.processing.max_masks,
+                manifest.thresholds.max_det if manifest is not None else 10**9,
             )
         if req is not None and req.prompts is not None:
             kwargs["prompt"] = req.prompts
@@ -852,8 +856,8 @@ class Service:
         ``masks`` false) they are deferred until ``GET /latest`` asks for them.
         """
         cfg = self.cfg
-        frame = job.payload["frame"]
-        capture: Capture = job.payload["capture"]
+        frame, capture = job.frame, job.capture
+        assert frame is not None and capture is not None  # set by both producers
         result = self._filter(result)
         from edge.encode import mask_contours
         from edge.marks import overlay_with_prompts
@@ -936,17 +940,19 @@ class Service:
     def _segment(self, job: Job, kwargs: dict[str, Any]) -> Any:
         """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
         can detect once and select many times (``Segmenter.detect`` / ``select``)."""
-        seg = self.segmenter
-        cached: CachedFrame | None = job.payload.get("cached")
+        seg = self._seg
+        cached = job.cached
         if cached is not None:  # POST /prompt on a kept frame
             prompt = kwargs.pop("prompt", None)
+            if not isinstance(seg, DetectsAndSelects):  # the page admits /prompt only then
+                raise InputError("prompt: the loaded segmenter cannot prompt kept frames")
             if cached.detections is None:  # shown by a page, not segmented yet
                 cached.detections = seg.detect(cached.image, **kwargs)
             result = seg.select(cached.detections, prompt)
             self.prompt_cache.refit(cached.frame_id)  # masks/CLIP embeddings added bytes
             self._prompt_cache_metrics()
             return result
-        if not self.prompt_cache.max_frames or not callable(getattr(seg, "detect", None)):
+        if not self.prompt_cache.max_frames or not isinstance(seg, DetectsAndSelects):
             return seg.segment(job.image, **kwargs)
         prompt = kwargs.pop("prompt", None)
         if prompt is not None:  # a bad prompt is the caller's error before any inference
@@ -955,7 +961,8 @@ class Service:
             for p in prompt:
                 validate_prompt(p, job.image.shape[:2])
         dets = seg.detect(job.image, **kwargs)
-        frame, capture = job.payload["frame"], job.payload["capture"]
+        frame, capture = job.frame, job.capture
+        assert frame is not None and capture is not None
         entry = CachedFrame(
             job.frame_id,
             job.image,
@@ -970,6 +977,13 @@ class Service:
         self.prompt_cache.refit(entry.frame_id)
         self._prompt_cache_metrics()
         return result
+
+    @property
+    def _seg(self) -> SegmentsFrames:
+        """The segmenter (loaded by :meth:`start`)."""
+        if self.segmenter is None:
+            raise RuntimeError("Service.start() has not loaded the segmenter yet")
+        return self.segmenter
 
     def _prompt_cache_metrics(self) -> None:
         cache = self.prompt_cache
@@ -1016,12 +1030,10 @@ class Service:
             image=entry.image,
             triggers=("prompt",),
             created=self.clock.now(),
-            payload={
-                "frame": entry.frame,
-                "capture": entry.capture,
-                "request": request,
-                "cached": entry,
-            },
+            frame=entry.frame,
+            capture=entry.capture,
+            request=request,
+            cached=entry,
             priority=True,
         )
         self._enqueue(job)
@@ -1042,8 +1054,8 @@ class Service:
         now = self.clock.now()
         entry, read_at = self.live.latest()
         latest = self.latest()
-        manifest = getattr(self.segmenter, "manifest", None)
-        extra = getattr(manifest, "extra", None) or {}
+        manifest = bundle_of(self.segmenter)
+        extra = (manifest.extra if manifest is not None else None) or {}
         return {
             "live": frame_facts(entry, read_at, now),
             "live_reads": bool(self.source.live),
@@ -1085,7 +1097,7 @@ class Service:
             if self._pending_request is request:
                 self._pending_request = None
                 self.metrics.inc("fastsam_dropped_total", reason="cancelled")
-            for job in self.queue.remove(lambda j: j.payload.get("request") is request):
+            for job in self.queue.remove(lambda j: j.request is request):
                 self._drop(job, "cancelled")
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
