@@ -265,6 +265,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     if args.clip_precision:
         seg.clip_precision = args.clip_precision
+    # one process, fixed prompts: each text is encoded once (cached), so the text session need
+    # not stay resident while crops are encoded (lower peak RSS)
+    seg.clip_keep_text = False
     if args.text_threshold is not _UNSET:
         seg.text_threshold = args.text_threshold
     bundle = _bundle_facts(seg)

@@ -7,7 +7,7 @@ the graph, the tokenizer's BPE file and a ``clip`` section in ``bundle.json``::
       "model": "ViT-B-32-quickgelu", "pretrained": {...}, "embed_dim": 512,
       "image": {"size": 224, "mean": [...], "std": [...], "interpolation": "bicubic",
                 "resize_mode": "shortest", "crop": "center", "input": "pixels",
-                "output": "embeddings", "max_batch": 32},
+                "output": "embeddings", "max_batch": 8},
       "text": {"input": "tokens", "input_dtype": "int32", "output": "embeddings"},
       "tokenizer": {"type": "open_clip.SimpleTokenizer",
                     "bpe": "clip-bpe_simple_vocab_16e6.txt.gz", "context_length": 77,
@@ -49,11 +49,11 @@ from edge.tokenizer import ClipTokenizer
 
 CLIP_PRECISIONS = ("fp32", "int8")
 # Crops per image-encoder call when the bundle does not say (``clip.image.max_batch``). Above
-# this, encode_images runs several calls of at most this many crops: ViT-B/32 activations at
-# batch 32 take ~0.3 GB in fp32, which a 2 GB Pi still holds next to the detector; per-crop
-# cost is flat beyond batch ~4. The export stage writes a smaller cap for conv towers
-# (MobileCLIP), whose activations per crop are larger.
-MAX_BATCH = 32
+# this, encode_images runs several calls of at most this many crops. Per-crop time is flat in
+# the batch (measured 1 to 32) while activation memory is not: ViT-B/32 int8 peaks at 275 MiB
+# with 8 crops per call and 368 MiB with 32. The export stage writes 8 for ViTs and 2 for conv
+# towers (MobileCLIP: ~18 MiB of activations per crop).
+MAX_BATCH = 8
 MAX_BATCH_LIMIT = 1024
 NO_CLIP_HINT = (
     "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
@@ -364,6 +364,14 @@ class ClipEncoder:
         logit_scale: CLIP's logit scale (100 for OpenAI weights), for probabilities.
         max_batch: Largest crop batch per image-session call (``clip.image.max_batch``, default
             :data:`MAX_BATCH`); bounds the encoder's activation memory.
+        text_path: The text encoder's file (for a text session created on demand).
+        keep_text: Keep the text session between :meth:`encode_text` calls. ``False`` creates
+            it when a prompt needs encoding and drops it right after, and creates the image
+            session only at the first image encoding, so the two are never resident together
+            (with text encoded first, as ``edge.prompts.select`` does): ~180 MiB less peak RSS
+            with MobileCLIP2-S0 int8 in ``segment --text``, at one session load per *new*
+            prompt (cached prompts cost nothing); for one-shot runs.
+        image_path: The image encoder's file (for an image session created on demand).
     """
 
     image_session: Any
@@ -375,6 +383,12 @@ class ClipEncoder:
     model: str = ""
     logit_scale: float = 100.0
     max_batch: int = MAX_BATCH
+    text_path: Path | None = None
+    keep_text: bool = True
+    image_path: Path | None = None
+    _image_cfg: dict[str, Any] | None = None
+    _text_cfg: dict[str, Any] | None = None
+    _threads: int | None = None
 
     @classmethod
     def load(
@@ -383,6 +397,7 @@ class ClipEncoder:
         manifest: BundleManifest,
         precision: str | None = None,
         threads: int | None = None,
+        keep_text: bool = True,
     ) -> ClipEncoder:
         """Load both encoders and the tokenizer of a bundle.
 
@@ -391,6 +406,9 @@ class ClipEncoder:
             manifest: Its parsed ``bundle.json`` (``edge.bundle.read_manifest``).
             precision: ``"fp32"`` or ``"int8"`` (default: the ``clip.default_precision``).
             threads: Intra-op threads per session (default: ``edge.session.default_threads``).
+            keep_text: ``False``: the text session is created per :meth:`encode_text` call and
+                dropped after it, the image session on first use (:attr:`keep_text`); both
+                files are still verified here.
 
         Raises:
             BundleError: No ``clip`` section (with the re-export command), a missing, modified
@@ -441,8 +459,8 @@ class ClipEncoder:
         image_path = verify_file(bundle_dir, manifest, image_name)
         text_path = verify_file(bundle_dir, manifest, text_name)
         enc = cls(
-            image_session=create_session(image_path, threads=threads),
-            text_session=create_session(text_path, threads=threads),
+            image_session=create_session(image_path, threads=threads) if keep_text else None,
+            text_session=create_session(text_path, threads=threads) if keep_text else None,
             tokenizer=tokenizer,
             preprocess=preprocess,
             precision=prec,
@@ -450,6 +468,12 @@ class ClipEncoder:
             model=str(section.get("model", "")),
             logit_scale=float(section.get("logit_scale", 100.0)),
             max_batch=max_batch,
+            text_path=text_path,
+            keep_text=keep_text,
+            image_path=image_path,
+            _image_cfg=dict(image_cfg),
+            _text_cfg=dict(text_cfg),
+            _threads=threads,
         )
         enc._check_io(image_cfg, text_cfg)
         return enc
@@ -461,12 +485,14 @@ class ClipEncoder:
         """:meth:`load` after reading ``bundle.json``."""
         return cls.load(Path(bundle_dir), read_manifest(bundle_dir), precision, threads)
 
-    def _check_io(self, image_cfg: dict[str, Any], text_cfg: dict[str, Any]) -> None:
+    def _check_io(self, image_cfg: dict[str, Any] | None, text_cfg: dict[str, Any]) -> None:
         s = self.preprocess.size
-        for sess, want_in, what in (
-            (self.image_session, image_cfg.get("input", "pixels"), "image"),
-            (self.text_session, text_cfg.get("input", "tokens"), "text"),
-        ):
+        pairs = []
+        if image_cfg is not None and self.image_session is not None:
+            pairs.append((self.image_session, image_cfg.get("input", "pixels"), "image"))
+        if self.text_session is not None:
+            pairs.append((self.text_session, text_cfg.get("input", "tokens"), "text"))
+        for sess, want_in, what in pairs:
             ins, outs = sess.get_inputs(), sess.get_outputs()
             if len(ins) != 1 or ins[0].name != want_in or len(outs) != 1:
                 raise BundleError(
@@ -478,9 +504,12 @@ class ClipEncoder:
                 raise BundleError(
                     f"CLIP {what} encoder: output dim {dim} != clip.embed_dim {self.embed_dim}"
                 )
-        shape = self.image_session.get_inputs()[0].shape
-        if [d for d in shape[1:]] != [3, s, s]:
-            raise BundleError(f"CLIP image encoder: input shape {shape} != [N, 3, {s}, {s}]")
+        if image_cfg is not None and self.image_session is not None:
+            shape = self.image_session.get_inputs()[0].shape
+            if [d for d in shape[1:]] != [3, s, s]:
+                raise BundleError(f"CLIP image encoder: input shape {shape} != [N, 3, {s}, {s}]")
+        if self.text_session is None:
+            return
         tshape = self.text_session.get_inputs()[0].shape
         if tshape[-1] != self.tokenizer.context_length:
             raise BundleError(
@@ -517,8 +546,17 @@ class ClipEncoder:
                 raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts)).astype(self._token_dtype)
-        (emb,) = self.text_session.run(None, {self.text_session.get_inputs()[0].name: tokens})
+        if self.text_session is None:
+            if self.text_path is None:
+                raise BundleError("CLIP text encoder: no session and no file to create one from")
+            self.text_session = create_session(self.text_path, threads=self._threads)
+            self._check_io(None, self._text_cfg or {})
+        try:
+            tokens = self.tokenizer(list(texts)).astype(self._token_dtype)
+            (emb,) = self.text_session.run(None, {self.text_session.get_inputs()[0].name: tokens})
+        finally:
+            if not self.keep_text:
+                self.text_session = None  # freed now: not resident while crops are encoded
         return _l2n(np.asarray(emb, dtype=np.float32))
 
     def preprocess_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
@@ -538,6 +576,11 @@ class ClipEncoder:
         n = len(pixels)
         if n == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
+        if self.image_session is None:
+            if self.image_path is None:
+                raise BundleError("CLIP image encoder: no session and no file to create one from")
+            self.image_session = create_session(self.image_path, threads=self._threads)
+            self._check_io(self._image_cfg or {}, self._text_cfg or {})
         name = self.image_session.get_inputs()[0].name
         parts = [
             self.image_session.run(None, {name: pixels[i : i + self.max_batch]})[0]

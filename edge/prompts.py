@@ -1050,6 +1050,9 @@ def select(
         if encoder is None or image_bgr is None:
             raise InputError("text: a text prompt needs the image and a CLIP encoder")
         texts = [prompts[k].text for k in text_ids]  # type: ignore[union-attr]
+        # text first: an encoder that loads its sessions on demand (ClipEncoder keep_text=False)
+        # then never holds the text and image sessions at once
+        text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
         emb = dets.crop_embeddings
         if emb is None or not emb.matches(encoder, text_top_k, text_crop):
             # first text prompt on these detections: embed the candidates' crops once; the
@@ -1066,7 +1069,6 @@ def select(
                 emb.encoder,
             )
             dets.crop_embeddings = emb
-        text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
         scale = float(getattr(encoder, "logit_scale", 100.0))
         matches = emb.best_matches(text_feats, scale)
         for k, m in zip(text_ids, matches, strict=True):

@@ -82,6 +82,9 @@ class Segmenter:
         assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
             the per-mask matmul and resampling); ``None`` = ``threads``, 1 = serial. The
             detector is idle meanwhile, so its cores are free.
+        clip_keep_text: Keep CLIP's text session loaded (``False``: created per new prompt
+            and dropped after encoding it, so it is not resident while crops are encoded;
+            for one-shot runs such as ``fastsam-edge segment``); set before the first text.
         text_threshold: Minimum CLIP similarity of a text prompt's best mask (a prompt's own
             ``TextPrompt.threshold`` wins); default the bundle's measured
             ``clip.text_threshold``, ``None`` when the bundle has none (best mask always
@@ -98,6 +101,7 @@ class Segmenter:
     clip_precision: str | None = None
     assembly_workers: int | None = None
     text_threshold: float | None = None
+    clip_keep_text: bool = True
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _pool_size: int = field(default=1, init=False, repr=False)
@@ -373,7 +377,11 @@ class Segmenter:
                 f"text prompt: this runtime has no CLIP support (edge.clip: {exc})"
             ) from exc
         encoder = ClipEncoder.load(
-            self.bundle_dir, self.manifest, self.clip_precision, self.threads
+            self.bundle_dir,
+            self.manifest,
+            self.clip_precision,
+            self.threads,
+            keep_text=self.clip_keep_text,
         )
         self._text_encoder = CachedTextEncoder(encoder)
         return self._text_encoder

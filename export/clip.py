@@ -52,12 +52,13 @@ _LOGGER = logging.getLogger(__name__)
 OPSET = 17
 MIN_FP32_COSINE = 0.9999
 MIN_INT8_COSINE = 0.99
-# Crops per image-encoder call the runtime uses (``clip.image.max_batch``): per-crop time is
-# flat beyond a few crops for both tower kinds, while activation memory grows with the batch.
-# A FastViT (MobileCLIP) tower at 256 px holds ~4x more activation bytes per crop than
-# ViT-B/32 at 224 (measured in docs/benchmarks.md), so conv towers get smaller calls.
-MAX_BATCH_VIT = 32
-MAX_BATCH_CONV = 8
+# Crops per image-encoder call the runtime uses (``clip.image.max_batch``). Measured here
+# (docs/benchmarks.md, scripts/bench_clip_towers.py): ms per crop is flat from batch 1 to 32
+# for every tower, while peak RSS grows with the batch: ViT-B/32 int8 248 / 275 / 368 MiB at
+# batch 1 / 8 / 32, MobileCLIP2-S0 (FastViT at 256 px, ~18 MiB of activations per crop)
+# 185 / 329 / 757 MiB. So conv towers run 2 crops per call, ViTs 8.
+MAX_BATCH_VIT = 8
+MAX_BATCH_CONV = 2
 VERIFY_SCENES = (1_700_000, 1_700_001)  # demo scenes whose object crops gate the encoders
 BPE_FILE = "clip-bpe_simple_vocab_16e6.txt.gz"
 TOWERS = ("image", "text")

@@ -172,9 +172,10 @@ def _peak_rss_mib(cmd: list[str]) -> tuple[float, int]:
 
 
 def segment_rss(
-    work: Path, towers: list[str], threads: int, text: str = "a red circle"
+    work: Path, detector: Path, towers: list[str], threads: int, text: str = "a red circle"
 ) -> list[dict[str, Any]]:
-    """Step 4: peak RSS of ``fastsam-edge segment --text`` (detector + CLIP int8)."""
+    """Step 4: peak RSS of ``fastsam-edge segment --text`` (detector int8 + CLIP), on freshly
+    grafted bundles (the exports as they are now)."""
     import cv2
 
     from edge.scenes import generate_scene
@@ -183,7 +184,7 @@ def segment_rss(
     cv2.imwrite(str(image), generate_scene(1_700_000, 640, 480).image)
     rows = []
     for tower in towers:
-        bundle = work / "bundles" / tower
+        bundle = graft(detector, work / "clip" / tower, work / "bundles" / tower)
         base = [sys.executable, "-m", "edge.cli", "segment", str(image), "--bundle", str(bundle)]
         base += ["--precision", "int8", "--threads", str(threads), "--no-progress"]
         row: dict[str, Any] = {"tower": tower, "threads": threads}
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             a.text_precisions.split(","),
         )
     if "rss" in steps:
-        report["rss"] = segment_rss(work, towers, 2)
+        report["rss"] = segment_rss(work, Path(a.detector), towers, 2)
     from edge.io import atomic_write_json
 
     atomic_write_json(out, report)

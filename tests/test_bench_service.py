@@ -90,8 +90,14 @@ def test_cli_service_replay_writes_report(tmp_path):
     assert row["service_over_segment_only"] == pytest.approx(
         row["service_fps"] / row["segment_only_fps"]
     )
-    assert set(row["stages_ms"]) == set(STAGES)
+    assert row["staged_fps"] > 0  # the staged pipeline, side by side
+    assert row["staged_over_serial"] == pytest.approx(row["staged_fps"] / row["service_fps"])
+    assert row["staged_over_segment_only"] == pytest.approx(
+        row["staged_fps"] / row["segment_only_fps"]
+    )
+    assert set(row["stages_ms"]) == set(STAGES) == set(row["staged_stages_ms"])
     assert all(row["stages_ms"][s]["p90"] >= row["stages_ms"][s]["p50"] >= 0 for s in STAGES)
+    assert "staged fps" in (out / "service.md").read_text()
     assert row["output_over_segment"] == pytest.approx(
         row["stages_ms"]["output"]["p50"] / row["stages_ms"]["segment"]["p50"]
     )

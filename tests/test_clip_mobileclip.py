@@ -162,7 +162,7 @@ def test_manifest(small_bundle: Path) -> None:
     assert clip["model"] == MODEL and clip["pretrained"]["kind"] == "file"
     image = clip["image"]
     assert image["from_tags"] == TAG
-    assert image["size"] == SIZE and image["max_batch"] == 8
+    assert image["size"] == SIZE and image["max_batch"] == 2
     assert image["mean"] == list(cfg["mean"]) and image["std"] == list(cfg["std"])
     assert image["interpolation"] == cfg["interpolation"] == "bilinear"
     v = clip["verify"]
@@ -189,7 +189,7 @@ def test_image_parity_demo_crops(small_bundle: Path, small_model: tuple, precisi
 
     _, model, preprocess = small_model
     enc = ClipEncoder.load(small_bundle, read_manifest(small_bundle), precision, threads=2)
-    assert enc.max_batch == 8
+    assert enc.max_batch == 2
     crops = demo_crops((1_700_002, 1_700_003))
     got = enc.encode_images(crops)
     x = torch.stack([preprocess(Image.fromarray(c)) for c in crops])
@@ -247,3 +247,18 @@ def test_int8_gate(small_model: tuple, tmp_path: Path, monkeypatch: pytest.Monke
     assert section["precisions"] == ["fp32"] and section["quantization"] is None
     assert any("image int8" in r for r in section["verify"]["int8_refused"])
     assert not list(out.glob("clip-*.int8.onnx"))
+
+
+def test_text_session_on_demand(small_bundle: Path) -> None:
+    """keep_text=False: sessions on demand, text dropped after each call, same embeddings."""
+    m = read_manifest(small_bundle)
+    kept = ClipEncoder.load(small_bundle, m, "int8", threads=1)
+    lazy = ClipEncoder.load(small_bundle, m, "int8", threads=1, keep_text=False)
+    assert kept.text_session is not None and lazy.text_session is None
+    assert lazy.image_session is None  # created at the first image encoding, then kept
+    np.testing.assert_array_equal(lazy.encode_text(PROMPTS), kept.encode_text(PROMPTS))
+    assert lazy.text_session is None and lazy.image_session is None
+    assert lazy.encode_text(["a dog"]).shape == (1, 32) and lazy.text_session is None
+    crops = [np.full((40, 30, 3), v, np.uint8) for v in (0, 90, 200)]
+    np.testing.assert_array_equal(lazy.encode_images(crops), kept.encode_images(crops))
+    assert lazy.image_session is not None and lazy.text_session is None

@@ -319,12 +319,17 @@ def _folder_rows(
     seg.segment(images[0])  # warm-up
     for target in targets:
         conf = pick_conf(seg, images, target)
-        seg_sides, svc_sides = [], []
-        for _ in range(rounds):
+        seg_sides, svc_sides, staged_sides = [], [], []
+        for k in range(rounds):
             seg_sides.append(segment_only(seg, images, conf))
-            svc_sides.append(service_run(seg, bundle, Path(folder), conf, out_root))
+            # serial and staged pipelines, their order alternating per round (load drifts)
+            for pipeline in ("serial", "staged") if k % 2 == 0 else ("staged", "serial"):
+                side = service_run(seg, bundle, Path(folder), conf, out_root,
+                                   {"service.pipeline": pipeline})  # fmt: skip
+                (svc_sides if pipeline == "serial" else staged_sides).append(side)
         seg_fps = statistics.median(s["fps"] for s in seg_sides)
         svc_fps = statistics.median(s["fps"] for s in svc_sides)
+        staged_fps = statistics.median(s["fps"] for s in staged_sides)
         stages = {
             s: percentiles([v for side in svc_sides for v in side["stages_ms"][s]]) for s in STAGES
         }
@@ -341,6 +346,14 @@ def _folder_rows(
             "segment_only_ms": percentiles([v for s in seg_sides for v in s["segment_ms"]]),
             "service_fps": svc_fps,
             "service_over_segment_only": svc_fps / seg_fps,
+            "staged_fps": staged_fps,
+            "staged_over_segment_only": staged_fps / seg_fps,
+            "staged_over_serial": staged_fps / svc_fps,
+            "staged_stages_ms": {
+                s: percentiles([v for side in staged_sides for v in side["stages_ms"][s]])
+                for s in STAGES
+            },
+            "staged_latency_ms": percentiles([v for s in staged_sides for v in s["latency_ms"]]),
             "stages_ms": stages,
             "latency_ms": percentiles([v for s in svc_sides for v in s["latency_ms"]]),
             "output_over_segment": stages["output"]["p50"] / stages["segment"]["p50"],
@@ -350,8 +363,9 @@ def _folder_rows(
         rows.append(row)
         say(
             f"service bench {seg.precision} {w}x{h} ~{target} masks: {row['masks']:.0f} masks, "
-            f"service {svc_fps:.2f} fps vs segment-only {seg_fps:.2f} fps "
-            f"({row['service_over_segment_only']:.2f}x), output/segment "
+            f"service {svc_fps:.2f} fps (serial), {staged_fps:.2f} fps (staged) vs segment-only "
+            f"{seg_fps:.2f} fps ({row['service_over_segment_only']:.2f}x, "
+            f"{row['staged_over_segment_only']:.2f}x), output/segment "
             f"{row['output_over_segment']:.3f}"
         )
     return rows
@@ -361,13 +375,15 @@ def service_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (service vs segment-only; RLE cost per mask)."""
     b = report["bundle"]
     lines = [
-        f"Service pipeline vs segment-only: {b['name']}, "
-        f"{report['threads']} thread(s), {report['rounds']} alternating round(s) per row.",
+        f"Service pipeline (serial and staged) vs segment-only: {b['name']}, "
+        f"{report['threads']} thread(s), {report['rounds']} alternating round(s) per row; "
+        "stage columns are the serial pipeline's.",
         "",
-        "| precision | frame | ~masks | masks | frames | segment-only fps | service fps | "
-        "service / segment-only | read p50/p90 | queue wait p50/p90 | segment p50/p90 | "
-        "output p50/p90 | output / segment | KB per result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| precision | frame | ~masks | masks | frames | segment-only fps | serial fps | "
+        "serial / segment-only | staged fps | staged / segment-only | read p50/p90 | "
+        "queue wait p50/p90 | segment p50/p90 | output p50/p90 | output / segment | "
+        "KB per result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         st = r["stages_ms"]
@@ -376,6 +392,7 @@ def service_markdown(report: dict[str, Any]) -> str:
             f"| {r['precision']} | {r['frame'][0]}x{r['frame'][1]} | {r['target_masks']} | "
             f"{r['masks']:.0f} | {r['frames']} | {r['segment_only_fps']:.2f} | "
             f"{r['service_fps']:.2f} | {r['service_over_segment_only']:.2f}x | "
+            f"{r['staged_fps']:.2f} | {r['staged_over_segment_only']:.2f}x | "
             f"{' | '.join(cells)} | {r['output_over_segment']:.3f} | "
             f"{r['bytes_per_result'] / 1e3:.0f} |"
         )

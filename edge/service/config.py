@@ -573,6 +573,14 @@ class RuntimeConfig:
         "Log a one-line status (and update systemd STATUS=) this often; 0 = never.",
         number(0),
     )
+    pipeline: str = _spec(
+        "staged",
+        'How a triggered frame is handled: "staged" (the output (encode, draw, write, publish, '
+        "answer) runs in its own thread behind a queue of 2 results, so a frame's output "
+        'overlaps the next frame\'s segmentation; results stay in frame order) or "serial" (one '
+        "worker segments a frame, then does its output). docs/benchmarks.md compares the two.",
+        choice("serial", "staged"),
+    )
     log_level: str = _spec("info", 'Log level: "debug", "info", "warning" or "error".', log_level)
 
 

@@ -23,7 +23,15 @@ METRICS: dict[str, tuple[str, str]] = {
         "Triggered frames not segmented, by reason (busy, superseded, stopping, source_down, "
         "cancelled).",
     ),
-    "fastsam_errors_total": ("counter", "Errors, by kind (source, segment, write, mqtt, http)."),
+    "fastsam_queue_dropped_total": (
+        "counter",
+        "Frames dropped at each queue: frames (triggered, waiting for the segmenter) or output "
+        "(segmented, waiting for the output stage; only at a stalled shutdown).",
+    ),
+    "fastsam_errors_total": (
+        "counter",
+        "Errors, by kind (source, segment, output, write, mqtt, http).",
+    ),
     "fastsam_results_total": ("counter", "Frames segmented."),
     "fastsam_results_written_total": ("counter", "Result directories written to disk."),
     "fastsam_results_skipped_total": (
@@ -52,6 +60,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_masks": ("gauge", "Masks in the last result."),
     "fastsam_busy": ("gauge", "1 while a frame is being segmented."),
     "fastsam_queue_depth": ("gauge", "Triggered frames waiting for the segmenter."),
+    "fastsam_output_queue_depth": (
+        "gauge",
+        "Segmented frames waiting for the output stage (service.pipeline = staged).",
+    ),
     "fastsam_source_up": ("gauge", "1 while the frame source is open."),
     "fastsam_mqtt_connected": ("gauge", "1 while connected to the MQTT broker (mqtt.enabled)."),
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),

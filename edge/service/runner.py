@@ -8,19 +8,25 @@ Threads:
   it (live sources); an offline source waits instead, so every frame of a replay is processed.
   The loop pings the systemd watchdog after each iteration, but only while the worker is not
   stalled: a hung camera read or segmentation call stops the pings.
-* the **worker** segments, writes the result directory, publishes to MQTT and answers HTTP.
+* the **worker** segments. With ``service.pipeline = "staged"`` (default) it hands each
+  result to the **output thread** through a queue of :data:`OUTPUT_QUEUE_SIZE` (waiting when
+  it is full), which writes the result directory, publishes to MQTT and answers HTTP while the
+  worker segments the next frame; one output thread keeps results, MQTT messages and answers
+  in the order the frames were segmented. With ``"serial"`` the worker does the output itself.
 * the HTTP server and paho-mqtt's network loop run in their own threads.
 
 SIGTERM / SIGINT stop the loop; the worker finishes the frame it is on, queued frames are
-dropped (counted), and the service exits 0 after printing its one-line summary.
+dropped (counted), the output thread writes every frame already segmented, and the service
+exits 0 after printing its one-line summary. The watchdog and ``/healthz`` notice a frame stuck
+in either stage for longer than ``service.stall_timeout_s``.
 """
 
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -30,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +56,13 @@ from edge.service.live import CachedFrame, LiveFrame, PromptCache, without_pixel
 from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
+from edge.service.protocols import (
+    DetectsAndSelects,
+    HasBundle,
+    SegmentsFrames,
+    accepts_prompts,
+    bundle_of,
+)
 from edge.service.sink import ResultSink
 from edge.service.sources import (
     Capture,
@@ -64,10 +77,36 @@ from edge.service.sources import (
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
 from edge.service.web import Sessions, page_routes
 
+if TYPE_CHECKING:
+    from edge.segmenter import Segmenter
+
 _LOGGER = logging.getLogger("edge.service")
 
 IDLE_WAIT_S = 1.0
 """Longest the frame loop sleeps: bounds the reaction to stop requests and watchdog pings."""
+
+OUTPUT_QUEUE_SIZE = 2
+"""Segmented results waiting for the output stage (``service.pipeline = "staged"``): enough to
+overlap one frame's output with the next segmentation; when full, the segmentation worker waits
+(results already computed are never dropped), so the frame queue in front of it takes the
+drops."""
+
+
+@dataclass
+class Segmented:
+    """A segmented frame on its way to the output stage.
+
+    Attributes:
+        job: The triggered frame.
+        request: The HTTP request waiting for it, if any.
+        result: Its masks.
+        seg_s: Seconds the segmentation took.
+    """
+
+    job: Job
+    request: TriggerRequest | None
+    result: Any
+    seg_s: float
 
 
 @dataclass
@@ -99,20 +138,20 @@ class Summary:
         )
 
 
-def bundle_facts(seg: Any) -> dict[str, Any]:
-    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON)."""
-    try:
-        name = seg.manifest.detector_file(seg.precision)
-        return {
-            "name": seg.manifest.name,
-            "sha256": seg.manifest.files[name].sha256,
-            "precision": seg.precision,
-        }
-    except AttributeError:
+def bundle_facts(seg: SegmentsFrames) -> dict[str, Any]:
+    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON); only
+    the class name for a segmenter not loaded from a bundle."""
+    if not isinstance(seg, HasBundle):
         return {"name": type(seg).__name__}
+    name = seg.manifest.detector_file(seg.precision)
+    return {
+        "name": seg.manifest.name,
+        "sha256": seg.manifest.files[name].sha256,
+        "precision": seg.precision,
+    }
 
 
-def load_segmenter(cfg: ServiceConfig) -> Any:
+def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
     from edge.segmenter import Segmenter
 
@@ -149,7 +188,7 @@ class Service:
         self,
         cfg: ServiceConfig,
         *,
-        segmenter: Any = None,
+        segmenter: SegmentsFrames | None = None,
         source: FrameSource | None = None,
         clock: Clock | None = None,
         notifier: Notifier | None = None,
@@ -201,6 +240,10 @@ class Service:
         self._pending_request: TriggerRequest | None = None
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
+        self._staged = cfg.service.pipeline == "staged"
+        self._outq: queue.Queue[Segmented | None] = queue.Queue(OUTPUT_QUEUE_SIZE)
+        self._output_busy_since: float | None = None
+        self._output_thread: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
@@ -244,12 +287,7 @@ class Service:
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
         self._bundle = bundle_facts(self.segmenter)
-        try:
-            self._supports_prompts = (
-                "prompt" in inspect.signature(self.segmenter.segment).parameters
-            )
-        except (TypeError, ValueError):
-            self._supports_prompts = False
+        self._supports_prompts = accepts_prompts(self.segmenter)
         if cfg.model.warmup:
             self._warmup()
         try:
@@ -303,6 +341,11 @@ class Service:
                 _LOGGER.info("http: page on %s", page_url(cfg.http.host, self.http.port))
         self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
         self._worker.start()
+        if self._staged:
+            self._output_thread = threading.Thread(
+                target=self._output_work, name="output-worker", daemon=True
+            )
+            self._output_thread.start()
         # open the source once now, so that READY and the first log line tell the camera state
         self.metrics.set("fastsam_source_up", int(self.source.try_open()))
         state = "source open" if self.source.is_open else f"source down: {self.source.last_error}"
@@ -334,10 +377,10 @@ class Service:
         return names
 
     def _warmup(self) -> None:
-        spec = getattr(getattr(self.segmenter, "manifest", None), "input", None)
-        h, w = spec.imgsz if spec is not None else (64, 64)
+        manifest = bundle_of(self.segmenter)
+        h, w = manifest.input.imgsz if manifest is not None else (64, 64)
         t0 = time.perf_counter()
-        self.segmenter.segment(np.zeros((h, w, 3), np.uint8))
+        self._seg.segment(np.zeros((h, w, 3), np.uint8))
         _LOGGER.info("warm-up inference: %.0f ms", (time.perf_counter() - t0) * 1e3)
 
     def request_stop(self, reason: str = "stop requested", drain: bool = False) -> None:
@@ -393,6 +436,7 @@ class Service:
                     self.cfg.service.stall_timeout_s,
                 )
                 self.metrics.inc("fastsam_errors_total", kind="segment")
+        self._stop_output_stage()
         with self._request_lock:
             req, self._pending_request = self._pending_request, None
         if req is not None:
@@ -532,12 +576,10 @@ class Service:
                 image=image,
                 triggers=tuple(fired),
                 created=now,
-                payload={
-                    "frame": frame,
-                    "capture": capture,
-                    "request": req,
-                    "enqueued": time.perf_counter(),
-                },
+                frame=frame,
+                capture=capture,
+                request=req,
+                enqueued=time.perf_counter(),
                 priority=req is not None,
             )
             self._enqueue(job)
@@ -568,7 +610,7 @@ class Service:
             # under the request lock: a request cancelled meanwhile (its caller timed out) is
             # either seen here or removed from the queue by cancel()
             with self._request_lock:
-                req = job.payload.get("request")
+                req = job.request
                 if req is not None and req.cancelled:
                     self._drop(job, "cancelled")
                     return
@@ -581,9 +623,10 @@ class Service:
             self._drop(job, "stopping")
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
-    def _drop(self, job: Job, reason: str) -> None:
+    def _drop(self, job: Job, reason: str, queue_name: str = "frames") -> None:
         self.metrics.inc("fastsam_dropped_total", reason=reason)
-        req = job.payload.get("request")
+        self.metrics.inc("fastsam_queue_dropped_total", queue=queue_name)
+        req = job.request
         if req is not None:
             req.finish(503, {"error": f"dropped: {reason}"})
         _LOGGER.debug("frame %d (%s) dropped: %s", job.frame_id, "+".join(job.triggers), reason)
@@ -611,9 +654,10 @@ class Service:
         self._frame_hw = hw
         if self.motion is not None:
             self.motion.reset()
-        spec = getattr(getattr(self.segmenter, "manifest", None), "input", None)
-        if spec is None:
+        manifest = bundle_of(self.segmenter)
+        if manifest is None:
             return
+        spec = manifest.input
         waste = padding_waste(hw, spec.imgsz, spec.dynamic, spec.stride)
         if waste > 0.25:
             _LOGGER.warning(
@@ -628,12 +672,24 @@ class Service:
             )
 
     def _worker_stalled(self, now: float) -> float | None:
-        """Seconds the current segmentation has run if over the stall limit, else None."""
-        since = self._busy_since
-        if since is None:
-            return None
-        age = now - since
-        return age if age > self.cfg.service.stall_timeout_s else None
+        """Seconds the current segmentation (or output) has run if over the stall limit."""
+        stalled = self._stalled_stage(now)
+        return stalled[1] if stalled is not None else None
+
+    def _stalled_stage(self, now: float) -> tuple[str, float] | None:
+        """The stage whose current frame has run longer than ``service.stall_timeout_s``
+        (``"segmentation"``, or ``"output"`` with the staged pipeline), and for how long."""
+        worst: tuple[str, float] | None = None
+        for stage, since in (
+            ("segmentation", self._busy_since),
+            ("output", self._output_busy_since),
+        ):
+            if since is None:
+                continue
+            age = now - since
+            if age > self.cfg.service.stall_timeout_s and (worst is None or age > worst[1]):
+                worst = (stage, age)
+        return worst
 
     def _periodic_status(self, now: float) -> None:
         interval = self.cfg.service.status_interval_s
@@ -664,11 +720,11 @@ class Service:
                     return
                 continue
             self.metrics.set("fastsam_queue_depth", len(self.queue))
-            req = job.payload.get("request")
+            req = job.request
             if req is not None and not req.start():  # its caller gave up (504)
                 self._drop(job, "cancelled")
                 continue
-            enqueued = job.payload.get("enqueued")
+            enqueued = job.enqueued
             if enqueued is not None:
                 self.metrics.observe(
                     "fastsam_queue_wait_seconds", max(time.perf_counter() - enqueued, 0.0)
@@ -680,7 +736,7 @@ class Service:
             except Exception as exc:
                 self.metrics.inc("fastsam_errors_total", kind="segment")
                 _LOGGER.exception("frame %d: segmentation failed", job.frame_id)
-                req = job.payload.get("request")
+                req = job.request
                 if req is not None and not req.done.is_set():
                     req.finish(500, {"error": f"segmentation failed: {exc!r}"})
             finally:
@@ -690,7 +746,7 @@ class Service:
 
     def _process(self, job: Job) -> None:
         cfg = self.cfg
-        req: TriggerRequest | None = job.payload.get("request")
+        req = job.request
         kwargs: dict[str, Any] = {}
         conf = req.conf if req is not None and req.conf is not None else cfg.model.conf
         iou = req.iou if req is not None and req.iou is not None else cfg.model.iou
@@ -699,9 +755,10 @@ class Service:
         if iou is not None:
             kwargs["iou"] = iou
         if cfg.processing.max_masks:
-            bundle_max = getattr(getattr(self.segmenter, "manifest", None), "thresholds", None)
+            manifest = bundle_of(self.segmenter)
             kwargs["max_det"] = min(
-                cfg.processing.max_masks, bundle_max.max_det if bundle_max else 10**9
+                cfg.processing.max_masks,
+                manifest.thresholds.max_det if manifest is not None else 10**9,
             )
         if req is not None and req.prompts is not None:
             kwargs["prompt"] = req.prompts
@@ -723,10 +780,73 @@ class Service:
         seg_s = time.perf_counter() - t0
         self.metrics.observe("fastsam_segment_seconds", seg_s)
         self.metrics.inc("fastsam_results_total")
+        if self._staged:
+            self._hand_over(Segmented(job, req, result, seg_s))
+            return
         try:
             self._output(job, req, result, seg_s)
         finally:
             self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0 - seg_s)
+
+    # --------------------------------------------------------------------------------------
+    # the output stage (service.pipeline = "staged")
+    # --------------------------------------------------------------------------------------
+
+    def _hand_over(self, item: Segmented) -> None:
+        """Queue a segmented frame for the output stage; waits while the queue is full (a
+        computed result is never dropped: the frame queue in front of the worker drops)."""
+        self._busy_since = None  # segmentation is done: a wait here is the output's stall
+        self._outq.put(item)
+        self.metrics.set("fastsam_output_queue_depth", self._outq.qsize())
+
+    def _output_work(self) -> None:
+        """The output thread: one result at a time, in the order they were segmented."""
+        while True:
+            item = self._outq.get()
+            if item is None:
+                return
+            self.metrics.set("fastsam_output_queue_depth", self._outq.qsize())
+            self._output_busy_since = self.clock.now()
+            t0 = time.perf_counter()
+            try:
+                self._output(item.job, item.request, item.result, item.seg_s)
+            except Exception as exc:
+                self.metrics.inc("fastsam_errors_total", kind="output")
+                _LOGGER.exception("frame %d: output failed", item.job.frame_id)
+                req = item.request
+                if req is not None and not req.done.is_set():
+                    req.finish(500, {"error": f"output failed: {exc!r}"})
+            finally:
+                self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0)
+                self._output_busy_since = None
+                self.wake.set()
+
+    def _stop_output_stage(self) -> None:
+        """Let the output stage finish every frame already segmented, then stop it."""
+        thread, self._output_thread = self._output_thread, None
+        if thread is None:
+            return
+        limit = self.cfg.service.stall_timeout_s
+        deadline = time.monotonic() + limit
+        try:
+            self._outq.put(None, timeout=limit)  # behind the results: they are written first
+        except queue.Full:
+            pass
+        thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        if not thread.is_alive():
+            return
+        _LOGGER.error(
+            "output still running after %.0f s (service.stall_timeout_s); exiting without it",
+            limit,
+        )
+        self.metrics.inc("fastsam_errors_total", kind="output")
+        while True:
+            try:
+                item = self._outq.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._drop(item.job, "stopping", queue_name="output")
 
     def _output(self, job: Job, req: TriggerRequest | None, result: Any, seg_s: float) -> None:
         """Encode, draw, write, publish and answer one result: only what someone reads.
@@ -736,8 +856,8 @@ class Service:
         ``masks`` false) they are deferred until ``GET /latest`` asks for them.
         """
         cfg = self.cfg
-        frame = job.payload["frame"]
-        capture: Capture = job.payload["capture"]
+        frame, capture = job.frame, job.capture
+        assert frame is not None and capture is not None  # set by both producers
         result = self._filter(result)
         from edge.encode import mask_contours
         from edge.marks import overlay_with_prompts
@@ -820,17 +940,19 @@ class Service:
     def _segment(self, job: Job, kwargs: dict[str, Any]) -> Any:
         """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
         can detect once and select many times (``Segmenter.detect`` / ``select``)."""
-        seg = self.segmenter
-        cached: CachedFrame | None = job.payload.get("cached")
+        seg = self._seg
+        cached = job.cached
         if cached is not None:  # POST /prompt on a kept frame
             prompt = kwargs.pop("prompt", None)
+            if not isinstance(seg, DetectsAndSelects):  # the page admits /prompt only then
+                raise InputError("prompt: the loaded segmenter cannot prompt kept frames")
             if cached.detections is None:  # shown by a page, not segmented yet
                 cached.detections = seg.detect(cached.image, **kwargs)
             result = seg.select(cached.detections, prompt)
             self.prompt_cache.refit(cached.frame_id)  # masks/CLIP embeddings added bytes
             self._prompt_cache_metrics()
             return result
-        if not self.prompt_cache.max_frames or not callable(getattr(seg, "detect", None)):
+        if not self.prompt_cache.max_frames or not isinstance(seg, DetectsAndSelects):
             return seg.segment(job.image, **kwargs)
         prompt = kwargs.pop("prompt", None)
         if prompt is not None:  # a bad prompt is the caller's error before any inference
@@ -839,7 +961,8 @@ class Service:
             for p in prompt:
                 validate_prompt(p, job.image.shape[:2])
         dets = seg.detect(job.image, **kwargs)
-        frame, capture = job.payload["frame"], job.payload["capture"]
+        frame, capture = job.frame, job.capture
+        assert frame is not None and capture is not None
         entry = CachedFrame(
             job.frame_id,
             job.image,
@@ -854,6 +977,13 @@ class Service:
         self.prompt_cache.refit(entry.frame_id)
         self._prompt_cache_metrics()
         return result
+
+    @property
+    def _seg(self) -> SegmentsFrames:
+        """The segmenter (loaded by :meth:`start`)."""
+        if self.segmenter is None:
+            raise RuntimeError("Service.start() has not loaded the segmenter yet")
+        return self.segmenter
 
     def _prompt_cache_metrics(self) -> None:
         cache = self.prompt_cache
@@ -900,12 +1030,10 @@ class Service:
             image=entry.image,
             triggers=("prompt",),
             created=self.clock.now(),
-            payload={
-                "frame": entry.frame,
-                "capture": entry.capture,
-                "request": request,
-                "cached": entry,
-            },
+            frame=entry.frame,
+            capture=entry.capture,
+            request=request,
+            cached=entry,
             priority=True,
         )
         self._enqueue(job)
@@ -926,8 +1054,8 @@ class Service:
         now = self.clock.now()
         entry, read_at = self.live.latest()
         latest = self.latest()
-        manifest = getattr(self.segmenter, "manifest", None)
-        extra = getattr(manifest, "extra", None) or {}
+        manifest = bundle_of(self.segmenter)
+        extra = (manifest.extra if manifest is not None else None) or {}
         return {
             "live": frame_facts(entry, read_at, now),
             "live_reads": bool(self.source.live),
@@ -969,7 +1097,7 @@ class Service:
             if self._pending_request is request:
                 self._pending_request = None
                 self.metrics.inc("fastsam_dropped_total", reason="cancelled")
-            for job in self.queue.remove(lambda j: j.payload.get("request") is request):
+            for job in self.queue.remove(lambda j: j.request is request):
                 self._drop(job, "cancelled")
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
@@ -994,13 +1122,13 @@ class Service:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = self.clock.now()
-        stalled = self._worker_stalled(now)
+        stalled = self._stalled_stage(now)
         src = self.source
         problems = []
         if not self.ready.is_set():
             problems.append("starting")
         if stalled is not None:
-            problems.append(f"segmentation stalled for {stalled:.0f} s")
+            problems.append(f"{stalled[0]} stalled for {stalled[1]:.0f} s")
         if not src.is_open and src.failures:
             problems.append(f"source down: {src.last_error}")
         if self.stop_event.is_set():
@@ -1033,6 +1161,7 @@ class Service:
             ),
             "busy": self._busy_since is not None,
             "queue_depth": len(self.queue),
+            "output_queue_depth": self._outq.qsize() if self._staged else None,
             "last_latency_ms": (
                 round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
             ),

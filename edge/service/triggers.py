@@ -10,14 +10,19 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from edge.service.config import ConfigError, GpioConfig, MotionConfig
+
+if TYPE_CHECKING:  # annotations only: these modules import this one's neighbours
+    from edge.service.http import TriggerRequest
+    from edge.service.live import CachedFrame
+    from edge.service.sources import Capture, Frame
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -199,14 +204,18 @@ class GpioTrigger:
 
 @dataclass
 class Job:
-    """A triggered frame waiting for the segmenter.
+    """A triggered frame on its way through the stages (capture -> segment -> output).
 
     Attributes:
         frame_id: Frame number.
         image: Stored-resolution BGR image to segment.
         triggers: What fired, e.g. ``("motion",)``.
         created: Monotonic time the trigger fired.
-        payload: Anything the caller attaches (frame facts, an HTTP request).
+        frame: The source's frame (name, timestamp; the pixels are :attr:`image`).
+        capture: How :attr:`image` was made from the frame (orientation, ROI, scale).
+        request: The HTTP request waiting for the result (``POST /trigger`` or ``/prompt``).
+        cached: For ``POST /prompt``: the kept frame (and its detections) to prompt.
+        enqueued: ``time.perf_counter()`` when the job was queued (queue-wait metric).
         priority: Priority jobs (HTTP requests) evict queued ordinary jobs instead of waiting.
     """
 
@@ -214,7 +223,11 @@ class Job:
     image: NDArray[np.uint8]
     triggers: tuple[str, ...]
     created: float
-    payload: dict[str, Any] = field(default_factory=dict)
+    frame: Frame | None = None
+    capture: Capture | None = None
+    request: TriggerRequest | None = None
+    cached: CachedFrame | None = None
+    enqueued: float | None = None
     priority: bool = False
 
 

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge.service.http import HttpError, Route, TriggerRequest, load_json_body, load_prompt_parser
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
+from edge.service.protocols import DetectsAndSelects
 from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME
 
 _LOGGER = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def parse_prompt_body(raw: bytes) -> tuple[int | str, TriggerRequest]:
 def _post_prompt(h: Any, body: bytes) -> None:
     svc = _svc(h)
     frame_id, req = parse_prompt_body(body)
-    if not callable(getattr(svc.segmenter, "select", None)):
+    if not isinstance(svc.segmenter, DetectsAndSelects):
         raise HttpError(
             501, "prompt: the loaded segmenter cannot prompt kept frames (no select())", "prompt"
         )

@@ -1,0 +1,83 @@
+"""What the service needs from a segmenter, as typed protocols.
+
+:class:`edge.segmenter.Segmenter` satisfies all of them. A segmenter passed to
+:class:`~edge.service.runner.Service` by an embedding program (or a test fake) needs only
+:class:`SegmentsFrames`; the service then skips what the others enable: the bundle facts in
+``result.json`` and the warm-up size (:class:`HasBundle`), kept frames for ``POST /prompt``
+(:class:`DetectsAndSelects`) and prompts at all (a ``prompt`` argument of ``segment``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from edge.bundle import BundleManifest
+    from edge.prompts import Prompt
+    from edge.segmenter import Detections
+    from edge.types import Masks
+
+
+class SegmentsFrames(Protocol):
+    """The minimum: everything mode on one BGR frame."""
+
+    def segment(
+        self,
+        image: NDArray[np.uint8],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+    ) -> Masks:
+        """Masks of one frame (``edge.segmenter.Segmenter.segment``)."""
+        ...
+
+
+@runtime_checkable
+class HasBundle(Protocol):
+    """A segmenter loaded from a bundle: its manifest and the detector precision in use."""
+
+    manifest: BundleManifest
+    precision: str
+
+
+@runtime_checkable
+class DetectsAndSelects(Protocol):
+    """Detect once, prompt many times (kept frames for ``POST /prompt``)."""
+
+    def detect(
+        self,
+        image: NDArray[np.uint8],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+    ) -> Detections:
+        """Run the detector; masks are assembled on demand."""
+        ...
+
+    def select(
+        self, detections: Detections, prompt: Prompt | Sequence[Prompt] | None = None
+    ) -> Masks:
+        """Apply prompts (or everything mode) to detections."""
+        ...
+
+
+def bundle_of(segmenter: object) -> BundleManifest | None:
+    """The segmenter's bundle manifest, or ``None`` for one not loaded from a bundle."""
+    return segmenter.manifest if isinstance(segmenter, HasBundle) else None
+
+
+def accepts_prompts(segmenter: SegmentsFrames) -> bool:
+    """Whether ``segment`` takes a ``prompt`` argument (older or embedded segmenters may not)."""
+    try:
+        params: Any = inspect.signature(segmenter.segment).parameters
+    except (TypeError, ValueError):
+        return False
+    return "prompt" in params
+
+
+__all__ = ["DetectsAndSelects", "HasBundle", "SegmentsFrames", "accepts_prompts", "bundle_of"]
