@@ -79,6 +79,7 @@ from edge.service.web import Sessions, page_routes
 
 if TYPE_CHECKING:
     from edge.segmenter import Segmenter
+    from edge.types import Masks
 
 _LOGGER = logging.getLogger("edge.service")
 
@@ -105,7 +106,7 @@ class Segmented:
 
     job: Job
     request: TriggerRequest | None
-    result: Any
+    result: Masks
     seg_s: float
 
 
@@ -246,7 +247,8 @@ class Service:
         self._output_thread: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
+        # the latest result while /latest's doc lacks its encodings (added when first read)
+        self._latest_unencoded: Masks | None = None
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
@@ -848,7 +850,7 @@ class Service:
             if item is not None:
                 self._drop(item.job, "stopping", queue_name="output")
 
-    def _output(self, job: Job, req: TriggerRequest | None, result: Any, seg_s: float) -> None:
+    def _output(self, job: Job, req: TriggerRequest | None, result: Masks, seg_s: float) -> None:
         """Encode, draw, write, publish and answer one result: only what someone reads.
 
         RLE and polygons are computed when the result is written, returned in full to an HTTP
@@ -937,7 +939,7 @@ class Service:
             f" -> {written.dir}" if written else "",
         )
 
-    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Any:
+    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Masks:
         """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
         can detect once and select many times (``Segmenter.detect`` / ``select``)."""
         seg = self._seg
@@ -995,7 +997,7 @@ class Service:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
         return self._pool
 
-    def _filter(self, result: Any) -> Any:
+    def _filter(self, result: Masks) -> Masks:
         p = self.cfg.processing
         if p.min_mask_area and len(result):
             result = result[np.flatnonzero(result.area >= p.min_mask_area)]
