@@ -177,11 +177,15 @@ def test_drops_are_counted_per_queue(tmp_path):
     m = svc.metrics
     frames_dropped = m.get("fastsam_queue_dropped_total", queue="frames")
     output_dropped = m.get("fastsam_queue_dropped_total", queue="output")
-    assert frames_dropped >= 3 and output_dropped == OUTPUT_QUEUE_SIZE
+    # the queued results and the one the worker was waiting to hand over
+    assert frames_dropped >= 3 and output_dropped == OUTPUT_QUEUE_SIZE + 1
     assert m.get("fastsam_dropped_total") == frames_dropped + output_dropped
     assert m.get("fastsam_errors_total", kind="output") == 1  # the abandoned output stage
+    assert m.get("fastsam_errors_total", kind="segment") == 0  # not a segmentation stall
+    s = svc.summary  # every frame is segmented and written, or counted as dropped
+    assert s.frames == s.written + s.dropped  # (the stalled one was written, then hung)
     text = svc.metrics_text()
-    assert 'fastsam_queue_dropped_total{queue="output"} 2' in text
+    assert f'fastsam_queue_dropped_total{{queue="output"}} {OUTPUT_QUEUE_SIZE + 1}' in text
     assert "fastsam_output_queue_depth" in text
 
 

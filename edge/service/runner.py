@@ -26,12 +26,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,6 +79,7 @@ from edge.service.web import Sessions, page_routes
 
 if TYPE_CHECKING:
     from edge.segmenter import Segmenter
+    from edge.types import Masks
 
 _LOGGER = logging.getLogger("edge.service")
 
@@ -90,6 +91,68 @@ OUTPUT_QUEUE_SIZE = 2
 overlap one frame's output with the next segmentation; when full, the segmentation worker waits
 (results already computed are never dropped), so the frame queue in front of it takes the
 drops."""
+
+
+class OutputQueue:
+    """The bounded queue between the segmentation worker and the output thread.
+
+    ``put`` waits while it is full; :meth:`close` lets the output thread finish what is queued
+    and stop; :meth:`abandon` (a shutdown that cannot wait for a stalled output) empties it
+    and makes every later ``put`` refuse, so that each frame is either written or counted.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: deque[Segmented] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._abandoned = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def full(self) -> bool:
+        """Whether a ``put`` would wait."""
+        with self._cond:
+            return len(self._items) >= self.maxsize
+
+    def put(self, item: Segmented, timeout: float | None = None) -> bool:
+        """Queue ``item``, waiting while full; False if abandoned (or ``timeout`` passed)."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._abandoned or len(self._items) < self.maxsize, timeout
+            )
+            if not ok or self._abandoned:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self) -> Segmented | None:
+        """The next item, waiting for one; None once closed (or abandoned) and empty."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed or self._abandoned)
+            if self._abandoned or not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        """No more items: the reader stops after the queued ones."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def abandon(self) -> list[Segmented]:
+        """Refuse every later ``put`` and return what was queued (to be counted as dropped)."""
+        with self._cond:
+            self._abandoned = True
+            items = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return items
 
 
 @dataclass
@@ -105,7 +168,7 @@ class Segmented:
 
     job: Job
     request: TriggerRequest | None
-    result: Any
+    result: Masks
     seg_s: float
 
 
@@ -241,12 +304,13 @@ class Service:
         self._busy_since: float | None = None
         self._worker: threading.Thread | None = None
         self._staged = cfg.service.pipeline == "staged"
-        self._outq: queue.Queue[Segmented | None] = queue.Queue(OUTPUT_QUEUE_SIZE)
+        self._outq = OutputQueue(OUTPUT_QUEUE_SIZE)
         self._output_busy_since: float | None = None
         self._output_thread: threading.Thread | None = None
         self._latest: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._latest_unencoded: Any = None  # its result, while /latest's doc lacks encodings
+        # the latest result while /latest's doc lacks its encodings (added when first read)
+        self._latest_unencoded: Masks | None = None
         self._latest_lock = threading.Lock()
         self._last_latency_ms: float | None = None
         self._started_at = 0.0
@@ -427,16 +491,19 @@ class Service:
             for job in self.queue.drain():
                 self._drop(job, "stopping")
         self.queue.close()
+        # one stall limit for both stages together (systemd's TimeoutStopSec is above it)
+        deadline = time.monotonic() + self.cfg.service.stall_timeout_s
         if self._worker is not None:
             self._worker.join(timeout=self.cfg.service.stall_timeout_s)
-            if self._worker.is_alive():
+            if self._worker.is_alive() and self._busy_since is not None:
                 _LOGGER.error(
                     "segmentation still running after %.0f s (service.stall_timeout_s); "
                     "exiting without it",
                     self.cfg.service.stall_timeout_s,
                 )
                 self.metrics.inc("fastsam_errors_total", kind="segment")
-        self._stop_output_stage()
+            # else still alive: waiting for a stalled output stage (handled just below)
+        self._stop_output_stage(deadline)
         with self._request_lock:
             req, self._pending_request = self._pending_request, None
         if req is not None:
@@ -796,8 +863,9 @@ class Service:
         """Queue a segmented frame for the output stage; waits while the queue is full (a
         computed result is never dropped: the frame queue in front of the worker drops)."""
         self._busy_since = None  # segmentation is done: a wait here is the output's stall
-        self._outq.put(item)
-        self.metrics.set("fastsam_output_queue_depth", self._outq.qsize())
+        if not self._outq.put(item):  # a shutdown gave up on a stalled output stage
+            self._drop(item.job, "stopping", queue_name="output")
+        self.metrics.set("fastsam_output_queue_depth", len(self._outq))
 
     def _output_work(self) -> None:
         """The output thread: one result at a time, in the order they were segmented."""
@@ -805,7 +873,7 @@ class Service:
             item = self._outq.get()
             if item is None:
                 return
-            self.metrics.set("fastsam_output_queue_depth", self._outq.qsize())
+            self.metrics.set("fastsam_output_queue_depth", len(self._outq))
             self._output_busy_since = self.clock.now()
             t0 = time.perf_counter()
             try:
@@ -821,34 +889,27 @@ class Service:
                 self._output_busy_since = None
                 self.wake.set()
 
-    def _stop_output_stage(self) -> None:
-        """Let the output stage finish every frame already segmented, then stop it."""
+    def _stop_output_stage(self, deadline: float) -> None:
+        """Let the output stage finish every frame already segmented (until ``deadline``, a
+        ``time.monotonic()``), then stop it; what it cannot finish is counted as dropped."""
         thread, self._output_thread = self._output_thread, None
         if thread is None:
             return
-        limit = self.cfg.service.stall_timeout_s
-        deadline = time.monotonic() + limit
-        try:
-            self._outq.put(None, timeout=limit)  # behind the results: they are written first
-        except queue.Full:
-            pass
+        self._outq.close()  # the output thread stops once the queue is empty
         thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         if not thread.is_alive():
             return
         _LOGGER.error(
             "output still running after %.0f s (service.stall_timeout_s); exiting without it",
-            limit,
+            self.cfg.service.stall_timeout_s,
         )
         self.metrics.inc("fastsam_errors_total", kind="output")
-        while True:
-            try:
-                item = self._outq.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self._drop(item.job, "stopping", queue_name="output")
+        for item in self._outq.abandon():
+            self._drop(item.job, "stopping", queue_name="output")
+        if self._worker is not None:  # it may wait to hand over a frame: now refused, counted
+            self._worker.join(timeout=1.0)
 
-    def _output(self, job: Job, req: TriggerRequest | None, result: Any, seg_s: float) -> None:
+    def _output(self, job: Job, req: TriggerRequest | None, result: Masks, seg_s: float) -> None:
         """Encode, draw, write, publish and answer one result: only what someone reads.
 
         RLE and polygons are computed when the result is written, returned in full to an HTTP
@@ -937,7 +998,7 @@ class Service:
             f" -> {written.dir}" if written else "",
         )
 
-    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Any:
+    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Masks:
         """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
         can detect once and select many times (``Segmenter.detect`` / ``select``)."""
         seg = self._seg
@@ -995,7 +1056,7 @@ class Service:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
         return self._pool
 
-    def _filter(self, result: Any) -> Any:
+    def _filter(self, result: Masks) -> Masks:
         p = self.cfg.processing
         if p.min_mask_area and len(result):
             result = result[np.flatnonzero(result.area >= p.min_mask_area)]
@@ -1161,7 +1222,7 @@ class Service:
             ),
             "busy": self._busy_since is not None,
             "queue_depth": len(self.queue),
-            "output_queue_depth": self._outq.qsize() if self._staged else None,
+            "output_queue_depth": len(self._outq) if self._staged else None,
             "last_latency_ms": (
                 round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
             ),
