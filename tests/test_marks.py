@@ -29,8 +29,12 @@ def _result() -> Masks:
 def test_each_prompt_kind_is_marked(prompt, region, colour) -> None:  # noqa: ANN001
     image = np.full((120, 160, 3), 90, np.uint8)
     out = draw_prompt_marks(image.copy(), [prompt])
-    patch = out[region].reshape(-1, 3)
-    assert (patch == colour).all(axis=1).any(), np.unique(patch, axis=0)
+    patch = out[region].reshape(-1, 3).astype(int)
+    # anti-aliased glyphs of a small caption may not reach the full colour in every OpenCV
+    # release (4.11, the Pi's, tops out a few levels short): within 8 levels counts
+    near = (np.abs(patch - np.array(colour)) <= 8).all(axis=1)
+    assert near.any(), np.unique(patch, axis=0)
+    assert not (np.abs(image[region].reshape(-1, 3).astype(int) - colour) <= 8).all(axis=1).any()
 
 
 def test_overlay_with_prompts_adds_only_the_marks() -> None:
