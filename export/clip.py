@@ -366,6 +366,18 @@ def _export_tower(module: Any, dummy: Any, path: Path, input_name: str) -> None:
         )
 
 
+def quantization_section() -> dict[str, Any]:
+    """The manifest's description of :func:`quantize` (the CLIP int8 recipe)."""
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QUInt8",
+        "per_channel": True,
+        "op_types": QUANT_OPS,
+        "op_types_by_tower": QUANT_OPS_BY_TOWER,
+        "matmul_const_b_only": True,
+    }
+
+
 def quantize(fp32: Path, int8: Path, op_types: list[str] | None = None) -> None:
     """onnxruntime dynamic int8: ``op_types`` (default MatMul/Gemm) weights per channel as
     uint8, MatMuls with a constant B only."""
@@ -702,16 +714,7 @@ def export_clip(
         "precisions": precisions,
         "default_precision": precisions[0],
         "opset": OPSET,
-        "quantization": {
-            "method": "onnxruntime.quantization.quantize_dynamic",
-            "weight_type": "QUInt8",
-            "per_channel": True,
-            "op_types": QUANT_OPS,
-            "op_types_by_tower": QUANT_OPS_BY_TOWER,
-            "matmul_const_b_only": True,
-        }
-        if "int8" in precisions
-        else None,
+        "quantization": quantization_section() if "int8" in precisions else None,
         "verify": verify,
         "exporter": package_versions(
             ("open-clip-torch", "torch", "onnx", "onnxruntime", "pillow", "torchvision")

@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     from edge.clip import ClipEncoder, ClipPreprocess
     from edge.session import create_session
     from export.clip import (
-        QUANT_OPS,
         QUANT_OPS_BY_TOWER,
         _cosines,
         _verify_images,
         clip_file,
+        quantization_section,
         quantize,
     )
     from export.fastsam import file_entry, write_manifest
@@ -75,14 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(Path(tmp) / name, bundle / name)
             files[name] = file_entry(bundle / name, "asset")
     section["verify"] = verify
-    section["quantization"] = {
-        "method": "onnxruntime.quantization.quantize_dynamic",
-        "weight_type": "QUInt8",
-        "per_channel": True,
-        "op_types": QUANT_OPS,
-        "op_types_by_tower": QUANT_OPS_BY_TOWER,
-        "matmul_const_b_only": True,
-    }
+    section["quantization"] = quantization_section()
     extra = dict(manifest.extra)
     extra["clip"] = section
     write_manifest(bundle, replace(manifest, files=files, extra=extra))
