@@ -53,31 +53,8 @@ done
 log() { printf '[pi-walk %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
 
-# URIs of the host's enabled apt sources (deb822 *.sources, then one-line *.list entries).
-apt_uris() {
-    local f
-    for f in "$APT_ETC"/sources.list.d/*.sources; do
-        [[ -r "$f" ]] || continue
-        awk 'BEGIN { IGNORECASE = 1 } /^[ \t]*$/ { off = 0 } /^Enabled:[ \t]*no/ { off = 1 }
-             /^URIs:/ && !off { for (i = 2; i <= NF; i++) print $i }' "$f"
-    done
-    for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
-        [[ -r "$f" ]] || continue
-        sed -E -n 's/\[[^]]*\]//; s/^[ \t]*deb[ \t]+([^ \t]+).*/\1/p' "$f"
-    done
-}
-
-# DEBIAN_MIRROR, else the first ".../debian" archive of the host's apt sources.
-debian_mirror() {
-    if [[ -n "${DEBIAN_MIRROR:-}" ]]; then
-        printf '%s\n' "$DEBIAN_MIRROR"
-        return
-    fi
-    local uri
-    uri="$(apt_uris | grep -E '^https?://[^ ]+/debian/?$' | head -1 || true)"
-    [[ -n "$uri" ]] || die "no Debian archive in $APT_ETC/sources.list{,.d}: set DEBIAN_MIRROR=<a Debian mirror URL>"
-    printf '%s\n' "${uri%/}"
-}
+# shellcheck source=scripts/debian_mirror.sh
+source "$REPO/scripts/debian_mirror.sh"
 
 [[ $EUID -eq 0 ]] || die "needs root (debootstrap, chroot, mounts)"
 MIRROR="$(debian_mirror)"
