@@ -463,17 +463,26 @@ def _post_trigger(h: _Handler, body: bytes) -> None:
         )
     try:
         h.api.submit(req)
-        if not req.done.wait(h.request_timeout_s):
-            h.api.cancel(req)  # else its frame would be segmented later, for nobody
-            if req.cancelled or not req.done.is_set():
-                raise HttpError(
-                    504,
-                    f"timeout: no result within {h.request_timeout_s:g} s "
-                    "(http.request_timeout_s)",
-                )
+        await_request(h, req)
     finally:
         h.busy.release()
     h.send_json(req.status, req.response, req.headers)
+
+
+def await_request(h: Any, req: Any) -> None:
+    """Wait up to ``http.request_timeout_s`` for a submitted request; on timeout cancel it (else
+    its frame would be segmented later, for nobody) and answer 504.
+
+    Raises:
+        HttpError: 504 when no result came in time.
+    """
+    if not req.done.wait(h.request_timeout_s):
+        h.api.cancel(req)
+        if req.cancelled or not req.done.is_set():
+            raise HttpError(
+                504,
+                f"timeout: no result within {h.request_timeout_s:g} s (http.request_timeout_s)",
+            )
 
 
 def default_routes() -> dict[str, dict[str, Route]]:

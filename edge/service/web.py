@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from edge.service.http import HttpError, Route, TriggerRequest, load_json_body, load_prompt_parser
+from edge.service.http import (
+    HttpError,
+    Route,
+    TriggerRequest,
+    await_request,
+    load_json_body,
+    load_prompt_parser,
+)
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
 from edge.service.protocols import DetectsAndSelects
 from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME
@@ -316,14 +323,7 @@ def _post_prompt(h: Any, body: bytes) -> None:
     was_prompted, entry.prompted = entry.prompted, True  # kept while the answer is computed
     try:
         svc.submit_prompt(req, entry)
-        if not req.done.wait(h.request_timeout_s):
-            h.api.cancel(req)
-            if req.cancelled or not req.done.is_set():
-                raise HttpError(
-                    504,
-                    f"timeout: no result within {h.request_timeout_s:g} s "
-                    "(http.request_timeout_s)",
-                )
+        await_request(h, req)
     finally:
         h.busy.release()
         if req.status != 200:  # a rejected prompt does not keep its frame longer
