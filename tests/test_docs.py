@@ -218,3 +218,17 @@ def test_arm64_scene_is_generate_scenes_bgr(tmp_path):
     seed = int(re.search(r"^IMAGE_SEED=(\d+)$", SCRIPT.read_text(), re.M).group(1))
     expected = generate_scene(seed, width=480, height=360).image
     np.testing.assert_array_equal(cv2.imread(str(out)), expected)
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    """The README opens with exactly two commands: the demo job and the test command that
+    .ci/run calls."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, flags=re.S)
+    assert block and text.index(block.group(0)) < text.index("\n## ")
+    lines = [ln for ln in block.group(1).splitlines() if ln.strip()]
+    assert len(lines) == 2, lines
+    assert "fastsam-edge serve --demo" in lines[0] and "pip install -e ." in lines[0]
+    assert lines[1] == "scripts/test.sh"
+    assert "scripts/test.sh" in (root / ".ci" / "run").read_text()
