@@ -464,10 +464,27 @@ def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -
     wait_for(driver, "document.querySelectorAll('#results li').length > 0", "recent results", 15)
     shots(driver, "07-desktop-1280x800")
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    # the page polls the live frame faster than it changes: unchanged frames cost a 304
-    req = urllib.request.Request(
-        server.url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+    # an unchanged live frame costs a 304 (the page polls faster than frames change; under
+    # load its polls may all see new frames, so the test asks for one itself: a frame fetched
+    # and asked for again at once, retried when a new frame came in between)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for _ in range(20):
+        with urllib.request.urlopen(
+            urllib.request.Request(server.url + "live.jpg", headers=auth), timeout=WAIT
+        ) as resp:
+            etag = resp.headers["ETag"]
+        again = urllib.request.Request(
+            server.url + "live.jpg", headers={**auth, "If-None-Match": etag}
+        )
+        try:
+            with urllib.request.urlopen(again, timeout=WAIT):
+                continue  # a new frame in between: 200
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 304, exc.code
+            break
+    else:
+        raise AssertionError("never got a 304 for an unchanged live frame")
+    req = urllib.request.Request(server.url + "metrics", headers=auth)
     with urllib.request.urlopen(req, timeout=WAIT) as resp:
         metrics = resp.read().decode()
     assert re.search(r'fastsam_http_requests_total\{code="304",path="/live.jpg"\} [1-9]', metrics)
