@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -346,6 +347,31 @@ def _l2n(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return (x / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class DenseMap:
+    """Per-location image embedding terms of one whole frame (conv towers, ``clip.dense``).
+
+    The tower's pooled embedding of an image is the mean of its map over all locations, so the
+    mean over the cells a mask covers approximates that mask's own embedding (same tower, but
+    with the frame around it as context): cheap enough to rank every mask of a frame before the
+    few best are encoded as crops (:mod:`edge.prefilter`).
+
+    Attributes:
+        features: (rows, cols, D) float32, not normalised.
+        scale: Dense-input pixels per frame pixel (the frame was resized by this factor).
+        stride: Dense-input pixels per cell (32 for FastViT/MobileOne towers).
+    """
+
+    features: NDArray[np.float32]
+    scale: float
+    stride: int
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        """(rows, cols) of the map."""
+        return int(self.features.shape[0]), int(self.features.shape[1])
+
+
 @dataclass
 class ClipEncoder:
     """ONNX CLIP image + text encoders of a bundle, with open_clip's tokenizer and transform.
@@ -372,6 +398,10 @@ class ClipEncoder:
             with MobileCLIP2-S0 int8 in ``segment --text``, at one session load per *new*
             prompt (cached prompts cost nothing); for one-shot runs.
         image_path: The image encoder's file (for an image session created on demand).
+        dense_path: The dense image encoder's file (``clip.dense``, conv towers only; ``None``:
+            the bundle has none). Its session is created at the first :meth:`encode_dense`.
+        dense_stride: Its input pixels per output cell.
+        dense_long_side: Its default input size (longer side, pixels).
     """
 
     image_session: Any
@@ -386,6 +416,10 @@ class ClipEncoder:
     text_path: Path | None = None
     keep_text: bool = True
     image_path: Path | None = None
+    dense_path: Path | None = None
+    dense_stride: int = 0
+    dense_long_side: int = 0
+    _dense_session: Any = None
     _image_cfg: dict[str, Any] | None = None
     _text_cfg: dict[str, Any] | None = None
     _threads: int | None = None
@@ -458,6 +492,9 @@ class ClipEncoder:
             raise BundleError(f"bundle.json: clip.files has no {prec} encoder: {exc}") from exc
         image_path = verify_file(bundle_dir, manifest, image_name)
         text_path = verify_file(bundle_dir, manifest, text_name)
+        dense_path, dense_stride, dense_long_side = _dense_facts(
+            bundle_dir, manifest, section, prec
+        )
         enc = cls(
             image_session=create_session(image_path, threads=threads) if keep_text else None,
             text_session=create_session(text_path, threads=threads) if keep_text else None,
@@ -471,6 +508,9 @@ class ClipEncoder:
             text_path=text_path,
             keep_text=keep_text,
             image_path=image_path,
+            dense_path=dense_path,
+            dense_stride=dense_stride,
+            dense_long_side=dense_long_side,
             _image_cfg=dict(image_cfg),
             _text_cfg=dict(text_cfg),
             _threads=threads,
@@ -612,3 +652,87 @@ class ClipEncoder:
             for i in range(0, len(crops_rgb), self.max_batch)
         ]
         return np.concatenate(parts)
+
+    @property
+    def has_dense(self) -> bool:
+        """Whether the bundle has a dense image encoder (:meth:`encode_dense`)."""
+        return self.dense_path is not None
+
+    def dense_input(
+        self, image_rgb: NDArray[np.uint8], long_side: int | None = None
+    ) -> tuple[NDArray[np.float32], float]:
+        """(1, 3, H, W) dense-encoder input of a whole frame and its scale.
+
+        The frame is resized so that its longer side is ``long_side`` (default
+        :attr:`dense_long_side`; area-averaged when shrinking), normalised with the tower's
+        mean/std and padded with zeros on the bottom/right to whole cells.
+        """
+        if not self.has_dense:
+            raise BundleError(f"CLIP {self.model or 'model'}: this bundle has no dense encoder")
+        _check_crop(image_rgb, 0)
+        side = int(long_side or self.dense_long_side)
+        if side < self.dense_stride:
+            raise InputError(f"long_side: expected >= {self.dense_stride}, got {side}")
+        h, w = image_rgb.shape[:2]
+        scale = side / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(image_rgb, (nw, nh), interpolation=interp)
+        st = self.dense_stride
+        ph, pw = -(-nh // st) * st, -(-nw // st) * st
+        mean = np.asarray(self.preprocess.mean, dtype=np.float32) * 255.0
+        std = np.asarray(self.preprocess.std, dtype=np.float32) * 255.0
+        pixels = np.zeros((1, 3, ph, pw), dtype=np.float32)  # padding: zeros after mean/std
+        pixels[0, :, :nh, :nw] = ((small.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+        return pixels, scale
+
+    def encode_dense(self, image_rgb: NDArray[np.uint8], long_side: int | None = None) -> DenseMap:
+        """The frame's per-location embedding terms (see :class:`DenseMap`), one session call.
+
+        Args:
+            image_rgb: (H, W, 3) uint8 RGB frame.
+            long_side: Dense input size (longer side); default :attr:`dense_long_side`.
+
+        Raises:
+            BundleError: The bundle has no dense encoder (:attr:`has_dense`).
+            InputError: ``image_rgb`` is not a non-empty uint8 (H, W, 3) array.
+        """
+        pixels, scale = self.dense_input(image_rgb, long_side)
+        if self._dense_session is None:
+            assert self.dense_path is not None
+            self._dense_session = create_session(self.dense_path, threads=self._threads)
+        sess = self._dense_session
+        (out,) = sess.run(None, {sess.get_inputs()[0].name: pixels})
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 4 or out.shape[1] != self.embed_dim:
+            raise BundleError(
+                f"CLIP dense encoder: output shape {out.shape} is not (1, {self.embed_dim}, h, w)"
+            )
+        return DenseMap(np.ascontiguousarray(out[0].transpose(1, 2, 0)), scale, self.dense_stride)
+
+
+def _dense_facts(
+    bundle_dir: Path, manifest: BundleManifest, section: dict[str, Any], precision: str
+) -> tuple[Path | None, int, int]:
+    """(file, stride, long side) of the ``clip.dense`` encoder, ``(None, 0, 0)`` without one.
+
+    The dense encoder of ``precision`` is used, else the bundle's other one (it only ranks
+    candidates; the final choice is always the crop encoder's).
+    """
+    dense = section.get("dense")
+    if dense is None:
+        return None, 0, 0
+    try:
+        files = dense["files"]
+        stride, side = dense["stride"], dense["long_side"]
+        name = files.get(precision) or next(iter(files.values()))
+    except (KeyError, TypeError, AttributeError, StopIteration) as exc:
+        raise BundleError(
+            f"bundle.json: clip.dense is malformed: {type(exc).__name__}: {exc}"
+        ) from exc
+    for key, v in (("stride", stride), ("long_side", side)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+            raise BundleError(
+                f"bundle.json: clip.dense.{key}: expected an integer in [1, 4096], got {v!r}"
+            )
+    return verify_file(bundle_dir, manifest, str(name)), stride, side

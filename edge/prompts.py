@@ -52,10 +52,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.errors import InputError
+from edge.errors import BundleError, InputError
+from edge.prefilter import DENSE_SHORTLIST, mask_embeddings, shortlist
 from edge.types import MaskCrop, Masks
 
 if TYPE_CHECKING:
+    from edge.clip import DenseMap
     from edge.postprocess import AxisTaps, MaskResampler
     from edge.segmenter import Detections
 
@@ -69,6 +71,11 @@ TEXT_MIN_AREA = 100
 TEXT_TOP_K = 32
 """Default number of masks encoded with CLIP per frame (ranked by ``score * sqrt(area)``)."""
 TEXT_CACHE_SIZE = 64
+# How text candidates are narrowed before their crops are encoded: "dense" ranks every candidate
+# by the CLIP tower's dense map and encodes the few best (edge.prefilter; conv towers, whose
+# bundles have ``clip.dense``), "score" encodes the ``top_k`` best by ``score * sqrt(area)``,
+# "auto" is dense where the bundle has it.
+TEXT_PREFILTERS: tuple[str, ...] = ("auto", "dense", "score")
 """Text embeddings kept by :class:`CachedTextEncoder`."""
 
 # sign(logit) computed here in float64 equals assemble_mask's float32 sign whenever
@@ -512,6 +519,15 @@ class CachedTextEncoder:
         """The wrapped encoder's CLIP logit scale (100 when it has none)."""
         return float(getattr(self.encoder, "logit_scale", 100.0))
 
+    @property
+    def has_dense(self) -> bool:
+        """Whether the wrapped encoder has a dense image encoder (``encode_dense``)."""
+        return bool(getattr(self.encoder, "has_dense", False))
+
+    def encode_dense(self, image_rgb: NDArray[np.uint8]) -> DenseMap:
+        """Pass-through to the wrapped encoder's dense map of a whole frame."""
+        return self.encoder.encode_dense(image_rgb)  # type: ignore[attr-defined,no-any-return]
+
 
 def _text_crop(
     result: Masks, i: int, image_bgr: NDArray[np.uint8], crop: str
@@ -650,6 +666,98 @@ def embed_text_candidates(
         ]
         feats = np.concatenate(parts)
     return CropEmbeddings(keep.astype(np.intp), feats, top_k, crop, encoder)
+
+
+@dataclass(eq=False)
+class DenseText:
+    """One frame's dense text state, reused by every later text prompt on it.
+
+    Attributes:
+        encoder: The encoder it was computed with (compared by identity).
+        crop: Crop style of the encoded crops.
+        candidates: (C,) detection indices of the text candidates (area > 100 px).
+        pooled: (C, D) float32 L2-normalised mask-pooled dense embeddings, one per candidate.
+        crops: Detection index -> (D,) crop embedding, for the candidates encoded so far.
+    """
+
+    encoder: object
+    crop: str
+    candidates: NDArray[np.intp]
+    pooled: NDArray[np.float32]
+    crops: dict[int, NDArray[np.float32]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return int(
+            self.candidates.nbytes
+            + self.pooled.nbytes
+            + sum(v.nbytes for v in self.crops.values())
+        )
+
+
+def dense_text_matches(
+    dets: Detections,
+    image_bgr: NDArray[np.uint8],
+    encoder: CachedTextEncoder,
+    text_feats: NDArray[np.float32],
+    size: int = DENSE_SHORTLIST,
+    crop: str = "reference",
+) -> list[TextMatch]:
+    """For each text, its best mask among the ``size`` best by the frame's dense map.
+
+    Every non-empty detection with area > 100 px is a candidate. The dense map (one image-tower
+    pass over the frame) and each candidate's pooled embedding are computed once per frame;
+    each text's shortlist is then encoded as crops (:func:`_text_crop`, only the crops not
+    encoded for an earlier text) and the best crop similarity wins, as in
+    :func:`text_matches`. The probability is the softmax over the shortlist.
+
+    Args:
+        dets: Detections of one frame (its ``dense_text`` caches this frame's state).
+        image_bgr: (H, W, 3) uint8 source image.
+        encoder: Encoder with a dense map (``encoder.has_dense``).
+        text_feats: (T, D) L2-normalised text embeddings.
+        size: Crops encoded per text (:data:`edge.prefilter.DENSE_SHORTLIST`).
+        crop: ``"reference"`` or ``"official"``.
+
+    Returns:
+        One :class:`TextMatch` per text; ``index`` is a detection index (``-1``: no candidate).
+    """
+    state = dets.dense_text
+    if state is None or state.encoder is not encoder or state.crop != crop:
+        kept = np.asarray(dets.nonempty(), dtype=np.intp)
+        masks = dets.to_masks(kept)
+        rows = np.flatnonzero(masks.area > TEXT_MIN_AREA)
+        dense = encoder.encode_dense(np.ascontiguousarray(image_bgr[:, :, ::-1]))
+        state = DenseText(encoder, crop, kept[rows], mask_embeddings(masks.crops, rows, dense))
+        dets.dense_text = state
+    n = len(state.candidates)
+    if n == 0:
+        return [TextMatch(-1, float("nan"), float("nan"), 0) for _ in text_feats]
+    picks = shortlist(text_feats @ state.pooled.T, state.candidates, size)
+    todo = [int(i) for i in picks if int(i) not in state.crops]
+    if todo:
+        masks = dets.to_masks(todo)
+        step = int(encoder.max_batch or len(todo))
+        for j in range(0, len(todo), step):
+            feats = encoder.encode_images(
+                [_text_crop(masks, r, image_bgr, crop) for r in range(j, min(j + step, len(todo)))]
+            )
+            for r, f in enumerate(np.asarray(feats, dtype=np.float32)):
+                state.crops[todo[j + r]] = f
+    scale = float(encoder.logit_scale)
+    order = np.argsort(-(text_feats @ state.pooled.T), axis=1, kind="stable")[:, :size]
+    out = []
+    for t, rows in enumerate(order):
+        det_ids = state.candidates[rows]
+        feats = np.stack([state.crops[int(i)] for i in det_ids])
+        sims = feats @ text_feats[t]
+        logits = sims.astype(np.float64) * scale
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        j = int(np.argmax(sims))
+        out.append(TextMatch(int(det_ids[j]), float(sims[j]), float(probs[j]), len(det_ids)))
+    return out
 
 
 def select_by_text(
@@ -989,6 +1097,47 @@ def _point_note(dets: Detections, p: PointPrompt, desc: str) -> str:
     return f"{desc}: selected nothing: every mask with a positive point has a negative point"
 
 
+def _use_dense(encoder: TextEncoder, prefilter: str) -> bool:
+    """Whether text candidates go through the dense prefilter (see :data:`TEXT_PREFILTERS`)."""
+    if prefilter not in TEXT_PREFILTERS:
+        raise InputError(
+            f"text_prefilter: expected one of {list(TEXT_PREFILTERS)}, got {prefilter!r}"
+        )
+    has = bool(getattr(encoder, "has_dense", False))
+    if prefilter == "dense" and not has:
+        raise BundleError(
+            "text_prefilter 'dense': this bundle's CLIP has no dense image encoder (conv towers "
+            "such as MobileCLIP have one; re-export with a current fastsam-export), use 'score'"
+        )
+    return has and prefilter != "score"
+
+
+def _score_text_matches(
+    dets: Detections,
+    image_bgr: NDArray[np.uint8],
+    encoder: TextEncoder,
+    text_feats: NDArray[np.float32],
+    top_k: int | None,
+    crop: str,
+) -> list[TextMatch]:
+    """Best mask per text among the ``top_k`` candidates by score (detection indices)."""
+    emb = dets.crop_embeddings
+    if emb is None or not emb.matches(encoder, top_k, crop):
+        # first text prompt on these detections: embed the candidates' crops once; the
+        # candidates are indices of the non-empty detections, mapped back below
+        kept = dets.nonempty()
+        emb = embed_text_candidates(dets.to_masks(kept), image_bgr, encoder, top_k, crop)
+        emb = CropEmbeddings(
+            np.asarray(kept, dtype=np.intp)[emb.candidates],
+            emb.features,
+            emb.top_k,
+            emb.crop,
+            emb.encoder,
+        )
+        dets.crop_embeddings = emb
+    return emb.best_matches(text_feats, float(getattr(encoder, "logit_scale", 100.0)))
+
+
 def select(
     dets: Detections,
     prompts: Sequence[Prompt],
@@ -997,6 +1146,8 @@ def select(
     text_top_k: int | None = TEXT_TOP_K,
     text_crop: str = "reference",
     text_threshold: float | None = None,
+    text_prefilter: str = "auto",
+    text_shortlist: int = DENSE_SHORTLIST,
 ) -> Selection:
     """Apply validated prompts to lazily assembled detections.
 
@@ -1009,6 +1160,10 @@ def select(
         text_crop: Crop style of text prompts.
         text_threshold: Default minimum similarity of text prompts whose own ``threshold`` is
             ``None`` (``None``: the best mask is always selected, as the reference).
+        text_prefilter: How text candidates are narrowed (:data:`TEXT_PREFILTERS`): ``"dense"``
+            encodes the ``text_shortlist`` best by the dense map (:func:`dense_text_matches`),
+            ``"score"`` the ``text_top_k`` best by score, ``"auto"`` dense where available.
+        text_shortlist: Crops encoded per text with the dense prefilter.
 
     Returns:
         The selection (first selecting prompt per candidate, merged masks, text scores, and a
@@ -1053,24 +1208,15 @@ def select(
         # text first: an encoder that loads its sessions on demand (ClipEncoder keep_text=False)
         # then never holds the text and image sessions at once
         text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
-        emb = dets.crop_embeddings
-        if emb is None or not emb.matches(encoder, text_top_k, text_crop):
-            # first text prompt on these detections: embed the candidates' crops once; the
-            # candidates are indices of the non-empty detections, mapped back below
-            kept = dets.nonempty()
-            emb = embed_text_candidates(
-                dets.to_masks(kept), image_bgr, encoder, text_top_k, text_crop
+        if _use_dense(encoder, text_prefilter):
+            assert isinstance(encoder, CachedTextEncoder)
+            matches = dense_text_matches(
+                dets, image_bgr, encoder, text_feats, text_shortlist, text_crop
             )
-            emb = CropEmbeddings(
-                np.asarray(kept, dtype=np.intp)[emb.candidates],
-                emb.features,
-                emb.top_k,
-                emb.crop,
-                emb.encoder,
+        else:
+            matches = _score_text_matches(
+                dets, image_bgr, encoder, text_feats, text_top_k, text_crop
             )
-            dets.crop_embeddings = emb
-        scale = float(getattr(encoder, "logit_scale", 100.0))
-        matches = emb.best_matches(text_feats, scale)
         for k, m in zip(text_ids, matches, strict=True):
             p = prompts[k]
             assert isinstance(p, TextPrompt)

@@ -27,11 +27,13 @@ from edge.postprocess import (
     nms,
     scale_boxes_to_source,
 )
+from edge.prefilter import DENSE_SHORTLIST
 from edge.preprocess import letterbox, normalize_image
 from edge.prompts import (
     TEXT_TOP_K,
     CachedTextEncoder,
     CropEmbeddings,
+    DenseText,
     Prompt,
     TextPrompt,
     as_prompt_list,
@@ -75,7 +77,13 @@ class Segmenter:
         threads: Intra-op threads of the session.
         session: The detector session.
         text_top_k: Masks encoded with CLIP per text-prompted frame, best ``score * sqrt(area)``
-            first (``None`` = all, as the reference).
+            first (``None`` = all, as the reference), when the ``score`` prefilter is in use.
+        text_prefilter: How text candidates are narrowed before CLIP encodes their crops:
+            ``"auto"`` (default: ``"dense"`` when the bundle's CLIP has a dense image encoder,
+            i.e. conv towers such as MobileCLIP, else ``"score"``), ``"dense"`` (every mask
+            ranked by one CLIP pass over the frame, the ``text_shortlist`` best encoded) or
+            ``"score"`` (``text_top_k``).
+        text_shortlist: Crops encoded per text prompt with the dense prefilter.
         text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
             exported ``int8-only``); set before the first text prompt.
@@ -98,6 +106,8 @@ class Segmenter:
     session: ort.InferenceSession
     text_top_k: int | None = TEXT_TOP_K
     text_crop: str = "reference"
+    text_prefilter: str = "auto"
+    text_shortlist: int = DENSE_SHORTLIST
     clip_precision: str | None = None
     assembly_workers: int | None = None
     text_threshold: float | None = None
@@ -272,6 +282,8 @@ class Segmenter:
                 self.text_top_k,
                 self.text_crop,
                 self.text_threshold,
+                self.text_prefilter,
+                self.text_shortlist,
             )
             tb = time.perf_counter()
             result = selection_to_masks(dets, selection)
@@ -428,6 +440,8 @@ class Detections:
     """``thresholds`` and ``input_hw`` of the detection, copied into every selected result."""
     crop_embeddings: CropEmbeddings | None = field(default=None, repr=False)
     """CLIP embeddings of the text candidates (set by the first text prompt, then reused)."""
+    dense_text: DenseText | None = field(default=None, repr=False)
+    """Dense-prefilter state of text prompts (set by the first one, then reused)."""
 
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
@@ -441,6 +455,7 @@ class Detections:
         # a copy: the worker may be assembling masks while another thread asks
         total += sum(c.nbytes for c in list(self._crops.values()))
         total += self.crop_embeddings.nbytes if self.crop_embeddings is not None else 0
+        total += self.dense_text.nbytes if self.dense_text is not None else 0
         # the resampler is shared by every frame of the same size (cached), not counted here
         return int(total)
 

@@ -366,6 +366,197 @@ def _export_tower(module: Any, dummy: Any, path: Path, input_name: str) -> None:
         )
 
 
+# The dense input's longer side: 10 cells of a stride-32 tower. A 640x480 frame becomes 320x240
+# (1.2x the pixels of one 256 px crop), enough cells for the prefilter to tell objects apart.
+DENSE_LONG_SIDE = 320
+# ONNX dense vs torch dense, per location, on the check frame
+MIN_DENSE_COSINE = 0.9999
+
+
+def dense_file(precision: str) -> str:
+    """Bundle file name of the dense image encoder: ``clip-dense.{fp32,int8}.onnx``."""
+    return f"clip-dense.{precision}.onnx"
+
+
+def dense_linears(model: Any) -> list[Any] | None:
+    """The linear maps after global average pooling of a conv image tower, or ``None``.
+
+    A timm trunk (FastViT/MobileOne: MobileCLIP, MobileCLIP2) whose head is average pooling
+    then ``fc`` (and optionally open_clip's own linear ``proj``) pools *before* anything
+    non-linear, so ``embedding = mean over locations of (linear maps of each location)``:
+    the per-location terms are exact parts of the embedding (the dense map). ViTs (attention
+    pooling through the class token) and attention-pool/MLP heads have no such decomposition.
+    """
+    import torch
+
+    visual = getattr(model, "visual", None)
+    trunk = getattr(visual, "trunk", None)
+    head = getattr(trunk, "head", None)
+    if trunk is None or head is None or not hasattr(trunk, "forward_features"):
+        return None
+    pool = getattr(getattr(head, "global_pool", None), "pool_type", None)
+    if pool != "avg" or type(head).__name__ != "ClassifierHead":
+        return None
+    linears = []
+    fc = getattr(head, "fc", None)
+    if isinstance(fc, torch.nn.Linear):
+        linears.append(fc)
+    elif not isinstance(fc, torch.nn.Identity):
+        return None
+    for layer in getattr(visual, "head", torch.nn.Sequential()).children():
+        if isinstance(layer, torch.nn.Linear):
+            linears.append(layer)
+        elif not isinstance(layer, (torch.nn.Identity, torch.nn.Dropout)):
+            return None  # an MLP projection: non-linear after pooling
+    return linears or None
+
+
+class _DenseImage:
+    """``pixels (N, 3, H, W) -> dense (N, D, H/s, W/s)``: the tower's per-location embedding
+    terms (:func:`dense_linears`); their spatial mean is ``encode_image`` before L2 norm."""
+
+    @staticmethod
+    def build(model: Any, linears: list[Any]) -> Any:
+        import torch
+
+        class DenseImage(torch.nn.Module):
+            def __init__(self, trunk: Any, maps: list[Any]) -> None:
+                super().__init__()
+                self.trunk = trunk
+                self.maps = torch.nn.ModuleList(maps)
+
+            def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+                x = self.trunk.forward_features(pixels)  # (N, C, h, w), final conv included
+                for lin in self.maps:
+                    x = torch.einsum("nchw,dc->ndhw", x, lin.weight)
+                    if lin.bias is not None:
+                        x = x + lin.bias[None, :, None, None]
+                return x
+
+        return DenseImage(model.visual.trunk, linears).eval()
+
+
+def export_dense(
+    model: Any,
+    out_dir: Path,
+    pixels: np.ndarray,
+    ref: np.ndarray,
+    precisions: list[str],
+    threads: int | None = None,
+) -> dict[str, Any] | None:
+    """Export the dense image encoder of a conv tower (``None`` for towers without one).
+
+    Checks: the spatial mean of torch's dense map equals the pooled embedding on ``pixels``
+    (exactness of the decomposition), and the ONNX map equals torch's per location on a
+    non-square frame (dynamic height and width). An int8 map below :data:`MIN_INT8_COSINE`
+    (mean-pooled, vs torch) is left out.
+
+    Args:
+        model: Re-parameterised open_clip model (eval mode).
+        out_dir: Bundle directory being assembled.
+        pixels: (N, 3, S, S) verify inputs at the tower's size.
+        ref: (N, D) their L2-normalised torch image embeddings.
+        precisions: CLIP precisions being written (``fp32`` is exported in any case, removed
+            again when not in the list).
+        threads: onnxruntime threads for the checks.
+
+    Returns:
+        The ``clip.dense`` manifest section, or ``None``.
+    """
+    import warnings
+
+    import torch
+
+    linears = dense_linears(model)
+    if linears is None:
+        return None
+    module = _DenseImage.build(model, linears)
+    with torch.no_grad():
+        dense = module(torch.from_numpy(pixels)).numpy()
+    pooled = dense.mean(axis=(2, 3))
+    pool_cos = float(_cosines(pooled, ref).min())
+    if pool_cos < MIN_FP32_COSINE:
+        raise ClipExportError(
+            f"CLIP dense image map: mean over locations vs the pooled embedding cosine "
+            f"{pool_cos:.6f} < {MIN_FP32_COSINE}; the tower does not decompose"
+        )
+    size = pixels.shape[-1]
+    stride = size // dense.shape[-1]
+    if stride < 1 or size % stride or dense.shape[-2] * stride != pixels.shape[-2]:
+        raise ClipExportError(f"CLIP dense image map: no integer stride ({dense.shape})")
+    # a non-square frame with the default long side: checks dynamic height/width as well
+    rng = np.random.default_rng(1)
+    height = DENSE_LONG_SIDE * 3 // 4 // stride * stride  # 4:3, whole cells (the runtime pads)
+    frame = rng.standard_normal((1, 3, height, DENSE_LONG_SIDE)).astype(np.float32)
+    with torch.no_grad():
+        frame_ref = module(torch.from_numpy(frame)).numpy()
+    fp32_path = out_dir / dense_file("fp32")
+    with warnings.catch_warnings(), _mha_fastpath_off(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(frame),),
+            str(fp32_path),
+            input_names=["pixels"],
+            output_names=["dense"],
+            dynamic_axes={
+                "pixels": {0: "batch", 2: "height", 3: "width"},
+                "dense": {0: "batch", 2: "rows", 3: "cols"},
+            },
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    files: dict[str, str] = {}
+    verify: dict[str, Any] = {"pool_vs_embedding_cosine_min": round(pool_cos, 7)}
+
+    def per_location(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d = a.shape[1]
+        return _cosines(
+            a.transpose(0, 2, 3, 1).reshape(-1, d), b.transpose(0, 2, 3, 1).reshape(-1, d)
+        )
+
+    for prec in ("fp32", "int8"):
+        if prec not in precisions:
+            continue
+        path = out_dir / dense_file(prec)
+        if prec == "int8":
+            quantize(fp32_path, path, QUANT_OPS_BY_TOWER["image"])
+        sess = create_session(path, threads=threads)
+        got = sess.run(None, {"pixels": frame})[0]
+        cos_loc = float(per_location(got, frame_ref).min())
+        got_px = np.concatenate(
+            [sess.run(None, {"pixels": pixels[i : i + 1]})[0] for i in range(len(pixels))]
+        )
+        cos_pool = float(_cosines(got_px.mean(axis=(2, 3)), ref).min())
+        verify[prec] = {
+            "location_cosine_min": round(cos_loc, 7),
+            "pooled_cosine_min": round(cos_pool, 7),
+        }
+        if prec == "fp32" and cos_loc < MIN_DENSE_COSINE:
+            raise ClipExportError(
+                f"CLIP dense image map: ONNX fp32 vs torch per-location cosine {cos_loc:.6f} < "
+                f"{MIN_DENSE_COSINE}"
+            )
+        if prec == "int8" and cos_pool < MIN_INT8_COSINE:
+            path.unlink()
+            verify["int8_refused"] = f"pooled cosine {cos_pool:.6f} < {MIN_INT8_COSINE}"
+            continue
+        files[prec] = path.name
+    if "fp32" not in precisions:
+        fp32_path.unlink()
+    if not files:
+        return None
+    return {
+        "files": files,
+        "input": "pixels",
+        "output": "dense",
+        "stride": int(stride),
+        "long_side": DENSE_LONG_SIDE,
+        "verify": verify,
+    }
+
+
 def quantization_section() -> dict[str, Any]:
     """The manifest's description of :func:`quantize` (the CLIP int8 recipe)."""
     return {
@@ -564,6 +755,7 @@ def export_clip(
     steps = ["load", "tokenizer", "export image", "export text", "verify fp32"]
     if int8:
         steps += ["quantize image", "quantize text", "verify int8"]
+    steps.append("export dense")
     bar = tqdm(total=len(steps), desc=f"CLIP {model_name}", unit="step", disable=not progress)
 
     def step(name: str) -> None:
@@ -695,6 +887,9 @@ def export_clip(
                 for tower in TOWERS:
                     (out_dir / files[tower]["int8"]).unlink()
                 precisions = ["fp32"]
+        step("export dense")
+        dense = export_dense(model, out_dir, pixels, after, precisions, threads)
+        bar.update()
         if not keep_fp32:
             for path in fp32.values():
                 path.unlink()
@@ -720,6 +915,8 @@ def export_clip(
             ("open-clip-torch", "torch", "onnx", "onnxruntime", "pillow", "torchvision")
         ),
     }
+    if dense is not None:  # conv towers only: per-location image embeddings (text prefilter)
+        section["dense"] = dense
     extra["clip"] = section
     return section
 

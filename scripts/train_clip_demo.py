@@ -46,26 +46,51 @@ if str(ROOT) not in sys.path:
 from edge.clip import ClipPreprocess, pil_resize, resized_shortest  # noqa: E402
 from edge.scenes import COLORS, SHAPES, generate_scene  # noqa: E402
 
-MODEL_NAME = "fastsam-demo-clip"
 IMAGE_SIZE = 64
-MODEL_CFG: dict[str, Any] = {
-    "embed_dim": 64,
-    "quick_gelu": False,
-    "vision_cfg": {
-        "image_size": IMAGE_SIZE,
-        "layers": 3,
-        "width": 96,
-        "patch_size": 8,
-        "head_width": 32,
-    },
-    "text_cfg": {
-        "context_length": 77,
-        "vocab_size": 49408,
-        "width": 64,
-        "heads": 2,
-        "layers": 2,
-    },
+_TEXT_CFG: dict[str, Any] = {
+    "context_length": 77,
+    "vocab_size": 49408,
+    "width": 64,
+    "heads": 2,
+    "layers": 2,
 }
+# Two towers: the tiny ViT of the demo bundle, and a MobileCLIP-family proxy whose image tower is
+# MobileCLIP-S0 / MobileCLIP2-S0's own FastViT-MCi0 (full depth and width, 64 px crops), with the
+# same tiny text transformer. The proxy stands in for the real MobileCLIP towers wherever
+# agreement needs trained weights (scripts/text_prefilter.py).
+TOWER_CFGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vit": (
+        "fastsam-demo-clip",
+        {
+            "embed_dim": 64,
+            "quick_gelu": False,
+            "vision_cfg": {
+                "image_size": IMAGE_SIZE,
+                "layers": 3,
+                "width": 96,
+                "patch_size": 8,
+                "head_width": 32,
+            },
+            "text_cfg": _TEXT_CFG,
+        },
+    ),
+    "mci0": (
+        "fastsam-demo-mobileclip",
+        {
+            "embed_dim": 64,
+            "vision_cfg": {
+                "timm_model_name": "fastvit_mci0",
+                "timm_model_pretrained": False,
+                "timm_pool": "avg",
+                "timm_proj": None,
+                "image_size": IMAGE_SIZE,
+            },
+            "text_cfg": {**_TEXT_CFG, "no_causal_mask": True},
+            "custom_text": True,
+        },
+    ),
+}
+MODEL_NAME, MODEL_CFG = TOWER_CFGS["vit"]
 TEMPLATES = ("a {c} {s}", "a {c} {s}", "the {c} {s}", "{c} {s}", "a photo of a {c} {s}")
 CLASSES = [(c, s) for c in COLORS for s in SHAPES]
 TEXT_MIN_AREA = 100  # the runtime's text candidates have area > 100 px
@@ -256,7 +281,8 @@ def unify_unseen_rows(model: Any, seen: np.ndarray) -> None:
     import torch
 
     with torch.no_grad():
-        w = model.token_embedding.weight
+        text = getattr(model, "text", model)  # CustomTextCLIP keeps its text tower apart
+        w = text.token_embedding.weight
         unseen = torch.ones(w.shape[0], dtype=torch.bool)
         unseen[torch.from_numpy(seen)] = False
         w[unseen] = 0.0
@@ -366,6 +392,7 @@ def export_into_bundle(model: Any, seen: np.ndarray, bundle: Path, work: Path) -
     names = [section["tokenizer"]["bpe"]] + [
         section["files"][t][p] for t in TOWERS for p in section["precisions"]
     ]
+    names += list((section.get("dense") or {}).get("files", {}).values())  # conv towers
     files = dict(manifest.files)
     for name in names:
         shutil.copyfile(stage / name, bundle / name)
@@ -393,17 +420,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-minutes", type=float, default=15.0, help="training time box")
     ap.add_argument("--out", type=Path, default=ROOT / "work" / "clip-demo")
     ap.add_argument("--add-to-bundle", type=Path, default=None, metavar="DIR")
+    ap.add_argument(
+        "--tower",
+        choices=sorted(TOWER_CFGS),
+        default="vit",
+        help="vit: the demo bundle's tiny ViT; mci0: the MobileCLIP-family proxy (FastViT-MCi0)",
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    ap.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        default=None,
+        metavar="PT",
+        help="skip training: export this script's saved state dict (with --add-to-bundle)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    global MODEL_NAME, MODEL_CFG  # the tower is chosen once, before anything reads them
+    MODEL_NAME, MODEL_CFG = TOWER_CFGS[args.tower]
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     progress = not args.no_progress
     args.out.mkdir(parents=True, exist_ok=True)
     register_config(Path(tempfile.mkdtemp(prefix="clipcfg-")))
     import open_clip
 
+    if args.from_checkpoint is not None:
+        if args.add_to_bundle is None:
+            ap.error("--from-checkpoint needs --add-to-bundle DIR")
+        model = open_clip.create_model(MODEL_NAME, pretrained=None)
+        model.load_state_dict(torch.load(args.from_checkpoint, map_location="cpu"))
+        model.eval()
+        facts = args.from_checkpoint.with_name("train.json")
+        if facts.is_file():
+            TRAIN_FACTS.update(json.loads(facts.read_text(encoding="utf-8"))["training"])
+        seen = seen_token_ids(open_clip.get_tokenizer(MODEL_NAME))
+        files = export_into_bundle(model, seen, args.add_to_bundle, args.out)
+        print(json.dumps({"files": files}, indent=2))
+        return 0
     t0 = time.time()
     x, y = build_dataset(args.scenes, (args.imgsz, args.imgsz), args.seed, progress)
     t_data = time.time() - t0
@@ -415,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = seen_token_ids(open_clip.get_tokenizer(MODEL_NAME))
     unify_unseen_rows(model, seen)
     acc_unk = crop_accuracy(model, val_x, val_y)
+    torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")  # for later exports
     TRAIN_FACTS.update(
         {
             "data": f"edge.scenes seeds 0..{args.scenes - 1} at {args.imgsz}x{args.imgsz}",
@@ -430,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.add_to_bundle is not None:
         report["files"] = export_into_bundle(model, seen, args.add_to_bundle, args.out)
         report["clip_bytes_total"] = sum(report["files"].values())
+    (args.out / "train.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
     return 0
 
