@@ -270,6 +270,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg.clip_keep_text = False
     if args.text_threshold is not _UNSET:
         seg.text_threshold = args.text_threshold
+    seg.text_prefilter = args.text_prefilter
+    if args.text_shortlist is not None:
+        seg.text_shortlist = args.text_shortlist
     bundle = _bundle_facts(seg)
     want_overlay = bool(args.overlay or args.save_video)
     progress = tqdm(
@@ -443,7 +446,13 @@ def _text_support(m: Any) -> dict[str, Any]:
         )
     else:
         summary = f"supported ({model}; tokenizer packages installed)"
-    return {"supported": True, "missing": missing, "summary": summary}
+    dense = bool(m.extra["clip"].get("dense"))
+    summary += (
+        "; prefilter: dense (one CLIP pass ranks every mask)"
+        if dense
+        else "; prefilter: score (top 32 by detection score; a ViT has no dense map)"
+    )
+    return {"supported": True, "missing": missing, "summary": summary, "dense_prefilter": dense}
 
 
 _UNSET: Any = object()
@@ -452,6 +461,7 @@ _UNSET: Any = object()
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fastsam-edge``."""
     from edge.cliargs import add_global_options, add_json_option, int_arg
+    from edge.prefilter import DENSE_SHORTLIST, TEXT_PREFILTERS
 
     p = argparse.ArgumentParser(
         prog="fastsam-edge",
@@ -569,6 +579,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T|none",
         help="minimum CLIP similarity of a text prompt's best mask, else no mask (default: "
         "the bundle's measured clip.text_threshold; none = always the best mask)",
+    )
+    s.add_argument(
+        "--text-prefilter",
+        choices=list(TEXT_PREFILTERS),
+        default="auto",
+        help="which masks CLIP encodes for a text prompt: dense = rank every mask by one CLIP "
+        "pass over the frame, encode the --text-shortlist best (conv towers such as MobileCLIP); "
+        "score = the 32 best by detection score; auto = dense where the bundle has it",
+    )
+    s.add_argument(
+        "--text-shortlist",
+        type=positive_int,
+        metavar="N",
+        help=f"crops CLIP encodes per text with the dense prefilter (default {DENSE_SHORTLIST})",
     )
     s.add_argument(
         "--prompts",

@@ -402,6 +402,9 @@ class ClipEncoder:
             the bundle has none). Its session is created at the first :meth:`encode_dense`.
         dense_stride: Its input pixels per output cell.
         dense_long_side: Its default input size (longer side, pixels).
+        dense_session: Its onnxruntime session (``pixels`` -> ``dense``), created on first use
+            (at load unless ``keep_text=False``); it also encodes crops, so a bundle with a
+            dense encoder never loads :attr:`image_session`.
     """
 
     image_session: Any
@@ -419,7 +422,7 @@ class ClipEncoder:
     dense_path: Path | None = None
     dense_stride: int = 0
     dense_long_side: int = 0
-    _dense_session: Any = None
+    dense_session: Any = None
     _image_cfg: dict[str, Any] | None = None
     _text_cfg: dict[str, Any] | None = None
     _threads: int | None = None
@@ -495,8 +498,11 @@ class ClipEncoder:
         dense_path, dense_stride, dense_long_side = _dense_facts(
             bundle_dir, manifest, section, prec
         )
+        # A conv tower's dense encoder computes the image encoder's function too (its mean over
+        # locations is the pooled embedding): one session serves crops and frames.
+        eager_image = keep_text and dense_path is None
         enc = cls(
-            image_session=create_session(image_path, threads=threads) if keep_text else None,
+            image_session=create_session(image_path, threads=threads) if eager_image else None,
             text_session=create_session(text_path, threads=threads) if keep_text else None,
             tokenizer=tokenizer,
             preprocess=preprocess,
@@ -515,6 +521,8 @@ class ClipEncoder:
             _text_cfg=dict(text_cfg),
             _threads=threads,
         )
+        if keep_text and dense_path is not None:
+            enc._dense()
         enc._check_io(image_cfg, text_cfg)
         return enc
 
@@ -612,10 +620,24 @@ class ClipEncoder:
         return self.preprocess(crops)
 
     def encode_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Image embeddings of preprocessed (N, 3, S, S) input, in chunks of :attr:`max_batch`."""
+        """Image embeddings of preprocessed (N, 3, S, S) input, in chunks of :attr:`max_batch`.
+
+        With a dense encoder (conv towers) the embedding is its map's mean over locations (the
+        same function as the image encoder, verified at export), so only one session is loaded.
+        """
         n = len(pixels)
         if n == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
+        if self.dense_path is not None:
+            sess = self._dense()
+            name = sess.get_inputs()[0].name
+            pooled = [
+                np.asarray(sess.run(None, {name: pixels[i : i + self.max_batch]})[0]).mean(
+                    axis=(2, 3)
+                )
+                for i in range(0, n, self.max_batch)
+            ]
+            return _l2n(np.concatenate(pooled).astype(np.float32, copy=False))
         if self.image_session is None:
             if self.image_path is None:
                 raise BundleError("CLIP image encoder: no session and no file to create one from")
@@ -698,17 +720,35 @@ class ClipEncoder:
             InputError: ``image_rgb`` is not a non-empty uint8 (H, W, 3) array.
         """
         pixels, scale = self.dense_input(image_rgb, long_side)
-        if self._dense_session is None:
-            assert self.dense_path is not None
-            self._dense_session = create_session(self.dense_path, threads=self._threads)
-        sess = self._dense_session
+        sess = self._dense()
         (out,) = sess.run(None, {sess.get_inputs()[0].name: pixels})
         out = np.asarray(out, dtype=np.float32)
-        if out.ndim != 4 or out.shape[1] != self.embed_dim:
-            raise BundleError(
-                f"CLIP dense encoder: output shape {out.shape} is not (1, {self.embed_dim}, h, w)"
-            )
         return DenseMap(np.ascontiguousarray(out[0].transpose(1, 2, 0)), scale, self.dense_stride)
+
+    def _dense(self) -> Any:
+        """The dense encoder's session, created (and its I/O checked) on first use."""
+        if self.dense_session is None:
+            if self.dense_path is None:
+                raise BundleError(
+                    f"CLIP {self.model or 'model'}: this bundle has no dense encoder"
+                )
+            sess = create_session(self.dense_path, threads=self._threads)
+            ins, outs = sess.get_inputs(), sess.get_outputs()
+            shape = outs[0].shape if len(outs) == 1 else []
+            if (
+                len(ins) != 1
+                or len(outs) != 1
+                or len(ins[0].shape) != 4
+                or len(shape) != 4
+                or (isinstance(shape[1], int) and shape[1] != self.embed_dim)
+            ):
+                raise BundleError(
+                    f"CLIP dense encoder: expected one (N, 3, H, W) input and one (N, "
+                    f"{self.embed_dim}, h, w) output, got {[i.shape for i in ins]} -> "
+                    f"{[o.shape for o in outs]}"
+                )
+            self.dense_session = sess
+        return self.dense_session
 
 
 def _dense_facts(

@@ -195,10 +195,16 @@ def qdq_conv_model(
     nodes = [
         _node("QuantizeLinear", ["X", "x_scale", "x_zp"], ["X_q"], "x_q"),
         _node("DequantizeLinear", ["X_q", "x_scale", "x_zp"], ["X_dq"], "x_dq"),
-        _node("DequantizeLinear", ["W_q", "W_scale", "W_zp"], ["W_dq"], "w_dq",
-              (_attribute_int("axis", 0),)),  # fmt: skip
-        _node("Conv", ["X_dq", "W_dq"], ["C"], "conv",
-              (_attribute_ints("kernel_shape", (kh, kw)),)),  # fmt: skip
+        _node(
+            "DequantizeLinear",
+            ["W_q", "W_scale", "W_zp"],
+            ["W_dq"],
+            "w_dq",
+            (_attribute_int("axis", 0),),
+        ),  # fmt: skip
+        _node(
+            "Conv", ["X_dq", "W_dq"], ["C"], "conv", (_attribute_ints("kernel_shape", (kh, kw)),)
+        ),  # fmt: skip
         _node("QuantizeLinear", ["C", "y_scale", "y_zp"], ["Y_q"], "y_q"),
         _node("DequantizeLinear", ["Y_q", "y_scale", "y_zp"], ["Y"], "y_dq"),
     ]

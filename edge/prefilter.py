@@ -15,16 +15,24 @@ All functions are pure numpy; shapes in the docstrings.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.clip import DenseMap
 from edge.errors import InputError
 from edge.types import MaskCrop
+
+if TYPE_CHECKING:
+    from edge.clip import DenseMap
 
 # Crops encoded per text after the dense ranking (measured on the demo world's busy scenes with
 # the MobileCLIP-family proxy tower: docs/benchmarks.md, "the dense prefilter").
 DENSE_SHORTLIST = 3
+# How text candidates are narrowed before their crops are encoded: "dense" ranks every candidate
+# by the dense map and encodes the ``DENSE_SHORTLIST`` best (bundles with ``clip.dense``),
+# "score" encodes the ``top_k`` best by ``score * sqrt(area)``, "auto" is dense where available.
+TEXT_PREFILTERS: tuple[str, ...] = ("auto", "dense", "score")
 
 
 def _bands(

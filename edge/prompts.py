@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import BundleError, InputError
-from edge.prefilter import DENSE_SHORTLIST, mask_embeddings, shortlist
+from edge.prefilter import DENSE_SHORTLIST, TEXT_PREFILTERS, mask_embeddings, shortlist
 from edge.types import MaskCrop, Masks
 
 if TYPE_CHECKING:
@@ -71,11 +71,7 @@ TEXT_MIN_AREA = 100
 TEXT_TOP_K = 32
 """Default number of masks encoded with CLIP per frame (ranked by ``score * sqrt(area)``)."""
 TEXT_CACHE_SIZE = 64
-# How text candidates are narrowed before their crops are encoded: "dense" ranks every candidate
-# by the CLIP tower's dense map and encodes the few best (edge.prefilter; conv towers, whose
-# bundles have ``clip.dense``), "score" encodes the ``top_k`` best by ``score * sqrt(area)``,
-# "auto" is dense where the bundle has it.
-TEXT_PREFILTERS: tuple[str, ...] = ("auto", "dense", "score")
+
 """Text embeddings kept by :class:`CachedTextEncoder`."""
 
 # sign(logit) computed here in float64 equals assemble_mask's float32 sign whenever

@@ -125,6 +125,7 @@ def graft(detector: Path, clip_dir: Path, dest: Path) -> Path:
     names = {section["tokenizer"]["bpe"]}
     for tower in section["files"].values():
         names.update(tower.values())
+    names.update((section.get("dense") or {}).get("files", {}).values())  # conv towers
     for name in sorted(names):
         os.link(clip_dir / name, dest / name)
         manifest["files"][name] = {

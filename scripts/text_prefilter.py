@@ -112,53 +112,82 @@ def agreement(
 
 
 def timing(
-    bundle: Path, ks: list[int], ms: list[int], reps: int, threads: int, masks: int
-) -> dict[str, Any]:
-    """Everything vs text per prefilter, interleaved, median ms over ``reps`` rounds."""
-    seg = Segmenter.load(bundle, precision="int8", threads=threads, clip_precision="int8")
-    seg.conf = 0.0  # as many masks as the scene gives, capped below
-    sc = None
-    for s in range(200):  # a scene with about ``masks`` masks
-        cand = generate_scene(SEEDS + 500_000 + s, 640, 480, min_objects=14, max_objects=20)
-        if len(seg.segment(cand.image)) >= masks:
-            sc = cand
-            break
-    assert sc is not None, "no scene with enough masks"
-    n_masks = len(seg.segment(sc.image))
-    prompt = [TextPrompt(texts=("a red circle",))]
-    seg.text_encoder().encode_text(["a red circle"])  # cached: the prompt's cost is the crops
-    modes: dict[str, dict[str, Any]] = {"everything": {}}
-    modes.update({f"score@{k}": {"text_prefilter": "score", "text_top_k": k} for k in ks})
-    if seg.text_encoder().encoder.has_dense:
-        modes.update({f"dense@{m}": {"text_prefilter": "dense", "text_shortlist": m} for m in ms})
-    times: dict[str, list[float]] = {n: [] for n in modes}
-    for _ in range(reps + 1):  # first round: warm-up
-        for name, cfg in modes.items():
-            for key, value in cfg.items():
-                setattr(seg, key, value)
-            t = time.perf_counter()
-            seg.segment(sc.image, prompts=None if name == "everything" else prompt)
-            times[name].append((time.perf_counter() - t) * 1000)
-    med = {n: float(np.median(v[1:])) for n, v in times.items()}
-    return {
-        "bundle": str(bundle),
-        "masks": n_masks,
-        "threads": threads,
-        "reps": reps,
-        "ms": {n: round(v, 1) for n, v in med.items()},
-        "x_everything": {n: round(v / med["everything"], 2) for n, v in med.items()},
-    }
+    bundles: list[Path], ks: list[int], ms: list[int], reps: int, threads: int, masks: int
+) -> list[dict[str, Any]]:
+    """Everything vs text per prefilter and bundle, interleaved, median ms over ``reps``.
+
+    One 640x480 demo scene, the score threshold chosen (``edge.bench.run.choose_confs``) so
+    that the detector gives about ``masks`` masks; detector and CLIP int8.
+    """
+    from edge.bench.run import choose_confs
+
+    image = generate_scene(1_700_000, 640, 480).image
+    prompt = TextPrompt("a red circle")
+    segs, rows = [], []
+    for bundle in bundles:
+        conf = choose_confs(str(bundle), image, [masks], threads, "fp32")[masks]
+        seg = Segmenter.load(bundle, precision="int8", threads=threads)
+        seg.clip_precision = "int8"
+        seg.segment(image, conf=conf, prompt=prompt)  # loads CLIP, caches the text embedding
+        modes: dict[str, dict[str, Any]] = {"everything": {}}
+        modes.update({f"score@{k}": {"text_prefilter": "score", "text_top_k": k} for k in ks})
+        if seg.text_encoder().has_dense:
+            modes.update(
+                {f"dense@{m}": {"text_prefilter": "dense", "text_shortlist": m} for m in ms}
+            )
+        n = len(seg.segment(image, conf=conf))
+        segs.append((seg, conf, modes, {name: [] for name in modes}))
+        rows.append({"bundle": str(bundle), "clip": seg.text_encoder().encoder.model, "masks": n})
+    for _ in range(reps + 1):  # round 0: warm-up (sessions, caches)
+        for seg, conf, modes, times in segs:  # bundles and modes interleaved
+            for name, cfg in modes.items():
+                for key, value in cfg.items():
+                    setattr(seg, key, value)
+                t = time.perf_counter()
+                seg.segment(image, conf=conf, prompt=None if name == "everything" else prompt)
+                times[name].append((time.perf_counter() - t) * 1000)
+    for row, (_, _, _, times) in zip(rows, segs, strict=True):
+        med = {n: float(np.median(v[1:])) for n, v in times.items()}
+        row.update(
+            {
+                "threads": threads,
+                "reps": reps,
+                "ms": {n: round(v, 1) for n, v in med.items()},
+                "x_everything": {n: round(v / med["everything"], 2) for n, v in med.items()},
+            }
+        )
+    return rows
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    """Markdown: agreement per prefilter and bundle, then time per prefilter and bundle."""
+    rows = report["agreement"]
+    if rows:
+        names = list(dict.fromkeys(n for r in rows for n in r["agreement"]))
+        print("\n| CLIP | scenes | texts | masks/frame | " + " | ".join(names) + " |")
+        print("|---|---|---:|---:|" + "---:|" * len(names))
+        for r in rows:
+            cells = " | ".join(
+                f"{r['agreement'][n]:.3f}" if n in r["agreement"] else "-" for n in names
+            )
+            kind = "busy" if r["busy"] else "demo"
+            print(f"| {r['clip']} | {kind} | {r['texts']} | {r['masks_per_frame']} | {cells} |")
+    for r in report.get("timing", []):
+        print(f"\n{r['clip']} ({r['masks']} masks, {r['threads']} threads, median of {r['reps']})")
+        print("| mode | ms | x everything |\n|---|---:|---:|")
+        for n, v in r["ms"].items():
+            print(f"| {n} | {v:.0f} | {r['x_everything'][n]:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agreement", type=Path, nargs="*", default=[], metavar="BUNDLE")
-    ap.add_argument("--timing", type=Path, default=None, metavar="BUNDLE")
+    ap.add_argument("--timing", type=Path, nargs="*", default=[], metavar="BUNDLE")
     ap.add_argument("--scenes", type=int, default=60)
     ap.add_argument("--ks", default="2,4,8,16,32")
     ap.add_argument("--ms", default="1,2,3,4,6,8")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--masks", type=int, default=90, help="timing scene: at least this many masks")
+    ap.add_argument("--masks", type=int, default=100, help="timing scene: about this many masks")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -170,19 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             row = agreement(bundle, args.scenes, busy, ks, ms, args.threads)
             report["agreement"].append(row)
             print(json.dumps(row))
-    if args.timing is not None:
+    if args.timing:
         report["timing"] = timing(args.timing, ks, ms, args.reps, args.threads, args.masks)
-        print(json.dumps(report["timing"]))
-    print(
-        "\n| CLIP | scenes | texts | " + " | ".join(report["agreement"][0]["agreement"]) + " |"
-        if report["agreement"]
-        else ""
-    )
-    for row in report["agreement"]:
-        cells = " | ".join(f"{v:.3f}" for v in row["agreement"].values())
-        print(
-            f"| {row['clip']} | {'busy' if row['busy'] else 'demo'} | {row['texts']} | {cells} |"
-        )
+        for row in report["timing"]:
+            print(json.dumps(row))
+    print_tables(report)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "text-prefilter.json"

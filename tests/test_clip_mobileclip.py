@@ -255,10 +255,73 @@ def test_text_session_on_demand(small_bundle: Path) -> None:
     kept = ClipEncoder.load(small_bundle, m, "int8", threads=1)
     lazy = ClipEncoder.load(small_bundle, m, "int8", threads=1, keep_text=False)
     assert kept.text_session is not None and lazy.text_session is None
-    assert lazy.image_session is None  # created at the first image encoding, then kept
+    # conv tower: the dense session encodes crops too, created at the first image encoding
+    assert lazy.dense_session is None and lazy.image_session is None
+    assert kept.dense_session is not None and kept.image_session is None
     np.testing.assert_array_equal(lazy.encode_text(PROMPTS), kept.encode_text(PROMPTS))
-    assert lazy.text_session is None and lazy.image_session is None
+    assert lazy.text_session is None and lazy.dense_session is None
     assert lazy.encode_text(["a dog"]).shape == (1, 32) and lazy.text_session is None
     crops = [np.full((40, 30, 3), v, np.uint8) for v in (0, 90, 200)]
     np.testing.assert_array_equal(lazy.encode_images(crops), kept.encode_images(crops))
-    assert lazy.image_session is not None and lazy.text_session is None
+    assert lazy.dense_session is not None and lazy.text_session is None
+    assert lazy.image_session is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_dense_encoder(small_bundle: Path, precision: str) -> None:
+    """The dense map of a conv tower: its spatial mean is the pooled embedding; a frame is
+    resized to the long side and padded to whole cells."""
+    from edge.session import create_session
+    from export.clip import demo_crops
+
+    dense = read_manifest(small_bundle).extra["clip"]["dense"]
+    assert dense["stride"] == 32 and dense["long_side"] == 320
+    assert set(dense["files"]) == {"fp32", "int8"}
+    assert dense["verify"]["pool_vs_embedding_cosine_min"] >= 0.9999
+    assert dense["verify"]["fp32"]["location_cosine_min"] >= 0.9999
+    enc = ClipEncoder.load(small_bundle, read_manifest(small_bundle), precision, threads=2)
+    assert enc.has_dense and enc.dense_path is not None
+    assert enc.dense_path.name == f"clip-dense.{precision}.onnx"
+    px = enc.preprocess_crops(demo_crops((1_700_002,)))
+    sess = create_session(enc.dense_path, threads=2)
+    pooled = np.concatenate([sess.run(None, {"pixels": p[None]})[0].mean(axis=(2, 3)) for p in px])
+    # crops through the dense session (mean over locations) = the image encoder's embeddings
+    image = create_session(small_bundle / f"clip-image.{precision}.onnx", threads=2)
+    direct = np.concatenate([image.run(None, {"pixels": p[None]})[0] for p in px])
+    assert _cos(pooled, direct).min() >= (0.9999 if precision == "fp32" else 0.99)
+    np.testing.assert_allclose(  # the runtime encodes crops through the dense session
+        enc.encode_pixels(px), pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-6
+    )
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    dm = enc.encode_dense(frame)
+    assert dm.grid_hw == (8, 10) and dm.scale == 0.5 and dm.stride == 32  # 320x240 -> 320x256
+    assert dm.features.shape == (8, 10, enc.embed_dim) and dm.features.dtype == np.float32
+    assert enc.encode_dense(frame, long_side=640).grid_hw == (15, 20)
+    with pytest.raises(InputError):
+        enc.encode_dense(np.zeros((4, 4), np.uint8))
+
+
+def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
+    """Segmenter: ``auto`` takes the dense path on a conv tower and encodes the shortlist
+    only; ``score`` with ``top_k=None`` encodes every candidate."""
+    from edge.prompts import TEXT_MIN_AREA, TextPrompt
+    from edge.scenes import generate_scene
+    from edge.segmenter import Segmenter
+
+    seg = Segmenter.load(small_bundle, threads=2)
+    sc = generate_scene(1_000_123, 320, 320, min_objects=10, max_objects=14)
+    everything = seg.segment(sc.image)
+    n = int((everything.area > TEXT_MIN_AREA).sum())
+    assert n > 3
+    seg.text_shortlist = 2
+    prompt = [TextPrompt(text="a red circle")]
+    dense = seg.segment(sc.image, prompts=prompt)
+    assert len(dense) == 1 and dense.metadata["text_scores"][0]["candidates"] == 2
+    seg.text_prefilter, seg.text_top_k = "score", None
+    full = seg.segment(sc.image, prompts=prompt)
+    assert full.metadata["text_scores"][0]["candidates"] == n
+    seg.text_shortlist = n  # every candidate shortlisted: the all-masks choice
+    seg.text_prefilter = "dense"
+    same = seg.segment(sc.image, prompts=prompt)
+    np.testing.assert_array_equal(same.mask, full.mask)

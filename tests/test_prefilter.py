@@ -19,7 +19,9 @@ from edge.prompts import (
 from edge.types import MaskCrop
 
 
-def _brute_counts(mask: np.ndarray, scale: float, stride: int, grid: tuple[int, int]) -> np.ndarray:
+def _brute_counts(
+    mask: np.ndarray, scale: float, stride: int, grid: tuple[int, int]
+) -> np.ndarray:
     """Per pixel: the cell its centre falls in (clipped to the grid), counted."""
     out = np.zeros(grid, dtype=np.float32)
     for y, x in zip(*np.nonzero(mask), strict=True):
@@ -164,7 +166,11 @@ def _scene() -> tuple[np.ndarray, Any]:
     from edge.types import Masks
 
     img = np.zeros((64, 96, 3), dtype=np.uint8)  # BGR
-    boxes = [(0, 0, 32, 32, (0, 0, 200)), (32, 0, 64, 32, (0, 200, 0)), (64, 32, 96, 64, (200, 0, 0))]
+    boxes = [
+        (0, 0, 32, 32, (0, 0, 200)),
+        (32, 0, 64, 32, (0, 200, 0)),
+        (64, 32, 96, 64, (200, 0, 0)),
+    ]
     crops, xyxy = [], []
     for x0, y0, x1, y1, bgr in boxes:
         img[y0:y1, x0:x1] = bgr
@@ -188,10 +194,14 @@ def test_dense_path_encodes_only_the_shortlist_and_reuses_the_frame():
     sel = select(dets, prompts, img, cached, text_prefilter="dense", text_shortlist=1)
     assert list(sel.prompt_index) == [2]  # the blue square (BGR (200, 0, 0))
     assert enc.crops_encoded == 1 and enc.dense_calls == 1
-    sel = select(dets, [TextPrompt(text="red")], img, cached, text_prefilter="auto", text_shortlist=1)
+    sel = select(
+        dets, [TextPrompt(text="red")], img, cached, text_prefilter="auto", text_shortlist=1
+    )
     assert list(sel.prompt_index) == [0]
     assert enc.crops_encoded == 2 and enc.dense_calls == 1  # map reused, one new crop
-    sel = select(dets, [TextPrompt(text="blue")], img, cached, text_prefilter="dense", text_shortlist=1)
+    sel = select(
+        dets, [TextPrompt(text="blue")], img, cached, text_prefilter="dense", text_shortlist=1
+    )
     assert enc.crops_encoded == 2  # nothing new
 
 

@@ -61,8 +61,7 @@ def compact_table(report: dict[str, Any]) -> list[str]:
     rows = report["rows"]
     names = list(dict.fromkeys(r["bundle"] for r in rows))
     header = (
-        "| bundle | image | prec | thr | mode | masks | p50 ms | p90 ms | FPS | RSS MiB "
-        "| x ref |"
+        "| bundle | image | prec | thr | mode | masks | p50 ms | p90 ms | FPS | RSS MiB | x ref |"
     )
     lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     side_names = {"ultralytics-pt": "ul-pt", "ultralytics-onnx": "ul-onnx"}

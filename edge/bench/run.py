@@ -96,9 +96,7 @@ def spawn_worker(module: str, args: list[str], threads: int, timeout: float = 36
         threads: ``OMP_NUM_THREADS`` of the worker.
         timeout: Seconds.
     """
-    cmd = (
-        _reference_program() if module == REFERENCE_COMMAND else [sys.executable, "-m", module]
-    )
+    cmd = _reference_program() if module == REFERENCE_COMMAND else [sys.executable, "-m", module]
     proc = subprocess.run(
         [*cmd, *args],
         capture_output=True,

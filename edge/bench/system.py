@@ -22,7 +22,6 @@ from edge.cpu import cpu_info, int8_class
 __all__ = ["board_state", "cpu_info", "decode_throttled", "machine_facts", "peak_rss_mb"]
 
 
-
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB.
 
