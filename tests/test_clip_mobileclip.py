@@ -315,13 +315,13 @@ def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     n = int((everything.area > TEXT_MIN_AREA).sum())
     assert n > 3
     seg.text_shortlist = 2
-    prompt = [TextPrompt(text="a red circle")]
-    dense = seg.segment(sc.image, prompts=prompt)
+    prompt = TextPrompt(text="a red circle")
+    dense = seg.segment(sc.image, prompt=prompt)
     assert len(dense) == 1 and dense.metadata["text_scores"][0]["candidates"] == 2
     seg.text_prefilter, seg.text_top_k = "score", None
-    full = seg.segment(sc.image, prompts=prompt)
+    full = seg.segment(sc.image, prompt=prompt)
     assert full.metadata["text_scores"][0]["candidates"] == n
     seg.text_shortlist = n  # every candidate shortlisted: the all-masks choice
     seg.text_prefilter = "dense"
-    same = seg.segment(sc.image, prompts=prompt)
+    same = seg.segment(sc.image, prompt=prompt)
     np.testing.assert_array_equal(same.mask, full.mask)
