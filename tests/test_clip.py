@@ -280,6 +280,8 @@ def test_manifest_clip_section(tiny_bundle: Path, tiny_model: tuple) -> None:
         "bytes": tiny_model[0].stat().st_size,
     }
     assert clip["precisions"] == ["fp32", "int8"] and clip["default_precision"] == "fp32"
+    # a ViT pools through its class token: no dense decomposition, the score prefilter
+    assert "dense" not in clip and not list(tiny_bundle.glob("clip-dense.*"))
     for tower in ("image", "text"):
         for prec in ("fp32", "int8"):
             name = clip["files"][tower][prec]

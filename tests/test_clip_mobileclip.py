@@ -325,3 +325,25 @@ def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     seg.text_prefilter = "dense"
     same = seg.segment(sc.image, prompt=prompt)
     np.testing.assert_array_equal(same.mask, full.mask)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d.update(stride=0), "clip.dense.stride"),
+        (lambda d: d.update(long_side="320"), "clip.dense.long_side"),
+        (lambda d: d.pop("files"), "clip.dense is malformed"),
+        (lambda d: d.update(files={}), "clip.dense is malformed"),
+        (lambda d: d["files"].update(fp32="missing.onnx", int8="missing.onnx"), "missing"),
+    ],
+)
+def test_bad_dense_section(small_bundle: Path, tmp_path: Path, edit: Any, match: str) -> None:
+    import json
+
+    bad = tmp_path / "b"
+    shutil.copytree(small_bundle, bad)
+    m = json.loads((bad / "bundle.json").read_text())
+    edit(m["clip"]["dense"])
+    (bad / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=match):
+        ClipEncoder.load(bad, read_manifest(bad))

@@ -233,3 +233,11 @@ def test_dense_needs_a_dense_encoder():
     with pytest.raises(InputError, match="text_prefilter"):
         select(_Dets(masks), [TextPrompt(text="red")], img, CachedTextEncoder(_Encoder()),
                text_prefilter="clever")  # fmt: skip
+
+
+def test_demo_bundle_vit_has_no_dense_map():
+    """The demo bundle's CLIP is a ViT: ``auto`` takes the score prefilter there."""
+    from edge.bundle import read_manifest
+    from edge.demo import demo_bundle
+
+    assert "dense" not in read_manifest(demo_bundle()).extra["clip"]
