@@ -368,7 +368,7 @@ class ClipEncoder:
         keep_text: Keep the text session between :meth:`encode_text` calls. ``False`` creates
             it when a prompt needs encoding and drops it right after, and creates the image
             session only at the first image encoding, so the two are never resident together
-            (with text encoded first, as ``edge.prompts.select`` does): ~180 MiB less peak RSS
+            (with text encoded first, as ``edge.selection.select`` does): ~180 MiB less peak RSS
             with MobileCLIP2-S0 int8 in ``segment --text``, at one session load per *new*
             prompt (cached prompts cost nothing); for one-shot runs.
         image_path: The image encoder's file (for an image session created on demand).
@@ -534,7 +534,7 @@ class ClipEncoder:
 
         Returns:
             (T, D) float32, L2-normalised, in one session call (wrap the encoder in
-            ``edge.prompts.CachedTextEncoder`` to cache prompts).
+            ``edge.selection.CachedTextEncoder`` to cache prompts).
 
         Raises:
             InputError: ``texts`` is not a list of strings.

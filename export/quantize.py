@@ -341,7 +341,7 @@ def _agreement(
     import time
 
     from edge.metrics import mask_agreement, recall_at_iou
-    from edge.segmenter import postprocess_outputs
+    from edge.postprocess import postprocess_outputs
     from edge.session import create_session
 
     sessions = {"fp32": create_session(fp32_path, threads=threads)}

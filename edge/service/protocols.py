@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from edge.bundle import BundleManifest
+    from edge.postprocess import Detections
     from edge.prompts import Prompt
-    from edge.segmenter import Detections
     from edge.types import Masks
 
 
