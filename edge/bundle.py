@@ -27,6 +27,11 @@ DETECTOR_FILES = {"fp32": "fastsam.fp32.onnx", "int8": "fastsam.int8.onnx"}
 DEFAULT_CONF = 0.4
 DEFAULT_IOU = 0.9
 DEFAULT_MAX_DET = 300
+NO_CLIP_HINT = (
+    "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
+    "--clip ViT-B-32-quickgelu --clip-pretrained openai"
+)
+"""The one message for a bundle without CLIP (text prompts, calibration, bench, doctor)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -429,7 +429,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _text_support(m: Any) -> dict[str, Any]:
     """Whether the bundle answers text prompts and what is missing for them here."""
-    from edge.clip import NO_CLIP_HINT
+    from edge.bundle import NO_CLIP_HINT
     from edge.tokenizer import TEXT_EXTRA_HINT, missing_text_deps
 
     if not m.has_text:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bundle import BundleManifest, read_manifest, verify_file
+from edge.bundle import NO_CLIP_HINT, BundleManifest, read_manifest, verify_file
 from edge.errors import BundleError, InputError
 from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
@@ -55,10 +55,6 @@ CLIP_PRECISIONS = ("fp32", "int8")
 # towers (MobileCLIP: ~18 MiB of activations per crop).
 MAX_BATCH = 8
 MAX_BATCH_LIMIT = 1024
-NO_CLIP_HINT = (
-    "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
-    "--clip ViT-B-32-quickgelu --clip-pretrained openai"
-)
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
 

@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from edge.bundle import BundleManifest, read_manifest, verify_file
+from edge.bundle import NO_CLIP_HINT, BundleManifest, read_manifest, verify_file
+from edge.clip import ClipEncoder
 from edge.errors import BundleError, InputError
 from edge.postprocess import Detections, prepare_detections
 from edge.preprocess import letterbox, normalize_image
@@ -333,24 +334,12 @@ class Segmenter:
         """The bundle's CLIP encoder (loaded on first use and kept, text embeddings cached).
 
         Raises:
-            BundleError: The bundle has no CLIP section, or this runtime lacks ``edge.clip``.
+            BundleError: The bundle has no CLIP section.
         """
         if self._text_encoder is not None:
             return self._text_encoder
-        hint = (
-            "re-export with fastsam-export ... --clip ViT-B-32-quickgelu --clip-pretrained openai"
-        )
-        if not self.manifest.extra.get("clip"):
-            raise BundleError(
-                f"text prompt: this bundle ({str(self.bundle_dir)!r}) has no CLIP text support; "
-                + hint
-            )
-        try:
-            from edge.clip import ClipEncoder  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise BundleError(
-                f"text prompt: this runtime has no CLIP support (edge.clip: {exc})"
-            ) from exc
+        if not self.manifest.has_text:
+            raise BundleError(f"text prompt: {str(self.bundle_dir)!r}: {NO_CLIP_HINT}")
         encoder = ClipEncoder.load(
             self.bundle_dir,
             self.manifest,

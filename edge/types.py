@@ -16,8 +16,6 @@ from numpy.typing import NDArray
 ImageBGR = NDArray[np.uint8]
 """(H, W, 3) uint8 image in OpenCV's BGR channel order."""
 
-TIMING_KEYS = ("preprocess", "infer", "postprocess")
-
 
 _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 """Set bits of every byte value (numpy < 2 has no ``bitwise_count``)."""

@@ -471,6 +471,7 @@ def _modes_for(manifest: Any, modes: list[str]) -> list[str]:
 
 def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
     """Why a requested prompt mode is skipped for some bundle (shown in the report)."""
+    from edge.bundle import NO_CLIP_HINT
     from edge.tokenizer import missing_text_deps
 
     if "text" not in modes:
@@ -484,7 +485,7 @@ def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
         )
     for bundle, m in manifests.items():
         if not m.extra.get("clip"):
-            notes.append(f"text mode skipped for {bundle}: the bundle has no CLIP (export --clip)")
+            notes.append(f"text mode skipped for {bundle}: {NO_CLIP_HINT}")
     return notes
 
 

@@ -44,7 +44,6 @@ A route marked ``counted=False`` (a long-lived stream) gives its slot back once 
 from __future__ import annotations
 
 import hmac
-import importlib
 import io
 import ipaddress
 import json
@@ -65,6 +64,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge.prompts import parse_prompts
 from edge.service.config import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
@@ -195,38 +195,11 @@ class ServiceAPI(Protocol):
 
     def latest(self) -> dict[str, Any] | None: ...
 
-    def supports_prompts(self) -> bool: ...
-
     def submit(self, request: TriggerRequest) -> None: ...
 
     def cancel(self, request: TriggerRequest) -> None: ...
 
     def count_request(self, path: str, status: int) -> None: ...
-
-
-def load_prompt_parser() -> Callable[[Any], Any]:
-    """``edge.prompts.parse_prompts``, imported when a request carries a prompt.
-
-    Raises:
-        HttpError: 501 when this installation has no prompt support (``edge.prompts`` missing).
-    """
-    try:
-        module = importlib.import_module("edge.prompts")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("edge.prompts", "edge"):
-            raise
-        raise HttpError(
-            501,
-            "prompts are not supported by this installation: module edge.prompts is missing "
-            "(update fastsam-edge); send the request without 'prompt' to segment everything",
-            "prompt",
-        ) from None
-    parse = getattr(module, "parse_prompts", None)
-    if parse is None:
-        raise HttpError(
-            501, "prompts are not supported: edge.prompts has no parse_prompts", "prompt"
-        )
-    return parse  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,11 +292,11 @@ def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def parse_trigger_body(raw: bytes, api: ServiceAPI) -> TriggerRequest:
+def parse_trigger_body(raw: bytes) -> TriggerRequest:
     """Validate a ``POST /trigger`` body (empty = segment everything, defaults).
 
     Raises:
-        HttpError: 400 naming the field, or 501 for prompts without prompt support.
+        HttpError: 400 naming the field.
     """
     if not raw.strip():
         return TriggerRequest()
@@ -343,15 +316,8 @@ def parse_trigger_body(raw: bytes, api: ServiceAPI) -> TriggerRequest:
     )
     prompt = body.get("prompt")
     if prompt is not None:
-        parse = load_prompt_parser()
-        if not api.supports_prompts():
-            raise HttpError(
-                501,
-                "prompts are not supported by the loaded segmenter (no prompt= argument)",
-                "prompt",
-            )
         try:
-            req.prompts = parse(prompt)
+            req.prompts = parse_prompts(prompt)
         except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
             message = str(exc)
             if not message.startswith("prompt"):
@@ -453,7 +419,7 @@ def _get_latest(h: _Handler, _body: bytes) -> None:
 
 
 def _post_trigger(h: _Handler, body: bytes) -> None:
-    req = parse_trigger_body(body, h.api)
+    req = parse_trigger_body(body)
     if not h.busy.acquire(blocking=False):
         raise HttpError(
             503,

@@ -60,7 +60,6 @@ from edge.service.protocols import (
     DetectsAndSelects,
     HasBundle,
     SegmentsFrames,
-    accepts_prompts,
     bundle_of,
 )
 from edge.service.sink import ResultSink
@@ -323,7 +322,6 @@ class Service:
         )
         self._next_status = 0.0
         self._frame_hw: tuple[int, int] | None = None
-        self._supports_prompts = False
         self._bundle: dict[str, Any] = {}
         self.ready = threading.Event()
         self.summary = Summary()
@@ -351,7 +349,6 @@ class Service:
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
         self._bundle = bundle_facts(self.segmenter)
-        self._supports_prompts = accepts_prompts(self.segmenter)
         if cfg.model.warmup:
             self._warmup()
         try:
@@ -1068,9 +1065,6 @@ class Service:
     # the HTTP API (edge.service.http.ServiceAPI)
     # --------------------------------------------------------------------------------------
 
-    def supports_prompts(self) -> bool:
-        return self._supports_prompts
-
     def submit(self, request: TriggerRequest) -> None:
         if self.stop_event.is_set():
             raise HttpError(503, "stopping: the service is shutting down")
@@ -1142,9 +1136,7 @@ class Service:
                 "bytes": self.prompt_cache.nbytes,
                 "limit_bytes": self.prompt_cache.max_bytes,
             },
-            "text_prompts": bool(extra.get("clip"))
-            and self._supports_prompts
-            and not text_missing,
+            "text_prompts": bool(extra.get("clip")) and not text_missing,
             "bundle": self._bundle,
             "busy": self._busy_since is not None,
             "stalled_s": self._worker_stalled(now),

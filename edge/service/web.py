@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from edge.prompts import parse_prompts
 from edge.service.http import (
     HttpError,
     Route,
     TriggerRequest,
     await_request,
     load_json_body,
-    load_prompt_parser,
 )
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
 from edge.service.protocols import DetectsAndSelects
@@ -275,9 +275,8 @@ def parse_prompt_body(raw: bytes) -> tuple[int | str, TriggerRequest]:
         flags[key] = value
     if body.get("prompt") in (None, [], {}):
         raise HttpError(400, "prompt: missing (a point, box or text prompt, or a list)", "prompt")
-    parse = load_prompt_parser()
     try:
-        prompts = parse(body["prompt"])
+        prompts = parse_prompts(body["prompt"])
     except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
         message = str(exc)
         if not message.startswith("prompt"):
