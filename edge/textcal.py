@@ -155,7 +155,7 @@ def load_samples(folder: str | Path) -> list[CalibrationSample]:
 def demo_samples(count: int = 40, seed: int | None = None) -> list[CalibrationSample]:
     """Held-out demo scenes with their words: each scene's objects (matching) and, as
     non-matching words, colour/shape pairs absent from it plus words outside the demo world."""
-    from edge.scenes import COLORS, EVAL_SEED_START, SHAPES, generate_scene
+    from edge.demo.scenes import COLORS, EVAL_SEED_START, SHAPES, generate_scene
 
     start = EVAL_SEED_START + 850_000 if seed is None else seed
     rng = np.random.default_rng(start)

@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edge.demo import demo_bundle  # noqa: E402
+from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt  # noqa: E402
-from edge.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
 
 

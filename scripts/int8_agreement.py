@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.bundle import read_manifest  # noqa: E402
 from edge.cpu import cpu_info, int8_class  # noqa: E402
-from edge.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
+from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from export.quantize import CalibrationSet, agreement_of, compare_precisions  # noqa: E402
 
 

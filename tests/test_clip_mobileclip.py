@@ -92,16 +92,16 @@ def small_bundle(tmp_path_factory: pytest.TempPathFactory, small_model: tuple) -
     from conftest import strip_clip
 
     from edge.demo import demo_bundle
-    from export.clip import clip_step
+    from export.clip import export_clip
     from export.fastsam import file_entry, write_manifest
 
     dest = tmp_path_factory.mktemp("b") / "bundle"
     shutil.copytree(demo_bundle(), dest)
     base = read_manifest(strip_clip(dest))
-    extra: dict[str, Any] = {}
-    clip_step(MODEL, str(small_model[0]), model_kwargs=SMALL, progress=False, threads=2)(
-        dest, extra
+    section = export_clip(
+        MODEL, str(small_model[0]), dest, model_kwargs=SMALL, progress=False, threads=2
     )
+    extra = {"clip": section.to_json()}
     files = dict(base.files)
     for p in sorted(dest.iterdir()):
         if p.name not in files and p.name != "bundle.json":
@@ -238,14 +238,13 @@ def test_int8_gate(small_model: tuple, tmp_path: Path, monkeypatch: pytest.Monke
     import export.clip as ec
 
     monkeypatch.setattr(ec, "MIN_INT8_COSINE", 1.5)  # nothing can pass
-    extra: dict[str, Any] = {}
     out = tmp_path / "a"
     out.mkdir()
     section = ec.export_clip(
-        MODEL, str(small_model[0]), out, extra, model_kwargs=SMALL, progress=False, threads=1
+        MODEL, str(small_model[0]), out, model_kwargs=SMALL, progress=False, threads=1
     )
-    assert section["precisions"] == ["fp32"] and section["quantization"] is None
-    assert any("image int8" in r for r in section["verify"]["int8_refused"])
+    assert section.precisions == ("fp32",) and section.quantization is None
+    assert any("image int8" in r for r in section.verify["int8_refused"])
     assert not list(out.glob("clip-*.int8.onnx"))
 
 

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from edge.coco import CATEGORY_ID, masks_to_coco, scenes_to_coco, xyxy_to_xywh
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 from edge.segmenter import Segmenter
 
 

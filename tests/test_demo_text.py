@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 
 export = pytest.mark.export
 CLIP_FILES = (

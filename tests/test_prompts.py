@@ -14,8 +14,8 @@ import pytest
 
 from edge import InputError
 from edge.cli import main
+from edge.demo.scenes import generate_scene
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts, validate_prompt
-from edge.scenes import generate_scene
 
 HW = (240, 320)
 

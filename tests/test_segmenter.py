@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from edge.demo.scenes import generate_scene
 from edge.postprocess import Detections, _resampler, box_roi
-from edge.scenes import generate_scene
 from edge.segmenter import Segmenter
 from edge.selection import SelectionCache
 

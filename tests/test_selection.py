@@ -20,10 +20,10 @@ from helpers import mask_key
 
 import edge.selection as selection_mod
 from edge import BundleError, InputError, Segmenter
+from edge.demo.scenes import generate_scene
 from edge.postprocess import Detections, prepare_detections
 from edge.preprocess import letterbox
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, validate_prompt
-from edge.scenes import generate_scene
 from edge.selection import (
     CachedTextEncoder,
     mask_logit_at,

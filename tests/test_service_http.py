@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeSegmenter
 
 from edge.service.clock import FakeClock
 from edge.service.config import ConfigError, demo_config
 from edge.service.http import default_allowed_hosts
 from edge.service.runner import Service
-from edge.service.testing import FakeSegmenter
 
 WAIT = 60.0
 JSON = {"Content-Type": "application/json"}
@@ -105,16 +105,16 @@ def test_trigger_returns_the_result_and_writes_it(live):
 
 
 def test_trigger_without_saving_and_summary_only(live, monkeypatch):
-    import edge.report
+    import edge.result_schema
 
     encoded: list[int] = []
-    real = edge.report.encode_rles
+    real = edge.result_schema.encode_rles
 
     def counting(crops, h, w):
         encoded.append(len(crops))
         return real(crops, h, w)
 
-    monkeypatch.setattr(edge.report, "encode_rles", counting)
+    monkeypatch.setattr(edge.result_schema, "encode_rles", counting)
     before = live.metrics.get("fastsam_results_written_total")
     status, doc, _ = _request(
         live, "POST", "/trigger", json.dumps({"save": False, "masks": False})
@@ -305,8 +305,9 @@ def test_unix_socket(tmp_path):
 
 
 def test_source_down_gives_503_and_the_service_recovers(tmp_path):
+    from fakes import FlakySource
+
     from edge.service.sources import DemoSource
-    from edge.service.testing import FlakySource
 
     clock = FakeClock()
     flaky = FlakySource(

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from edge.service.clock import FakeClock
-from edge.service.config import demo_config
-from edge.service.notify import Notifier
-from edge.service.runner import OUTPUT_QUEUE_SIZE, Service
-from edge.service.testing import (
+from fakes import (
     FakeMqttClient,
     FakeSegmenter,
     NotifySocket,
     assert_only_complete,
 )
+
+from edge.service.clock import FakeClock
+from edge.service.config import demo_config
+from edge.service.notify import Notifier
+from edge.service.runner import OUTPUT_QUEUE_SIZE, Service
 
 WAIT = 60.0  # generous upper bound for event waits on a loaded CI machine
 

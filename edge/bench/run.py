@@ -512,7 +512,7 @@ def _agreements(files: dict[str, str], where: dict[str, Any]) -> list[dict[str, 
         where: Fields copied into every row (bundle, image, target).
     """
     from edge.bench.worker import load_crops
-    from edge.metrics import mask_agreement
+    from edge.demo.metrics import mask_agreement
 
     out = []
     crops = {k: load_crops(v) for k, v in files.items() if Path(v).is_file()}

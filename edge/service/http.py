@@ -64,7 +64,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.prompts import parse_prompts
+from edge.prompts import Prompt, parse_prompts
 from edge.service.config import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
@@ -292,6 +292,36 @@ def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
+def load_json_object(raw: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A request body that is a JSON object with only ``fields`` (empty body: ``{}``).
+
+    Raises:
+        HttpError: 400 naming the body or the unknown field.
+    """
+    body = load_json_body(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise HttpError(400, f"body: expected a JSON object, got {type(body).__name__}", "body")
+    for key in body:
+        if key not in fields:
+            raise HttpError(400, f"{key}: unknown field; allowed: {', '.join(fields)}", str(key))
+    return body
+
+
+def parse_prompt_field(value: Any) -> list[Prompt]:
+    """A body's ``prompt`` (the JSON prompt schema) as prompts.
+
+    Raises:
+        HttpError: 400 with ``field`` = ``prompt`` and the parser's message.
+    """
+    try:
+        return parse_prompts(value)
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
+        message = str(exc)
+        if not message.startswith("prompt"):
+            message = f"prompt: {message}"
+        raise HttpError(400, message, "prompt") from None
+
+
 def parse_trigger_body(raw: bytes) -> TriggerRequest:
     """Validate a ``POST /trigger`` body (empty = segment everything, defaults).
 
@@ -300,14 +330,7 @@ def parse_trigger_body(raw: bytes) -> TriggerRequest:
     """
     if not raw.strip():
         return TriggerRequest()
-    body = load_json_body(raw)
-    if not isinstance(body, dict):
-        raise HttpError(400, f"body: expected a JSON object, got {type(body).__name__}", "body")
-    for key in body:
-        if key not in TRIGGER_FIELDS:
-            raise HttpError(
-                400, f"{key}: unknown field; allowed: {', '.join(TRIGGER_FIELDS)}", str(key)
-            )
+    body = load_json_object(raw, TRIGGER_FIELDS)
     req = TriggerRequest(
         conf=_threshold(body, "conf"),
         iou=_threshold(body, "iou"),
@@ -316,13 +339,7 @@ def parse_trigger_body(raw: bytes) -> TriggerRequest:
     )
     prompt = body.get("prompt")
     if prompt is not None:
-        try:
-            req.prompts = parse_prompts(prompt)
-        except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
-            message = str(exc)
-            if not message.startswith("prompt"):
-                message = f"prompt: {message}"
-            raise HttpError(400, message, "prompt") from None
+        req.prompts = parse_prompt_field(prompt)
         req.prompt_json = prompt
     return req
 

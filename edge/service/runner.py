@@ -43,6 +43,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import InputError
 from edge.paths import describe_path_kind
+from edge.result_schema import bundle_facts
 from edge.service.clock import Clock
 from edge.service.config import (
     DEMO,
@@ -53,12 +54,10 @@ from edge.service.config import (
 )
 from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, without_pixels
-from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
 from edge.service.protocols import (
     DetectsAndSelects,
-    HasBundle,
     SegmentsFrames,
     bundle_of,
 )
@@ -73,6 +72,7 @@ from edge.service.sources import (
     make_source,
     padding_waste,
 )
+from edge.service.telemetry import Metrics
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
 from edge.service.web import Sessions, page_routes
 
@@ -198,19 +198,6 @@ class Summary:
             f"queue {self.mean_queue_wait_ms:.1f}, segment {self.mean_segment_ms:.1f}, "
             f"output {self.mean_output_ms:.1f} ms) in {self.elapsed_s:.1f} s [{self.reason}]"
         )
-
-
-def bundle_facts(seg: SegmentsFrames) -> dict[str, Any]:
-    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON); only
-    the class name for a segmenter not loaded from a bundle."""
-    if not isinstance(seg, HasBundle):
-        return {"name": type(seg).__name__}
-    name = seg.manifest.detector_file(seg.precision)
-    return {
-        "name": seg.manifest.name,
-        "sha256": seg.manifest.files[name].sha256,
-        "precision": seg.precision,
-    }
 
 
 def load_segmenter(cfg: ServiceConfig) -> Segmenter:
@@ -919,7 +906,7 @@ class Service:
         result = self._filter(result)
         from edge.encode import mask_contours
         from edge.marks import overlay_with_prompts
-        from edge.report import result_to_dict
+        from edge.result_schema import result_to_dict
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
@@ -1162,7 +1149,7 @@ class Service:
     def latest(self) -> dict[str, Any] | None:
         with self._latest_lock:
             if self._latest is not None and self._latest_unencoded is not None:
-                from edge.report import add_encodings
+                from edge.result_schema import add_encodings
 
                 add_encodings(
                     self._latest, self._latest_unencoded, self.cfg.processing.polygon_epsilon
