@@ -27,6 +27,11 @@ DETECTOR_FILES = {"fp32": "fastsam.fp32.onnx", "int8": "fastsam.int8.onnx"}
 DEFAULT_CONF = 0.4
 DEFAULT_IOU = 0.9
 DEFAULT_MAX_DET = 300
+NO_CLIP_HINT = (
+    "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
+    "--clip ViT-B-32-quickgelu --clip-pretrained openai"
+)
+"""The one message for a bundle without CLIP (text prompts, calibration, bench, doctor)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -240,6 +245,178 @@ class MemoryProfile:
         return max(values) if values else None
 
 
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(path, "an object", value)
+    return value
+
+
+@dataclass(frozen=True)
+class QuantSection:
+    """``bundle.json``'s ``quantization``: how ``fastsam.int8.onnx`` was made and checked.
+
+    Written by the exporter (its ``quantize_detector``); the runtime only reports
+    it (``fastsam-edge info``). JSON: the recipe's keys, then ``calibration_source``,
+    ``verify``, ``verify_host``, ``host_differs`` (only when true) and ``status``.
+
+    Attributes:
+        recipe: How it was quantized (``format``, ``weights``, ``activations``,
+            ``calibration``, ``float_branches``, ``float_nodes``, ...), verbatim.
+        status: ``"ok"`` or ``"refused: ..."`` (the int8 file was then left out).
+        calibration_source: What it was calibrated on (a directory or the built-in scenes).
+        verify: Agreement with fp32 on the CPU-independent reference kernels (with this
+            host's speed).
+        verify_host: The same on the export host's kernels, with its CPU class.
+        host_differs: The two agreements differ by more than the tolerance.
+    """
+
+    recipe: dict[str, Any]
+    status: str | None = None
+    calibration_source: str | None = None
+    verify: dict[str, Any] | None = None
+    verify_host: dict[str, Any] | None = None
+    host_differs: bool = False
+
+    _KEYS = ("calibration_source", "verify", "verify_host", "host_differs", "status")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the int8 model passed its check (and is in the bundle)."""
+        return self.status == "ok"
+
+    @classmethod
+    def from_json(cls, d: Any) -> QuantSection:
+        """Parse the section, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, "quantization")
+        status = d.get("status")
+        source = d.get("calibration_source")
+        for key in ("verify", "verify_host"):
+            if d.get(key) is not None:
+                _object(d[key], f"quantization.{key}")
+        return cls(
+            recipe={k: v for k, v in d.items() if k not in cls._KEYS},
+            status=None if status is None else _strict_str(status, "quantization.status"),
+            calibration_source=None if source is None else str(source),
+            verify=d.get("verify"),
+            verify_host=d.get("verify_host"),
+            host_differs=bool(d.get("host_differs", False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON section (keys in the order the exporter has always written them)."""
+        out = dict(self.recipe)
+        for key in ("calibration_source", "verify", "verify_host"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.host_differs:
+            out["host_differs"] = True
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+
+@dataclass(frozen=True)
+class ClipSection:
+    """``bundle.json``'s ``clip``: the CLIP encoders of text prompts and how they were checked.
+
+    Written by the exporter (its ``export_clip``); ``edge.clip`` loads the encoders
+    from it. Keys the exporter does not write itself (``text_threshold`` and its calibration,
+    a demo's ``training``, ...) are kept verbatim in :attr:`other`.
+
+    Attributes:
+        model: open_clip model name, e.g. ``ViT-B-32-quickgelu``.
+        files: Tower (``image``, ``text``) -> precision -> file name.
+        precisions: CLIP precisions present (``fp32``, ``int8``).
+        default_precision: Precision used when the caller does not choose.
+        model_kwargs: open_clip overrides it was built with (tiny test models).
+        pretrained: Where the weights came from (tag or file, with its hash).
+        embed_dim: Embedding size.
+        logit_scale: CLIP's similarity scale (softmax probabilities).
+        image: Image tower input facts (size, mean/std, resize, ``max_batch``).
+        text: Text tower I/O facts.
+        tokenizer: Tokenizer files and settings.
+        opset: ONNX opset of the encoders.
+        quantization: The int8 recipe (``None`` without int8 encoders).
+        verify: ONNX vs torch agreement of each tower and precision.
+        exporter: Versions of the exporting tools.
+        other: Any further keys, verbatim, after the ones above.
+    """
+
+    model: str
+    files: dict[str, dict[str, str]]
+    precisions: tuple[str, ...]
+    default_precision: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: Any = None
+    embed_dim: int = 0
+    logit_scale: float = 100.0
+    image: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    opset: int = 0
+    quantization: dict[str, Any] | None = None
+    verify: dict[str, Any] = field(default_factory=dict)
+    exporter: dict[str, Any] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = (
+        "model",
+        "model_kwargs",
+        "pretrained",
+        "embed_dim",
+        "logit_scale",
+        "image",
+        "text",
+        "tokenizer",
+        "files",
+        "precisions",
+        "default_precision",
+        "opset",
+        "quantization",
+        "verify",
+        "exporter",
+    )
+
+    @classmethod
+    def from_json(cls, d: Any) -> ClipSection:
+        """Parse the section, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, "clip")
+        files = _object(_field(d, "files", "clip"), "clip.files")
+        for tower, row in files.items():
+            _object(row, f"clip.files.{tower}")
+        precisions = _field(d, "precisions", "clip")
+        if not isinstance(precisions, list) or not precisions:
+            raise _bad("clip.precisions", "a non-empty list", precisions)
+        quant = d.get("quantization")
+        return cls(
+            model=_strict_str(_field(d, "model", "clip"), "clip.model"),
+            files=files,
+            precisions=tuple(str(p) for p in precisions),
+            default_precision=_strict_str(
+                d.get("default_precision", precisions[0]), "clip.default_precision"
+            ),
+            model_kwargs=_object(d.get("model_kwargs", {}), "clip.model_kwargs"),
+            pretrained=d.get("pretrained"),
+            embed_dim=_strict_int(d.get("embed_dim", 0), "clip.embed_dim", lo=0),
+            logit_scale=float(d.get("logit_scale", 100.0)),
+            image=_object(d.get("image", {}), "clip.image"),
+            text=_object(d.get("text", {}), "clip.text"),
+            tokenizer=_object(d.get("tokenizer", {}), "clip.tokenizer"),
+            opset=_strict_int(d.get("opset", 0), "clip.opset", lo=0),
+            quantization=None if quant is None else _object(quant, "clip.quantization"),
+            verify=_object(d.get("verify", {}), "clip.verify"),
+            exporter=_object(d.get("exporter", {}), "clip.exporter"),
+            other={k: v for k, v in d.items() if k not in cls._KEYS},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON section: the exporter's keys in its order, then :attr:`other`."""
+        out = {k: getattr(self, k) for k in self._KEYS}
+        out["precisions"] = list(self.precisions)
+        out.update(self.other)
+        return out
+
+
 @dataclass(frozen=True)
 class BundleManifest:
     """Parsed ``bundle.json``.
@@ -257,7 +434,8 @@ class BundleManifest:
         source: Facts about the source weights (``name``, ``sha256``, ``architecture``).
         exporter: Versions of the exporting tools.
         created: ISO-8601 creation time.
-        extra: Any further sections (calibration, quantization, clip) kept verbatim.
+        extra: Any further sections kept verbatim: ``quantization`` and ``clip`` (typed by
+            :attr:`quantization`, :attr:`clip`), ``detector_gop``, ...
         memory: Measured peak memory per precision (``None`` for bundles exported before
             it was measured).
     """
@@ -281,6 +459,25 @@ class BundleManifest:
     def has_text(self) -> bool:
         """Whether the bundle carries CLIP encoders (text prompts)."""
         return bool(self.extra.get("clip"))
+
+    @property
+    def clip(self) -> ClipSection | None:
+        """The typed ``clip`` section (``None`` without CLIP).
+
+        Raises:
+            BundleError: A malformed section, naming the field.
+        """
+        return ClipSection.from_json(self.extra["clip"]) if self.has_text else None
+
+    @property
+    def quantization(self) -> QuantSection | None:
+        """The typed ``quantization`` section of the int8 detector (``None``: not quantized).
+
+        Raises:
+            BundleError: A malformed section, naming the field.
+        """
+        section = self.extra.get("quantization")
+        return None if section is None else QuantSection.from_json(section)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BundleManifest:

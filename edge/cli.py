@@ -14,15 +14,6 @@ from typing import Any
 from edge.errors import FastSAMEdgeError, InputError
 
 
-def _bundle_facts(seg: Any) -> dict[str, Any]:
-    name = seg.manifest.detector_file(seg.precision)
-    return {
-        "name": seg.manifest.name,
-        "sha256": seg.manifest.files[name].sha256,
-        "precision": seg.precision,
-    }
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--threads 0`` is a usage error, not a traceback)."""
     try:
@@ -250,7 +241,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from edge.encode import clean_mask
     from edge.marks import draw_prompt_marks
     from edge.overlay import draw_overlay
-    from edge.report import result_to_dict
+    from edge.result_schema import bundle_facts, result_to_dict
     from edge.segmenter import Segmenter
     from edge.sources import count_frames, expand_sources, iter_frames
 
@@ -273,7 +264,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg.text_prefilter = args.text_prefilter
     if args.text_shortlist is not None:
         seg.text_shortlist = args.text_shortlist
-    bundle = _bundle_facts(seg)
+    bundle = bundle_facts(seg)
     want_overlay = bool(args.overlay or args.save_video)
     progress = tqdm(
         total=total,
@@ -432,7 +423,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _text_support(m: Any) -> dict[str, Any]:
     """Whether the bundle answers text prompts and what is missing for them here."""
-    from edge.clip import NO_CLIP_HINT
+    from edge.bundle import NO_CLIP_HINT
     from edge.tokenizer import TEXT_EXTRA_HINT, missing_text_deps
 
     if not m.has_text:
@@ -645,8 +636,8 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     """``scenes DIR``: demo scenes + COCO ground truth, for trying ``segment`` and COCOeval."""
     from edge.cliargs import prepare_out_dir
     from edge.coco import scenes_to_coco
+    from edge.demo.scenes import EVAL_SEED_START, save_scenes
     from edge.io import atomic_write_json
-    from edge.scenes import EVAL_SEED_START, save_scenes
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -657,7 +648,7 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     seed = EVAL_SEED_START + 800_000 if args.seed is None else args.seed
     out = prepare_out_dir("out", args.out)
     paths = save_scenes(out, seed, args.count, w, h)
-    from edge.scenes import iter_scenes
+    from edge.demo.scenes import iter_scenes
 
     gt = scenes_to_coco(iter_scenes(seed, args.count, w, h), [p.name for p in paths])
     atomic_write_json(out / "annotations.json", gt)

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bundle import BundleManifest, read_manifest, verify_file
+from edge.bundle import NO_CLIP_HINT, BundleManifest, read_manifest, verify_file
 from edge.errors import BundleError, InputError
 from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
@@ -56,10 +56,6 @@ CLIP_PRECISIONS = ("fp32", "int8")
 # towers (MobileCLIP: ~18 MiB of activations per crop).
 MAX_BATCH = 8
 MAX_BATCH_LIMIT = 1024
-NO_CLIP_HINT = (
-    "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
-    "--clip ViT-B-32-quickgelu --clip-pretrained openai"
-)
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
 
@@ -394,7 +390,7 @@ class ClipEncoder:
         keep_text: Keep the text session between :meth:`encode_text` calls. ``False`` creates
             it when a prompt needs encoding and drops it right after, and creates the image
             session only at the first image encoding, so the two are never resident together
-            (with text encoded first, as ``edge.prompts.select`` does): ~180 MiB less peak RSS
+            (with text encoded first, as ``edge.selection.select`` does): ~180 MiB less peak RSS
             with MobileCLIP2-S0 int8 in ``segment --text``, at one session load per *new*
             prompt (cached prompts cost nothing); for one-shot runs.
         image_path: The image encoder's file (for an image session created on demand).
@@ -582,7 +578,7 @@ class ClipEncoder:
 
         Returns:
             (T, D) float32, L2-normalised, in one session call (wrap the encoder in
-            ``edge.prompts.CachedTextEncoder`` to cache prompts).
+            ``edge.selection.CachedTextEncoder`` to cache prompts).
 
         Raises:
             InputError: ``texts`` is not a list of strings.

@@ -16,7 +16,7 @@ import numpy as np
 from edge.encode import encode_rle, rle_counts, rle_string
 
 if TYPE_CHECKING:
-    from edge.scenes import Scene
+    from edge.demo.scenes import Scene
     from edge.types import Masks
 
 CATEGORY_ID = 1
@@ -66,7 +66,7 @@ def scenes_to_coco(scenes: Iterable[Scene], file_names: Sequence[str]) -> dict[s
     """COCO ground truth (instances) of demo scenes, image ids 1..N in the given order.
 
     Args:
-        scenes: Scenes from :mod:`edge.scenes`.
+        scenes: Scenes from :mod:`edge.demo.scenes`.
         file_names: File name of each scene's image (same order).
 
     Returns:

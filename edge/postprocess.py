@@ -20,10 +20,16 @@ matrices, so memory and time follow mask area instead of N x H x W.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from edge.types import MaskCrop, Masks
 
 MAX_NMS = 30000
 BORDER_SNAP_PX = 20
@@ -356,3 +362,249 @@ def assemble_mask(
         tap *= rw[:, k : k + 1]
         full += tap
     return full > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Stage (a): one frame's detections, masks assembled on demand
+# --------------------------------------------------------------------------------------------
+
+
+class FrameCache(Protocol):
+    """Per-frame state a later stage keeps on :class:`Detections` (:meth:`Detections.cache`)."""
+
+    def __init__(self) -> None: ...
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, counted in :attr:`Detections.nbytes`."""
+        ...
+
+    def release(self) -> None:
+        """Drop what was derived from assembled masks (:meth:`Detections.release_masks`)."""
+        ...
+
+
+_C = TypeVar("_C", bound=FrameCache)
+
+
+@lru_cache(maxsize=8)
+def _resampler(proto_hw: tuple[int, int], source_hw: tuple[int, int]) -> MaskResampler:
+    """Cached per (proto, source) size: camera frames repeat one size."""
+    return MaskResampler.create(proto_hw, source_hw)
+
+
+@dataclass
+class Detections:
+    """Stage (a) of the post-processing: kept detections with ROIs, masks assembled on demand.
+
+    Everything mode assembles all of them (:meth:`to_masks`); prompts assemble only what they
+    need (:mod:`edge.selection`). Assembled crops are cached bit-packed (:class:`MaskCrop`, an
+    eighth of a bool crop), so nothing is assembled twice and many masks of a 1080p frame stay
+    small.
+
+    Attributes:
+        xyxy: (N, 4) float32 source-pixel boxes as cut (before the full-box step).
+        confidence: (N,) float32 scores, descending (NMS order).
+        coefficients: (N, 32) float32 mask coefficients.
+        rois: (N, 4) int64 half-open ROIs ``c0, r0, c1, r1`` (:func:`box_roi`).
+        protos: (32, hp, wp) float32 prototypes.
+        resampler: Proto -> source taps (``None`` when there are no detections).
+        source_hw: (height, width) of the source image.
+    """
+
+    xyxy: NDArray[np.float32]
+    confidence: NDArray[np.float32]
+    coefficients: NDArray[np.float32]
+    rois: NDArray[np.int64]
+    protos: NDArray[np.float32]
+    resampler: MaskResampler | None
+    source_hw: tuple[int, int]
+    _crops: dict[int, MaskCrop] = field(default_factory=dict, repr=False)
+    _caches: dict[type[FrameCache], FrameCache] = field(default_factory=dict, repr=False)
+    pool: Executor | None = field(default=None, repr=False)
+    """Threads for :meth:`prefetch` (``None`` = assemble serially)."""
+    workers: int = 1
+    """Size of :attr:`pool`."""
+    image: NDArray[np.uint8] | None = field(default=None, repr=False)
+    """The (H, W, 3) BGR source image (set by ``Segmenter.detect``; text prompts crop it)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Detection stage times in ms (``preprocess``, ``infer``, ``postprocess``)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """``thresholds`` and ``input_hw`` of the detection, copied into every selected result."""
+
+    def __len__(self) -> int:
+        return int(self.confidence.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: arrays, the image, assembled masks and CLIP embeddings (approximate)."""
+        arrays = (self.xyxy, self.confidence, self.coefficients, self.rois, self.protos)
+        total = sum(a.nbytes for a in arrays)
+        total += self.image.nbytes if self.image is not None else 0
+        # a copy: the worker may be assembling masks while another thread asks
+        total += sum(c.nbytes for c in list(self._crops.values()))
+        total += sum(c.nbytes for c in list(self._caches.values()))
+        # the resampler is shared by every frame of the same size (cached), not counted here
+        return int(total)
+
+    def release_masks(self) -> None:
+        """Forget the assembled masks (they are re-assembled on demand): frees memory.
+
+        Caches of later stages drop what they derived from the masks
+        (:meth:`FrameCache.release`) and keep the rest (e.g. CLIP crop embeddings).
+        """
+        self._crops.clear()
+        for cache in list(self._caches.values()):
+            cache.release()
+
+    def cache(self, kind: type[_C]) -> _C:
+        """This frame's cache of type ``kind``, created empty on first use.
+
+        A later stage (:mod:`edge.selection`) keeps its per-frame state here, typed, without
+        this module knowing its type; it lives and dies with the detections.
+        """
+        found = self._caches.get(kind)
+        if found is None:
+            found = self._caches[kind] = kind()
+        assert isinstance(found, kind)
+        return found
+
+    @property
+    def num_assembled(self) -> int:
+        """How many masks have been assembled so far."""
+        return len(self._crops)
+
+    def mask_crop(self, i: int) -> MaskCrop:
+        """The packed mask of detection ``i``, its crop = its ROI (assembled once, cached)."""
+        crop = self._crops.get(i)
+        if crop is None:
+            crop = self._crops[i] = self._assemble(i)
+        return crop
+
+    def crop(self, i: int) -> NDArray[np.bool_]:
+        """The (r1 - r0, c1 - c0) bool mask of detection ``i`` inside its ROI (decoded from
+        the cached packed crop on each call)."""
+        return self.mask_crop(i).data
+
+    def _assemble(self, i: int) -> MaskCrop:
+        assert self.resampler is not None
+        roi = self.rois[i]
+        data = assemble_mask(self.coefficients[i], self.protos, roi, self.resampler)
+        # packed right away: only the workers' current crops are ever held as bool
+        return MaskCrop(data, int(roi[0]), int(roi[1]))
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Assemble the not-yet-assembled ``indices`` at once, on :attr:`pool` if set.
+
+        Work is split into one interleaved chunk per worker (masks come score-sorted, not
+        size-sorted, so interleaving balances the chunks); results are identical to serial
+        assembly, only faster where the masks are many or large.
+        """
+        todo = [int(i) for i in dict.fromkeys(indices) if int(i) not in self._crops]
+        workers = self.workers
+        if self.pool is None or workers <= 1 or len(todo) < 2 * workers:
+            for i in todo:
+                self.crop(i)
+            return
+
+        def run(chunk: list[int]) -> list[MaskCrop]:
+            return [self._assemble(i) for i in chunk]
+
+        chunks = [todo[k::workers] for k in range(workers)]
+        for chunk, crops in zip(chunks, self.pool.map(run, chunks), strict=True):
+            self._crops.update(zip(chunk, crops, strict=True))
+
+    def area(self, i: int) -> int:
+        """Foreground pixels of detection ``i`` (assembles it)."""
+        return self.mask_crop(i).area
+
+    def nonempty(self, indices: Sequence[int] | None = None) -> list[int]:
+        """The given detections (default all) whose mask is not empty, in order."""
+        idx = [int(i) for i in (range(len(self)) if indices is None else indices)]
+        self.prefetch(idx)
+        return [i for i in idx if self.area(i) > 0]
+
+    def to_masks(
+        self, indices: Sequence[int] | None = None, data: dict[str, Sequence[Any]] | None = None
+    ) -> Masks:
+        """Assemble detections (default all, in the given order) into a result.
+
+        Detections with an empty mask are dropped, as in the reference; reported boxes get the
+        full-box step. ``data`` holds per-index extras (same length as ``indices``), filtered
+        alike and stored as ``Masks.data``.
+        """
+        idx_all = list(range(len(self))) if indices is None else [int(i) for i in indices]
+        self.prefetch(idx_all)
+        rows = [j for j, i in enumerate(idx_all) if self.area(i) > 0]
+        idx = np.asarray([idx_all[j] for j in rows], dtype=np.intp)
+        extras = {
+            k: np.asarray(v)[rows] if len(v) else np.zeros(0, np.int64)
+            for k, v in (data or {}).items()
+        }
+        if len(idx) == 0:
+            out = Masks.empty(*self.source_hw)
+            out.data.update({k: v[:0] for k, v in extras.items()})
+            return out
+        return Masks(
+            xyxy=apply_full_box(self.xyxy[idx], self.source_hw),
+            confidence=self.confidence[idx].astype(np.float32),
+            crops=tuple(self.mask_crop(int(i)) for i in idx),  # immutable: shared
+            image_hw=self.source_hw,
+            data=extras,
+        )
+
+
+def prepare_detections(
+    output0: NDArray[np.float32],
+    protos: NDArray[np.float32],
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+    conf: float,
+    iou: float,
+    max_det: int,
+) -> Detections:
+    """Stage (a): decode, NMS, source boxes and ROIs; no mask is assembled yet.
+
+    Args:
+        output0: (1, 5 + nm, N) float32 detector output.
+        protos: (1, nm, H_in / 4, W_in / 4) float32 prototypes.
+        input_hw: (height, width) of the network input.
+        source_hw: (height, width) of the source image.
+        conf: Score threshold (strict).
+        iou: NMS IoU threshold.
+        max_det: Maximum detections.
+    """
+    cand = decode_predictions(output0, conf)
+    cand = cand.take(nms(cand.xyxy, cand.confidence, iou, max_det))
+    proto = np.ascontiguousarray(protos[0], dtype=np.float32)
+    xyxy = scale_boxes_to_source(cand.xyxy, input_hw, source_hw)
+    resampler = _resampler((proto.shape[1], proto.shape[2]), source_hw) if len(cand) else None
+    return Detections(
+        xyxy=xyxy,
+        confidence=cand.confidence.astype(np.float32),
+        coefficients=np.ascontiguousarray(cand.coefficients, dtype=np.float32),
+        rois=box_roi(xyxy, source_hw),
+        protos=proto,
+        resampler=resampler,
+        source_hw=source_hw,
+    )
+
+
+def postprocess_outputs(
+    output0: NDArray[np.float32],
+    protos: NDArray[np.float32],
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+    conf: float,
+    iou: float,
+    max_det: int,
+) -> Masks:
+    """Turn raw detector outputs into masks at source resolution (everything mode).
+
+    Arguments as :func:`prepare_detections`.
+
+    Returns:
+        Masks (possibly empty) in score-descending order; detections whose mask is empty are
+        dropped, as in the reference.
+    """
+    return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()

@@ -1,118 +1,14 @@
-"""The JSON result schema shared by ``fastsam-edge segment`` and the service."""
+"""Deprecated alias of :mod:`edge.result_schema` (renamed; this alias goes in the next release)."""
 
-from __future__ import annotations
+import sys
+import warnings
 
-import datetime as _dt
-import math
-from collections.abc import Sequence
-from typing import Any
+from edge import result_schema
 
-import numpy as np
-
-from edge.encode import Contours, encode_rles, mask_to_polygons
-from edge.types import Masks
-
-RESULT_SCHEMA_VERSION = 1
-
-
-def result_to_dict(
-    result: Masks,
-    bundle: dict[str, Any] | None = None,
-    frame_id: int | str | None = None,
-    trigger: str | None = None,
-    prompt: Any = None,
-    polygon_epsilon: float = 0.0,
-    source: str | None = None,
-    encodings: bool = True,
-    contours: Sequence[Contours] | None = None,
-) -> dict[str, Any]:
-    """Serialise a result to the JSON-able result schema (version 1).
-
-    Args:
-        result: Segmentation result.
-        bundle: ``{"name", "sha256", "precision"}`` of the model that produced it.
-        frame_id: Frame counter or id (service), else ``None``.
-        trigger: What triggered the frame (service), else ``None``.
-        prompt: The prompt(s) applied, JSON-able; default ``result.metadata["prompt"]`` (set by
-            ``Segmenter.segment`` when prompts were given), else ``None``. Prompted results
-            also carry a per-mask ``prompt_index`` (from ``result.data``).
-        polygon_epsilon: Douglas-Peucker tolerance of the polygons in pixels.
-        source: Image path or source name, if any.
-        encodings: Include each mask's ``rle`` and ``polygons`` (the costly part); False
-            gives the summary fields only (for a consumer that does not read the masks).
-        contours: Each mask's :func:`~edge.encode.mask_contours`, if already computed.
-
-    Returns:
-        A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
-        ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
-        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``
-        (the last two only with ``encodings``), plus ``prompt_index`` and, for text prompts,
-        ``clip_similarity`` / ``clip_probability``). Prompted results add ``prompt_notes`` (why
-        a prompt selected nothing) and, for text prompts, ``text_scores`` (each text prompt's
-        best match, selected or not).
-    """
-    if prompt is None:
-        prompt = result.metadata.get("prompt")
-    h, w = result.image_hw
-    masks: list[dict[str, Any]] = []
-    rles = encode_rles(result.crops, h, w) if encodings else []
-    scores = [round(v, 6) for v in result.confidence.tolist()]
-    boxes = [[round(v, 3) for v in box] for box in result.xyxy.tolist()]
-    for i, crop in enumerate(result.crops):
-        entry: dict[str, Any] = {
-            "id": i,
-            "score": scores[i],
-            "bbox_xyxy": boxes[i],
-            "area": crop.area,
-        }
-        if encodings:
-            entry["rle"] = rles[i]
-            traced = contours[i] if contours is not None else None
-            entry["polygons"] = mask_to_polygons(crop, polygon_epsilon, traced)
-        for key, values in result.data.items():
-            value = np.asarray(values)[i]
-            value = value.item() if hasattr(value, "item") else value
-            if isinstance(value, float):
-                if math.isnan(value):  # e.g. clip_similarity of a mask a point selected
-                    continue
-                value = round(value, 6)
-            entry[key] = value
-        masks.append(entry)
-    image: dict[str, Any] = {"width": w, "height": h}
-    if source is not None:
-        image["source"] = source
-    doc: dict[str, Any] = {
-        "schema_version": RESULT_SCHEMA_VERSION,
-        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
-        "frame_id": frame_id,
-        "trigger": trigger,
-        "prompt": prompt,
-        "image": image,
-        "bundle": bundle or {},
-        "thresholds": result.metadata.get("thresholds", {}),
-        "timings": {k: round(v, 3) for k, v in result.timings.items()},
-        "num_masks": len(result),
-        "masks": masks,
-    }
-    if "prompt_notes" in result.metadata:
-        doc["prompt_notes"] = list(result.metadata["prompt_notes"])
-    if "text_scores" in result.metadata:
-        doc["text_scores"] = list(result.metadata["text_scores"])
-    return doc
-
-
-def add_encodings(doc: dict[str, Any], result: Masks, polygon_epsilon: float = 0.0) -> None:
-    """Fill ``rle`` and ``polygons`` into a document made with ``encodings=False`` (in place).
-
-    Lets a caller defer the costly encodings until someone reads them (e.g. ``GET /latest``).
-
-    Raises:
-        ValueError: The document's masks are not the result's.
-    """
-    masks = doc["masks"]
-    if len(masks) != len(result):
-        raise ValueError(f"add_encodings: {len(masks)} masks in the document, {len(result)} given")
-    h, w = result.image_hw
-    for entry, crop, rle in zip(masks, result.crops, encode_rles(result.crops, h, w), strict=True):
-        entry["rle"] = rle
-        entry["polygons"] = mask_to_polygons(crop, polygon_epsilon)
+warnings.warn(
+    "edge.report is now edge.result_schema; import it from there (this alias goes in the next "
+    "release)",
+    DeprecationWarning,
+    stacklevel=2,
+)
+sys.modules[__name__] = result_schema

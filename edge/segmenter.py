@@ -6,51 +6,26 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from edge.bundle import BundleManifest, read_manifest, verify_file
+from edge.bundle import NO_CLIP_HINT, BundleManifest, read_manifest, verify_file
+from edge.clip import ClipEncoder
 from edge.errors import BundleError, InputError
-from edge.postprocess import (
-    MaskResampler,
-    apply_full_box,
-    assemble_mask,
-    box_roi,
-    decode_predictions,
-    nms,
-    scale_boxes_to_source,
-)
+from edge.postprocess import Detections, prepare_detections
 from edge.prefilter import DENSE_SHORTLIST
 from edge.preprocess import letterbox, normalize_image
-from edge.prompts import (
-    TEXT_TOP_K,
-    CachedTextEncoder,
-    CropEmbeddings,
-    DenseText,
-    Prompt,
-    TextPrompt,
-    as_prompt_list,
-    select,
-    selection_to_masks,
-    validate_prompt,
-)
+from edge.prompts import Prompt, TextPrompt, as_prompt_list, validate_prompt
+from edge.selection import TEXT_TOP_K, CachedTextEncoder, select, selection_to_masks
 from edge.session import create_session, default_threads
-from edge.types import MaskCrop, Masks
+from edge.types import Masks
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=8)
-def _resampler(proto_hw: tuple[int, int], source_hw: tuple[int, int]) -> MaskResampler:
-    """Cached per (proto, source) size: camera frames repeat one size."""
-    return MaskResampler.create(proto_hw, source_hw)
 
 
 def _check_threshold(name: str, value: float) -> float:
@@ -370,24 +345,12 @@ class Segmenter:
         """The bundle's CLIP encoder (loaded on first use and kept, text embeddings cached).
 
         Raises:
-            BundleError: The bundle has no CLIP section, or this runtime lacks ``edge.clip``.
+            BundleError: The bundle has no CLIP section.
         """
         if self._text_encoder is not None:
             return self._text_encoder
-        hint = (
-            "re-export with fastsam-export ... --clip ViT-B-32-quickgelu --clip-pretrained openai"
-        )
-        if not self.manifest.extra.get("clip"):
-            raise BundleError(
-                f"text prompt: this bundle ({str(self.bundle_dir)!r}) has no CLIP text support; "
-                + hint
-            )
-        try:
-            from edge.clip import ClipEncoder  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise BundleError(
-                f"text prompt: this runtime has no CLIP support (edge.clip: {exc})"
-            ) from exc
+        if not self.manifest.has_text:
+            raise BundleError(f"text prompt: {str(self.bundle_dir)!r}: {NO_CLIP_HINT}")
         encoder = ClipEncoder.load(
             self.bundle_dir,
             self.manifest,
@@ -397,212 +360,6 @@ class Segmenter:
         )
         self._text_encoder = CachedTextEncoder(encoder)
         return self._text_encoder
-
-
-@dataclass
-class Detections:
-    """Stage (a) of the post-processing: kept detections with ROIs, masks assembled on demand.
-
-    Everything mode assembles all of them (:meth:`to_masks`); prompts assemble only what they
-    need (:mod:`edge.prompts`). Assembled crops are cached bit-packed (:class:`MaskCrop`, an
-    eighth of a bool crop), so nothing is assembled twice and many masks of a 1080p frame stay
-    small.
-
-    Attributes:
-        xyxy: (N, 4) float32 source-pixel boxes as cut (before the full-box step).
-        confidence: (N,) float32 scores, descending (NMS order).
-        coefficients: (N, 32) float32 mask coefficients.
-        rois: (N, 4) int64 half-open ROIs ``c0, r0, c1, r1`` (:func:`box_roi`).
-        protos: (32, hp, wp) float32 prototypes.
-        resampler: Proto -> source taps (``None`` when there are no detections).
-        source_hw: (height, width) of the source image.
-    """
-
-    xyxy: NDArray[np.float32]
-    confidence: NDArray[np.float32]
-    coefficients: NDArray[np.float32]
-    rois: NDArray[np.int64]
-    protos: NDArray[np.float32]
-    resampler: MaskResampler | None
-    source_hw: tuple[int, int]
-    _crops: dict[int, MaskCrop] = field(default_factory=dict, repr=False)
-    memo: dict[str, Any] = field(default_factory=dict, repr=False)
-    """Per-frame scratch space of the prompt code (bounds computed without assembly)."""
-    pool: Executor | None = field(default=None, repr=False)
-    """Threads for :meth:`prefetch` (``None`` = assemble serially)."""
-    workers: int = 1
-    """Size of :attr:`pool`."""
-    image: NDArray[np.uint8] | None = field(default=None, repr=False)
-    """The (H, W, 3) BGR source image (set by :meth:`Segmenter.detect`; text prompts crop it)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Detection stage times in ms (``preprocess``, ``infer``, ``postprocess``)."""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """``thresholds`` and ``input_hw`` of the detection, copied into every selected result."""
-    crop_embeddings: CropEmbeddings | None = field(default=None, repr=False)
-    """CLIP embeddings of the text candidates (set by the first text prompt, then reused)."""
-    dense_text: DenseText | None = field(default=None, repr=False)
-    """Dense-prefilter state of text prompts (set by the first one, then reused)."""
-
-    def __len__(self) -> int:
-        return int(self.confidence.shape[0])
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held: arrays, the image, assembled masks and CLIP embeddings (approximate)."""
-        arrays = (self.xyxy, self.confidence, self.coefficients, self.rois, self.protos)
-        total = sum(a.nbytes for a in arrays)
-        total += self.image.nbytes if self.image is not None else 0
-        # a copy: the worker may be assembling masks while another thread asks
-        total += sum(c.nbytes for c in list(self._crops.values()))
-        total += self.crop_embeddings.nbytes if self.crop_embeddings is not None else 0
-        total += self.dense_text.nbytes if self.dense_text is not None else 0
-        # the resampler is shared by every frame of the same size (cached), not counted here
-        return int(total)
-
-    def release_masks(self) -> None:
-        """Forget the assembled masks (they are re-assembled on demand): frees memory."""
-        self._crops.clear()
-        self.memo.clear()
-
-    @property
-    def num_assembled(self) -> int:
-        """How many masks have been assembled so far."""
-        return len(self._crops)
-
-    def mask_crop(self, i: int) -> MaskCrop:
-        """The packed mask of detection ``i``, its crop = its ROI (assembled once, cached)."""
-        crop = self._crops.get(i)
-        if crop is None:
-            crop = self._crops[i] = self._assemble(i)
-        return crop
-
-    def crop(self, i: int) -> NDArray[np.bool_]:
-        """The (r1 - r0, c1 - c0) bool mask of detection ``i`` inside its ROI (decoded from
-        the cached packed crop on each call)."""
-        return self.mask_crop(i).data
-
-    def _assemble(self, i: int) -> MaskCrop:
-        assert self.resampler is not None
-        roi = self.rois[i]
-        data = assemble_mask(self.coefficients[i], self.protos, roi, self.resampler)
-        # packed right away: only the workers' current crops are ever held as bool
-        return MaskCrop(data, int(roi[0]), int(roi[1]))
-
-    def prefetch(self, indices: Sequence[int]) -> None:
-        """Assemble the not-yet-assembled ``indices`` at once, on :attr:`pool` if set.
-
-        Work is split into one interleaved chunk per worker (masks come score-sorted, not
-        size-sorted, so interleaving balances the chunks); results are identical to serial
-        assembly, only faster where the masks are many or large.
-        """
-        todo = [int(i) for i in dict.fromkeys(indices) if int(i) not in self._crops]
-        workers = self.workers
-        if self.pool is None or workers <= 1 or len(todo) < 2 * workers:
-            for i in todo:
-                self.crop(i)
-            return
-
-        def run(chunk: list[int]) -> list[MaskCrop]:
-            return [self._assemble(i) for i in chunk]
-
-        chunks = [todo[k::workers] for k in range(workers)]
-        for chunk, crops in zip(chunks, self.pool.map(run, chunks), strict=True):
-            self._crops.update(zip(chunk, crops, strict=True))
-
-    def area(self, i: int) -> int:
-        """Foreground pixels of detection ``i`` (assembles it)."""
-        return self.mask_crop(i).area
-
-    def nonempty(self, indices: Sequence[int] | None = None) -> list[int]:
-        """The given detections (default all) whose mask is not empty, in order."""
-        idx = [int(i) for i in (range(len(self)) if indices is None else indices)]
-        self.prefetch(idx)
-        return [i for i in idx if self.area(i) > 0]
-
-    def to_masks(
-        self, indices: Sequence[int] | None = None, data: dict[str, Sequence[Any]] | None = None
-    ) -> Masks:
-        """Assemble detections (default all, in the given order) into a result.
-
-        Detections with an empty mask are dropped, as in the reference; reported boxes get the
-        full-box step. ``data`` holds per-index extras (same length as ``indices``), filtered
-        alike and stored as ``Masks.data``.
-        """
-        idx_all = list(range(len(self))) if indices is None else [int(i) for i in indices]
-        self.prefetch(idx_all)
-        rows = [j for j, i in enumerate(idx_all) if self.area(i) > 0]
-        idx = np.asarray([idx_all[j] for j in rows], dtype=np.intp)
-        extras = {
-            k: np.asarray(v)[rows] if len(v) else np.zeros(0, np.int64)
-            for k, v in (data or {}).items()
-        }
-        if len(idx) == 0:
-            out = Masks.empty(*self.source_hw)
-            out.data.update({k: v[:0] for k, v in extras.items()})
-            return out
-        return Masks(
-            xyxy=apply_full_box(self.xyxy[idx], self.source_hw),
-            confidence=self.confidence[idx].astype(np.float32),
-            crops=tuple(self.mask_crop(int(i)) for i in idx),  # immutable: shared
-            image_hw=self.source_hw,
-            data=extras,
-        )
-
-
-def prepare_detections(
-    output0: NDArray[np.float32],
-    protos: NDArray[np.float32],
-    input_hw: tuple[int, int],
-    source_hw: tuple[int, int],
-    conf: float,
-    iou: float,
-    max_det: int,
-) -> Detections:
-    """Stage (a): decode, NMS, source boxes and ROIs; no mask is assembled yet.
-
-    Args:
-        output0: (1, 5 + nm, N) float32 detector output.
-        protos: (1, nm, H_in / 4, W_in / 4) float32 prototypes.
-        input_hw: (height, width) of the network input.
-        source_hw: (height, width) of the source image.
-        conf: Score threshold (strict).
-        iou: NMS IoU threshold.
-        max_det: Maximum detections.
-    """
-    cand = decode_predictions(output0, conf)
-    cand = cand.take(nms(cand.xyxy, cand.confidence, iou, max_det))
-    proto = np.ascontiguousarray(protos[0], dtype=np.float32)
-    xyxy = scale_boxes_to_source(cand.xyxy, input_hw, source_hw)
-    resampler = _resampler((proto.shape[1], proto.shape[2]), source_hw) if len(cand) else None
-    return Detections(
-        xyxy=xyxy,
-        confidence=cand.confidence.astype(np.float32),
-        coefficients=np.ascontiguousarray(cand.coefficients, dtype=np.float32),
-        rois=box_roi(xyxy, source_hw),
-        protos=proto,
-        resampler=resampler,
-        source_hw=source_hw,
-    )
-
-
-def postprocess_outputs(
-    output0: NDArray[np.float32],
-    protos: NDArray[np.float32],
-    input_hw: tuple[int, int],
-    source_hw: tuple[int, int],
-    conf: float,
-    iou: float,
-    max_det: int,
-) -> Masks:
-    """Turn raw detector outputs into masks at source resolution (everything mode).
-
-    Arguments as :func:`prepare_detections`.
-
-    Returns:
-        Masks (possibly empty) in score-descending order; detections whose mask is empty are
-        dropped, as in the reference.
-    """
-    return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()
 
 
 def bundle_text_threshold(manifest: BundleManifest) -> float | None:

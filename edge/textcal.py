@@ -155,7 +155,7 @@ def load_samples(folder: str | Path) -> list[CalibrationSample]:
 def demo_samples(count: int = 40, seed: int | None = None) -> list[CalibrationSample]:
     """Held-out demo scenes with their words: each scene's objects (matching) and, as
     non-matching words, colour/shape pairs absent from it plus words outside the demo world."""
-    from edge.scenes import COLORS, EVAL_SEED_START, SHAPES, generate_scene
+    from edge.demo.scenes import COLORS, EVAL_SEED_START, SHAPES, generate_scene
 
     start = EVAL_SEED_START + 850_000 if seed is None else seed
     rng = np.random.default_rng(start)
@@ -180,7 +180,7 @@ def write_threshold(bundle_dir: str | Path, measured: dict[str, Any], source: st
     Raises:
         InputError: The bundle has no CLIP section.
     """
-    from edge.bundle import MANIFEST_NAME, read_manifest
+    from edge.bundle import MANIFEST_NAME, NO_CLIP_HINT, read_manifest
     from edge.io import atomic_write_bytes
 
     path = Path(bundle_dir) / MANIFEST_NAME
@@ -188,7 +188,7 @@ def write_threshold(bundle_dir: str | Path, measured: dict[str, Any], source: st
     doc = json.loads(path.read_text(encoding="utf-8"))
     clip = doc.get("clip")
     if not isinstance(clip, dict) or not clip:
-        raise InputError(f"text calibration: {str(bundle_dir)!r} has no CLIP (export --clip)")
+        raise InputError(f"text calibration: {str(bundle_dir)!r}: {NO_CLIP_HINT}")
     clip["text_threshold"] = measured["threshold"]
     clip["text_threshold_calibration"] = {**measured, "source": source}
     # indent 2 as the exporter writes it, so the diff is the two keys

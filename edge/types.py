@@ -16,8 +16,6 @@ from numpy.typing import NDArray
 ImageBGR = NDArray[np.uint8]
 """(H, W, 3) uint8 image in OpenCV's BGR channel order."""
 
-TIMING_KEYS = ("preprocess", "infer", "postprocess")
-
 
 _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 """Set bits of every byte value (numpy < 2 has no ``bitwise_count``)."""
@@ -263,17 +261,3 @@ class Masks:
     def area(self) -> NDArray[np.int64]:
         """(N,) int64 number of foreground pixels per mask."""
         return np.array([c.area for c in self.crops], dtype=np.int64)
-
-    def to_coco(self, image_id: int | str = 1, category_id: int = 1) -> list[dict[str, Any]]:
-        """COCO detection results of this frame, ready for ``COCO.loadRes``.
-
-        One dict per mask: ``image_id``, ``category_id``, ``bbox`` (``x, y, w, h``), ``score``,
-        ``segmentation`` (compressed RLE, decodable by ``pycocotools.mask.decode``), ``area``.
-
-        Args:
-            image_id: COCO id of the frame.
-            category_id: Category of every mask (FastSAM is class-agnostic).
-        """
-        from edge.coco import masks_to_coco  # edge.coco imports this module
-
-        return masks_to_coco(self, image_id, category_id)

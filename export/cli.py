@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.cliargs import (
     add_global_options,
@@ -16,6 +16,9 @@ from edge.cliargs import (
     warn_deprecated,
 )
 from edge.errors import FastSAMEdgeError
+
+if TYPE_CHECKING:
+    from export.clip import ClipOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +174,7 @@ def _main(args: argparse.Namespace) -> int:
             _print_calibration(measured, args.out)
             return 0
         check_parent("--out", args.out)
-        extra_steps = _clip_steps(args)
+        clip = _clip_options(args)
         if args.calibrate_text:
             if not args.clip:
                 raise ExportArgError(
@@ -191,7 +194,7 @@ def _main(args: argparse.Namespace) -> int:
             imgsz=args.imgsz,
             dynamic=args.dynamic,
             name=args.name,
-            extra_steps=extra_steps,
+            clip=clip,
             int8=not args.no_int8,
             calib_images=args.calib_images,
             quant_config=quant,
@@ -247,23 +250,24 @@ def _print_calibration(measured: dict[str, Any], bundle: Any) -> None:
     )
 
 
-def _clip_steps(args: argparse.Namespace) -> list[Any]:
-    """The CLIP extra step of ``export_bundle`` for ``--clip``; checks the flags first."""
+def _clip_options(args: argparse.Namespace) -> ClipOptions | None:
+    """``export_bundle``'s CLIP options for ``--clip`` (``None`` without); checks the flags
+    first."""
     from export.fastsam import ExportError
 
     if not args.clip:
         if args.clip_pretrained is not None or args.clip_precision != "all":
             raise ExportError("--clip-pretrained and --clip-precision int8-only need --clip MODEL")
-        return []
+        return None
     if args.clip_pretrained is None:
         raise ExportError(
             f"--clip {args.clip} needs --clip-pretrained TAG|PATH (e.g. openai, or a local "
             "checkpoint file; 'none' for random weights in tests)"
         )
-    from export.clip import check_clip_args, clip_step
+    from export.clip import ClipOptions, check_clip_args
 
     check_clip_args(args.clip, args.clip_pretrained)  # a bad model/file/tag fails before export
-    return [clip_step(args.clip, args.clip_pretrained, keep_fp32=args.clip_precision == "all")]
+    return ClipOptions(args.clip, args.clip_pretrained, keep_fp32=args.clip_precision == "all")
 
 
 if __name__ == "__main__":

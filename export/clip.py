@@ -35,13 +35,14 @@ import importlib.metadata as md
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.bundle import sha256_file
+from edge.bundle import ClipSection, sha256_file
 from edge.clip import CLIP_PRECISIONS, ClipPreprocess
 from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
@@ -601,7 +602,7 @@ def demo_crops(seeds: tuple[int, ...] = VERIFY_SCENES) -> list[np.ndarray]:
 
     Each crop is the object's box times its mask on black (``edge.prompts``' reference crop).
     """
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
 
     crops = []
     for seed in seeds:
@@ -713,22 +714,20 @@ def export_clip(
     model_name: str,
     pretrained: str | os.PathLike[str] | None,
     out_dir: Path,
-    extra: dict[str, Any],
     int8: bool = True,
     keep_fp32: bool = True,
     *,
     model_kwargs: dict[str, Any] | None = None,
     threads: int | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ClipSection:
     """Export an open_clip model's image and text encoders into ``out_dir``.
 
     Args:
         model_name: open_clip model, e.g. ``"ViT-B-32-quickgelu"`` (FastSAM's CLIP).
         pretrained: Pretrained tag (e.g. ``"openai"``; needs the open_clip/HF cache or network),
             a local checkpoint file, or ``None`` for random weights (tests only).
-        out_dir: Bundle directory being assembled.
-        extra: Manifest extra sections; receives ``extra["clip"]``.
+        out_dir: Bundle directory being assembled (the encoders and tokenizer files land here).
         int8: Also write dynamic-int8 encoders.
         keep_fp32: Keep the fp32 encoders (``False``: int8 only; they are still exported to
             quantize and verify, then removed).
@@ -737,7 +736,7 @@ def export_clip(
         progress: Show a tqdm progress bar.
 
     Returns:
-        The ``clip`` manifest section.
+        The ``clip`` manifest section (``export_bundle`` writes it into ``bundle.json``).
 
     Raises:
         ClipExportError: Bad model/pretrained, unsupported tokenizer or preprocessing, or an
@@ -917,22 +916,17 @@ def export_clip(
     }
     if dense is not None:  # conv towers only: per-location image embeddings (text prefilter)
         section["dense"] = dense
-    extra["clip"] = section
-    return section
+    return ClipSection.from_json(section)
 
 
-def clip_step(
-    model_name: str,
-    pretrained: str | os.PathLike[str] | None,
-    int8: bool = True,
-    keep_fp32: bool = True,
-    **kwargs: Any,
-) -> Callable[[Path, dict[str, Any]], None]:
-    """An ``export_bundle(extra_steps=[...])`` step that runs :func:`export_clip`."""
+@dataclass(frozen=True)
+class ClipOptions:
+    """``export_bundle(clip=...)``: the :func:`export_clip` arguments but the bundle directory."""
 
-    def run(bundle_dir: Path, extra: dict[str, Any]) -> None:
-        export_clip(
-            model_name, pretrained, bundle_dir, extra, int8=int8, keep_fp32=keep_fp32, **kwargs
-        )
-
-    return run
+    model_name: str
+    pretrained: str | os.PathLike[str] | None
+    int8: bool = True
+    keep_fp32: bool = True
+    model_kwargs: dict[str, Any] | None = None
+    threads: int | None = None
+    progress: bool = True

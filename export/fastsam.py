@@ -13,10 +13,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,12 +23,18 @@ from edge.bundle import (
     DETECTOR_FILES,
     MANIFEST_NAME,
     BundleManifest,
+    ClipSection,
     FileEntry,
     InputSpec,
+    QuantSection,
     Thresholds,
     sha256_file,
 )
 from edge.preprocess import make_divisible
+
+if TYPE_CHECKING:
+    from export.clip import ClipOptions
+    from export.quantize import QuantConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -236,12 +241,106 @@ def publish_bundle(tmp_dir: Path, out: Path) -> None:
 
 
 @dataclass(frozen=True)
-class _StepSpec:
-    """What a bundle step needs to know about the detector being exported."""
+class DetectorExport:
+    """The fp32 detector written into a bundle, and its facts for the manifest.
 
-    imgsz: tuple[int, int]
-    dynamic: bool
-    thresholds: Thresholds
+    Attributes:
+        file: Its file name in the bundle (``fastsam.fp32.onnx``).
+        opset: Its ONNX opset.
+        gop: Operations per image (1e9) at the export size (``detector_gop``).
+        source: Facts about the source weights (``bundle.json``'s ``source``).
+    """
+
+    file: str
+    opset: int
+    gop: float
+    source: dict[str, Any]
+
+
+def export_detector(
+    info: CheckpointInfo, imgsz: tuple[int, int], dynamic: bool, bundle_dir: Path
+) -> DetectorExport:
+    """Export the checkpoint's detector to ``bundle_dir/fastsam.fp32.onnx`` and check it.
+
+    Args:
+        info: The checkpoint (:func:`inspect_checkpoint`).
+        imgsz: (height, width), multiples of 32 (:func:`parse_imgsz`).
+        dynamic: Dynamic H/W (reference-exact rectangular letterbox).
+        bundle_dir: The bundle directory being assembled.
+
+    Raises:
+        ExportError: The exporter failed or wrote a model with unexpected outputs.
+    """
+    with tempfile.TemporaryDirectory(prefix="fastsam-export-") as work:
+        onnx_path = _export_onnx(info, imgsz, dynamic, Path(work))
+        detector = bundle_dir / DETECTOR_FILES["fp32"]
+        shutil.move(str(onnx_path), detector)
+    return DetectorExport(
+        file=detector.name,
+        opset=_check_detector(detector, imgsz),
+        gop=_count_gop(detector, imgsz),
+        source={
+            "weights": info.path.name,
+            "sha256": info.sha256,
+            "architecture": info.architecture,
+            "reg_max": info.reg_max,
+            "train_imgsz": info.train_imgsz,
+        },
+    )
+
+
+def bundle_manifest(
+    bundle_dir: Path,
+    name: str,
+    input_spec: InputSpec,
+    thresholds: Thresholds,
+    detector: DetectorExport,
+    quantization: QuantSection | None = None,
+    clip: ClipSection | None = None,
+) -> BundleManifest:
+    """The manifest of an assembled bundle: every file in ``bundle_dir`` hashed, the detector
+    precisions present, and the typed sections in ``bundle.json``'s order."""
+    files = {detector.file: file_entry(bundle_dir / detector.file, "detector", "fp32")}
+    precisions = ["fp32"]
+    for p in sorted(bundle_dir.iterdir()):
+        if p.name not in files and p.name != MANIFEST_NAME:
+            prec = next((k for k, v in DETECTOR_FILES.items() if v == p.name), None)
+            files[p.name] = file_entry(p, "detector" if prec else "asset", prec)
+            if prec and prec not in precisions:
+                precisions.append(prec)
+    extra: dict[str, Any] = {"detector_gop": detector.gop}
+    if quantization is not None:
+        extra["quantization"] = quantization.to_json()
+    if clip is not None:
+        extra["clip"] = clip.to_json()
+    return BundleManifest(
+        name=name,
+        input=input_spec,
+        thresholds=thresholds,
+        files=files,
+        precisions=tuple(precisions),
+        default_precision="fp32",
+        opset=detector.opset,
+        num_coefficients=NUM_COEFFICIENTS,
+        source=detector.source,
+        exporter=package_versions(
+            ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim")
+        ),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        extra=extra,
+    )
+
+
+def _staging_dir(out: Path) -> Path:
+    """A fresh sibling of ``out`` to assemble the bundle in (renamed into place at the end)."""
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        tmp_dir.chmod(0o755)  # mkdtemp is private (0700); a bundle is read by a service user
+    except OSError as exc:
+        raise ExportError(f"--out: cannot write to {str(parent)!r}: {exc}") from exc
+    return tmp_dir
 
 
 def export_bundle(
@@ -251,14 +350,19 @@ def export_bundle(
     dynamic: bool = False,
     name: str | None = None,
     thresholds: Thresholds | None = None,
-    extra_steps: list[Callable[[Path, dict[str, Any]], None]] | None = None,
+    clip: ClipOptions | None = None,
     int8: bool = True,
     calib_images: str | Path | None = None,
-    quant_config: Any = None,
+    quant_config: QuantConfig | None = None,
     verify_threads: int = 2,
     int8_min_iou: float = 0.95,
 ) -> Path:
-    """Export FastSAM weights into a bundle directory.
+    """Export FastSAM weights (and optionally CLIP) into a bundle directory.
+
+    One straight line: :func:`export_detector`, then ``quantize_detector``
+    (:mod:`export.quantize`, with ``int8``), then ``export_clip`` (:mod:`export.clip`, with
+    ``clip``), each returning its section; :func:`bundle_manifest` writes them into
+    ``bundle.json`` and the directory is renamed into place.
 
     Args:
         weights: FastSAM ``.pt`` checkpoint (FastSAM-s.pt, FastSAM-x.pt or compatible).
@@ -268,8 +372,7 @@ def export_bundle(
         dynamic: Export with dynamic H/W (reference-exact rectangular letterbox).
         name: Bundle name (default: weights stem + size).
         thresholds: Default thresholds (FastSAM's conf 0.4, iou 0.9, max_det 300).
-        extra_steps: Callables ``(tmp_bundle_dir, manifest_extra)`` run before publishing (e.g.
-            CLIP); they add files and manifest sections.
+        clip: Also export these CLIP encoders (text prompts); ``None``: detector only.
         int8: Also write ``fastsam.int8.onnx`` (static QDQ, calibrated, verified; see
             :mod:`export.quantize`). A model that fails verification is left out.
         calib_images: Calibration image directory (default: built-in synthetic scenes).
@@ -286,62 +389,37 @@ def export_bundle(
     hw = parse_imgsz(imgsz)
     out = Path(out).absolute()
     info = inspect_checkpoint(weights)
-    parent = out.parent
+    th = thresholds or Thresholds()
+    tmp_dir = _staging_dir(out)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-        tmp_dir.chmod(0o755)  # mkdtemp is private (0700); a bundle is read by a service user
-    except OSError as exc:
-        raise ExportError(f"--out: cannot write to {str(parent)!r}: {exc}") from exc
-    try:
-        with tempfile.TemporaryDirectory(prefix="fastsam-export-") as work:
-            onnx_path = _export_onnx(info, hw, dynamic, Path(work))
-            detector = tmp_dir / DETECTOR_FILES["fp32"]
-            shutil.move(str(onnx_path), detector)
-        opset = _check_detector(detector, hw)
-        extra: dict[str, Any] = {"detector_gop": _count_gop(detector, hw)}
-        files = {detector.name: file_entry(detector, "detector", "fp32")}
-        precisions = ["fp32"]
-        th = thresholds or Thresholds()
+        detector = export_detector(info, hw, dynamic, tmp_dir)
+        quantization = None
         if int8:
-            from export.quantize import make_int8_step
+            from export.quantize import quantize_detector
 
-            spec = _StepSpec(hw, dynamic, th)
-            step8 = make_int8_step(calib_images, quant_config, int8_min_iou, verify_threads)
             try:
-                step8(tmp_dir, extra, spec)
+                quantization = quantize_detector(
+                    tmp_dir, hw, dynamic, th, calib_images, quant_config, int8_min_iou,
+                    verify_threads,
+                )  # fmt: skip
             except ValueError as exc:
                 raise ExportError(str(exc)) from exc
-        for step in extra_steps or []:
-            step(tmp_dir, extra)
-        for p in sorted(tmp_dir.iterdir()):
-            if p.name not in files and p.name != MANIFEST_NAME:
-                role = "detector" if p.name in DETECTOR_FILES.values() else "asset"
-                prec = next((k for k, v in DETECTOR_FILES.items() if v == p.name), None)
-                files[p.name] = file_entry(p, role, prec)
-                if prec and prec not in precisions:
-                    precisions.append(prec)
-        manifest = BundleManifest(
-            name=name or f"{info.path.stem}-{hw[0]}x{hw[1]}{'-dynamic' if dynamic else ''}",
-            input=InputSpec(dynamic=dynamic, imgsz=hw, stride=STRIDE, name="images"),
-            thresholds=th,
-            files=files,
-            precisions=tuple(precisions),
-            default_precision="fp32",
-            opset=opset,
-            num_coefficients=NUM_COEFFICIENTS,
-            source={
-                "weights": info.path.name,
-                "sha256": info.sha256,
-                "architecture": info.architecture,
-                "reg_max": info.reg_max,
-                "train_imgsz": info.train_imgsz,
-            },
-            exporter=package_versions(
-                ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim")
-            ),
-            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            extra=extra,
+        clip_section = None
+        if clip is not None:
+            from export.clip import export_clip
+
+            clip_section = export_clip(
+                clip.model_name, clip.pretrained, tmp_dir, clip.int8, clip.keep_fp32,
+                model_kwargs=clip.model_kwargs, threads=clip.threads, progress=clip.progress,
+            )  # fmt: skip
+        manifest = bundle_manifest(
+            tmp_dir,
+            name or f"{info.path.stem}-{hw[0]}x{hw[1]}{'-dynamic' if dynamic else ''}",
+            InputSpec(dynamic=dynamic, imgsz=hw, stride=STRIDE, name="images"),
+            th,
+            detector,
+            quantization,
+            clip_section,
         )
         write_manifest(tmp_dir, manifest)
         publish_bundle(tmp_dir, out)

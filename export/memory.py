@@ -79,7 +79,7 @@ def measure_peak_mib(
     """
     import cv2
 
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
 
     with tempfile.TemporaryDirectory(prefix="fastsam-memory-") as tmp:
         frame = Path(tmp) / "frame.png"

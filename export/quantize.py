@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.bundle import QuantSection, Thresholds
 from edge.preprocess import letterbox
 
 _LOGGER = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def calibration_stride(n: int, most: int = 4) -> int:
     return max(d for d in range(1, max(min(most, n), 1) + 1) if n % d == 0)
 
 
-def quantize_detector(
+def write_int8_detector(
     fp32_path: Path,
     int8_path: Path,
     images: list[np.ndarray],
@@ -288,7 +289,7 @@ def load_calibration(
     from edge.io import read_image
 
     if calib_dir is None:
-        from edge.scenes import generate_scene
+        from edge.demo.scenes import generate_scene
 
         _LOGGER.warning(
             "int8 calibration on %d built-in synthetic scenes; pass --calib-images DIR with "
@@ -340,8 +341,8 @@ def _agreement(
     """fp32 once, then each labelled int8 session (path, graph optimisation) against it."""
     import time
 
-    from edge.metrics import mask_agreement, recall_at_iou
-    from edge.segmenter import postprocess_outputs
+    from edge.demo.metrics import mask_agreement, recall_at_iou
+    from edge.postprocess import postprocess_outputs
     from edge.session import create_session
 
     sessions = {"fp32": create_session(fp32_path, threads=threads)}
@@ -472,66 +473,83 @@ def _verify_line(report: dict[str, Any], what: str) -> str:
 HOST_REFERENCE_TOLERANCE = 0.01
 
 
-def make_int8_step(
-    calib_dir: str | Path | None,
+def quantize_detector(
+    bundle_dir: Path,
+    imgsz: tuple[int, int],
+    dynamic: bool,
+    thresholds: Thresholds,
+    calib_dir: str | Path | None = None,
     config: QuantConfig | None = None,
     min_iou: float = 0.95,
     threads: int = 2,
-) -> Any:
-    """An ``export_bundle`` extra step that adds ``fastsam.int8.onnx`` after verifying it.
+) -> QuantSection:
+    """Add ``fastsam.int8.onnx`` to a bundle being assembled, after verifying it.
 
-    The step quantizes and compares int8 with fp32 on the calibration images twice
-    (:func:`verify_int8`): with this host's fused kernels and with the CPU-independent
-    reference. Both go into the manifest (``quantization.verify`` = the reference, with this
-    host's speed; ``quantization.verify_host`` = this host, with its CPU class); it warns when
-    they differ by more than :data:`HOST_REFERENCE_TOLERANCE`. When either reference mean IoU
-    falls below ``min_iou`` it deletes the int8 file, keeps the fp32 model and records the
-    refusal.
+    Quantizes ``bundle_dir/fastsam.fp32.onnx`` (:func:`write_int8_detector`) and compares int8
+    with fp32 on the calibration images twice (:func:`verify_int8`): with this host's fused
+    kernels and with the CPU-independent reference. Both go into the section (``verify`` = the
+    reference, with this host's speed; ``verify_host`` = this host, with its CPU class); it
+    warns when they differ by more than :data:`HOST_REFERENCE_TOLERANCE`. When either reference
+    mean IoU falls below ``min_iou`` it deletes the int8 file (the bundle keeps fp32) and
+    records the refusal.
+
+    Args:
+        bundle_dir: The bundle directory being assembled (holds the fp32 detector).
+        imgsz: The bundle's ``input.imgsz``.
+        dynamic: Minimum-rectangle letterbox (dynamic-shape bundles).
+        thresholds: The bundle's default thresholds (the verification's post-processing).
+        calib_dir: Calibration image directory (default: built-in synthetic scenes).
+        config: Recipe (default :class:`QuantConfig`).
+        min_iou: Refuse the int8 model below this mean mask IoU against fp32.
+        threads: onnxruntime threads of the verification timings.
+
+    Returns:
+        The ``quantization`` manifest section (``export_bundle`` writes it).
+
+    Raises:
+        ValueError: Bad calibration images or recipe.
     """
-
-    def step(tmp_dir: Path, extra: dict[str, Any], spec: Any) -> None:
-        cfg = config or QuantConfig()
-        calib = load_calibration(calib_dir, spec.imgsz, cfg.num_images)
-        cfg = replace(cfg, num_images=len(calib.images))
-        fp32, int8 = tmp_dir / "fastsam.fp32.onnx", tmp_dir / "fastsam.int8.onnx"
-        recipe = quantize_detector(fp32, int8, calib.images, spec.imgsz, spec.dynamic, cfg)
-        th = spec.thresholds
-        reports = verify_int8(
-            fp32, int8, calib, spec.imgsz, spec.dynamic, th.conf, th.iou, th.max_det, threads
-        )
-        host, ref = reports["host"], reports["reference"]
-        # the decision is made on the CPU-independent reference; speed comes from this host
-        verify = {k: v for k, v in ref.items() if not k.startswith("infer_ms") and k != "speedup"}
-        for key in ("infer_ms_fp32", "infer_ms_int8", "speedup"):
-            verify[key] = host[key]
-        recipe["calibration_source"] = calib.source
-        recipe["verify"] = verify
-        recipe["verify_host"] = host
-        agreement, host_agreement = agreement_of(ref), agreement_of(host)
-        cpu = host["cpu_class"]
-        print(_verify_line(ref, "reference kernels, CPU-independent"))
+    cfg = config or QuantConfig()
+    calib = load_calibration(calib_dir, imgsz, cfg.num_images)
+    cfg = replace(cfg, num_images=len(calib.images))
+    fp32, int8 = bundle_dir / "fastsam.fp32.onnx", bundle_dir / "fastsam.int8.onnx"
+    recipe = write_int8_detector(fp32, int8, calib.images, imgsz, dynamic, cfg)
+    th = thresholds
+    reports = verify_int8(fp32, int8, calib, imgsz, dynamic, th.conf, th.iou, th.max_det, threads)
+    host, ref = reports["host"], reports["reference"]
+    # the decision is made on the CPU-independent reference; speed comes from this host
+    verify = {k: v for k, v in ref.items() if not k.startswith("infer_ms") and k != "speedup"}
+    for key in ("infer_ms_fp32", "infer_ms_int8", "speedup"):
+        verify[key] = host[key]
+    agreement, host_agreement = agreement_of(ref), agreement_of(host)
+    cpu = host["cpu_class"]
+    print(_verify_line(ref, "reference kernels, CPU-independent"))
+    print(
+        _verify_line(host, f"this host's kernels, {cpu['name']}")
+        + f"; speed-up {host['speedup']:.2f}x ({host['infer_ms_fp32']:.0f} -> "
+        f"{host['infer_ms_int8']:.0f} ms, {threads} threads)"
+    )
+    host_differs = abs(agreement - host_agreement) > HOST_REFERENCE_TOLERANCE
+    if host_differs:
+        _LOGGER.warning(
+            "int8 agreement on this host (%.3f) differs from the CPU-independent reference "
+            "(%.3f) by more than %.2f: this CPU (%s) computes int8 differently from a Pi; "
+            "numbers measured here are not what a Pi computes. %s",
+            host_agreement, agreement, HOST_REFERENCE_TOLERANCE, cpu["name"], cpu["note"],
+        )  # fmt: skip
+    status = "ok"
+    if agreement < min_iou:
+        int8.unlink()
+        status = f"refused: agreement {agreement:.3f} < {min_iou}"
         print(
-            _verify_line(host, f"this host's kernels, {cpu['name']}")
-            + f"; speed-up {host['speedup']:.2f}x ({host['infer_ms_fp32']:.0f} -> "
-            f"{host['infer_ms_int8']:.0f} ms, {threads} threads)"
+            f"int8 model REFUSED (agreement {agreement:.3f} < {min_iou}); the bundle keeps "
+            "fp32 only. Try --calib-images with frames from your camera."
         )
-        if abs(agreement - host_agreement) > HOST_REFERENCE_TOLERANCE:
-            recipe["host_differs"] = True
-            _LOGGER.warning(
-                "int8 agreement on this host (%.3f) differs from the CPU-independent reference "
-                "(%.3f) by more than %.2f: this CPU (%s) computes int8 differently from a Pi; "
-                "numbers measured here are not what a Pi computes. %s",
-                host_agreement, agreement, HOST_REFERENCE_TOLERANCE, cpu["name"], cpu["note"],
-            )  # fmt: skip
-        if agreement < min_iou:
-            int8.unlink()
-            recipe["status"] = f"refused: agreement {agreement:.3f} < {min_iou}"
-            print(
-                f"int8 model REFUSED (agreement {agreement:.3f} < {min_iou}); the bundle keeps "
-                "fp32 only. Try --calib-images with frames from your camera."
-            )
-        else:
-            recipe["status"] = "ok"
-        extra["quantization"] = recipe
-
-    return step
+    return QuantSection(
+        recipe=recipe,
+        status=status,
+        calibration_source=calib.source,
+        verify=verify,
+        verify_host=host,
+        host_differs=host_differs,
+    )

@@ -89,7 +89,7 @@ write_scene() {
     "$HOST_PY" - "$1" "$IMAGE_SEED" <<'EOF'
 import sys
 import cv2
-from edge.scenes import generate_scene
+from edge.demo.scenes import generate_scene
 scene = generate_scene(int(sys.argv[2]), width=480, height=360)
 if not cv2.imwrite(sys.argv[1], scene.image):
     sys.exit(f"cannot write {sys.argv[1]}")
@@ -224,8 +224,8 @@ for b in $AGREE_NAMES; do
         --scenes $AGREEMENT_SCENES $AGREEMENT_CONF --threads 2 --out /src/agree-\$b.json
 done
 for p in fp32 int8; do
-    /opt/venv/bin/python -m edge.cli info --bundle edge/assets/demo-bundle | head -3
-    /opt/venv/bin/python -m edge.cli segment scene.png --bundle edge/assets/demo-bundle \
+    /opt/venv/bin/python -m edge.cli info --bundle edge/demo/assets/demo-bundle | head -3
+    /opt/venv/bin/python -m edge.cli segment scene.png --bundle edge/demo/assets/demo-bundle \
         --precision \$p --threads 2 --json /src/arm64-\$p.json
 done
 EOF
@@ -238,7 +238,7 @@ env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QEMU_CPU="$CPU
 for p in fp32 int8; do
     cp "$ROOT/src/arm64-$p.json" "$OUT/arm64-$p.json"
     (cd "$REPO" && "$HOST_PY" -m edge.cli segment "$ROOT/src/scene.png" \
-        --bundle edge/assets/demo-bundle --precision "$p" --threads 2 --json "$OUT/x86-$p.json")
+        --bundle edge/demo/assets/demo-bundle --precision "$p" --threads 2 --json "$OUT/x86-$p.json")
 done
 log "comparing arm64 masks with x86 masks"
 "$HOST_PY" - "$OUT" <<'EOF'
@@ -249,7 +249,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.encode import decode_rle
-from edge.metrics import mask_iou_matrix
+from edge.demo.metrics import mask_iou_matrix
 
 out = Path(sys.argv[1])
 summary = {}

@@ -55,8 +55,8 @@ def export_towers(work: Path, towers: list[str]) -> None:
             continue
         tmp = Path(tempfile.mkdtemp(prefix=f".{tower}-", dir=work))
         t0 = time.perf_counter()
-        section = export_clip(tower, None, tmp, {}, progress=False, threads=2)
-        (tmp / "clip-section.json").write_text(json.dumps(section, indent=1))
+        section = export_clip(tower, None, tmp, progress=False, threads=2)
+        (tmp / "clip-section.json").write_text(json.dumps(section.to_json(), indent=1))
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
@@ -179,7 +179,7 @@ def segment_rss(
     grafted bundles (the exports as they are now)."""
     import cv2
 
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
 
     image = work / "scene-640x480.png"
     cv2.imwrite(str(image), generate_scene(1_700_000, 640, 480).image)

@@ -35,7 +35,7 @@ import numpy as np
 
 def _scene(size: str, index: int) -> np.ndarray:
     """The scene ``fastsam-edge bench --sizes`` uses at this position of its size list."""
-    from edge.scenes import EVAL_SEED_START, generate_scene
+    from edge.demo.scenes import EVAL_SEED_START, generate_scene
 
     w, h = (int(v) for v in size.lower().split("x"))
     return generate_scene(EVAL_SEED_START + 700_000 + index, w, h).image  # as edge.bench.cli

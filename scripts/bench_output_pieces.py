@@ -40,7 +40,7 @@ from edge.encode import (
 )
 from edge.io import read_image
 from edge.overlay import draw_overlay, mask_colors
-from edge.report import result_to_dict
+from edge.result_schema import result_to_dict
 from edge.segmenter import Segmenter
 from edge.types import Masks
 

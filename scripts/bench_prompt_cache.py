@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge.demo import demo_bundle
-from edge.scenes import COLORS, EVAL_SEED_START, SHAPES, generate_scene
+from edge.demo.scenes import COLORS, EVAL_SEED_START, SHAPES, generate_scene
 from edge.segmenter import Segmenter
 from edge.service.config import demo_config
 from edge.service.runner import Service

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from edge import Segmenter, TextPrompt
-from edge.scenes import generate_scene
+from edge.demo.scenes import generate_scene
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 Matching words are each scene's objects ("a red circle"), non-matching words are colour/shape
 pairs absent from the scene plus words outside the demo world ("a dog"); see
 ``edge.textcal``. The threshold is chosen on one set of held-out scenes and checked on a second
-set; ``--write`` stores both in ``edge/assets/demo-bundle/bundle.json``
+set; ``--write`` stores both in ``edge/demo/assets/demo-bundle/bundle.json``
 (``clip.text_threshold`` and ``clip.text_threshold_calibration``; no file hash changes).
 Needs the text extra (ftfy, regex).
 """
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.demo import demo_bundle  # noqa: E402
-from edge.scenes import EVAL_SEED_START  # noqa: E402
+from edge.demo.scenes import EVAL_SEED_START  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
 from edge.textcal import (  # noqa: E402
     best_similarities,

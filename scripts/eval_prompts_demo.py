@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edge.demo import demo_bundle  # noqa: E402
+from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt  # noqa: E402
-from edge.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def evaluate(
     seg.session = _CachedSession(seg.session)  # type: ignore[assignment]
     if clip_precision is not None:
         from edge.clip import ClipEncoder
-        from edge.prompts import CachedTextEncoder
+        from edge.selection import CachedTextEncoder
 
         enc = ClipEncoder.load(seg.bundle_dir, seg.manifest, clip_precision, threads)
         seg._text_encoder = CachedTextEncoder(enc)

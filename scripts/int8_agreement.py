@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.bundle import read_manifest  # noqa: E402
 from edge.cpu import cpu_info, int8_class  # noqa: E402
-from edge.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
+from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from export.quantize import CalibrationSet, agreement_of, compare_precisions  # noqa: E402
 
 
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     h, w = m.input.imgsz
     lo, hi = (int(v) for v in a.objects.split(","))
     scenes = [
-        generate_scene(EVAL_SEED_START + a.seed_offset + i, w, h, lo, hi)
-        for i in range(a.scenes)
+        generate_scene(EVAL_SEED_START + a.seed_offset + i, w, h, lo, hi) for i in range(a.scenes)
     ]
     held_out = CalibrationSet([s.image for s in scenes], "held-out", [s.masks for s in scenes])
     th = m.thresholds

@@ -2,7 +2,7 @@
 """Where the int8 detector's time goes, and which recipe/session choices close the gap to peak.
 
 For one bundle's fp32 detector, builds int8 variants (static calibration on built-in scenes,
-the export's own :func:`export.quantize.quantize_detector`), then measures each on this machine
+the export's own :func:`export.quantize.write_int8_detector`), then measures each on this machine
 with the same threads, the variants interleaved round by round so load drift hits all alike:
 
 - median inference ms and speed-up over fp32;
@@ -44,10 +44,10 @@ from export.quantize import (  # noqa: E402
     QuantConfig,
     compare_precisions,
     load_calibration,
-    quantize_detector,
+    write_int8_detector,
 )
 
-EVAL_SEED = 1_000_000 + 820_000  # held-out block (edge.scenes: eval seeds >= 1_000_000)
+EVAL_SEED = 1_000_000 + 820_000  # held-out block (edge.demo.scenes: eval seeds >= 1_000_000)
 
 # name -> (recipe, session graph optimisation level)
 VARIANTS: dict[str, tuple[QuantConfig, str]] = {
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="int8-gap", help="output directory")
     a = p.parse_args(argv)
 
+    from edge.demo.scenes import generate_scene
     from edge.io import atomic_write_bytes, atomic_write_json
-    from edge.scenes import generate_scene
 
     bundle = Path(a.bundle)
     manifest = read_manifest(bundle)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 files[name] = files[variants[0][0]]
                 continue
             print(f"[{k + 1}/{len(variants)}] quantizing: {name}", file=sys.stderr, flush=True)
-            quantize_detector(fp32, path, calib.images, spec.imgsz, spec.dynamic,
+            write_int8_detector(fp32, path, calib.images, spec.imgsz, spec.dynamic,
                               replace(cfg, num_images=len(calib.images)))  # fmt: skip
             files[name] = path
         sessions = {"fp32": create_session(fp32, threads=a.threads)}

@@ -20,14 +20,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edge.bundle import read_manifest
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 from export.quantize import (
     CalibrationSet,
     QuantConfig,
     agreement_of,
     load_calibration,
-    quantize_detector,
     verify_int8,
+    write_int8_detector,
 )
 
 RECIPES = {
@@ -80,7 +80,7 @@ def main() -> None:
         for name in tqdm(names, desc="recipes", unit="recipe"):
             cfg = QuantConfig(**{**RECIPES[name].__dict__, "num_images": a.calib})
             q = Path(tmp) / "q.onnx"
-            quantize_detector(fp32, q, calib.images, (h, w), m.input.dynamic, cfg)
+            write_int8_detector(fp32, q, calib.images, (h, w), m.input.dynamic, cfg)
             reps = verify_int8(
                 fp32, q, held_out, (h, w), m.input.dynamic, a.conf or th.conf, th.iou, th.max_det,
                 a.threads,

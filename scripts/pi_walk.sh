@@ -152,7 +152,7 @@ HOME_PI="$ROOT/home/pi"
 mkdir -p "$HOME_PI/fastsam-edge"
 (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
     | tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$HOME_PI/fastsam-edge"
-cp -r "$REPO/edge/assets/demo-bundle" "$HOME_PI/fastsam-s-640x480"
+cp -r "$REPO/edge/demo/assets/demo-bundle" "$HOME_PI/fastsam-s-640x480"
 # the inputs the README's segment commands name: an image, a folder of images, a video
 (cd "$REPO" && PYTHONPATH="$REPO" "$HOST_PY" - "$HOME_PI/fastsam-edge" <<'EOF'
 import shlex
@@ -161,7 +161,7 @@ from pathlib import Path
 
 import cv2
 
-from edge.scenes import generate_scene
+from edge.demo.scenes import generate_scene
 from tests.test_pi_path import readme_pi_commands
 
 home = Path(sys.argv[1])

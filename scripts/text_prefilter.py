@@ -42,10 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.prefilter import mask_embeddings  # noqa: E402
-from edge.prompts import TEXT_MIN_AREA, TextPrompt, embed_text_candidates  # noqa: E402
-from edge.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
+from edge.prompts import TextPrompt  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
+from edge.selection import TEXT_MIN_AREA, embed_text_candidates  # noqa: E402
 
 SEEDS = EVAL_SEED_START + 850_000  # the held-out seeds of scripts/text_topk.py
 

@@ -1,10 +1,10 @@
 """Train a tiny CLIP on the synthetic demo world and add it to the demo bundle.
 
-The demo world (``edge/scenes.py``) has named colours and shapes, so captions such as
+The demo world (``edge/demo/scenes.py``) has named colours and shapes, so captions such as
 ``"a red circle"`` are exact. This script
 
 1. renders training scenes (seeds ``0 .. N-1`` only; held-out seeds ``>= 1_000_000`` are never
-   touched) and cuts one crop per object exactly as ``edge.prompts.select_by_text`` does
+   touched) and cuts one crop per object exactly as ``edge.selection.select_by_text`` does
    (``image[y1:y2, x1:x2] * mask[y1:y2, x1:x2]``, BGR -> RGB, black outside the mask), from the
    GT box and from a slightly jittered box, preprocessed with the runtime's own transform
    (``edge.clip.ClipPreprocess``: shortest side -> 64, centre crop);
@@ -22,7 +22,7 @@ The demo world (``edge/scenes.py``) has named colours and shapes, so captions su
 Usage::
 
     nice -n 15 /work/venvs/export/bin/python scripts/train_clip_demo.py \
-        --out work/clip-demo --add-to-bundle edge/assets/demo-bundle
+        --out work/clip-demo --add-to-bundle edge/demo/assets/demo-bundle
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edge.clip import ClipPreprocess, pil_resize, resized_shortest  # noqa: E402
-from edge.scenes import COLORS, SHAPES, generate_scene  # noqa: E402
+from edge.demo.scenes import COLORS, SHAPES, generate_scene  # noqa: E402
 
 IMAGE_SIZE = 64
 _TEXT_CFG: dict[str, Any] = {
@@ -356,10 +356,9 @@ def export_into_bundle(model: Any, seen: np.ndarray, bundle: Path, work: Path) -
     stage = work / "stage"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    extra: dict[str, Any] = {}
     section = export_clip(
-        MODEL_NAME, str(ckpt), stage, extra, int8=True, keep_fp32=True, threads=1
-    )
+        MODEL_NAME, str(ckpt), stage, int8=True, keep_fp32=True, threads=1
+    ).to_json()
     tok = open_clip.get_tokenizer(MODEL_NAME)
     probe = [
         "a red circle",
@@ -474,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")  # for later exports
     TRAIN_FACTS.update(
         {
-            "data": f"edge.scenes seeds 0..{args.scenes - 1} at {args.imgsz}x{args.imgsz}",
+            "data": f"edge.demo.scenes seeds 0..{args.scenes - 1} at {args.imgsz}x{args.imgsz}",
             "crops": int(len(x)),
             "templates": list(TEMPLATES),
             **info,
@@ -494,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_dataset_val(imgsz: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """GT crops of validation seeds (``900_000 ..``), a quick sanity check of training."""
-    from edge.scenes import VAL_SEED_START
+    from edge.demo.scenes import VAL_SEED_START
 
     xs, ys = [], []
     cls_index = {cs: i for i, cs in enumerate(CLASSES)}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Train and evaluate the demo model: a small FastSAM-style YOLOv8-seg (nc=1) on ``edge.scenes``.
+"""Train and evaluate the demo model: a small FastSAM-style YOLOv8-seg (nc=1) on the demo
+scenes (``edge.demo.scenes``).
 
 Needs the export extra (torch, ultralytics); runs fully offline on CPU.
 
@@ -16,7 +17,7 @@ Steps (each is skipped when already done, so re-running the script resumes):
    at 480x360 (seeds ``1_500_000 ..``), ultralytics predict with ``conf=0.4, iou=0.9,
    retina_masks=True, imgsz=320``. Reports recall at mask IoU 0.5 (a ground-truth instance
    is found if some predicted mask has IoU >= 0.5 with it) and the mean best IoU, per size
-   bucket too, and writes ``<out>/eval.json``. The metric helpers live in ``edge.metrics``
+   bucket too, and writes ``<out>/eval.json``. The metric helpers live in ``edge.demo.metrics``
    (numpy only, shared with tests and benchmarks).
 
 Polygon labels: ultralytics reads one polygon per instance line. A visible mask can have
@@ -62,8 +63,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported anywhere
 
-from edge.metrics import SegEvalAccumulator  # noqa: E402
-from edge.scenes import (  # noqa: E402
+from edge.demo.metrics import SegEvalAccumulator  # noqa: E402
+from edge.demo.scenes import (  # noqa: E402
     EVAL_SEED_START,
     TRAIN_SEED_START,
     VAL_SEED_START,
@@ -151,10 +152,10 @@ def write_dataset(
     the demo model's (seeds below ``VAL_SEED_START`` only, so held-out sets stay unseen).
 
     The dataset is regenerated from scratch when the counts, the image size or the source of
-    ``edge/scenes.py`` change (recorded in ``manifest.json``); otherwise existing files are
+    ``edge/demo/scenes.py`` change (recorded in ``manifest.json``); otherwise existing files are
     kept, so an interrupted write simply continues.
     """
-    scenes_src = (REPO_ROOT / "edge" / "scenes.py").read_bytes()
+    scenes_src = (REPO_ROOT / "edge" / "demo" / "scenes.py").read_bytes()
     manifest = {
         "version": DATASET_VERSION,
         "train": [train_start, n_train],

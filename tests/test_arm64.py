@@ -33,7 +33,7 @@ def test_arm64_runtime_matches_x86(tmp_path, cpu):
             "--cpu",
             cpu,
             "--agreement",
-            str(REPO / "edge" / "assets" / "demo-bundle"),
+            str(REPO / "edge" / "demo" / "assets" / "demo-bundle"),
             "--agreement-scenes",
             "8",
         ],  # fmt: skip

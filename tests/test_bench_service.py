@@ -16,7 +16,7 @@ from edge.bench.service import (
     write_scene_replay,
 )
 from edge.errors import InputError
-from edge.service.metrics import Metrics
+from edge.service.telemetry import Metrics
 from edge.types import MaskCrop, Masks
 from tests.helpers import run_cli
 

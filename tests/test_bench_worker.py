@@ -15,8 +15,8 @@ from edge.bench.worker import (
     run_worker,
     save_crops,
 )
+from edge.demo.scenes import generate_scene
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt
-from edge.scenes import generate_scene
 from edge.types import MaskCrop, Masks
 
 

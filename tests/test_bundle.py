@@ -15,8 +15,10 @@ from edge.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     BundleManifest,
+    ClipSection,
     FileEntry,
     InputSpec,
+    QuantSection,
     Thresholds,
     read_manifest,
     sha256_file,
@@ -460,3 +462,75 @@ def test_default_threads(monkeypatch, env, expected):
     monkeypatch.setenv("OMP_NUM_THREADS", env)
     monkeypatch.setattr("os.cpu_count", lambda: 6)
     assert default_threads() == (expected if expected is not None else 6)
+
+
+# --------------------------------------------------------------------------------------------
+# typed sections: quantization and clip
+# --------------------------------------------------------------------------------------------
+
+
+def test_demo_bundle_sections_round_trip(demo_bundle):
+    """The demo bundle's sections parse into the typed ones and back to the same JSON."""
+    raw = json.loads((demo_bundle / "bundle.json").read_text(encoding="utf-8"))
+    m = read_manifest(demo_bundle)
+    assert m.quantization is not None and m.clip is not None
+    assert m.quantization.to_json() == raw["quantization"]
+    assert m.clip.to_json() == raw["clip"]
+    assert m.quantization.ok == (raw["quantization"]["status"] == "ok")
+    assert m.clip.precisions == tuple(raw["clip"]["precisions"])
+    assert "text_threshold" in m.clip.other  # calibration's key, kept verbatim
+    assert m.to_dict()["clip"] == raw["clip"]  # the manifest itself is untouched
+
+
+def test_quant_section_json_order_and_optional_keys():
+    q = QuantSection(
+        recipe={"format": "QDQ", "float_nodes": 7},
+        status="refused: agreement 0.900 < 0.95",
+        calibration_source="scenes",
+        verify={"kernels": "reference"},
+        verify_host={"kernels": "host"},
+        host_differs=True,
+    )
+    d = q.to_json()
+    assert list(d) == [
+        "format", "float_nodes", "calibration_source", "verify", "verify_host", "host_differs",
+        "status",
+    ]  # fmt: skip
+    assert QuantSection.from_json(d) == q and not q.ok
+    assert "host_differs" not in QuantSection(recipe={}, status="ok").to_json()
+    assert QuantSection.from_json({"format": "QDQ"}).to_json() == {"format": "QDQ"}
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ([], "quantization"),
+        ({"status": 3}, "quantization.status"),
+        ({"verify": "yes"}, "quantization.verify"),
+    ],
+)
+def test_quant_section_malformed(section, field):
+    with pytest.raises(BundleError, match=f"malformed: {field}:"):
+        QuantSection.from_json(section)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": 3}, "clip.model"),
+        ({"files": []}, "clip.files"),
+        ({"files": {"image": "a.onnx"}}, "clip.files.image"),
+        ({"precisions": []}, "clip.precisions"),
+        ({"embed_dim": -1}, "clip.embed_dim"),
+        ({"image": None}, "clip.image"),
+    ],
+)
+def test_clip_section_malformed(demo_bundle, change, field):
+    raw = json.loads((demo_bundle / "bundle.json").read_text(encoding="utf-8"))["clip"]
+    with pytest.raises(BundleError, match=f"malformed: {field}:"):
+        ClipSection.from_json({**raw, **change})
+
+
+def test_manifest_without_sections():
+    m = BundleManifest.from_dict(_manifest_dict())
+    assert m.clip is None and m.quantization is None

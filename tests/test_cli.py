@@ -23,7 +23,7 @@ from edge.cliargs import (
     EXIT_OK,
     EXIT_OUTPUT,
 )
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import shutil
 import subprocess
 import sys
@@ -224,17 +223,22 @@ def test_preprocess_section_validation(change: dict[str, Any], match: str) -> No
 # export side (torch, open_clip, Pillow)
 
 
-def make_clip_bundle(dest: Path, step: Any) -> Path:
-    """A bundle = the demo detector bundle + one CLIP step, written like ``export_bundle``."""
+def make_clip_bundle(dest: Path, clip: Any) -> Path:
+    """A bundle = the demo detector bundle + CLIP (``export_clip`` with the
+    :class:`export.clip.ClipOptions` ``clip``), written like ``export_bundle``."""
     from conftest import strip_clip
 
     from edge.demo import demo_bundle
+    from export.clip import export_clip
     from export.fastsam import file_entry, write_manifest
 
     shutil.copytree(demo_bundle(), dest)
     base = read_manifest(strip_clip(dest))  # the demo bundle ships its own tiny CLIP
-    extra: dict[str, Any] = {}
-    step(dest, extra)
+    section = export_clip(
+        clip.model_name, clip.pretrained, dest, clip.int8, clip.keep_fp32,
+        model_kwargs=clip.model_kwargs, threads=clip.threads, progress=clip.progress,
+    )  # fmt: skip
+    extra = {"clip": section.to_json()}
     files = dict(base.files)
     for p in sorted(dest.iterdir()):
         if p.name not in files and p.name != "bundle.json":
@@ -259,11 +263,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model: tuple) -> Path:
-    from export.clip import clip_step
+    from export.clip import ClipOptions
 
     path = tiny_model[0]
-    step = clip_step(MODEL, str(path), model_kwargs=TINY, progress=False, threads=2)
-    return make_clip_bundle(tmp_path_factory.mktemp("b") / "bundle", step)
+    clip = ClipOptions(MODEL, str(path), model_kwargs=TINY, progress=False, threads=2)
+    return make_clip_bundle(tmp_path_factory.mktemp("b") / "bundle", clip)
 
 
 @export
@@ -440,10 +444,12 @@ def test_missing_or_modified_files(tiny_bundle: Path, tmp_path: Path) -> None:
 
 @export
 def test_int8_only(tiny_model: tuple, tmp_path: Path) -> None:
-    from export.clip import clip_step
+    from export.clip import ClipOptions
 
-    step = clip_step(MODEL, str(tiny_model[0]), keep_fp32=False, model_kwargs=TINY, progress=False)
-    out = make_clip_bundle(tmp_path / "b", step)
+    clip = ClipOptions(
+        MODEL, str(tiny_model[0]), keep_fp32=False, model_kwargs=TINY, progress=False
+    )
+    out = make_clip_bundle(tmp_path / "b", clip)
     m = read_manifest(out)
     clip = m.extra["clip"]
     assert clip["precisions"] == ["int8"] and clip["default_precision"] == "int8"
@@ -489,7 +495,7 @@ def test_pretrained_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ClipExportError, match="is not a checkpoint"):
         load_model(MODEL, str(bad), TINY)
     with pytest.raises(ClipExportError, match="both were dropped"):
-        export_clip(MODEL, None, tmp_path, {}, int8=False, keep_fp32=False)
+        export_clip(MODEL, None, tmp_path, int8=False, keep_fp32=False)
 
 
 @export
@@ -509,19 +515,17 @@ def test_cli_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @export
-def test_export_bundle_with_clip_step(tiny_model: tuple, tmp_path: Path) -> None:
-    """The CLIP step through ``export_bundle``'s ``extra_steps`` hook (tiny detector)."""
+def test_export_bundle_with_clip(tiny_model: tuple, tmp_path: Path) -> None:
+    """CLIP through ``export_bundle(clip=...)`` (tiny detector)."""
     pytest.importorskip("ultralytics")
     from export.archs import make_checkpoint
-    from export.clip import clip_step
+    from export.clip import ClipOptions
     from export.fastsam import export_bundle
 
     ckpt = make_checkpoint("fastsam-n", tmp_path / "tiny.pt", seed=3)
-    kwargs: dict[str, Any] = {}
-    if "int8" in inspect.signature(export_bundle).parameters:
-        kwargs["int8"] = False  # the detector's int8 step is tested in test_export.py
-    step = clip_step(MODEL, str(tiny_model[0]), model_kwargs=TINY, progress=False)
-    out = export_bundle(ckpt, tmp_path / "bundle", imgsz=160, extra_steps=[step], **kwargs)
+    clip = ClipOptions(MODEL, str(tiny_model[0]), model_kwargs=TINY, progress=False)
+    # int8=False: the detector's int8 step is tested in test_export.py
+    out = export_bundle(ckpt, tmp_path / "bundle", imgsz=160, clip=clip, int8=False)
     m = read_manifest(out)
     assert "clip" in m.extra
     for name in (

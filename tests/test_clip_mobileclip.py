@@ -92,16 +92,16 @@ def small_bundle(tmp_path_factory: pytest.TempPathFactory, small_model: tuple) -
     from conftest import strip_clip
 
     from edge.demo import demo_bundle
-    from export.clip import clip_step
+    from export.clip import export_clip
     from export.fastsam import file_entry, write_manifest
 
     dest = tmp_path_factory.mktemp("b") / "bundle"
     shutil.copytree(demo_bundle(), dest)
     base = read_manifest(strip_clip(dest))
-    extra: dict[str, Any] = {}
-    clip_step(MODEL, str(small_model[0]), model_kwargs=SMALL, progress=False, threads=2)(
-        dest, extra
+    section = export_clip(
+        MODEL, str(small_model[0]), dest, model_kwargs=SMALL, progress=False, threads=2
     )
+    extra = {"clip": section.to_json()}
     files = dict(base.files)
     for p in sorted(dest.iterdir()):
         if p.name not in files and p.name != "bundle.json":
@@ -238,14 +238,13 @@ def test_int8_gate(small_model: tuple, tmp_path: Path, monkeypatch: pytest.Monke
     import export.clip as ec
 
     monkeypatch.setattr(ec, "MIN_INT8_COSINE", 1.5)  # nothing can pass
-    extra: dict[str, Any] = {}
     out = tmp_path / "a"
     out.mkdir()
     section = ec.export_clip(
-        MODEL, str(small_model[0]), out, extra, model_kwargs=SMALL, progress=False, threads=1
+        MODEL, str(small_model[0]), out, model_kwargs=SMALL, progress=False, threads=1
     )
-    assert section["precisions"] == ["fp32"] and section["quantization"] is None
-    assert any("image int8" in r for r in section["verify"]["int8_refused"])
+    assert section.precisions == ("fp32",) and section.quantization is None
+    assert any("image int8" in r for r in section.verify["int8_refused"])
     assert not list(out.glob("clip-*.int8.onnx"))
 
 
@@ -305,9 +304,10 @@ def test_dense_encoder(small_bundle: Path, precision: str) -> None:
 def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     """Segmenter: ``auto`` takes the dense path on a conv tower and encodes the shortlist
     only; ``score`` with ``top_k=None`` encodes every candidate."""
-    from edge.prompts import TEXT_MIN_AREA, TextPrompt
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
+    from edge.prompts import TextPrompt
     from edge.segmenter import Segmenter
+    from edge.selection import TEXT_MIN_AREA
 
     seg = Segmenter.load(small_bundle, threads=2)
     sc = generate_scene(1_000_123, 320, 320, min_objects=10, max_objects=14)

@@ -1,4 +1,4 @@
-"""COCO output: ``Masks.to_coco``, ``segment --format coco`` under pycocotools' COCOeval, the
+"""COCO output: ``masks_to_coco``, ``segment --format coco`` under pycocotools' COCOeval, the
 demo scenes' ground truth, and the documented ``supervision.Detections`` recipe."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from edge.coco import CATEGORY_ID, scenes_to_coco, xyxy_to_xywh
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.coco import CATEGORY_ID, masks_to_coco, scenes_to_coco, xyxy_to_xywh
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 from edge.segmenter import Segmenter
 
 
@@ -28,7 +28,7 @@ def seg(demo_bundle: Path) -> Segmenter:
 def test_to_coco_decodes_to_the_masks(seg: Segmenter) -> None:
     sc = generate_scene(EVAL_SEED_START + 11, 200, 150)
     result = seg.segment(sc.image)
-    anns = result.to_coco(image_id=7)
+    anns = masks_to_coco(result, image_id=7)
     assert len(anns) == len(result) > 0
     dense = result.mask
     for i, ann in enumerate(anns):
@@ -43,7 +43,7 @@ def test_to_coco_decodes_to_the_masks(seg: Segmenter) -> None:
 
 def test_to_coco_of_an_empty_result(seg: Segmenter) -> None:
     sc = generate_scene(EVAL_SEED_START + 12, 120, 90)
-    assert seg.segment(sc.image, conf=1.0).to_coco() == []
+    assert masks_to_coco(seg.segment(sc.image, conf=1.0)) == []
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 
 export = pytest.mark.export
 CLIP_FILES = (
@@ -58,8 +58,9 @@ def test_demo_text_prompt_picks_the_object(demo_bundle: Path, precision: str) ->
     pytest.importorskip("ftfy")
     pytest.importorskip("regex")
     from edge.clip import ClipEncoder
-    from edge.prompts import CachedTextEncoder, TextPrompt
+    from edge.prompts import TextPrompt
     from edge.segmenter import Segmenter
+    from edge.selection import CachedTextEncoder
 
     seg = Segmenter.load(demo_bundle, threads=1)
     # the CLIP precision under test (Segmenter loads the bundle's default one)

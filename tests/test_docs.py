@@ -203,7 +203,7 @@ def test_arm64_without_mirror_asks_for_debian_mirror(tmp_path):
 
 
 def test_arm64_scene_is_generate_scenes_bgr(tmp_path):
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
 
     out = tmp_path / "scene.png"
     env = {

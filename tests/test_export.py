@@ -156,12 +156,17 @@ def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
 
-def test_failed_step_leaves_no_partial_bundle(checkpoint: Path, tmp_path: Path) -> None:
-    def boom(_tmp: Path, _extra: dict) -> None:
+def test_failed_step_leaves_no_partial_bundle(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import export.fastsam as fastsam
+
+    def boom(*_args: object) -> None:
         raise RuntimeError("simulated failure")
 
+    monkeypatch.setattr(fastsam, "write_manifest", boom)  # the last step before publishing
     with pytest.raises(RuntimeError, match="simulated"):
-        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False, extra_steps=[boom])
+        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -192,7 +197,7 @@ def test_manifest_is_json(checkpoint: Path, tmp_path: Path) -> None:
 
 def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """--calib-images: the int8 model is calibrated, verified (agreement printed) and hashed."""
-    from edge.scenes import save_scenes
+    from edge.demo.scenes import save_scenes
     from export.quantize import QuantConfig
 
     calib = tmp_path / "calib"

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge.scenes import EVAL_SEED_START, generate_scene
+from edge.demo.scenes import EVAL_SEED_START, generate_scene
 
 pytestmark = pytest.mark.export
 

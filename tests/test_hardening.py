@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.scenes import generate_scene
+from edge.demo.scenes import generate_scene
 
 RSS_LIMIT_MB = 600
 

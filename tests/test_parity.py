@@ -22,7 +22,7 @@ skdata = pytest.importorskip("skimage.data")
 from helpers import score_gap_conf  # noqa: E402
 
 from edge import Segmenter  # noqa: E402
-from edge.scenes import generate_scene  # noqa: E402
+from edge.demo.scenes import generate_scene  # noqa: E402
 
 IOU = 0.9
 

@@ -23,10 +23,10 @@ from edge.postprocess import (
     box_roi,
     decode_predictions,
     nms,
+    postprocess_outputs,
     scale_boxes_to_source,
 )
 from edge.preprocess import letterbox_geometry
-from edge.segmenter import postprocess_outputs
 from edge.types import Masks
 
 # --------------------------------------------------------------------------------------------

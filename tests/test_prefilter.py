@@ -10,12 +10,8 @@ import pytest
 from edge.clip import DenseMap
 from edge.errors import BundleError, InputError
 from edge.prefilter import cell_counts, mask_embeddings, shortlist
-from edge.prompts import (
-    CachedTextEncoder,
-    TextPrompt,
-    dense_text_matches,
-    select,
-)
+from edge.prompts import TextPrompt
+from edge.selection import CachedTextEncoder, dense_text_matches, select
 from edge.types import MaskCrop
 
 
@@ -108,8 +104,10 @@ class _Dets:
     def __init__(self, masks: Any) -> None:
         self.masks = masks
         self.source_hw = masks.image_hw
-        self.crop_embeddings = None
-        self.dense_text = None
+        self._caches: dict[type, Any] = {}
+
+    def cache(self, kind: type) -> Any:
+        return self._caches.setdefault(kind, kind())
 
     def __len__(self) -> int:
         return len(self.masks)

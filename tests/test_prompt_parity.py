@@ -27,10 +27,11 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from helpers import mask_key, score_gap_conf  # noqa: E402
 
 from edge import Segmenter  # noqa: E402
+from edge.demo.scenes import generate_scene  # noqa: E402
+from edge.postprocess import prepare_detections  # noqa: E402
 from edge.preprocess import letterbox  # noqa: E402
-from edge.prompts import BoxPrompt, PointPrompt, select, selection_to_masks  # noqa: E402
-from edge.scenes import generate_scene  # noqa: E402
-from edge.segmenter import prepare_detections  # noqa: E402
+from edge.prompts import BoxPrompt, PointPrompt  # noqa: E402
+from edge.selection import select, selection_to_masks  # noqa: E402
 
 IOU = 0.9
 N_PROMPTS = 60  # per image, points and boxes mixed

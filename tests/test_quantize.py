@@ -32,14 +32,14 @@ def _scales(path):
 def test_strided_calibration_equals_one_pass(demo_bundle, tmp_path, monkeypatch):
     """Calibrating 2 images at a time gives the same int8 model as all 6 at once (MinMax)."""
     import export.quantize as q
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
 
     images = [generate_scene(1_500_000 + i, 320, 320).image for i in range(6)]
     fp32 = demo_bundle / "fastsam.fp32.onnx"
     monkeypatch.setattr(q, "calibration_stride", lambda n, most=4: 2)
-    q.quantize_detector(fp32, tmp_path / "strided.onnx", images, (320, 320))
+    q.write_int8_detector(fp32, tmp_path / "strided.onnx", images, (320, 320))
     monkeypatch.setattr(q, "calibration_stride", lambda n, most=4: n)
-    q.quantize_detector(fp32, tmp_path / "whole.onnx", images, (320, 320))
+    q.write_int8_detector(fp32, tmp_path / "whole.onnx", images, (320, 320))
     a, b = _scales(tmp_path / "strided.onnx"), _scales(tmp_path / "whole.onnx")
     assert a.keys() == b.keys() and len(a) > 100
     for name in a:
@@ -57,12 +57,12 @@ def test_strided_calibration_equals_one_pass(demo_bundle, tmp_path, monkeypatch)
 def test_recipe_options_change_the_graph(demo_bundle, tmp_path, config, present, absent):
     import onnx
 
-    from edge.scenes import generate_scene
-    from export.quantize import QuantConfig, quantize_detector
+    from edge.demo.scenes import generate_scene
+    from export.quantize import QuantConfig, write_int8_detector
 
     images = [generate_scene(1_500_000 + i, 320, 320).image for i in range(2)]
     out = tmp_path / "q.onnx"
-    info = quantize_detector(
+    info = write_int8_detector(
         demo_bundle / "fastsam.fp32.onnx", out, images, (320, 320), config=QuantConfig(**config)
     )
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
@@ -77,17 +77,17 @@ def test_recipe_options_change_the_graph(demo_bundle, tmp_path, config, present,
     [({"format": "qqq"}, "quant format"), ({"activations": "int4"}, "activations")],
 )
 def test_recipe_options_rejected(demo_bundle, tmp_path, config, message):
-    from export.quantize import QuantConfig, quantize_detector
+    from export.quantize import QuantConfig, write_int8_detector
 
     with pytest.raises(ValueError, match=message):
-        quantize_detector(
+        write_int8_detector(
             demo_bundle / "fastsam.fp32.onnx", tmp_path / "q.onnx", [], (320, 320),
             config=QuantConfig(**config),
         )  # fmt: skip
 
 
 def _calib(n=4, size=320):
-    from edge.scenes import generate_scene
+    from edge.demo.scenes import generate_scene
     from export.quantize import CalibrationSet
 
     scenes = [generate_scene(1_500_000 + i, size, size) for i in range(n)]
@@ -138,23 +138,22 @@ def _fake_reports(host, ref):
 def test_int8_step_decides_on_the_reference(demo_bundle, tmp_path, monkeypatch, caplog,
                                             host, ref, status, warned):  # fmt: skip
     import shutil
-    from types import SimpleNamespace
 
     import export.quantize as q
+    from edge.bundle import QuantSection, Thresholds
 
     shutil.copy(demo_bundle / "fastsam.fp32.onnx", tmp_path / "fastsam.fp32.onnx")
     monkeypatch.setattr(q, "load_calibration", lambda *a, **k: _calib(2))
     monkeypatch.setattr(
-        q, "quantize_detector",
+        q, "write_int8_detector",
         lambda fp32, int8, *a, **k: (int8.write_bytes(b"x"), {"format": "QDQ"})[1],
     )  # fmt: skip
     monkeypatch.setattr(q, "verify_int8", lambda *a, **k: _fake_reports(host, ref))
-    spec = SimpleNamespace(imgsz=(320, 320), dynamic=False,
-                           thresholds=SimpleNamespace(conf=0.4, iou=0.9, max_det=300))  # fmt: skip
-    extra: dict = {}
     with caplog.at_level("WARNING"):
-        q.make_int8_step(None, min_iou=0.95)(tmp_path, extra, spec)
-    rec = extra["quantization"]
+        section = q.quantize_detector(tmp_path, (320, 320), False, Thresholds(), min_iou=0.95)
+    assert section.ok == (status == "ok")
+    rec = section.to_json()
+    assert QuantSection.from_json(rec) == section and rec["format"] == "QDQ"
     assert rec["status"].startswith(status)
     assert rec["verify"]["mean_iou_fp32_to_int8"] == ref
     assert rec["verify_host"]["mean_iou_fp32_to_int8"] == host

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.scenes import (
+from edge.demo.scenes import (
     COLORS,
     EVAL_SEED_START,
     SHAPES,

@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from edge.postprocess import box_roi
-from edge.scenes import generate_scene
-from edge.segmenter import Detections, Segmenter, _resampler
+from edge.demo.scenes import generate_scene
+from edge.postprocess import Detections, _resampler, box_roi
+from edge.segmenter import Segmenter
+from edge.selection import SelectionCache
 
 
 def _detections(n: int, source_hw: tuple[int, int], seed: int = 0) -> Detections:
@@ -120,7 +121,7 @@ class CountingSession:
 
 @pytest.fixture(scope="module")
 def counted(demo_bundle) -> tuple[Segmenter, CountingSession, CountingEncoder]:  # noqa: ANN001
-    from edge.prompts import CachedTextEncoder
+    from edge.selection import CachedTextEncoder
 
     seg = Segmenter.load(demo_bundle, threads=1)
     session = CountingSession(seg.session)
@@ -188,10 +189,11 @@ def test_second_text_prompt_encodes_only_its_text(counted) -> None:  # noqa: ANN
     seg, _, enc = counted
     sc = generate_scene(1_000_403, 640, 480)
     dets = seg.detect(sc.image, conf=0.2)
-    assert dets.crop_embeddings is None
+    cache = dets.cache(SelectionCache)
+    assert cache.crop_embeddings is None
     before = len(enc.image_calls)
     first = seg.select(dets, TextPrompt("a red thing"))
-    assert len(enc.image_calls) == before + 1 and dets.crop_embeddings is not None
+    assert len(enc.image_calls) == before + 1 and cache.crop_embeddings is not None
     second = seg.select(dets, TextPrompt("a blue thing"))
     third = seg.select(dets, [TextPrompt("a green shape"), TextPrompt("a red thing")])
     assert len(enc.image_calls) == before + 1  # crops embedded once for the frame
@@ -212,7 +214,7 @@ def test_second_text_prompt_encodes_only_its_text(counted) -> None:  # noqa: ANN
             seg.select(dets, TextPrompt("a red thing")),
             seg.select(seg.detect(sc.image, conf=0.2), TextPrompt("a red thing")),
         )
-        assert dets.crop_embeddings.top_k == 3
+        assert cache.crop_embeddings is not None and cache.crop_embeddings.top_k == 3
     finally:
         seg.text_top_k = 32
 

@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.demo.scenes import generate_scene
 from edge.encode import decode_rle
-from edge.scenes import generate_scene
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("FASTSAM_CHROMIUM", "/usr/bin/chromium"))

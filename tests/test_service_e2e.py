@@ -19,19 +19,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from edge.service.clock import FakeClock
-from edge.service.config import demo_config
-from edge.service.notify import Notifier
-from edge.service.runner import Service
-from edge.service.sources import DemoSource
-from edge.service.testing import (
+from fakes import (
     FakeSegmenter,
     FlakySource,
     ListSource,
     NotifySocket,
     assert_only_complete,
 )
+
+from edge.service.clock import FakeClock
+from edge.service.config import demo_config
+from edge.service.notify import Notifier
+from edge.service.runner import Service
+from edge.service.sources import DemoSource
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 60.0  # generous upper bound for event waits on a loaded CI machine

@@ -16,6 +16,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from fakes import FakeSegmenter
 
 from edge.service.clock import FakeClock
 from edge.service.config import ConfigError, demo_config
@@ -26,7 +27,6 @@ from edge.service.sources import (
     SourceUnusable,
     make_source,
 )
-from edge.service.testing import FakeSegmenter
 
 # --------------------------------------------------------------------------------------------
 # replay: skip and count bad files
@@ -324,9 +324,10 @@ def test_defaults_from_deep_json(tmp_path):
 
 
 def test_mqtt_password_file_fifo(tmp_path):
-    from edge.service.metrics import Metrics
+    from fakes import FakeMqttClient
+
     from edge.service.mqtt import MqttPublisher
-    from edge.service.testing import FakeMqttClient
+    from edge.service.telemetry import Metrics
 
     fifo, _ = _config_path_cases(tmp_path)
     cfg = demo_config(

@@ -5,28 +5,25 @@ from __future__ import annotations
 
 import errno
 import http.client
-import importlib.util
 import json
 import logging
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeSegmenter
 
 from edge.service.clock import FakeClock
 from edge.service.config import ConfigError, demo_config
-from edge.service.http import default_allowed_hosts, parse_trigger_body
+from edge.service.http import default_allowed_hosts
 from edge.service.runner import Service
-from edge.service.testing import FakeSegmenter
 
 WAIT = 60.0
 JSON = {"Content-Type": "application/json"}
-HAS_PROMPTS = importlib.util.find_spec("edge.prompts") is not None
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +105,16 @@ def test_trigger_returns_the_result_and_writes_it(live):
 
 
 def test_trigger_without_saving_and_summary_only(live, monkeypatch):
-    import edge.report
+    import edge.result_schema
 
     encoded: list[int] = []
-    real = edge.report.encode_rles
+    real = edge.result_schema.encode_rles
 
     def counting(crops, h, w):
         encoded.append(len(crops))
         return real(crops, h, w)
 
-    monkeypatch.setattr(edge.report, "encode_rles", counting)
+    monkeypatch.setattr(edge.result_schema, "encode_rles", counting)
     before = live.metrics.get("fastsam_results_written_total")
     status, doc, _ = _request(
         live, "POST", "/trigger", json.dumps({"save": False, "masks": False})
@@ -227,10 +224,6 @@ def test_trigger_with_prompts(live):
         {"type": "box", "data": [10, 10, 150, 110]},
     ]
     status, doc, _ = _request(live, "POST", "/trigger", json.dumps({"prompt": prompt}))
-    if not (HAS_PROMPTS and live.supports_prompts()):
-        # an installation without prompt support answers 501, clearly
-        assert status == 501 and "not supported" in doc["error"], doc
-        return
     assert status == 200, doc
     assert doc["prompt"] == prompt
     status, doc, _ = _request(
@@ -245,31 +238,6 @@ def test_trigger_with_prompts(live):
     )
     assert status == 400 and doc["field"] == "prompt", doc  # outside the 160x120 image
     assert _request(live, "POST", "/trigger")[0] == 200
-
-
-def test_prompt_without_prompt_support_is_501(live, monkeypatch):
-    monkeypatch.setitem(sys.modules, "edge.prompts", None)  # as if edge.prompts were missing
-    status, doc, _ = _request(
-        live,
-        "POST",
-        "/trigger",
-        json.dumps({"prompt": [{"type": "text", "data": "a red circle"}]}),
-    )
-    assert status == 501 and doc["field"] == "prompt"
-    assert "edge.prompts is missing" in doc["error"]
-    assert _request(live, "POST", "/trigger")[0] == 200  # without a prompt it still works
-
-
-def test_parse_trigger_body_with_a_segmenter_without_prompt_argument():
-    class OldAPI:
-        def supports_prompts(self):
-            return False
-
-    if HAS_PROMPTS:
-        with pytest.raises(Exception, match="no prompt= argument") as exc:
-            parse_trigger_body(b'{"prompt": [{"type": "text", "data": "x"}]}', OldAPI())
-        assert exc.value.status == 501
-    assert parse_trigger_body(b"", OldAPI()).prompts is None
 
 
 def test_busy_gets_503_not_a_queue(tmp_path):
@@ -337,8 +305,9 @@ def test_unix_socket(tmp_path):
 
 
 def test_source_down_gives_503_and_the_service_recovers(tmp_path):
+    from fakes import FlakySource
+
     from edge.service.sources import DemoSource
-    from edge.service.testing import FlakySource
 
     clock = FakeClock()
     flaky = FlakySource(
@@ -753,8 +722,6 @@ def test_hostile_json_is_400_not_500(live, body, field, needle):
 
 
 def test_huge_integers_in_a_prompt_are_400(live):
-    if not (HAS_PROMPTS and live.supports_prompts()):
-        pytest.skip("no prompt support in this installation")
     big = int("9" * 60)  # within the digit limit, beyond any image
     prompt = [{"type": "point", "data": [big, 5], "label": 1}]
     status, doc, _ = _request(live, "POST", "/trigger", json.dumps({"prompt": prompt}))

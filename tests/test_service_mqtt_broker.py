@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fakes import FakeSegmenter
 
 from edge.service.config import demo_config
 from edge.service.runner import Service
-from edge.service.testing import FakeSegmenter
 
 mqtt = pytest.importorskip("paho.mqtt.client")  # the test extra installs it everywhere
 

@@ -8,10 +8,10 @@ import threading
 
 import numpy as np
 import pytest
+from fakes import FakeMqttClient, FlakySource, ListSource, NotifySocket
 
 from edge.service.clock import FakeClock
 from edge.service.config import GpioConfig, MotionConfig, MqttConfig, ServiceConfig
-from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, discovery_messages
 from edge.service.notify import Notifier, WatchdogPinger
 from edge.service.sources import (
@@ -25,7 +25,7 @@ from edge.service.sources import (
     SourceError,
     padding_waste,
 )
-from edge.service.testing import FakeMqttClient, FlakySource, ListSource, NotifySocket
+from edge.service.telemetry import Metrics
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
 
 # --------------------------------------------------------------------------------------------
@@ -627,3 +627,31 @@ def test_list_source_and_demo_source():
     a, b, c = demo.read(), demo.read(), demo.read()
     assert a.image.shape == (48, 64, 3) and np.array_equal(a.image, c.image)
     assert not np.array_equal(a.image, b.image)
+
+
+@pytest.mark.parametrize(
+    ("frame", "shape", "error"),
+    [
+        (np.zeros((4, 6, 3), np.uint8), (4, 6, 3), None),
+        (np.zeros((4, 6), np.uint8), (4, 6, 3), None),
+        (np.zeros((4, 6, 4), np.uint8), (4, 6, 3), None),
+        (np.zeros((4, 6, 3), np.uint8)[:, ::2], (4, 3, 3), None),  # made contiguous
+        (None, None, "cam: empty frame"),
+        (np.zeros((0, 6, 3), np.uint8), None, "cam: empty frame"),
+        (np.zeros((4, 6, 3), np.float32), None, "cam: frame: expected dtype uint8"),
+        (np.zeros((4, 6, 5), np.uint8), None, "cam: frame: expected shape"),
+    ],
+)
+def test_source_frames_get_the_segmenters_normalisation(frame, shape, error):
+    """Sources and the segmenter share one normalisation (edge.preprocess.normalize_image)."""
+    from edge.preprocess import normalize_image
+    from edge.service.sources import SourceError, _as_bgr
+
+    if error is not None:
+        with pytest.raises(SourceError, match=error):
+            _as_bgr(frame, "cam")
+        return
+    out = _as_bgr(frame, "cam")
+    assert out.shape == shape and out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, normalize_image(frame))
+    assert normalize_image(out) is out  # the segmenter's check copies nothing

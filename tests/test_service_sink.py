@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fakes import assert_only_complete
 
 import edge.service.sink as sink_mod
 from edge.service.config import OutputConfig
-from edge.service.metrics import Metrics
 from edge.service.sink import PARTIAL_PREFIX, RESULT_NAME, ResultSink, result_name
-from edge.service.testing import assert_only_complete
+from edge.service.telemetry import Metrics
 
 T0 = 1_790_000_000.0
 IMG = np.full((24, 32, 3), 90, np.uint8)

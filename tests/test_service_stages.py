@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from edge.service.clock import FakeClock
-from edge.service.config import demo_config
-from edge.service.notify import Notifier
-from edge.service.runner import OUTPUT_QUEUE_SIZE, Service
-from edge.service.testing import (
+from fakes import (
     FakeMqttClient,
     FakeSegmenter,
     NotifySocket,
     assert_only_complete,
 )
+
+from edge.service.clock import FakeClock
+from edge.service.config import demo_config
+from edge.service.notify import Notifier
+from edge.service.runner import OUTPUT_QUEUE_SIZE, Service
 
 WAIT = 60.0  # generous upper bound for event waits on a loaded CI machine
 
@@ -239,36 +239,29 @@ def test_stalled_output_stage_stops_the_watchdog_pings(tmp_path):
         sock.close()
 
 
-class _NoPrompt:
-    """An embedder's segmenter: everything mode only, no bundle, no detect/select."""
+class _Embedded:
+    """An embedder's segmenter: ``segment`` only, no bundle, no detect/select."""
 
-    def segment(self, image, conf=None, iou=None, max_det=None):  # noqa: ANN001, ANN201
-        return FakeSegmenter().segment(image)
+    def segment(self, image, conf=None, iou=None, max_det=None, prompt=None):  # noqa: ANN001, ANN201
+        return FakeSegmenter().segment(image, prompt=prompt)
 
 
 def test_segmenter_protocols(demo_bundle):
     from edge.segmenter import Segmenter
-    from edge.service.protocols import (
-        DetectsAndSelects,
-        HasBundle,
-        accepts_prompts,
-        bundle_of,
-    )
+    from edge.service.protocols import DetectsAndSelects, HasBundle, bundle_of
 
     real = Segmenter.load(demo_bundle, threads=1)
     assert isinstance(real, HasBundle) and isinstance(real, DetectsAndSelects)
-    assert bundle_of(real) is real.manifest and accepts_prompts(real)
+    assert bundle_of(real) is real.manifest
     fake = FakeSegmenter()
     assert not isinstance(fake, HasBundle) and not isinstance(fake, DetectsAndSelects)
-    assert bundle_of(fake) is None and accepts_prompts(fake)
-    assert not accepts_prompts(_NoPrompt()) and bundle_of(_NoPrompt()) is None
+    assert bundle_of(fake) is None and bundle_of(_Embedded()) is None
 
 
-def test_a_segmenter_without_bundle_or_prompts_runs_the_service(tmp_path):
+def test_a_segmenter_without_bundle_runs_the_service(tmp_path):
     results = GatedResults()
     cfg = _cfg(tmp_path / "out", **{"source.count": 3, "model.warmup": True})
-    svc = Service(cfg, segmenter=_NoPrompt(), clock=FakeClock(), on_result=results)
+    svc = Service(cfg, segmenter=_Embedded(), clock=FakeClock(), on_result=results)
     s = svc.run(install_signals=False)
     assert s.results == 3 and len(results.frame_ids) == 3
-    assert not svc.supports_prompts()
-    assert svc.latest()["bundle"] == {"name": "_NoPrompt"}
+    assert svc.latest()["bundle"] == {"name": "_Embedded"}

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.demo.scenes import generate_scene
 from edge.encode import decode_rle
-from edge.scenes import generate_scene
 from edge.service.config import demo_config
 from edge.service.http import HttpError
 from edge.service.runner import Service
@@ -414,8 +414,9 @@ def test_state_tells_the_page_what_it_needs(svc: Service) -> None:
 
 def test_state_and_live_frame_when_the_source_is_down(tmp_path: Path) -> None:
     """What the page's "Source down" and "No frame yet" banners read."""
+    from fakes import FakeSegmenter, FlakySource
+
     from edge.service.sources import DemoSource
-    from edge.service.testing import FakeSegmenter, FlakySource
 
     source = FlakySource(DemoSource(SEED, 2, W, H, loop=True, live=True), open_failures=10**6)
     cfg = demo_config(
@@ -482,7 +483,7 @@ def test_page_on_a_lan_address_with_a_token(tmp_path: Path) -> None:
     host name), its data only after login, to no other Host name."""
     import socket
 
-    from edge.service.testing import FakeSegmenter
+    from fakes import FakeSegmenter
 
     cfg = demo_config(
         tmp_path / "out",

@@ -26,8 +26,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from helpers import mask_key, score_gap_conf  # noqa: E402
 
 from edge import Segmenter  # noqa: E402
+from edge.demo.scenes import generate_scene  # noqa: E402
 from edge.prompts import TextPrompt  # noqa: E402
-from edge.scenes import generate_scene  # noqa: E402
 
 MODEL = "ViT-B-32-quickgelu"
 TINY = {
@@ -65,7 +65,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, Any
     import torch
 
     from export.archs import make_checkpoint
-    from export.clip import clip_step
+    from export.clip import ClipOptions
     from export.fastsam import export_bundle
 
     root = tmp_path_factory.mktemp("text-parity")
@@ -74,9 +74,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, Any
     model.eval()
     ckpt = root / "tiny-clip.pt"
     torch.save(model.state_dict(), ckpt)
-    step = clip_step(MODEL, str(ckpt), int8=False, model_kwargs=TINY, progress=False, threads=2)
+    clip = ClipOptions(MODEL, str(ckpt), int8=False, model_kwargs=TINY, progress=False, threads=2)
     pt = make_checkpoint("fastsam-n", root / "d.pt", seed=3)
-    bundle = export_bundle(pt, root / "bundle", imgsz=IMGSZ, int8=False, extra_steps=[step])
+    bundle = export_bundle(pt, root / "bundle", imgsz=IMGSZ, int8=False, clip=clip)
     return bundle, model, preprocess, open_clip.get_tokenizer(MODEL)
 
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
+from edge.demo.scenes import COLORS, EVAL_SEED_START, generate_scene
 from edge.errors import BundleError, InputError
-from edge.prompts import BoxPrompt, CachedTextEncoder, PointPrompt, TextPrompt, parse_prompts
-from edge.report import result_to_dict
-from edge.scenes import COLORS, EVAL_SEED_START, generate_scene
+from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts
+from edge.result_schema import result_to_dict
 from edge.segmenter import Segmenter, bundle_text_threshold
+from edge.selection import CachedTextEncoder
 from edge.textcal import choose_threshold, load_samples, write_threshold
 from edge.tokenizer import missing_text_deps
 

@@ -61,9 +61,9 @@ def bench_images(sizes: str, images_dir: str | None) -> dict[str, np.ndarray]:
         InputError: An unreadable image, or an empty folder.
         ValueError: A malformed size.
     """
+    from edge.demo.scenes import EVAL_SEED_START, generate_scene
     from edge.errors import InputError
     from edge.io import read_image
-    from edge.scenes import EVAL_SEED_START, generate_scene
 
     if images_dir:
         files = sorted(p for p in Path(images_dir).iterdir() if p.is_file())

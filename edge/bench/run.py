@@ -469,6 +469,7 @@ def _modes_for(manifest: Any, modes: list[str]) -> list[str]:
 
 def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
     """Why a requested prompt mode is skipped for some bundle (shown in the report)."""
+    from edge.bundle import NO_CLIP_HINT
     from edge.tokenizer import missing_text_deps
 
     if "text" not in modes:
@@ -482,7 +483,7 @@ def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
         )
     for bundle, m in manifests.items():
         if not m.extra.get("clip"):
-            notes.append(f"text mode skipped for {bundle}: the bundle has no CLIP (export --clip)")
+            notes.append(f"text mode skipped for {bundle}: {NO_CLIP_HINT}")
     return notes
 
 
@@ -509,7 +510,7 @@ def _agreements(files: dict[str, str], where: dict[str, Any]) -> list[dict[str, 
         where: Fields copied into every row (bundle, image, target).
     """
     from edge.bench.worker import load_crops
-    from edge.metrics import mask_agreement
+    from edge.demo.metrics import mask_agreement
 
     out = []
     crops = {k: load_crops(v) for k, v in files.items() if Path(v).is_file()}

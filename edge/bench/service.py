@@ -67,8 +67,8 @@ def write_scene_replay(
     """
     import cv2
 
+    from edge.demo.scenes import EVAL_SEED_START, generate_scene
     from edge.io import atomic_write_bytes
-    from edge.scenes import EVAL_SEED_START, generate_scene
 
     lo = max(3, min(30, width * height // 10_000))
     out = []
@@ -132,8 +132,8 @@ def service_run(
         changes: Further dotted config overrides.
     """
     from edge.service.config import ServiceConfig
-    from edge.service.metrics import Metrics
     from edge.service.runner import Service
+    from edge.service.telemetry import Metrics
 
     with tempfile.TemporaryDirectory(prefix="service-bench-", dir=out_root) as tmp:
         cfg = ServiceConfig().replace(

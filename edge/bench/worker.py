@@ -48,7 +48,7 @@ def save_crops(path: str | Path, crops: list[MaskCrop], image_hw: tuple[int, int
     """Write masks as crops (offset + COCO RLE of the crop) to a JSON file.
 
     Crop-sized RLE keeps 300 masks of a 1080p frame small; :func:`load_crops` reads them back
-    for :func:`edge.metrics.mask_agreement`. Used by this worker and the reference worker.
+    for :func:`edge.demo.metrics.mask_agreement`. Used by this worker and the reference worker.
     """
     from edge.encode import rle_counts, rle_string
     from edge.io import atomic_write_json

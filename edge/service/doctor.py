@@ -670,7 +670,7 @@ def check_drift(cfg: ServiceConfig, config_path: str | None, probe: Probe) -> li
 
 def check_text_support(cfg: ServiceConfig) -> Check | None:
     """Text prompts: whether the bundle has CLIP and the tokenizer packages are installed."""
-    from edge.bundle import read_manifest
+    from edge.bundle import NO_CLIP_HINT, read_manifest
     from edge.errors import FastSAMEdgeError
     from edge.service.install import bundle_memory
     from edge.tokenizer import missing_text_deps
@@ -680,7 +680,7 @@ def check_text_support(cfg: ServiceConfig) -> Check | None:
     except FastSAMEdgeError:
         return None
     if not m.has_text:
-        return Check("text prompts", OK, "not supported by this bundle (no CLIP); not needed")
+        return Check("text prompts", OK, f"not needed: {NO_CLIP_HINT}")
     missing = missing_text_deps()
     if missing:
         return Check(

@@ -44,7 +44,6 @@ A route marked ``counted=False`` (a long-lived stream) gives its slot back once 
 from __future__ import annotations
 
 import hmac
-import importlib
 import io
 import ipaddress
 import json
@@ -65,6 +64,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge.prompts import Prompt, parse_prompts
 from edge.service.config import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
@@ -195,38 +195,11 @@ class ServiceAPI(Protocol):
 
     def latest(self) -> dict[str, Any] | None: ...
 
-    def supports_prompts(self) -> bool: ...
-
     def submit(self, request: TriggerRequest) -> None: ...
 
     def cancel(self, request: TriggerRequest) -> None: ...
 
     def count_request(self, path: str, status: int) -> None: ...
-
-
-def load_prompt_parser() -> Callable[[Any], Any]:
-    """``edge.prompts.parse_prompts``, imported when a request carries a prompt.
-
-    Raises:
-        HttpError: 501 when this installation has no prompt support (``edge.prompts`` missing).
-    """
-    try:
-        module = importlib.import_module("edge.prompts")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("edge.prompts", "edge"):
-            raise
-        raise HttpError(
-            501,
-            "prompts are not supported by this installation: module edge.prompts is missing "
-            "(update fastsam-edge); send the request without 'prompt' to segment everything",
-            "prompt",
-        ) from None
-    parse = getattr(module, "parse_prompts", None)
-    if parse is None:
-        raise HttpError(
-            501, "prompts are not supported: edge.prompts has no parse_prompts", "prompt"
-        )
-    return parse  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,22 +292,45 @@ def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def parse_trigger_body(raw: bytes, api: ServiceAPI) -> TriggerRequest:
-    """Validate a ``POST /trigger`` body (empty = segment everything, defaults).
+def load_json_object(raw: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A request body that is a JSON object with only ``fields`` (empty body: ``{}``).
 
     Raises:
-        HttpError: 400 naming the field, or 501 for prompts without prompt support.
+        HttpError: 400 naming the body or the unknown field.
     """
-    if not raw.strip():
-        return TriggerRequest()
-    body = load_json_body(raw)
+    body = load_json_body(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise HttpError(400, f"body: expected a JSON object, got {type(body).__name__}", "body")
     for key in body:
-        if key not in TRIGGER_FIELDS:
-            raise HttpError(
-                400, f"{key}: unknown field; allowed: {', '.join(TRIGGER_FIELDS)}", str(key)
-            )
+        if key not in fields:
+            raise HttpError(400, f"{key}: unknown field; allowed: {', '.join(fields)}", str(key))
+    return body
+
+
+def parse_prompt_field(value: Any) -> list[Prompt]:
+    """A body's ``prompt`` (the JSON prompt schema) as prompts.
+
+    Raises:
+        HttpError: 400 with ``field`` = ``prompt`` and the parser's message.
+    """
+    try:
+        return parse_prompts(value)
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
+        message = str(exc)
+        if not message.startswith("prompt"):
+            message = f"prompt: {message}"
+        raise HttpError(400, message, "prompt") from None
+
+
+def parse_trigger_body(raw: bytes) -> TriggerRequest:
+    """Validate a ``POST /trigger`` body (empty = segment everything, defaults).
+
+    Raises:
+        HttpError: 400 naming the field.
+    """
+    if not raw.strip():
+        return TriggerRequest()
+    body = load_json_object(raw, TRIGGER_FIELDS)
     req = TriggerRequest(
         conf=_threshold(body, "conf"),
         iou=_threshold(body, "iou"),
@@ -343,20 +339,7 @@ def parse_trigger_body(raw: bytes, api: ServiceAPI) -> TriggerRequest:
     )
     prompt = body.get("prompt")
     if prompt is not None:
-        parse = load_prompt_parser()
-        if not api.supports_prompts():
-            raise HttpError(
-                501,
-                "prompts are not supported by the loaded segmenter (no prompt= argument)",
-                "prompt",
-            )
-        try:
-            req.prompts = parse(prompt)
-        except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
-            message = str(exc)
-            if not message.startswith("prompt"):
-                message = f"prompt: {message}"
-            raise HttpError(400, message, "prompt") from None
+        req.prompts = parse_prompt_field(prompt)
         req.prompt_json = prompt
     return req
 
@@ -453,7 +436,7 @@ def _get_latest(h: _Handler, _body: bytes) -> None:
 
 
 def _post_trigger(h: _Handler, body: bytes) -> None:
-    req = parse_trigger_body(body, h.api)
+    req = parse_trigger_body(body)
     if not h.busy.acquire(blocking=False):
         raise HttpError(
             503,

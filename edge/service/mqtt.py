@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge.service.config import ConfigError, MqttConfig, check_config_file
-from edge.service.metrics import Metrics
+from edge.service.telemetry import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -4,27 +4,26 @@
 :class:`~edge.service.runner.Service` by an embedding program (or a test fake) needs only
 :class:`SegmentsFrames`; the service then skips what the others enable: the bundle facts in
 ``result.json`` and the warm-up size (:class:`HasBundle`), kept frames for ``POST /prompt``
-(:class:`DetectsAndSelects`) and prompts at all (a ``prompt`` argument of ``segment``).
+(:class:`DetectsAndSelects`).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from edge.bundle import BundleManifest
+    from edge.postprocess import Detections
     from edge.prompts import Prompt
-    from edge.segmenter import Detections
     from edge.types import Masks
 
 
 class SegmentsFrames(Protocol):
-    """The minimum: everything mode on one BGR frame."""
+    """The minimum: one BGR frame, everything mode or prompted."""
 
     def segment(
         self,
@@ -32,6 +31,7 @@ class SegmentsFrames(Protocol):
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
+        prompt: Prompt | Sequence[Prompt] | None = None,
     ) -> Masks:
         """Masks of one frame (``edge.segmenter.Segmenter.segment``)."""
         ...
@@ -71,13 +71,4 @@ def bundle_of(segmenter: object) -> BundleManifest | None:
     return segmenter.manifest if isinstance(segmenter, HasBundle) else None
 
 
-def accepts_prompts(segmenter: SegmentsFrames) -> bool:
-    """Whether ``segment`` takes a ``prompt`` argument (older or embedded segmenters may not)."""
-    try:
-        params: Any = inspect.signature(segmenter.segment).parameters
-    except (TypeError, ValueError):
-        return False
-    return "prompt" in params
-
-
-__all__ = ["DetectsAndSelects", "HasBundle", "SegmentsFrames", "accepts_prompts", "bundle_of"]
+__all__ = ["DetectsAndSelects", "HasBundle", "SegmentsFrames", "bundle_of"]

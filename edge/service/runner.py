@@ -43,6 +43,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import InputError
 from edge.paths import describe_path_kind
+from edge.result_schema import bundle_facts
 from edge.service.clock import Clock
 from edge.service.config import (
     DEMO,
@@ -53,14 +54,11 @@ from edge.service.config import (
 )
 from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, without_pixels
-from edge.service.metrics import Metrics
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.notify import Notifier, WatchdogPinger
 from edge.service.protocols import (
     DetectsAndSelects,
-    HasBundle,
     SegmentsFrames,
-    accepts_prompts,
     bundle_of,
 )
 from edge.service.sink import ResultSink
@@ -74,6 +72,7 @@ from edge.service.sources import (
     make_source,
     padding_waste,
 )
+from edge.service.telemetry import Metrics
 from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
 from edge.service.web import Sessions, page_routes
 
@@ -201,19 +200,6 @@ class Summary:
         )
 
 
-def bundle_facts(seg: SegmentsFrames) -> dict[str, Any]:
-    """``{"name", "sha256", "precision"}`` of a loaded segmenter (for the result JSON); only
-    the class name for a segmenter not loaded from a bundle."""
-    if not isinstance(seg, HasBundle):
-        return {"name": type(seg).__name__}
-    name = seg.manifest.detector_file(seg.precision)
-    return {
-        "name": seg.manifest.name,
-        "sha256": seg.manifest.files[name].sha256,
-        "precision": seg.precision,
-    }
-
-
 def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
     from edge.segmenter import Segmenter
@@ -323,7 +309,6 @@ class Service:
         )
         self._next_status = 0.0
         self._frame_hw: tuple[int, int] | None = None
-        self._supports_prompts = False
         self._bundle: dict[str, Any] = {}
         self.ready = threading.Event()
         self.summary = Summary()
@@ -351,7 +336,6 @@ class Service:
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
         self._bundle = bundle_facts(self.segmenter)
-        self._supports_prompts = accepts_prompts(self.segmenter)
         if cfg.model.warmup:
             self._warmup()
         try:
@@ -922,7 +906,7 @@ class Service:
         result = self._filter(result)
         from edge.encode import mask_contours
         from edge.marks import overlay_with_prompts
-        from edge.report import result_to_dict
+        from edge.result_schema import result_to_dict
 
         save = req is None or req.save
         encodings = save or (req is not None and req.masks) or self.on_result is not None
@@ -1068,9 +1052,6 @@ class Service:
     # the HTTP API (edge.service.http.ServiceAPI)
     # --------------------------------------------------------------------------------------
 
-    def supports_prompts(self) -> bool:
-        return self._supports_prompts
-
     def submit(self, request: TriggerRequest) -> None:
         if self.stop_event.is_set():
             raise HttpError(503, "stopping: the service is shutting down")
@@ -1142,9 +1123,7 @@ class Service:
                 "bytes": self.prompt_cache.nbytes,
                 "limit_bytes": self.prompt_cache.max_bytes,
             },
-            "text_prompts": bool(extra.get("clip"))
-            and self._supports_prompts
-            and not text_missing,
+            "text_prompts": bool(extra.get("clip")) and not text_missing,
             "bundle": self._bundle,
             "busy": self._busy_since is not None,
             "stalled_s": self._worker_stalled(now),
@@ -1170,7 +1149,7 @@ class Service:
     def latest(self) -> dict[str, Any] | None:
         with self._latest_lock:
             if self._latest is not None and self._latest_unencoded is not None:
-                from edge.report import add_encodings
+                from edge.result_schema import add_encodings
 
                 add_encodings(
                     self._latest, self._latest_unencoded, self.cfg.processing.polygon_epsilon

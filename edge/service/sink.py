@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from edge.io import atomic_write_bytes, atomic_write_image
 from edge.service.config import OutputConfig
-from edge.service.metrics import Metrics
+from edge.service.telemetry import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 

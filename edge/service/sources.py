@@ -7,7 +7,7 @@ Every source delivers (H, W, 3) uint8 **BGR** frames:
 * :class:`OpenCVSource`: USB/V4L2 cameras through ``cv2.VideoCapture`` (not the Pi CSI camera,
   which OpenCV cannot read on the libcamera stack).
 * :class:`ReplaySource`: a folder of images or a video file (offline runs, tests).
-* :class:`DemoSource`: seeded synthetic scenes (:mod:`edge.scenes`).
+* :class:`DemoSource`: seeded synthetic scenes (:mod:`edge.demo.scenes`).
 
 :class:`ResilientSource` wraps any of them: a failed open or read (camera unplugged, busy,
 timed out) closes the source and reopens it later with exponential backoff, so the service
@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from edge.errors import InputError
 from edge.io import MAX_IMAGE_PIXELS, read_image
 from edge.paths import describe_path_kind
+from edge.preprocess import normalize_image
 from edge.service.clock import Clock
 from edge.service.config import ConfigError, ServiceConfig, SourceConfig
 
@@ -94,18 +95,15 @@ class FrameSource(Protocol):
         """Release the device; safe to call twice."""
 
 
-def _as_bgr(image: NDArray[Any], what: str) -> NDArray[np.uint8]:
-    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+def _as_bgr(image: NDArray[Any] | None, what: str) -> NDArray[np.uint8]:
+    """A camera or video frame as (H, W, 3) uint8 BGR: :func:`edge.preprocess.normalize_image`
+    (the segmenter's own check, a no-op on its result), its errors as :class:`SourceError`."""
+    if image is None or (isinstance(image, np.ndarray) and image.size == 0):
         raise SourceError(f"{what}: empty frame")
-    if image.dtype != np.uint8:
-        raise SourceError(f"{what}: frame dtype {image.dtype}, expected uint8")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3])
-    if image.ndim == 3 and image.shape[2] == 3:
-        return np.ascontiguousarray(image)
-    raise SourceError(f"{what}: frame shape {image.shape}, expected (H, W, 3)")
+    try:
+        return normalize_image(image, f"{what}: frame")
+    except InputError as exc:
+        raise SourceError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -253,7 +251,7 @@ class DemoSource:
         self._pos = 0
 
     def read(self) -> Frame | None:
-        from edge.scenes import generate_scene
+        from edge.demo.scenes import generate_scene
 
         if self._pos >= self.count:
             if not self.loop:

@@ -45,7 +45,8 @@ from edge.service.http import (
     TriggerRequest,
     await_request,
     load_json_body,
-    load_prompt_parser,
+    load_json_object,
+    parse_prompt_field,
 )
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
 from edge.service.protocols import DetectsAndSelects
@@ -250,16 +251,9 @@ def parse_prompt_body(raw: bytes) -> tuple[int | str, TriggerRequest]:
         false, ``masks`` default true).
 
     Raises:
-        HttpError: 400 naming the field; 501 without prompt support.
+        HttpError: 400 naming the field.
     """
-    body = load_json_body(raw) if raw.strip() else {}
-    if not isinstance(body, dict):
-        raise HttpError(400, f"body: expected a JSON object, got {type(body).__name__}", "body")
-    for key in body:
-        if key not in PROMPT_FIELDS:
-            raise HttpError(
-                400, f"{key}: unknown field; allowed: {', '.join(PROMPT_FIELDS)}", str(key)
-            )
+    body = load_json_object(raw, PROMPT_FIELDS)
     frame_id = body.get("frame_id", "latest")
     if frame_id != "latest" and (
         isinstance(frame_id, bool) or not isinstance(frame_id, int) or frame_id < 0
@@ -275,14 +269,7 @@ def parse_prompt_body(raw: bytes) -> tuple[int | str, TriggerRequest]:
         flags[key] = value
     if body.get("prompt") in (None, [], {}):
         raise HttpError(400, "prompt: missing (a point, box or text prompt, or a list)", "prompt")
-    parse = load_prompt_parser()
-    try:
-        prompts = parse(body["prompt"])
-    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
-        message = str(exc)
-        if not message.startswith("prompt"):
-            message = f"prompt: {message}"
-        raise HttpError(400, message, "prompt") from None
+    prompts = parse_prompt_field(body["prompt"])
     req = TriggerRequest(
         prompt_json=body["prompt"], prompts=prompts, save=flags["save"], masks=flags["masks"]
     )

@@ -1,4 +1,4 @@
-"""Tests for the result JSON schema (edge.report)."""
+"""Tests for the result JSON schema (edge.result_schema)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from edge.report import RESULT_SCHEMA_VERSION, add_encodings, result_to_dict
+from edge.result_schema import (
+    RESULT_SCHEMA_VERSION,
+    add_encodings,
+    bundle_facts,
+    result_to_dict,
+)
 from edge.types import MaskCrop, Masks
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -56,3 +61,28 @@ def test_add_encodings_completes_a_summary_doc():
         assert a == b
     with pytest.raises(ValueError, match="1 given"):
         add_encodings(result_to_dict(result, encodings=False), result[:1])
+
+
+def test_bundle_facts_of_a_bundle_segmenter_and_of_another_one(demo_bundle):
+    from types import SimpleNamespace
+
+    from edge.bundle import read_manifest
+
+    m = read_manifest(demo_bundle)
+    for precision in m.precisions:
+        seg = SimpleNamespace(manifest=m, precision=precision)
+        facts = bundle_facts(seg)
+        assert facts == {
+            "name": m.name,
+            "sha256": m.files[m.detector_file(precision)].sha256,
+            "precision": precision,
+        }
+
+    class Embedded:
+        def segment(self, image):  # noqa: ANN001, ANN201
+            return image
+
+    assert bundle_facts(Embedded()) == {"name": "Embedded"}
+    assert bundle_facts(SimpleNamespace(manifest={"name": "x"}, precision="fp32")) == {
+        "name": "SimpleNamespace"
+    }

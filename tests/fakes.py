@@ -1,7 +1,7 @@
-"""Fakes for testing the service without a camera, a broker or systemd.
+"""Fakes for testing the service without a camera, a broker or systemd (test suite only).
 
-Used by the test suite and ``scripts/soak.py``; handy for integration tests of code that
-embeds :class:`~edge.service.runner.Service`.
+A segmenter, frame sources, an MQTT client, a systemd notify socket and a result reader that
+stand in for the real ones in :class:`~edge.service.runner.Service`.
 """
 
 from __future__ import annotations

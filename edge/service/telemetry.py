@@ -1,4 +1,5 @@
-"""Service metrics in the Prometheus text exposition format (hand-rolled, no dependency)."""
+"""Service telemetry: Prometheus metrics in the text exposition format (hand-rolled, no
+dependency), served at ``GET /metrics``."""
 
 from __future__ import annotations
 
