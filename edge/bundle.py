@@ -339,6 +339,8 @@ class ClipSection:
         quantization: The int8 recipe (``None`` without int8 encoders).
         verify: ONNX vs torch agreement of each tower and precision.
         exporter: Versions of the exporting tools.
+        dense: The dense image encoder of a conv tower (``files`` per precision, ``stride``,
+            ``long_side``, ``verify``; the text prefilter's map), ``None`` for ViTs.
         other: Any further keys, verbatim, after the ones above.
     """
 
@@ -357,6 +359,7 @@ class ClipSection:
     quantization: dict[str, Any] | None = None
     verify: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
+    dense: dict[str, Any] | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     _KEYS = (
@@ -375,6 +378,7 @@ class ClipSection:
         "quantization",
         "verify",
         "exporter",
+        "dense",
     )
 
     @classmethod
@@ -406,6 +410,7 @@ class ClipSection:
             quantization=None if quant is None else _object(quant, "clip.quantization"),
             verify=_object(d.get("verify", {}), "clip.verify"),
             exporter=_object(d.get("exporter", {}), "clip.exporter"),
+            dense=None if d.get("dense") is None else _object(d["dense"], "clip.dense"),
             other={k: v for k, v in d.items() if k not in cls._KEYS},
         )
 
@@ -413,6 +418,8 @@ class ClipSection:
         """The JSON section: the exporter's keys in its order, then :attr:`other`."""
         out = {k: getattr(self, k) for k in self._KEYS}
         out["precisions"] = list(self.precisions)
+        if self.dense is None:  # ViT towers: the key is absent, as before it existed
+            del out["dense"]
         out.update(self.other)
         return out
 

@@ -523,12 +523,22 @@ def test_quant_section_malformed(section, field):
         ({"precisions": []}, "clip.precisions"),
         ({"embed_dim": -1}, "clip.embed_dim"),
         ({"image": None}, "clip.image"),
+        ({"dense": [1]}, "clip.dense"),
     ],
 )
 def test_clip_section_malformed(demo_bundle, change, field):
     raw = json.loads((demo_bundle / "bundle.json").read_text(encoding="utf-8"))["clip"]
     with pytest.raises(BundleError, match=f"malformed: {field}:"):
         ClipSection.from_json({**raw, **change})
+
+
+def test_clip_section_dense_round_trip(demo_bundle):
+    raw = json.loads((demo_bundle / "bundle.json").read_text(encoding="utf-8"))["clip"]
+    assert "dense" not in ClipSection.from_json(raw).to_json()  # a ViT: no key, as before
+    dense = {"files": {"fp32": "clip-dense.fp32.onnx"}, "stride": 32, "long_side": 320}
+    section = ClipSection.from_json({**raw, "dense": dense})
+    assert section.dense == dense and section.to_json()["dense"] == dense
+    assert "dense" not in section.other
 
 
 def test_manifest_without_sections():
