@@ -59,6 +59,9 @@ class Segmenter:
             ranked by one CLIP pass over the frame, the ``text_shortlist`` best encoded) or
             ``"score"`` (``text_top_k``).
         text_shortlist: Crops encoded per text prompt with the dense prefilter.
+        text_dense_side: Longer side of the dense prefilter's input (``None``: the bundle's
+            ``clip.dense.long_side``, 320); larger ranks small objects better at a cost that
+            grows with its square.
         text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
             exported ``int8-only``); set before the first text prompt.
@@ -83,6 +86,7 @@ class Segmenter:
     text_crop: str = "reference"
     text_prefilter: str = "auto"
     text_shortlist: int = DENSE_SHORTLIST
+    text_dense_side: int | None = None
     clip_precision: str | None = None
     assembly_workers: int | None = None
     text_threshold: float | None = None
@@ -259,6 +263,7 @@ class Segmenter:
                 self.text_threshold,
                 self.text_prefilter,
                 self.text_shortlist,
+                self.text_dense_side,
             )
             tb = time.perf_counter()
             result = selection_to_masks(dets, selection)

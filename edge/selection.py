@@ -59,7 +59,13 @@ from numpy.typing import NDArray
 
 from edge.errors import BundleError, InputError
 from edge.postprocess import AxisTaps, Detections, MaskResampler
-from edge.prefilter import DENSE_SHORTLIST, TEXT_PREFILTERS, mask_embeddings, shortlist
+from edge.prefilter import (
+    DENSE_SHORTLIST,
+    TEXT_PREFILTERS,
+    candidates_only,
+    mask_embeddings,
+    shortlist,
+)
 from edge.prompts import (
     BoxPrompt,
     PointPrompt,
@@ -199,9 +205,9 @@ class CachedTextEncoder:
         """Whether the wrapped encoder has a dense image encoder (``encode_dense``)."""
         return bool(getattr(self.encoder, "has_dense", False))
 
-    def encode_dense(self, image_rgb: NDArray[np.uint8]) -> DenseMap:
+    def encode_dense(self, image_rgb: NDArray[np.uint8], long_side: int | None = None) -> DenseMap:
         """Pass-through to the wrapped encoder's dense map of a whole frame."""
-        return self.encoder.encode_dense(image_rgb)  # type: ignore[attr-defined,no-any-return]
+        return self.encoder.encode_dense(image_rgb, long_side)  # type: ignore[attr-defined,no-any-return]
 
 
 def _text_crop(
@@ -350,6 +356,7 @@ class DenseText:
     Attributes:
         encoder: The encoder it was computed with (compared by identity).
         crop: Crop style of the encoded crops.
+        dense_side: The dense input's longer side it was computed at (``None``: the bundle's).
         candidates: (C,) detection indices of the text candidates (area > 100 px).
         pooled: (C, D) float32 L2-normalised mask-pooled dense embeddings, one per candidate.
         crops: Detection index -> (D,) crop embedding, for the candidates encoded so far.
@@ -357,6 +364,7 @@ class DenseText:
 
     encoder: object
     crop: str
+    dense_side: int | None
     candidates: NDArray[np.intp]
     pooled: NDArray[np.float32]
     crops: dict[int, NDArray[np.float32]] = field(default_factory=dict)
@@ -378,6 +386,7 @@ def dense_text_matches(
     text_feats: NDArray[np.float32],
     size: int = DENSE_SHORTLIST,
     crop: str = "reference",
+    dense_side: int | None = None,
 ) -> list[TextMatch]:
     """For each text, its best mask among the ``size`` best by the frame's dense map.
 
@@ -394,18 +403,29 @@ def dense_text_matches(
         text_feats: (T, D) L2-normalised text embeddings.
         size: Crops encoded per text (:data:`edge.prefilter.DENSE_SHORTLIST`).
         crop: ``"reference"`` or ``"official"``.
+        dense_side: Longer side of the dense map's input (default: the bundle's
+            ``clip.dense.long_side``); the frame is blacked out outside every candidate first
+            (:func:`edge.prefilter.candidates_only`).
 
     Returns:
         One :class:`TextMatch` per text; ``index`` is a detection index (``-1``: no candidate).
     """
     cache = dets.cache(SelectionCache)
     state = cache.dense_text
-    if state is None or state.encoder is not encoder or state.crop != crop:
+    if (
+        state is None
+        or state.encoder is not encoder
+        or state.crop != crop
+        or state.dense_side != dense_side
+    ):
         kept = np.asarray(dets.nonempty(), dtype=np.intp)
         masks = dets.to_masks(kept)
         rows = np.flatnonzero(masks.area > TEXT_MIN_AREA)
-        dense = encoder.encode_dense(np.ascontiguousarray(image_bgr[:, :, ::-1]))
-        state = DenseText(encoder, crop, kept[rows], mask_embeddings(masks.crops, rows, dense))
+        frame = candidates_only(image_bgr, masks.crops, rows)
+        dense = encoder.encode_dense(np.ascontiguousarray(frame[:, :, ::-1]), dense_side)
+        state = DenseText(
+            encoder, crop, dense_side, kept[rows], mask_embeddings(masks.crops, rows, dense)
+        )
         cache.dense_text = state
     n = len(state.candidates)
     if n == 0:
@@ -885,6 +905,7 @@ def select(
     text_threshold: float | None = None,
     text_prefilter: str = "auto",
     text_shortlist: int = DENSE_SHORTLIST,
+    text_dense_side: int | None = None,
 ) -> Selection:
     """Apply validated prompts to lazily assembled detections.
 
@@ -902,6 +923,7 @@ def select(
             (:func:`dense_text_matches`), ``"score"`` the ``text_top_k`` best by score,
             ``"auto"`` dense where the encoder has a dense map.
         text_shortlist: Crops encoded per text with the dense prefilter.
+        text_dense_side: The dense map's input size (longer side; ``None``: the bundle's).
 
     Returns:
         The selection (first selecting prompt per candidate, merged masks, text scores, and a
@@ -952,7 +974,7 @@ def select(
         if _use_dense(encoder, text_prefilter):
             assert isinstance(encoder, CachedTextEncoder)
             matches = dense_text_matches(
-                dets, image_bgr, encoder, text_feats, text_shortlist, text_crop
+                dets, image_bgr, encoder, text_feats, text_shortlist, text_crop, text_dense_side
             )
         else:
             matches = _score_text_matches(

@@ -43,7 +43,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
-from edge.prefilter import mask_embeddings  # noqa: E402
+from edge.prefilter import candidates_only, mask_embeddings  # noqa: E402
 from edge.prompts import TextPrompt  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
 from edge.selection import TEXT_MIN_AREA, embed_text_candidates  # noqa: E402
@@ -51,20 +51,42 @@ from edge.selection import TEXT_MIN_AREA, embed_text_candidates  # noqa: E402
 SEEDS = EVAL_SEED_START + 850_000  # the held-out seeds of scripts/text_topk.py
 
 
+def _gt_labels(result: Any, cand: np.ndarray, scene: Any) -> list[str | None]:
+    """Per candidate: the caption of the ground-truth object it covers (mask IoU >= 0.5)."""
+    pairs = list(zip(scene.colors, scene.shapes, strict=True))
+    out: list[str | None] = []
+    for i in cand:
+        m = result.crops[int(i)].dense(*result.image_hw)
+        inter = (scene.masks & m).sum((1, 2))
+        iou = inter / np.maximum((scene.masks | m).sum((1, 2)), 1)
+        k = int(np.argmax(iou))
+        out.append(f"a {pairs[k][0]} {pairs[k][1]}" if iou[k] >= 0.5 else None)
+    return out
+
+
 def agreement(
-    bundle: Path, scenes: int, busy: bool, ks: list[int], ms: list[int], threads: int
+    bundle: Path,
+    scenes: int,
+    busy: bool,
+    ks: list[int],
+    ms: list[int],
+    sides: list[int],
+    threads: int,
 ) -> dict[str, Any]:
-    """Per prefilter, the fraction of texts whose choice equals the all-masks choice."""
+    """Per prefilter, how often its choice is the all-masks choice (``exact``) or a mask of an
+    object with the same caption (``same_object``: a busy scene often has two red circles)."""
     from tqdm import tqdm
 
     seg = Segmenter.load(bundle, precision="fp32", threads=threads)
     enc = seg.text_encoder()
     clip = enc.encoder
     dense = bool(getattr(clip, "has_dense", False))
-    names = [f"score@{k}" for k in ks] + ([f"dense@{m}" for m in ms] if dense else [])
+    names = [f"score@{k}" for k in ks]
+    if dense:
+        names += [f"dense{side}@{m}" for side in sides for m in ms]
+    exact = dict.fromkeys(names, 0)
     same = dict.fromkeys(names, 0)
-    crops = dict.fromkeys(names, 0)
-    total = frames = masks = 0
+    total = frames = masks = ref_right = 0
     for s in tqdm(range(scenes), desc=f"{bundle.name} {'busy' if busy else 'demo'}"):
         kw = {"min_objects": 12, "max_objects": 20} if busy else {}
         sc = generate_scene(SEEDS + s + (100_000 if busy else 0), 320, 320, **kw)
@@ -76,30 +98,31 @@ def agreement(
             continue
         frames += 1
         masks += len(cand)
+        labels = _gt_labels(result, cand, sc)
         tf = enc.encode_text(texts)
         sims = tf @ emb.features.T  # (T, C) crop similarities
         ref = np.argmax(sims, axis=1)
         total += len(texts)
-        area = result.area[cand]
-        rank = np.argsort(
-            -(result.confidence[cand].astype(np.float64) * np.sqrt(area)), kind="stable"
-        )
-        for k in ks:
-            keep = np.sort(rank[:k])
-            pick = keep[np.argmax(sims[:, keep], axis=1)]
-            same[f"score@{k}"] += int((pick == ref).sum())
-            crops[f"score@{k}"] += len(keep)
+        ref_right += sum(labels[r] == t for r, t in zip(ref, texts, strict=True))
+        prior = result.confidence[cand].astype(np.float64) * np.sqrt(result.area[cand])
+        orders = {f"score@{k}": np.argsort(-prior, kind="stable")[None, :k] for k in ks}
         if dense:
-            dm = clip.encode_dense(np.ascontiguousarray(sc.image[:, :, ::-1]))
-            ds = tf @ mask_embeddings(result.crops, cand, dm).T  # (T, C)
-            order = np.argsort(-ds, axis=1, kind="stable")
-            for m in ms:
-                short = order[:, :m]  # per text
-                pick = short[
-                    np.arange(len(texts)), np.argmax(np.take_along_axis(sims, short, 1), 1)
-                ]
-                same[f"dense@{m}"] += int((pick == ref).sum())
-                crops[f"dense@{m}"] += min(m, len(cand))  # per text (a service prompt)
+            frame = candidates_only(sc.image, result.crops, cand)
+            for side in sides:
+                dm = clip.encode_dense(np.ascontiguousarray(frame[:, :, ::-1]), side)
+                ds = tf @ mask_embeddings(result.crops, cand, dm).T  # (T, C)
+                order = np.argsort(-ds, axis=1, kind="stable")
+                orders.update({f"dense{side}@{m}": order[:, :m] for m in ms})
+        for name in names:
+            short = np.broadcast_to(orders[name], (len(texts), orders[name].shape[1]))
+            best = np.argmax(np.take_along_axis(sims, short, 1), axis=1)
+            pick = short[np.arange(len(texts)), best]
+            exact[name] += int((pick == ref).sum())
+            same[name] += sum(
+                p == r or (labels[p] is not None and labels[p] == labels[r])
+                for p, r in zip(pick, ref, strict=True)
+            )
+    n = max(total, 1)
     return {
         "bundle": str(bundle),
         "clip": clip.model,
@@ -107,13 +130,20 @@ def agreement(
         "busy": busy,
         "texts": total,
         "masks_per_frame": round(masks / max(frames, 1), 1),
-        "agreement": {n: round(same[n] / max(total, 1), 4) for n in names},
-        "crops_per_frame": {n: round(crops[n] / max(frames, 1), 1) for n in names},
+        "all_masks_choice_right_object": round(ref_right / n, 4),
+        "agreement": {k: round(exact[k] / n, 4) for k in names},
+        "same_object": {k: round(same[k] / n, 4) for k in names},
     }
 
 
 def timing(
-    bundles: list[Path], ks: list[int], ms: list[int], reps: int, threads: int, masks: int
+    bundles: list[Path],
+    ks: list[int],
+    ms: list[int],
+    sides: list[int],
+    reps: int,
+    threads: int,
+    masks: int,
 ) -> list[dict[str, Any]]:
     """Everything vs text per prefilter and bundle, interleaved, median ms over ``reps``.
 
@@ -134,7 +164,15 @@ def timing(
         modes.update({f"score@{k}": {"text_prefilter": "score", "text_top_k": k} for k in ks})
         if seg.text_encoder().has_dense:
             modes.update(
-                {f"dense@{m}": {"text_prefilter": "dense", "text_shortlist": m} for m in ms}
+                {
+                    f"dense{side}@{m}": {
+                        "text_prefilter": "dense",
+                        "text_shortlist": m,
+                        "text_dense_side": side,
+                    }
+                    for side in sides
+                    for m in ms
+                }
             )
         n = len(seg.segment(image, conf=conf))
         segs.append((seg, conf, modes, {name: [] for name in modes}))
@@ -173,6 +211,15 @@ def print_tables(report: dict[str, Any]) -> None:
             )
             kind = "busy" if r["busy"] else "demo"
             print(f"| {r['clip']} | {kind} | {r['texts']} | {r['masks_per_frame']} | {cells} |")
+        print(
+            "\nsame object (the pick is the all-masks choice or shows an object with its caption)"
+        )
+        for r in rows:
+            cells = " | ".join(
+                f"{r['same_object'][n]:.3f}" if n in r["same_object"] else "-" for n in names
+            )
+            kind = "busy" if r["busy"] else "demo"
+            print(f"| {r['clip']} | {kind} | {r['texts']} | {r['masks_per_frame']} | {cells} |")
     for r in report.get("timing", []):
         print(f"\n{r['clip']} ({r['masks']} masks, {r['threads']} threads, median of {r['reps']})")
         print("| mode | ms | x everything |\n|---|---:|---:|")
@@ -187,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=60)
     ap.add_argument("--ks", default="2,4,8,16,32")
     ap.add_argument("--ms", default="1,2,3,4,6,8")
+    ap.add_argument("--sides", default="320,480,640", help="dense input sizes (longer side)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--masks", type=int, default=100, help="timing scene: about this many masks")
     ap.add_argument("--threads", type=int, default=2)
@@ -194,14 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ks = [int(v) for v in args.ks.split(",")]
     ms = [int(v) for v in args.ms.split(",")]
+    sides = [int(v) for v in args.sides.split(",")]
     report: dict[str, Any] = {"agreement": [], "min_area": TEXT_MIN_AREA}
     for bundle in args.agreement:
         for busy in (False, True):
-            row = agreement(bundle, args.scenes, busy, ks, ms, args.threads)
+            row = agreement(bundle, args.scenes, busy, ks, ms, sides, args.threads)
             report["agreement"].append(row)
             print(json.dumps(row))
     if args.timing:
-        report["timing"] = timing(args.timing, ks, ms, args.reps, args.threads, args.masks)
+        report["timing"] = timing(args.timing, ks, ms, sides, args.reps, args.threads, args.masks)
         for row in report["timing"]:
             print(json.dumps(row))
     print_tables(report)

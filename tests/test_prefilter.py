@@ -9,7 +9,7 @@ import pytest
 
 from edge.clip import DenseMap
 from edge.errors import BundleError, InputError
-from edge.prefilter import cell_counts, mask_embeddings, shortlist
+from edge.prefilter import candidates_only, cell_counts, mask_embeddings, shortlist
 from edge.prompts import TextPrompt
 from edge.selection import CachedTextEncoder, dense_text_matches, select
 from edge.types import MaskCrop
@@ -139,6 +139,7 @@ class _Encoder:
         self.has_dense = dense
         self.crops_encoded = 0
         self.dense_calls = 0
+        self.sides: list[int | None] = []
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         table = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1)}
@@ -153,8 +154,9 @@ class _Encoder:
         ).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    def encode_dense(self, image_rgb: np.ndarray) -> DenseMap:
+    def encode_dense(self, image_rgb: np.ndarray, long_side: int | None = None) -> DenseMap:
         self.dense_calls += 1
+        self.sides.append(long_side)
         h, w = image_rgb.shape[:2]
         g = image_rgb.reshape(h // 16, 16, w // 16, 16, 3).mean((1, 3)).astype(np.float32)
         return DenseMap(g, 1.0, 16)
@@ -239,3 +241,19 @@ def test_demo_bundle_vit_has_no_dense_map():
     from edge.demo import demo_bundle
 
     assert "dense" not in read_manifest(demo_bundle()).extra["clip"]
+
+
+def test_candidates_only_blacks_out_everything_else():
+    rng = np.random.default_rng(3)
+    img = rng.integers(1, 256, (20, 30, 3), dtype=np.uint8)
+    a = np.zeros((4, 5), dtype=bool)
+    a[1:, 2:] = True
+    crops = [MaskCrop(a, 2, 3), MaskCrop(np.ones((2, 2), dtype=bool), 20, 10),
+             MaskCrop(np.ones((5, 5), dtype=bool), 10, 10)]  # fmt: skip
+    out = candidates_only(img, crops, np.array([0, 1]))  # the third is no candidate
+    keep = np.zeros((20, 30), dtype=bool)
+    keep[4:7, 4:7] = True
+    keep[10:12, 20:22] = True
+    np.testing.assert_array_equal(out[keep], img[keep])
+    assert not out[~keep].any() and out.dtype == np.uint8
+    assert img.all()  # the input is untouched
