@@ -192,6 +192,10 @@ def segment_rss(
         for key, extra in (
             ("everything_mib", []),
             ("text_int8_mib", ["--text", text, "--clip-precision", "int8"]),
+            (  # conv towers: the default above is the dense prefilter, this the score one
+                "text_int8_score_mib",
+                ["--text", text, "--clip-precision", "int8", "--text-prefilter", "score"],
+            ),
             ("text_fp32_mib", ["--text", text, "--clip-precision", "fp32"]),
         ):
             mib, rc = _peak_rss_mib(base + extra)
