@@ -15,8 +15,9 @@ Example::
     picked = seg.segment(image, prompt=[click, box])
 
 Where each stage lives, lowest layer first (a module imports only its own layer and those
-below; ``tests/test_layering.py`` checks it). ``Segmenter.segment`` walks
-``segmenter -> preprocess -> postprocess -> selection`` and enters each once:
+below; ``tests/test_layering.py`` checks it). ``Segmenter.segment`` walks ``segmenter ->
+preprocess -> prompts -> clip (text prompts) -> the detector -> postprocess -> selection`` and
+enters each once:
 
 * vocabulary: :mod:`edge.errors`, :mod:`edge.types` (``Masks``, ``MaskCrop``),
   :mod:`edge.paths`, :mod:`edge.onnx_bytes`;

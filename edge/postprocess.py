@@ -588,23 +588,3 @@ def prepare_detections(
         resampler=resampler,
         source_hw=source_hw,
     )
-
-
-def postprocess_outputs(
-    output0: NDArray[np.float32],
-    protos: NDArray[np.float32],
-    input_hw: tuple[int, int],
-    source_hw: tuple[int, int],
-    conf: float,
-    iou: float,
-    max_det: int,
-) -> Masks:
-    """Turn raw detector outputs into masks at source resolution (everything mode).
-
-    Arguments as :func:`prepare_detections`.
-
-    Returns:
-        Masks (possibly empty) in score-descending order; detections whose mask is empty are
-        dropped, as in the reference.
-    """
-    return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()

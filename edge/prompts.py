@@ -355,6 +355,22 @@ def as_prompt_list(prompt: Any) -> list[Prompt]:
     return out
 
 
+def check_prompts(prompt: Any, image_hw: tuple[int, int]) -> list[Prompt]:
+    """The prompts of one frame, as a list, each validated against the frame size.
+
+    Args:
+        prompt: ``None``, one prompt or a sequence of prompts (:func:`as_prompt_list`).
+        image_hw: (height, width) of the frame.
+
+    Raises:
+        InputError: Not prompts, or a prompt that does not fit the frame (naming the field).
+    """
+    prompts = as_prompt_list(prompt)
+    for p in prompts:
+        validate_prompt(p, image_hw)
+    return prompts
+
+
 def describe(p: Prompt) -> str:
     """A short human name of a prompt for messages (``point (3, 4) negative``, ``box [..]``)."""
     if isinstance(p, PointPrompt):

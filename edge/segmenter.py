@@ -19,8 +19,8 @@ from edge.clip import ClipEncoder
 from edge.errors import BundleError, InputError
 from edge.postprocess import Detections, prepare_detections
 from edge.prefilter import DENSE_SHORTLIST
-from edge.preprocess import letterbox, normalize_image
-from edge.prompts import Prompt, TextPrompt, as_prompt_list, validate_prompt
+from edge.preprocess import LetterboxInfo, letterbox, normalize_image
+from edge.prompts import Prompt, TextPrompt, check_prompts
 from edge.selection import TEXT_TOP_K, CachedTextEncoder, select, selection_to_masks
 from edge.session import create_session, default_threads
 from edge.types import Masks
@@ -189,13 +189,32 @@ class Segmenter:
         Raises:
             InputError: Bad image or threshold.
         """
-        conf_t, iou_t, max_det = self._thresholds(conf, iou, max_det)
+        thresholds = self._thresholds(conf, iou, max_det)
         t0 = time.perf_counter()
+        image, tensor, info = self._preprocess(image)
+        return self._detect(image, tensor, info, thresholds, (time.perf_counter() - t0) * 1e3)
+
+    def _preprocess(
+        self, image: NDArray[np.uint8]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.float32], LetterboxInfo]:
+        """The checked BGR image, its letterboxed input tensor and the letterbox geometry."""
         image = normalize_image(image)
         spec = self.manifest.input
         tensor, info = letterbox(image, spec.imgsz, spec.stride, auto=spec.dynamic)
+        return image, tensor, info
+
+    def _detect(
+        self,
+        image: NDArray[np.uint8],
+        tensor: NDArray[np.float32],
+        info: LetterboxInfo,
+        thresholds: tuple[float, float, int],
+        preprocess_ms: float,
+    ) -> Detections:
+        """Inference and post-processing stage (a) on a preprocessed frame."""
+        conf_t, iou_t, max_det = thresholds
         t1 = time.perf_counter()
-        output0, protos = self.session.run(None, {spec.name: tensor})
+        output0, protos = self.session.run(None, {self.manifest.input.name: tensor})
         t2 = time.perf_counter()
         dets = prepare_detections(
             output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
@@ -207,7 +226,7 @@ class Segmenter:
             "input_hw": info.input_hw,
         }
         dets.timings = {
-            "preprocess": (t1 - t0) * 1e3,
+            "preprocess": preprocess_ms,
             "infer": (t2 - t1) * 1e3,
             "postprocess": (time.perf_counter() - t2) * 1e3,
         }
@@ -235,9 +254,7 @@ class Segmenter:
                 image for a text prompt.
             BundleError: A text prompt on a bundle without CLIP.
         """
-        prompts = as_prompt_list(prompt)
-        for p in prompts:
-            validate_prompt(p, detections.source_hw)
+        prompts = check_prompts(prompt, detections.source_hw)
         has_text = any(isinstance(p, TextPrompt) for p in prompts)
         if has_text and detections.image is None:
             raise InputError("text: these detections carry no image (use Segmenter.detect)")
@@ -324,16 +341,15 @@ class Segmenter:
             InputError: Bad image, threshold or prompt (checked before inference).
             BundleError: A text prompt on a bundle without CLIP.
         """
-        self._thresholds(conf, iou, max_det)
+        thresholds = self._thresholds(conf, iou, max_det)
         t0 = time.perf_counter()
-        image = normalize_image(image)
-        prompts = as_prompt_list(prompt)
-        for p in prompts:
-            validate_prompt(p, image.shape[:2])
+        # each stage entered once: preprocess, prompts (checked against the frame, before
+        # inference), CLIP for text, the detector and post-processing, then selection
+        image, tensor, info = self._preprocess(image)
+        prompts = check_prompts(prompt, info.source_hw)
         encoder, load_clip_ms = self._timed_encoder(prompts)
-        checks_ms = (time.perf_counter() - t0) * 1e3 - load_clip_ms
-        dets = self.detect(image, conf, iou, max_det)
-        dets.timings["preprocess"] += checks_ms
+        preprocess_ms = (time.perf_counter() - t0) * 1e3 - load_clip_ms
+        dets = self._detect(image, tensor, info, thresholds, preprocess_ms)
         return self._select(dets, prompts, encoder, load_clip_ms)
 
     def _timed_encoder(self, prompts: list[Prompt]) -> tuple[CachedTextEncoder | None, float]:

@@ -508,6 +508,11 @@ def text_matches(
     return emb.best_matches(text_feats, float(getattr(encoder, "logit_scale", 100.0)))
 
 
+# --------------------------------------------------------------------------------------------
+# Points and boxes
+# --------------------------------------------------------------------------------------------
+
+
 class MergedMask(NamedTuple):
     """The one mask an ``official`` point prompt paints (:func:`merge_points`).
 
@@ -836,6 +841,11 @@ def _best_box_match(dets: Detections, box: NDArray[np.int64]) -> int | None:
         if dets.area(i) > 0:
             return i
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# All prompts of a frame
+# --------------------------------------------------------------------------------------------
 
 
 def _box_overlaps(dets: Detections, i: int, box: NDArray[np.int64]) -> bool:

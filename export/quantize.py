@@ -342,7 +342,7 @@ def _agreement(
     import time
 
     from edge.demo.metrics import mask_agreement, recall_at_iou
-    from edge.postprocess import postprocess_outputs
+    from edge.postprocess import prepare_detections
     from edge.session import create_session
 
     sessions = {"fp32": create_session(fp32_path, threads=threads)}
@@ -363,9 +363,9 @@ def _agreement(
             t0 = time.perf_counter()
             out0, protos = sessions[prec].run(None, {name: tensor})
             times[prec].append(time.perf_counter() - t0)
-            results[prec] = postprocess_outputs(
+            results[prec] = prepare_detections(
                 out0, protos, info.input_hw, info.source_hw, conf, iou, max_det
-            )
+            ).to_masks()
         for label in labels:
             agree = mask_agreement(results["fp32"].crops, results[label].crops)
             a2b[label].append(agree["a_to_b"])

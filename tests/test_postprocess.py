@@ -8,6 +8,7 @@ ultralytics 8.4.190 chain (``non_max_suppression``, ``scale_boxes``, ``process_m
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext as DoesNotRaise
 
 import cv2
@@ -16,14 +17,16 @@ import pytest
 
 from edge.postprocess import (
     MAX_NMS,
+    Detections,
     MaskResampler,
+    _resampler,
     apply_full_box,
     assemble_mask,
     box_iou_matrix,
     box_roi,
     decode_predictions,
     nms,
-    postprocess_outputs,
+    prepare_detections,
     scale_boxes_to_source,
 )
 from edge.preprocess import letterbox_geometry
@@ -562,8 +565,20 @@ def test_assemble_mask_sign():
 
 
 # --------------------------------------------------------------------------------------------
-# postprocess_outputs (segmenter glue, no model)
+# prepare_detections(...).to_masks(): everything mode from raw outputs (no model)
 # --------------------------------------------------------------------------------------------
+
+
+def _everything(
+    output0: np.ndarray,
+    protos: np.ndarray,
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+    conf: float,
+    iou: float,
+    max_det: int,
+) -> Masks:
+    return prepare_detections(output0, protos, input_hw, source_hw, conf, iou, max_det).to_masks()
 
 
 @pytest.mark.parametrize(
@@ -574,13 +589,13 @@ def test_assemble_mask_sign():
         pytest.param((37, 91), [0.9, 0.8], -1.0, id="all-masks-empty"),
     ],
 )
-def test_postprocess_outputs_zero_detections(source_hw, scores, coeff_sign):
+def test_everything_from_raw_outputs_zero_detections(source_hw, scores, coeff_sign):
     info = letterbox_geometry(source_hw, (128, 128), 32, True)
     ih, iw = info.input_hw
     output0 = _make_output0([(ih / 2, iw / 2, 30, 30, s, 0.0) for s in scores])
     output0[0, 5:, :] = coeff_sign
     protos = np.ones((1, 32, ih // 4, iw // 4), np.float32)
-    result = postprocess_outputs(output0, protos, info.input_hw, source_hw, 0.4, 0.9, 300)
+    result = _everything(output0, protos, info.input_hw, source_hw, 0.4, 0.9, 300)
     assert isinstance(result, Masks)
     assert len(result) == 0
     assert result.image_hw == source_hw
@@ -589,7 +604,7 @@ def test_postprocess_outputs_zero_detections(source_hw, scores, coeff_sign):
     assert result.mask.shape == (0, *source_hw)
 
 
-def test_postprocess_outputs_matches_reference_chain():
+def test_everything_from_raw_outputs_matches_reference_chain():
     source_hw, imgsz = (533, 800), (256, 256)
     info = letterbox_geometry(source_hw, imgsz, 32, True)
     ih, iw = info.input_hw
@@ -605,7 +620,7 @@ def test_postprocess_outputs_matches_reference_chain():
     output0[0, 5:] = rng.normal(size=(32, n))
     protos = rng.normal(size=(1, 32, ih // 4, iw // 4)).astype(np.float32)
     conf, iou, max_det = 0.4, 0.5, 12
-    result = postprocess_outputs(output0, protos, info.input_hw, source_hw, conf, iou, max_det)
+    result = _everything(output0, protos, info.input_hw, source_hw, conf, iou, max_det)
 
     # Reference chain.
     keep = np.flatnonzero(scores > np.float32(conf))
@@ -633,12 +648,132 @@ def test_postprocess_outputs_matches_reference_chain():
     ("max_det", "expectation"),
     [(0, DoesNotRaise()), (1, DoesNotRaise())],
 )
-def test_postprocess_outputs_max_det(max_det, expectation):
+def test_everything_from_raw_outputs_max_det(max_det, expectation):
     info = letterbox_geometry((45, 60), (128, 128), 32, False)
     ih, iw = info.input_hw
     output0 = _make_output0([(40, 40, 30, 30, 0.9, 0.0), (90, 90, 30, 30, 0.8, 0.0)])
     output0[0, 5:, :] = 1.0
     protos = np.ones((1, 32, ih // 4, iw // 4), np.float32)
     with expectation:
-        result = postprocess_outputs(output0, protos, info.input_hw, (45, 60), 0.4, 0.9, max_det)
+        result = _everything(output0, protos, info.input_hw, (45, 60), 0.4, 0.9, max_det)
         assert len(result) == max_det
+
+
+# --------------------------------------------------------------------------------------------
+# Detections: masks assembled on demand (stage (a))
+# --------------------------------------------------------------------------------------------
+
+
+def _detections(n: int, source_hw: tuple[int, int], seed: int = 0) -> Detections:
+    rng = np.random.default_rng(seed)
+    h, w = source_hw
+    x0 = rng.uniform(-20, w, n)
+    y0 = rng.uniform(-20, h, n)
+    xyxy = np.stack(
+        [x0, y0, x0 + rng.uniform(0, w / 2, n), y0 + rng.uniform(0, h / 2, n)], axis=1
+    ).astype(np.float32)
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+    protos = rng.standard_normal((32, 160, 160)).astype(np.float32)
+    return Detections(
+        xyxy=xyxy,
+        confidence=np.sort(rng.random(n).astype(np.float32))[::-1],
+        coefficients=rng.standard_normal((n, 32)).astype(np.float32),
+        rois=box_roi(xyxy, source_hw),
+        protos=protos,
+        resampler=_resampler((160, 160), source_hw),
+        source_hw=source_hw,
+    )
+
+
+@pytest.mark.parametrize(("n", "workers"), [(0, 2), (3, 2), (57, 2), (120, 3), (40, 1)])
+def test_prefetch_on_pool_equals_serial(n, workers):
+    serial = _detections(n, (1080, 1920))
+    parallel = _detections(n, (1080, 1920))
+    with ThreadPoolExecutor(workers) as pool:
+        parallel.pool, parallel.workers = pool, workers
+        parallel.prefetch(range(n))
+        assert parallel.num_assembled == n
+        a, b = serial.to_masks(), parallel.to_masks()
+    assert len(a) == len(b)
+    for ca, cb in zip(a.crops, b.crops, strict=True):
+        assert (ca.x0, ca.y0) == (cb.x0, cb.y0)
+        np.testing.assert_array_equal(ca.data, cb.data)
+
+
+def test_prefetch_skips_assembled_and_duplicates():
+    dets = _detections(10, (480, 640))
+    first = dets.mask_crop(3)
+    with ThreadPoolExecutor(2) as pool:
+        dets.pool, dets.workers = pool, 2
+        dets.prefetch([3, 3, 5, 7, 9, 1, 1])
+    assert dets.num_assembled == 5
+    assert dets.mask_crop(3) is first  # cached, not assembled again
+
+
+def test_packed_crops_equal_the_dense_assembly():
+    """Every kept crop decodes to exactly what assemble_mask computes (the bool path)."""
+    dets = _detections(60, (480, 640), seed=3)
+    res = dets.to_masks()
+    assert len(res) > 20
+    dense = res.mask
+    kept = [i for i in range(len(dets)) if dets.area(i) > 0]
+    for k, i in enumerate(kept):
+        ref = assemble_mask(dets.coefficients[i], dets.protos, dets.rois[i], dets.resampler)
+        crop = res.crops[k]
+        assert (crop.x0, crop.y0) == (int(dets.rois[i, 0]), int(dets.rois[i, 1]))
+        np.testing.assert_array_equal(crop.data, ref)
+        np.testing.assert_array_equal(dets.crop(i), ref)
+        assert crop.area == int(ref.sum()) == int(dense[k].sum())
+        h, w = ref.shape
+        np.testing.assert_array_equal(dense[k, crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w], ref)
+
+
+def test_assembled_masks_stay_in_bounded_memory():
+    """Assembling many large masks holds them packed: the traced peak stays far below the bool
+    crops (each assembled mask is packed before the next one is made)."""
+    import tracemalloc
+
+    h, w = 720, 1280
+    n = 64
+    dets = _detections(n, (h, w), seed=4)
+    dets.xyxy[:] = np.array([0, 0, w, h], np.float32)  # every box the whole frame: worst case
+    dets.rois[:] = np.array([0, 0, w, h])
+    tracemalloc.start()
+    try:
+        res = dets.to_masks()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    bool_bytes = n * h * w
+    assert len(res) == n
+    assert sum(c.nbytes for c in res.crops) == n * h * (w // 8)
+    # packed 7.4 MB + one mask's float32 assembly temporaries (~4 x 3.7 MB); bool: 59 MB
+    assert peak < bool_bytes / 2, (peak, bool_bytes)
+
+
+class _Cache:
+    """A later stage's per-frame state (FrameCache)."""
+
+    def __init__(self) -> None:
+        self.released = 0
+        self.payload = np.zeros(1000, np.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.payload.nbytes)
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_detections_keep_typed_caches_of_later_stages():
+    dets = _detections(5, (120, 160))
+    base = dets.nbytes
+    cache = dets.cache(_Cache)
+    assert isinstance(cache, _Cache) and dets.cache(_Cache) is cache  # one per type and frame
+    assert dets.nbytes == base + 1000
+    dets.mask_crop(0)
+    dets.release_masks()
+    assert cache.released == 1 and dets.num_assembled == 0
+    assert dets.cache(_Cache) is cache  # released, not dropped: it decides what to keep

@@ -208,3 +208,16 @@ def test_cli_missing_prompts_file(demo_bundle: Path, scene_png, tmp_path: Path, 
     args = ["segment", str(img), "--bundle", str(demo_bundle), "--json", str(tmp_path / "r.json")]
     assert main(args + ["--prompts", str(tmp_path / "nope.json")]) == 2
     assert re.search("--prompts '.*nope.json': cannot read", capsys.readouterr().err)
+
+
+def test_check_prompts_lists_and_validates_against_the_frame() -> None:
+    from edge.prompts import check_prompts
+
+    box = BoxPrompt([0, 0, 10, 10])
+    assert check_prompts(None, HW) == [] and check_prompts([], HW) == []
+    assert check_prompts(box, HW) == [box]
+    assert check_prompts((box, TextPrompt("a cup")), HW) == [box, TextPrompt("a cup")]
+    with pytest.raises(InputError, match=r"point\[0\].*off the 320x240 frame"):
+        check_prompts([box, PointPrompt([[320, 5]], [1])], HW)
+    with pytest.raises(InputError, match="prompt: expected a Prompt"):
+        check_prompts("a cup", HW)

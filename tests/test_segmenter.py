@@ -1,63 +1,13 @@
-"""edge.segmenter: parallel mask assembly equals serial assembly."""
+"""edge.segmenter: Segmenter.detect/select/segment, assembly workers, text encoders."""
 
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from edge.demo.scenes import generate_scene
-from edge.postprocess import Detections, _resampler, box_roi
 from edge.segmenter import Segmenter
 from edge.selection import SelectionCache
-
-
-def _detections(n: int, source_hw: tuple[int, int], seed: int = 0) -> Detections:
-    rng = np.random.default_rng(seed)
-    h, w = source_hw
-    x0 = rng.uniform(-20, w, n)
-    y0 = rng.uniform(-20, h, n)
-    xyxy = np.stack(
-        [x0, y0, x0 + rng.uniform(0, w / 2, n), y0 + rng.uniform(0, h / 2, n)], axis=1
-    ).astype(np.float32)
-    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
-    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
-    protos = rng.standard_normal((32, 160, 160)).astype(np.float32)
-    return Detections(
-        xyxy=xyxy,
-        confidence=np.sort(rng.random(n).astype(np.float32))[::-1],
-        coefficients=rng.standard_normal((n, 32)).astype(np.float32),
-        rois=box_roi(xyxy, source_hw),
-        protos=protos,
-        resampler=_resampler((160, 160), source_hw),
-        source_hw=source_hw,
-    )
-
-
-@pytest.mark.parametrize(("n", "workers"), [(0, 2), (3, 2), (57, 2), (120, 3), (40, 1)])
-def test_prefetch_on_pool_equals_serial(n, workers):
-    serial = _detections(n, (1080, 1920))
-    parallel = _detections(n, (1080, 1920))
-    with ThreadPoolExecutor(workers) as pool:
-        parallel.pool, parallel.workers = pool, workers
-        parallel.prefetch(range(n))
-        assert parallel.num_assembled == n
-        a, b = serial.to_masks(), parallel.to_masks()
-    assert len(a) == len(b)
-    for ca, cb in zip(a.crops, b.crops, strict=True):
-        assert (ca.x0, ca.y0) == (cb.x0, cb.y0)
-        np.testing.assert_array_equal(ca.data, cb.data)
-
-
-def test_prefetch_skips_assembled_and_duplicates():
-    dets = _detections(10, (480, 640))
-    first = dets.mask_crop(3)
-    with ThreadPoolExecutor(2) as pool:
-        dets.pool, dets.workers = pool, 2
-        dets.prefetch([3, 3, 5, 7, 9, 1, 1])
-    assert dets.num_assembled == 5
-    assert dets.mask_crop(3) is first  # cached, not assembled again
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
@@ -250,44 +200,23 @@ def test_detections_nbytes_and_release(counted) -> None:  # noqa: ANN001
     _same(seg.select(dets), everything)
 
 
-def test_packed_crops_equal_the_dense_assembly():
-    """Every kept crop decodes to exactly what assemble_mask computes (the bool path)."""
-    from edge.postprocess import assemble_mask
+def test_segment_enters_preprocessing_once(demo_bundle, monkeypatch) -> None:  # noqa: ANN001
+    """The frame is normalised and letterboxed once per segment call, prompts or not."""
+    import edge.segmenter as segmenter_mod
+    from edge.prompts import BoxPrompt
 
-    dets = _detections(60, (480, 640), seed=3)
-    res = dets.to_masks()
-    assert len(res) > 20
-    dense = res.mask
-    kept = [i for i in range(len(dets)) if dets.area(i) > 0]
-    for k, i in enumerate(kept):
-        ref = assemble_mask(dets.coefficients[i], dets.protos, dets.rois[i], dets.resampler)
-        crop = res.crops[k]
-        assert (crop.x0, crop.y0) == (int(dets.rois[i, 0]), int(dets.rois[i, 1]))
-        np.testing.assert_array_equal(crop.data, ref)
-        np.testing.assert_array_equal(dets.crop(i), ref)
-        assert crop.area == int(ref.sum()) == int(dense[k].sum())
-        h, w = ref.shape
-        np.testing.assert_array_equal(dense[k, crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w], ref)
+    calls: list[str] = []
+    for name in ("normalize_image", "letterbox", "check_prompts", "prepare_detections"):
+        real = getattr(segmenter_mod, name)
 
+        def counted(*args, _real=real, _name=name, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls.append(_name)
+            return _real(*args, **kwargs)
 
-def test_assembled_masks_stay_in_bounded_memory():
-    """Assembling many large masks holds them packed: the traced peak stays far below the bool
-    crops (each assembled mask is packed before the next one is made)."""
-    import tracemalloc
-
-    h, w = 720, 1280
-    n = 64
-    dets = _detections(n, (h, w), seed=4)
-    dets.xyxy[:] = np.array([0, 0, w, h], np.float32)  # every box the whole frame: worst case
-    dets.rois[:] = np.array([0, 0, w, h])
-    tracemalloc.start()
-    try:
-        res = dets.to_masks()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    bool_bytes = n * h * w
-    assert len(res) == n
-    assert sum(c.nbytes for c in res.crops) == n * h * (w // 8)
-    # packed 7.4 MB + one mask's float32 assembly temporaries (~4 x 3.7 MB); bool: 59 MB
-    assert peak < bool_bytes / 2, (peak, bool_bytes)
+        monkeypatch.setattr(segmenter_mod, name, counted)
+    seg = Segmenter.load(demo_bundle, threads=1)
+    image = generate_scene(1_000_500, 320, 240).image
+    for prompt in (None, BoxPrompt([10, 10, 200, 150])):
+        calls.clear()
+        seg.segment(image, prompt=prompt)
+        assert calls == ["normalize_image", "letterbox", "check_prompts", "prepare_detections"]

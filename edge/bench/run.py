@@ -533,8 +533,6 @@ def _agreements(files: dict[str, str], where: dict[str, Any]) -> list[dict[str, 
 
 
 def _progress_bar(total: int) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
+    from tqdm import tqdm  # a base dependency
+
     return tqdm(total=total, desc="bench", unit="cfg", file=sys.stderr)

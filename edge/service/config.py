@@ -680,6 +680,19 @@ def _cross_checks(cfg: ServiceConfig) -> None:
         raise ConfigError("output.dir: must not be empty")
 
 
+def read_secret_file(key: str, path: str | Path) -> str:
+    """The stripped text of a secret file named by the configuration (a token, a password).
+
+    Raises:
+        ConfigError: Naming ``key``: not a regular file, or unreadable.
+    """
+    check_config_file(key, path)
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc.strerror}") from None
+
+
 def check_config_file(key: str, path: str | Path) -> None:
     """A file named by the configuration must be a regular file (a FIFO would block the read).
 
@@ -896,13 +909,7 @@ def resolve_token(cfg: HttpConfig) -> str:
     """
     if not cfg.token_file:
         return cfg.token
-    check_config_file("http.token_file", cfg.token_file)
-    try:
-        token = Path(cfg.token_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"http.token_file: cannot read {cfg.token_file!r}: {exc.strerror}"
-        ) from None
+    token = read_secret_file("http.token_file", cfg.token_file)
     if not token:
         raise ConfigError(f"http.token_file: {cfg.token_file!r} is empty")
     return token

@@ -437,6 +437,22 @@ def _get_latest(h: _Handler, _body: bytes) -> None:
 
 def _post_trigger(h: _Handler, body: bytes) -> None:
     req = parse_trigger_body(body)
+    acquire_busy(h)
+    try:
+        h.api.submit(req)
+        await_request(h, req)
+    finally:
+        h.busy.release()
+    h.send_json(req.status, req.response, req.headers)
+
+
+def acquire_busy(h: Any) -> None:
+    """Take the one-request-at-a-time lock without waiting (there is no queue); the caller
+    releases ``h.busy`` when its answer is sent.
+
+    Raises:
+        HttpError: 503 with ``Retry-After`` while another request is being processed.
+    """
     if not h.busy.acquire(blocking=False):
         raise HttpError(
             503,
@@ -444,12 +460,6 @@ def _post_trigger(h: _Handler, body: bytes) -> None:
             None,
             {"Retry-After": "1"},
         )
-    try:
-        h.api.submit(req)
-        await_request(h, req)
-    finally:
-        h.busy.release()
-    h.send_json(req.status, req.response, req.headers)
 
 
 def await_request(h: Any, req: Any) -> None:

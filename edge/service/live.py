@@ -18,10 +18,13 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from edge.postprocess import Detections
 
 VIEWER_TTL_S = 10.0
 """A page counts as watching for this long after its last live-frame request."""
@@ -78,7 +81,7 @@ class CachedFrame:
     timestamp: float
     frame: Any = None
     capture: Any = None
-    detections: Any = None
+    detections: Detections | None = None
     prompted: bool = False
     _jpeg: bytes | None = field(default=None, repr=False)
 
@@ -86,8 +89,8 @@ class CachedFrame:
     def nbytes(self) -> int:
         """Memory held (the detections include the image when set)."""
         dets = self.detections
-        size = getattr(dets, "nbytes", 0) if dets is not None else 0
-        if dets is None or getattr(dets, "image", None) is not self.image:
+        size = dets.nbytes if dets is not None else 0
+        if dets is None or dets.image is not self.image:
             size += self.image.nbytes
         return int(size + (len(self._jpeg) if self._jpeg else 0))
 
@@ -185,7 +188,7 @@ class PromptCache:
             if not victims:  # only the newest frame is left and it alone is over the budget
                 entry = self._items[keep]
                 dets = entry.detections
-                if dets is not None and hasattr(dets, "release_masks") and dets.num_assembled:
+                if dets is not None and dets.num_assembled:
                     dets.release_masks()
                     continue
                 self._evict(keep)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.service.config import ConfigError, MqttConfig, check_config_file
+from edge.service.config import ConfigError, MqttConfig, read_secret_file
 from edge.service.telemetry import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -232,13 +232,7 @@ class MqttPublisher:
         if c.username:
             password = None
             if c.password_file:
-                check_config_file("mqtt.password_file", c.password_file)
-                try:
-                    password = Path(c.password_file).read_text(encoding="utf-8").strip()
-                except OSError as exc:
-                    raise ConfigError(
-                        f"mqtt.password_file: cannot read {c.password_file!r}: {exc.strerror}"
-                    ) from None
+                password = read_secret_file("mqtt.password_file", c.password_file)
             client.username_pw_set(c.username, password)
         if c.tls:
             client.tls_set(ca_certs=c.ca_file or None)

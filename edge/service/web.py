@@ -43,6 +43,7 @@ from edge.service.http import (
     HttpError,
     Route,
     TriggerRequest,
+    acquire_busy,
     await_request,
     load_json_body,
     load_json_object,
@@ -300,13 +301,7 @@ def _post_prompt(h: Any, body: bytes) -> None:
             f"http.prompt_cache_frames = {cache.max_frames})",
             "frame_id",
         )
-    if not h.busy.acquire(blocking=False):
-        raise HttpError(
-            503,
-            "busy: another request is being processed; retry later",
-            None,
-            {"Retry-After": "1"},
-        )
+    acquire_busy(h)
     was_prompted, entry.prompted = entry.prompted, True  # kept while the answer is computed
     try:
         svc.submit_prompt(req, entry)
