@@ -26,11 +26,11 @@ from edge.types import MaskCrop
 if TYPE_CHECKING:
     from edge.clip import DenseMap
 
-# Crops encoded per text after the dense ranking: with a 480 px dense map, 12 keeps the
-# all-masks choice on 95 % of the texts of the demo world's busy scenes (MobileCLIP-family proxy
-# tower; 8: 89 %, 4: 74 %) at about half the time of the 32 best by score
-# (docs/benchmarks.md, "the dense prefilter").
-DENSE_SHORTLIST = 12
+# Crops encoded per text after the dense ranking: with the export's 640 px map, 10 keeps the
+# all-masks choice on 96 % of the texts of the demo world's busy scenes (MobileCLIP-family proxy
+# tower; 8: 93 %) at about half the time of the 32 best by score (docs/benchmarks.md, "the
+# dense prefilter").
+DENSE_SHORTLIST = 10
 # How text candidates are narrowed before their crops are encoded: "dense" ranks every candidate
 # by the dense map and encodes the ``DENSE_SHORTLIST`` best (bundles with ``clip.dense``),
 # "score" encodes the ``top_k`` best by ``score * sqrt(area)``, "auto" is dense where available.

@@ -60,7 +60,7 @@ class Segmenter:
             ``"score"`` (``text_top_k``).
         text_shortlist: Crops encoded per text prompt with the dense prefilter.
         text_dense_side: Longer side of the dense prefilter's input (``None``: the bundle's
-            ``clip.dense.long_side``, 480); larger ranks small objects better at a cost that
+            ``clip.dense.long_side``, 640); larger ranks small objects better at a cost that
             grows with its square.
         text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless

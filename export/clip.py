@@ -367,11 +367,12 @@ def _export_tower(module: Any, dummy: Any, path: Path, input_name: str) -> None:
         )
 
 
-# The dense input's longer side (the runtime's default; it may choose another): 15 cells of a
-# stride-32 tower, a 640x480 frame becomes 480x360 (2.6x the pixels of one 256 px crop). On the
-# demo world's busy scenes 480 keeps the all-masks choice with a 12-crop shortlist 95 % of the
-# time, 320 89 %, 640 97 % (docs/benchmarks.md, "the dense prefilter").
-DENSE_LONG_SIDE = 480
+# The dense input's longer side (the runtime's default; it may choose another): 20 cells of a
+# stride-32 tower; a 640x480 frame keeps its size (4.7x the pixels of one 256 px crop). On the
+# demo world's busy scenes, with the MobileCLIP-family proxy, 640 px and a 10-crop shortlist
+# keep the all-masks choice 96 % of the time at the cost of 480 px and 12 crops (95 %):
+# docs/benchmarks.md, "the dense prefilter".
+DENSE_LONG_SIDE = 640
 # ONNX dense vs torch dense, per location, on the check frame
 MIN_DENSE_COSINE = 0.9999
 

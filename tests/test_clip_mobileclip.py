@@ -274,7 +274,7 @@ def test_dense_encoder(small_bundle: Path, precision: str) -> None:
     from export.clip import demo_crops
 
     dense = read_manifest(small_bundle).extra["clip"]["dense"]
-    assert dense["stride"] == 32 and dense["long_side"] == 480
+    assert dense["stride"] == 32 and dense["long_side"] == 640
     assert set(dense["files"]) == {"fp32", "int8"}
     assert dense["verify"]["pool_vs_embedding_cosine_min"] >= 0.9999
     assert dense["verify"]["fp32"]["location_cosine_min"] >= 0.9999
@@ -294,10 +294,10 @@ def test_dense_encoder(small_bundle: Path, precision: str) -> None:
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     dm = enc.encode_dense(frame)
-    assert dm.grid_hw == (12, 15) and dm.scale == 0.75 and dm.stride == 32  # 480x360 -> 480x384
-    assert dm.features.shape == (12, 15, enc.embed_dim) and dm.features.dtype == np.float32
+    assert dm.grid_hw == (15, 20) and dm.scale == 1.0 and dm.stride == 32  # 640x480, whole cells
+    assert dm.features.shape == (15, 20, enc.embed_dim) and dm.features.dtype == np.float32
     assert enc.encode_dense(frame, long_side=320).grid_hw == (8, 10)  # 320x240 -> 320x256
-    assert enc.encode_dense(frame, long_side=640).grid_hw == (15, 20)
+    assert enc.encode_dense(frame, long_side=480).grid_hw == (12, 15)  # 480x360 -> 480x384
     with pytest.raises(InputError):
         enc.encode_dense(np.zeros((4, 4), np.uint8))
 
