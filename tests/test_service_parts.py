@@ -655,3 +655,39 @@ def test_source_frames_get_the_segmenters_normalisation(frame, shape, error):
     assert out.shape == shape and out.dtype == np.uint8 and out.flags.c_contiguous
     np.testing.assert_array_equal(out, normalize_image(frame))
     assert normalize_image(out) is out  # the segmenter's check copies nothing
+
+
+@pytest.mark.parametrize(
+    ("prefilter", "shortlist", "error"),
+    [
+        ("auto", 10, None),
+        ("score", 4, None),
+        ("dense", 10, "processing.text_prefilter: 'dense' needs a CLIP with a dense image"),
+    ],
+)
+def test_load_segmenter_text_prefilter(prefilter, shortlist, error):
+    """The text prefilter settings reach the segmenter; 'dense' on a ViT bundle (the demo's)
+    is a start-up error naming the key."""
+    from edge.service.config import ConfigError
+    from edge.service.runner import load_segmenter
+
+    cfg = ServiceConfig().replace(
+        **{"processing.text_prefilter": prefilter, "processing.text_shortlist": shortlist}
+    )
+    if error:
+        with pytest.raises(ConfigError, match=error):
+            load_segmenter(cfg)
+        return
+    seg = load_segmenter(cfg)
+    assert (seg.text_prefilter, seg.text_shortlist) == (prefilter, shortlist)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("processing.text_prefilter", "fast"), ("processing.text_shortlist", 0)],
+)
+def test_text_prefilter_config_is_checked(key, value):
+    from edge.service.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        ServiceConfig().replace(**{key: value})

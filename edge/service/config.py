@@ -23,6 +23,7 @@ from typing import Any
 
 from edge.errors import FastSAMEdgeError
 from edge.paths import describe_path_kind
+from edge.prefilter import DENSE_SHORTLIST, TEXT_PREFILTERS
 
 DEFAULT_CONFIG_PATH = "/etc/fastsam-edge/config.toml"
 DEFAULT_OUTPUT_DIR = "/var/lib/fastsam-edge/results"
@@ -327,6 +328,19 @@ class ProcessingConfig:
         1.0,
         "Polygon simplification in pixels for the JSON polygons (0 = exact).",
         number(0, 100),
+    )
+    text_prefilter: str = _spec(
+        "auto",
+        'Which masks CLIP encodes for a text prompt: "dense" ranks every mask by one CLIP pass '
+        "over the frame and encodes the text_shortlist best (conv towers such as MobileCLIP); "
+        '"score" the 32 best by detection score; "auto" = dense where the bundle has it.',
+        choice(*TEXT_PREFILTERS),
+    )
+    text_shortlist: int = _spec(
+        DENSE_SHORTLIST,
+        "Crops CLIP encodes per text prompt with the dense prefilter: fewer is faster and more "
+        "often picks another mask than CLIP over all masks would (docs/benchmarks.md).",
+        integer(1, 1000),
     )
 
 

@@ -212,7 +212,16 @@ def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     precision, threads, notes = bench_defaults(cfg.model)
     for note in notes:
         _LOGGER.info("%s", note)
-    return Segmenter.load(bundle, precision=precision or None, threads=threads or None)
+    seg = Segmenter.load(bundle, precision=precision or None, threads=threads or None)
+    clip = seg.manifest.clip
+    if cfg.processing.text_prefilter == "dense" and clip is not None and clip.dense is None:
+        raise ConfigError(
+            f"processing.text_prefilter: 'dense' needs a CLIP with a dense image encoder; "
+            f"{clip.model} (a ViT) has none: use 'auto' or 'score'"
+        )
+    seg.text_prefilter = cfg.processing.text_prefilter
+    seg.text_shortlist = cfg.processing.text_shortlist
+    return seg
 
 
 class Service:
