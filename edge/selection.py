@@ -447,12 +447,8 @@ def dense_text_matches(
     for t, rows in enumerate(order):
         det_ids = state.candidates[rows]
         feats = np.stack([state.crops[int(i)] for i in det_ids])
-        sims = feats @ text_feats[t]
-        logits = sims.astype(np.float64) * scale
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        j = int(np.argmax(sims))
-        out.append(TextMatch(int(det_ids[j]), float(sims[j]), float(probs[j]), len(det_ids)))
+        shortlisted = CropEmbeddings(det_ids, feats, None, crop, encoder)
+        out += shortlisted.best_matches(text_feats[t : t + 1], scale)
     return out
 
 
