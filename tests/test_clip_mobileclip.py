@@ -9,6 +9,7 @@ full-size towers are in ``scripts/bench_clip_towers.py``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,6 @@ def test_text_parity(small_bundle: Path, small_model: tuple, precision: str) -> 
 
 @pytest.mark.parametrize("value", [0, -1, 1025, 2.5, True, "8"])
 def test_bad_max_batch(small_bundle: Path, tmp_path: Path, value: Any) -> None:
-    import json
 
     bad = tmp_path / "b"
     shutil.copytree(small_bundle, bad)
@@ -339,8 +339,6 @@ def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     ],
 )
 def test_bad_dense_section(small_bundle: Path, tmp_path: Path, edit: Any, match: str) -> None:
-    import json
-
     bad = tmp_path / "b"
     shutil.copytree(small_bundle, bad)
     m = json.loads((bad / "bundle.json").read_text())
@@ -348,3 +346,11 @@ def test_bad_dense_section(small_bundle: Path, tmp_path: Path, edit: Any, match:
     (bad / "bundle.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match=match):
         ClipEncoder.load(bad, read_manifest(bad))
+
+
+def test_info_names_the_prefilter(small_bundle: Path, capsys: pytest.CaptureFixture) -> None:
+    from edge.cli import main
+
+    assert main(["info", "--bundle", str(small_bundle), "--json", "-"]) in (0, 1)
+    text = json.loads(capsys.readouterr().out)["text_prompts"]
+    assert text["dense_prefilter"] is True and "prefilter: dense" in text["summary"]
