@@ -120,7 +120,7 @@ def shortlist(
         (M,) sorted unique mask indices, M <= min(N, T * size); ties keep the lower index.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"shortlist: expected a positive integer, got {size!r}")
+        raise InputError(f"text_shortlist: expected a positive integer, got {size!r}")
     if scores.shape[1] == 0:
         return np.zeros(0, dtype=np.intp)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :size]

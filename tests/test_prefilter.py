@@ -94,7 +94,7 @@ def test_shortlist(scores, size, want):
 
 @pytest.mark.parametrize("size", [0, -1, 1.5, True, "3"])
 def test_shortlist_rejects_bad_size(size):
-    with pytest.raises(InputError, match="shortlist"):
+    with pytest.raises(InputError, match="text_shortlist: expected a positive integer"):
         shortlist(np.zeros((1, 3), dtype=np.float32), np.arange(3), size)
 
 
