@@ -307,6 +307,8 @@ def test_bench_cli_on_demo_bundle(tmp_path: Path) -> None:
     expected = {(p, t, "everything") for p in ("fp32", "int8") for t in (1, 2)}
     assert configs == expected | {(p, 2, m) for p in ("fp32", "int8") for m in modes}
     assert any("text mode skipped" in n for n in report["notes"]) is not text
+    # the demo bundle's CLIP is a ViT: its text mode goes through the score prefilter
+    assert [b["text_prefilter"] for b in report["bundles"]] == ["score"]
 
     for row in report["rows"]:
         assert row["masks"] == 5 and row["peak_rss_mb"] > 10

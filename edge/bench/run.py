@@ -422,6 +422,10 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                 "dynamic": m.input.dynamic,
                 "precisions": m.precisions,
                 "source": m.source,
+                # what the text mode's prompt goes through (Segmenter's default, "auto")
+                "text_prefilter": None
+                if m.clip is None
+                else ("dense" if m.clip.dense is not None else "score"),
             }
             for b, m in manifests.items()
         ],
