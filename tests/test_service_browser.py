@@ -433,7 +433,8 @@ def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -
         "the triggered result",
     )
     assert state(driver, "latest.frame_id") == int(message.split()[1].rstrip(":"))
-    assert state(driver, "latest.trigger") == "http"
+    # the demo's interval trigger may fire for the same frame: the service merges them
+    assert "http" in state(driver, "latest.trigger").split("+")
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True},
