@@ -119,9 +119,13 @@ def shortlist(
     Returns:
         (M,) sorted unique mask indices, M <= min(N, T * size); ties keep the lower index.
     """
+    rows = shortlist_rows(scores, size)
+    return np.unique(np.asarray(candidates, dtype=np.intp)[rows.reshape(-1)])
+
+
+def shortlist_rows(scores: NDArray[np.float32], size: int) -> NDArray[np.intp]:
+    """(T, min(N, size)) candidate positions of each text's shortlist, best first (ties: lower
+    position); :func:`shortlist` is their union as mask indices."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise InputError(f"text_shortlist: expected a positive integer, got {size!r}")
-    if scores.shape[1] == 0:
-        return np.zeros(0, dtype=np.intp)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :size]
-    return np.unique(np.asarray(candidates, dtype=np.intp)[order.reshape(-1)])
+    return np.argsort(-scores, axis=1, kind="stable")[:, :size].astype(np.intp, copy=False)

@@ -64,7 +64,7 @@ from edge.prefilter import (
     TEXT_PREFILTERS,
     candidates_only,
     mask_embeddings,
-    shortlist,
+    shortlist_rows,
 )
 from edge.prompts import (
     BoxPrompt,
@@ -430,7 +430,9 @@ def dense_text_matches(
     n = len(state.candidates)
     if n == 0:
         return [TextMatch(-1, float("nan"), float("nan"), 0) for _ in text_feats]
-    picks = shortlist(text_feats @ state.pooled.T, state.candidates, size)
+    # one ranking per call: each text's rows, and their union is what gets encoded
+    order = shortlist_rows(text_feats @ state.pooled.T, size)
+    picks = np.unique(state.candidates[order.reshape(-1)])
     todo = [int(i) for i in picks if int(i) not in state.crops]
     if todo:
         masks = dets.to_masks(todo)
@@ -442,7 +444,6 @@ def dense_text_matches(
             for r, f in enumerate(np.asarray(feats, dtype=np.float32)):
                 state.crops[todo[j + r]] = f
     scale = float(encoder.logit_scale)
-    order = np.argsort(-(text_feats @ state.pooled.T), axis=1, kind="stable")[:, :size]
     out = []
     for t, rows in enumerate(order):
         det_ids = state.candidates[rows]
