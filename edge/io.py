@@ -420,6 +420,58 @@ def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Pat
     return path
 
 
+class PendingFile:
+    """An output for writers that need a file name (``cv2.VideoWriter``), committed at the end.
+
+    :attr:`path` is a temp file next to :func:`resolve_output`'s target (or, for a device or
+    FIFO, the target itself); :meth:`commit` renames it over the target, :meth:`discard`
+    removes it. Errors name the user's path.
+
+    Args:
+        path: The output path as the user gave it.
+        suffix: The temp file's ending (writers pick the container by extension, e.g. ``.mp4``).
+    """
+
+    def __init__(self, path: str | Path, suffix: str = ".tmp") -> None:
+        self.user_path = Path(path)
+        self.target, in_place = resolve_output(self.user_path)
+        self.path = self.target
+        self._pending = not in_place
+        if in_place:
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.target.name}.", suffix=suffix, dir=self.target.parent
+            )
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        except OSError as exc:
+            raise _named(exc, self.user_path) from None
+        self.path = Path(tmp)
+
+    def commit(self) -> None:
+        """Move the written temp file onto the target (once; a no-op in place)."""
+        if not self._pending:
+            return
+        self._pending = False
+        try:
+            with open(self.path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            self.discard()
+            raise _named(exc, self.user_path) from None
+
+    def discard(self) -> None:
+        """Remove the temp file (the target stays as it was)."""
+        self._pending = False
+        if self.path != self.target:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write bytes to ``path`` via a temp file in the same directory, fsync and rename.
 
