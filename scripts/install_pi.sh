@@ -165,7 +165,7 @@ opencv-python-headless<4.12"
 fi
 CONSTRAINT_TEXT+="
 # the versions tested in the pi env (scripts/constraints-pi.txt)
-$(grep -E '^(onnxruntime|opencv-python-headless)==' "$PI_CONSTRAINTS")"
+$(grep -E '^(onnxruntime|opencv-python-headless|ftfy|regex)==' "$PI_CONSTRAINTS")"
 echo "+ write $CONSTRAINTS:"
 printf '%s\n' "$CONSTRAINT_TEXT" | sed 's/^/    /'
 

@@ -38,7 +38,6 @@ from edge.service.config import ConfigError, ServiceConfig, SourceConfig
 _LOGGER = logging.getLogger(__name__)
 
 
-
 class SourceError(OSError):
     """A source failed to open or to deliver a frame (it will be reopened)."""
 
