@@ -238,6 +238,22 @@ def _refuse_text_prompts(request: TriggerRequest, problem: str) -> None:
         raise HttpError(400, f"prompt: {problem}", "prompt")
 
 
+def summary_answer(doc: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP answer for ``"masks": false``: the compact event message, with ``files``
+    relative to ``result_dir`` as in the full result and ``/latest``, and the prompt notes.
+
+    Args:
+        doc: The full result document (``files``/``result_dir`` when written).
+        message: :func:`edge.service.mqtt.compact_message` of it (MQTT's absolute paths).
+    """
+    out = dict(message)
+    if "files" in doc:
+        out["files"], out["result_dir"] = dict(doc["files"]), doc["result_dir"]
+    if "prompt_notes" in doc:
+        out["prompt_notes"] = list(doc["prompt_notes"])
+    return out
+
+
 def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
     from edge.segmenter import Segmenter
@@ -1020,7 +1036,7 @@ class Service:
         if self.on_result is not None:
             self.on_result(doc)
         if req is not None:
-            req.finish(200, doc if req.masks else message)
+            req.finish(200, doc if req.masks else summary_answer(doc, message))
         _LOGGER.debug(
             "frame %d (%s): %d masks in %.0f ms%s",
             job.frame_id,
