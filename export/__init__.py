@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from export.common import ExportError
+
 __all__ = ["ExportError", "export_bundle", "parse_imgsz"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("export_bundle", "parse_imgsz"):
         from export import fastsam
 
         return getattr(fastsam, name)
