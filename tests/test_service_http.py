@@ -916,3 +916,19 @@ def test_new_routes_get_the_protections_and_streams_do_not_count(tmp_path):
         for s in held:
             s.close()
         server.close()
+
+
+def test_summary_answer_has_relative_files_and_the_prompt_notes(live):
+    """``"masks": false``: files as in the full result (relative to result_dir), notes kept."""
+    # the same pixel as positive and negative point: every mask with one has the other
+    prompt = {"type": "point", "data": [[5, 5], [5, 5]], "label": [1, 0]}
+    status, doc, _ = _request(
+        live, "POST", "/trigger", json.dumps({"masks": False, "prompt": prompt})
+    )
+    assert status == 200, doc
+    assert doc["num_masks"] == 0 and doc["prompt_notes"], doc
+    assert doc["files"]["json"] == "result.json" and not Path(doc["files"]["json"]).is_absolute()
+    result_dir = Path(doc["result_dir"])
+    assert all((result_dir / name).is_file() for name in doc["files"].values())
+    written = json.loads((result_dir / "result.json").read_text())
+    assert written["prompt_notes"] == doc["prompt_notes"]

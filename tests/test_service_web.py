@@ -537,3 +537,38 @@ def test_page_on_a_lan_address_with_a_token(tmp_path: Path) -> None:
     finally:
         lan.request_stop("test")
         thread.join(WAIT)
+
+
+# --------------------------------------------------------------------------------------------
+# text prompts without the tokenizer packages; a client's bad request is not a service error
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/trigger", "/prompt"])
+def test_text_prompt_without_the_tokenizer_is_a_400_naming_prompt_before_segmenting(
+    svc: Service, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    import edge.tokenizer
+
+    monkeypatch.setattr(edge.tokenizer, "missing_text_deps", lambda: ["ftfy", "regex"])
+    body: dict = {"prompt": {"type": "text", "data": "a red circle"}}
+    if path == "/prompt":
+        body["frame_id"] = _unprompted_live(svc)
+    errors, detects = svc.metrics.get("fastsam_errors_total"), svc.segmenter.detects
+    status, out, _ = _req(svc, "POST", path, body)
+    assert status == 400 and out["field"] == "prompt", out
+    assert "ftfy, regex" in out["error"] and "pip install ftfy regex" in out["error"]
+    assert svc.segmenter.detects == detects  # refused before any segmentation
+    assert svc.metrics.get("fastsam_errors_total") == errors
+    status, state, _ = _req(svc, "GET", "/state")
+    assert state["text_prompts"] is False and "ftfy" in state["text_prompts_why"]
+    monkeypatch.undo()
+    status, state, _ = _req(svc, "GET", "/state")
+    assert state["text_prompts"] is True and state["text_prompts_why"] == ""
+
+
+def test_a_bad_prompt_is_answered_400_and_not_counted_as_an_error(svc: Service) -> None:
+    errors = svc.metrics.get("fastsam_errors_total")
+    status, out, _ = _req(svc, "POST", "/trigger", {"prompt": {"type": "point", "data": [9e3, 1]}})
+    assert status == 400 and out["field"] == "prompt", out
+    assert svc.metrics.get("fastsam_errors_total") == errors

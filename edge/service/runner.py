@@ -108,6 +108,44 @@ class Summary:
         )
 
 
+def text_prompt_problem(manifest: Any) -> str:
+    """Why text prompts cannot work with this bundle here ("" when they can).
+
+    Args:
+        manifest: The loaded bundle's :class:`edge.bundle.BundleManifest` (``None``: unknown,
+            e.g. a test double without one).
+
+    Returns:
+        The reason, for the page (next to the disabled text box), the HTTP answer (``field``
+        ``prompt``) and the one warning ``serve`` logs at start.
+    """
+    from edge.bundle import NO_CLIP_HINT
+    from edge.tokenizer import missing_text_deps
+
+    if manifest is None or not manifest.has_text:
+        return NO_CLIP_HINT
+    missing = missing_text_deps()
+    if missing:
+        return (
+            f"text prompts need the package(s) {', '.join(missing)}, which are not installed "
+            "where the service runs: pip install ftfy regex in its venv (both are dependencies "
+            "of fastsam-edge; sudo scripts/install_pi.sh on a Pi)"
+        )
+    return ""
+
+
+def _refuse_text_prompts(request: TriggerRequest, problem: str) -> None:
+    """A request with a text prompt that cannot work here: 400 before any segmentation.
+
+    Raises:
+        HttpError: 400, ``field`` = ``prompt`` (the client's request, not a service error).
+    """
+    from edge.prompts import TextPrompt
+
+    if problem and any(isinstance(p, TextPrompt) for p in request.prompts or ()):
+        raise HttpError(400, f"prompt: {problem}", "prompt")
+
+
 def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
     from edge.segmenter import Segmenter
@@ -532,6 +570,7 @@ class Service:
     def submit(self, request: TriggerRequest) -> None:
         if self.stop_event.is_set():
             raise HttpError(503, "stopping: the service is shutting down")
+        _refuse_text_prompts(request, text_prompt_problem(bundle_of(self.segmenter)))
         if not self.source.is_open and self.source.failures:
             raise HttpError(
                 503, f"source unavailable: {self.source.last_error}", None, {"Retry-After": "5"}
@@ -543,6 +582,7 @@ class Service:
         """Queue ``POST /prompt`` on a kept frame for the worker, ahead of triggered frames."""
         if self.stop_event.is_set():
             raise HttpError(503, "stopping: the service is shutting down")
+        _refuse_text_prompts(request, text_prompt_problem(bundle_of(self.segmenter)))
         job = Job(
             frame_id=entry.frame_id,
             image=entry.image,
@@ -565,14 +605,11 @@ class Service:
     def page_facts(self) -> dict[str, Any]:
         """What the page polls (``GET /state``): live frame, last result, kept frames."""
         from edge.service.web import frame_facts
-        from edge.tokenizer import missing_text_deps
-
-        text_missing = missing_text_deps()
 
         now = self.clock.now()
         entry, read_at = self.live.latest()
         latest = self.latest()
-        manifest = bundle_of(self.segmenter)
+        text_problem = text_prompt_problem(bundle_of(self.segmenter))
         return {
             "live": frame_facts(entry, read_at, now),
             "live_reads": bool(self.source.live),
@@ -600,7 +637,8 @@ class Service:
                 "bytes": self.prompt_cache.nbytes,
                 "limit_bytes": self.prompt_cache.max_bytes,
             },
-            "text_prompts": manifest is not None and manifest.has_text and not text_missing,
+            "text_prompts": not text_problem,
+            "text_prompts_why": text_problem,
             "bundle": self._bundle,
             "busy": self.worker.busy_since is not None,
             "stalled_s": self._worker_stalled(now),

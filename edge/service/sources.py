@@ -29,15 +29,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import InputError
-from edge.io import MAX_IMAGE_PIXELS, read_image
+from edge.io import IMAGE_EXTS, MAX_IMAGE_PIXELS, read_image
 from edge.paths import describe_path_kind
 from edge.preprocess import normalize_image
 from edge.service.clock import Clock
 from edge.service.config import ConfigError, ServiceConfig, SourceConfig
 
 _LOGGER = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class SourceError(OSError):
@@ -114,6 +112,9 @@ def _as_bgr(image: NDArray[Any] | None, what: str) -> NDArray[np.uint8]:
 class ReplaySource:
     """Images of a folder (sorted by name) or the frames of a video file.
 
+    Image files are those of :data:`edge.io.IMAGE_EXTS`, the table ``segment`` lists folders
+    with.
+
     A file that cannot be read (corrupt, unsupported, above ``max_pixels``, not a regular file)
     is skipped, logged and counted (:attr:`skipped`, ``on_skip``), and the next file is read; a
     non-looping replay ends after its last file. A looping replay in which a whole pass yields
@@ -145,15 +146,13 @@ class ReplaySource:
         self.close()
         self._pos = 0
         if self.path.is_dir():
-            self._files = sorted(
-                p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self._files:
                 raise SourceError(
-                    f"replay: {str(self.path)!r} has no images ({', '.join(IMAGE_SUFFIXES)})"
+                    f"replay: {str(self.path)!r} has no images ({', '.join(sorted(IMAGE_EXTS))})"
                 )
         elif self.path.is_file():
-            if self.path.suffix.lower() in IMAGE_SUFFIXES:
+            if self.path.suffix.lower() in IMAGE_EXTS:
                 self._files = [self.path]
             else:
                 self._open_video()

@@ -31,7 +31,9 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "fastsam_errors_total": (
         "counter",
-        "Errors, by kind (source, segment, output, write, mqtt, http).",
+        "Errors, by kind: source (open/read failed), input (an unreadable replay file, "
+        "skipped), segment, output, write (result files), mqtt. A client's bad request is not "
+        "one: it is answered 4xx and counted in fastsam_http_requests_total.",
     ),
     "fastsam_results_total": ("counter", "Frames segmented."),
     "fastsam_results_written_total": ("counter", "Result directories written to disk."),

@@ -23,6 +23,7 @@ const state = {
   boxes: [],           // [[x1, y1, x2, y2]]
   texts: [],           // ["a red circle"]
   selection: null,     // last POST /prompt answer
+  drawLog: [],         // [{image, masks}]: frame ids of the image and of the masks drawn on it
   lastRequest: null,   // last POST /prompt body
   message: "",
   errors: 0,
@@ -132,7 +133,10 @@ async function pollLive() {
         const blob = await res.blob();
         const url = URL.createObjectURL(blob);
         await new Promise((resolve) => {
-          img.onload = resolve;
+          img.onload = () => {
+            img.dataset.frameId = String(frameId); // the id of the pixels now in <img>
+            resolve();
+          };
           img.onerror = resolve;
           img.src = url;
         });
@@ -154,7 +158,10 @@ async function pollState() {
     try {
       const s = await api("/state");
       state.server = s;
-      $("text-form").hidden = !s.text_prompts;
+      // without text support the box stays, disabled, with the reason beside it
+      $("text").disabled = $("text-form").querySelector("button").disabled = !s.text_prompts;
+      $("text-why").hidden = !!s.text_prompts;
+      $("text-why").textContent = s.text_prompts ? "" : `Text prompts unavailable: ${s.text_prompts_why}`;
       const latest = s.latest;
       const have = state.latest;
       if (latest && (!have || have.frame_id !== latest.frame_id || have.timestamp !== latest.timestamp)) {
@@ -215,7 +222,8 @@ function updateCaption() {
     const age = l.timestamp ? Math.max(0, (Date.now() - Date.parse(l.timestamp)) / 1000) : null;
     const lat = state.server && state.server.latest ? state.server.latest.latency_ms : null;
     const behind = state.live ? state.live.frameId - l.frame_id : 0;
-    parts.push(`masks of frame ${l.frame_id}` + (behind > 0 ? ` (${behind} frame(s) older)` : "") +
+    parts.push(`masks of frame ${l.frame_id}` +
+      (behind > 0 ? ` (${behind} frame(s) older: shown over their own frame only)` : "") +
       `: ${l.num_masks} mask(s)` +
       (lat !== null && lat !== undefined ? `, latency ${Math.round(lat)} ms` : "") +
       (age !== null ? `, ${age.toFixed(1)} s ago` : ""));
@@ -291,11 +299,13 @@ function draw() {
       ctx.stroke();
     }
   } else if (state.latest && state.latest.masks && state.latest.image &&
-             state.latest.image.width === w && state.latest.image.height === h) {
-    // masks of an older frame: fainter (the scene may have moved since)
-    const same = state.live && state.live.frameId === state.latest.frame_id;
-    tracePolygons(state.latest.masks, (m) => withAlpha(color(m), same ? 0.3 : 0.12),
-      (m) => withAlpha(color(m), same ? 1 : 0.5));
+             state.latest.image.width === w && state.latest.image.height === h &&
+             Number(img.dataset.frameId) === state.latest.frame_id) {
+    // masks only over the frame they were computed on: over any other frame (even the next
+    // one) they would outline objects that have moved; the caption says whose masks they are
+    tracePolygons(state.latest.masks, (m) => withAlpha(color(m), 0.3), color);
+    state.drawLog.push({ image: Number(img.dataset.frameId), masks: state.latest.frame_id });
+    if (state.drawLog.length > 200) state.drawLog.shift();
   }
   if (drag && drag.moved) {
     ctx.setLineDash([6, 4]);
