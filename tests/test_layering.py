@@ -72,7 +72,7 @@ DEPRECATED_ALIASES = {
 """Moved modules: old name -> new name (the old one warns, for one release)."""
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("vocabulary", ("edge.errors", "edge.types", "edge.paths", "edge.onnx_bytes")),
+    ("vocabulary", ("edge.errors", "edge.types", "edge.paths", "edge.onnx_bytes", "edge.lru")),
     (
         "files and formats",
         ("edge.encode", "edge.io", "edge.bundle", "edge.session", "edge.tokenizer", "edge.cpu"),
