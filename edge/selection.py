@@ -169,7 +169,10 @@ class CachedTextEncoder:
     """
 
     def __init__(
-        self, encoder: TextEncoder, maxsize: int = TEXT_CACHE_SIZE, max_bytes: int = TEXT_CACHE_BYTES
+        self,
+        encoder: TextEncoder,
+        maxsize: int = TEXT_CACHE_SIZE,
+        max_bytes: int = TEXT_CACHE_BYTES,
     ) -> None:
         self.encoder = encoder
         self.maxsize = maxsize

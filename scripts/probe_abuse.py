@@ -147,7 +147,11 @@ def start_service(tmp: str, *sets: str) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def request(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -258,7 +262,7 @@ def cmd_mqtt(args: argparse.Namespace) -> dict[str, Any]:
         try:
             time.sleep(1.0)
             proc, _ = start_service(
-                tmp, "mqtt.enabled=true", f"mqtt.port={bport}", "mqtt.host=\"127.0.0.1\""
+                tmp, "mqtt.enabled=true", f"mqtt.port={bport}", 'mqtt.host="127.0.0.1"'
             )
             try:
                 time.sleep(3.0)  # connected and subscribed

@@ -24,10 +24,11 @@ from edge.service.web import (
     parse_prompt_body,
     recent_results,
     session_id,
+    session_ids,
 )
 
 WAIT = 60.0
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123"
 W, H = 320, 240
 SEED = 1_000_500
 
@@ -194,6 +195,22 @@ def test_prompt_body_defaults() -> None:
 )
 def test_session_cookie_parsing(headers: list[str], sid: str | None) -> None:
     assert session_id(headers) == sid
+
+
+def test_any_valid_session_cookie_among_several_is_accepted() -> None:
+    sessions = Sessions(TOKEN)
+    sid = sessions.login(TOKEN)
+    assert sid is not None
+    stale = "x" * len(sid)  # e.g. left by an earlier run of the service on another port
+    assert session_ids([f"{COOKIE}={stale}; other=1; {COOKIE}={sid}"]) == [stale, sid]
+    for headers in (
+        [f"{COOKIE}={stale}; {COOKIE}={sid}"],
+        [f"{COOKIE}={stale}", f"{COOKIE}={sid}"],
+    ):
+        assert sessions.valid(headers)
+    assert not sessions.valid([f"{COOKIE}={stale}; {COOKIE}=y"])
+    sessions.logout([f"{COOKIE}={stale}; {COOKIE}={sid}"])
+    assert not sessions.valid([f"{COOKIE}={sid}"])
 
 
 def test_sessions_login_check_logout() -> None:
@@ -536,4 +553,45 @@ def test_page_on_a_lan_address_with_a_token(tmp_path: Path) -> None:
         assert get("/state", "attacker.example", {"Cookie": cookie})[0] == 421
     finally:
         lan.request_stop("test")
+        thread.join(WAIT)
+
+
+def test_wrong_logins_share_the_throttle_and_never_sleep(tmp_path, monkeypatch) -> None:
+    from fakes import FakeSegmenter
+
+    import edge.service.web as web
+    from edge.service.http import AUTH_FREE_FAILURES
+
+    def no_sleep(_s: float) -> None:
+        raise AssertionError("a handler slept in its connection slot")
+
+    monkeypatch.setattr(web.time, "sleep", no_sleep)
+    cfg = demo_config(
+        tmp_path / "out",
+        **{
+            "source.width": W,
+            "source.height": H,
+            "trigger.interval.enabled": False,
+            "http.enabled": True,
+            "http.port": 0,
+            "http.token": TOKEN,
+            "model.warmup": False,
+        },
+    )
+    one = Service(cfg, segmenter=FakeSegmenter())
+    thread = threading.Thread(target=one.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        assert one.ready.wait(WAIT)
+        statuses = [
+            _req(one, "POST", "/login", {"token": f"guess-{i}"}, auth=False)[0] for i in range(8)
+        ]
+        assert statuses == [401] * AUTH_FREE_FAILURES + [429] * (8 - AUTH_FREE_FAILURES)
+        # the same throttle guards the bearer token, and the right token waits too
+        assert _req(one, "GET", "/state")[0] == 429
+        status, body, headers = _req(one, "POST", "/login", {"token": TOKEN}, auth=False)
+        assert status == 429 and body["field"] == "authorization" and "retry-after" in headers
+        assert _req(one, "GET", "/healthz", auth=False)[0] == 200
+    finally:
+        one.request_stop("test")
         thread.join(WAIT)

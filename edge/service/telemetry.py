@@ -73,6 +73,18 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_prompt_cache_frames": ("gauge", "Frames kept for POST /prompt."),
     "fastsam_prompt_cache_bytes": ("gauge", "Memory held by the frames kept for POST /prompt."),
     "fastsam_prompt_cache_limit_bytes": ("gauge", "http.prompt_cache_mb in bytes."),
+    "fastsam_cache_entries": (
+        "gauge",
+        "Entries of the caches clients fill, by cache (bpe: the tokenizer's words, "
+        "text_embeddings, thumbnails, auth_clients: addresses with wrong credentials, viewers: "
+        "pages' kept frames).",
+    ),
+    "fastsam_cache_bytes": ("gauge", "Memory held by those caches, by cache."),
+    "fastsam_cache_limit_bytes": ("gauge", "The memory bound of each of those caches."),
+    "fastsam_cache_evictions_total": (
+        "counter",
+        "Entries those caches evicted (or refused: larger than the bound), by cache.",
+    ),
 }
 
 
@@ -137,6 +149,12 @@ class Metrics:
         with self._lock:
             series = self._values.setdefault(name, {})
             series[key] = series.get(key, 0.0) + value
+
+    def set_total(self, name: str, value: float, **labels: str) -> None:
+        """Set a counter to a total counted elsewhere (e.g. a cache's evictions)."""
+        self._check(name, "counter")
+        with self._lock:
+            self._values.setdefault(name, {})[tuple(sorted(labels.items()))] = float(value)
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge."""

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from edge.lru import BoundedLRU
 from edge.service.http import (
     HttpError,
     Route,
@@ -64,8 +65,6 @@ STATIC_FILES = {
 COOKIE = "fastsam_session"
 SESSION_TTL_S = 7 * 86400.0
 MAX_SESSIONS = 64
-LOGIN_FAIL_DELAY_S = 0.5
-"""Pause after a wrong token: slows guessing (the token is the only secret)."""
 RECENT_RESULTS = 20
 THUMB_WIDTH = 160
 PROMPT_FIELDS = ("frame_id", "prompt", "save", "masks")
@@ -129,35 +128,51 @@ class Sessions:
         return sid
 
     def valid(self, cookie_headers: list[str]) -> bool:
-        """Whether the request's ``Cookie`` headers carry a live session."""
-        sid = session_id(cookie_headers)
-        if not sid:
+        """Whether the request's ``Cookie`` headers carry a live session (any of the session
+        cookies sent: a stale one from another path or port may come first)."""
+        sids = session_ids(cookie_headers)
+        if not sids:
             return False
         with self._lock:
-            # compare every id: constant time in the guessed value
-            match = [k for k in self._ids if hmac.compare_digest(k.encode(), sid.encode())]
-            if not match:
-                return False
-            if self._ids[match[0]] < time.monotonic():
-                del self._ids[match[0]]
-                return False
-            return True
+            now = time.monotonic()
+            for sid in sids:
+                # compare every id: constant time in the guessed value
+                match = [k for k in self._ids if hmac.compare_digest(k.encode(), sid.encode())]
+                if not match:
+                    continue
+                if self._ids[match[0]] < now:
+                    del self._ids[match[0]]
+                    continue
+                return True
+            return False
 
     def logout(self, cookie_headers: list[str]) -> None:
-        """End the session the request's cookie names (if any)."""
-        sid = session_id(cookie_headers)
+        """End the sessions the request's cookies name (if any)."""
         with self._lock:
-            self._ids.pop(sid or "", None)
+            for sid in session_ids(cookie_headers):
+                self._ids.pop(sid, None)
 
 
-def session_id(cookie_headers: list[str]) -> str | None:
-    """The session cookie's value from ``Cookie`` headers (None if absent)."""
+MAX_SESSION_COOKIES = 8
+"""Session cookies of one request that are checked (a request may carry several)."""
+
+
+def session_ids(cookie_headers: list[str]) -> list[str]:
+    """The session cookie's values from ``Cookie`` headers, in order (at most
+    :data:`MAX_SESSION_COOKIES`)."""
+    out: list[str] = []
     for header in cookie_headers:
         for part in header.split(";"):
             name, eq, value = part.strip().partition("=")
-            if eq and name == COOKIE and value:
-                return value.strip()
-    return None
+            if eq and name == COOKIE and value.strip():
+                out.append(value.strip())
+    return out[:MAX_SESSION_COOKIES]
+
+
+def session_id(cookie_headers: list[str]) -> str | None:
+    """The first session cookie's value from ``Cookie`` headers (None if absent)."""
+    ids = session_ids(cookie_headers)
+    return ids[0] if ids else None
 
 
 def _query(h: Any) -> dict[str, str]:
@@ -196,9 +211,10 @@ def _post_login(h: Any, body: bytes) -> None:
     if not sessions.required:
         h.send_json(200, {"token_required": False, "authorised": True})
         return
+    h.guard_credential()  # 429 while backing off; never a sleep in this connection slot
     sid = sessions.login(doc.get("token"))
+    h.record_credential(sid is not None)
     if sid is None:
-        time.sleep(LOGIN_FAIL_DELAY_S)
         raise HttpError(401, "token: wrong token", "token")
     cookie = f"{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={int(SESSION_TTL_S)}"
     h.send_json(200, {"token_required": True, "authorised": True}, {"Set-Cookie": cookie})
@@ -338,15 +354,15 @@ def recent_results(root: Path, limit: int = RECENT_RESULTS) -> list[dict[str, An
     return out
 
 
-_THUMBS: OrderedDict[str, bytes] = OrderedDict()
-_THUMBS_LOCK = threading.Lock()
+THUMBS = BoundedLRU[str, bytes](64, 4 << 20)
+"""Thumbnails of recent results (``fastsam_cache_*{cache="thumbnails"}``)."""
 
 
 def _thumbnail(path: Path) -> bytes:
     key = f"{path}:{path.stat().st_mtime_ns}"
-    with _THUMBS_LOCK:
-        if key in _THUMBS:
-            return _THUMBS[key]
+    hit = THUMBS.get(key)
+    if hit is not None:
+        return hit
     import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -358,10 +374,7 @@ def _thumbnail(path: Path) -> bytes:
         image, (THUMB_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA
     )
     data = encode_jpeg(small, 75)
-    with _THUMBS_LOCK:
-        _THUMBS[key] = data
-        while len(_THUMBS) > 64:
-            _THUMBS.popitem(last=False)
+    THUMBS.put(key, data)
     return data
 
 
