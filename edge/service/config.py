@@ -914,6 +914,41 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string of raw UTF-8: only quotes, backslashes and control characters are
+    escaped, so a character above U+FFFF stays one character (``json.dumps`` would write a
+    surrogate pair, which TOML rejects).
+
+    Raises:
+        ValueError: ``value`` holds a lone surrogate (e.g. undecodable bytes of a command-line
+            argument), which no UTF-8 file can hold.
+    """
+    out = ['"']
+    for c in value:
+        o = ord(c)
+        if c in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[c])
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\u{o:04X}")
+        elif 0xD800 <= o <= 0xDFFF:
+            raise ValueError(f"{value!r} is not valid Unicode (a lone surrogate)")
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
 def toml_value(value: Any) -> str:
     """A TOML literal for a bool, number, string, list or flat table."""
     if isinstance(value, bool):
@@ -924,7 +959,7 @@ def toml_value(value: Any) -> str:
         text = repr(value)
         return text if any(c in text for c in ".en") else text + ".0"
     if isinstance(value, str):
-        return json.dumps(value)
+        return toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
