@@ -595,3 +595,35 @@ def test_wrong_logins_share_the_throttle_and_never_sleep(tmp_path, monkeypatch) 
     finally:
         one.request_stop("test")
         thread.join(WAIT)
+
+
+def test_saving_a_prompt_on_a_segmented_frame_keeps_both_results(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.service.sink as sink_mod
+
+    status, trig, _ = _req(svc, "POST", "/trigger", {"masks": False})  # saved: has a result
+    assert status == 200 and trig["result_dir"], trig
+    frame_id = trig["frame_id"]
+    body = {"frame_id": frame_id, "prompt": {"type": "box", "data": [0, 0, W / 2, H / 2]}}
+    names = []
+    for _ in range(2):
+        status, doc, _ = _req(svc, "POST", "/prompt", {**body, "save": True})
+        assert status == 200 and doc.get("files") and "save_error" not in doc, doc
+        names.append(Path(doc["result_dir"]).name)
+    own = Path(trig["result_dir"]).name
+    assert names == [f"{own}_p1", f"{own}_p2"]
+    assert all((Path(trig["result_dir"]).parent / n / "result.json").is_file() for n in names)
+    assert _req(svc, "GET", "/healthz", auth=False)[0] == 200  # not degraded
+    listing = _req(svc, "GET", "/results")[1]["results"]
+    assert {r["name"] for r in listing} >= {own, *names}
+    assert all(r["frame_id"] == frame_id for r in listing if r["name"].startswith(own))
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sink_mod, "atomic_write_bytes", full)
+    status, doc, _ = _req(svc, "POST", "/prompt", {**body, "save": True, "masks": False})
+    assert status == 200 and "ENOSPC" in doc["save_error"] and "files" not in doc
+    monkeypatch.undo()
+    svc.sink.write_error = None  # the disk "is freed": the next write would clear it too

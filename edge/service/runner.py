@@ -954,12 +954,15 @@ class Service:
                 job.frame_id,
                 overlay=drawing.result if drawing is not None else None,
                 frame=job.image if cfg.output.frame else None,
+                prompt=job.cached is not None,  # a kept frame's own result may exist
             )
         else:
             self.metrics.inc("fastsam_results_skipped_total", reason="not_requested")
         if written is not None:
             doc["files"] = written.files
             doc["result_dir"] = str(written.dir)
+        elif save and req is not None:  # the caller asked for files: say they are missing
+            doc["save_error"] = self.sink.last_failure or "not saved"
         latency = self.clock.now() - job.created
         latency_s = max(latency, seg_s) if latency >= 0 else seg_s
         self.metrics.observe("fastsam_latency_seconds", latency_s)
@@ -987,6 +990,8 @@ class Service:
         if self.on_result is not None:
             self.on_result(doc)
         if req is not None:
+            if "save_error" in doc:
+                message["save_error"] = doc["save_error"]
             req.finish(200, doc if req.masks else message)
         _LOGGER.debug(
             "frame %d (%s): %d masks in %.0f ms%s",

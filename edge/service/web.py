@@ -52,7 +52,7 @@ from edge.service.http import (
 )
 from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
 from edge.service.protocols import DetectsAndSelects
-from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME
+from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME, result_frame_id
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def recent_results(root: Path, limit: int = RECENT_RESULTS) -> list[dict[str, An
             found = next((f for f in candidates if (root / name / f).is_file()), None)
             if found:
                 files[kind] = found
-        out.append({"name": name, "frame_id": int(name.rsplit("_", 1)[1]), "files": files})
+        out.append({"name": name, "frame_id": result_frame_id(name), "files": files})
     return out
 
 
