@@ -616,8 +616,21 @@ class MqttConfig:
     keepalive_s: int = _spec(
         60,
         "Keep-alive interval in seconds; a broker that has not answered for half of it is "
-        "logged as a warning and reported by /healthz.",
+        "logged as a warning and reported by /healthz (the client pings every half of it, so "
+        "a connected broker that stops answering is reported within it).",
         integer(5, 3600),
+    )
+    protocol: str = _spec(
+        "5",
+        'MQTT version: "5" (bounds incoming packets with mqtt.max_packet_bytes) or "3.1.1" '
+        "(for old brokers; then only the broker's message_size_limit bounds them).",
+        choice("5", "3.1.1"),
+    )
+    max_packet_bytes: int = _spec(
+        65536,
+        "Largest packet the broker may send this client (MQTT 5 Maximum Packet Size): a larger "
+        "message to the trigger topic is dropped by the broker, never read.",
+        integer(256, 268435455),
     )
     max_masks: int = _spec(
         10, "Masks listed (score, box, area) in each event message.", integer(0, 1000)

@@ -582,10 +582,12 @@ class Service:
         if gpio_edges:
             fired.append("gpio")
             self.metrics.inc("fastsam_triggers_total", gpio_edges - 1, trigger="gpio")
+            self.metrics.inc("fastsam_triggers_merged_total", gpio_edges - 1, trigger="gpio")
         presses = self.mqtt.take() if self.mqtt is not None else 0
         if presses:
             fired.append("mqtt")
             self.metrics.inc("fastsam_triggers_total", presses - 1, trigger="mqtt")
+            self.metrics.inc("fastsam_triggers_merged_total", presses - 1, trigger="mqtt")
         with self._request_lock:
             req, self._pending_request = self._pending_request, None
         if req is not None:

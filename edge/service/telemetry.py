@@ -67,6 +67,16 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "fastsam_source_up": ("gauge", "1 while the frame source is open."),
     "fastsam_mqtt_connected": ("gauge", "1 while connected to the MQTT broker (mqtt.enabled)."),
+    "fastsam_mqtt_dropped_total": (
+        "counter",
+        "Results not published to MQTT: the oldest of those waiting while the broker was away, "
+        "or refused by a full paho queue.",
+    ),
+    "fastsam_triggers_merged_total": (
+        "counter",
+        "Trigger events merged into a capture already due (MQTT presses, GPIO edges), by "
+        "trigger.",
+    ),
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),
     "fastsam_last_result_timestamp_seconds": ("gauge", "Time of the last result (epoch)."),
     "fastsam_start_time_seconds": ("gauge", "Service start time (epoch)."),
