@@ -30,7 +30,9 @@ from edge.bundle import (
     Thresholds,
     sha256_file,
 )
+from edge.errors import FastSAMEdgeError
 from edge.preprocess import make_divisible
+from export.common import ExportError, package_versions
 
 if TYPE_CHECKING:
     from export.clip import ClipOptions
@@ -40,10 +42,6 @@ _LOGGER = logging.getLogger(__name__)
 
 STRIDE = 32
 NUM_COEFFICIENTS = 32
-
-
-class ExportError(RuntimeError):
-    """The export cannot proceed; the message names the file or value at fault."""
 
 
 def parse_imgsz(value: str | int | tuple[int, int]) -> tuple[int, int]:
@@ -141,19 +139,6 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
     )
 
 
-def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
-    """Installed version of each distribution (``"not installed"`` if absent), for manifests."""
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in packages:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _export_onnx(info: CheckpointInfo, imgsz: tuple[int, int], dynamic: bool, work: Path) -> Path:
     """Run ultralytics' ONNX exporter on a private copy of the weights; returns the .onnx."""
     from ultralytics import YOLO
@@ -198,8 +183,8 @@ def _check_detector(path: Path, imgsz: tuple[int, int]) -> int:
 
 def _count_gop(detector: Path, hw: tuple[int, int]) -> float:
     """Operations per image (1e9, multiply-add = 2) at the export size, for ``bench`` on bundles
-    whose fp32 file is dropped; counted as ``edge.bench.flops`` does (onnxruntime profile)."""
-    from edge.bench.flops import profile_model
+    whose fp32 file is dropped; counted as ``edge.opcount`` does (onnxruntime profile)."""
+    from edge.opcount import profile_model
 
     return round(profile_model(detector, (1, 3, hw[0], hw[1]), threads=1, runs=1)["gop"], 3)
 
@@ -308,11 +293,6 @@ def bundle_manifest(
             files[p.name] = file_entry(p, "detector" if prec else "asset", prec)
             if prec and prec not in precisions:
                 precisions.append(prec)
-    extra: dict[str, Any] = {"detector_gop": detector.gop}
-    if quantization is not None:
-        extra["quantization"] = quantization.to_json()
-    if clip is not None:
-        extra["clip"] = clip.to_json()
     return BundleManifest(
         name=name,
         input=input_spec,
@@ -327,7 +307,9 @@ def bundle_manifest(
             ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim")
         ),
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        extra=extra,
+        detector_gop=detector.gop,
+        quantization=quantization,
+        clip=clip,
     )
 
 
@@ -356,13 +338,17 @@ def export_bundle(
     quant_config: QuantConfig | None = None,
     verify_threads: int = 2,
     int8_min_iou: float = 0.95,
+    calibrate_text: str | Path | None = None,
+    measure_memory: bool = True,
 ) -> Path:
     """Export FastSAM weights (and optionally CLIP) into a bundle directory.
 
     One straight line: :func:`export_detector`, then ``quantize_detector``
     (:mod:`export.quantize`, with ``int8``), then ``export_clip`` (:mod:`export.clip`, with
     ``clip``), each returning its section; :func:`bundle_manifest` writes them into
-    ``bundle.json`` and the directory is renamed into place.
+    ``bundle.json``; the text threshold is measured (``calibrate_text``) and the peak memory
+    recorded (``measure_memory``) on the staged bundle, which is then renamed into place, so
+    every caller gets the same complete bundle.
 
     Args:
         weights: FastSAM ``.pt`` checkpoint (FastSAM-s.pt, FastSAM-x.pt or compatible).
@@ -379,6 +365,10 @@ def export_bundle(
         quant_config: :class:`export.quantize.QuantConfig` (default recipe if ``None``).
         verify_threads: onnxruntime threads for the int8 verification timings.
         int8_min_iou: Refuse the int8 model below this mean mask IoU against fp32.
+        calibrate_text: Measure the text threshold on this folder (images + ``words.json``;
+            needs ``clip``) into ``clip.text_threshold``.
+        measure_memory: Record the peak memory per precision (``memory``; the Pi unit's
+            ``MemoryMax=`` follows it). A failed measurement only logs a warning.
 
     Returns:
         The bundle directory.
@@ -422,6 +412,17 @@ def export_bundle(
             clip_section,
         )
         write_manifest(tmp_dir, manifest)
+        if calibrate_text is not None:
+            from export.calibrate_text import calibrate_bundle
+
+            calibrate_bundle(tmp_dir, calibrate_text)
+        if measure_memory:
+            from export.memory import record_memory
+
+            try:
+                record_memory(tmp_dir)
+            except FastSAMEdgeError as exc:  # the bundle is fine; only its figures are missing
+                _LOGGER.warning("peak memory not recorded: %s", exc)
         publish_bundle(tmp_dir, out)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.export
 pytest.importorskip("ultralytics")
 
 from edge.bundle import read_manifest, sha256_file, verify_file  # noqa: E402
-from export.fastsam import ExportError, export_bundle, parse_imgsz  # noqa: E402
+from export.common import ExportError  # noqa: E402
+from export.fastsam import export_bundle, parse_imgsz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -220,16 +221,22 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
     m = read_manifest(out)
     assert m.precisions == ("fp32", "int8")
     verify_file(out, m, "fastsam.int8.onnx")
-    q = m.extra["quantization"]
+    q = m.quantization.to_json()
     assert q["status"] == "ok" and q["format"] == "QDQ" and q["calibration_source"] == str(calib)
     assert q["float_branches"] == ["cv3", "cv4"] and q["float_nodes"] > 6
     assert q["float_ops"] == [] and q["activations"] == "uint8 per-tensor"
-    assert m.extra["detector_gop"] > 0  # counted at export, for bench on any bundle
+    assert m.detector_gop > 0  # counted at export, for bench on any bundle
     assert 0.0 <= q["verify"]["mean_iou_fp32_to_int8"] <= 1.0
     assert q["verify"]["kernels"] == "reference" and q["verify_host"]["kernels"] == "host"
     assert q["verify"]["speedup"] == q["verify_host"]["speedup"]  # speed is this host's
-    assert q["verify_host"]["cpu_class"]["name"] in {"x86-vnni", "x86-avx2", "x86",
-                                                     "arm-i8mm", "arm-dotprod", "arm-neon"}
+    assert q["verify_host"]["cpu_class"]["name"] in {
+        "x86-vnni",
+        "x86-avx2",
+        "x86",
+        "arm-i8mm",
+        "arm-dotprod",
+        "arm-neon",
+    }
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(out / "fastsam.int8.onnx")).graph.node}
@@ -249,7 +256,7 @@ def test_int8_refused_below_threshold(checkpoint: Path, tmp_path: Path, capsys) 
     assert "REFUSED" in capsys.readouterr().out
     m = read_manifest(out)
     assert m.precisions == ("fp32",) and not (out / "fastsam.int8.onnx").exists()
-    assert m.extra["quantization"]["status"].startswith("refused")
+    assert m.quantization.to_json()["status"].startswith("refused")
 
 
 def test_int8_bad_calibration_dir(checkpoint: Path, tmp_path: Path) -> None:

@@ -680,7 +680,7 @@ def test_load_segmenter_text_prefilter(prefilter, shortlist, error):
             load_segmenter(cfg)
         return
     seg = load_segmenter(cfg)
-    assert (seg.text_prefilter, seg.text_shortlist) == (prefilter, shortlist)
+    assert (seg.text.prefilter, seg.text.shortlist) == (prefilter, shortlist)
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,19 @@ gpiozero and picamera2 are imported lazily, only when configured):
 * ``sink``: atomic per-result directories under the output dir, with retention.
 * ``http``: the local HTTP API (``POST /trigger``, ``GET /healthz``, ``/metrics``, ``/latest``)
   over TCP and/or a Unix socket.
-* ``metrics``: counters, gauges and a latency histogram in the Prometheus text format.
+* ``web``: the browser page (``static/``) and the endpoints it polls.
+* ``live``: the live frame for the page, and the frames kept for prompts.
+* ``telemetry``: counters, gauges and a latency histogram in the Prometheus text format.
+* ``clock``: injectable time (tests run on a fake clock).
+* ``protocols``: what the service needs from a segmenter, as typed protocols.
 * ``notify``: ``sd_notify`` (READY / WATCHDOG / STATUS / STOPPING) written by hand.
 * ``mqtt``: optional MQTT publishing (availability/last will, events, overlay JPEG, a capture
   trigger topic, Home Assistant discovery) and broker-outage reporting.
 * ``runner``: the service itself (frame loop, worker, signals, summary).
 * ``install`` / ``doctor`` / ``configure``: ``fastsam-edge install-service`` (unit with a
   bundle-derived ``MemoryMax=``), ``fastsam-edge doctor`` and the first-run config.
+* ``cli``: the service subcommands of ``fastsam-edge`` (``serve``, ``doctor``,
+  ``install-service``, ``configure``).
 """
 
 from __future__ import annotations

@@ -34,14 +34,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge import __version__
-from edge.errors import InputError
+from edge.errors import BundleError, InputError
 from edge.paths import describe_path_kind
 from edge.result_schema import bundle_facts
 from edge.service.clock import Clock
@@ -215,14 +215,18 @@ def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     for note in notes:
         _LOGGER.info("%s", note)
     seg = Segmenter.load(bundle, precision=precision or None, threads=threads or None)
+    text = replace(
+        seg.text,
+        prefilter=cfg.processing.text_prefilter,
+        shortlist=cfg.processing.text_shortlist,
+    )
     clip = seg.manifest.clip
-    if cfg.processing.text_prefilter == "dense" and clip is not None and clip.dense is None:
-        raise ConfigError(
-            f"processing.text_prefilter: 'dense' needs a CLIP with a dense image encoder; "
-            f"{clip.model} (a ViT) has none: use 'auto' or 'score'"
-        )
-    seg.text_prefilter = cfg.processing.text_prefilter
-    seg.text_shortlist = cfg.processing.text_shortlist
+    if clip is not None:
+        try:
+            text.check_bundle(clip.dense is not None, clip.model)
+        except BundleError as exc:
+            raise ConfigError(f"processing.{exc}") from None
+    seg.text = text
     return seg
 
 
@@ -1119,7 +1123,6 @@ class Service:
         entry, read_at = self.live.latest()
         latest = self.latest()
         manifest = bundle_of(self.segmenter)
-        extra = (manifest.extra if manifest is not None else None) or {}
         return {
             "live": frame_facts(entry, read_at, now),
             "live_reads": bool(self.source.live),
@@ -1145,7 +1148,7 @@ class Service:
                 "bytes": self.prompt_cache.nbytes,
                 "limit_bytes": self.prompt_cache.max_bytes,
             },
-            "text_prompts": bool(extra.get("clip")) and not text_missing,
+            "text_prompts": manifest is not None and manifest.has_text and not text_missing,
             "bundle": self._bundle,
             "busy": self._busy_since is not None,
             "stalled_s": self._worker_stalled(now),
