@@ -627,3 +627,31 @@ def test_saving_a_prompt_on_a_segmented_frame_keeps_both_results(
     assert status == 200 and "ENOSPC" in doc["save_error"] and "files" not in doc
     monkeypatch.undo()
     svc.sink.write_error = None  # the disk "is freed": the next write would clear it too
+
+
+def test_a_second_viewer_does_not_evict_the_paused_frame_of_the_first(svc: Service) -> None:
+    def live(viewer: str) -> int:
+        status, data, headers = _req(svc, "GET", f"/live.jpg?viewer={viewer}")
+        assert status == 200, data
+        return int(headers["x-frame-id"])
+
+    paused = live("tab-a")  # the first page shows this frame and the user pauses on it
+    seen = {paused}
+    for _ in range(8):  # a monitor polls the live JPEG; frames are segmented meanwhile
+        time.sleep(0.12)  # http.live_fps = 10: a new frame each time
+        seen.add(live("monitor"))
+        assert _req(svc, "POST", "/trigger", {"save": False, "masks": False})[0] == 200
+    assert len(seen) > 3  # more frames than http.prompt_cache_frames went by
+    body = {"frame_id": paused, "prompt": {"type": "box", "data": [0, 0, W / 2, H / 2]}}
+    status, doc, _ = _req(svc, "POST", "/prompt", body)
+    assert status == 200 and doc["frame_id"] == paused, doc
+    text = _req(svc, "GET", "/metrics")[1].decode()
+    assert 'fastsam_cache_entries{cache="viewers"}' in text
+
+
+def test_the_page_sends_its_viewer_id() -> None:
+    from edge.service.web import STATIC_DIR, viewer_id
+
+    assert "/live.jpg?viewer=${VIEWER}" in (STATIC_DIR / "app.js").read_text()
+    assert viewer_id("0123abcd") == "0123abcd"
+    assert viewer_id("../x") == viewer_id(None) == viewer_id("x" * 65) == "-"

@@ -1191,7 +1191,10 @@ class Service:
         the prompt cache has its own ``fastsam_prompt_cache_*`` metrics."""
         from edge.service.web import THUMBS
 
-        caches: dict[str, dict[str, int]] = {"thumbnails": THUMBS.stats()}
+        caches: dict[str, dict[str, int]] = {
+            "thumbnails": THUMBS.stats(),
+            "viewers": self.prompt_cache.viewer_stats(),
+        }
         seg_caches = getattr(self.segmenter, "cache_stats", None)
         if callable(seg_caches):
             caches.update(seg_caches())

@@ -15,7 +15,7 @@ Endpoints (all behind the same checks as the API: ``Host``, token, JSON bodies, 
   cookie (``HttpOnly``, ``SameSite=Strict``) that then authorises the page's requests like the
   bearer token; 401 for a wrong token. ``POST /logout`` ends the session. ``GET /session``
   says whether a token is needed and whether this client has a valid session.
-* ``GET /live.jpg``: the newest frame read from the source (headers ``X-Frame-Id``,
+* ``GET /live.jpg?viewer=ID``: the newest frame read from the source (headers ``X-Frame-Id``,
   ``X-Frame-Name``, ``ETag``; 304 for ``If-None-Match`` of the frame the page has); while pages
   ask for it, a live source is read at ``http.live_fps``.
 * ``GET /state``: live frame, last result, prompt cache, text-prompt support (the page's poll).
@@ -50,7 +50,13 @@ from edge.service.http import (
     load_json_object,
     parse_prompt_field,
 )
-from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
+from edge.service.live import (
+    ANONYMOUS_VIEWER,
+    CachedFrame,
+    LiveFrame,
+    PromptCache,
+    encode_jpeg,
+)
 from edge.service.protocols import DetectsAndSelects
 from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME, result_frame_id
 
@@ -238,7 +244,8 @@ def _get_live(h: Any, _body: bytes) -> None:
     entry, read_at = svc.live.latest()
     if entry is None:
         raise HttpError(503, "live: no frame read yet", "path", {"Retry-After": "1"})
-    kept = svc.prompt_cache.put(entry, shown=True)  # what a page shows can be prompted
+    # what a page shows can be prompted: kept per viewer (tab), so another never evicts it
+    kept = svc.prompt_cache.put(entry, shown=True, viewer=viewer_id(_query(h).get("viewer")))
     headers = {
         "X-Frame-Id": str(entry.frame_id),
         "X-Frame-Name": re.sub(r"[^\x20-\x7e]", "?", entry.name)[:200],
@@ -249,6 +256,14 @@ def _get_live(h: Any, _body: bytes) -> None:
         h.send_bytes(304, b"", "image/jpeg", headers)
         return
     h.send_bytes(200, kept.jpeg(), "image/jpeg", headers)
+
+
+_VIEWER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def viewer_id(value: str | None) -> str:
+    """The page's viewer id (``?viewer=``), or the anonymous viewer for none or a bad one."""
+    return value if value and _VIEWER_ID.match(value) else ANONYMOUS_VIEWER
 
 
 def _get_state(h: Any, _body: bytes) -> None:
