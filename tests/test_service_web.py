@@ -631,9 +631,12 @@ def test_saving_a_prompt_on_a_segmented_frame_keeps_both_results(
 
 def test_a_second_viewer_does_not_evict_the_paused_frame_of_the_first(svc: Service) -> None:
     def live(viewer: str) -> int:
-        status, data, headers = _req(svc, "GET", f"/live.jpg?viewer={viewer}")
-        assert status == 200, data
-        return int(headers["x-frame-id"])
+        for _ in range(50):  # the first frame comes with the first read
+            status, data, headers = _req(svc, "GET", f"/live.jpg?viewer={viewer}")
+            if status == 200:
+                return int(headers["x-frame-id"])
+            time.sleep(0.1)
+        raise AssertionError(data)
 
     paused = live("tab-a")  # the first page shows this frame and the user pauses on it
     seen = {paused}
