@@ -82,7 +82,9 @@ def test_cli_exports_bundle(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_dynamic_export_manifest(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_bundle(checkpoint, tmp_path / "dyn", imgsz=1024, dynamic=True, int8=False)
+    out = export_bundle(
+        checkpoint, tmp_path / "dyn", imgsz=1024, dynamic=True, int8=False, measure_memory=False
+    )
     m = read_manifest(out)
     assert m.input.dynamic and m.input.imgsz == (1024, 1024)
     import onnxruntime as ort
@@ -93,8 +95,8 @@ def test_dynamic_export_manifest(checkpoint: Path, tmp_path: Path) -> None:
 
 def test_reexport_replaces_bundle_atomically(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    export_bundle(checkpoint, out, imgsz=320, int8=False)
-    export_bundle(checkpoint, out, imgsz=256, int8=False)
+    export_bundle(checkpoint, out, imgsz=320, int8=False, measure_memory=False)
+    export_bundle(checkpoint, out, imgsz=256, int8=False, measure_memory=False)
     assert read_manifest(out).input.imgsz == (256, 256)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
@@ -113,7 +115,7 @@ def test_missing_weights(tmp_path: Path) -> None:
 def test_corrupt_weights(tmp_path: Path) -> None:
     bad = _write(tmp_path / "corrupt.pt", b"this is not a checkpoint" * 10)
     with pytest.raises(ExportError, match="corrupt.pt.*not a readable torch checkpoint"):
-        export_bundle(bad, tmp_path / "out")
+        export_bundle(bad, tmp_path / "out", measure_memory=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pt"]
 
 
@@ -126,7 +128,7 @@ def test_detection_checkpoint_rejected(tmp_path: Path) -> None:
     path = tmp_path / "det.pt"
     torch.save({"model": DetectionModel(cfg, nc=1, verbose=False)}, path)
     with pytest.raises(ExportError, match="det.pt.*not a segmentation model"):
-        export_bundle(path, tmp_path / "out")
+        export_bundle(path, tmp_path / "out", measure_memory=False)
 
 
 def test_multiclass_checkpoint_rejected(tmp_path: Path) -> None:
@@ -138,13 +140,13 @@ def test_multiclass_checkpoint_rejected(tmp_path: Path) -> None:
     path = tmp_path / "coco.pt"
     torch.save({"model": SegmentationModel(cfg, nc=80, verbose=False)}, path)
     with pytest.raises(ExportError, match="coco.pt.*nc=80"):
-        export_bundle(path, tmp_path / "out")
+        export_bundle(path, tmp_path / "out", measure_memory=False)
 
 
 def test_unwritable_output(checkpoint: Path, tmp_path: Path) -> None:
     blocker = _write(tmp_path / "file", b"x")
     with pytest.raises(ExportError, match="--out"):
-        export_bundle(checkpoint, blocker / "bundle", int8=False)
+        export_bundle(checkpoint, blocker / "bundle", int8=False, measure_memory=False)
 
 
 def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None:
@@ -152,7 +154,7 @@ def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None
     out.mkdir()
     _write(out / "thesis.txt", b"do not delete")
     with pytest.raises(ExportError, match="not a bundle"):
-        export_bundle(checkpoint, out, imgsz=256, int8=False)
+        export_bundle(checkpoint, out, imgsz=256, int8=False, measure_memory=False)
     assert (out / "thesis.txt").read_bytes() == b"do not delete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
@@ -167,7 +169,7 @@ def test_failed_step_leaves_no_partial_bundle(
 
     monkeypatch.setattr(fastsam, "write_manifest", boom)  # the last step before publishing
     with pytest.raises(RuntimeError, match="simulated"):
-        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False)
+        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False, measure_memory=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -190,7 +192,7 @@ def test_cli_error_exit_code(tmp_path: Path) -> None:
 
 
 def test_manifest_is_json(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_bundle(checkpoint, tmp_path / "j", imgsz=256, int8=False)
+    out = export_bundle(checkpoint, tmp_path / "j", imgsz=256, int8=False, measure_memory=False)
     doc = json.loads((out / "bundle.json").read_text())
     assert doc["schema_version"] == 1
     assert doc["files"]["fastsam.fp32.onnx"]["sha256"] == sha256_file(out / "fastsam.fp32.onnx")
@@ -211,6 +213,7 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
         calib_images=calib,
         quant_config=QuantConfig(num_images=4),
         int8_min_iou=0.0,
+        measure_memory=False,
     )
     printed = capsys.readouterr().out
     assert (
@@ -252,6 +255,7 @@ def test_int8_refused_below_threshold(checkpoint: Path, tmp_path: Path, capsys) 
         imgsz=256,
         quant_config=QuantConfig(num_images=2),
         int8_min_iou=1.01,
+        measure_memory=False,
     )
     assert "REFUSED" in capsys.readouterr().out
     m = read_manifest(out)
@@ -263,5 +267,7 @@ def test_int8_bad_calibration_dir(checkpoint: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ExportError, match="--calib-images: no readable images"):
-        export_bundle(checkpoint, tmp_path / "o", imgsz=256, calib_images=empty)
+        export_bundle(
+            checkpoint, tmp_path / "o", imgsz=256, calib_images=empty, measure_memory=False
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -74,8 +74,7 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "fastsam_triggers_merged_total": (
         "counter",
-        "Trigger events merged into a capture already due (MQTT presses, GPIO edges), by "
-        "trigger.",
+        "Trigger events merged into a capture already due (MQTT presses, GPIO edges), by trigger.",
     ),
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),
     "fastsam_last_result_timestamp_seconds": ("gauge", "Time of the last result (epoch)."),
