@@ -1129,7 +1129,7 @@ def test_metrics_show_every_client_fed_cache_with_its_bound(tmp_path):
         assert float(values['fastsam_cache_bytes{cache="bpe"}']) == words.nbytes <= 4096
         assert float(values['fastsam_cache_limit_bytes{cache="bpe"}']) == 4096
         assert float(values['fastsam_cache_evictions_total{cache="bpe"}']) == words.evictions
-        for cache in ("thumbnails", "auth_clients"):
+        for cache in ("thumbnails", "auth_clients", "sessions", "viewers"):
             assert f'fastsam_cache_limit_bytes{{cache="{cache}"}}' in values
     finally:
         _stop(svc)

@@ -211,6 +211,13 @@ def test_any_valid_session_cookie_among_several_is_accepted() -> None:
     assert not sessions.valid([f"{COOKIE}={stale}; {COOKIE}=y"])
     sessions.logout([f"{COOKIE}={stale}; {COOKIE}={sid}"])
     assert not sessions.valid([f"{COOKIE}={sid}"])
+    from edge.service.web import MAX_SESSIONS
+
+    for _ in range(MAX_SESSIONS + 10):  # logins are bounded too (and need the token)
+        sessions.login(TOKEN)
+    st = sessions.stats()
+    assert st["entries"] == MAX_SESSIONS and st["evictions"] == 10
+    assert st["bytes"] <= st["max_bytes"]
 
 
 def test_sessions_login_check_logout() -> None:

@@ -1308,6 +1308,7 @@ class ApiServer:
         throttle: AuthThrottle | None = None,
     ) -> None:
         self.throttle = throttle or AuthThrottle()
+        self._sessions = sessions
         attrs = {
             "api": api,
             "token": token,
@@ -1352,8 +1353,13 @@ class ApiServer:
             raise
 
     def cache_stats(self) -> dict[str, dict[str, int]]:
-        """The server's client-fed caches: ``auth_clients`` (the throttle's addresses)."""
-        return {"auth_clients": self.throttle.stats()}
+        """The server's client-fed caches: ``auth_clients`` (the throttle's addresses) and
+        ``sessions`` (the page's logins, when the sessions tell)."""
+        out = {"auth_clients": self.throttle.stats()}
+        stats = getattr(self._sessions, "stats", None)
+        if callable(stats):
+            out["sessions"] = stats()
+        return out
 
     def start(self) -> None:
         for server in self._servers:

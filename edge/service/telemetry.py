@@ -86,7 +86,7 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "Entries of the caches clients fill, by cache (bpe: the tokenizer's words, "
         "text_embeddings, thumbnails, auth_clients: addresses with wrong credentials, viewers: "
-        "pages' kept frames).",
+        "pages' kept frames, sessions: page logins).",
     ),
     "fastsam_cache_bytes": ("gauge", "Memory held by those caches, by cache."),
     "fastsam_cache_limit_bytes": ("gauge", "The memory bound of each of those caches."),

@@ -71,6 +71,8 @@ STATIC_FILES = {
 COOKIE = "fastsam_session"
 SESSION_TTL_S = 7 * 86400.0
 MAX_SESSIONS = 64
+SESSION_BYTES = 256
+"""Memory of one session (id and expiry), for the cache metrics."""
 RECENT_RESULTS = 20
 THUMB_WIDTH = 160
 PROMPT_FIELDS = ("frame_id", "prompt", "save", "masks")
@@ -114,6 +116,7 @@ class Sessions:
         self.token = token
         self._lock = threading.Lock()
         self._ids: OrderedDict[str, float] = OrderedDict()
+        self.evictions = 0
 
     @property
     def required(self) -> bool:
@@ -131,6 +134,7 @@ class Sessions:
             self._ids[sid] = time.monotonic() + SESSION_TTL_S
             while len(self._ids) > MAX_SESSIONS:
                 self._ids.popitem(last=False)
+                self.evictions += 1
         return sid
 
     def valid(self, cookie_headers: list[str]) -> bool:
@@ -151,6 +155,18 @@ class Sessions:
                     continue
                 return True
             return False
+
+    def stats(self) -> dict[str, int]:
+        """The sessions as a cache (``entries``, ``bytes``, bounds, evictions)."""
+        with self._lock:
+            n = len(self._ids)
+        return {
+            "entries": n,
+            "bytes": n * SESSION_BYTES,
+            "max_entries": MAX_SESSIONS,
+            "max_bytes": MAX_SESSIONS * SESSION_BYTES,
+            "evictions": self.evictions,
+        }
 
     def logout(self, cookie_headers: list[str]) -> None:
         """End the sessions the request's cookies name (if any)."""
