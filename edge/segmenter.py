@@ -353,6 +353,18 @@ class Segmenter:
         self._text_encoder = CachedTextEncoder(encoder)
         return self._text_encoder
 
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """The text prompts' caches once CLIP is loaded: ``text_embeddings`` and ``bpe`` (the
+        tokenizer's words), each :meth:`edge.lru.BoundedLRU.stats`; empty before."""
+        enc = self._text_encoder
+        if enc is None:
+            return {}
+        out = {"text_embeddings": enc.cache_stats}
+        bpe = enc.tokenizer_cache_stats
+        if bpe is not None:
+            out["bpe"] = bpe
+        return out
+
 
 def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path: Path) -> None:
     """The model's I/O must agree with the manifest (catches a mixed-up bundle)."""

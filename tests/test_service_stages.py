@@ -86,8 +86,13 @@ def test_pipeline_key_is_checked(tmp_path):
 def test_results_and_mqtt_messages_keep_frame_order(tmp_path, pipeline):
     clients: list[FakeMqttClient] = []
 
+    class Connecting(FakeMqttClient):
+        def loop_start(self) -> None:  # the broker answers at once
+            super().loop_start()
+            self.connect()
+
     def factory(cid: str) -> FakeMqttClient:
-        clients.append(FakeMqttClient(cid))
+        clients.append(Connecting(cid))
         return clients[-1]
 
     results = GatedResults()

@@ -48,6 +48,8 @@ from edge.service.config import (
     ConfigError,
     ServiceConfig,
     bench_defaults,
+    check_exposure,
+    is_loopback_host,
     resolve_token,
 )
 from edge.service.frames import FrameLoop
@@ -298,6 +300,10 @@ class Service:
         check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
         if cfg.http.enabled:
             check_listen(cfg.http.host, cfg.http.port)
+        token = ""
+        if cfg.http.enabled or cfg.http.unix_socket:
+            token = resolve_token(cfg.http)  # a missing or short token stops here, not later
+            check_exposure(cfg.http, token)
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
@@ -327,10 +333,10 @@ class Service:
             self.gpio.open()
             self.frames.gpio = self.gpio
         if cfg.http.enabled or cfg.http.unix_socket:
-            token = resolve_token(cfg.http)
-            if cfg.http.host not in ("127.0.0.1", "::1", "localhost") and not token:
+            if cfg.http.enabled and not token and not is_loopback_host(cfg.http.host):
                 _LOGGER.warning(
-                    "http: listening on %s without a token: anyone on the network can trigger",
+                    "http: listening on %s without a token (http.allow_unauthenticated): anyone "
+                    "on the network can trigger, watch the live camera and read every result",
                     cfg.http.host,
                 )
             try:
@@ -664,7 +670,34 @@ class Service:
         return self.output.latest()
 
     def metrics_text(self) -> str:
+        self._cache_metrics()
         return self.metrics.render()
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Every bounded cache clients can fill, by name (:meth:`edge.lru.BoundedLRU.stats`);
+        the prompt cache has its own ``fastsam_prompt_cache_*`` metrics."""
+        from edge.service.web import THUMBS
+
+        caches: dict[str, dict[str, int]] = {
+            "thumbnails": THUMBS.stats(),
+            "viewers": self.prompt_cache.viewer_stats(),
+        }
+        seg_caches = getattr(self.segmenter, "cache_stats", None)
+        if callable(seg_caches):
+            caches.update(seg_caches())
+        if self.http is not None:
+            caches.update(self.http.cache_stats())
+        return caches
+
+    def _cache_metrics(self) -> None:
+        for name, st in self.cache_stats().items():
+            self.metrics.set("fastsam_cache_entries", st.get("entries", 0), cache=name)
+            self.metrics.set("fastsam_cache_bytes", st.get("bytes", 0), cache=name)
+            if "max_bytes" in st:
+                self.metrics.set("fastsam_cache_limit_bytes", st["max_bytes"], cache=name)
+            self.metrics.set_total(
+                "fastsam_cache_evictions_total", st.get("evictions", 0), cache=name
+            )
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = self.clock.now()

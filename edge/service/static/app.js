@@ -8,6 +8,9 @@ const STATE_INTERVAL_MS = 1000;
 const STATUS_INTERVAL_MS = 2000;
 const RESULTS_INTERVAL_MS = 5000;
 const DRAG_PX = 6; // a pointer moving further than this is a box, not a click
+// this tab's id: the server keeps the frames it showed this tab (not another tab's) for prompts
+const VIEWER = Array.from(crypto.getRandomValues(new Uint8Array(8)),
+  (b) => b.toString(16).padStart(2, "0")).join("");
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
   "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000"];
 
@@ -126,7 +129,7 @@ async function pollLive() {
     try {
       // the frame shown is sent as If-None-Match: an unchanged frame costs a 304, no JPEG
       const headers = state.live ? { "If-None-Match": `"${state.live.frameId}"` } : {};
-      const res = await api("/live.jpg", { raw: true, headers });
+      const res = await api(`/live.jpg?viewer=${VIEWER}`, { raw: true, headers });
       const frameId = Number(res.headers.get("X-Frame-Id"));
       const name = res.headers.get("X-Frame-Name") || "";
       if (res.status === 200 && !state.frozen) {
