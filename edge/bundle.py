@@ -269,13 +269,272 @@ def _object(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(path, "a number", value)
+    return float(value)
+
+
+def _optional_number(value: Any, path: str) -> float | None:
+    return None if value is None else _number(value, path)
+
+
+def _str_list(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _bad(path, "a list of strings", value)
+    return tuple(_strict_str(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _bad(path, "a list", value)
+    return value
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """What an int8 plan must reach on the held-out images (``quantization.plan.target``).
+
+    Attributes:
+        min_iou: Mean mask IoU against fp32, both ways (fp32->int8 and int8->fp32).
+        max_recall_loss: Recall lost against fp32 (0.01 = 1 point).
+        min_speedup: Speed floor: int8 at least this many times faster than fp32 on the export
+            host; plans below it are not taken.
+    """
+
+    min_iou: float = 0.97
+    max_recall_loss: float = 0.01
+    min_speedup: float = 1.3
+
+    def describe(self) -> str:
+        """One line, e.g. ``mean IoU >= 0.97 both ways, recall loss <= 1.0 pt``."""
+        return (
+            f"mean IoU >= {self.min_iou:g} both ways, recall loss <= "
+            f"{100 * self.max_recall_loss:.1f} pt"
+        )
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "quantization.plan.target") -> Int8Target:
+        """Parse, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, where)
+        return cls(
+            min_iou=_strict_number(_field(d, "min_iou", where), f"{where}.min_iou"),
+            max_recall_loss=_strict_number(
+                _field(d, "max_recall_loss", where), f"{where}.max_recall_loss"
+            ),
+            min_speedup=_number(_field(d, "min_speedup", where), f"{where}.min_speedup"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanTrial:
+    """One int8 candidate the export measured on the held-out images.
+
+    Attributes:
+        name: What it is (``fixed``, ``percentile``, ``+ float /model.22/proto`` ...).
+        calibration: Activation ranges: ``minmax``, ``percentile``, ``mixed`` (per tensor) or
+            ``minmax+more-images``.
+        float_blocks: Blocks kept float on top of the fixed recipe's float nodes.
+        mean_iou_fp32_to_int8: Mean over fp32's masks of the best int8 IoU.
+        mean_iou_int8_to_fp32: The other way.
+        recall_loss: Recall lost against fp32 (see ``HeldOut.recall_basis``).
+        speedup: int8 / fp32 speed on the export host, interleaved (``None``: not timed).
+        meets_target: Agreement and recall within the target (speed checked separately).
+        kernels: ``host`` or ``reference`` (the kernels it was measured with).
+    """
+
+    name: str
+    calibration: str
+    float_blocks: tuple[str, ...]
+    mean_iou_fp32_to_int8: float
+    mean_iou_int8_to_fp32: float
+    recall_loss: float
+    speedup: float | None
+    meets_target: bool
+    kernels: str
+
+    @property
+    def agreement(self) -> float:
+        """The smaller of the two mean IoUs."""
+        return min(self.mean_iou_fp32_to_int8, self.mean_iou_int8_to_fp32)
+
+    @classmethod
+    def from_json(cls, d: Any, where: str) -> PlanTrial:
+        """Parse, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, where)
+
+        def get(key: str) -> Any:
+            return _field(d, key, where)
+
+        return cls(
+            name=_strict_str(get("name"), f"{where}.name"),
+            calibration=_strict_str(get("calibration"), f"{where}.calibration"),
+            float_blocks=_str_list(get("float_blocks"), f"{where}.float_blocks"),
+            mean_iou_fp32_to_int8=_strict_number(
+                get("mean_iou_fp32_to_int8"), f"{where}.mean_iou_fp32_to_int8"
+            ),
+            mean_iou_int8_to_fp32=_strict_number(
+                get("mean_iou_int8_to_fp32"), f"{where}.mean_iou_int8_to_fp32"
+            ),
+            recall_loss=_number(get("recall_loss"), f"{where}.recall_loss"),
+            speedup=_optional_number(d.get("speedup"), f"{where}.speedup"),
+            meets_target=bool(get("meets_target")),
+            kernels=_strict_str(get("kernels"), f"{where}.kernels"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object."""
+        out = asdict(self)
+        out["float_blocks"] = list(self.float_blocks)
+        return out
+
+
+@dataclass(frozen=True)
+class FloatBlock:
+    """A block of the detector that the chosen int8 plan keeps float.
+
+    Attributes:
+        block: Module path prefix of its nodes (e.g. ``/model.22/cv4.0``).
+        nodes: ONNX nodes in it.
+        reason: Why (its measured sensitivity: agreement gained by keeping it float).
+        speed_cost_ms: int8 time added by keeping it float on the export host (``None``: not
+            measured).
+    """
+
+    block: str
+    nodes: int
+    reason: str
+    speed_cost_ms: float | None = None
+
+    @classmethod
+    def from_json(cls, d: Any, where: str) -> FloatBlock:
+        """Parse, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, where)
+        return cls(
+            block=_strict_str(_field(d, "block", where), f"{where}.block"),
+            nodes=_strict_int(_field(d, "nodes", where), f"{where}.nodes", 0),
+            reason=_strict_str(_field(d, "reason", where), f"{where}.reason"),
+            speed_cost_ms=_optional_number(d.get("speed_cost_ms"), f"{where}.speed_cost_ms"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """``quantization.plan``: the per-block precision plan the export chose, and how.
+
+    Attributes:
+        mode: ``search`` (cheap fixes, then sensitivity-ranked float blocks) or ``fixed`` (the
+            old single recipe).
+        target: What the plan had to reach.
+        chosen: Name of the chosen candidate (one of ``tried``).
+        meets_target: Whether it reached the target within the speed floor.
+        float_blocks: Blocks it keeps float beyond the fixed recipe's float nodes.
+        tried: Every candidate measured, in order.
+        sensitivity: Block -> agreement gained by keeping only that block float (the ranking of
+            the float fallbacks; empty when none was needed).
+        notes: Fixes not tried, and why.
+    """
+
+    mode: str
+    target: Int8Target
+    chosen: str
+    meets_target: bool
+    float_blocks: tuple[FloatBlock, ...] = ()
+    tried: tuple[PlanTrial, ...] = ()
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Any) -> Int8Plan:
+        """Parse, raising :class:`BundleError` naming a malformed field."""
+        where = "quantization.plan"
+        d = _object(d, where)
+        sens = _object(d.get("sensitivity", {}), f"{where}.sensitivity")
+        notes = _object(d.get("notes", {}), f"{where}.notes")
+        return cls(
+            mode=_strict_str(_field(d, "mode", where), f"{where}.mode"),
+            target=Int8Target.from_json(_field(d, "target", where)),
+            chosen=_strict_str(_field(d, "chosen", where), f"{where}.chosen"),
+            meets_target=bool(_field(d, "meets_target", where)),
+            float_blocks=tuple(
+                FloatBlock.from_json(b, f"{where}.float_blocks[{i}]")
+                for i, b in enumerate(_list(d.get("float_blocks", []), f"{where}.float_blocks"))
+            ),
+            tried=tuple(
+                PlanTrial.from_json(t, f"{where}.tried[{i}]")
+                for i, t in enumerate(_list(d.get("tried", []), f"{where}.tried"))
+            ),
+            sensitivity={k: _number(v, f"{where}.sensitivity.{k}") for k, v in sens.items()},
+            notes={k: _strict_str(v, f"{where}.notes.{k}") for k, v in notes.items()},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object."""
+        return {
+            "mode": self.mode,
+            "target": self.target.to_json(),
+            "chosen": self.chosen,
+            "meets_target": self.meets_target,
+            "float_blocks": [b.to_json() for b in self.float_blocks],
+            "tried": [t.to_json() for t in self.tried],
+            "sensitivity": dict(self.sensitivity),
+            "notes": dict(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """``quantization.held_out``: the images the int8 check measured on (never calibrated on).
+
+    Attributes:
+        images: Held-out images.
+        source: Where they came from (every k-th calibration image, or ``--verify-images``).
+        calibration_images: Images the ranges were calibrated on (the rest).
+        recall_basis: ``ground truth`` (built-in scenes: recall fp32 minus recall int8) or
+            ``fp32 masks`` (the share of fp32's masks int8 misses at IoU 0.5).
+    """
+
+    images: int
+    source: str
+    calibration_images: int
+    recall_basis: str
+
+    @classmethod
+    def from_json(cls, d: Any) -> HeldOut:
+        """Parse, raising :class:`BundleError` naming a malformed field."""
+        where = "quantization.held_out"
+        d = _object(d, where)
+        return cls(
+            images=_strict_int(_field(d, "images", where), f"{where}.images", 1),
+            source=_strict_str(_field(d, "source", where), f"{where}.source"),
+            calibration_images=_strict_int(
+                _field(d, "calibration_images", where), f"{where}.calibration_images", 1
+            ),
+            recall_basis=_strict_str(_field(d, "recall_basis", where), f"{where}.recall_basis"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object."""
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class QuantSection:
     """``bundle.json``'s ``quantization``: how ``fastsam.int8.onnx`` was made and checked.
 
     Written by the exporter (its ``quantize_detector``); the runtime only reports
     it (``fastsam-edge info``). JSON: the recipe's keys, then ``calibration_source``,
-    ``verify``, ``verify_host``, ``host_differs`` (only when true) and ``status``.
+    ``held_out``, ``verify``, ``verify_host``, ``plan``, ``host_differs`` (only when true) and
+    ``status``. Bundles from before issue 26 have no ``held_out``: their ``verify`` was
+    measured on the calibration images themselves (in-sample).
 
     Attributes:
         recipe: How it was quantized (``format``, ``weights``, ``activations``,
@@ -283,9 +542,12 @@ class QuantSection:
         status: ``"ok"`` or ``"refused: ..."`` (the int8 file was then left out).
         calibration_source: What it was calibrated on (a directory or the built-in scenes).
         verify: Agreement with fp32 on the CPU-independent reference kernels (with this
-            host's speed).
+            host's speed); held-out when ``held_out`` is set.
         verify_host: The same on the export host's kernels, with its CPU class.
         host_differs: The two agreements differ by more than the tolerance.
+        held_out: The held-out images ``verify`` was measured on (``None``: an old, in-sample
+            check).
+        plan: The per-block precision plan and the candidates tried (``None``: older bundles).
     """
 
     recipe: dict[str, Any]
@@ -294,8 +556,13 @@ class QuantSection:
     verify: dict[str, Any] | None = None
     verify_host: dict[str, Any] | None = None
     host_differs: bool = False
+    held_out: HeldOut | None = None
+    plan: Int8Plan | None = None
 
-    _KEYS = ("calibration_source", "verify", "verify_host", "host_differs", "status")
+    _KEYS = (
+        "calibration_source", "verify", "verify_host", "host_differs", "status", "held_out",
+        "plan",
+    )  # fmt: skip
 
     @property
     def ok(self) -> bool:
@@ -318,14 +585,17 @@ class QuantSection:
             verify=d.get("verify"),
             verify_host=d.get("verify_host"),
             host_differs=bool(d.get("host_differs", False)),
+            held_out=None if d.get("held_out") is None else HeldOut.from_json(d["held_out"]),
+            plan=None if d.get("plan") is None else Int8Plan.from_json(d["plan"]),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON section (keys in the order the exporter has always written them)."""
         out = dict(self.recipe)
-        for key in ("calibration_source", "verify", "verify_host"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+        for key in ("calibration_source", "held_out", "verify", "verify_host", "plan"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_json() if hasattr(value, "to_json") else value
         if self.host_differs:
             out["host_differs"] = True
         if self.status is not None:

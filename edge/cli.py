@@ -437,6 +437,53 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped else EXIT_EMPTY if empty and args.fail_empty else 0
 
 
+def _int8_lines(quant: Any) -> list[str]:
+    """``info``'s int8 lines: the check (held-out, or an old bundle's in-sample one) and the
+    precision plan."""
+    if quant is None:
+        return []
+    lines = []
+    held = quant.held_out
+    for key in ("verify", "verify_host"):
+        v = getattr(quant, key)
+        if not v:
+            continue
+        # bundles from before the reference check carry one host-kernel row
+        what = {"reference": "reference", "host": "export host"}.get(
+            v.get("kernels"), "export host (no CPU-independent check)"
+        )
+        cls = (v.get("cpu_class") or {}).get("name")
+        if held is not None:
+            where = f"held-out, {held.images} images"
+        else:
+            where = f"in-sample, {v.get('images', '?')} calibration images (old bundle)"
+        line = (
+            f"int8 check:  {what}{f' ({cls})' if cls else ''}, {where}: mean mask IoU "
+            f"{v['mean_iou_fp32_to_int8']:.3f} / {v['mean_iou_int8_to_fp32']:.3f}"
+        )
+        if "recall_loss" in v:
+            line += f", recall loss {100 * v['recall_loss']:.1f} pt ({v.get('recall_basis')})"
+        elif "recall_int8" in v:
+            line += f", recall {v['recall_fp32']:.3f} -> {v['recall_int8']:.3f}"
+        if key == "verify" and "speedup" in v:
+            line += f", {v['speedup']:.2f}x fp32 on the export host"
+        lines.append(line)
+    plan = quant.plan
+    if plan is not None:
+        t = plan.target
+        verdict = "meets" if plan.meets_target else "misses"
+        lines.append(
+            f"int8 plan:   {plan.mode}: {plan.chosen or 'none'} ({verdict} {t.describe()}, "
+            f">= {t.min_speedup:g}x fp32; {len(plan.tried)} candidates tried)"
+        )
+        for b in plan.float_blocks:
+            cost = f", +{b.speed_cost_ms:g} ms" if b.speed_cost_ms is not None else ""
+            lines.append(f"int8 float:  {b.block} ({b.nodes} nodes{cost}): {b.reason}")
+    if quant.status and not quant.ok:
+        lines.append(f"int8 status: {quant.status}")
+    return lines
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``info [--bundle DIR]``: bundle facts and available providers."""
     import onnxruntime as ort
@@ -495,21 +542,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 for p, row in sorted(m.memory.peak_mib.items())
             )
             print(f"peak memory: {peaks} (measured at export, {m.memory.machine})")
-        quant = m.quantization
-        for key in ("verify", "verify_host"):
-            v = getattr(quant, key) if quant is not None else None
-            if v:
-                # bundles from before the reference check carry one host-kernel row
-                what = {"reference": "reference", "host": "export host"}.get(
-                    v.get("kernels"), "export host (no CPU-independent check)"
-                )
-                cls = (v.get("cpu_class") or {}).get("name")
-                print(
-                    f"int8 check:  {what}{f' ({cls})' if cls else ''}: mean mask IoU "
-                    f"{v['mean_iou_fp32_to_int8']:.3f} / {v['mean_iou_int8_to_fp32']:.3f}"
-                    + (f", recall {v['recall_fp32']:.3f} -> {v['recall_int8']:.3f}"
-                       if "recall_int8" in v else "")
-                )  # fmt: skip
+        for line in _int8_lines(m.quantization):
+            print(line)
         print(
             f"onnxruntime: {ort.__version__}, "
             f"providers: {', '.join(ort.get_available_providers())}"

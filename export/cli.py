@@ -74,12 +74,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="head branches whose last conv stays float: cv2 box, cv3 score, cv4 mask "
         "coefficients (default cv3,cv4; empty string for none)",
     )
-    p.add_argument("--calib-count", type=int, default=24, help="calibration images (default 24)")
+    p.add_argument(
+        "--calib-count",
+        type=int,
+        default=32,
+        help="calibration images read (default 32); every 4th is held out for the int8 check "
+        "unless --verify-images is given",
+    )
+    p.add_argument(
+        "--verify-images",
+        metavar="DIR",
+        help="held-out images for the int8 check (default: every 4th calibration image, "
+        "not calibrated on)",
+    )
+    p.add_argument(
+        "--int8-plan",
+        choices=["search", "fixed"],
+        default="search",
+        help="search (default): the cheapest per-block precision plan that reaches "
+        "--int8-target within --int8-min-speedup; fixed: the single recipe, refused below "
+        "--int8-min-iou",
+    )
+    p.add_argument(
+        "--int8-target",
+        metavar="IOU[,LOSS]",
+        default="0.97,1",
+        help="what the int8 plan must reach on held-out images: mean mask IoU against fp32 "
+        "both ways, and at most LOSS points of recall lost (default 0.97,1)",
+    )
+    p.add_argument(
+        "--int8-min-speedup",
+        type=float,
+        default=1.3,
+        help="speed floor: plans slower than this many times fp32 on this host are not taken "
+        "(default 1.3)",
+    )
     p.add_argument(
         "--int8-min-iou",
         type=float,
         default=0.95,
-        help="refuse the int8 model below this mean mask IoU against fp32 (default 0.95)",
+        help="--int8-plan fixed: refuse below this held-out mean mask IoU (default 0.95)",
     )
     clip = p.add_argument_group("CLIP (text prompts)")
     clip.add_argument(
@@ -201,6 +235,7 @@ def _main(args: argparse.Namespace) -> int:
 
         branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())
         quant = QuantConfig(args.int8_calibration, True, branches, args.calib_count)
+        plan = int8_plan_options(args)
         out = export_bundle(
             args.weights,
             args.out,
@@ -214,6 +249,8 @@ def _main(args: argparse.Namespace) -> int:
             int8_min_iou=args.int8_min_iou,
             calibrate_text=args.calibrate_text,
             measure_memory=not args.no_memory,
+            verify_images=args.verify_images,
+            int8_plan=plan,
         )
     except FastSAMEdgeError as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
@@ -247,6 +284,48 @@ def _main(args: argparse.Namespace) -> int:
     if calibrated is not None:
         _print_calibration(calibrated, out)
     return 0
+
+
+def int8_plan_options(args: argparse.Namespace) -> Any:
+    """The int8 plan options of ``--int8-plan/--int8-target/--int8-min-speedup``, checked
+    (with ``--calib-count`` and ``--verify-images``) before the long export.
+
+    Raises:
+        ExportError: A bad value, naming its flag.
+    """
+    from pathlib import Path
+
+    from edge.bundle import Int8Target
+    from export.int8plan import PlanOptions
+
+    parts = [v.strip() for v in str(args.int8_target).split(",")]
+    try:
+        if not 1 <= len(parts) <= 2:
+            raise ValueError
+        iou = float(parts[0])
+        loss = float(parts[1]) if len(parts) == 2 else 1.0
+    except ValueError:
+        raise ExportError(
+            f"--int8-target: expected IOU or IOU,LOSS_PT (e.g. 0.97,1), got {args.int8_target!r}"
+        ) from None
+    if not 0 < iou <= 1 or not 0 <= loss <= 100:
+        raise ExportError(
+            f"--int8-target: IOU must be in (0, 1] and LOSS_PT in [0, 100], got "
+            f"{args.int8_target!r}"
+        )
+    if not args.int8_min_speedup > 0:
+        raise ExportError(f"--int8-min-speedup: must be > 0, got {args.int8_min_speedup}")
+    if not 0 < args.int8_min_iou <= 1:
+        raise ExportError(f"--int8-min-iou: must be in (0, 1], got {args.int8_min_iou}")
+    if args.calib_count < (1 if args.verify_images else 4):
+        raise ExportError(
+            f"--calib-count: {args.calib_count} is too few: every 4th image is held out for "
+            "the int8 check, so give at least 4 (or --verify-images DIR)"
+        )
+    if args.verify_images is not None and not Path(args.verify_images).is_dir():
+        raise ExportError(f"--verify-images: {args.verify_images!r} is not a directory")
+    target = Int8Target(iou, loss / 100, args.int8_min_speedup)
+    return PlanOptions(mode=args.int8_plan, target=target)
 
 
 def _print_calibration(measured: dict[str, Any], bundle: Any) -> None:

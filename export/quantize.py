@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.bundle import QuantSection, Thresholds
+from edge.bundle import HeldOut, QuantSection, Thresholds
 from edge.preprocess import letterbox
+
+if TYPE_CHECKING:
+    from export.int8plan import PlanOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -169,6 +173,109 @@ def calibration_stride(n: int, most: int = 4) -> int:
     return max(d for d in range(1, max(min(most, n), 1) + 1) if n % d == 0)
 
 
+def prepare_model(fp32_path: Path, out: Path, dynamic: bool = False) -> Path:
+    """onnxruntime's quantization pre-processing (shape inference, graph cleanup), once.
+
+    Returns:
+        ``out``.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=dynamic)
+    return out
+
+
+def quantize_prepared(
+    prepped: Path,
+    int8_path: Path,
+    images: list[np.ndarray],
+    imgsz: tuple[int, int],
+    dynamic: bool = False,
+    config: QuantConfig | None = None,
+    cache: Path | None = None,
+    extra_float: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Quantize a pre-processed model (:func:`prepare_model`); see :func:`write_int8_detector`.
+
+    Args:
+        cache: Calibration cache (onnxruntime JSON): calibrated into when missing, read when
+            present (then ``images`` are not run), so candidates that differ only in the nodes
+            they keep float share one calibration pass. The cache must match ``config.method``.
+        extra_float: Further node names kept float (a precision plan's float blocks).
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from tqdm import tqdm
+
+    config = config or QuantConfig(num_images=len(images))
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    if config.method not in methods:
+        raise ValueError(
+            f"calibration method: expected one of {list(methods)}, got {config.method!r}"
+        )
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    if config.format not in formats:
+        raise ValueError(f"quant format: expected one of {list(formats)}, got {config.format!r}")
+    act_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if config.activations not in act_types:
+        raise ValueError(
+            f"activations: expected one of {list(act_types)}, got {config.activations!r}"
+        )
+    model = onnx.load(str(prepped))
+    exclude = float_nodes(model, config.float_branches)
+    if config.float_ops:
+        exclude += [n.name for n in model.graph.node if n.op_type in config.float_ops]
+    unknown = [k for k in config.float_modules if k not in FLOAT_MODULES]
+    if unknown:
+        raise ValueError(
+            f"float_modules: unknown {unknown}; expected some of {list(FLOAT_MODULES)}"
+        )
+    for key in config.float_modules:
+        exclude += [n.name for n in model.graph.node if FLOAT_MODULES[key].search(n.name)]
+    exclude = sorted(set(exclude) | set(extra_float))
+    input_name = model.graph.input[0].name
+    del model
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": config.activations == "int8",
+        "WeightSymmetric": True,
+        # calibrate <= 4 images at a time, ranges merged between strides (memory); NB
+        # CalibMaxIntermediateOutputs would be simpler but discards data in onnxruntime 1.32
+        "CalibStridedMinMax": calibration_stride(len(images)),
+    }
+    if config.method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    calibrate = cache is None or not cache.is_file()
+    with tqdm(
+        total=len(images), desc=f"int8 calibration ({config.method})", unit="img",
+        disable=not calibrate,
+    ) as bar:  # fmt: skip
+        quantize_static(
+            str(prepped),
+            str(int8_path),
+            _Reader(images, input_name, imgsz, dynamic, bar),
+            quant_format=formats[config.format],
+            activation_type=act_types[config.activations],
+            weight_type=QuantType.QInt8,
+            per_channel=config.per_channel,
+            calibrate_method=methods[config.method],
+            nodes_to_exclude=exclude,
+            extra_options=extra,
+            calibration_cache_path=cache,
+        )
+    info = config.to_dict()
+    info["float_nodes"] = len(exclude)
+    return info
+
+
 def write_int8_detector(
     fp32_path: Path,
     int8_path: Path,
@@ -190,75 +297,9 @@ def write_int8_detector(
     Returns:
         The recipe as recorded in the manifest.
     """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from tqdm import tqdm
-
-    config = config or QuantConfig(num_images=len(images))
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if config.method not in methods:
-        raise ValueError(
-            f"calibration method: expected one of {list(methods)}, got {config.method!r}"
-        )
-    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-    if config.format not in formats:
-        raise ValueError(f"quant format: expected one of {list(formats)}, got {config.format!r}")
-    act_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    if config.activations not in act_types:
-        raise ValueError(
-            f"activations: expected one of {list(act_types)}, got {config.activations!r}"
-        )
     with tempfile.TemporaryDirectory(prefix="fastsam-quant-") as work:
-        prepped = Path(work) / "prepped.onnx"
-        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=dynamic)
-        model = onnx.load(str(prepped))
-        exclude = float_nodes(model, config.float_branches)
-        if config.float_ops:
-            exclude += [n.name for n in model.graph.node if n.op_type in config.float_ops]
-        unknown = [k for k in config.float_modules if k not in FLOAT_MODULES]
-        if unknown:
-            raise ValueError(
-                f"float_modules: unknown {unknown}; expected some of {list(FLOAT_MODULES)}"
-            )
-        for key in config.float_modules:
-            exclude += [n.name for n in model.graph.node if FLOAT_MODULES[key].search(n.name)]
-        exclude = sorted(set(exclude))
-        input_name = model.graph.input[0].name
-        extra: dict[str, Any] = {
-            "ActivationSymmetric": config.activations == "int8",
-            "WeightSymmetric": True,
-            # calibrate <= 4 images at a time, ranges merged between strides (memory); NB
-            # CalibMaxIntermediateOutputs would be simpler but discards data in onnxruntime 1.32
-            "CalibStridedMinMax": calibration_stride(len(images)),
-        }
-        if config.method == "percentile":
-            extra["CalibPercentile"] = 99.999
-        with tqdm(total=len(images), desc="int8 calibration", unit="img") as bar:
-            quantize_static(
-                str(prepped),
-                str(int8_path),
-                _Reader(images, input_name, imgsz, dynamic, bar),
-                quant_format=formats[config.format],
-                activation_type=act_types[config.activations],
-                weight_type=QuantType.QInt8,
-                per_channel=config.per_channel,
-                calibrate_method=methods[config.method],
-                nodes_to_exclude=exclude,
-                extra_options=extra,
-            )
-    info = config.to_dict()
-    info["float_nodes"] = len(exclude)
-    return info
+        prepped = prepare_model(fp32_path, Path(work) / "prepped.onnx", dynamic)
+        return quantize_prepared(prepped, int8_path, images, imgsz, dynamic, config)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -276,12 +317,23 @@ class CalibrationSet:
 
 
 def load_calibration(
-    calib_dir: str | Path | None, imgsz: tuple[int, int], count: int = 24
+    calib_dir: str | Path | None,
+    imgsz: tuple[int, int],
+    count: int = 24,
+    offset: int = 0,
+    flag: str = "--calib-images",
 ) -> CalibrationSet:
     """Read up to ``count`` images from ``calib_dir`` or generate built-in scenes.
 
     Built-in scenes are drawn at the bundle's aspect ratio. Frames from the target camera are
     better (they calibrate the activation ranges the model will really see); a warning says so.
+
+    Args:
+        calib_dir: Image directory (sorted by name), or ``None`` for built-in scenes.
+        imgsz: The bundle's input size (built-in scenes are drawn at its aspect ratio).
+        count: Images wanted.
+        offset: Skip this many (the next images after a first set: "more calibration images").
+        flag: The option named in errors.
 
     Raises:
         ValueError: The directory is missing or holds no readable image.
@@ -291,28 +343,33 @@ def load_calibration(
     if calib_dir is None:
         from edge.demo.scenes import generate_scene
 
-        _LOGGER.warning(
-            "int8 calibration on %d built-in synthetic scenes; pass --calib-images DIR with "
-            "frames from the target camera for better int8 accuracy",
-            count,
-        )
+        if offset == 0:
+            _LOGGER.warning(
+                "int8 calibration on %d built-in synthetic scenes; pass --calib-images DIR with "
+                "frames from the target camera for better int8 accuracy",
+                count,
+            )
         h, w = imgsz
-        scenes = [generate_scene(CALIB_SEED_START + i, w, h) for i in range(count)]
+        seeds = range(CALIB_SEED_START + offset, CALIB_SEED_START + offset + count)
+        scenes = [generate_scene(seed, w, h) for seed in seeds]
         return CalibrationSet(
             [s.image for s in scenes], "built-in scenes", [s.masks for s in scenes]
         )
     path = Path(calib_dir)
     if not path.is_dir():
-        raise ValueError(f"--calib-images: {str(path)!r} is not a directory")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+        raise ValueError(f"{flag}: {str(path)!r} is not a directory")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = files[offset : offset + count]
+    if not files and offset:
+        return CalibrationSet([], str(path))
     images = []
     for f in files:
         try:
             images.append(read_image(f))
         except ValueError as exc:
             _LOGGER.warning("skipping calibration image: %s", exc)
-    if not images:
-        raise ValueError(f"--calib-images: no readable images in {str(path)!r}")
+    if not images and not offset:
+        raise ValueError(f"{flag}: no readable images in {str(path)!r}")
     return CalibrationSet(images, str(path))
 
 
@@ -473,6 +530,14 @@ def _verify_line(report: dict[str, Any], what: str) -> str:
 HOST_REFERENCE_TOLERANCE = 0.01
 
 
+def _describe(report: dict[str, Any]) -> str:
+    return (
+        f"{report['mean_iou_fp32_to_int8']:.3f} / {report['mean_iou_int8_to_fp32']:.3f}, "
+        f"recall loss {100 * report['recall_loss']:.1f} pt"
+        + (f", {report['speedup']:.2f}x" if "speedup" in report else "")
+    )
+
+
 def quantize_detector(
     bundle_dir: Path,
     imgsz: tuple[int, int],
@@ -482,16 +547,22 @@ def quantize_detector(
     config: QuantConfig | None = None,
     min_iou: float = 0.95,
     threads: int = 2,
+    *,
+    verify_dir: str | Path | None = None,
+    plan: PlanOptions | None = None,
 ) -> QuantSection:
-    """Add ``fastsam.int8.onnx`` to a bundle being assembled, after verifying it.
+    """Add ``fastsam.int8.onnx`` to a bundle being assembled: a precision plan chosen and
+    verified on held-out images.
 
-    Quantizes ``bundle_dir/fastsam.fp32.onnx`` (:func:`write_int8_detector`) and compares int8
-    with fp32 on the calibration images twice (:func:`verify_int8`): with this host's fused
-    kernels and with the CPU-independent reference. Both go into the section (``verify`` = the
-    reference, with this host's speed; ``verify_host`` = this host, with its CPU class); it
-    warns when they differ by more than :data:`HOST_REFERENCE_TOLERANCE`. When either reference
-    mean IoU falls below ``min_iou`` it deletes the int8 file (the bundle keeps fp32) and
-    records the refusal.
+    The calibration images are split (every 4th held out; or ``verify_dir`` holds the
+    verification images and all calibration images calibrate). :func:`export.int8plan.choose_plan`
+    tries the fixed recipe, then cheap fixes, then sensitivity-ranked float blocks until the
+    held-out agreement reaches ``plan.target`` within the speed floor (``plan.mode == "fixed"``:
+    the recipe alone, refused below ``min_iou``). The chosen file is then measured on the
+    held-out images with this host's fused kernels and with the CPU-independent reference; the
+    verdict is the reference's (``verify``, with this host's speed; ``verify_host`` with its CPU
+    class); it warns when they differ by more than :data:`HOST_REFERENCE_TOLERANCE`. A refused
+    model is not written (the bundle keeps fp32) and the section says why.
 
     Args:
         bundle_dir: The bundle directory being assembled (holds the fp32 detector).
@@ -499,35 +570,73 @@ def quantize_detector(
         dynamic: Minimum-rectangle letterbox (dynamic-shape bundles).
         thresholds: The bundle's default thresholds (the verification's post-processing).
         calib_dir: Calibration image directory (default: built-in synthetic scenes).
-        config: Recipe (default :class:`QuantConfig`).
-        min_iou: Refuse the int8 model below this mean mask IoU against fp32.
+        config: Base recipe (default :class:`QuantConfig`); ``num_images`` images are read.
+        min_iou: ``fixed`` mode: refuse below this held-out mean mask IoU against fp32.
         threads: onnxruntime threads of the verification timings.
+        verify_dir: Held-out verification images (default: split off the calibration images).
+        plan: How the plan is chosen (default :class:`export.int8plan.PlanOptions`: search).
 
     Returns:
         The ``quantization`` manifest section (``export_bundle`` writes it).
 
     Raises:
-        ValueError: Bad calibration images or recipe.
+        ValueError: Bad calibration/verification images or recipe.
     """
+    from edge.cpu import int8_class
+    from export.int8plan import HeldOutEval, PlanOptions, choose_plan, meets, split_held_out
+
+    options = replace(plan or PlanOptions(), fixed_min_iou=min_iou)
     cfg = config or QuantConfig()
-    calib = load_calibration(calib_dir, imgsz, cfg.num_images)
-    cfg = replace(cfg, num_images=len(calib.images))
+    count = cfg.num_images
+    calib = load_calibration(calib_dir, imgsz, count)
+    if verify_dir is not None:
+        cal = calib
+        held = load_calibration(verify_dir, imgsz, count, flag="--verify-images")
+        held_source = str(verify_dir)
+    else:
+        cal, held = split_held_out(calib, options.hold_out_every)
+        held_source = f"{calib.source}: every {options.hold_out_every}th image, not calibrated on"
+    cfg = replace(cfg, num_images=len(cal.images))
+
+    def more() -> list[np.ndarray]:
+        return load_calibration(calib_dir, imgsz, count, offset=len(calib.images)).images
+
     fp32, int8 = bundle_dir / "fastsam.fp32.onnx", bundle_dir / "fastsam.int8.onnx"
-    recipe = write_int8_detector(fp32, int8, calib.images, imgsz, dynamic, cfg)
-    th = thresholds
-    reports = verify_int8(fp32, int8, calib, imgsz, dynamic, th.conf, th.iou, th.max_det, threads)
-    host, ref = reports["host"], reports["reference"]
-    # the decision is made on the CPU-independent reference; speed comes from this host
-    verify = {k: v for k, v in ref.items() if not k.startswith("infer_ms") and k != "speedup"}
+    cpu = int8_class()
+    # the search measures with this host's kernels where they are exact int8 (a Pi's numbers)
+    search_kernels = "reference" if cpu.saturates or cpu.name == "x86-avx2" else "host"
+    evaluator = HeldOutEval(fp32, held, imgsz, dynamic, thresholds, threads)
+    with tempfile.TemporaryDirectory(prefix="fastsam-int8plan-") as work:
+        result = choose_plan(
+            fp32, Path(work), cal, more, evaluator, imgsz, dynamic, cfg, options, search_kernels
+        )
+        host = evaluator.measure(result.best_path, "host", timed=True)
+        ref = evaluator.measure(result.best_path, "reference")
+        if result.path is not None:
+            shutil.copy2(result.path, int8)
+    host["cpu_class"] = cpu.to_dict()
+    verify = dict(ref)
     for key in ("infer_ms_fp32", "infer_ms_int8", "speedup"):
         verify[key] = host[key]
     agreement, host_agreement = agreement_of(ref), agreement_of(host)
-    cpu = host["cpu_class"]
-    print(_verify_line(ref, "reference kernels, CPU-independent"))
+    n = len(evaluator)
+    print(f"int8 plan ({options.mode}): {result.plan.chosen or 'none'}; tried:")
+    for t in result.plan.tried:
+        print(
+            f"  {'*' if t.name == result.plan.chosen else ' '} {t.name}: "
+            f"{t.mean_iou_fp32_to_int8:.3f} / {t.mean_iou_int8_to_fp32:.3f}, recall loss "
+            f"{100 * t.recall_loss:.1f} pt"
+            + (f", {t.speedup:.2f}x fp32" if t.speedup is not None else "")
+        )
+    for b in result.plan.float_blocks:
+        cost = f", +{b.speed_cost_ms} ms" if b.speed_cost_ms is not None else ""
+        print(f"  float {b.block} ({b.nodes} nodes{cost}): {b.reason}")
+    print(f"int8 vs fp32 on {n} held-out images (reference kernels, CPU-independent): "
+          f"{_describe(ref)}")  # fmt: skip
     print(
-        _verify_line(host, f"this host's kernels, {cpu['name']}")
-        + f"; speed-up {host['speedup']:.2f}x ({host['infer_ms_fp32']:.0f} -> "
-        f"{host['infer_ms_int8']:.0f} ms, {threads} threads)"
+        f"int8 vs fp32 on {n} held-out images (this host's kernels, {cpu.name}): "
+        f"{_describe(host)} ({host['infer_ms_fp32']:.0f} -> {host['infer_ms_int8']:.0f} ms, "
+        f"{threads} threads)"
     )
     host_differs = abs(agreement - host_agreement) > HOST_REFERENCE_TOLERANCE
     if host_differs:
@@ -535,21 +644,32 @@ def quantize_detector(
             "int8 agreement on this host (%.3f) differs from the CPU-independent reference "
             "(%.3f) by more than %.2f: this CPU (%s) computes int8 differently from a Pi; "
             "numbers measured here are not what a Pi computes. %s",
-            host_agreement, agreement, HOST_REFERENCE_TOLERANCE, cpu["name"], cpu["note"],
+            host_agreement, agreement, HOST_REFERENCE_TOLERANCE, cpu.name, cpu.note,
         )  # fmt: skip
+    target = options.target
     status = "ok"
-    if agreement < min_iou:
-        int8.unlink()
-        status = f"refused: agreement {agreement:.3f} < {min_iou}"
+    if result.path is None or (options.mode == "search" and not meets(ref, target)):
+        if options.mode == "fixed":
+            status = f"refused: held-out agreement {agreement:.3f} < {min_iou} (fixed recipe)"
+        else:
+            status = (
+                f"refused: no int8 plan reaches the target ({target.describe()}) at >= "
+                f"{target.min_speedup:g}x fp32 on this host; best held-out: {_describe(ref)}"
+            )
+        int8.unlink(missing_ok=True)
         print(
-            f"int8 model REFUSED (agreement {agreement:.3f} < {min_iou}); the bundle keeps "
-            "fp32 only. Try --calib-images with frames from your camera."
+            f"int8 model REFUSED ({status[len('refused: ') :]}); the bundle keeps fp32 only. "
+            "Try --calib-images with frames from your camera, or --int8-target / "
+            "--int8-min-speedup."
         )
+    held_out = HeldOut(n, held_source, len(cal.images), evaluator.recall_basis)
     return QuantSection(
-        recipe=recipe,
+        recipe=result.recipe,
         status=status,
         calibration_source=calib.source,
         verify=verify,
         verify_host=host,
         host_differs=host_differs,
+        held_out=held_out,
+        plan=result.plan,
     )

@@ -67,8 +67,10 @@ from edge.demo.scenes import (  # noqa: E402
     EVAL_SEED_START,
     TRAIN_SEED_START,
     VAL_SEED_START,
+    WORLDS,
     generate_scene,
     iter_scenes,
+    restyle,
 )
 from edge.metrics import SegEvalAccumulator  # noqa: E402
 
@@ -145,11 +147,13 @@ def write_dataset(
     height: int,
     train_start: int = TRAIN_SEED_START,
     objects: tuple[int, int] = (3, 8),
+    world: str = "demo",
 ) -> Path:
     """Write (or reuse) the YOLO-seg dataset and return its ``data.yaml``.
 
     ``train_start`` and ``objects`` (min, max instances per scene) give another scene mix than
-    the demo model's (seeds below ``VAL_SEED_START`` only, so held-out sets stay unseen).
+    the demo model's (seeds below ``VAL_SEED_START`` only, so held-out sets stay unseen);
+    ``world`` another style (``edge.demo.scenes.restyle``).
 
     The dataset is regenerated from scratch when the counts, the image size or the source of
     ``edge/demo/scenes.py`` change (recorded in ``manifest.json``); otherwise existing files are
@@ -161,6 +165,7 @@ def write_dataset(
         "train": [train_start, n_train],
         "val": [VAL_SEED_START, n_val],
         "objects": list(objects),
+        "world": world,
         "size": [width, height],
         "scenes_sha256": hashlib.sha256(scenes_src).hexdigest(),
     }
@@ -184,7 +189,7 @@ def write_dataset(
                 continue
             scene = generate_scene(seed, width, height, objects[0], objects[1])
             lbl_path.write_text("\n".join(label_lines(scene.masks)) + "\n")
-            if not cv2.imwrite(str(img_path), scene.image):
+            if not cv2.imwrite(str(img_path), restyle(scene.image, seed, world)):
                 raise OSError(f"could not write {img_path}")
     yaml_path = data_dir / "data.yaml"
     yaml_path.write_text(
@@ -312,6 +317,7 @@ def evaluate(
     conf: float = 0.4,
     iou: float = 0.9,
     threads: int = 2,
+    world: str = "demo",
 ) -> dict[str, Any]:
     """Recall at mask IoU 0.5 and mean best IoU of ``weights`` on held-out scenes.
 
@@ -323,6 +329,7 @@ def evaluate(
         conf: Confidence threshold.
         iou: NMS IoU threshold.
         threads: torch CPU threads.
+        world: Scene style (``edge.demo.scenes.restyle``).
 
     Returns:
         The results written to ``out_json``.
@@ -350,7 +357,7 @@ def evaluate(
         ):
             t = time.perf_counter()
             res = model.predict(
-                scene.image,  # numpy input is BGR for ultralytics, like scene.image
+                restyle(scene.image, scene.seed, world),  # numpy input is BGR, like scene.image
                 imgsz=imgsz,
                 conf=conf,
                 iou=iou,
@@ -433,6 +440,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--objects", default="3,8", help="MIN,MAX objects per training scene (scene mix)"
     )
+    p.add_argument(
+        "--world", choices=WORLDS, default="demo",
+        help="scene style of the training data (texture: another palette, stripes, noise; "
+        "edge.demo.scenes.restyle)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.smoke:
         args.images, args.val_images, args.epochs, args.hours = 8, 4, 1, 0.0
@@ -461,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             args.conf,
             args.iou,
             args.threads,
+            args.world,
         )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -469,14 +482,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--train-seed-start + --images must stay below the validation seeds")
     data_yaml = write_dataset(
         args.out / "data", args.images, args.val_images, size, size,
-        args.train_seed_start, (lo, hi),
+        args.train_seed_start, (lo, hi), args.world,
     )  # fmt: skip
     weights = train(args, data_yaml)
     print(f"weights: {weights}")
     if not args.no_eval:
         evaluate(
-            weights, args.out / "eval.json", sets, args.imgsz, args.conf, args.iou, args.threads
-        )
+            weights, args.out / "eval.json", sets, args.imgsz, args.conf, args.iou, args.threads,
+            args.world,
+        )  # fmt: skip
     return 0
 
 

@@ -499,3 +499,44 @@ def save_scenes(
             raise OSError(f"could not write {path}")
         paths.append(path)
     return paths
+
+
+WORLDS = ("demo", "texture")
+"""Scene styles: ``demo`` (the demo model's world) and ``texture`` (the same geometry seen
+through another palette, fine stripe texture, sensor noise and exposure: a distribution the int8
+recipe was never tuned on; ``scripts/train_demo.py --world texture``)."""
+
+
+def restyle(image: np.ndarray, seed: int, world: str = "demo") -> np.ndarray:
+    """Draw a scene image in another world (masks unchanged: only pixel values change).
+
+    ``texture``: the colour channels permuted and inverted (other palettes: dark objects on
+    light grounds become light on dark), a stripe texture of 3-7 px period and random
+    orientation over everything (objects included), an exposure change (gamma 0.6-1.6) and
+    Gaussian noise (sigma 6), all determined by ``seed``.
+
+    Args:
+        image: (H, W, 3) uint8 BGR scene image.
+        seed: The scene's seed (the style's randomness is derived from it).
+        world: One of :data:`WORLDS`.
+
+    Returns:
+        The restyled (H, W, 3) uint8 image (the input itself for ``demo``).
+
+    Raises:
+        ValueError: Unknown world.
+    """
+    if world not in WORLDS:
+        raise ValueError(f"world: expected one of {list(WORLDS)}, got {world!r}")
+    if world == "demo":
+        return image
+    rng = np.random.default_rng([int(seed), 0x7E5])
+    img = 255.0 - image[..., rng.permutation(3)].astype(np.float32)
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta, period = rng.uniform(0.0, np.pi), rng.uniform(3.0, 7.0)
+    stripes = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
+    img += 28.0 * stripes[..., None]
+    img = 255.0 * np.clip(img / 255.0, 0.0, 1.0) ** rng.uniform(0.6, 1.6)
+    img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)

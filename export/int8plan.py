@@ -1,0 +1,530 @@
+"""Held-out int8 verification and the per-block precision plan chosen at export.
+
+One int8 recipe does not keep the masks of every model: a model the recipe was never tuned on
+can lose them. So the export measures on images it did not calibrate on (every 4th calibration
+image, or ``--verify-images``) and searches for the cheapest plan that reaches the target:
+
+1. **The fixed recipe** (:class:`export.quantize.QuantConfig`: MinMax ranges, per-channel
+   weights, the decode tail and the score/coefficient last convs float).
+2. **Cheap fixes**, in order, the first that reaches the target wins: Percentile ranges
+   (99.999), a per-tensor mix (a tensor whose MinMax span is more than twice its Percentile
+   span takes the Percentile range: its scale is set by outliers), Entropy ranges, and more
+   calibration images (twice as many, MinMax). Ranges are calibrated once per method and
+   cached (onnxruntime's calibration cache), so each candidate only re-writes the graph.
+3. **Float fallbacks**: a sensitivity pass keeps one block at a time float (a block = the nodes
+   under one module path: ``/model.N`` for the backbone and neck, ``/model.22/cv4.0`` or
+   ``/model.22/proto`` in the head) on the best cheap-fix candidate and measures the agreement
+   gained; then blocks are added greedily by gain, each plan timed against fp32
+   (interleaved), until the target is reached, the speed floor is crossed or
+   ``max_float_blocks`` is spent.
+
+The search measures with this host's kernels when they compute exact int8 (VNNI, ARM) and with
+the CPU-independent reference otherwise; the chosen plan is then verified with both, and the
+verdict is the reference's. Weights stay per-channel in every candidate; bias correction is
+not offered by onnxruntime's static quantizer and is not tried (the plan's ``notes`` say so).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import FloatBlock, HeldOut, Int8Plan, Int8Target, PlanTrial, Thresholds
+from edge.preprocess import letterbox
+
+_LOGGER = logging.getLogger(__name__)
+
+# a block: /model.N, or a head branch /model.N/cv2.0 ... /model.N/proto
+_BLOCK = re.compile(r"^(/model\.\d+)(/(?:cv[234]\.\d+|proto))?/")
+PLAN_MODES = ("search", "fixed")
+# the cheap fixes, in the order tried (names as recorded in the plan)
+CHEAP_FIXES = ("percentile", "mixed", "entropy", "more-images")
+MIXED_SPAN_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How the export chooses the int8 plan.
+
+    Attributes:
+        mode: ``search`` (cheap fixes, then float fallbacks) or ``fixed`` (the recipe as
+            given, verified held-out; refused below ``fixed_min_iou``).
+        target: What the plan must reach on the held-out images.
+        max_float_blocks: Most blocks the greedy fallback keeps float.
+        hold_out_every: Without ``--verify-images``, every k-th calibration image is held out.
+        fixed_min_iou: ``fixed`` mode's refusal threshold (the smaller mean IoU, held-out).
+        fixes: Cheap fixes tried, in order (some of :data:`CHEAP_FIXES`).
+        blocks: Blocks the sensitivity pass may keep float (``None``: every block).
+    """
+
+    mode: str = "search"
+    target: Int8Target = field(default_factory=Int8Target)
+    max_float_blocks: int = 6
+    hold_out_every: int = 4
+    fixed_min_iou: float = 0.95
+    fixes: tuple[str, ...] = CHEAP_FIXES
+    blocks: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in PLAN_MODES:
+            raise ValueError(f"--int8-plan: expected one of {list(PLAN_MODES)}, got {self.mode!r}")
+        if self.hold_out_every < 2:
+            raise ValueError(f"hold_out_every: expected >= 2, got {self.hold_out_every}")
+        unknown = [f for f in self.fixes if f not in CHEAP_FIXES]
+        if unknown:
+            raise ValueError(f"fixes: unknown {unknown}; expected some of {list(CHEAP_FIXES)}")
+
+
+def split_held_out(calib: Any, every: int = 4) -> tuple[Any, Any]:
+    """Split calibration images: every ``every``-th is held out, the rest calibrate.
+
+    Args:
+        calib: :class:`export.quantize.CalibrationSet`.
+        every: Hold out images ``every - 1, 2 * every - 1, ...``.
+
+    Returns:
+        ``(calibrate, held_out)`` calibration sets (ground truth split alike).
+
+    Raises:
+        ValueError: Fewer than ``every`` images (nothing could be held out).
+    """
+    from export.quantize import CalibrationSet
+
+    n = len(calib.images)
+    if n < every:
+        raise ValueError(
+            f"--calib-count: {n} image(s) cannot be split into calibration and held-out "
+            f"verification images (every {every}th is held out); give at least {every}, or "
+            "--verify-images DIR"
+        )
+    held = [i for i in range(n) if i % every == every - 1]
+    cal = [i for i in range(n) if i % every != every - 1]
+
+    def pick(idx: list[int], what: str) -> Any:
+        gt = None if calib.gt_masks is None else [calib.gt_masks[i] for i in idx]
+        return CalibrationSet([calib.images[i] for i in idx], f"{calib.source} ({what})", gt)
+
+    return pick(cal, "calibration part"), pick(held, f"every {every}th image, held out")
+
+
+def blocks_of(model: Any, skip: set[str]) -> dict[str, list[str]]:
+    """Group the nodes of a YOLOv8-seg graph into blocks by module path.
+
+    Args:
+        model: ``onnx.ModelProto``.
+        skip: Node names already float (not part of any block).
+
+    Returns:
+        Block -> node names, for blocks with at least one Conv (what int8 changes).
+    """
+    blocks: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        m = _BLOCK.match(node.name)
+        if m and node.name not in skip:
+            blocks.setdefault(m.group(1) + (m.group(2) or ""), []).append(node.name)
+    convs = {n.name for n in model.graph.node if n.op_type == "Conv"}
+    return {k: v for k, v in blocks.items() if convs.intersection(v)}
+
+
+class HeldOutEval:
+    """fp32 results on the held-out images, computed once; int8 candidates measured against them.
+
+    Args:
+        fp32_path: The fp32 detector.
+        held: Held-out images (:class:`export.quantize.CalibrationSet`).
+        imgsz: Letterbox target.
+        dynamic: Minimum-rectangle letterbox.
+        thresholds: The bundle's default thresholds (conf, iou, max_det).
+        threads: onnxruntime threads.
+    """
+
+    def __init__(
+        self,
+        fp32_path: Path,
+        held: Any,
+        imgsz: tuple[int, int],
+        dynamic: bool,
+        thresholds: Thresholds,
+        threads: int = 2,
+    ) -> None:
+        from tqdm import tqdm
+
+        from edge.session import create_session
+
+        self.threads, self.th = threads, thresholds
+        self.fp32 = create_session(fp32_path, threads=threads)
+        self.name = self.fp32.get_inputs()[0].name
+        self.inputs = [letterbox(img, imgsz, auto=dynamic) for img in held.images]
+        self.gt = held.gt_masks
+        self.recall_basis = "ground truth" if self.gt is not None else "fp32 masks"
+        self.results = []
+        for k in tqdm(range(len(self.inputs)), desc="int8 held-out fp32", unit="img"):
+            self.results.append(self._run(self.fp32, k)[0])
+        self.gt_found_fp32 = self._gt_found(self.results)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def _run(self, session: Any, k: int) -> tuple[Any, float]:
+        from edge.postprocess import prepare_detections
+
+        tensor, info = self.inputs[k]
+        t0 = time.perf_counter()
+        out0, protos = session.run(None, {self.name: tensor})
+        dt = time.perf_counter() - t0
+        th = self.th
+        masks = prepare_detections(
+            out0, protos, info.input_hw, info.source_hw, th.conf, th.iou, th.max_det
+        ).to_masks()
+        return masks, dt
+
+    def _gt_found(self, results: list[Any]) -> tuple[int, int]:
+        from edge.metrics import recall_at_iou
+
+        if self.gt is None:
+            return 0, 0
+        found = total = 0
+        for gt, res in zip(self.gt, results, strict=True):
+            f, t = recall_at_iou(gt, res.mask)
+            found, total = found + f, total + t
+        return found, total
+
+    def measure(
+        self, int8_path: Path, kernels: str = "host", timed: bool = False
+    ) -> dict[str, Any]:
+        """Agreement of one int8 file with fp32 on the held-out images.
+
+        Args:
+            int8_path: The int8 detector.
+            kernels: ``host`` (fused integer kernels) or ``reference`` (CPU-independent).
+            timed: Also time fp32 and int8, interleaved image by image (order alternating).
+
+        Returns:
+            The report: ``images``, ``kernels``, both mean IoUs, ``recall_of_fp32`` (share of
+            fp32's masks with an int8 mask at IoU >= 0.5), ``recall_loss`` and
+            ``recall_basis``, GT recalls when known, ``held_out: true``; with ``timed``
+            ``infer_ms_fp32``, ``infer_ms_int8`` (medians) and ``speedup`` (the median of the
+            per-image fp32/int8 time ratios).
+        """
+        from edge.metrics import crop_iou_matrix, mask_agreement
+        from edge.session import create_session
+        from export.quantize import INT8_KERNELS
+
+        sess = create_session(int8_path, threads=self.threads, optimization=INT8_KERNELS[kernels])
+        a2b, b2a, t32, t8, results = [], [], [], [], []
+        matched = n_fp32 = 0
+        for k in range(len(self.inputs)):
+            if timed and k % 2:
+                res, dt8 = self._run(sess, k)
+                t32.append(self._run(self.fp32, k)[1])
+            else:
+                if timed:
+                    t32.append(self._run(self.fp32, k)[1])
+                res, dt8 = self._run(sess, k)
+            t8.append(dt8)
+            results.append(res)
+            ref = self.results[k]
+            agree = mask_agreement(ref.crops, res.crops)
+            a2b.append(agree["a_to_b"])
+            b2a.append(agree["b_to_a"])
+            if len(ref.crops):
+                iou = crop_iou_matrix(ref.crops, res.crops)
+                best = iou.max(axis=1) if iou.shape[1] else np.zeros(len(ref.crops))
+                matched += int((best >= 0.5).sum())
+                n_fp32 += len(ref.crops)
+        report: dict[str, Any] = {
+            "images": len(self.inputs),
+            "held_out": True,
+            "kernels": kernels,
+            "mean_iou_fp32_to_int8": round(float(np.mean(a2b)), 4),
+            "mean_iou_int8_to_fp32": round(float(np.mean(b2a)), 4),
+            "recall_of_fp32": round(matched / n_fp32, 4) if n_fp32 else 1.0,
+            "recall_basis": self.recall_basis,
+            "threads": self.threads,
+        }
+        if self.gt is not None:
+            found32, total = self.gt_found_fp32
+            found8, _ = self._gt_found(results)
+            report["recall_fp32"] = round(found32 / total, 4) if total else 1.0
+            report["recall_int8"] = round(found8 / total, 4) if total else 1.0
+            report["recall_loss"] = round(report["recall_fp32"] - report["recall_int8"], 4)
+        else:
+            report["recall_loss"] = round(1.0 - report["recall_of_fp32"], 4)
+        if timed:
+            report["infer_ms_fp32"] = round(1e3 * float(np.median(t32)), 1)
+            report["infer_ms_int8"] = round(1e3 * float(np.median(t8)), 1)
+            # paired, image by image (fp32 and int8 back to back): robust to load drifting
+            ratios = [a / max(b, 1e-9) for a, b in zip(t32, t8, strict=True)]
+            report["speedup"] = round(float(np.median(ratios)), 2)
+        return report
+
+
+def meets(report: dict[str, Any], target: Int8Target) -> bool:
+    """Agreement both ways and recall within the target (speed is checked separately)."""
+    return (
+        min(report["mean_iou_fp32_to_int8"], report["mean_iou_int8_to_fp32"]) >= target.min_iou
+        and report["recall_loss"] <= target.max_recall_loss + 1e-9
+    )
+
+
+def score(report: dict[str, Any], target: Int8Target) -> float:
+    """One number to rank candidates: the smaller mean IoU, less recall lost beyond target."""
+    worst = min(report["mean_iou_fp32_to_int8"], report["mean_iou_int8_to_fp32"])
+    return worst - max(0.0, report["recall_loss"] - target.max_recall_loss)
+
+
+def mixed_ranges(minmax_cache: Path, percentile_cache: Path, out: Path) -> int:
+    """Write a MinMax calibration cache that takes, per tensor, the Percentile range when the
+    MinMax span is more than :data:`MIXED_SPAN_RATIO` times it (outliers set that tensor's
+    scale) and the MinMax range otherwise.
+
+    Returns:
+        How many tensors took the Percentile range.
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorsData,
+        load_tensors_data,
+        save_tensors_data,
+    )
+
+    mm, pc = load_tensors_data(minmax_cache), load_tensors_data(percentile_cache)
+    data, switched = {}, 0
+    for name, td in mm.items():
+        lo, hi = np.asarray(td.range_value[0]), np.asarray(td.range_value[1])
+        if name in pc:
+            plo, phi = (np.asarray(v) for v in pc[name].range_value)
+            span, pspan = float(np.max(hi) - np.min(lo)), float(np.max(phi) - np.min(plo))
+            if span > MIXED_SPAN_RATIO * max(pspan, 1e-12):
+                lo, hi = plo.astype(lo.dtype), phi.astype(hi.dtype)
+                switched += 1
+        data[name] = (lo, hi)
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), out)
+    return switched
+
+
+@dataclass
+class _Candidate:
+    name: str
+    calibration: str
+    blocks: tuple[str, ...]
+    path: Path
+    report: dict[str, Any]
+    recipe: dict[str, Any]
+
+
+def _trial(c: _Candidate, target: Int8Target) -> PlanTrial:
+    r = c.report
+    return PlanTrial(
+        name=c.name,
+        calibration=c.calibration,
+        float_blocks=c.blocks,
+        mean_iou_fp32_to_int8=r["mean_iou_fp32_to_int8"],
+        mean_iou_int8_to_fp32=r["mean_iou_int8_to_fp32"],
+        recall_loss=r["recall_loss"],
+        speedup=r.get("speedup"),
+        meets_target=meets(r, target),
+        kernels=r["kernels"],
+    )
+
+
+@dataclass
+class PlanResult:
+    """What :func:`choose_plan` found.
+
+    Attributes:
+        path: The chosen int8 file (in the work directory), or ``None`` when refused.
+        recipe: The chosen candidate's recipe (manifest keys).
+        plan: The typed plan for ``bundle.json``.
+        fixed: The fixed recipe's held-out report (for the side-by-side).
+        best_path: The chosen file, or when refused the best candidate's (for the record).
+    """
+
+    path: Path | None
+    recipe: dict[str, Any]
+    plan: Int8Plan
+    fixed: dict[str, Any]
+    best_path: Path
+
+
+def choose_plan(
+    fp32_path: Path,
+    work: Path,
+    cal: Any,
+    more: Callable[[], list[np.ndarray]],
+    evaluator: HeldOutEval,
+    imgsz: tuple[int, int],
+    dynamic: bool,
+    config: Any,
+    options: PlanOptions,
+    kernels: str = "host",
+) -> PlanResult:
+    """Search the cheapest int8 plan that reaches ``options.target`` (see the module doc).
+
+    Args:
+        fp32_path: The fp32 detector.
+        work: Scratch directory (candidates and calibration caches).
+        cal: Calibration part (:class:`export.quantize.CalibrationSet`).
+        more: Returns further calibration images (the "more images" fix; may be empty).
+        evaluator: The held-out images with their fp32 results.
+        imgsz: Letterbox target.
+        dynamic: Minimum-rectangle letterbox.
+        config: The base :class:`export.quantize.QuantConfig` (the fixed recipe).
+        options: Mode, target, limits.
+        kernels: Kernels the search measures with (``host`` where they are exact).
+
+    Returns:
+        The chosen file (or ``None``: no plan within the speed floor reaches the target), with
+        the plan and the fixed recipe's report.
+    """
+    import onnx
+    from tqdm import tqdm
+
+    from export.quantize import float_nodes, prepare_model, quantize_prepared
+
+    target = options.target
+    prepped = prepare_model(fp32_path, work / "prepped.onnx", dynamic)
+    model = onnx.load(str(prepped))
+    base_float = set(float_nodes(model, config.float_branches))
+    blocks = blocks_of(model, base_float)
+    del model
+    candidates = sorted(blocks) if options.blocks is None else list(options.blocks)
+    missing = [b for b in candidates if b not in blocks]
+    if missing:
+        raise ValueError(f"blocks: {missing} not in this model (it has {sorted(blocks)})")
+    caches: dict[str, Path] = {}
+    tried: list[_Candidate] = []
+    counter = iter(range(10_000))
+
+    def candidate(
+        name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
+        images: list[np.ndarray] | None = None, record: bool = True,
+    ) -> _Candidate:  # fmt: skip
+        method = {"mixed": "minmax", "more-images": "minmax"}.get(calibration, calibration)
+        cache = caches.get(calibration) or work / f"ranges-{calibration}.json"
+        caches[calibration] = cache
+        extra = [n for b in chosen_blocks for n in blocks[b]]
+        path = work / f"cand-{next(counter)}.onnx"
+        recipe = quantize_prepared(
+            prepped, path, images if images is not None else cal.images, imgsz, dynamic,
+            replace(config, method=method), cache=cache, extra_float=extra,
+        )  # fmt: skip
+        recipe["calibration"] = calibration
+        if chosen_blocks:
+            recipe["float_blocks"] = list(chosen_blocks)
+        c = _Candidate(name, calibration, chosen_blocks, path,
+                       evaluator.measure(path, kernels, timed=timed), recipe)  # fmt: skip
+        if record:
+            tried.append(c)
+        _LOGGER.info(
+            "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s", name,
+            c.report["mean_iou_fp32_to_int8"], c.report["mean_iou_int8_to_fp32"],
+            c.report["recall_loss"],
+            f", {c.report['speedup']:.2f}x" if "speedup" in c.report else "",
+        )  # fmt: skip
+        return c
+
+    def fast_enough(c: _Candidate) -> bool:
+        return c.report.get("speedup", 0.0) >= target.min_speedup
+
+    def ok(c: _Candidate) -> bool:
+        return meets(c.report, target) and fast_enough(c)
+
+    notes = {
+        "per-channel weights": "in every candidate (int8 symmetric per output channel)",
+        "bias correction": "not offered by onnxruntime's static quantizer; not tried",
+    }
+    fixed = candidate("fixed", "minmax", ())
+    chosen: _Candidate | None = fixed if ok(fixed) else None
+    sensitivity: dict[str, float] = {}
+    if options.mode == "fixed":  # the old rule: refused below fixed_min_iou, no speed floor
+        worst = min(fixed.report["mean_iou_fp32_to_int8"], fixed.report["mean_iou_int8_to_fp32"])
+        chosen = fixed if worst >= options.fixed_min_iou else None
+    elif chosen is None:
+        best = fixed
+        fixes = tqdm(options.fixes, desc="int8 cheap fixes", unit="fix")
+        for fix in fixes:
+            if fix == "mixed":
+                if "percentile" not in caches:
+                    continue
+                switched = mixed_ranges(caches["minmax"], caches["percentile"], work / "m.json")
+                caches["mixed"] = work / "m.json"
+                notes["mixed ranges"] = f"{switched} tensors took the Percentile range"
+                c = candidate("mixed (per tensor)", "mixed", ())
+            elif fix == "more-images":
+                extra_images = more()
+                if not extra_images:
+                    notes["more images"] = "no further calibration images available"
+                    continue
+                notes["more images"] = f"{len(cal.images) + len(extra_images)} images"
+                c = candidate("more images", "more-images", (), images=cal.images + extra_images)
+            else:
+                c = candidate(fix, fix, ())
+            if score(c.report, target) > score(best.report, target):
+                best = c
+            if ok(c):
+                chosen = c
+                break
+        fixes.close()
+        if chosen is None:
+            base_score = score(best.report, target)
+            for b in tqdm(candidates, desc="int8 sensitivity", unit="block"):
+                c = candidate(f"float {b}", best.calibration, (b,), timed=False, record=False)
+                sensitivity[b] = round(score(c.report, target) - base_score, 4)
+                c.path.unlink()
+            ranked = [b for b, g in sorted(sensitivity.items(), key=lambda kv: -kv[1]) if g > 0]
+            steps = ranked[: options.max_float_blocks]
+            for i in tqdm(range(1, len(steps) + 1), desc="int8 float fallbacks", unit="plan"):
+                c = candidate(f"{best.name} + float {', '.join(steps[:i])}", best.calibration,
+                              tuple(steps[:i]))  # fmt: skip
+                if not fast_enough(c):
+                    notes["speed floor"] = (
+                        f"{c.name}: {c.report.get('speedup')}x < {target.min_speedup}x; "
+                        "no more blocks kept float"
+                    )
+                    break
+                if ok(c):
+                    chosen = c
+                    break
+            if not ranked:
+                notes["float fallbacks"] = "no single block raised the agreement"
+    float_blocks: list[FloatBlock] = []
+    if chosen is not None and chosen.blocks:
+        prev = {c.blocks: c for c in tried}
+        for i, b in enumerate(chosen.blocks):
+            before = prev.get(chosen.blocks[:i])
+            after = prev.get(chosen.blocks[: i + 1])
+            cost = None
+            if before is not None and after is not None:
+                cost = round(after.report["infer_ms_int8"] - before.report["infer_ms_int8"], 1)
+            why = f"sensitivity: +{sensitivity[b]:.4f} agreement when float alone"
+            float_blocks.append(FloatBlock(b, len(blocks[b]), why, cost))
+    plan = Int8Plan(
+        mode=options.mode,
+        target=target,
+        chosen=chosen.name if chosen is not None else "",
+        meets_target=chosen is not None and meets(chosen.report, target),
+        float_blocks=tuple(float_blocks),
+        tried=tuple(_trial(c, target) for c in tried),
+        sensitivity=sensitivity,
+        notes=notes,
+    )
+    out = None
+    if chosen is not None:
+        out = work / "chosen.onnx"
+        shutil.copy2(chosen.path, out)
+    best = chosen or max(tried, key=lambda c: score(c.report, target))
+    return PlanResult(out, best.recipe, plan, fixed.report, best.path)
+
+
+def held_out_section(images: int, source: str, calibration_images: int, basis: str) -> HeldOut:
+    """The typed ``quantization.held_out``."""
+    return HeldOut(images, source, calibration_images, basis)
