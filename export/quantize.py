@@ -550,6 +550,7 @@ def quantize_detector(
     *,
     verify_dir: str | Path | None = None,
     plan: PlanOptions | None = None,
+    keep_best: Path | None = None,
 ) -> QuantSection:
     """Add ``fastsam.int8.onnx`` to a bundle being assembled: a precision plan chosen and
     verified on held-out images.
@@ -575,6 +576,8 @@ def quantize_detector(
         threads: onnxruntime threads of the verification timings.
         verify_dir: Held-out verification images (default: split off the calibration images).
         plan: How the plan is chosen (default :class:`export.int8plan.PlanOptions`: search).
+        keep_best: Also copy the chosen int8 file, or when refused the best candidate, here
+            (experiments comparing plans; the bundle never holds a refused model).
 
     Returns:
         The ``quantization`` manifest section (``export_bundle`` writes it).
@@ -614,6 +617,8 @@ def quantize_detector(
         ref = evaluator.measure(result.best_path, "reference")
         if result.path is not None:
             shutil.copy2(result.path, int8)
+        if keep_best is not None:
+            shutil.copy2(result.best_path, keep_best)
     host["cpu_class"] = cpu.to_dict()
     verify = dict(ref)
     for key in ("infer_ms_fp32", "infer_ms_int8", "speedup"):

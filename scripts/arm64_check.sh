@@ -32,6 +32,7 @@
 #                next to this host's kernels and the CPU-independent reference
 #   --agreement-scenes N     held-out scenes per bundle (default 16)
 #   --agreement-conf C       score threshold for the agreement runs (default: each bundle's)
+#   --agreement-world W      scene style of the agreement scenes: demo (default) or texture
 #   --print-mirror       print the Debian mirror that would be used, and exit (no root)
 #   --write-scene PNG    write the demo scene the check segments, and exit (no root)
 set -euo pipefail
@@ -59,9 +60,10 @@ while (($#)); do
         --agreement) AGREEMENT="$2"; shift 2 ;;
         --agreement-scenes) AGREEMENT_SCENES="$2"; shift 2 ;;
         --agreement-conf) AGREEMENT_CONF="--conf $2"; shift 2 ;;
+        --agreement-world) AGREEMENT_CONF="$AGREEMENT_CONF --world $2"; shift 2 ;;
         --print-mirror) ACTION=print-mirror; shift ;;
         --write-scene) ACTION=write-scene; SCENE_OUT="$(realpath -m "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "arm64_check: unknown argument: $1" >&2; exit 2 ;;
     esac
 done

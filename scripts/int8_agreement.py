@@ -2,6 +2,7 @@
 
 Usage: python scripts/int8_agreement.py BUNDLE [--scenes 16] [--objects 3,8] [--threads 2]
        [--kernels host|reference|both] [--seed-offset 30000] [--conf C] [--out FILE.json]
+       [--world demo|texture]
 
 Runtime-only (numpy, onnxruntime, OpenCV): it runs on a Pi and inside the arm64 check's
 emulated root (scripts/arm64_check.sh --agreement), where "host" means the ARM CPU model's
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.bundle import read_manifest  # noqa: E402
 from edge.cpu import cpu_info, int8_class  # noqa: E402
-from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
+from edge.demo.scenes import EVAL_SEED_START, WORLDS, generate_scene, restyle  # noqa: E402
 from export.quantize import CalibrationSet, agreement_of, compare_precisions  # noqa: E402
 
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-offset", type=int, default=30_000)
     p.add_argument("--conf", type=float, help="score threshold (default: the bundle's)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--world", choices=WORLDS, default="demo", help="scene style (restyle)")
     a = p.parse_args(argv)
     m = read_manifest(a.bundle)
     if "int8" not in m.precisions:
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     scenes = [
         generate_scene(EVAL_SEED_START + a.seed_offset + i, w, h, lo, hi) for i in range(a.scenes)
     ]
-    held_out = CalibrationSet([s.image for s in scenes], "held-out", [s.masks for s in scenes])
+    images = [restyle(s.image, s.seed, a.world) for s in scenes]
+    held_out = CalibrationSet(images, "held-out", [s.masks for s in scenes])
     th = m.thresholds
     kernels = ("host", "reference") if a.kernels == "both" else (a.kernels,)
     result = {

@@ -502,6 +502,94 @@ def test_quant_section_json_order_and_optional_keys():
     assert QuantSection.from_json({"format": "QDQ"}).to_json() == {"format": "QDQ"}
 
 
+def _plan_section() -> QuantSection:
+    from edge.bundle import FloatBlock, HeldOut, Int8Plan, Int8Target, PlanTrial
+
+    fixed = PlanTrial("fixed", "minmax", (), 0.94, 0.96, 0.03, 2.4, False, "host")
+    plan = PlanTrial(
+        "fixed + float /model.22/proto", "minmax", ("/model.22/proto",), 0.975, 0.98, 0.0, 2.1,
+        True, "host",
+    )  # fmt: skip
+    return QuantSection(
+        recipe={"format": "QDQ", "calibration": "minmax", "float_blocks": ["/model.22/proto"]},
+        status="ok",
+        calibration_source="built-in scenes",
+        verify={"kernels": "reference", "held_out": True, "images": 8,
+                "mean_iou_fp32_to_int8": 0.975, "mean_iou_int8_to_fp32": 0.98,
+                "recall_loss": 0.0, "recall_basis": "ground truth", "speedup": 2.1},
+        held_out=HeldOut(8, "built-in scenes: every 4th image, not calibrated on", 24,
+                         "ground truth"),
+        plan=Int8Plan(
+            "search", Int8Target(0.97, 0.01, 1.3), plan.name, True,
+            (FloatBlock("/model.22/proto", 12, "sensitivity: +0.03", 3.5),), (fixed, plan),
+            {"/model.22/proto": 0.03, "/model.0": -0.001}, {"bias correction": "not tried"},
+        ),
+    )  # fmt: skip
+
+
+def test_quant_section_plan_round_trip():
+    q = _plan_section()
+    d = json.loads(json.dumps(q.to_json()))  # through JSON text, as bundle.json holds it
+    assert QuantSection.from_json(d) == q
+    assert list(d)[-5:] == ["calibration_source", "held_out", "verify", "plan", "status"]
+    assert d["plan"]["float_blocks"][0] == {
+        "block": "/model.22/proto", "nodes": 12, "reason": "sensitivity: +0.03",
+        "speed_cost_ms": 3.5,
+    }  # fmt: skip
+    assert d["plan"]["tried"][0]["float_blocks"] == [] and d["held_out"]["images"] == 8
+    assert q.plan.tried[0].agreement == 0.94
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["held_out"].update(images=0), "quantization.held_out.images"),
+        (lambda d: d["held_out"].pop("source"), "quantization.held_out.source"),
+        (lambda d: d["plan"].update(target=1), "quantization.plan.target"),
+        (lambda d: d["plan"]["target"].update(min_iou=2), "quantization.plan.target.min_iou"),
+        (lambda d: d["plan"].update(tried={}), "quantization.plan.tried"),
+        (lambda d: d["plan"]["tried"][1].update(float_blocks="x"),
+         r"quantization.plan.tried\[1\].float_blocks"),
+        (lambda d: d["plan"]["float_blocks"][0].update(nodes=-1),
+         r"quantization.plan.float_blocks\[0\].nodes"),
+        (lambda d: d["plan"]["sensitivity"].update(x="high"), "quantization.plan.sensitivity.x"),
+    ],
+)  # fmt: skip
+def test_quant_section_plan_malformed(change, field):
+    d = _plan_section().to_json()
+    change(d)
+    with pytest.raises(BundleError, match=f"malformed: {field}"):
+        QuantSection.from_json(d)
+
+
+def test_info_shows_the_held_out_check_and_the_plan(demo_bundle, tmp_path, capsys):
+    import shutil
+
+    from edge.cli import main
+
+    b = tmp_path / "b"
+    shutil.copytree(demo_bundle, b)
+    raw = json.loads((b / MANIFEST_NAME).read_text(encoding="utf-8"))
+    raw["quantization"] = _plan_section().to_json()
+    (b / MANIFEST_NAME).write_text(json.dumps(raw), encoding="utf-8")
+    assert main(["info", "--bundle", str(b)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "int8 check:  reference, held-out, 8 images: mean mask IoU 0.975 / 0.980, recall loss "
+        "0.0 pt (ground truth), 2.10x fp32 on the export host" in out
+    )
+    assert (
+        "int8 plan:   search: fixed + float /model.22/proto (meets mean IoU >= 0.97 both ways, "
+        "recall loss <= 1.0 pt, >= 1.3x fp32; 2 candidates tried)" in out
+    )
+    assert "int8 float:  /model.22/proto (12 nodes, +3.5 ms): sensitivity: +0.03" in out
+    assert "in-sample" not in out
+    main(["info", "--bundle", str(demo_bundle)])  # an old bundle: its check was in-sample
+    assert "int8 check:  reference, in-sample, 24 calibration images (old bundle)" in (
+        capsys.readouterr().out
+    )
+
+
 @pytest.mark.parametrize(
     ("section", "field"),
     [

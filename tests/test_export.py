@@ -201,6 +201,7 @@ def test_manifest_is_json(checkpoint: Path, tmp_path: Path) -> None:
 def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """--calib-images: the int8 model is calibrated, verified (agreement printed) and hashed."""
     from edge.demo.scenes import save_scenes
+    from export.int8plan import PlanOptions
     from export.quantize import QuantConfig
 
     calib = tmp_path / "calib"
@@ -214,18 +215,21 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
         quant_config=QuantConfig(num_images=4),
         int8_min_iou=0.0,
         measure_memory=False,
+        int8_plan=PlanOptions(mode="fixed"),
     )
     printed = capsys.readouterr().out
-    assert (
-        "int8 vs fp32 on 4 calibration images (reference kernels, CPU-independent): mean mask IoU"
-        in printed
-    )
-    assert "int8 vs fp32 on 4 calibration images (this host's kernels, " in printed
+    assert "int8 vs fp32 on 1 held-out images (reference kernels, CPU-independent): " in printed
+    assert "int8 vs fp32 on 1 held-out images (this host's kernels, " in printed
     m = read_manifest(out)
     assert m.precisions == ("fp32", "int8")
     verify_file(out, m, "fastsam.int8.onnx")
     q = m.quantization.to_json()
     assert q["status"] == "ok" and q["format"] == "QDQ" and q["calibration_source"] == str(calib)
+    # 3 images calibrate, the 4th is held out; no ground truth in a folder: fp32's masks
+    assert q["held_out"] == {"images": 1, "source": f"{calib}: every 4th image, not calibrated on",
+                             "calibration_images": 3, "recall_basis": "fp32 masks"}  # fmt: skip
+    assert q["calibration_images"] == 3 and q["verify"]["held_out"] is True
+    assert q["plan"]["mode"] == "fixed" and q["plan"]["chosen"] == "fixed"
     assert q["float_branches"] == ["cv3", "cv4"] and q["float_nodes"] > 6
     assert q["float_ops"] == [] and q["activations"] == "uint8 per-tensor"
     assert m.detector_gop > 0  # counted at export, for bench on any bundle
@@ -247,8 +251,12 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
 
 
 def test_int8_refused_below_threshold(checkpoint: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from edge.demo.scenes import save_scenes
+    from export.int8plan import PlanOptions
     from export.quantize import QuantConfig
 
+    verify = tmp_path / "verify"
+    save_scenes(verify, 1_600_100, 2, 256, 256)
     out = export_bundle(
         checkpoint,
         tmp_path / "r",
@@ -256,11 +264,15 @@ def test_int8_refused_below_threshold(checkpoint: Path, tmp_path: Path, capsys) 
         quant_config=QuantConfig(num_images=2),
         int8_min_iou=1.01,
         measure_memory=False,
+        int8_plan=PlanOptions(mode="fixed"),
+        verify_images=verify,
     )
     assert "REFUSED" in capsys.readouterr().out
     m = read_manifest(out)
     assert m.precisions == ("fp32",) and not (out / "fastsam.int8.onnx").exists()
-    assert m.quantization.to_json()["status"].startswith("refused")
+    assert m.quantization.to_json()["status"].startswith("refused: held-out agreement")
+    held = m.quantization.held_out  # --verify-images: every calibration image calibrates
+    assert (held.images, held.calibration_images, held.source) == (2, 2, str(verify))
 
 
 def test_int8_bad_calibration_dir(checkpoint: Path, tmp_path: Path) -> None:

@@ -122,3 +122,41 @@ def test_runtime_only_install_says_to_install_the_export_extra(
     err = capsys.readouterr().err
     assert 'pip install -e ".[export]"' in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--int8-target", "high"], "--int8-target: expected IOU or IOU,LOSS_PT"),
+        (["--int8-target", "1.5"], "--int8-target: IOU must be in (0, 1]"),
+        (["--int8-target", "0.97,1,2"], "--int8-target: expected"),
+        (["--int8-min-speedup", "0"], "--int8-min-speedup: must be > 0"),
+        (["--int8-min-iou", "2"], "--int8-min-iou: must be in (0, 1]"),
+        (["--calib-count", "3"], "--calib-count: 3 is too few"),
+        (["--verify-images", "{tmp}/none"], "--verify-images:"),
+    ],
+)
+def test_int8_plan_flags_checked_before_the_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    from export.cli import main
+
+    argv = ["w.pt", "--out", str(tmp_path / "b"), *(a.format(tmp=tmp_path) for a in args)]
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_int8_plan_flags_reach_the_options() -> None:
+    from export.cli import build_parser, int8_plan_options
+
+    args = build_parser().parse_args(
+        ["w.pt", "--out", "b", "--int8-plan", "fixed", "--int8-target", "0.98,0.5",
+         "--int8-min-speedup", "2"]
+    )  # fmt: skip
+    opts = int8_plan_options(args)
+    assert opts.mode == "fixed" and opts.target.min_iou == 0.98
+    assert opts.target.max_recall_loss == pytest.approx(0.005) and opts.target.min_speedup == 2.0
+    default = int8_plan_options(build_parser().parse_args(["w.pt", "--out", "b"]))
+    assert default.mode == "search" and default.target.min_iou == 0.97
+    assert default.target.max_recall_loss == pytest.approx(0.01)
+    assert default.target.min_speedup == 1.3

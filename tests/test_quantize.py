@@ -115,15 +115,10 @@ def test_verify_int8_reports_host_and_reference(demo_bundle):
         compare_precisions(fp32, int8, *args, kernels="vnni")
 
 
-def _fake_reports(host, ref):
-    def rep(agree, kernels):
-        return {"images": 4, "kernels": kernels, "mean_iou_fp32_to_int8": agree,
-                "mean_iou_int8_to_fp32": agree, "infer_ms_fp32": 10.0, "infer_ms_int8": 4.0,
-                "threads": 1, "speedup": 2.5}  # fmt: skip
-
-    reports = {"host": rep(host, "host"), "reference": rep(ref, "reference")}
-    reports["host"]["cpu_class"] = {"name": "x86-avx2", "note": "saturates"}
-    return reports
+def _fake_report(agree, kernels):
+    return {"images": 1, "held_out": True, "kernels": kernels, "mean_iou_fp32_to_int8": agree,
+            "mean_iou_int8_to_fp32": agree, "recall_loss": 0.0, "recall_basis": "ground truth",
+            "infer_ms_fp32": 10.0, "infer_ms_int8": 4.0, "threads": 1, "speedup": 2.5}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -137,18 +132,36 @@ def _fake_reports(host, ref):
 )
 def test_int8_step_decides_on_the_reference(demo_bundle, tmp_path, monkeypatch, caplog,
                                             host, ref, status, warned):  # fmt: skip
+    """The plan search chose a file; its held-out verdict is the reference kernels'."""
     import shutil
 
+    import export.int8plan as plan
     import export.quantize as q
-    from edge.bundle import QuantSection, Thresholds
+    from edge.bundle import Int8Plan, Int8Target, QuantSection, Thresholds
 
     shutil.copy(demo_bundle / "fastsam.fp32.onnx", tmp_path / "fastsam.fp32.onnx")
-    monkeypatch.setattr(q, "load_calibration", lambda *a, **k: _calib(2))
-    monkeypatch.setattr(
-        q, "write_int8_detector",
-        lambda fp32, int8, *a, **k: (int8.write_bytes(b"x"), {"format": "QDQ"})[1],
+    monkeypatch.setattr(q, "load_calibration", lambda *a, **k: _calib(4))
+    chosen = tmp_path / "chosen.onnx"
+    chosen.write_bytes(b"x")
+
+    class Eval:
+        recall_basis = "ground truth"
+
+        def __init__(self, *a, **k):
+            pass
+
+        def __len__(self):
+            return 1
+
+        def measure(self, path, kernels="host", timed=False):
+            return _fake_report(host if kernels == "host" else ref, kernels)
+
+    result = plan.PlanResult(
+        chosen, {"format": "QDQ"}, Int8Plan("search", Int8Target(), "fixed", True),
+        _fake_report(host, "host"), chosen,
     )  # fmt: skip
-    monkeypatch.setattr(q, "verify_int8", lambda *a, **k: _fake_reports(host, ref))
+    monkeypatch.setattr(plan, "HeldOutEval", Eval)
+    monkeypatch.setattr(plan, "choose_plan", lambda *a, **k: result)
     with caplog.at_level("WARNING"):
         section = q.quantize_detector(tmp_path, (320, 320), False, Thresholds(), min_iou=0.95)
     assert section.ok == (status == "ok")
@@ -160,6 +173,7 @@ def test_int8_step_decides_on_the_reference(demo_bundle, tmp_path, monkeypatch, 
     assert (tmp_path / "fastsam.int8.onnx").exists() == (status == "ok")
     assert ("computes int8 differently" in caplog.text) == warned
     assert rec.get("host_differs", False) == (abs(host - ref) > 0.01)
+    assert rec["held_out"]["images"] == 1 and rec["held_out"]["calibration_images"] == 3
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,155 @@
+"""export.int8plan: held-out split, blocks, and the precision-plan search on the demo detector."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.export
+
+PROTO = "/model.22/proto"
+
+
+def _scenes(n, size=320, start=1_500_000):
+    from edge.demo.scenes import generate_scene
+    from export.quantize import CalibrationSet
+
+    scenes = [generate_scene(start + i, size, size) for i in range(n)]
+    return CalibrationSet([s.image for s in scenes], "scenes", [s.masks for s in scenes])
+
+
+def test_split_holds_out_every_fourth_image_with_its_ground_truth():
+    from export.int8plan import split_held_out
+
+    calib = _scenes(8, size=64)
+    cal, held = split_held_out(calib, 4)
+    assert len(cal.images) == 6 and len(held.images) == 2
+    assert held.images[0] is calib.images[3] and held.images[1] is calib.images[7]
+    assert held.gt_masks[1] is calib.gt_masks[7] and cal.gt_masks[3] is calib.gt_masks[4]
+    assert not any(img is h for img in cal.images for h in held.images)  # never calibrated on
+    with pytest.raises(ValueError, match="--calib-count"):
+        split_held_out(_scenes(3, size=64), 4)
+
+
+def _prepped(demo_bundle, tmp_path):
+    from export.quantize import prepare_model
+
+    return prepare_model(demo_bundle / "fastsam.fp32.onnx", tmp_path / "prepped.onnx")
+
+
+def _float_convs(path):
+    """Conv name -> whether its weight is a float initializer (not a DequantizeLinear output)."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name: n.input[1] not in dq_out for n in g.node if n.op_type == "Conv"}
+
+
+def test_blocks_and_a_float_block_really_is_float(demo_bundle, tmp_path):
+    import onnx
+
+    from export.int8plan import blocks_of
+    from export.quantize import float_nodes, quantize_prepared
+
+    prepped = _prepped(demo_bundle, tmp_path)
+    model = onnx.load(str(prepped))
+    skip = set(float_nodes(model, ("cv3", "cv4")))
+    blocks = blocks_of(model, skip)
+    assert {"/model.0", "/model.21", PROTO, "/model.22/cv4.0", "/model.22/cv2.2"} <= set(blocks)
+    assert not skip & {n for v in blocks.values() for n in v}  # already-float nodes: no block
+    out = tmp_path / "q.onnx"
+    quantize_prepared(prepped, out, _scenes(2).images, (320, 320), extra_float=blocks[PROTO])
+    convs = _float_convs(out)
+    proto = {k: v for k, v in convs.items() if k.startswith(PROTO + "/")}
+    assert proto and all(proto.values())  # every conv of the block keeps float weights
+    assert not any(v for k, v in convs.items() if k.startswith("/model.21/"))  # others int8
+
+
+class _FakeEval:
+    """Scores a candidate by the file itself: good only when the proto block is float."""
+
+    recall_basis = "ground truth"
+
+    def __init__(self):
+        self.calls = []
+
+    def __len__(self):
+        return 2
+
+    def measure(self, path, kernels="host", timed=False):
+        convs = _float_convs(path)
+        good = all(v for k, v in convs.items() if k.startswith(PROTO + "/"))
+        self.calls.append((path.name, kernels, timed))
+        rep = {"images": 2, "kernels": kernels, "mean_iou_fp32_to_int8": 0.99 if good else 0.9,
+               "mean_iou_int8_to_fp32": 0.99 if good else 0.93, "recall_loss": 0.0}  # fmt: skip
+        if timed:
+            rep.update(infer_ms_fp32=10.0, infer_ms_int8=5.0 if good else 4.0, speedup=2.0)
+        return rep
+
+
+def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
+    from edge.bundle import Int8Plan
+    from export.int8plan import PlanOptions, choose_plan
+    from export.quantize import QuantConfig
+
+    work = tmp_path / "work"
+    work.mkdir()
+    fake = _FakeEval()
+    opts = PlanOptions(fixes=(), blocks=("/model.21", PROTO), max_float_blocks=2)
+    result = choose_plan(
+        demo_bundle / "fastsam.fp32.onnx", work, _scenes(2), list, fake, (320, 320), False,
+        QuantConfig(num_images=2), opts,
+    )  # fmt: skip
+    plan = result.plan
+    assert plan.meets_target and [b.block for b in plan.float_blocks] == [PROTO]
+    assert plan.sensitivity[PROTO] > 0 >= plan.sensitivity["/model.21"]
+    assert [t.name for t in plan.tried] == ["fixed", f"fixed + float {PROTO}"]
+    assert not plan.tried[0].meets_target and plan.tried[1].meets_target
+    assert plan.float_blocks[0].speed_cost_ms == 1.0  # 5.0 ms with the block float vs 4.0
+    assert result.recipe["float_blocks"] == [PROTO]
+    proto = {k: v for k, v in _float_convs(result.path).items() if k.startswith(PROTO + "/")}
+    assert proto and all(proto.values())
+    assert Int8Plan.from_json(plan.to_json()) == plan
+    # the sensitivity pass is untimed; the fixed recipe and the plan are timed against fp32
+    assert [c[2] for c in fake.calls] == [True, False, False, True]
+
+
+def test_impossible_target_is_refused_naming_it(demo_bundle, tmp_path, capsys):
+    from edge.bundle import Int8Target, QuantSection, Thresholds
+    from export.int8plan import PlanOptions
+    from export.quantize import QuantConfig, quantize_detector
+
+    shutil.copy(demo_bundle / "fastsam.fp32.onnx", tmp_path / "fastsam.fp32.onnx")
+    target = Int8Target(min_iou=0.97, max_recall_loss=0.01, min_speedup=1000.0)
+    opts = PlanOptions(target=target, fixes=(), blocks=(PROTO,))
+    section = quantize_detector(
+        tmp_path, (320, 320), False, Thresholds(), config=QuantConfig(num_images=4),
+        threads=1, plan=opts,
+    )  # fmt: skip
+    assert not section.ok and not (tmp_path / "fastsam.int8.onnx").exists()
+    assert "mean IoU >= 0.97 both ways, recall loss <= 1.0 pt" in section.status
+    assert ">= 1000x fp32" in section.status and "REFUSED" in capsys.readouterr().out
+    assert section.held_out.images == 1 and section.held_out.calibration_images == 3
+    assert section.held_out.recall_basis == "ground truth"
+    assert section.verify["held_out"] is True and section.verify["images"] == 1
+    assert section.plan.tried[0].name == "fixed" and not section.plan.meets_target
+    assert "speed floor" in section.plan.notes
+    assert QuantSection.from_json(section.to_json()) == section
+
+
+def test_held_out_eval_measures_against_cached_fp32(demo_bundle):
+    from edge.bundle import Thresholds
+    from export.int8plan import HeldOutEval
+
+    ev = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", _scenes(2), (320, 320), False,
+                     Thresholds(), threads=1)  # fmt: skip
+    same = ev.measure(demo_bundle / "fastsam.fp32.onnx", "host", timed=True)
+    assert same["mean_iou_fp32_to_int8"] == same["mean_iou_int8_to_fp32"] == 1.0
+    assert same["recall_of_fp32"] == 1.0 and same["recall_loss"] == 0.0
+    assert same["held_out"] is True and same["speedup"] > 0
+    q = ev.measure(demo_bundle / "fastsam.int8.onnx", "reference")
+    assert 0.9 <= min(q["mean_iou_fp32_to_int8"], q["mean_iou_int8_to_fp32"]) <= 1.0
+    assert "speedup" not in q and np.isfinite(q["recall_loss"])
