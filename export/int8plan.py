@@ -63,6 +63,8 @@ class PlanOptions:
         fixed_min_iou: ``fixed`` mode's refusal threshold (the smaller mean IoU, held-out).
         fixes: Cheap fixes tried, in order (some of :data:`CHEAP_FIXES`).
         blocks: Blocks the sensitivity pass may keep float (``None``: every block).
+        sensitivity_images: Held-out images the sensitivity pass ranks blocks on (the plans
+            themselves are measured on all of them).
     """
 
     mode: str = "search"
@@ -72,6 +74,7 @@ class PlanOptions:
     fixed_min_iou: float = 0.95
     fixes: tuple[str, ...] = CHEAP_FIXES
     blocks: tuple[str, ...] | None = None
+    sensitivity_images: int = 4
 
     def __post_init__(self) -> None:
         if self.mode not in PLAN_MODES:
@@ -168,7 +171,6 @@ class HeldOutEval:
         self.results = []
         for k in tqdm(range(len(self.inputs)), desc="int8 held-out fp32", unit="img"):
             self.results.append(self._run(self.fp32, k)[0])
-        self.gt_found_fp32 = self._gt_found(self.results)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -192,13 +194,13 @@ class HeldOutEval:
         if self.gt is None:
             return 0, 0
         found = total = 0
-        for gt, res in zip(self.gt, results, strict=True):
+        for gt, res in zip(self.gt[: len(results)], results, strict=True):
             f, t = recall_at_iou(gt, res.mask)
             found, total = found + f, total + t
         return found, total
 
     def measure(
-        self, int8_path: Path, kernels: str = "host", timed: bool = False
+        self, int8_path: Path, kernels: str = "host", timed: bool = False, limit: int | None = None
     ) -> dict[str, Any]:
         """Agreement of one int8 file with fp32 on the held-out images.
 
@@ -206,6 +208,7 @@ class HeldOutEval:
             int8_path: The int8 detector.
             kernels: ``host`` (fused integer kernels) or ``reference`` (CPU-independent).
             timed: Also time fp32 and int8, interleaved image by image (order alternating).
+            limit: Only the first ``limit`` images (the sensitivity pass: a ranking, cheaply).
 
         Returns:
             The report: ``images``, ``kernels``, both mean IoUs, ``recall_of_fp32`` (share of
@@ -221,7 +224,8 @@ class HeldOutEval:
         sess = create_session(int8_path, threads=self.threads, optimization=INT8_KERNELS[kernels])
         a2b, b2a, t32, t8, results = [], [], [], [], []
         matched = n_fp32 = 0
-        for k in range(len(self.inputs)):
+        n = len(self.inputs) if limit is None else min(limit, len(self.inputs))
+        for k in range(n):
             if timed and k % 2:
                 res, dt8 = self._run(sess, k)
                 t32.append(self._run(self.fp32, k)[1])
@@ -241,7 +245,7 @@ class HeldOutEval:
                 matched += int((best >= 0.5).sum())
                 n_fp32 += len(ref.crops)
         report: dict[str, Any] = {
-            "images": len(self.inputs),
+            "images": n,
             "held_out": True,
             "kernels": kernels,
             "mean_iou_fp32_to_int8": round(float(np.mean(a2b)), 4),
@@ -251,7 +255,7 @@ class HeldOutEval:
             "threads": self.threads,
         }
         if self.gt is not None:
-            found32, total = self.gt_found_fp32
+            found32, total = self._gt_found(self.results[:n])
             found8, _ = self._gt_found(results)
             report["recall_fp32"] = round(found32 / total, 4) if total else 1.0
             report["recall_int8"] = round(found8 / total, 4) if total else 1.0
@@ -406,7 +410,7 @@ def choose_plan(
 
     def candidate(
         name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
-        images: list[np.ndarray] | None = None, record: bool = True,
+        images: list[np.ndarray] | None = None, record: bool = True, limit: int | None = None,
     ) -> _Candidate:  # fmt: skip
         method = {"mixed": "minmax", "more-images": "minmax"}.get(calibration, calibration)
         cache = caches.get(calibration) or work / f"ranges-{calibration}.json"
@@ -421,7 +425,8 @@ def choose_plan(
         if chosen_blocks:
             recipe["float_blocks"] = list(chosen_blocks)
         c = _Candidate(name, calibration, chosen_blocks, path,
-                       evaluator.measure(path, kernels, timed=timed), recipe)  # fmt: skip
+                       evaluator.measure(path, kernels, timed=timed, limit=limit),
+                       recipe)  # fmt: skip
         if record:
             tried.append(c)
         _LOGGER.info(
@@ -475,9 +480,12 @@ def choose_plan(
                 break
         fixes.close()
         if chosen is None:
-            base_score = score(best.report, target)
+            # ranked on a few held-out images against the best candidate on the same images
+            n_sens = options.sensitivity_images
+            base_score = score(evaluator.measure(best.path, kernels, limit=n_sens), target)
             for b in tqdm(candidates, desc="int8 sensitivity", unit="block"):
-                c = candidate(f"float {b}", best.calibration, (b,), timed=False, record=False)
+                c = candidate(f"float {b}", best.calibration, (b,), timed=False, record=False,
+                              limit=n_sens)  # fmt: skip
                 sensitivity[b] = round(score(c.report, target) - base_score, 4)
                 c.path.unlink()
             ranked = [b for b, g in sorted(sensitivity.items(), key=lambda kv: -kv[1]) if g > 0]

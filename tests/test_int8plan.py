@@ -79,7 +79,7 @@ class _FakeEval:
     def __len__(self):
         return 2
 
-    def measure(self, path, kernels="host", timed=False):
+    def measure(self, path, kernels="host", timed=False, limit=None):
         convs = _float_convs(path)
         good = all(v for k, v in convs.items() if k.startswith(PROTO + "/"))
         self.calls.append((path.name, kernels, timed))
@@ -113,8 +113,9 @@ def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
     proto = {k: v for k, v in _float_convs(result.path).items() if k.startswith(PROTO + "/")}
     assert proto and all(proto.values())
     assert Int8Plan.from_json(plan.to_json()) == plan
-    # the sensitivity pass is untimed; the fixed recipe and the plan are timed against fp32
-    assert [c[2] for c in fake.calls] == [True, False, False, True]
+    # the sensitivity pass (base, then one per block) is untimed; the fixed recipe and the plan
+    # are timed against fp32
+    assert [c[2] for c in fake.calls] == [True, False, False, False, True]
 
 
 def test_impossible_target_is_refused_naming_it(demo_bundle, tmp_path, capsys):
@@ -153,3 +154,4 @@ def test_held_out_eval_measures_against_cached_fp32(demo_bundle):
     q = ev.measure(demo_bundle / "fastsam.int8.onnx", "reference")
     assert 0.9 <= min(q["mean_iou_fp32_to_int8"], q["mean_iou_int8_to_fp32"]) <= 1.0
     assert "speedup" not in q and np.isfinite(q["recall_loss"])
+    assert ev.measure(demo_bundle / "fastsam.int8.onnx", "host", limit=1)["images"] == 1
