@@ -1,0 +1,416 @@
+"""Objects across frames: track ids for each frame's masks, and enter / leave events.
+
+A :class:`Tracker` takes one :class:`~edge.types.Masks` per frame, in frame order, and answers
+each mask's ``track_id`` (``-1`` while its track is not confirmed yet). Learnt from ByteTrack
+(Zhang et al., 2022; its matching scheme, not its code):
+
+* **motion**: every track predicts its box for the new frame with a constant velocity (an
+  exponential average of its box's per-frame displacement);
+* **similarity**: a track and a detection whose boxes overlap score
+  ``box_weight * box IoU + (1 - box_weight) * mask IoU``, the mask IoU taken between the
+  track's last mask shifted by its predicted motion and the detection's mask, both as
+  bit-packed crops (:func:`crop_iou_pairs`; pairs whose boxes do not overlap are never
+  decoded). Bundles with classes (``Masks.class_id >= 0``) never match across classes;
+  class-agnostic masks (FastSAM, ``-1``) match any;
+* **two-stage matching**: detections scoring at least ``high_score`` are matched first, to
+  the confirmed and lost tracks; the remaining *low-score* detections are then matched to
+  the tracks still unmatched that were seen on the previous frame (an object whose score
+  dipped keeps its id instead of breaking its track); tentative tracks take what is left of
+  the high-score detections;
+* **lost-track buffer**: a confirmed track that is not matched is *lost* but kept, still
+  predicting, for ``max_missed`` frames; seen again within them, it keeps its id;
+* **confirmation**: an unmatched high-score detection starts a *tentative* track, which gets
+  an id (the next integer) only once it has been seen on ``min_frames`` frames in a row; a
+  tentative track that misses a frame is forgotten, so flicker never consumes ids.
+
+Assignment is greedy by similarity (the best-scoring pair first, then the next pair whose
+track and detection are both free), not Hungarian: with the gate below only overlapping
+pairs compete, nearly every track has one clear candidate, and where a whole mask and one
+of its parts compete for a track (FastSAM's nested masks), taking the most similar pair
+first is the wanted answer, whereas a sum-optimal assignment may give the track to the part
+to gain elsewhere. Greedy costs ``O(P log P)`` for ``P`` overlapping pairs, with no cubic
+worst case (``fastsam-edge bench --track-sequence`` reports its cost and id switches).
+
+Events: a track's confirmation is an ``enter`` (:class:`TrackEvent`), its removal after
+``max_missed`` unmatched frames a ``leave``.
+
+Pure numpy: :func:`box_iou`, :func:`predict_boxes`, :func:`crop_iou_pairs`,
+:func:`greedy_match` take and return arrays whose shapes their docstrings give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.types import MaskCrop, Masks
+
+__all__ = [
+    "TrackEvent",
+    "Tracker",
+    "TrackerConfig",
+    "box_iou",
+    "crop_iou_pairs",
+    "greedy_match",
+    "predict_boxes",
+]
+
+
+def box_iou(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Pairwise IoU of xyxy boxes (degenerate boxes: 0).
+
+    Args:
+        a: (N, 4) boxes.
+        b: (M, 4) boxes.
+
+    Returns:
+        (N, M) float64 IoU.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def predict_boxes(
+    xyxy: NDArray[np.floating], velocity: NDArray[np.floating], frames: NDArray[np.integer]
+) -> NDArray[np.float64]:
+    """Constant-velocity prediction of boxes ``frames`` frames ahead.
+
+    Args:
+        xyxy: (T, 4) last seen boxes.
+        velocity: (T, 4) per-frame displacement of each box coordinate.
+        frames: (T,) frames since each box was seen (>= 1).
+
+    Returns:
+        (T, 4) float64 predicted boxes.
+    """
+    xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    velocity = np.asarray(velocity, dtype=np.float64).reshape(-1, 4)
+    frames = np.asarray(frames, dtype=np.float64).reshape(-1, 1)
+    return xyxy + velocity * frames
+
+
+def crop_iou_pairs(
+    a: Sequence[MaskCrop],
+    b: Sequence[MaskCrop],
+    pairs: NDArray[np.integer],
+    shift: NDArray[np.integer] | None = None,
+) -> NDArray[np.float64]:
+    """Mask IoU of selected pairs of cropped masks, ``a[i]`` moved by ``shift[i]``.
+
+    Only the rows and columns where the two crops overlap are decoded; each ``a`` crop is
+    decoded at most once.
+
+    Args:
+        a: Masks of the first set (the tracks' last masks).
+        b: Masks of the second set (this frame's detections).
+        pairs: (P, 2) int ``(i, j)`` index pairs into ``a`` and ``b``.
+        shift: (len(a), 2) int ``(dx, dy)`` added to each ``a`` crop's position (None: 0).
+
+    Returns:
+        (P,) float64 IoU of each pair (0 for disjoint or empty masks).
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    out = np.zeros(len(pairs), dtype=np.float64)
+    if len(pairs) == 0:
+        return out
+    shift = np.zeros((len(a), 2), np.int64) if shift is None else np.asarray(shift, np.int64)
+    order = np.argsort(pairs[:, 0], kind="stable")
+    current = -1
+    data_a: NDArray[np.bool_] | None = None
+    for p in order:
+        i, j = int(pairs[p, 0]), int(pairs[p, 1])
+        ca, cb = a[i], b[j]
+        if ca.area == 0 or cb.area == 0:
+            continue
+        if i != current:
+            current, data_a = i, ca.data
+        assert data_a is not None
+        ax0, ay0 = ca.x0 + int(shift[i, 0]), ca.y0 + int(shift[i, 1])
+        ah, aw = ca.shape
+        bh, bw = cb.shape
+        x0, y0 = max(ax0, cb.x0), max(ay0, cb.y0)
+        x1, y1 = min(ax0 + aw, cb.x0 + bw), min(ay0 + ah, cb.y0 + bh)
+        inter = 0
+        if x1 > x0 and y1 > y0:
+            pa = data_a[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+            pb = cb.rows(y0 - cb.y0, y1 - cb.y0)[:, x0 - cb.x0 : x1 - cb.x0]
+            inter = int(np.count_nonzero(pa & pb))
+        union = ca.area + cb.area - inter
+        out[p] = inter / union if union > 0 else 0.0
+    return out
+
+
+def greedy_match(
+    sim: NDArray[np.floating], min_sim: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Greedy one-to-one assignment: the most similar free pair first.
+
+    Ties go to the lower row, then the lower column (stable).
+
+    Args:
+        sim: (T, D) similarity of each track to each detection.
+        min_sim: Pairs below this are never matched.
+
+    Returns:
+        ``(matches, free_rows, free_cols)``: (K, 2) int64 ``(row, col)`` pairs, and the
+        unmatched row and column indices, ascending.
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    t, d = sim.shape
+    rows, cols = np.nonzero(sim >= min_sim)
+    order = np.lexsort((cols, rows, -sim[rows, cols]))
+    row_used = np.zeros(t, dtype=bool)
+    col_used = np.zeros(d, dtype=bool)
+    matches: list[tuple[int, int]] = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if row_used[r] or col_used[c]:
+            continue
+        row_used[r] = col_used[c] = True
+        matches.append((r, c))
+    return (
+        np.array(matches, dtype=np.int64).reshape(-1, 2),
+        np.flatnonzero(~row_used).astype(np.int64),
+        np.flatnonzero(~col_used).astype(np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """How a :class:`Tracker` associates masks (see the module docstring).
+
+    Attributes:
+        min_frames: Frames in a row a new object must be seen to get an id (its ``enter``).
+        max_missed: Frames a confirmed track survives unmatched (lost) before it is removed
+            (its ``leave``).
+        high_score: Detections scoring at least this are matched in the first stage and may
+            start tracks; lower ones only continue tracks seen on the previous frame.
+        match_sim: Least similarity of a first-stage (and tentative-track) match.
+        low_match_sim: Least similarity of a low-score detection's match (stricter).
+        box_weight: Weight of box IoU against mask IoU in the similarity.
+        velocity_smoothing: Weight of the newest displacement in the velocity average.
+    """
+
+    min_frames: int = 2
+    max_missed: int = 5
+    high_score: float = 0.5
+    match_sim: float = 0.3
+    low_match_sim: float = 0.5
+    box_weight: float = 0.5
+    velocity_smoothing: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames: expected >= 1, got {self.min_frames}")
+        if self.max_missed < 0:
+            raise ValueError(f"max_missed: expected >= 0, got {self.max_missed}")
+        for name in ("high_score", "match_sim", "low_match_sim", "box_weight"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+        if not 0.0 < self.velocity_smoothing <= 1.0:
+            raise ValueError(
+                f"velocity_smoothing: expected a number in (0, 1], got {self.velocity_smoothing}"
+            )
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """A track entered (confirmed) or left (removed after ``max_missed`` frames unseen).
+
+    Attributes:
+        type: ``"enter"`` or ``"leave"``.
+        track_id: The track's id.
+        frame: The tracker's frame number (1 = first update) the event happened on.
+        box: Its box (xyxy; the last one seen for a ``leave``).
+        class_id: Its class (-1: class-agnostic).
+    """
+
+    type: str
+    track_id: int
+    frame: int
+    box: tuple[float, float, float, float]
+    class_id: int = -1
+
+
+@dataclass
+class _Track:
+    box: NDArray[np.float64]
+    crop: MaskCrop
+    class_id: int
+    seen: int  # the frame number it was last matched on
+    hits: int = 1
+    velocity: NDArray[np.float64] = field(default_factory=lambda: np.zeros(4))
+    track_id: int = -1  # -1 while tentative
+    det: int = -1  # index of the detection it was last matched to
+
+    @property
+    def confirmed(self) -> bool:
+        return self.track_id >= 0
+
+
+class Tracker:
+    """Associates each frame's masks with tracks; see the module docstring.
+
+    Not thread-safe: one caller feeds it frames in order.
+
+    Args:
+        config: Matching parameters (default: :class:`TrackerConfig`'s).
+        first_id: The first id handed out.
+
+    Attributes:
+        frame: Frames seen so far.
+        events: Events of the last :meth:`update`.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, first_id: int = 1) -> None:
+        self.config = config or TrackerConfig()
+        self.frame = 0
+        self.events: list[TrackEvent] = []
+        self._tracks: list[_Track] = []
+        self._next_id = int(first_id)
+
+    @property
+    def active(self) -> int:
+        """Confirmed tracks, lost ones included."""
+        return sum(t.confirmed for t in self._tracks)
+
+    def update(self, masks: Masks) -> NDArray[np.int64]:
+        """Associate one frame's masks; fills :attr:`events`.
+
+        Args:
+            masks: This frame's N masks (any order; zero masks is a frame with nothing).
+
+        Returns:
+            (N,) int64 track id per mask, -1 for a mask whose track is not confirmed.
+        """
+        cfg = self.config
+        self.frame += 1
+        self.events = []
+        n = len(masks)
+        ids = np.full(n, -1, dtype=np.int64)
+        boxes = np.asarray(masks.xyxy, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(masks.confidence, dtype=np.float64)
+        classes = _class_ids(masks)
+        tracks = self._tracks
+        sim = self._similarity(tracks, masks, boxes, classes)
+        det_free = np.ones(n, dtype=bool)
+        track_matched = np.zeros(len(tracks), dtype=bool)
+        high = scores >= cfg.high_score
+
+        def stage(track_sel: NDArray[np.bool_], det_sel: NDArray[np.bool_], min_sim: float) -> None:
+            rows, cols = np.flatnonzero(track_sel), np.flatnonzero(det_sel & det_free)
+            if len(rows) == 0 or len(cols) == 0:
+                return
+            matches, _, _ = greedy_match(sim[np.ix_(rows, cols)], min_sim)
+            for r, c in matches:
+                ti, di = int(rows[r]), int(cols[c])
+                track_matched[ti] = True
+                det_free[di] = False
+                self._absorb(tracks[ti], masks, di, boxes[di])
+                ids[di] = tracks[ti].track_id
+
+        confirmed = np.array([t.confirmed for t in tracks], dtype=bool)
+        recent = np.array([t.seen == self.frame - 1 for t in tracks], dtype=bool)
+        # 1: high-score detections to confirmed tracks, lost ones included
+        stage(confirmed, high, cfg.match_sim)
+        # 2: low-score detections to confirmed tracks seen on the previous frame
+        stage(confirmed & recent & ~track_matched, ~high, cfg.low_match_sim)
+        # 3: tentative tracks take what is left of the high-score detections
+        stage(~confirmed, high, cfg.match_sim)
+        kept: list[_Track] = []
+        for t, matched in zip(tracks, track_matched, strict=True):
+            if matched:
+                if not t.confirmed and t.hits >= cfg.min_frames:
+                    self._confirm(t)
+                    ids[t.det] = t.track_id
+                kept.append(t)
+            elif t.confirmed and self.frame - t.seen <= cfg.max_missed:
+                kept.append(t)  # lost: still predicted, may come back
+            elif t.confirmed:
+                self.events.append(self._event("leave", t))
+            # an unmatched tentative track is forgotten (no id was spent on it)
+        # new tentative tracks from the unmatched high-score detections
+        for di in np.flatnonzero(det_free & high):
+            t = _Track(boxes[di].copy(), masks.crops[di], int(classes[di]), self.frame, det=int(di))
+            if cfg.min_frames <= 1:
+                self._confirm(t)
+                ids[di] = t.track_id
+            kept.append(t)
+        self._tracks = kept
+        return ids
+
+    # ------------------------------------------------------------------------------------
+
+    def _similarity(
+        self,
+        tracks: list[_Track],
+        masks: Masks,
+        boxes: NDArray[np.float64],
+        classes: NDArray[np.int64],
+    ) -> NDArray[np.float64]:
+        """(T, N) similarity of every track (at its predicted place) to every detection."""
+        cfg = self.config
+        t, n = len(tracks), len(masks)
+        if t == 0 or n == 0:
+            return np.zeros((t, n), dtype=np.float64)
+        last = np.array([tr.box for tr in tracks], dtype=np.float64)
+        vel = np.array([tr.velocity for tr in tracks], dtype=np.float64)
+        gap = np.array([self.frame - tr.seen for tr in tracks], dtype=np.int64)
+        pred = predict_boxes(last, vel, gap)
+        biou = box_iou(pred, boxes)
+        t_cls = np.array([tr.class_id for tr in tracks], dtype=np.int64)
+        same = (t_cls[:, None] < 0) | (classes[None, :] < 0) | (t_cls[:, None] == classes[None, :])
+        biou[~same] = 0.0
+        pairs = np.argwhere(biou > 0)
+        sim = np.zeros((t, n), dtype=np.float64)
+        if len(pairs) == 0:
+            return sim
+        # each track's mask moves with its predicted box centre
+        move = (pred[:, :2] + pred[:, 2:] - last[:, :2] - last[:, 2:]) / 2.0
+        shift = np.rint(move).astype(np.int64)
+        miou = crop_iou_pairs([tr.crop for tr in tracks], masks.crops, pairs, shift)
+        w = cfg.box_weight
+        sim[pairs[:, 0], pairs[:, 1]] = w * biou[pairs[:, 0], pairs[:, 1]] + (1 - w) * miou
+        return sim
+
+    def _absorb(self, t: _Track, masks: Masks, di: int, box: NDArray[np.float64]) -> None:
+        """Update a matched track with detection ``di``."""
+        gap = max(self.frame - t.seen, 1)
+        step = (box - t.box) / gap
+        a = self.config.velocity_smoothing
+        t.velocity = step if t.hits == 1 else a * step + (1 - a) * t.velocity
+        t.box = box.copy()
+        t.crop = masks.crops[di]
+        t.hits = t.hits + 1 if gap == 1 or t.confirmed else 1
+        t.seen = self.frame
+        t.det = di
+
+    def _confirm(self, t: _Track) -> None:
+        t.track_id = self._next_id
+        self._next_id += 1
+        self.events.append(self._event("enter", t))
+
+    def _event(self, kind: str, t: _Track) -> TrackEvent:
+        box = tuple(round(float(v), 2) for v in t.box)
+        return TrackEvent(kind, t.track_id, self.frame, box, t.class_id)  # type: ignore[arg-type]
+
+
+def _class_ids(masks: Masks) -> NDArray[np.int64]:
+    """(N,) class id per mask: ``Masks.class_id`` where the result type has it, else -1."""
+    class_id = getattr(masks, "class_id", None)
+    if class_id is None:
+        return np.full(len(masks), -1, dtype=np.int64)
+    return np.asarray(class_id, dtype=np.int64).reshape(len(masks))
