@@ -250,3 +250,12 @@ def test_masks_track_id_defaults_to_minus_one_and_follows_selection():
     assert m[[1]].track_id.tolist() == [7]
     with pytest.raises(ValueError, match="track_id"):
         Masks(m.xyxy, m.confidence, m.crops, (H, W), track_id=np.array([1]))
+
+
+@pytest.mark.parametrize("step", [2, 3, 4])
+def test_crop_iou_pairs_on_a_coarser_grid_stays_close(step):
+    a = [MaskCrop.from_dense(_rect(11, 9, 61, 53))]
+    b = [MaskCrop.from_dense(_rect(17, 5, 70, 46))]
+    exact = crop_iou_pairs(a, b, np.array([[0, 0]]), np.array([[5, 3]]))[0]
+    coarse = crop_iou_pairs(a, b, np.array([[0, 0]]), np.array([[5, 3]]), step=step)[0]
+    assert abs(coarse - exact) < 0.08
