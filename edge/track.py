@@ -5,7 +5,8 @@ each mask's ``track_id`` (``-1`` while its track is not confirmed yet). Learnt f
 (Zhang et al., 2022; its matching scheme, not its code):
 
 * **motion**: every track predicts its box for the new frame with a constant velocity (an
-  exponential average of its box's per-frame displacement);
+  exponential average of its box centre's per-frame displacement; a box that suddenly
+  changes size, a part of the object or two objects merged, does not count);
 * **similarity**: a track and a detection whose boxes overlap score
   ``box_weight * box IoU + (1 - box_weight) * mask IoU``, the mask IoU taken between the
   track's last mask shifted by its predicted motion and the detection's mask, both as
@@ -19,6 +20,10 @@ each mask's ``track_id`` (``-1`` while its track is not confirmed yet). Learnt f
   the high-score detections;
 * **lost-track buffer**: a confirmed track that is not matched is *lost* but kept, still
   predicting, for ``max_missed`` frames; seen again within them, it keeps its id;
+* **duplicates**: a mask whose mask IoU with a higher-scoring mask of the same frame is at
+  least ``duplicate_sim`` (FastSAM keeps near-identical masks of one object: its NMS is at
+  box IoU 0.9) is the same object: it takes that mask's id instead of a track of its own, so
+  one object never carries two ids that trade places from frame to frame;
 * **confirmation**: an unmatched high-score detection starts a *tentative* track, which gets
   an id (the next integer) only once it has been seen on ``min_frames`` frames in a row; a
   tentative track that misses a frame is forgotten, so flicker never consumes ids.
@@ -58,6 +63,10 @@ __all__ = [
     "predict_boxes",
 ]
 
+
+RESIZE_LIMIT = 1.4
+"""A matched box this many times wider / taller (or narrower) than the track's last one does
+not update the track's velocity."""
 
 Sampled = tuple[NDArray[np.bool_], int, int, int]
 """A crop on the frame's sampling grid: ``(pixels, x0, y0, area)``, the origin in grid cells."""
@@ -226,6 +235,8 @@ class TrackerConfig:
         low_match_sim: Least similarity of a low-score detection's match (stricter).
         box_weight: Weight of box IoU against mask IoU in the similarity.
         velocity_smoothing: Weight of the newest displacement in the velocity average.
+        duplicate_sim: Mask IoU at which a mask duplicates a higher-scoring one of the same
+            frame and shares its id (1: only identical masks).
         mask_side: Mask IoU is taken on a grid of about this many cells along the frame's
             longer side (every ``step``-th pixel): enough to tell objects apart, and at most
             a sixteenth of the pixels of a 1280 px frame.
@@ -238,6 +249,7 @@ class TrackerConfig:
     low_match_sim: float = 0.5
     box_weight: float = 0.5
     velocity_smoothing: float = 0.5
+    duplicate_sim: float = 0.8
     mask_side: int = 320
 
     def __post_init__(self) -> None:
@@ -245,7 +257,7 @@ class TrackerConfig:
             raise ValueError(f"min_frames: expected >= 1, got {self.min_frames}")
         if self.max_missed < 0:
             raise ValueError(f"max_missed: expected >= 0, got {self.max_missed}")
-        for name in ("high_score", "match_sim", "low_match_sim", "box_weight"):
+        for name in ("high_score", "match_sim", "low_match_sim", "box_weight", "duplicate_sim"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
@@ -338,8 +350,12 @@ class Tracker:
         scores = np.asarray(masks.confidence, dtype=np.float64)
         classes = _class_ids(masks)
         tracks = self._tracks
+        step = max(1, round(max(masks.image_hw) / cfg.mask_side))
+        if step != self._step:
+            self._decoded, self._step = {}, step
+        parent = self._duplicates(masks, boxes, scores, classes)
         sim = self._similarity(tracks, masks, boxes, classes)
-        det_free = np.ones(n, dtype=bool)
+        det_free = parent < 0  # duplicates follow their parent, they match nothing themselves
         track_matched = np.zeros(len(tracks), dtype=bool)
         high = scores >= cfg.high_score
 
@@ -383,6 +399,8 @@ class Tracker:
                 ids[di] = t.track_id
             kept.append(t)
         self._tracks = kept
+        dup = np.flatnonzero(parent >= 0)
+        ids[dup] = ids[parent[dup]]
         # keep the sampled masks the tracks hold now (this frame's), for the next frame
         held = {t.crop for t in kept}
         self._decoded = {c: v for c, v in self._decoded.items() if c in held}
@@ -426,21 +444,65 @@ class Tracker:
         # each track's mask moves with its predicted box centre
         move = (pred[:, :2] + pred[:, 2:] - last[:, :2] - last[:, 2:]) / 2.0
         shift = np.rint(move).astype(np.int64)
-        step = max(1, round(max(masks.image_hw) / cfg.mask_side))
-        decoded = self._decoded if step == self._step else {}
         miou = crop_iou_pairs(
-            [tr.crop for tr in tracks], masks.crops, pairs, shift, step, decoded
+            [tr.crop for tr in tracks], masks.crops, pairs, shift, self._step, self._decoded
         )
-        self._decoded, self._step = decoded, step
         sim[pairs[:, 0], pairs[:, 1]] = w * biou[pairs[:, 0], pairs[:, 1]] + (1 - w) * miou
         return sim
 
+    def _duplicates(
+        self,
+        masks: Masks,
+        boxes: NDArray[np.float64],
+        scores: NDArray[np.float64],
+        classes: NDArray[np.int64],
+    ) -> NDArray[np.int64]:
+        """(N,) index of the higher-scoring mask each mask duplicates, -1 for none."""
+        n = len(masks)
+        parent = np.full(n, -1, dtype=np.int64)
+        thr = self.config.duplicate_sim
+        if n < 2:
+            return parent
+        # box IoU bounds mask IoU loosely; mask IoU <= smaller / larger area bounds it too
+        area = masks.area.astype(np.float64)
+        bound = np.minimum.outer(area, area) / np.maximum(np.maximum.outer(area, area), 1.0)
+        same = (classes[:, None] < 0) | (classes[None, :] < 0) | (classes[:, None] == classes[None, :])
+        cand = np.triu((box_iou(boxes, boxes) >= thr * 0.5) & (bound >= thr) & same, k=1)
+        pairs = np.argwhere(cand)
+        if len(pairs) == 0:
+            return parent
+        miou = crop_iou_pairs(masks.crops, masks.crops, pairs, None, self._step, self._decoded)
+        order = np.argsort(-scores, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        dup_of: dict[int, list[int]] = {}
+        for (i, j), v in zip(pairs.tolist(), miou.tolist(), strict=True):
+            if v >= thr:
+                hi, lo = (i, j) if rank[i] < rank[j] else (j, i)
+                dup_of.setdefault(lo, []).append(hi)
+        for d in order.tolist():  # best first: a parent is never a duplicate itself
+            for p in sorted(dup_of.get(d, ()), key=lambda k: rank[k]):
+                if parent[p] < 0:
+                    parent[d] = p
+                    break
+        return parent
+
     def _absorb(self, t: _Track, masks: Masks, di: int, box: NDArray[np.float64]) -> None:
-        """Update a matched track with detection ``di``."""
+        """Update a matched track with detection ``di``.
+
+        The velocity follows the box centre; a box whose width or height changed by more than
+        :data:`RESIZE_LIMIT` (a part of the object detected, or two merged) moves the track
+        but leaves its velocity alone, so one bad mask does not throw the prediction off.
+        """
         gap = max(self.frame - t.seen, 1)
-        step = (box - t.box) / gap
-        a = self.config.velocity_smoothing
-        t.velocity = step if t.hits == 1 else a * step + (1 - a) * t.velocity
+        old_wh = np.maximum(t.box[2:] - t.box[:2], 1.0)
+        new_wh = np.maximum(box[2:] - box[:2], 1.0)
+        ratio = new_wh / old_wh
+        if np.all((ratio > 1 / RESIZE_LIMIT) & (ratio < RESIZE_LIMIT)):
+            move = ((box[:2] + box[2:]) - (t.box[:2] + t.box[2:])) / (2.0 * gap)
+            step = np.concatenate([move, move])
+            a = self.config.velocity_smoothing
+            t.velocity = step if t.hits == 1 else a * step + (1 - a) * t.velocity
         t.box = box.copy()
         t.crop = masks.crops[di]
         t.hits = t.hits + 1 if gap == 1 or t.confirmed else 1

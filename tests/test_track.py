@@ -259,3 +259,21 @@ def test_crop_iou_pairs_on_a_coarser_grid_stays_close(step):
     exact = crop_iou_pairs(a, b, np.array([[0, 0]]), np.array([[5, 3]]))[0]
     coarse = crop_iou_pairs(a, b, np.array([[0, 0]]), np.array([[5, 3]]), step=step)[0]
     assert abs(coarse - exact) < 0.08
+
+
+def test_a_duplicate_mask_shares_its_parents_id():
+    # FastSAM keeps near-identical masks of one object: one object, one id
+    tracker = Tracker(TrackerConfig(min_frames=1))
+    a, a2 = (20, 20, 60, 60), (20, 20, 60, 61)
+    for _ in range(3):
+        ids = tracker.update(_masks([a, a2], [0.9, 0.8])).tolist()
+        assert ids == [1, 1]
+    assert tracker.active == 1
+
+
+def test_a_resized_box_moves_the_track_but_not_its_velocity():
+    tracker = Tracker(TrackerConfig(min_frames=1, max_missed=3))
+    for x in (0, 10, 20):
+        tracker.update(_masks([(10 + x, 30, 40 + x, 60)]))
+    tracker.update(_masks([(30, 30, 45, 60)]))  # half of it detected: not a jump back
+    assert tracker._tracks[0].velocity[0] == pytest.approx(10.0)

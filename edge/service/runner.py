@@ -325,6 +325,7 @@ class Service:
                 now=self.clock.now,
                 on_trigger=self.wake.set,
                 version=__version__,
+                events=cfg.processing.track and cfg.events.enabled,
             )
             self.mqtt.start()
             self.output.mqtt = self.frames.mqtt = self.mqtt
@@ -645,10 +646,24 @@ class Service:
             },
             "text_prompts": not text_problem,
             "text_prompts_why": text_problem,
+            "tracking": self.output.tracker is not None,
+            "events": self.recent_events(),
             "bundle": self._bundle,
             "busy": self.worker.busy_since is not None,
             "stalled_s": self._worker_stalled(now),
         }
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        """The page's recent enter / leave events, newest first ([] without tracking)."""
+        tracker = self.output.tracker
+        if tracker is None or not self.cfg.events.enabled:
+            return []
+        return tracker.log.recent()
+
+    def event_thumbnail(self, seq: int) -> bytes | None:
+        """The JPEG of a kept event (None: no such event, or no thumbnail)."""
+        tracker = self.output.tracker
+        return tracker.log.thumbnail(seq) if tracker is not None else None
 
     def cancel(self, request: TriggerRequest) -> None:
         """Forget a request whose caller timed out, unless its segmentation already began."""
