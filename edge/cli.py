@@ -235,7 +235,7 @@ class _SegmentOutputs:
                 atomic_write_image(self.out / f"{frame.name}.png", overlay)
         if self.overlay_file is not None and overlay is not None:
             atomic_write_image(self.overlay_file, overlay)
-        if self.args.save_video and frame.source.video and overlay is not None:
+        if self.args.save_video and frame.video and overlay is not None:
             self._video_frame(frame, overlay)
 
     def _video_frame(self, frame: Any, overlay: Any) -> None:
@@ -390,7 +390,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 doc = result_to_dict(
                     result,
                     bundle=bundle,
-                    frame_id=frame.index if frame.source.video else None,
+                    frame_id=frame.index if frame.video else None,
                     polygon_epsilon=args.polygon_epsilon,
                     source=str(frame.source.path),
                 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from edge.paths import describe_path_kind
 from edge.preprocess import normalize_image
 from edge.service.clock import Clock
 from edge.service.config import ConfigError, ServiceConfig, SourceConfig
+from edge.sources import Frame
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,23 +57,6 @@ class SourceDown(Exception):
     def __init__(self, message: str, retry_in: float) -> None:
         super().__init__(message)
         self.retry_in = retry_in
-
-
-@dataclass
-class Frame:
-    """One captured frame.
-
-    Attributes:
-        image: (H, W, 3) uint8 BGR pixels.
-        name: Where it came from (file name, camera name).
-        index: Frame number, counted across reopens (set by :class:`ResilientSource`).
-        timestamp: Capture time, seconds since the epoch.
-    """
-
-    image: NDArray[np.uint8]
-    name: str
-    index: int = 0
-    timestamp: float = 0.0
 
 
 class FrameSource(Protocol):
@@ -702,13 +686,3 @@ def padding_waste(
         ih = int(np.ceil(nh / stride) * stride)
         iw = int(np.ceil(nw / stride) * stride)
     return float(1.0 - (nh * nw) / (ih * iw))
-
-
-def iter_frames(source: FrameSource) -> Iterator[Frame]:
-    """Open a source and yield its frames until it ends (tests, offline tools)."""
-    source.open()
-    try:
-        while (frame := source.read()) is not None:
-            yield frame
-    finally:
-        source.close()
