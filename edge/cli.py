@@ -235,7 +235,7 @@ class _SegmentOutputs:
                 atomic_write_image(self.out / f"{frame.name}.png", overlay)
         if self.overlay_file is not None and overlay is not None:
             atomic_write_image(self.overlay_file, overlay)
-        if self.args.save_video and frame.source.video and overlay is not None:
+        if self.args.save_video and frame.video and overlay is not None:
             self._video_frame(frame, overlay)
 
     def _video_frame(self, frame: Any, overlay: Any) -> None:
@@ -389,7 +389,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 )
             if args.track:
                 # one sequence per video; images (a folder, a glob) are one sequence together
-                if tracker is None or (frame.source.video and frame.source != tracked_source):
+                if tracker is None or (frame.video and frame.source != tracked_source):
                     tracker = Tracker(track_cfg)
                 tracked_source = frame.source
                 result = replace(
@@ -411,7 +411,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 doc = result_to_dict(
                     result,
                     bundle=bundle,
-                    frame_id=frame.index if frame.source.video else None,
+                    frame_id=frame.index if frame.video else None,
                     polygon_epsilon=args.polygon_epsilon,
                     source=str(frame.source.path),
                 )

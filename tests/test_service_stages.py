@@ -221,10 +221,10 @@ def test_stalled_output_stage_stops_the_watchdog_pings(tmp_path):
 
         def stalled() -> bool:
             sock.drain()
-            return svc._stalled_stage(clock.now()) is not None
+            return svc.stalled_stage(clock.now()) is not None
 
         _wait_until(stalled, "the stall to be detected")
-        assert svc._stalled_stage(clock.now())[0] == "output"
+        assert svc.stalled_stage(clock.now())[0] == "output"
         pings_at_stall = sock.count("WATCHDOG=1")
         stalled_at = clock.now()
         _wait_until(lambda: sock.drain() is not None and clock.now() > stalled_at + 100, "time")

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from edge.service.config import (
     read_secret_file,
     redact_url,
 )
+from edge.sources import Frame
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,23 +68,6 @@ class SourceDown(Exception):
     def __init__(self, message: str, retry_in: float) -> None:
         super().__init__(message)
         self.retry_in = retry_in
-
-
-@dataclass
-class Frame:
-    """One captured frame.
-
-    Attributes:
-        image: (H, W, 3) uint8 BGR pixels.
-        name: Where it came from (file name, camera name).
-        index: Frame number, counted across reopens (set by :class:`ResilientSource`).
-        timestamp: Capture time, seconds since the epoch.
-    """
-
-    image: NDArray[np.uint8]
-    name: str
-    index: int = 0
-    timestamp: float = 0.0
 
 
 class FrameSource(Protocol):
@@ -871,13 +855,3 @@ def padding_waste(
         ih = int(np.ceil(nh / stride) * stride)
         iw = int(np.ceil(nw / stride) * stride)
     return float(1.0 - (nh * nw) / (ih * iw))
-
-
-def iter_frames(source: FrameSource) -> Iterator[Frame]:
-    """Open a source and yield its frames until it ends (tests, offline tools)."""
-    source.open()
-    try:
-        while (frame := source.read()) is not None:
-            yield frame
-    finally:
-        source.close()
