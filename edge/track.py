@@ -359,7 +359,9 @@ class Tracker:
         track_matched = np.zeros(len(tracks), dtype=bool)
         high = scores >= cfg.high_score
 
-        def stage(track_sel: NDArray[np.bool_], det_sel: NDArray[np.bool_], min_sim: float) -> None:
+        def stage(
+            track_sel: NDArray[np.bool_], det_sel: NDArray[np.bool_], min_sim: float
+        ) -> None:
             rows, cols = np.flatnonzero(track_sel), np.flatnonzero(det_sel & det_free)
             if len(rows) == 0 or len(cols) == 0:
                 return
@@ -393,7 +395,9 @@ class Tracker:
             # an unmatched tentative track is forgotten (no id was spent on it)
         # new tentative tracks from the unmatched high-score detections
         for di in np.flatnonzero(det_free & high):
-            t = _Track(boxes[di].copy(), masks.crops[di], int(classes[di]), self.frame, det=int(di))
+            t = _Track(
+                boxes[di].copy(), masks.crops[di], int(classes[di]), self.frame, det=int(di)
+            )
             if cfg.min_frames <= 1:
                 self._confirm(t)
                 ids[di] = t.track_id
@@ -426,8 +430,7 @@ class Tracker:
         pred = predict_boxes(last, vel, gap)
         biou = box_iou(pred, boxes)
         t_cls = np.array([tr.class_id for tr in tracks], dtype=np.int64)
-        same = (t_cls[:, None] < 0) | (classes[None, :] < 0) | (t_cls[:, None] == classes[None, :])
-        biou[~same] = 0.0
+        biou[~_class_compatible(t_cls, classes)] = 0.0
         w = cfg.box_weight
         # the mask IoU is at most min(box intersection, smaller mask) / larger mask: pairs that
         # cannot reach the lowest gate even so are never decoded
@@ -466,7 +469,7 @@ class Tracker:
         # box IoU bounds mask IoU loosely; mask IoU <= smaller / larger area bounds it too
         area = masks.area.astype(np.float64)
         bound = np.minimum.outer(area, area) / np.maximum(np.maximum.outer(area, area), 1.0)
-        same = (classes[:, None] < 0) | (classes[None, :] < 0) | (classes[:, None] == classes[None, :])
+        same = _class_compatible(classes, classes)
         cand = np.triu((box_iou(boxes, boxes) >= thr * 0.5) & (bound >= thr) & same, k=1)
         pairs = np.argwhere(cand)
         if len(pairs) == 0:
@@ -524,6 +527,12 @@ def _box_intersection(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     return np.clip(rb - lt, 0, None).prod(axis=2)
+
+
+def _class_compatible(a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(N, M) whether masks of classes ``a`` (N,) and ``b`` (M,) may be the same object: the
+    same class, or either class-agnostic (-1)."""
+    return (a[:, None] < 0) | (b[None, :] < 0) | (a[:, None] == b[None, :])
 
 
 def _class_ids(masks: Masks) -> NDArray[np.int64]:

@@ -121,7 +121,9 @@ def test_healthz_says_stream_down_while_the_server_is_down(tmp_path):
             assert code == 503 and any("stream down" in p for p in body["problems"])
             text = str(body)
             assert "hunter22" not in text and "admin" not in text
-            assert body["source"]["name"] == f"stream:{server.url.replace('http://', 'http://***@')}"
+            assert (
+                body["source"]["name"] == f"stream:{server.url.replace('http://', 'http://***@')}"
+            )
             server.down.clear()
             assert svc.source.try_open()
             code, body = svc.health()

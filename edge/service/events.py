@@ -42,7 +42,9 @@ def event_time(timestamp: float) -> str:
     return _dt.datetime.fromtimestamp(timestamp, _dt.UTC).isoformat(timespec="milliseconds")
 
 
-def event_doc(event: TrackEvent, frame_id: int, timestamp: float, names: Any = ()) -> dict[str, Any]:
+def event_doc(
+    event: TrackEvent, frame_id: int, timestamp: float, names: Any = ()
+) -> dict[str, Any]:
     """The JSON of one event (see the module docstring; ``result_dir`` is added once saved).
 
     Args:
