@@ -60,6 +60,7 @@ __all__ = [
     "box_iou",
     "crop_iou_pairs",
     "greedy_match",
+    "iou_bound",
     "predict_boxes",
 ]
 
@@ -175,12 +176,14 @@ def _sampled(crop: MaskCrop, step: int, cache: dict[MaskCrop, Sampled]) -> Sampl
     hit = cache.get(crop)
     if hit is not None:
         return hit
-    data = crop.data
     if step == 1:
-        hit = (data, crop.x0, crop.y0, crop.area)
+        hit = (crop.data, crop.x0, crop.y0, crop.area)
     else:
+        h, w = crop.shape
         r0, c0 = (-crop.y0) % step, (-crop.x0) % step
-        data = np.ascontiguousarray(data[r0::step, c0::step])
+        rows = crop.bits[r0::step]  # only the sampled rows are unpacked
+        data = np.unpackbits(rows, axis=1, count=w).view(np.bool_) if w else rows[:, :0]
+        data = np.ascontiguousarray(data[:, c0::step].astype(bool, copy=False))
         hit = (data, (crop.x0 + c0) // step, (crop.y0 + r0) // step, int(np.count_nonzero(data)))
     cache[crop] = hit
     return hit
@@ -432,13 +435,10 @@ class Tracker:
         t_cls = np.array([tr.class_id for tr in tracks], dtype=np.int64)
         biou[~_class_compatible(t_cls, classes)] = 0.0
         w = cfg.box_weight
-        # the mask IoU is at most min(box intersection, smaller mask) / larger mask: pairs that
-        # cannot reach the lowest gate even so are never decoded
-        inter = _box_intersection(pred, boxes)
+        # pairs that cannot reach the lowest gate even with the best mask IoU their boxes and
+        # areas allow (iou_bound) are never decoded
         t_area = np.array([tr.crop.area for tr in tracks], dtype=np.float64)
-        d_area = masks.area.astype(np.float64)
-        small = np.minimum(np.minimum.outer(t_area, d_area), inter)
-        bound = small / np.maximum(np.maximum.outer(t_area, d_area), 1.0)
+        bound = iou_bound(pred, t_area, boxes, masks.area.astype(np.float64))
         gate = min(cfg.match_sim, cfg.low_match_sim)
         pairs = np.argwhere((biou > 0) & (w * biou + (1 - w) * bound >= gate))
         sim = np.zeros((t, n), dtype=np.float64)
@@ -468,7 +468,7 @@ class Tracker:
             return parent
         # box IoU bounds mask IoU loosely; mask IoU <= smaller / larger area bounds it too
         area = masks.area.astype(np.float64)
-        bound = np.minimum.outer(area, area) / np.maximum(np.maximum.outer(area, area), 1.0)
+        bound = iou_bound(boxes, area, boxes, area)
         same = _class_compatible(classes, classes)
         cand = np.triu((box_iou(boxes, boxes) >= thr * 0.5) & (bound >= thr) & same, k=1)
         pairs = np.argwhere(cand)
@@ -498,14 +498,20 @@ class Tracker:
         but leaves its velocity alone, so one bad mask does not throw the prediction off.
         """
         gap = max(self.frame - t.seen, 1)
-        old_wh = np.maximum(t.box[2:] - t.box[:2], 1.0)
-        new_wh = np.maximum(box[2:] - box[:2], 1.0)
-        ratio = new_wh / old_wh
-        if np.all((ratio > 1 / RESIZE_LIMIT) & (ratio < RESIZE_LIMIT)):
-            move = ((box[:2] + box[2:]) - (t.box[:2] + t.box[2:])) / (2.0 * gap)
-            step = np.concatenate([move, move])
-            a = self.config.velocity_smoothing
-            t.velocity = step if t.hits == 1 else a * step + (1 - a) * t.velocity
+        ox1, oy1, ox2, oy2 = t.box.tolist()
+        nx1, ny1, nx2, ny2 = box.tolist()
+        rw = max(nx2 - nx1, 1.0) / max(ox2 - ox1, 1.0)
+        rh = max(ny2 - ny1, 1.0) / max(oy2 - oy1, 1.0)
+        if 1 / RESIZE_LIMIT < rw < RESIZE_LIMIT and 1 / RESIZE_LIMIT < rh < RESIZE_LIMIT:
+            mx = (nx1 + nx2 - ox1 - ox2) / (2.0 * gap)
+            my = (ny1 + ny2 - oy1 - oy2) / (2.0 * gap)
+            if t.hits == 1:
+                vx, vy = mx, my
+            else:
+                a = self.config.velocity_smoothing
+                vx = a * mx + (1 - a) * float(t.velocity[0])
+                vy = a * my + (1 - a) * float(t.velocity[1])
+            t.velocity = np.array([vx, vy, vx, vy])
         t.box = box.copy()
         t.crop = masks.crops[di]
         t.hits = t.hits + 1 if gap == 1 or t.confirmed else 1
@@ -522,11 +528,32 @@ class Tracker:
         return TrackEvent(kind, t.track_id, self.frame, box, t.class_id)  # type: ignore[arg-type]
 
 
-def _box_intersection(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(N, M) intersection area of (N, 4) and (M, 4) xyxy boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    return np.clip(rb - lt, 0, None).prod(axis=2)
+def iou_bound(
+    box_a: NDArray[np.float64],
+    area_a: NDArray[np.float64],
+    box_b: NDArray[np.float64],
+    area_b: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Upper bound of the mask IoU of masks inside given boxes, from boxes and areas only.
+
+    The intersection ``I`` is at most ``m = min(box intersection, area_a, area_b)``, and IoU
+    ``I / (a + b - I)`` grows with ``I``, so IoU <= ``m / (a + b - m)``.
+
+    Args:
+        box_a: (N, 4) xyxy boxes holding the first masks.
+        area_a: (N,) their pixel counts.
+        box_b: (M, 4) boxes of the second masks.
+        area_b: (M,) their pixel counts.
+
+    Returns:
+        (N, M) float64 bound in [0, 1].
+    """
+    lt = np.maximum(box_a[:, None, :2], box_b[None, :, :2])
+    rb = np.minimum(box_a[:, None, 2:], box_b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    m = np.minimum(np.minimum.outer(area_a, area_b), inter)
+    union = area_a[:, None] + area_b[None, :] - m
+    return np.divide(m, union, out=np.zeros_like(m), where=union > 0)
 
 
 def _class_compatible(a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.bool_]:

@@ -11,8 +11,9 @@ import threading
 
 import pytest
 from fakes import FakeSegmenter
-from mjpeg_server import MjpegServer, frame_number
 
+from edge.bench.stream import MjpegCamera as MjpegServer
+from edge.bench.stream import read_number as frame_number
 from edge.service.clock import Clock
 from edge.service.config import ConfigError, ServiceConfig, redact_url
 from edge.service.runner import Service
