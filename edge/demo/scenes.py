@@ -566,7 +566,8 @@ def generate_sequence(
     velocity (about 2.5 % of the short side a frame, so most leave within 60 frames) and
     spin, and later objects enter from the borders on later frames. An object drawn later
     hides what it covers (objects are drawn in identity order); an object counts as in view
-    while at least 60 visible pixels of it remain. Objects get distinct colours, so two touching objects never merge.
+    while at least 60 visible pixels of it remain. Objects get distinct colours, so two
+    touching objects never merge.
 
     Args:
         seed: Non-negative seed (use ``>= EVAL_SEED_START`` for evaluations).
