@@ -33,19 +33,24 @@ track and detection are both free), not Hungarian: with the gate below only over
 pairs compete, nearly every track has one clear candidate, and where a whole mask and one
 of its parts compete for a track (FastSAM's nested masks), taking the most similar pair
 first is the wanted answer, whereas a sum-optimal assignment may give the track to the part
-to gain elsewhere. Greedy costs ``O(P log P)`` for ``P`` overlapping pairs, with no cubic
-worst case (``fastsam-edge bench --track-sequence`` reports its cost and id switches).
+to gain elsewhere. Greedy also allows lazy evaluation (:func:`lazy_greedy_match`): pairs are
+ranked by an upper bound from their boxes and mask areas (:func:`iou_bound`), and a pair's
+masks are decoded only when it comes up, so with 100 masks a frame a few dozen mask IoUs are
+computed instead of hundreds, and there is no cubic worst case
+(``fastsam-edge bench --track-sequence`` reports the cost and the id switches).
 
 Events: a track's confirmation is an ``enter`` (:class:`TrackEvent`), its removal after
 ``max_missed`` unmatched frames a ``leave``.
 
 Pure numpy: :func:`box_iou`, :func:`predict_boxes`, :func:`crop_iou_pairs`,
-:func:`greedy_match` take and return arrays whose shapes their docstrings give.
+:func:`greedy_match`, :func:`lazy_greedy_match`, :func:`iou_bound` take and return
+arrays whose shapes their docstrings give.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +66,7 @@ __all__ = [
     "crop_iou_pairs",
     "greedy_match",
     "iou_bound",
+    "lazy_greedy_match",
     "predict_boxes",
 ]
 
@@ -87,9 +93,7 @@ def box_iou(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.floa
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float64)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    inter = _box_intersection(a, b)
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     union = area_a[:, None] + area_b[None, :] - inter
@@ -148,27 +152,34 @@ def crop_iou_pairs(
         return out
     step = max(int(step), 1)
     shift = np.zeros((len(a), 2), np.int64) if shift is None else np.asarray(shift, np.int64)
-    shift = np.rint(shift / step).astype(np.int64) * step
+    cells = np.rint(shift / step).astype(np.int64)
     cache: dict[MaskCrop, Sampled] = {} if decoded is None else decoded
     for p in range(len(pairs)):
         i, j = int(pairs[p, 0]), int(pairs[p, 1])
-        if a[i].area == 0 or b[j].area == 0:
-            continue
-        da, ax0, ay0, area_a = _sampled(a[i], step, cache)
-        db, bx0, by0, area_b = _sampled(b[j], step, cache)
-        ax0 += int(shift[i, 0]) // step
-        ay0 += int(shift[i, 1]) // step
-        x0, y0 = max(ax0, bx0), max(ay0, by0)
-        x1 = min(ax0 + da.shape[1], bx0 + db.shape[1])
-        y1 = min(ay0 + da.shape[0], by0 + db.shape[0])
-        inter = 0
-        if x1 > x0 and y1 > y0:
-            pa = da[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
-            pb = db[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-            inter = int(np.count_nonzero(pa & pb))
-        union = area_a + area_b - inter
-        out[p] = inter / union if union > 0 else 0.0
+        out[p] = _pair_iou(a[i], b[j], int(cells[i, 0]), int(cells[i, 1]), step, cache)
     return out
+
+
+def _pair_iou(
+    ca: MaskCrop, cb: MaskCrop, dx: int, dy: int, step: int, cache: dict[MaskCrop, Sampled]
+) -> float:
+    """Mask IoU of ``ca`` moved by ``(dx, dy)`` grid cells and ``cb``, on the ``step`` grid."""
+    if ca.area == 0 or cb.area == 0:
+        return 0.0
+    da, ax0, ay0, area_a = _sampled(ca, step, cache)
+    db, bx0, by0, area_b = _sampled(cb, step, cache)
+    ax0 += dx
+    ay0 += dy
+    x0, y0 = max(ax0, bx0), max(ay0, by0)
+    x1 = min(ax0 + da.shape[1], bx0 + db.shape[1])
+    y1 = min(ay0 + da.shape[0], by0 + db.shape[0])
+    inter = 0
+    if x1 > x0 and y1 > y0:
+        pa = da[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+        pb = db[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+        inter = int(np.count_nonzero(pa & pb))
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _sampled(crop: MaskCrop, step: int, cache: dict[MaskCrop, Sampled]) -> Sampled:
@@ -222,6 +233,47 @@ def greedy_match(
         np.flatnonzero(~row_used).astype(np.int64),
         np.flatnonzero(~col_used).astype(np.int64),
     )
+
+
+def lazy_greedy_match(
+    upper: NDArray[np.floating], exact: Callable[[int, int], float], min_sim: float
+) -> NDArray[np.int64]:
+    """:func:`greedy_match` on similarities computed only when they can matter.
+
+    Pairs are taken best upper bound first; a pair's exact similarity is computed when it
+    comes up, and the pair goes back in line with it. A pair whose exact value comes up first
+    is then the best of all remaining pairs (every other value in line is an upper bound of
+    its own), so the matches equal :func:`greedy_match` on the exact matrix, ties included,
+    while pairs whose track or detection was taken before are never computed.
+
+    Args:
+        upper: (T, D) upper bounds of the similarities (0: never a match).
+        exact: ``(row, col) -> similarity``, at most ``upper[row, col]``.
+        min_sim: Pairs below this are never matched.
+
+    Returns:
+        (K, 2) int64 ``(row, col)`` matches, in the order made.
+    """
+    upper = np.asarray(upper, dtype=np.float64)
+    rows, cols = np.nonzero(upper >= min_sim)
+    heap = [(-float(upper[r, c]), int(r), int(c), 1) for r, c in zip(rows, cols, strict=True)]
+    heapq.heapify(heap)
+    row_used: set[int] = set()
+    col_used: set[int] = set()
+    matches: list[tuple[int, int]] = []
+    while heap:
+        neg, r, c, bound = heapq.heappop(heap)
+        if r in row_used or c in col_used:
+            continue
+        if bound:
+            value = exact(r, c)
+            if value >= min_sim:
+                heapq.heappush(heap, (-value, r, c, 0))
+            continue
+        row_used.add(r)
+        col_used.add(c)
+        matches.append((r, c))
+    return np.array(matches, dtype=np.int64).reshape(-1, 2)
 
 
 @dataclass(frozen=True)
@@ -357,7 +409,7 @@ class Tracker:
         if step != self._step:
             self._decoded, self._step = {}, step
         parent = self._duplicates(masks, boxes, scores, classes)
-        sim = self._similarity(tracks, masks, boxes, classes)
+        upper, exact = self._similarity(tracks, masks, boxes, classes)
         det_free = parent < 0  # duplicates follow their parent, they match nothing themselves
         track_matched = np.zeros(len(tracks), dtype=bool)
         high = scores >= cfg.high_score
@@ -368,7 +420,11 @@ class Tracker:
             rows, cols = np.flatnonzero(track_sel), np.flatnonzero(det_sel & det_free)
             if len(rows) == 0 or len(cols) == 0:
                 return
-            matches, _, _ = greedy_match(sim[np.ix_(rows, cols)], min_sim)
+            matches = lazy_greedy_match(
+                upper[np.ix_(rows, cols)],
+                lambda r, c: exact(int(rows[r]), int(cols[c])),
+                min_sim,
+            )
             for r, c in matches:
                 ti, di = int(rows[r]), int(cols[c])
                 track_matched[ti] = True
@@ -421,12 +477,18 @@ class Tracker:
         masks: Masks,
         boxes: NDArray[np.float64],
         classes: NDArray[np.int64],
-    ) -> NDArray[np.float64]:
-        """(T, N) similarity of every track (at its predicted place) to every detection."""
+    ) -> tuple[NDArray[np.float64], Callable[[int, int], float]]:
+        """Every track's (at its predicted place) similarity to every detection.
+
+        Returns:
+            ``(upper, exact)``: (T, N) upper bounds from the boxes and mask areas alone (0 for
+            pairs whose boxes do not overlap or whose classes differ), and
+            ``(track, detection) -> similarity``, which decodes the two masks (cached).
+        """
         cfg = self.config
         t, n = len(tracks), len(masks)
         if t == 0 or n == 0:
-            return np.zeros((t, n), dtype=np.float64)
+            return np.zeros((t, n), dtype=np.float64), lambda _r, _c: 0.0
         last = np.array([tr.box for tr in tracks], dtype=np.float64)
         vel = np.array([tr.velocity for tr in tracks], dtype=np.float64)
         gap = np.array([self.frame - tr.seen for tr in tracks], dtype=np.int64)
@@ -435,23 +497,25 @@ class Tracker:
         t_cls = np.array([tr.class_id for tr in tracks], dtype=np.int64)
         biou[~_class_compatible(t_cls, classes)] = 0.0
         w = cfg.box_weight
-        # pairs that cannot reach the lowest gate even with the best mask IoU their boxes and
-        # areas allow (iou_bound) are never decoded
         t_area = np.array([tr.crop.area for tr in tracks], dtype=np.float64)
         bound = iou_bound(pred, t_area, boxes, masks.area.astype(np.float64))
-        gate = min(cfg.match_sim, cfg.low_match_sim)
-        pairs = np.argwhere((biou > 0) & (w * biou + (1 - w) * bound >= gate))
-        sim = np.zeros((t, n), dtype=np.float64)
-        if len(pairs) == 0:
-            return sim
+        upper = np.where(biou > 0, w * biou + (1 - w) * bound, 0.0)
         # each track's mask moves with its predicted box centre
         move = (pred[:, :2] + pred[:, 2:] - last[:, :2] - last[:, 2:]) / 2.0
         shift = np.rint(move).astype(np.int64)
-        miou = crop_iou_pairs(
-            [tr.crop for tr in tracks], masks.crops, pairs, shift, self._step, self._decoded
-        )
-        sim[pairs[:, 0], pairs[:, 1]] = w * biou[pairs[:, 0], pairs[:, 1]] + (1 - w) * miou
-        return sim
+        step = self._step
+        cells = np.rint(shift / step).astype(np.int64).tolist()
+        done: dict[tuple[int, int], float] = {}
+
+        def exact(ti: int, di: int) -> float:
+            key = (ti, di)
+            if key not in done:
+                dx, dy = cells[ti]
+                miou = _pair_iou(tracks[ti].crop, masks.crops[di], dx, dy, step, self._decoded)
+                done[key] = w * float(biou[ti, di]) + (1 - w) * miou
+            return done[key]
+
+        return upper, exact
 
     def _duplicates(
         self,
@@ -528,11 +592,19 @@ class Tracker:
         return TrackEvent(kind, t.track_id, self.frame, box, t.class_id)  # type: ignore[arg-type]
 
 
+def _box_intersection(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(N, M) intersection areas of (N, 4) and (M, 4) xyxy boxes."""
+    w = np.minimum.outer(a[:, 2], b[:, 2]) - np.maximum.outer(a[:, 0], b[:, 0])
+    h = np.minimum.outer(a[:, 3], b[:, 3]) - np.maximum.outer(a[:, 1], b[:, 1])
+    return np.maximum(w, 0.0) * np.maximum(h, 0.0)
+
+
 def iou_bound(
     box_a: NDArray[np.float64],
     area_a: NDArray[np.float64],
     box_b: NDArray[np.float64],
     area_b: NDArray[np.float64],
+    inter: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Upper bound of the mask IoU of masks inside given boxes, from boxes and areas only.
 
@@ -544,13 +616,13 @@ def iou_bound(
         area_a: (N,) their pixel counts.
         box_b: (M, 4) boxes of the second masks.
         area_b: (M,) their pixel counts.
+        inter: (N, M) box intersection areas, if already computed.
 
     Returns:
         (N, M) float64 bound in [0, 1].
     """
-    lt = np.maximum(box_a[:, None, :2], box_b[None, :, :2])
-    rb = np.minimum(box_a[:, None, 2:], box_b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    if inter is None:
+        inter = _box_intersection(box_a, box_b)
     m = np.minimum(np.minimum.outer(area_a, area_b), inter)
     union = area_a[:, None] + area_b[None, :] - m
     return np.divide(m, union, out=np.zeros_like(m), where=union > 0)

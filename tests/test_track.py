@@ -277,3 +277,22 @@ def test_a_resized_box_moves_the_track_but_not_its_velocity():
         tracker.update(_masks([(10 + x, 30, 40 + x, 60)]))
     tracker.update(_masks([(30, 30, 45, 60)]))  # half of it detected: not a jump back
     assert tracker._tracks[0].velocity[0] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lazy_greedy_equals_greedy_on_the_exact_matrix(seed):
+    from edge.track import lazy_greedy_match
+
+    rng = np.random.default_rng(seed)
+    exact = np.round(rng.random((7, 9)), 1)  # rounded: plenty of ties
+    upper = np.minimum(exact + np.round(rng.random((7, 9)), 1) * (rng.random((7, 9)) < 0.5), 1)
+    calls = []
+
+    def value(r, c):
+        calls.append((r, c))
+        return float(exact[r, c])
+
+    lazy = lazy_greedy_match(upper, value, 0.3)
+    greedy, _, _ = greedy_match(exact, 0.3)
+    assert lazy.tolist() == greedy.tolist()
+    assert len(set(calls)) == len(calls) < exact.size  # each pair at most once, not all
