@@ -83,16 +83,17 @@ def _parse_cli_prompts(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return tagged
 
 
-def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> list[Any]:
-    """The prompts, each checked against the frame size (errors name the flag)."""
-    from edge.prompts import validate_prompt
+def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> Any:
+    """The prompts, checked against the frame size once (errors name the flag); the
+    segmenter does not check them again."""
+    from edge.prompts import CheckedPrompts, check_prompts
 
     for flag, prompt in tagged:
         try:
-            validate_prompt(prompt, image_hw)
+            check_prompts(prompt, image_hw)
         except InputError as exc:
             raise InputError(f"{flag}: {exc}") from None
-    return [p for _, p in tagged]
+    return CheckedPrompts([p for _, p in tagged], image_hw)
 
 
 def _text_threshold(value: str) -> float | None:

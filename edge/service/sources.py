@@ -834,7 +834,11 @@ class FrameTransform:
         if self.max_side and max(ch, cw) > self.max_side:
             scale = self.max_side / max(ch, cw)
             size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            # below 2x, bilinear samples every input pixel's neighbourhood closely enough and
+            # costs a fifth of INTER_AREA's fractional path (1080p -> 1280 px: 1.7 vs 8.8 ms);
+            # larger reductions need the area average against aliasing
+            interpolation = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+            image = cv2.resize(image, size, interpolation=interpolation)
             scale = size[0] / cw
         return np.ascontiguousarray(image), Capture(w, h, (x0, y0, x1 - x0, y1 - y0), scale)
 
