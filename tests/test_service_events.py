@@ -7,6 +7,7 @@ A red-square "detector" on a list source: deterministic frames, no model, no sle
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ def _frames(present: list[bool]) -> list[np.ndarray]:
     return out
 
 
-def _service(tmp_path: Path, present: list[bool], **changes: Any) -> tuple[Service, list]:
+def _service(
+    tmp_path: Path, present: list[bool], before_stop: Any = None, **changes: Any
+) -> tuple[Service, list]:
     base = {
         "source.width": W,
         "source.height": H,
@@ -92,7 +95,11 @@ def _service(tmp_path: Path, present: list[bool], **changes: Any) -> tuple[Servi
     svc.start()
     clients[0].connect()
     svc._loop()
-    svc.shutdown()
+    try:
+        if before_stop is not None:
+            before_stop(svc)
+    finally:
+        svc.shutdown()
     return svc, [docs, clients[0]]
 
 
@@ -185,3 +192,42 @@ def test_box_thumbnail(box, ok):
     assert (data is not None) == ok
     if ok:
         assert data[:3] == b"\xff\xd8\xff"
+
+
+def test_the_page_gets_events_and_their_thumbnails_over_http(tmp_path):
+    import http.client
+
+    seen: dict[str, Any] = {}
+
+    def get(svc: Service, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", svc.http.port, timeout=30)
+        try:
+            conn.request("GET", path, headers={"Host": "127.0.0.1"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def check(svc: Service) -> None:
+        wait = threading.Event()
+        for _ in range(3000):  # the output stage may still be on the last frames
+            if len(svc.recent_events()) == 2:
+                break
+            wait.wait(0.01)
+        status, body = get(svc, "/state")
+        assert status == 200
+        state = json.loads(body)
+        seen["state"] = state
+        seq = state["events"][0]["seq"]
+        seen["thumb"] = get(svc, f"/events/thumb?seq={seq}")
+        seen["bad"] = get(svc, "/events/thumb?seq=abc")[0]
+        seen["gone"] = get(svc, "/events/thumb?seq=999")[0]
+
+    present = [True] * 5 + [False] * 5
+    _service(tmp_path, present, check, **{"http.enabled": True, "http.port": 0})
+    state = seen["state"]
+    assert state["tracking"] is True
+    assert [e["type"] for e in state["events"]] == ["leave", "enter"]
+    status, jpeg = seen["thumb"]
+    assert status == 200 and jpeg[:3] == b"\xff\xd8\xff"
+    assert seen["bad"] == 400 and seen["gone"] == 404
