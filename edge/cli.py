@@ -83,16 +83,17 @@ def _parse_cli_prompts(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return tagged
 
 
-def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> list[Any]:
-    """The prompts, each checked against the frame size (errors name the flag)."""
-    from edge.prompts import validate_prompt
+def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> Any:
+    """The prompts, checked against the frame size once (errors name the flag); the
+    segmenter does not check them again."""
+    from edge.prompts import CheckedPrompts, check_prompts
 
     for flag, prompt in tagged:
         try:
-            validate_prompt(prompt, image_hw)
+            check_prompts(prompt, image_hw)
         except InputError as exc:
             raise InputError(f"{flag}: {exc}") from None
-    return [p for _, p in tagged]
+    return CheckedPrompts([p for _, p in tagged], image_hw)
 
 
 def _text_threshold(value: str) -> float | None:
@@ -235,7 +236,7 @@ class _SegmentOutputs:
                 atomic_write_image(self.out / f"{frame.name}.png", overlay)
         if self.overlay_file is not None and overlay is not None:
             atomic_write_image(self.overlay_file, overlay)
-        if self.args.save_video and frame.source.video and overlay is not None:
+        if self.args.save_video and frame.video and overlay is not None:
             self._video_frame(frame, overlay)
 
     def _video_frame(self, frame: Any, overlay: Any) -> None:
@@ -339,6 +340,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg.text = replace(seg.text, **text)
     bundle = bundle_facts(seg)
     want_overlay = bool(args.overlay or args.save_video)
+    tracker = None
+    tracked_source: Any = None
+    if args.track:
+        from edge.track import Tracker, TrackerConfig
+
+        try:
+            track_cfg = TrackerConfig(
+                min_frames=args.track_min_frames, max_missed=args.track_max_missed
+            )
+        except ValueError as exc:
+            raise InputError(f"--track-{exc}".replace("_", "-", 1)) from None
     progress = tqdm(
         total=total,
         unit="frame",
@@ -376,6 +388,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 result.crops = tuple(
                     clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
                 )
+            if args.track:
+                # one sequence per video; images (a folder, a glob) are one sequence together
+                if tracker is None or (frame.video and frame.source != tracked_source):
+                    tracker = Tracker(track_cfg)
+                tracked_source = frame.source
+                result = replace(
+                    result,
+                    track_id=tracker.update(result),
+                    metadata={**result.metadata, "tracking": True},
+                )
             frames += 1
             masks += len(result)
             empty += len(result) == 0
@@ -390,7 +412,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 doc = result_to_dict(
                     result,
                     bundle=bundle,
-                    frame_id=frame.index if frame.source.video else None,
+                    frame_id=frame.index if frame.video else None,
                     polygon_epsilon=args.polygon_epsilon,
                     source=str(frame.source.path),
                 )
@@ -639,6 +661,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="video: also write the overlays as DIR/NAME.overlay.mp4 (needs --out)",
     )
     s.add_argument("--labels", action="store_true", help="overlay: mask ids and scores")
+    s.add_argument(
+        "--track",
+        action="store_true",
+        help="track objects across the frames (a video; images of a folder or glob in name "
+        "order as one sequence): track_id per mask, overlays coloured by track",
+    )
+    s.add_argument(
+        "--track-min-frames",
+        type=int,
+        default=2,
+        metavar="N",
+        help="--track: frames in a row before a new object gets its id (2)",
+    )
+    s.add_argument(
+        "--track-max-missed",
+        type=int,
+        default=5,
+        metavar="N",
+        help="--track: frames an unseen object keeps its id (5)",
+    )
     s.add_argument("--fail-empty", action="store_true", help="exit 3 when a frame gives no mask")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.add_argument(

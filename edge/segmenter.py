@@ -246,7 +246,7 @@ class Segmenter:
     def _select(
         self,
         dets: Detections,
-        prompts: list[Prompt],
+        prompts: Sequence[Prompt],
         encoder: CachedTextEncoder | None,
         load_clip_ms: float = 0.0,
     ) -> Masks:
@@ -323,7 +323,7 @@ class Segmenter:
         dets = self._detect(image, tensor, info, thresholds, preprocess_ms)
         return self._select(dets, prompts, encoder, load_clip_ms)
 
-    def _timed_encoder(self, prompts: list[Prompt]) -> tuple[CachedTextEncoder | None, float]:
+    def _timed_encoder(self, prompts: Sequence[Prompt]) -> tuple[CachedTextEncoder | None, float]:
         """The CLIP encoder if a prompt needs it, and its load time in ms (0 when loaded
         before): a one-off cost, reported as ``load_clip``, not as preprocessing."""
         if not any(isinstance(p, TextPrompt) for p in prompts):

@@ -48,27 +48,39 @@ class Source:
     video: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class Frame:
-    """One frame to segment.
+    """One frame to segment: from a file or a video (``segment``), a camera or a replay (the
+    service). The one frame type of the CLI and the service.
 
     Attributes:
         image: (H, W, 3) uint8 BGR pixels.
-        source: The file it came from.
-        index: Frame index within a video (0 for an image).
-        name: Unique output stem, e.g. ``photo`` or ``clip_000120``.
-        image_id: Running number from 1 over all frames (COCO ``image_id``).
+        name: Its name: the output stem for ``segment`` (``photo``, ``clip_000120``), the file
+            or camera name in the service (``scene_001234``, ``picamera2:0``).
+        index: Frame number: within its video for ``segment`` (0 for an image); counted across
+            reopens in the service (set by ``ResilientSource``).
+        timestamp: Capture time, seconds since the epoch (0: not captured live).
+        source: The file it came from (``segment``; ``None`` for service sources).
+        image_id: Running number from 1 over a ``segment`` run (COCO ``image_id``; 0 otherwise).
     """
 
     image: NDArray[np.uint8]
-    source: Source
-    index: int
     name: str
-    image_id: int
+    index: int = 0
+    timestamp: float = 0.0
+    source: Source | None = None
+    image_id: int = 0
+
+    @property
+    def video(self) -> bool:
+        """Whether it is a frame of a video file."""
+        return self.source is not None and self.source.video
 
     @property
     def file_name(self) -> str:
         """The source's file name, with ``#frame`` for video frames (COCO ``file_name``)."""
+        if self.source is None:
+            return self.name
         base = self.source.path.name
         return f"{base}#{self.index}" if self.source.video else base
 
@@ -200,11 +212,13 @@ def iter_frames(
             if not s.video:
                 image = read(s.path)
                 image_id += 1
-                yield Frame(image, s, 0, names[s.path], image_id)
+                yield Frame(image, names[s.path], 0, source=s, image_id=image_id)
                 continue
             for index, image in _video_frames(s, vid_stride, max_pixels):
                 image_id += 1
-                yield Frame(image, s, index, f"{names[s.path]}_{index:06d}", image_id)
+                yield Frame(
+                    image, f"{names[s.path]}_{index:06d}", index, source=s, image_id=image_id
+                )
         except InputError as exc:
             if on_skip is None:
                 raise

@@ -199,6 +199,9 @@ class Masks:
             ``prompt`` when prompts were applied).
         data: Per-mask extras, each an array of length N (e.g. ``"prompt_index"``).
         metadata: Per-frame facts (``frame_id``, bundle name, thresholds, ...).
+        track_id: (N,) int64 id of each mask's track across frames (:mod:`edge.track`); -1
+            when not tracking, or while the mask's track is not confirmed. ``None`` at
+            construction means all -1.
     """
 
     xyxy: NDArray[np.float32]
@@ -208,10 +211,16 @@ class Masks:
     timings: dict[str, float] = field(default_factory=dict)
     data: dict[str, NDArray[Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    track_id: NDArray[np.int64] = None  # type: ignore[assignment]  # None -> all -1
 
     def __post_init__(self) -> None:
         n = len(self.crops)
         self.crops = tuple(self.crops)
+        if self.track_id is None:
+            self.track_id = np.full(n, -1, dtype=np.int64)
+        self.track_id = np.asarray(self.track_id, dtype=np.int64)
+        if self.track_id.shape != (n,):
+            raise ValueError(f"track_id must have shape ({n},), got {self.track_id.shape}")
         if self.xyxy.shape != (n, 4):
             raise ValueError(f"xyxy must have shape ({n}, 4), got {self.xyxy.shape}")
         if self.confidence.shape != (n,):
@@ -246,6 +255,7 @@ class Masks:
             timings=dict(self.timings),
             data={k: np.asarray(v)[idx] for k, v in self.data.items()},
             metadata=dict(self.metadata),
+            track_id=self.track_id[idx],
         )
 
     @property

@@ -90,6 +90,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "edge.cliargs",
             "edge.metrics",
             "edge.opcount",
+            "edge.track",
         ),
     ),
     ("applications", ("edge.service.*", "edge.bench.*")),

@@ -137,7 +137,7 @@ def test_live_frame_watch_window_and_jpeg() -> None:
 
 
 def test_kept_frames_drop_the_raw_capture() -> None:
-    from edge.service.sources import Frame
+    from edge.sources import Frame
 
     raw = Frame(np.zeros((3000, 4000, 3), np.uint8), "cam", 7, 12.5)
     light = without_pixels(raw)

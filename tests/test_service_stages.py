@@ -108,8 +108,8 @@ def test_results_and_mqtt_messages_keep_frame_order(tmp_path, pipeline):
     assert s.reason == "end of source" and s.dropped == 0
     ids = results.frame_ids
     assert ids == list(range(ids[0], ids[0] + 8))  # every frame of the offline source, in order
-    events = [json.loads(p[1]) for p in clients[0].published if p[0].endswith("/events")]
-    assert [e["frame_id"] for e in events] == ids
+    messages = [json.loads(p[1]) for p in clients[0].published if p[0].endswith("/results")]
+    assert [m["frame_id"] for m in messages] == ids
     written = sorted(p for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
     assert [json.loads((d / "result.json").read_text())["frame_id"] for d in written] == ids
     assert_only_complete(tmp_path / "out")
@@ -221,10 +221,10 @@ def test_stalled_output_stage_stops_the_watchdog_pings(tmp_path):
 
         def stalled() -> bool:
             sock.drain()
-            return svc._stalled_stage(clock.now()) is not None
+            return svc.stalled_stage(clock.now()) is not None
 
         _wait_until(stalled, "the stall to be detected")
-        assert svc._stalled_stage(clock.now())[0] == "output"
+        assert svc.stalled_stage(clock.now())[0] == "output"
         pings_at_stall = sock.count("WATCHDOG=1")
         stalled_at = clock.now()
         _wait_until(lambda: sock.drain() is not None and clock.now() > stalled_at + 100, "time")

@@ -54,7 +54,7 @@ def start_warnings(cfg: Any) -> list[str]:
     from edge.errors import FastSAMEdgeError
     from edge.io import IMAGE_EXTS
     from edge.service.config import DEMO
-    from edge.service.runner import text_prompt_problem
+    from edge.service.status import text_prompt_problem
     from edge.tokenizer import missing_text_deps
 
     out = []

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.prompts import Prompt, parse_prompts
-from edge.service.config import ConfigError
+from edge.service.config import ConfigError, is_loopback_host
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -402,15 +402,6 @@ def _normalise_host(value: str) -> str | None:
     return name or None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def default_allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
     """Host names accepted in the ``Host`` header for an API bound to ``bind_host``.
 
@@ -419,7 +410,7 @@ def default_allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozen
     adds names. The address a client connected to is accepted separately, per connection.
     """
     names = set(LOOPBACK_NAMES)
-    if not _is_loopback(bind_host):
+    if not is_loopback_host(bind_host):
         hostname = socket.gethostname().lower().rstrip(".")
         if hostname:
             names.update({hostname, hostname.split(".")[0] + ".local"})

@@ -238,10 +238,9 @@ class PromptCache:
             return seg.segment(entry.image, prompt=prompt, **thresholds)
         if entry.detections is None:
             if prompt is not None:  # a bad prompt is the caller's error before any inference
-                from edge.prompts import validate_prompt
+                from edge.prompts import check_prompts
 
-                for p in prompt:
-                    validate_prompt(p, entry.image.shape[:2])
+                prompt = check_prompts(prompt, entry.image.shape[:2])  # not checked again
             entry.detections = seg.detect(entry.image, **thresholds)
             if not kept:
                 entry = self.put(entry)
