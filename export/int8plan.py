@@ -43,7 +43,8 @@ from edge.preprocess import letterbox
 _LOGGER = logging.getLogger(__name__)
 
 # a block: /model.N, or a head branch /model.N/cv2.0 ... /model.N/proto
-_BLOCK = re.compile(r"^(/model\.\d+)(/(?:cv[234]\.\d+|proto))?/")
+# (YOLOE's head branches may lack the /model.N scope, and have cv5 and one2one_ copies)
+_BLOCK = re.compile(r"^(/model\.\d+)?(/(?:one2one_)?(?:cv[2-5]\.\d+|proto))?/")
 PLAN_MODES = ("search", "fixed")
 # the cheap fixes, in the order tried (names as recorded in the plan)
 CHEAP_FIXES = ("percentile", "mixed", "entropy", "more-images")
@@ -131,8 +132,9 @@ def blocks_of(model: Any, skip: set[str]) -> dict[str, list[str]]:
     blocks: dict[str, list[str]] = {}
     for node in model.graph.node:
         m = _BLOCK.match(node.name)
-        if m and node.name not in skip:
-            blocks.setdefault(m.group(1) + (m.group(2) or ""), []).append(node.name)
+        key = (m.group(1) or "") + (m.group(2) or "") if m else ""
+        if key and node.name not in skip:
+            blocks.setdefault(key, []).append(node.name)
     convs = {n.name for n in model.graph.node if n.op_type == "Conv"}
     return {k: v for k, v in blocks.items() if convs.intersection(v)}
 
@@ -147,6 +149,8 @@ class HeldOutEval:
         dynamic: Minimum-rectangle letterbox.
         thresholds: The bundle's default thresholds (conf, iou, max_det).
         threads: onnxruntime threads.
+        decode: Outputs, input (h, w), source (h, w) -> ``Detections`` (default: FastSAM's
+            ``prepare_detections`` at ``thresholds``; YOLOE bundles score their vocabulary).
     """
 
     def __init__(
@@ -157,12 +161,13 @@ class HeldOutEval:
         dynamic: bool,
         thresholds: Thresholds,
         threads: int = 2,
+        decode: Callable[..., Any] | None = None,
     ) -> None:
         from tqdm import tqdm
 
         from edge.session import create_session
 
-        self.threads, self.th = threads, thresholds
+        self.threads, self.th, self.decode = threads, thresholds, decode
         self.fp32 = create_session(fp32_path, threads=threads)
         self.name = self.fp32.get_inputs()[0].name
         self.inputs = [letterbox(img, imgsz, auto=dynamic) for img in held.images]
@@ -180,13 +185,17 @@ class HeldOutEval:
 
         tensor, info = self.inputs[k]
         t0 = time.perf_counter()
-        out0, protos = session.run(None, {self.name: tensor})
+        outputs = session.run(None, {self.name: tensor})
         dt = time.perf_counter() - t0
         th = self.th
-        masks = prepare_detections(
-            out0, protos, info.input_hw, info.source_hw, th.conf, th.iou, th.max_det
-        ).to_masks()
-        return masks, dt
+        if self.decode is not None:
+            dets = self.decode(outputs, info.input_hw, info.source_hw)
+        else:
+            out0, protos = outputs
+            dets = prepare_detections(
+                out0, protos, info.input_hw, info.source_hw, th.conf, th.iou, th.max_det
+            )
+        return dets.to_masks(), dt
 
     def _gt_found(self, results: list[Any]) -> tuple[int, int]:
         from edge.metrics import recall_at_iou

@@ -25,7 +25,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -551,6 +551,7 @@ def quantize_detector(
     verify_dir: str | Path | None = None,
     plan: PlanOptions | None = None,
     keep_best: Path | None = None,
+    decode: Callable[..., Any] | None = None,
 ) -> QuantSection:
     """Add ``fastsam.int8.onnx`` to a bundle being assembled: a precision plan chosen and
     verified on held-out images.
@@ -576,6 +577,8 @@ def quantize_detector(
         threads: onnxruntime threads of the verification timings.
         verify_dir: Held-out verification images (default: split off the calibration images).
         plan: How the plan is chosen (default :class:`export.int8plan.PlanOptions`: search).
+        decode: How the detector's outputs become detections: outputs, input (h, w), source
+            (h, w) -> ``Detections`` (default FastSAM's ``prepare_detections``).
         keep_best: Also copy the chosen int8 file, or when refused the best candidate, here
             (experiments comparing plans; the bundle never holds a refused model).
 
@@ -608,7 +611,7 @@ def quantize_detector(
     cpu = int8_class()
     # the search measures with this host's kernels where they are exact int8 (a Pi's numbers)
     search_kernels = "reference" if cpu.saturates or cpu.name == "x86-avx2" else "host"
-    evaluator = HeldOutEval(fp32, held, imgsz, dynamic, thresholds, threads)
+    evaluator = HeldOutEval(fp32, held, imgsz, dynamic, thresholds, threads, decode)
     with tempfile.TemporaryDirectory(prefix="fastsam-int8plan-") as work:
         result = choose_plan(
             fp32, Path(work), cal, more, evaluator, imgsz, dynamic, cfg, options, search_kernels
