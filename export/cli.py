@@ -78,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib-count",
         type=int,
         default=32,
-        help="calibration images read (default 32); every 4th is held out for the int8 check "
-        "unless --verify-images is given",
+        help="calibration images read (default 32); every other one is held out for the int8 "
+        "check unless --verify-images is given",
     )
     p.add_argument(
         "--verify-images",
         metavar="DIR",
-        help="held-out images for the int8 check (default: every 4th calibration image, "
+        help="held-out images for the int8 check (default: every other calibration image, "
         "not calibrated on)",
     )
     p.add_argument(
@@ -317,10 +317,10 @@ def int8_plan_options(args: argparse.Namespace) -> Any:
         raise ExportError(f"--int8-min-speedup: must be > 0, got {args.int8_min_speedup}")
     if not 0 < args.int8_min_iou <= 1:
         raise ExportError(f"--int8-min-iou: must be in (0, 1], got {args.int8_min_iou}")
-    if args.calib_count < (1 if args.verify_images else 4):
+    if args.calib_count < (1 if args.verify_images else 2):
         raise ExportError(
-            f"--calib-count: {args.calib_count} is too few: every 4th image is held out for "
-            "the int8 check, so give at least 4 (or --verify-images DIR)"
+            f"--calib-count: {args.calib_count} is too few: every other image is held out for "
+            "the int8 check, so give at least 2 (or --verify-images DIR)"
         )
     if args.verify_images is not None and not Path(args.verify_images).is_dir():
         raise ExportError(f"--verify-images: {args.verify_images!r} is not a directory")

@@ -375,7 +375,7 @@ def export_bundle(
             needs ``clip``) into ``clip.text_threshold``.
         measure_memory: Record the peak memory per precision (``memory``; the Pi unit's
             ``MemoryMax=`` follows it). A failed measurement only logs a warning.
-        verify_images: Held-out int8 verification images (default: every 4th calibration
+        verify_images: Held-out int8 verification images (default: every other calibration
             image is held out).
         int8_plan: How the int8 precision plan is chosen (default: search for the cheapest plan
             reaching mean IoU >= 0.97 both ways, recall loss <= 1 pt, >= 1.3x fp32).

@@ -556,7 +556,7 @@ def quantize_detector(
     """Add ``fastsam.int8.onnx`` to a bundle being assembled: a precision plan chosen and
     verified on held-out images.
 
-    The calibration images are split (every 4th held out; or ``verify_dir`` holds the
+    The calibration images are split (every other one held out; or ``verify_dir`` holds the
     verification images and all calibration images calibrate). :func:`export.int8plan.choose_plan`
     tries the fixed recipe, then cheap fixes, then sensitivity-ranked float blocks until the
     held-out agreement reaches ``plan.target`` within the speed floor (``plan.mode == "fixed"``:
@@ -589,7 +589,14 @@ def quantize_detector(
         ValueError: Bad calibration/verification images or recipe.
     """
     from edge.cpu import int8_class
-    from export.int8plan import HeldOutEval, PlanOptions, choose_plan, meets, split_held_out
+    from export.int8plan import (
+        HeldOutEval,
+        PlanOptions,
+        choose_plan,
+        every_kth,
+        meets,
+        split_held_out,
+    )
 
     options = replace(plan or PlanOptions(), fixed_min_iou=min_iou)
     cfg = config or QuantConfig()
@@ -601,7 +608,7 @@ def quantize_detector(
         held_source = str(verify_dir)
     else:
         cal, held = split_held_out(calib, options.hold_out_every)
-        held_source = f"{calib.source}: every {options.hold_out_every}th image, not calibrated on"
+        held_source = f"{calib.source}: {every_kth(options.hold_out_every)}, not calibrated on"
     cfg = replace(cfg, num_images=len(cal.images))
 
     def more() -> list[np.ndarray]:

@@ -8,7 +8,7 @@ Usage: python scripts/int8_plan_compare.py (--weights PT | --bundle DIR) --out D
 Export env (torch for --weights). Steps: the fp32 detector (exported from --weights, or a
 bundle's); --calib-count calibration scenes of --world written to OUT/calib (seeds
 1_500_000..); ``quantize_detector`` twice on it, ``--int8-plan fixed`` and ``search`` (each
-splits the images: 3/4 calibrate, 1/4 held out; the wall and CPU time of each is recorded); then
+splits the images: every other one held out; the wall and CPU time of each is recorded); then
 both int8 files (the refused one too) against fp32 on --scenes fresh held-out scenes of the same
 world with ground truth (seeds 1_040_000..), reference and host kernels, int8 and fp32 timed
 interleaved. Writes OUT/compare.json and prints one markdown row per plan.

@@ -222,17 +222,18 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
         int8_plan=PlanOptions(mode="fixed"),
     )
     printed = capsys.readouterr().out
-    assert "int8 vs fp32 on 1 held-out images (reference kernels, CPU-independent): " in printed
-    assert "int8 vs fp32 on 1 held-out images (this host's kernels, " in printed
+    assert "int8 vs fp32 on 2 held-out images (reference kernels, CPU-independent): " in printed
+    assert "int8 vs fp32 on 2 held-out images (this host's kernels, " in printed
     m = read_manifest(out)
     assert m.precisions == ("fp32", "int8")
     verify_file(out, m, "fastsam.int8.onnx")
     q = m.quantization.to_json()
     assert q["status"] == "ok" and q["format"] == "QDQ" and q["calibration_source"] == str(calib)
-    # 3 images calibrate, the 4th is held out; no ground truth in a folder: fp32's masks
-    assert q["held_out"] == {"images": 1, "source": f"{calib}: every 4th image, not calibrated on",
-                             "calibration_images": 3, "recall_basis": "fp32 masks"}  # fmt: skip
-    assert q["calibration_images"] == 3 and q["verify"]["held_out"] is True
+    # 2 images calibrate, every other one is held out; no ground truth in a folder: fp32's masks
+    assert q["held_out"] == {"images": 2,
+                             "source": f"{calib}: every other image, not calibrated on",
+                             "calibration_images": 2, "recall_basis": "fp32 masks"}  # fmt: skip
+    assert q["calibration_images"] == 2 and q["verify"]["held_out"] is True
     assert q["plan"]["mode"] == "fixed" and q["plan"]["chosen"] == "fixed"
     assert q["float_branches"] == ["cv3", "cv4"] and q["float_nodes"] > 6
     assert q["float_ops"] == [] and q["activations"] == "uint8 per-tensor"

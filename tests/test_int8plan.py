@@ -133,9 +133,9 @@ def test_impossible_target_is_refused_naming_it(demo_bundle, tmp_path, capsys):
     assert not section.ok and not (tmp_path / "fastsam.int8.onnx").exists()
     assert "mean IoU >= 0.97 both ways, recall loss <= 1.0 pt" in section.status
     assert ">= 1000x fp32" in section.status and "REFUSED" in capsys.readouterr().out
-    assert section.held_out.images == 1 and section.held_out.calibration_images == 3
+    assert section.held_out.images == 2 and section.held_out.calibration_images == 2
     assert section.held_out.recall_basis == "ground truth"
-    assert section.verify["held_out"] is True and section.verify["images"] == 1
+    assert section.verify["held_out"] is True and section.verify["images"] == 2
     assert section.plan.tried[0].name == "fixed" and not section.plan.meets_target
     assert "speed floor" in section.plan.notes
     assert QuantSection.from_json(section.to_json()) == section
