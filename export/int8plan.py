@@ -30,7 +30,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,34 @@ _LOGGER = logging.getLogger(__name__)
 # (YOLOE's head branches may lack the /model.N scope, and have cv5 and one2one_ copies)
 _BLOCK = re.compile(r"^(/model\.\d+)?(/(?:one2one_)?(?:cv[2-5]\.\d+|proto))?/")
 PLAN_MODES = ("search", "fixed")
+INT8_KERNELS = {
+    # this host's fused integer kernels (QLinearConv etc.): its speed, and its numbers, which on
+    # x86 without VNNI are not a Pi's (u8 x s8 pair sums saturate; see edge.cpu)
+    "host": "all",
+    # the same QDQ file with graph optimisations off: float ops on quantized values, no fused
+    # integer kernels, so the same numbers on every CPU (what exact int32 kernels compute, up
+    # to rounding); the export decides on it
+    "reference": "disable",
+}
+
+
+@dataclass(frozen=True)
+class GraphOps:
+    """The quantizer's graph steps, passed in by :mod:`export.quantize` (which runs the plan
+    search, so this module cannot import it).
+
+    Attributes:
+        prepare: ``(fp32, out, dynamic) -> out``: onnxruntime's pre-processing, once.
+        float_nodes: ``(model, float_branches) -> names``: the fixed recipe's float nodes.
+        quantize: ``(prepped, out, images, imgsz, dynamic, config, cache=, extra_float=)
+            -> recipe``: one candidate, calibration cached.
+    """
+
+    prepare: Callable[[Path, Path, bool], Path]
+    float_nodes: Callable[[Any, Iterable[str]], list[str]]
+    quantize: Callable[..., dict[str, Any]]
+
+
 # the cheap fixes, in the order tried (names as recorded in the plan)
 CHEAP_FIXES = ("percentile", "mixed", "entropy", "more-images")
 MIXED_SPAN_RATIO = 2.0
@@ -107,8 +135,6 @@ def split_held_out(calib: Any, every: int = 4) -> tuple[Any, Any]:
     Raises:
         ValueError: Fewer than ``every`` images (nothing could be held out).
     """
-    from export.quantize import CalibrationSet
-
     n = len(calib.images)
     if n < every:
         raise ValueError(
@@ -121,7 +147,7 @@ def split_held_out(calib: Any, every: int = 4) -> tuple[Any, Any]:
 
     def pick(idx: list[int], what: str) -> Any:
         gt = None if calib.gt_masks is None else [calib.gt_masks[i] for i in idx]
-        return CalibrationSet([calib.images[i] for i in idx], f"{calib.source} ({what})", gt)
+        return type(calib)([calib.images[i] for i in idx], f"{calib.source} ({what})", gt)
 
     return pick(cal, "calibration part"), pick(held, f"{every_kth(every)}, held out")
 
@@ -235,7 +261,6 @@ class HeldOutEval:
         """
         from edge.metrics import crop_iou_matrix, mask_agreement
         from edge.session import create_session
-        from export.quantize import INT8_KERNELS
 
         sess = create_session(int8_path, threads=self.threads, optimization=INT8_KERNELS[kernels])
         a2b, b2a, t32, t8, results = [], [], [], [], []
@@ -385,6 +410,7 @@ def choose_plan(
     dynamic: bool,
     config: Any,
     options: PlanOptions,
+    ops: GraphOps,
     kernels: str = "host",
 ) -> PlanResult:
     """Search the cheapest int8 plan that reaches ``options.target`` (see the module doc).
@@ -399,6 +425,7 @@ def choose_plan(
         dynamic: Minimum-rectangle letterbox.
         config: The base :class:`export.quantize.QuantConfig` (the fixed recipe).
         options: Mode, target, limits.
+        ops: The quantizer's graph steps (:data:`export.quantize.GRAPH_OPS`).
         kernels: Kernels the search measures with (``host`` where they are exact).
 
     Returns:
@@ -408,12 +435,10 @@ def choose_plan(
     import onnx
     from tqdm import tqdm
 
-    from export.quantize import float_nodes, prepare_model, quantize_prepared
-
     target = options.target
-    prepped = prepare_model(fp32_path, work / "prepped.onnx", dynamic)
+    prepped = ops.prepare(fp32_path, work / "prepped.onnx", dynamic)
     model = onnx.load(str(prepped))
-    base_float = set(float_nodes(model, config.float_branches))
+    base_float = set(ops.float_nodes(model, config.float_branches))
     blocks = blocks_of(model, base_float)
     del model
     candidates = sorted(blocks) if options.blocks is None else list(options.blocks)
@@ -433,7 +458,7 @@ def choose_plan(
         caches[calibration] = cache
         extra = [n for b in chosen_blocks for n in blocks[b]]
         path = work / f"cand-{next(counter)}.onnx"
-        recipe = quantize_prepared(
+        recipe = ops.quantize(
             prepped, path, images if images is not None else cal.images, imgsz, dynamic,
             replace(config, method=method), cache=cache, extra_float=extra,
         )  # fmt: skip

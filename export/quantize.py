@@ -34,6 +34,7 @@ import numpy as np
 
 from edge.bundle import HeldOut, QuantSection, Thresholds
 from edge.preprocess import letterbox
+from export.int8plan import INT8_KERNELS
 
 if TYPE_CHECKING:
     from export.int8plan import PlanOptions
@@ -373,17 +374,6 @@ def load_calibration(
     return CalibrationSet(images, str(path))
 
 
-INT8_KERNELS = {
-    # this host's fused integer kernels (QLinearConv etc.): its speed, and its numbers, which on
-    # x86 without VNNI are not a Pi's (u8 x s8 pair sums saturate; see edge.cpu)
-    "host": "all",
-    # the same QDQ file with graph optimisations off: float ops on quantized values, no fused
-    # integer kernels, so the same numbers on every CPU (what exact int32 kernels compute, up
-    # to rounding); the export decides on it
-    "reference": "disable",
-}
-
-
 def _agreement(
     fp32_path: Path,
     int8_paths: dict[str, tuple[Path, str]],
@@ -590,6 +580,7 @@ def quantize_detector(
     """
     from edge.cpu import int8_class
     from export.int8plan import (
+        GraphOps,
         HeldOutEval,
         PlanOptions,
         choose_plan,
@@ -621,8 +612,9 @@ def quantize_detector(
     evaluator = HeldOutEval(fp32, held, imgsz, dynamic, thresholds, threads, decode)
     with tempfile.TemporaryDirectory(prefix="fastsam-int8plan-") as work:
         result = choose_plan(
-            fp32, Path(work), cal, more, evaluator, imgsz, dynamic, cfg, options, search_kernels
-        )
+            fp32, Path(work), cal, more, evaluator, imgsz, dynamic, cfg, options,
+            GraphOps(prepare_model, float_nodes, quantize_prepared), search_kernels,
+        )  # fmt: skip
         host = evaluator.measure(result.best_path, "host", timed=True)
         ref = evaluator.measure(result.best_path, "reference")
         if result.path is not None:

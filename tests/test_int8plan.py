@@ -92,8 +92,8 @@ class _FakeEval:
 
 def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
     from edge.bundle import Int8Plan
-    from export.int8plan import PlanOptions, choose_plan
-    from export.quantize import QuantConfig
+    from export.int8plan import GraphOps, PlanOptions, choose_plan
+    from export.quantize import QuantConfig, float_nodes, prepare_model, quantize_prepared
 
     work = tmp_path / "work"
     work.mkdir()
@@ -101,7 +101,7 @@ def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
     opts = PlanOptions(fixes=(), blocks=("/model.21", PROTO), max_float_blocks=2)
     result = choose_plan(
         demo_bundle / "fastsam.fp32.onnx", work, _scenes(2), list, fake, (320, 320), False,
-        QuantConfig(num_images=2), opts,
+        QuantConfig(num_images=2), opts, GraphOps(prepare_model, float_nodes, quantize_prepared),
     )  # fmt: skip
     plan = result.plan
     assert plan.meets_target and [b.block for b in plan.float_blocks] == [PROTO]
