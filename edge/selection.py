@@ -1057,4 +1057,6 @@ def selection_to_masks(dets: Detections, sel: Selection) -> Masks:
             )
             for key, values in result.data.items()
         },
+        class_id=np.concatenate([result.class_id, np.full(len(sel.merged), -1, np.int64)]),
+        names=result.names,
     )

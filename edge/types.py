@@ -199,6 +199,10 @@ class Masks:
             ``prompt`` when prompts were applied).
         data: Per-mask extras, each an array of length N (e.g. ``"prompt_index"``).
         metadata: Per-frame facts (``frame_id``, bundle name, thresholds, ...).
+        class_id: (N,) int64 index of each mask's word in :attr:`names` (open-vocabulary
+            bundles); -1 for a class-agnostic mask (FastSAM: all -1). ``None`` at construction
+            means all -1.
+        names: The vocabulary ``class_id`` indexes (empty for FastSAM).
     """
 
     xyxy: NDArray[np.float32]
@@ -208,10 +212,22 @@ class Masks:
     timings: dict[str, float] = field(default_factory=dict)
     data: dict[str, NDArray[Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    class_id: NDArray[np.int64] = None  # type: ignore[assignment]  # None -> all -1
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.crops)
         self.crops = tuple(self.crops)
+        self.names = tuple(self.names)
+        if self.class_id is None:
+            self.class_id = np.full(n, -1, dtype=np.int64)
+        self.class_id = np.asarray(self.class_id, dtype=np.int64)
+        if self.class_id.shape != (n,):
+            raise ValueError(f"class_id must have shape ({n},), got {self.class_id.shape}")
+        if n and self.class_id.max() >= len(self.names):
+            raise ValueError(
+                f"class_id {int(self.class_id.max())} is out of range for {len(self.names)} names"
+            )
         if self.xyxy.shape != (n, 4):
             raise ValueError(f"xyxy must have shape ({n}, 4), got {self.xyxy.shape}")
         if self.confidence.shape != (n,):
@@ -221,13 +237,14 @@ class Masks:
                 raise ValueError(f"data[{key!r}] must have length {n}, got {len(value)}")
 
     @classmethod
-    def empty(cls, height: int, width: int) -> Masks:
-        """A result with no masks for a (height, width) frame."""
+    def empty(cls, height: int, width: int, names: Sequence[str] = ()) -> Masks:
+        """A result with no masks for a (height, width) frame (``names``: its vocabulary)."""
         return cls(
             xyxy=np.zeros((0, 4), dtype=np.float32),
             confidence=np.zeros((0,), dtype=np.float32),
             crops=(),
             image_hw=(height, width),
+            names=tuple(names),
         )
 
     def __len__(self) -> int:
@@ -246,7 +263,14 @@ class Masks:
             timings=dict(self.timings),
             data={k: np.asarray(v)[idx] for k, v in self.data.items()},
             metadata=dict(self.metadata),
+            class_id=self.class_id[idx],
+            names=self.names,
         )
+
+    @property
+    def labels(self) -> list[str | None]:
+        """Each mask's word (``None`` for a class-agnostic mask)."""
+        return [self.names[c] if c >= 0 else None for c in self.class_id.tolist()]
 
     @property
     def mask(self) -> NDArray[np.bool_]:

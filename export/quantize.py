@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,9 @@ from edge.preprocess import letterbox
 
 _LOGGER = logging.getLogger(__name__)
 
-_HEAD_LAST_CONV = re.compile(r"/model\.(\d+)/(cv[234])\.(\d+)/\2\.\3\.2/Conv$")
+# the last conv of each head branch: cv2 box, cv3 score (YOLOE: embedding), cv4 coefficients
+# (YOLOE: cv5), and YOLOE-26's one2one_ copies; group 3 is the branch without the prefix
+_HEAD_LAST_CONV = re.compile(r"/model\.(\d+)/((?:one2one_)?)(cv[2-5])\.(\d+)/\2\3\.\4\.2/Conv$")
 DEFAULT_FLOAT_BRANCHES = ("cv3", "cv4")
 # Whole modules that a recipe can keep float (every node whose name matches), by name:
 FLOAT_MODULES = {
@@ -119,7 +121,7 @@ def float_nodes(model: Any, float_branches: Iterable[str]) -> list[str]:
                 excluded.add(node.name)
                 stack.extend(node.output)
     for node in head_last:
-        if _HEAD_LAST_CONV.search(node.name).group(2) in branches:  # type: ignore[union-attr]
+        if _HEAD_LAST_CONV.search(node.name).group(3) in branches:  # type: ignore[union-attr]
             excluded.add(node.name)
     return sorted(excluded)
 
@@ -316,6 +318,11 @@ def load_calibration(
     return CalibrationSet(images, str(path))
 
 
+Decode = Callable[[list[np.ndarray], tuple[int, int], tuple[int, int]], Any]
+"""A detector's outputs, input (h, w) and source (h, w) -> ``edge.postprocess.Detections``
+(default: FastSAM's ``prepare_detections`` at the bundle's thresholds)."""
+
+
 INT8_KERNELS = {
     # this host's fused integer kernels (QLinearConv etc.): its speed, and its numbers, which on
     # x86 without VNNI are not a Pi's (u8 x s8 pair sums saturate; see edge.cpu)
@@ -337,6 +344,7 @@ def _agreement(
     iou: float,
     max_det: int,
     threads: int,
+    decode: Decode | None = None,
 ) -> dict[str, dict[str, Any]]:
     """fp32 once, then each labelled int8 session (path, graph optimisation) against it."""
     import time
@@ -361,11 +369,16 @@ def _agreement(
         order = list(sessions) if k % 2 == 0 else list(sessions)[::-1]  # load noise hits all
         for prec in order:
             t0 = time.perf_counter()
-            out0, protos = sessions[prec].run(None, {name: tensor})
+            outputs = sessions[prec].run(None, {name: tensor})
             times[prec].append(time.perf_counter() - t0)
-            results[prec] = prepare_detections(
-                out0, protos, info.input_hw, info.source_hw, conf, iou, max_det
-            ).to_masks()
+            if decode is not None:
+                dets = decode(outputs, info.input_hw, info.source_hw)
+            else:
+                out0, protos = outputs
+                dets = prepare_detections(
+                    out0, protos, info.input_hw, info.source_hw, conf, iou, max_det
+                )
+            results[prec] = dets.to_masks()
         for label in labels:
             agree = mask_agreement(results["fp32"].crops, results[label].crops)
             a2b[label].append(agree["a_to_b"])
@@ -435,6 +448,7 @@ def verify_int8(
     iou: float,
     max_det: int,
     threads: int = 2,
+    decode: Decode | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`compare_precisions` with both kernels in one pass (fp32 run once).
 
@@ -446,7 +460,7 @@ def verify_int8(
     reports = _agreement(
         fp32_path,
         {k: (int8_path, level) for k, level in INT8_KERNELS.items()},
-        calib, imgsz, dynamic, conf, iou, max_det, threads,
+        calib, imgsz, dynamic, conf, iou, max_det, threads, decode,
     )  # fmt: skip
     reports["host"]["cpu_class"] = int8_class().to_dict()
     return reports
@@ -482,6 +496,7 @@ def quantize_detector(
     config: QuantConfig | None = None,
     min_iou: float = 0.95,
     threads: int = 2,
+    decode: Decode | None = None,
 ) -> QuantSection:
     """Add ``fastsam.int8.onnx`` to a bundle being assembled, after verifying it.
 
@@ -502,6 +517,8 @@ def quantize_detector(
         config: Recipe (default :class:`QuantConfig`).
         min_iou: Refuse the int8 model below this mean mask IoU against fp32.
         threads: onnxruntime threads of the verification timings.
+        decode: How the detector's outputs become detections (YOLOE bundles score their
+            vocabulary); default FastSAM's.
 
     Returns:
         The ``quantization`` manifest section (``export_bundle`` writes it).
@@ -515,7 +532,9 @@ def quantize_detector(
     fp32, int8 = bundle_dir / "fastsam.fp32.onnx", bundle_dir / "fastsam.int8.onnx"
     recipe = write_int8_detector(fp32, int8, calib.images, imgsz, dynamic, cfg)
     th = thresholds
-    reports = verify_int8(fp32, int8, calib, imgsz, dynamic, th.conf, th.iou, th.max_det, threads)
+    reports = verify_int8(
+        fp32, int8, calib, imgsz, dynamic, th.conf, th.iou, th.max_det, threads, decode
+    )
     host, ref = reports["host"], reports["reference"]
     # the decision is made on the CPU-independent reference; speed comes from this host
     verify = {k: v for k, v in ref.items() if not k.startswith("infer_ms") and k != "speedup"}

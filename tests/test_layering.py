@@ -79,7 +79,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "stages",
-        ("edge.preprocess", "edge.postprocess", "edge.prompts", "edge.clip", "edge.prefilter"),
+        (
+            "edge.preprocess",
+            "edge.postprocess",
+            "edge.prompts",
+            "edge.clip",
+            "edge.prefilter",
+            "edge.yoloe",
+        ),
     ),
     ("selection", ("edge.selection",)),
     ("segmenter", ("edge.segmenter",)),
