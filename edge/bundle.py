@@ -465,7 +465,9 @@ class TextTowerSection:
         files = _object(_field(d, "files", "yoloe.text"), "yoloe.text.files")
         precisions = _str_list(_field(d, "precisions", "yoloe.text"), "yoloe.text.precisions")
         if not precisions or any(p not in files for p in precisions):
-            raise _bad("yoloe.text.precisions", f"a non-empty subset of {sorted(files)}", precisions)
+            raise _bad(
+                "yoloe.text.precisions", f"a non-empty subset of {sorted(files)}", precisions
+            )
         default = _strict_str(
             d.get("default_precision", precisions[0]), "yoloe.text.default_precision"
         )

@@ -381,7 +381,9 @@ def check_texts(texts: object) -> None:
             raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
 
 
-def encode_tokens(session: Any, tokenizer: ClipTokenizer, texts: Sequence[str]) -> NDArray[np.float32]:
+def encode_tokens(
+    session: Any, tokenizer: ClipTokenizer, texts: Sequence[str]
+) -> NDArray[np.float32]:
     """Tokenize ``texts`` and run a text encoder session (input (T, ctx) int32/int64 tokens).
 
     Returns:

@@ -102,7 +102,8 @@ def draw_boxes(out: NDArray[np.uint8], result: Masks, colors: NDArray[np.uint8])
 
 
 def label_texts(result: Masks, kind: str) -> list[str]:
-    """The text of each mask's label: ``"3"``, ``"0.87"`` or ``"3 0.87"``.
+    """The text of each mask's label: ``"3"``, ``"0.87"`` or ``"3 0.87"``, with the mask's
+    word after the id on open-vocabulary results (``"3 dog 0.87"``).
 
     Raises:
         ValueError: ``kind`` is not one of :data:`LABEL_KINDS`.
@@ -110,9 +111,11 @@ def label_texts(result: Masks, kind: str) -> list[str]:
     if kind not in LABEL_KINDS:
         raise ValueError(f"labels: expected one of {list(LABEL_KINDS)}, got {kind!r}")
     scores = result.confidence.tolist()
+    words = result.labels
     texts = []
     for i, score in enumerate(scores):
         parts = [str(i)] if "id" in kind else []
+        parts += [words[i]] if words[i] is not None else []
         parts += [f"{score:.2f}"] if "score" in kind else []
         texts.append(" ".join(parts))
     return texts
@@ -179,7 +182,9 @@ def draw_overlay(
         alpha: Mask opacity.
         contours: Draw mask outlines.
         boxes: Draw the detection boxes.
-        labels: Tag each mask: ``"id"``, ``"score"``, ``"id+score"``, or one string per mask.
+        labels: Tag each mask: ``"id"``, ``"score"``, ``"id+score"``, or one string per mask;
+            ``None`` tags open-vocabulary results with their words and scores (``"score"``)
+            and leaves class-agnostic ones untagged.
         traced: Each mask's :func:`~edge.encode.mask_contours`, if already computed (the
             service traces them once for the polygons and the outlines).
 
@@ -198,6 +203,8 @@ def draw_overlay(
         draw_contours(out, result, contours=traced)
     if boxes:
         draw_boxes(out, result, colors)
+    if labels is None and bool((result.class_id >= 0).any()):
+        labels = "score"
     if labels is not None:
         texts = label_texts(result, labels) if isinstance(labels, str) else list(labels)
         draw_labels(out, result, texts, colors)

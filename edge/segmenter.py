@@ -339,9 +339,7 @@ class Segmenter:
         t0 = time.perf_counter()
         result = dets.to_masks(data={"prompt_index": np.asarray(index, dtype=np.int64)})
         timings = dict(dets.timings)
-        timings["postprocess"] = timings.get("postprocess", 0.0) + (
-            time.perf_counter() - t0
-        ) * 1e3
+        timings["postprocess"] = timings.get("postprocess", 0.0) + (time.perf_counter() - t0) * 1e3
         result.timings.update(timings)
         result.timings["prompt"] = prompt_ms
         result.metadata.update(dets.metadata)

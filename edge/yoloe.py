@@ -547,4 +547,3 @@ class OpenVocabFrame:
 
     def release(self) -> None:
         """Nothing to drop: the outputs are not derived from assembled masks."""
-

@@ -105,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the text threshold (clip.text_threshold) on DIR: images plus words.json "
         '{"images": {"a.jpg": ["a mug", ...]}, "negatives": ["a dog", ...]} (docs/prompts.md)',
     )
+    yoloe = p.add_argument_group("YOLOE (open vocabulary; YOLOE -seg checkpoints only)")
+    yoloe.add_argument(
+        "--vocab",
+        metavar="WORDS",
+        help='default vocabulary, comma-separated, e.g. "person,car,dog" (its embeddings '
+        "are stored in the bundle)",
+    )
+    yoloe.add_argument(
+        "--text-weights",
+        metavar="FILE",
+        help="the YOLOE text encoder as ultralytics names it: mobileclip_blt.ts (v8/11) or "
+        "mobileclip2_b.ts (26); exported to ONNX so the Pi encodes new words",
+    )
+    yoloe.add_argument(
+        "--vocab-embeddings",
+        metavar="FILE.npy",
+        help="raw (K, D) text embeddings of --vocab (ultralytics get_text_pe(names, "
+        "without_reprta=True)), when there is no --text-weights",
+    )
     p.add_argument("--name", help="bundle name (default: weights stem and size)")
     p.add_argument(
         "--no-memory",
@@ -199,6 +218,7 @@ def _main(args: argparse.Namespace) -> int:
             calib_images=args.calib_images,
             quant_config=quant,
             int8_min_iou=args.int8_min_iou,
+            yoloe=_yoloe_options(args),
         )
         calibrated = None
         if args.calibrate_text:
@@ -236,9 +256,29 @@ def _main(args: argparse.Namespace) -> int:
             if isinstance(v[k], dict) and "cosine_min" in v[k]
         )
         print(f"clip: {clip.get('model')} {clip.get('precisions')}; cosine vs torch: {cos}")
+    if m.yoloe is not None:
+        y = m.yoloe
+        tower = (
+            f"text tower {y.text.model} {list(y.text.precisions)}" if y.text else "no text tower"
+        )
+        print(
+            f"yoloe: family {y.family}, D={y.embed_dim}, vocabulary {list(y.vocabulary)}, {tower}"
+        )
     if calibrated is not None:
         _print_calibration(calibrated, out)
     return 0
+
+
+def _yoloe_options(args: argparse.Namespace) -> Any:
+    """The YOLOE part of the command line (``None`` when none of its flags is given)."""
+    if not (args.vocab or args.text_weights or args.vocab_embeddings):
+        return None
+    from export.yoloe import YoloeOptions
+
+    words = tuple(w.strip() for w in (args.vocab or "").split(",") if w.strip())
+    return YoloeOptions(
+        vocab=words, text_weights=args.text_weights, vocab_embeddings=args.vocab_embeddings
+    )
 
 
 def _print_calibration(measured: dict[str, Any], bundle: Any) -> None:

@@ -35,6 +35,7 @@ from edge.preprocess import make_divisible
 if TYPE_CHECKING:
     from export.clip import ClipOptions
     from export.quantize import QuantConfig
+    from export.yoloe import YoloeOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -356,8 +357,13 @@ def export_bundle(
     quant_config: QuantConfig | None = None,
     verify_threads: int = 2,
     int8_min_iou: float = 0.95,
+    yoloe: YoloeOptions | None = None,
 ) -> Path:
     """Export FastSAM weights (and optionally CLIP) into a bundle directory.
+
+    A YOLOE -seg checkpoint (v8, 11, 26) is recognised and exported as an open-vocabulary
+    bundle instead (:func:`export.yoloe.export_yoloe_bundle`, with ``yoloe``'s vocabulary and
+    text tower; FastSAM's default thresholds then become YOLOE's unless given).
 
     One straight line: :func:`export_detector`, then ``quantize_detector``
     (:mod:`export.quantize`, with ``int8``), then ``export_clip`` (:mod:`export.clip`, with
@@ -379,6 +385,7 @@ def export_bundle(
         quant_config: :class:`export.quantize.QuantConfig` (default recipe if ``None``).
         verify_threads: onnxruntime threads for the int8 verification timings.
         int8_min_iou: Refuse the int8 model below this mean mask IoU against fp32.
+        yoloe: Vocabulary and text tower of a YOLOE checkpoint (ignored for FastSAM).
 
     Returns:
         The bundle directory.
@@ -386,6 +393,20 @@ def export_bundle(
     Raises:
         ExportError: Bad weights, bad size, unwritable output, or a failed check.
     """
+    from export.yoloe import export_yoloe_bundle, is_yoloe_checkpoint
+
+    if is_yoloe_checkpoint(weights):
+        if clip is not None:
+            raise ExportError(
+                "--clip: a YOLOE bundle finds its words itself (--vocab, --text-weights); "
+                "CLIP crop matching is for FastSAM bundles"
+            )
+        return export_yoloe_bundle(
+            weights, out, imgsz, dynamic, name, thresholds, yoloe, int8, calib_images,
+            verify_threads, int8_min_iou,
+        )  # fmt: skip
+    elif yoloe is not None and (yoloe.vocab or yoloe.text_weights):
+        raise ExportError("--vocab/--text-weights: only for YOLOE -seg checkpoints")
     hw = parse_imgsz(imgsz)
     out = Path(out).absolute()
     info = inspect_checkpoint(weights)

@@ -72,7 +72,11 @@ VERIFY_WORDS = (
     "person", "car", "dog", "a red mug", "traffic light", "bicycle", "the cat on a sofa",
     "potted plant", "COVID-19 test", "100 dollars",
 )  # fmt: skip
-YAMLS = {"v8": "yoloe-v8{scale}-seg.yaml", "11": "yoloe-11{scale}-seg.yaml", "26": "yoloe-26{scale}-seg.yaml"}
+YAMLS = {
+    "v8": "yoloe-v8{scale}-seg.yaml",
+    "11": "yoloe-11{scale}-seg.yaml",
+    "26": "yoloe-26{scale}-seg.yaml",
+}
 
 
 def _offline() -> None:
@@ -122,7 +126,9 @@ def load_checkpoint_model(weights: str | Path) -> Any:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise ExportError(f"weights: {str(path)!r} is not a readable torch checkpoint: {exc}") from exc
+        raise ExportError(
+            f"weights: {str(path)!r} is not a readable torch checkpoint: {exc}"
+        ) from exc
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if model is None:
         raise ExportError(f"weights: {str(path)!r} holds no 'model' (is it an ultralytics .pt?)")
@@ -224,7 +230,9 @@ def build_model(
                     conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std / fan_in)
                     conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.3 + bias_mean)
         w3 = head.reprta.m.w3
-        w3.weight.copy_(torch.randn(w3.weight.shape, generator=gen) * 0.5 / w3.weight.shape[1] ** 0.5)
+        w3.weight.copy_(
+            torch.randn(w3.weight.shape, generator=gen) * 0.5 / w3.weight.shape[1] ** 0.5
+        )
         w3.bias.copy_(torch.randn(w3.bias.shape, generator=gen) * 0.02)
     frames = frames if frames is not None else calibration_frames()
     _reestimate_batchnorm(model, frames, gen)
@@ -247,7 +255,9 @@ def _reestimate_batchnorm(model: Any, frames: Sequence[np.ndarray], gen: Any) ->
         bn.momentum = None
     tensors = [torch.from_numpy(letterbox(f, (256, 320), 32)[0]) for f in frames]
     batch = torch.cat(tensors)
-    tpe = torch.nn.functional.normalize(torch.randn(1, 8, model.model[-1].embed, generator=gen), dim=-1)
+    tpe = torch.nn.functional.normalize(
+        torch.randn(1, 8, model.model[-1].embed, generator=gen), dim=-1
+    )
     model.train()
     with torch.no_grad():
         for i in range(0, len(batch), 2):
@@ -467,7 +477,9 @@ def export_detector_onnx(model: Any, path: Path, imgsz: tuple[int, int], dynamic
     h, w = imgsz
     n = sum((h // s) * (w // s) for s in (8, 16, 32))
     if out0.shape != (1, 4 + head.nm, n) or emb.shape != (1, head.embed, n):
-        raise ExportError(f"exported YOLOE detector has unexpected outputs {out0.shape}, {emb.shape}")
+        raise ExportError(
+            f"exported YOLOE detector has unexpected outputs {out0.shape}, {emb.shape}"
+        )
     if protos.shape[:2] != (1, head.nm):
         raise ExportError(f"exported YOLOE detector has unexpected protos {protos.shape}")
     return int(head.embed)
@@ -535,7 +547,9 @@ def export_text_tower(
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
-        raise ExportError(f"--text-weights: {str(path)!r} is not a TorchScript file: {exc}") from exc
+        raise ExportError(
+            f"--text-weights: {str(path)!r} is not a TorchScript file: {exc}"
+        ) from exc
     tok_section, tok = tokenizer_section(out_dir)
     tokens = tok(list(VERIFY_WORDS))
     with torch.no_grad():
@@ -626,9 +640,13 @@ def quantize_yoloe(
     words = _verify_vocabulary(head, raw)
     vocab = Vocabulary.build(head, [f"w{i}" for i in range(len(words))], words)
 
-    def decode(outputs: list[np.ndarray], input_hw: tuple[int, int], source_hw: tuple[int, int]) -> Any:
+    def decode(
+        outputs: list[np.ndarray], input_hw: tuple[int, int], source_hw: tuple[int, int]
+    ) -> Any:
         out0, emb, protos = outputs
-        logits = score_anchors(emb, scale_sizes(input_hw, section.strides), vocab.weights, vocab.offsets)
+        logits = score_anchors(
+            emb, scale_sizes(input_hw, section.strides), vocab.weights, vocab.offsets
+        )
         th = thresholds
         if section.end2end:
             lab = decode_topk(out0, logits, th.conf, th.max_det, section.box_format)
@@ -718,7 +736,9 @@ def export_yoloe_bundle(
         embed = export_detector_onnx(fused, detector, hw, dynamic)
         text = None
         if opts.text_weights is not None:
-            text_model = str((getattr(model, "yaml", {}) or {}).get("text_model") or TEXT_MODELS[family])
+            text_model = str(
+                (getattr(model, "yaml", {}) or {}).get("text_model") or TEXT_MODELS[family]
+            )
             text = export_text_tower(opts.text_weights, text_model, tmp_dir, opts.text_int8)
         raw = _vocabulary_embeddings(opts, tmp_dir, text, embed)
         if raw is not None:
@@ -750,7 +770,8 @@ def export_yoloe_bundle(
             source={
                 "weights": path.name,
                 "sha256": sha256_file(path),
-                "architecture": Path(str(model.yaml.get("yaml_file", ""))).stem or type(model).__name__,
+                "architecture": Path(str(model.yaml.get("yaml_file", ""))).stem
+                or type(model).__name__,
                 "reg_max": int(fused_head.reg_max),
                 "family": family,
             },
