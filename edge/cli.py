@@ -154,6 +154,7 @@ class _SegmentOutputs:
         self.count = 0
         self.docs: list[Any] = []  # kept only for the one --json document
         self.images: list[dict[str, Any]] = []
+        self.names: tuple[str, ...] = ()  # the vocabulary (YOLOE): the COCO categories
         self.writers: dict[Path, Any] = {}
 
     @property
@@ -165,6 +166,7 @@ class _SegmentOutputs:
         from edge.io import atomic_write_image, atomic_write_json
 
         self.count += 1
+        self.names = tuple(result.names) or self.names
         if self.json is not None:
             self.docs.append(doc)
         if self.out is not None:

@@ -228,14 +228,8 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
     assert 0.0 <= q["verify"]["mean_iou_fp32_to_int8"] <= 1.0
     assert q["verify"]["kernels"] == "reference" and q["verify_host"]["kernels"] == "host"
     assert q["verify"]["speedup"] == q["verify_host"]["speedup"]  # speed is this host's
-    assert q["verify_host"]["cpu_class"]["name"] in {
-        "x86-vnni",
-        "x86-avx2",
-        "x86",
-        "arm-i8mm",
-        "arm-dotprod",
-        "arm-neon",
-    }
+    assert q["verify_host"]["cpu_class"]["name"] in {"x86-vnni", "x86-avx2", "x86",
+                                                     "arm-i8mm", "arm-dotprod", "arm-neon"}
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(out / "fastsam.int8.onnx")).graph.node}
