@@ -242,7 +242,7 @@ class Segmenter:
             BundleError: The bundle has no text tower.
         """
         self._require_head("encode_words")
-        raw, _ = self.word_cache().encode(list(words), self._text_tower().encode)
+        raw, _ = self.word_cache().encode(list(words), lambda w: self._text_tower().encode(w))
         return raw
 
     def word_cache(self) -> WordCache:

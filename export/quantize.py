@@ -37,8 +37,11 @@ from edge.preprocess import letterbox
 _LOGGER = logging.getLogger(__name__)
 
 # the last conv of each head branch: cv2 box, cv3 score (YOLOE: embedding), cv4 coefficients
-# (YOLOE: cv5), and YOLOE-26's one2one_ copies; group 3 is the branch without the prefix
-_HEAD_LAST_CONV = re.compile(r"/model\.(\d+)/((?:one2one_)?)(cv[2-5])\.(\d+)/\2\3\.\4\.2/Conv$")
+# (YOLOE: cv5), and YOLOE-26's one2one_ copies (export.yoloe calls the branches directly, so
+# its names lack the head's /model.N scope); group 2 is the branch without the prefix
+_HEAD_LAST_CONV = re.compile(
+    r"(?:^|/)(?:model\.\d+/)?((?:one2one_)?)(cv[2-5])\.(\d+)/\1\2\.\3\.2/Conv$"
+)
 DEFAULT_FLOAT_BRANCHES = ("cv3", "cv4")
 # Whole modules that a recipe can keep float (every node whose name matches), by name:
 FLOAT_MODULES = {
@@ -121,7 +124,7 @@ def float_nodes(model: Any, float_branches: Iterable[str]) -> list[str]:
                 excluded.add(node.name)
                 stack.extend(node.output)
     for node in head_last:
-        if _HEAD_LAST_CONV.search(node.name).group(3) in branches:  # type: ignore[union-attr]
+        if _HEAD_LAST_CONV.search(node.name).group(2) in branches:  # type: ignore[union-attr]
             excluded.add(node.name)
     return sorted(excluded)
 

@@ -218,6 +218,8 @@ def build_model(
     head_args[3] = embed  # [nc, nm, npr, embed, with_bn]
     torch.manual_seed(seed)
     model = YOLOESegModel(cfg, ch=3, nc=cfg.get("nc", 80), verbose=False)
+    if cfg.get("end2end") and hasattr(model, "end2end"):
+        model.end2end = True  # as released YOLOE-26 checkpoints: the NMS-free one-to-one head
     head = model.model[-1]
     gen = torch.Generator().manual_seed(seed + 1)
     prefixes = ("", "one2one_") if getattr(head, "one2one_cv2", None) is not None else ("",)
@@ -317,6 +319,74 @@ def save_checkpoint(model: Any, path: str | Path, imgsz: int = 640) -> Path:
         "version": "fastsam-edge",
     }
     torch.save(ckpt, path)
+    return path
+
+
+MOBILECLIP_TEXT = {"width": 512, "layers": 12, "heads": 8}
+"""MobileCLIP-B(LT) / MobileCLIP2-B's text transformer sizes (``bench``'s random tower)."""
+
+
+def make_text_tower(
+    path: str | Path,
+    embed: int = 512,
+    width: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+    context_length: int = 77,
+    vocab_size: int = 49408,
+) -> Path:
+    """A random-weight text tower saved as ultralytics ships YOLOE's: TorchScript, int64
+    tokens (T, 77) -> L2-normalised (T, embed), features at the end-of-text token.
+
+    Its transformer is written with plain tensor operations, as MobileCLIP's text encoder is
+    (a traced ``nn.MultiheadAttention`` does not survive TorchScript -> ONNX). For tests and
+    ``bench`` (:data:`MOBILECLIP_TEXT` gives the released towers' cost); never a real model.
+    """
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+            self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+            self.mlp = nn.Sequential(
+                nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, n, _ = x.shape
+            q, k, v = (
+                self.qkv(self.ln1(x))
+                .reshape(b, n, 3, heads, width // heads)
+                .permute(2, 0, 3, 1, 4)
+            )
+            att = torch.softmax(q @ k.transpose(-2, -1) * (width // heads) ** -0.5, dim=-1)
+            x = x + self.out((att @ v).transpose(1, 2).reshape(b, n, width))
+            return x + self.mlp(self.ln2(x))
+
+    class Tower(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok = nn.Embedding(vocab_size, width)
+            self.pos = nn.Parameter(torch.randn(context_length, width) * 0.01)
+            self.blocks = nn.Sequential(*[Block() for _ in range(layers)])
+            self.ln = nn.LayerNorm(width)
+            self.proj = nn.Parameter(torch.randn(width, embed) * width**-0.5)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            x = self.ln(self.blocks(self.tok(tokens) + self.pos))
+            eot = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ self.proj
+            return eot / eot.norm(dim=-1, keepdim=True)
+
+    torch.manual_seed(seed)
+    tower = Tower().eval()
+    dummy = torch.zeros(2, context_length, dtype=torch.int64)
+    dummy[:, 0], dummy[:, 1], dummy[:, 2] = 49406, 320, 49407
+    path = Path(path)
+    with torch.no_grad():
+        torch.jit.trace(tower, dummy).save(str(path))
     return path
 
 
@@ -671,12 +741,16 @@ class YoloeOptions:
         vocab_embeddings: Raw (K, D) embeddings of ``vocab`` (``.npy``) when there is no
             text tower to encode them.
         text_int8: Also try an int8 text tower.
+        end2end: Which head a YOLOE-26 bundle decodes with: ``True`` its NMS-free one-to-one
+            head (top-k), ``False`` the one-to-many head with NMS; ``None`` (default) the
+            checkpoint's own mode (released YOLOE-26: end-to-end, as ultralytics exports it).
     """
 
     vocab: tuple[str, ...] = ()
     text_weights: str | Path | None = None
     vocab_embeddings: str | Path | None = None
     text_int8: bool = True
+    end2end: bool | None = None
 
 
 DEFAULT_THRESHOLDS = Thresholds(conf=0.25, iou=0.7, max_det=300)
@@ -730,6 +804,10 @@ def export_yoloe_bundle(
     tmp_dir = _staging_dir(out)
     try:
         detector = tmp_dir / DETECTOR_FILES["fp32"]
+        if opts.end2end is not None:
+            if opts.end2end and getattr(head, "one2one_cv2", None) is None:
+                raise ExportError(f"weights: {str(path)!r} has no end-to-end (one-to-one) head")
+            model.end2end = opts.end2end
         fused = fused_model(model)
         fused_head = fused.model[-1]
         head_arrays(fused).save(tmp_dir / HEAD_FILE)
