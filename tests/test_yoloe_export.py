@@ -157,7 +157,8 @@ def test_parity_cases_cover_several_words() -> None:
     """Across the parity cases each family labels masks with more than one word."""
     assert set(WORDS_SEEN) == set(FAMILIES), "run with the parity cases"
     for row in STATS:  # the parity table (pytest -s)
-        print("masks %d, mean IoU %.5f, min IoU (>= 200 px) %.5f, box %.4f px, score %.2e" % row)
+        n, mean, low, box, score = row
+        print(f"masks {n}, mean IoU {mean:.5f}, min IoU (>= 200 px) {low:.5f}, box {box:.4f} px")
     for family, words in WORDS_SEEN.items():
         assert len(words) >= 2, f"{family}: one word only ({words}): labels are not tested"
 
@@ -244,10 +245,10 @@ def test_fastsam_bundle_refuses_a_vocabulary(demo_bundle: Path) -> None:
 def test_int8_is_verified_and_keeps_the_scoring_float(tmp_path: Path, built) -> None:
     from export.yoloe import YoloeOptions, export_yoloe_bundle
 
+    raw = Path(built["11"]["pt"]).parent / "raw.npy"
     out = export_yoloe_bundle(
-        built["11"]["pt"], tmp_path / "q", imgsz=IMGSZ, int8=True,
-        options=YoloeOptions(vocab=tuple(NAMES), vocab_embeddings=Path(built["11"]["pt"]).parent / "raw.npy"),
-        calib_images=None, verify_threads=1,
+        built["11"]["pt"], tmp_path / "q", imgsz=IMGSZ, int8=True, verify_threads=1,
+        options=YoloeOptions(vocab=tuple(NAMES), vocab_embeddings=raw),
     )  # fmt: skip
     m = read_manifest(out)
     q = m.quantization
