@@ -33,8 +33,9 @@ enters each once:
 * this package: the public API below;
 * outputs, demo and tools: :mod:`edge.result_schema` (the result JSON), :mod:`edge.coco`,
   :mod:`edge.overlay`, :mod:`edge.marks`, :mod:`edge.sources` (CLI inputs),
-  :mod:`edge.textcal`, :mod:`edge.cliargs`, and :mod:`edge.demo` (the demo world: scenes, their
-  metrics, the embedded demo bundle);
+  :mod:`edge.textcal`, :mod:`edge.cliargs`, :mod:`edge.metrics` (mask IoU, recall, two-way
+  agreement), :mod:`edge.opcount` (a detector's operation count from onnxruntime's profile),
+  and :mod:`edge.demo` (the demo world: scenes and the embedded demo bundle);
 * applications: :mod:`edge.service` (the camera service), :mod:`edge.bench` (benchmarks);
 * :mod:`edge.cli`: the ``fastsam-edge`` command.
 """

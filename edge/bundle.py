@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,16 @@ DETECTOR_FILES = {"fp32": "fastsam.fp32.onnx", "int8": "fastsam.int8.onnx"}
 DEFAULT_CONF = 0.4
 DEFAULT_IOU = 0.9
 DEFAULT_MAX_DET = 300
+DEFAULT_LOGIT_SCALE = 100.0
+"""CLIP's similarity scale when a bundle does not record one (OpenAI's CLIP: exp(4.6052))."""
+CLIP_PRECISIONS = ("fp32", "int8")
+# Crops per image-encoder call when the bundle does not say (``clip.image.max_batch``). Above
+# this, encode_images runs several calls of at most this many crops. Per-crop time is flat in
+# the batch (measured 1 to 32) while activation memory is not: ViT-B/32 int8 peaks at 275 MiB
+# with 8 crops per call and 368 MiB with 32. The export stage writes 8 for ViTs and 2 for conv
+# towers (MobileCLIP: ~18 MiB of activations per crop).
+MAX_CLIP_BATCH = 8
+MAX_CLIP_BATCH_LIMIT = 1024
 NO_CLIP_HINT = (
     "this bundle has no CLIP text support; re-export with fastsam-export WEIGHTS --out DIR "
     "--clip ViT-B-32-quickgelu --clip-pretrained openai"
@@ -73,6 +82,14 @@ def _strict_int(value: Any, path: str, lo: int | None = None) -> int:
 def _strict_number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise _bad(path, "a number in [0, 1]", value)
+    return float(value)
+
+
+def _optional_positive(value: Any, path: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise _bad(path, "a positive number", value)
     return float(value)
 
 
@@ -317,12 +334,69 @@ class QuantSection:
 
 
 @dataclass(frozen=True)
+class DenseSection:
+    """``clip.dense``: the dense image encoder of a conv tower (the text prefilter's map).
+
+    Attributes:
+        files: Precision -> file name.
+        stride: Input pixels per output cell (32 for FastViT/MobileOne towers).
+        long_side: Default input size (longer side, pixels).
+        verify: ONNX vs torch agreement of the map (``None``: not recorded).
+        other: Any further keys, verbatim.
+    """
+
+    files: dict[str, str]
+    stride: int
+    long_side: int
+    verify: dict[str, Any] | None = None
+    other: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("files", "stride", "long_side", "verify")
+
+    @classmethod
+    def from_json(cls, d: Any) -> DenseSection:
+        """Parse the section, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, "clip.dense")
+        files = _object(_field(d, "files", "clip.dense"), "clip.dense.files")
+        if not files or not all(isinstance(v, str) for v in files.values()):
+            raise _bad("clip.dense.files", "an object of precision -> file name", files)
+        sizes = {}
+        for key in ("stride", "long_side"):
+            v = _field(d, key, "clip.dense")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+                raise _bad(f"clip.dense.{key}", "an integer in [1, 4096]", v)
+            sizes[key] = v
+        return cls(
+            files=dict(files),
+            stride=sizes["stride"],
+            long_side=sizes["long_side"],
+            verify=None if d.get("verify") is None else _object(d["verify"], "clip.dense.verify"),
+            other={k: v for k, v in d.items() if k not in cls._KEYS},
+        )
+
+    def file(self, precision: str) -> str:
+        """The map encoder of ``precision``, else the bundle's other one (it only ranks
+        candidates; the final choice is always the crop encoder's)."""
+        return self.files.get(precision) or next(iter(self.files.values()))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON section, then :attr:`other`."""
+        out: dict[str, Any] = {"files": self.files, "stride": self.stride}
+        out["long_side"] = self.long_side
+        if self.verify is not None:
+            out["verify"] = self.verify
+        out.update(self.other)
+        return out
+
+
+@dataclass(frozen=True)
 class ClipSection:
     """``bundle.json``'s ``clip``: the CLIP encoders of text prompts and how they were checked.
 
-    Written by the exporter (its ``export_clip``); ``edge.clip`` loads the encoders
-    from it. Keys the exporter does not write itself (``text_threshold`` and its calibration,
-    a demo's ``training``, ...) are kept verbatim in :attr:`other`.
+    Written by the exporter (its ``export_clip``) and by text calibration
+    (``text_threshold``); ``edge.clip`` loads the encoders from it. Parsed once, with
+    :class:`BundleManifest`. Keys neither writes (a demo's ``training``, ...) are kept verbatim
+    in :attr:`other`.
 
     Attributes:
         model: open_clip model name, e.g. ``ViT-B-32-quickgelu``.
@@ -331,17 +405,21 @@ class ClipSection:
         default_precision: Precision used when the caller does not choose.
         model_kwargs: open_clip overrides it was built with (tiny test models).
         pretrained: Where the weights came from (tag or file, with its hash).
-        embed_dim: Embedding size.
+        embed_dim: Embedding size (>= 1).
         logit_scale: CLIP's similarity scale (softmax probabilities).
-        image: Image tower input facts (size, mean/std, resize, ``max_batch``).
+        image: Image tower input facts (size, mean/std, resize; parsed by
+            ``edge.clip.ClipPreprocess``).
+        max_batch: Largest crop batch per image-session call (``image.max_batch``).
         text: Text tower I/O facts.
-        tokenizer: Tokenizer files and settings.
+        tokenizer: Tokenizer files and settings (``bpe`` names the merges file).
         opset: ONNX opset of the encoders.
         quantization: The int8 recipe (``None`` without int8 encoders).
         verify: ONNX vs torch agreement of each tower and precision.
         exporter: Versions of the exporting tools.
-        dense: The dense image encoder of a conv tower (``files`` per precision, ``stride``,
-            ``long_side``, ``verify``; the text prefilter's map), ``None`` for ViTs.
+        dense: The dense image encoder of a conv tower, ``None`` for ViTs.
+        text_threshold: The measured minimum similarity of a text prompt's best mask
+            (``None``: not calibrated, the best mask always wins).
+        text_threshold_calibration: How it was measured.
         other: Any further keys, verbatim, after the ones above.
     """
 
@@ -351,8 +429,8 @@ class ClipSection:
     default_precision: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: Any = None
-    embed_dim: int = 0
-    logit_scale: float = 100.0
+    embed_dim: int = 1
+    logit_scale: float = DEFAULT_LOGIT_SCALE
     image: dict[str, Any] = field(default_factory=dict)
     text: dict[str, Any] = field(default_factory=dict)
     tokenizer: dict[str, Any] = field(default_factory=dict)
@@ -360,7 +438,9 @@ class ClipSection:
     quantization: dict[str, Any] | None = None
     verify: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
-    dense: dict[str, Any] | None = None
+    dense: DenseSection | None = None
+    text_threshold: float | None = None
+    text_threshold_calibration: dict[str, Any] | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     _KEYS = (
@@ -380,6 +460,8 @@ class ClipSection:
         "verify",
         "exporter",
         "dense",
+        "text_threshold",
+        "text_threshold_calibration",
     )
 
     @classmethod
@@ -392,35 +474,93 @@ class ClipSection:
         precisions = _field(d, "precisions", "clip")
         if not isinstance(precisions, list) or not precisions:
             raise _bad("clip.precisions", "a non-empty list", precisions)
+        unknown = [p for p in precisions if p not in CLIP_PRECISIONS]
+        if unknown:
+            raise _bad("clip.precisions", f"a list of {list(CLIP_PRECISIONS)}", precisions)
+        default = _strict_str(d.get("default_precision", precisions[0]), "clip.default_precision")
+        if default not in precisions:
+            raise _bad("clip.default_precision", f"one of {precisions}", default)
+        image = _object(_field(d, "image", "clip"), "clip.image")
+        max_batch = image.get("max_batch", MAX_CLIP_BATCH)
+        if (
+            isinstance(max_batch, bool)
+            or not isinstance(max_batch, int)
+            or not 1 <= max_batch <= MAX_CLIP_BATCH_LIMIT
+        ):
+            raise _bad(
+                "clip.image.max_batch", f"an integer in [1, {MAX_CLIP_BATCH_LIMIT}]", max_batch
+            )
+        tokenizer = _object(_field(d, "tokenizer", "clip"), "clip.tokenizer")
+        if not tokenizer.get("bpe") or not isinstance(tokenizer["bpe"], str):
+            raise _bad(
+                "clip.tokenizer.bpe",
+                "the merges file's name (re-export the bundle)",
+                tokenizer.get("bpe"),
+            )
+        scale = d.get("logit_scale", DEFAULT_LOGIT_SCALE)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise _bad("clip.logit_scale", "a positive number", scale)
+        threshold = d.get("text_threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not -1 <= threshold <= 1
+        ):
+            raise _bad("clip.text_threshold", "a number in [-1, 1]", threshold)
         quant = d.get("quantization")
+        calibration = d.get("text_threshold_calibration")
         return cls(
             model=_strict_str(_field(d, "model", "clip"), "clip.model"),
             files=files,
             precisions=tuple(str(p) for p in precisions),
-            default_precision=_strict_str(
-                d.get("default_precision", precisions[0]), "clip.default_precision"
-            ),
+            default_precision=default,
             model_kwargs=_object(d.get("model_kwargs", {}), "clip.model_kwargs"),
             pretrained=d.get("pretrained"),
-            embed_dim=_strict_int(d.get("embed_dim", 0), "clip.embed_dim", lo=0),
-            logit_scale=float(d.get("logit_scale", 100.0)),
-            image=_object(d.get("image", {}), "clip.image"),
+            embed_dim=_strict_int(_field(d, "embed_dim", "clip"), "clip.embed_dim", lo=1),
+            logit_scale=float(scale),
+            image=image,
             text=_object(d.get("text", {}), "clip.text"),
-            tokenizer=_object(d.get("tokenizer", {}), "clip.tokenizer"),
+            tokenizer=tokenizer,
             opset=_strict_int(d.get("opset", 0), "clip.opset", lo=0),
             quantization=None if quant is None else _object(quant, "clip.quantization"),
             verify=_object(d.get("verify", {}), "clip.verify"),
             exporter=_object(d.get("exporter", {}), "clip.exporter"),
-            dense=None if d.get("dense") is None else _object(d["dense"], "clip.dense"),
+            dense=None if d.get("dense") is None else DenseSection.from_json(d["dense"]),
+            text_threshold=None if threshold is None else float(threshold),
+            text_threshold_calibration=(
+                None
+                if calibration is None
+                else _object(calibration, "clip.text_threshold_calibration")
+            ),
             other={k: v for k, v in d.items() if k not in cls._KEYS},
         )
+
+    @property
+    def max_batch(self) -> int:
+        """Largest crop batch per image-session call (``clip.image.max_batch``)."""
+        return int(self.image.get("max_batch", MAX_CLIP_BATCH))
+
+    def file(self, tower: str, precision: str) -> str:
+        """The ``tower`` (``image``/``text``) encoder's file of ``precision``.
+
+        Raises:
+            BundleError: The bundle has no such encoder.
+        """
+        name = self.files.get(tower, {}).get(precision)
+        if not isinstance(name, str):
+            raise BundleError(f"bundle.json: clip.files has no {precision} {tower} encoder")
+        return name
 
     def to_json(self) -> dict[str, Any]:
         """The JSON section: the exporter's keys in its order, then :attr:`other`."""
         out = {k: getattr(self, k) for k in self._KEYS}
         out["precisions"] = list(self.precisions)
-        if self.dense is None:  # ViT towers: the key is absent, as before it existed
-            del out["dense"]
+        # Optional keys are absent, as before they existed (ViT towers: no dense map).
+        for key in ("dense", "text_threshold", "text_threshold_calibration"):
+            if out[key] is None:
+                del out[key]
+        if self.dense is not None:
+            out["dense"] = self.dense.to_json()
         out.update(self.other)
         return out
 
@@ -593,10 +733,15 @@ class BundleManifest:
         source: Facts about the source weights (``name``, ``sha256``, ``architecture``).
         exporter: Versions of the exporting tools.
         created: ISO-8601 creation time.
-        extra: Any further sections kept verbatim: ``quantization`` and ``clip`` (typed by
-            :attr:`quantization`, :attr:`clip`), ``detector_gop``, ...
+        extra: Any further sections, kept verbatim.
         memory: Measured peak memory per precision (``None`` for bundles exported before
             it was measured).
+        detector_gop: Giga-operations of one detector pass at ``input.imgsz`` (``None``:
+            not counted).
+        quantization: The int8 detector's recipe and check (``None``: not quantized).
+        clip: The CLIP encoders of text prompts (``None``: no text support).
+        yoloe: The open-vocabulary head, vocabulary and text tower of a YOLOE bundle
+            (``None``: a FastSAM bundle).
     """
 
     name: str
@@ -613,40 +758,15 @@ class BundleManifest:
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     memory: MemoryProfile | None = None
+    detector_gop: float | None = None
+    quantization: QuantSection | None = None
+    clip: ClipSection | None = None
+    yoloe: YoloeSection | None = None
 
     @property
     def has_text(self) -> bool:
         """Whether the bundle carries CLIP encoders (text prompts)."""
-        return bool(self.extra.get("clip"))
-
-    @property
-    def clip(self) -> ClipSection | None:
-        """The typed ``clip`` section (``None`` without CLIP).
-
-        Raises:
-            BundleError: A malformed section, naming the field.
-        """
-        return ClipSection.from_json(self.extra["clip"]) if self.has_text else None
-
-    @cached_property
-    def yoloe(self) -> YoloeSection | None:
-        """The typed ``yoloe`` section (``None``: a FastSAM bundle), parsed once.
-
-        Raises:
-            BundleError: A malformed section, naming the field.
-        """
-        section = self.extra.get("yoloe")
-        return None if section is None else YoloeSection.from_json(section)
-
-    @property
-    def quantization(self) -> QuantSection | None:
-        """The typed ``quantization`` section of the int8 detector (``None``: not quantized).
-
-        Raises:
-            BundleError: A malformed section, naming the field.
-        """
-        section = self.extra.get("quantization")
-        return None if section is None else QuantSection.from_json(section)
+        return self.clip is not None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BundleManifest:
@@ -673,6 +793,10 @@ class BundleManifest:
                 "exporter",
                 "created",
                 "memory",
+                "detector_gop",
+                "quantization",
+                "clip",
+                "yoloe",
             }
             precisions = d["precisions"]
             if not isinstance(precisions, list) or not precisions:
@@ -722,8 +846,15 @@ class BundleManifest:
                 created=str(d.get("created", "")),
                 extra={k: v for k, v in d.items() if k not in known},
                 memory=MemoryProfile.from_dict(d["memory"]) if d.get("memory") else None,
+                quantization=(
+                    None
+                    if d.get("quantization") is None
+                    else QuantSection.from_json(d["quantization"])
+                ),
+                clip=ClipSection.from_json(d["clip"]) if d.get("clip") else None,
+                detector_gop=_optional_positive(d.get("detector_gop"), "detector_gop"),
+                yoloe=None if d.get("yoloe") is None else YoloeSection.from_json(d["yoloe"]),
             )
-            manifest.yoloe  # noqa: B018 - parsed (and checked) once, at read time
             return manifest
         except BundleError:
             raise
@@ -753,7 +884,15 @@ class BundleManifest:
         }
         if self.memory is not None:
             d["memory"] = self.memory.to_dict()
+        if self.detector_gop is not None:
+            d["detector_gop"] = self.detector_gop
         d.update(self.extra)
+        if self.quantization is not None:
+            d["quantization"] = self.quantization.to_json()
+        if self.clip is not None:
+            d["clip"] = self.clip.to_json()
+        if self.yoloe is not None:
+            d["yoloe"] = self.yoloe.to_json()
         return d
 
     def detector_file(self, precision: str) -> str:

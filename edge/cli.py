@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,6 @@ def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> 
         except InputError as exc:
             raise InputError(f"{flag}: {exc}") from None
     return [p for _, p in tagged]
-
-
-def _cli_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[Any]:
-    """Prompts from the flags, checked against one frame size."""
-    return _check_prompts(_parse_cli_prompts(args), image_hw)
 
 
 def _text_threshold(value: str) -> float | None:
@@ -263,11 +259,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg.clip_keep_text = False
     if args.vocab is not None:
         seg.set_vocabulary([w for w in args.vocab.split(",") if w.strip()])
+    text = {"prefilter": args.text_prefilter}
     if args.text_threshold is not _UNSET:
-        seg.text_threshold = args.text_threshold
-    seg.text_prefilter = args.text_prefilter
+        text["threshold"] = args.text_threshold
     if args.text_shortlist is not None:
-        seg.text_shortlist = args.text_shortlist
+        text["shortlist"] = args.text_shortlist
+    seg.text = replace(seg.text, **text)
     bundle = bundle_facts(seg)
     want_overlay = bool(args.overlay or args.save_video)
     progress = tqdm(
@@ -410,9 +407,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                 for p, row in sorted(m.memory.peak_mib.items())
             )
             print(f"peak memory: {peaks} (measured at export, {m.memory.machine})")
-        quant = m.extra.get("quantization") or {}
+        quant = m.quantization
         for key in ("verify", "verify_host"):
-            v = quant.get(key)
+            v = getattr(quant, key) if quant is not None else None
             if v:
                 # bundles from before the reference check carry one host-kernel row
                 what = {"reference": "reference", "host": "export host"}.get(
@@ -454,7 +451,7 @@ def _text_support(m: Any) -> dict[str, Any]:
     if not m.has_text:
         return {"supported": False, "missing": [], "summary": f"not supported: {NO_CLIP_HINT}"}
     missing = missing_text_deps()
-    model = m.extra["clip"].get("model", "CLIP")
+    model = m.clip.model
     if missing:
         summary = (
             f"supported by the bundle ({model}), but {', '.join(missing)} not installed: "
@@ -462,7 +459,7 @@ def _text_support(m: Any) -> dict[str, Any]:
         )
     else:
         summary = f"supported ({model}; tokenizer packages installed)"
-    dense = bool(m.extra["clip"].get("dense"))
+    dense = m.clip.dense is not None
     summary += (
         "; prefilter: dense (one CLIP pass ranks every mask)"
         if dense

@@ -43,19 +43,19 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bundle import NO_CLIP_HINT, BundleManifest, read_manifest, verify_file
+from edge.bundle import (
+    DEFAULT_LOGIT_SCALE,
+    MAX_CLIP_BATCH,
+    NO_CLIP_HINT,
+    BundleManifest,
+    ClipSection,
+    read_manifest,
+    verify_file,
+)
 from edge.errors import BundleError, InputError
 from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
 
-CLIP_PRECISIONS = ("fp32", "int8")
-# Crops per image-encoder call when the bundle does not say (``clip.image.max_batch``). Above
-# this, encode_images runs several calls of at most this many crops. Per-crop time is flat in
-# the batch (measured 1 to 32) while activation memory is not: ViT-B/32 int8 peaks at 275 MiB
-# with 8 crops per call and 368 MiB with 32. The export stage writes 8 for ViTs and 2 for conv
-# towers (MobileCLIP: ~18 MiB of activations per crop).
-MAX_BATCH = 8
-MAX_BATCH_LIMIT = 1024
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
 
@@ -330,12 +330,11 @@ def _check_crop(crop: object, i: int) -> None:
 # Encoders
 
 
-def clip_section(manifest: BundleManifest) -> dict[str, Any]:
-    """The manifest's ``clip`` section, or :class:`BundleError` with the re-export hint."""
-    section = manifest.extra.get("clip")
-    if not isinstance(section, dict) or not section:
+def clip_section(manifest: BundleManifest) -> ClipSection:
+    """The manifest's typed ``clip`` section, or :class:`BundleError` with the re-export hint."""
+    if manifest.clip is None:
         raise BundleError(NO_CLIP_HINT)
-    return section
+    return manifest.clip
 
 
 def _l2n(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -453,7 +452,7 @@ class ClipEncoder:
         model: open_clip model name the bundle was exported from.
         logit_scale: CLIP's logit scale (100 for OpenAI weights), for probabilities.
         max_batch: Largest crop batch per image-session call (``clip.image.max_batch``, default
-            :data:`MAX_BATCH`); bounds the encoder's activation memory.
+            :data:`edge.bundle.MAX_CLIP_BATCH`); bounds the encoder's activation memory.
         text_path: The text encoder's file (for a text session created on demand).
         keep_text: Keep the text session between :meth:`encode_text` calls. ``False`` creates
             it when a prompt needs encoding and drops it right after, and creates the image
@@ -478,8 +477,8 @@ class ClipEncoder:
     precision: str
     embed_dim: int
     model: str = ""
-    logit_scale: float = 100.0
-    max_batch: int = MAX_BATCH
+    logit_scale: float = DEFAULT_LOGIT_SCALE
+    max_batch: int = MAX_CLIP_BATCH
     text_path: Path | None = None
     keep_text: bool = True
     image_path: Path | None = None
@@ -518,50 +517,21 @@ class ClipEncoder:
         """
         bundle_dir = Path(bundle_dir)
         section = clip_section(manifest)
-        try:
-            files = section["files"]
-            available = [p for p in CLIP_PRECISIONS if p in section.get("precisions", [])]
-            prec = precision or str(section.get("default_precision") or available[0])
-            embed_dim = int(section["embed_dim"])
-            image_cfg = section["image"]
-            text_cfg = section.get("text", {})
-            max_batch = image_cfg.get("max_batch", MAX_BATCH)
-            tok_cfg = section["tokenizer"]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise BundleError(
-                f"bundle.json: clip section is malformed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if prec not in available:
+        prec = precision or section.default_precision
+        if prec not in section.precisions:
             raise BundleError(
                 f"precision: CLIP precision {prec!r} is not in this bundle "
-                f"(available: {available})"
+                f"(available: {list(section.precisions)})"
             )
-        if (
-            isinstance(max_batch, bool)
-            or not isinstance(max_batch, int)
-            or not 1 <= max_batch <= MAX_BATCH_LIMIT
-        ):
-            raise BundleError(
-                f"bundle.json: clip.image.max_batch: expected an integer in "
-                f"[1, {MAX_BATCH_LIMIT}], got {max_batch!r}"
-            )
+        image_cfg, text_cfg = section.image, section.text
         preprocess = ClipPreprocess.from_section(image_cfg)
-        bpe = tok_cfg.get("bpe") if isinstance(tok_cfg, dict) else None
-        if not bpe:
-            raise BundleError(
-                "bundle.json: clip.tokenizer has no 'bpe' file; re-export the bundle"
-            )
-        verify_file(bundle_dir, manifest, str(bpe))
-        tokenizer = ClipTokenizer.from_manifest(bundle_dir, tok_cfg)
-        try:
-            image_name, text_name = str(files["image"][prec]), str(files["text"][prec])
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"bundle.json: clip.files has no {prec} encoder: {exc}") from exc
+        verify_file(bundle_dir, manifest, str(section.tokenizer["bpe"]))
+        tokenizer = ClipTokenizer.from_manifest(bundle_dir, section.tokenizer)
+        image_name, text_name = section.file("image", prec), section.file("text", prec)
         image_path = verify_file(bundle_dir, manifest, image_name)
         text_path = verify_file(bundle_dir, manifest, text_name)
-        dense_path, dense_stride, dense_long_side = _dense_facts(
-            bundle_dir, manifest, section, prec
-        )
+        dense = section.dense
+        dense_path = None if dense is None else verify_file(bundle_dir, manifest, dense.file(prec))
         # A conv tower's dense encoder computes the image encoder's function too (its mean over
         # locations is the pooled embedding): one session serves crops and frames.
         eager_image = keep_text and dense_path is None
@@ -571,16 +541,16 @@ class ClipEncoder:
             tokenizer=tokenizer,
             preprocess=preprocess,
             precision=prec,
-            embed_dim=embed_dim,
-            model=str(section.get("model", "")),
-            logit_scale=float(section.get("logit_scale", 100.0)),
-            max_batch=max_batch,
+            embed_dim=section.embed_dim,
+            model=section.model,
+            logit_scale=section.logit_scale,
+            max_batch=section.max_batch,
             text_path=text_path,
             keep_text=keep_text,
             image_path=image_path,
             dense_path=dense_path,
-            dense_stride=dense_stride,
-            dense_long_side=dense_long_side,
+            dense_stride=0 if dense is None else dense.stride,
+            dense_long_side=0 if dense is None else dense.long_side,
             _image_cfg=dict(image_cfg),
             _text_cfg=dict(text_cfg),
             _threads=threads,
@@ -802,30 +772,3 @@ class ClipEncoder:
                 )
             self.dense_session = sess
         return self.dense_session
-
-
-def _dense_facts(
-    bundle_dir: Path, manifest: BundleManifest, section: dict[str, Any], precision: str
-) -> tuple[Path | None, int, int]:
-    """(file, stride, long side) of the ``clip.dense`` encoder, ``(None, 0, 0)`` without one.
-
-    The dense encoder of ``precision`` is used, else the bundle's other one (it only ranks
-    candidates; the final choice is always the crop encoder's).
-    """
-    dense = section.get("dense")
-    if dense is None:
-        return None, 0, 0
-    try:
-        files = dense["files"]
-        stride, side = dense["stride"], dense["long_side"]
-        name = files.get(precision) or next(iter(files.values()))
-    except (KeyError, TypeError, AttributeError, StopIteration) as exc:
-        raise BundleError(
-            f"bundle.json: clip.dense is malformed: {type(exc).__name__}: {exc}"
-        ) from exc
-    for key, v in (("stride", stride), ("long_side", side)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
-            raise BundleError(
-                f"bundle.json: clip.dense.{key}: expected an integer in [1, 4096], got {v!r}"
-            )
-    return verify_file(bundle_dir, manifest, str(name)), stride, side

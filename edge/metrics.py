@@ -1,14 +1,230 @@
-"""Deprecated alias of :mod:`edge.demo.metrics` (moved; this alias goes in the next release)."""
+"""Instance-mask metrics (numpy only): IoU, recall and two-way mask agreement.
 
-import sys
-import warnings
+Used by the export's int8 check (fp32 vs int8 masks), the bench's agreement rows,
+``scripts/train_demo.py --eval-only`` and tests that compare predicted masks against the exact
+ground truth of ``edge.demo.scenes``.
 
-from edge.demo import metrics
+The headline number is **recall at mask IoU 0.5**: a ground-truth instance counts as found
+if *some* predicted mask has IoU >= 0.5 with it (best match, a prediction may be reused).
+Because the ground-truth masks of a scene are pairwise disjoint, a prediction can have
+IoU > 0.5 with at most one of them, so for thresholds >= 0.5 best-match recall equals the
+recall of a one-to-one matching (up to exact ties at 0.5). Extra predictions (duplicates,
+parts, background) are not penalised by recall; ``SegEvalAccumulator`` also reports how many
+predictions match nothing.
+"""
 
-warnings.warn(
-    "edge.metrics moved to edge.demo.metrics; import it from there (this alias goes in the next "
-    "release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = metrics
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.types import MaskCrop
+
+__all__ = [
+    "SIZE_BUCKETS",
+    "SegEvalAccumulator",
+    "best_iou_per_gt",
+    "crop_iou_matrix",
+    "mask_agreement",
+    "mask_iou_matrix",
+    "recall_at_iou",
+]
+
+#: Size buckets for per-size recall: sqrt(mask area) as a fraction of the image short side.
+SIZE_BUCKETS: dict[str, tuple[float, float]] = {
+    "small": (0.0, 0.08),
+    "medium": (0.08, 0.2),
+    "large": (0.2, float("inf")),
+}
+
+
+def _flatten(masks: np.ndarray, name: str) -> np.ndarray:
+    m = np.asarray(masks)
+    if m.ndim != 3:
+        raise ValueError(f"{name} must be (N, H, W), got shape {m.shape}")
+    return m.reshape(m.shape[0], m.shape[1] * m.shape[2]).astype(bool, copy=False)
+
+
+def mask_iou_matrix(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Pairwise mask IoU.
+
+    Args:
+        gt: (K, H, W) bool (or 0/1) ground-truth masks.
+        pred: (N, H, W) bool (or 0/1) predicted masks, same H, W.
+
+    Returns:
+        (K, N) float64 IoU matrix; IoU of two empty masks is 0.
+
+    Raises:
+        ValueError: If the shapes do not match.
+    """
+    g, p = _flatten(gt, "gt"), _flatten(pred, "pred")
+    if g.shape[1] != p.shape[1]:
+        raise ValueError(f"mask sizes differ: {np.shape(gt)[1:]} vs {np.shape(pred)[1:]}")
+    if g.shape[0] == 0 or p.shape[0] == 0:
+        return np.zeros((g.shape[0], p.shape[0]), dtype=np.float64)
+    gf, pf = g.astype(np.float32), p.astype(np.float32)
+    inter = (gf @ pf.T).astype(np.float64)  # exact: counts < 2**24 for images < 16 Mpx
+    area_g = g.sum(axis=1, dtype=np.float64)
+    area_p = p.sum(axis=1, dtype=np.float64)
+    union = area_g[:, None] + area_p[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def best_iou_per_gt(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Best IoU of each ground-truth mask with any prediction.
+
+    Args:
+        gt: (K, H, W) ground-truth masks.
+        pred: (N, H, W) predicted masks.
+
+    Returns:
+        (K,) float64, 0 where there are no predictions.
+    """
+    iou = mask_iou_matrix(gt, pred)
+    if iou.shape[1] == 0:
+        return np.zeros(iou.shape[0], dtype=np.float64)
+    return iou.max(axis=1)
+
+
+def recall_at_iou(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> tuple[int, int]:
+    """Count ground-truth instances found by some prediction with IoU >= ``thr``.
+
+    Args:
+        gt: (K, H, W) ground-truth masks.
+        pred: (N, H, W) predicted masks.
+        thr: IoU threshold.
+
+    Returns:
+        ``(found, total)`` with ``total = K``.
+    """
+    best = best_iou_per_gt(gt, pred)
+    return int((best >= thr).sum()), int(best.shape[0])
+
+
+@dataclass
+class SegEvalAccumulator:
+    """Accumulates recall / best-IoU statistics over many images.
+
+    Attributes:
+        thr: IoU threshold for "found".
+        best_ious: Best IoU of every ground-truth instance seen so far.
+        rel_sizes: sqrt(area) / short side of every ground-truth instance.
+        n_images: Images added.
+        n_pred: Predictions added.
+        n_pred_unmatched: Predictions whose best IoU with every ground truth is below ``thr``.
+    """
+
+    thr: float = 0.5
+    best_ious: list[float] = field(default_factory=list)
+    rel_sizes: list[float] = field(default_factory=list)
+    n_images: int = 0
+    n_pred: int = 0
+    n_pred_unmatched: int = 0
+
+    def add(self, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Add one image.
+
+        Args:
+            gt: (K, H, W) ground-truth masks.
+            pred: (N, H, W) predicted masks (N may be 0).
+
+        Returns:
+            (K,) best IoU per ground-truth instance of this image.
+        """
+        iou = mask_iou_matrix(gt, pred)
+        best = iou.max(axis=1) if iou.shape[1] else np.zeros(iou.shape[0])
+        h, w = np.shape(gt)[1:]
+        areas = _flatten(gt, "gt").sum(axis=1)
+        self.best_ious.extend(best.tolist())
+        self.rel_sizes.extend((np.sqrt(areas) / min(h, w)).tolist())
+        self.n_images += 1
+        self.n_pred += iou.shape[1]
+        if iou.shape[1]:
+            best_pred = iou.max(axis=0) if iou.shape[0] else np.zeros(iou.shape[1])
+            self.n_pred_unmatched += int((best_pred < self.thr).sum())
+        return best
+
+    def summary(self) -> dict[str, float | int | dict[str, float | int]]:
+        """Recall, mean best IoU and counts, overall and per size bucket (JSON-ready)."""
+        best = np.asarray(self.best_ious, dtype=np.float64)
+        rel = np.asarray(self.rel_sizes, dtype=np.float64)
+        out: dict[str, float | int | dict[str, float | int]] = {
+            "images": self.n_images,
+            "instances": int(best.size),
+            "recall": float((best >= self.thr).mean()) if best.size else float("nan"),
+            "mean_best_iou": float(best.mean()) if best.size else float("nan"),
+            "predictions_per_image": self.n_pred / max(self.n_images, 1),
+            "unmatched_predictions": self.n_pred_unmatched,
+        }
+        for name, (lo, hi) in SIZE_BUCKETS.items():
+            sel = (rel >= lo) & (rel < hi)
+            out[name] = {
+                "instances": int(sel.sum()),
+                "recall": float((best[sel] >= self.thr).mean()) if sel.any() else float("nan"),
+                "mean_best_iou": float(best[sel].mean()) if sel.any() else float("nan"),
+            }
+        return out
+
+
+def crop_iou_matrix(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> np.ndarray:
+    """Pairwise IoU of two sets of cropped masks, touching only overlapping crops.
+
+    Equivalent to :func:`mask_iou_matrix` on the densified masks, but memory and time follow
+    the crop overlaps instead of N x M x H x W, so 300 x 300 masks on a large frame are cheap.
+
+    Args:
+        a: N masks as :class:`~edge.types.MaskCrop`.
+        b: M masks, same frame.
+
+    Returns:
+        (N, M) float64 IoU.
+    """
+    area_a = np.array([c.area for c in a], dtype=np.float64)
+    area_b = np.array([c.area for c in b], dtype=np.float64)
+    inter = np.zeros((len(a), len(b)), dtype=np.float64)
+    box_b = np.array(
+        [(c.x0, c.y0, c.x0 + c.shape[1], c.y0 + c.shape[0]) for c in b], dtype=np.int64
+    ).reshape(-1, 4)
+    for i, ca in enumerate(a):
+        ax0, ay0 = ca.x0, ca.y0
+        ax1, ay1 = ax0 + ca.shape[1], ay0 + ca.shape[0]
+        x0 = np.maximum(box_b[:, 0], ax0)
+        y0 = np.maximum(box_b[:, 1], ay0)
+        x1 = np.minimum(box_b[:, 2], ax1)
+        y1 = np.minimum(box_b[:, 3], ay1)
+        hits = np.flatnonzero((x1 > x0) & (y1 > y0))
+        if hits.size == 0:
+            continue
+        data_a = ca.data  # one decoded crop of a at a time; b's overlapping rows only
+        for j in hits:
+            cb = b[j]
+            pa = data_a[y0[j] - ay0 : y1[j] - ay0, x0[j] - ax0 : x1[j] - ax0]
+            pb = cb.rows(y0[j] - cb.y0, y1[j] - cb.y0)[:, x0[j] - cb.x0 : x1[j] - cb.x0]
+            inter[i, j] = np.count_nonzero(pa & pb)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def mask_agreement(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> dict[str, float]:
+    """How well two results agree (e.g. fp32 vs int8): mean best-match IoU in both directions.
+
+    Returns:
+        ``{"a_to_b": mean over a of the best IoU with any b mask, "b_to_a": ..., "n_a", "n_b"}``;
+        a side with no masks scores 1.0 against an empty other side and 0.0 otherwise.
+    """
+    iou = crop_iou_matrix(a, b)
+
+    def mean_best(m: np.ndarray, other: int) -> float:
+        if m.shape[0] == 0:
+            return 1.0
+        return float(m.max(axis=1).mean()) if other else 0.0
+
+    return {
+        "a_to_b": mean_best(iou, len(b)),
+        "b_to_a": mean_best(iou.T, len(a)),
+        "n_a": float(len(a)),
+        "n_b": float(len(b)),
+    }

@@ -18,10 +18,9 @@ from edge.bundle import NO_CLIP_HINT, BundleManifest, YoloeSection, read_manifes
 from edge.clip import ClipEncoder, TextTower
 from edge.errors import BundleError, InputError
 from edge.postprocess import Detections, candidates_to_detections, prepare_detections
-from edge.prefilter import DENSE_SHORTLIST
 from edge.preprocess import LetterboxInfo, letterbox, normalize_image
 from edge.prompts import Prompt, TextPrompt, check_prompts
-from edge.selection import TEXT_TOP_K, CachedTextEncoder, select, selection_to_masks
+from edge.selection import CachedTextEncoder, TextOptions, select, selection_to_masks
 from edge.session import create_session, default_threads
 from edge.tokenizer import ClipTokenizer
 from edge.types import Masks
@@ -64,18 +63,9 @@ class Segmenter:
         precision: Detector precision in use (``fp32`` or ``int8``).
         threads: Intra-op threads of the session.
         session: The detector session.
-        text_top_k: Masks encoded with CLIP per text-prompted frame, best ``score * sqrt(area)``
-            first (``None`` = all, as the reference), when the ``score`` prefilter is in use.
-        text_prefilter: How text candidates are narrowed before CLIP encodes their crops:
-            ``"auto"`` (default: ``"dense"`` when the bundle's CLIP has a dense image encoder,
-            i.e. conv towers such as MobileCLIP, else ``"score"``), ``"dense"`` (every mask
-            ranked by one CLIP pass over the frame, the ``text_shortlist`` best encoded) or
-            ``"score"`` (``text_top_k``).
-        text_shortlist: Crops encoded per text prompt with the dense prefilter.
-        text_dense_side: Longer side of the dense prefilter's input (``None``: the bundle's
-            ``clip.dense.long_side``, 640); larger ranks small objects better at a cost that
-            grows with its square.
-        text_crop: CLIP crop style of text prompts, ``"reference"`` or ``"official"``.
+        text: How text prompts choose their masks (:class:`edge.selection.TextOptions`; its
+            ``threshold`` defaults to the bundle's measured ``clip.text_threshold``). Replace it
+            whole, e.g. ``seg.text = dataclasses.replace(seg.text, prefilter="score")``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
             exported ``int8-only``); set before the first text prompt.
         assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
@@ -84,10 +74,6 @@ class Segmenter:
         clip_keep_text: Keep CLIP's text session loaded (``False``: created per new prompt
             and dropped after encoding it, so it is not resident while crops are encoded;
             for one-shot runs such as ``fastsam-edge segment``); set before the first text.
-        text_threshold: Minimum CLIP similarity of a text prompt's best mask (a prompt's own
-            ``TextPrompt.threshold`` wins); default the bundle's measured
-            ``clip.text_threshold``, ``None`` when the bundle has none (best mask always
-            returned, as the reference).
         state_dir: Where an open-vocabulary (YOLOE) bundle persists the word embeddings its
             text tower computed (``None``: memory only); set before the first new word.
         text_tower_precision: Precision of the YOLOE text tower (``None``: the bundle's
@@ -102,14 +88,9 @@ class Segmenter:
     precision: str
     threads: int
     session: ort.InferenceSession
-    text_top_k: int | None = TEXT_TOP_K
-    text_crop: str = "reference"
-    text_prefilter: str = "auto"
-    text_shortlist: int = DENSE_SHORTLIST
-    text_dense_side: int | None = None
+    text: TextOptions = field(default_factory=TextOptions)
     clip_precision: str | None = None
     assembly_workers: int | None = None
-    text_threshold: float | None = None
     clip_keep_text: bool = True
     state_dir: Path | None = None
     text_tower_precision: str | None = None
@@ -158,8 +139,11 @@ class Segmenter:
             cpu = int8_class()
             if cpu.saturates or not cpu.int8_pays_off:
                 _LOGGER.warning("int8 on this CPU: %s", cpu.describe())
-        seg = cls(bundle_dir, manifest, precision, threads, session, yoloe=manifest.yoloe)
-        seg.text_threshold = bundle_text_threshold(manifest)
+        threshold = manifest.clip.text_threshold if manifest.clip else None
+        seg = cls(
+            bundle_dir, manifest, precision, threads, session, TextOptions(threshold=threshold),
+            yoloe=manifest.yoloe,
+        )  # fmt: skip
         if seg.yoloe is not None:
             seg._load_open_vocabulary(verify)
         return seg
@@ -518,18 +502,7 @@ class Segmenter:
     ) -> Masks:
         ta = time.perf_counter()
         if prompts:
-            selection = select(
-                dets,
-                prompts,
-                dets.image,
-                encoder,
-                self.text_top_k,
-                self.text_crop,
-                self.text_threshold,
-                self.text_prefilter,
-                self.text_shortlist,
-                self.text_dense_side,
-            )
+            selection = select(dets, prompts, dets.image, encoder, self.text)
             tb = time.perf_counter()
             result = selection_to_masks(dets, selection)
         else:
@@ -636,23 +609,6 @@ class Segmenter:
         )
         self._text_encoder = CachedTextEncoder(encoder)
         return self._text_encoder
-
-
-def bundle_text_threshold(manifest: BundleManifest) -> float | None:
-    """The bundle's measured text threshold (``clip.text_threshold``), or ``None``.
-
-    Raises:
-        BundleError: A value that is not a number in [-1, 1].
-    """
-    clip = manifest.extra.get("clip")
-    value = clip.get("text_threshold") if isinstance(clip, dict) else None
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
-        raise BundleError(
-            f"bundle.json clip.text_threshold: expected a number in [-1, 1], got {value!r}"
-        )
-    return float(value)
 
 
 def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path: Path) -> None:

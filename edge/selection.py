@@ -151,11 +151,91 @@ def mask_logit_at(
 
 
 class TextEncoder(Protocol):
-    """What :func:`select_by_text` needs (``edge.clip.ClipEncoder`` provides it)."""
+    """What text prompts need of an encoder (``edge.clip.ClipEncoder`` provides it).
+
+    Attributes:
+        logit_scale: CLIP's similarity scale (softmax probabilities of the matches).
+        max_batch: Crops per image-encoder call (``None``: no cap).
+        has_dense: Whether :meth:`encode_dense` works (conv towers with ``clip.dense``).
+    """
+
+    logit_scale: float
+    max_batch: int | None
+
+    @property
+    def has_dense(self) -> bool: ...
 
     def encode_text(self, texts: list[str]) -> NDArray[np.float32]: ...
 
     def encode_images(self, crops_rgb: list[NDArray[np.uint8]]) -> NDArray[np.float32]: ...
+
+    def encode_dense(
+        self, image_rgb: NDArray[np.uint8], long_side: int | None = None
+    ) -> DenseMap: ...
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How text prompts choose their masks (``Segmenter.text``); checked when built.
+
+    Attributes:
+        top_k: Masks encoded with CLIP per text-prompted frame, best ``score * sqrt(area)``
+            first (``None`` = all, as the reference), with the ``score`` prefilter.
+        crop: CLIP crop style, ``"reference"`` or ``"official"`` (:data:`TEXT_CROPS`).
+        threshold: Minimum similarity of a text prompt's best mask (a prompt's own
+            ``TextPrompt.threshold`` wins; ``None``: the best mask always, as the reference).
+        prefilter: How candidates are narrowed before their crops are encoded
+            (``edge.prefilter.TEXT_PREFILTERS``): ``"auto"`` (dense where the encoder has a
+            dense map), ``"dense"`` (every mask ranked by one CLIP pass over the frame, the
+            ``shortlist`` best encoded) or ``"score"`` (``top_k``).
+        shortlist: Crops encoded per text with the dense prefilter.
+        dense_side: Longer side of the dense map's input (``None``: the bundle's
+            ``clip.dense.long_side``); larger ranks small objects better at a cost that grows
+            with its square.
+    """
+
+    top_k: int | None = TEXT_TOP_K
+    crop: str = "reference"
+    threshold: float | None = None
+    prefilter: str = "auto"
+    shortlist: int = DENSE_SHORTLIST
+    dense_side: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("text_top_k", self.top_k), ("text_shortlist", self.shortlist)):
+            if value is None and name == "text_top_k":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
+        if self.crop not in TEXT_CROPS:
+            raise InputError(f"text_crop: expected one of {list(TEXT_CROPS)}, got {self.crop!r}")
+        if self.prefilter not in TEXT_PREFILTERS:
+            raise InputError(
+                f"text_prefilter: expected one of {list(TEXT_PREFILTERS)}, got {self.prefilter!r}"
+            )
+        th = self.threshold
+        if th is not None and (
+            isinstance(th, bool) or not isinstance(th, int | float) or not -1 <= th <= 1
+        ):
+            raise InputError(f"text_threshold: expected a number in [-1, 1], got {th!r}")
+        side = self.dense_side
+        if side is not None and (
+            isinstance(side, bool) or not isinstance(side, int) or not 32 <= side <= 4096
+        ):
+            raise InputError(f"text_dense_side: expected an integer in [32, 4096], got {side!r}")
+
+    def check_bundle(self, has_dense: bool, model: str) -> None:
+        """Refuse ``prefilter="dense"`` for a CLIP without a dense map (the one place).
+
+        Raises:
+            BundleError: Naming ``text_prefilter`` and what to use instead.
+        """
+        if self.prefilter == "dense" and not has_dense:
+            raise BundleError(
+                f"text_prefilter: 'dense' needs a CLIP with a dense image encoder; {model} has "
+                "none (conv towers such as MobileCLIP have one; re-export with a current "
+                "fastsam-export): use 'auto' or 'score'"
+            )
 
 
 class CachedTextEncoder:
@@ -192,22 +272,21 @@ class CachedTextEncoder:
     @property
     def max_batch(self) -> int | None:
         """The wrapped encoder's crops per image-encoder call (``None``: it has no cap)."""
-        value = getattr(self.encoder, "max_batch", None)
-        return int(value) if value else None
+        return self.encoder.max_batch
 
     @property
     def logit_scale(self) -> float:
-        """The wrapped encoder's CLIP logit scale (100 when it has none)."""
-        return float(getattr(self.encoder, "logit_scale", 100.0))
+        """The wrapped encoder's CLIP logit scale."""
+        return self.encoder.logit_scale
 
     @property
     def has_dense(self) -> bool:
         """Whether the wrapped encoder has a dense image encoder (``encode_dense``)."""
-        return bool(getattr(self.encoder, "has_dense", False))
+        return self.encoder.has_dense
 
     def encode_dense(self, image_rgb: NDArray[np.uint8], long_side: int | None = None) -> DenseMap:
         """Pass-through to the wrapped encoder's dense map of a whole frame."""
-        return self.encoder.encode_dense(image_rgb, long_side)  # type: ignore[attr-defined,no-any-return]
+        return self.encoder.encode_dense(image_rgb, long_side)
 
 
 def _text_crop(
@@ -335,7 +414,7 @@ def embed_text_candidates(
         # Crops are cut per encoder call, not all at once: with top_k=None or "official" crops
         # (a full-frame canvas each) the whole list would hold hundreds of MB. The chunks are
         # the encoder's own (max_batch), so the batches it sees, and its results, are unchanged.
-        step = int(getattr(encoder, "max_batch", None) or len(keep))
+        step = encoder.max_batch or len(keep)
         parts = [
             np.asarray(
                 encoder.encode_images(
@@ -502,7 +581,7 @@ def text_matches(
     if len(emb.candidates) == 0:
         return [TextMatch(-1, float("nan"), float("nan"), 0) for _ in texts]
     text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
-    return emb.best_matches(text_feats, float(getattr(encoder, "logit_scale", 100.0)))
+    return emb.best_matches(text_feats, encoder.logit_scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -860,19 +939,10 @@ def _point_note(dets: Detections, p: PointPrompt, desc: str) -> str:
     return f"{desc}: selected nothing: every mask with a positive point has a negative point"
 
 
-def _use_dense(encoder: TextEncoder, prefilter: str) -> bool:
-    """Whether text candidates go through the dense prefilter (see :data:`TEXT_PREFILTERS`)."""
-    if prefilter not in TEXT_PREFILTERS:
-        raise InputError(
-            f"text_prefilter: expected one of {list(TEXT_PREFILTERS)}, got {prefilter!r}"
-        )
-    has = bool(getattr(encoder, "has_dense", False))
-    if prefilter == "dense" and not has:
-        raise BundleError(
-            "text_prefilter 'dense': this bundle's CLIP has no dense image encoder (conv towers "
-            "such as MobileCLIP have one; re-export with a current fastsam-export), use 'score'"
-        )
-    return has and prefilter != "score"
+def _use_dense(encoder: TextEncoder, options: TextOptions) -> bool:
+    """Whether text candidates go through the dense prefilter (see :class:`TextOptions`)."""
+    options.check_bundle(encoder.has_dense, "this bundle's CLIP")
+    return encoder.has_dense and options.prefilter != "score"
 
 
 def _score_text_matches(
@@ -899,7 +969,7 @@ def _score_text_matches(
             emb.encoder,
         )
         cache.crop_embeddings = emb
-    return emb.best_matches(text_feats, float(getattr(encoder, "logit_scale", 100.0)))
+    return emb.best_matches(text_feats, encoder.logit_scale)
 
 
 def select(
@@ -907,12 +977,7 @@ def select(
     prompts: Sequence[Prompt],
     image_bgr: NDArray[np.uint8] | None = None,
     encoder: TextEncoder | None = None,
-    text_top_k: int | None = TEXT_TOP_K,
-    text_crop: str = "reference",
-    text_threshold: float | None = None,
-    text_prefilter: str = "auto",
-    text_shortlist: int = DENSE_SHORTLIST,
-    text_dense_side: int | None = None,
+    text: TextOptions = TextOptions(),
 ) -> Selection:
     """Apply validated prompts to lazily assembled detections.
 
@@ -921,16 +986,7 @@ def select(
         prompts: Prompts, already validated against the frame.
         image_bgr: Source image (text prompts only).
         encoder: Text/image encoder (text prompts only).
-        text_top_k: Candidate cap of text prompts.
-        text_crop: Crop style of text prompts.
-        text_threshold: Default minimum similarity of text prompts whose own ``threshold`` is
-            ``None`` (``None``: the best mask is always selected, as the reference).
-        text_prefilter: How text candidates are narrowed (``edge.prefilter.TEXT_PREFILTERS``):
-            ``"dense"`` encodes the ``text_shortlist`` best by the dense map
-            (:func:`dense_text_matches`), ``"score"`` the ``text_top_k`` best by score,
-            ``"auto"`` dense where the encoder has a dense map.
-        text_shortlist: Crops encoded per text with the dense prefilter.
-        text_dense_side: The dense map's input size (longer side; ``None``: the bundle's).
+        text: How text prompts choose their masks (candidates, crop style, threshold).
 
     Returns:
         The selection (first selecting prompt per candidate, merged masks, text scores, and a
@@ -978,14 +1034,14 @@ def select(
         # text first: an encoder that loads its sessions on demand (ClipEncoder keep_text=False)
         # then never holds the text and image sessions at once
         text_feats = np.asarray(encoder.encode_text(texts), dtype=np.float32)
-        if _use_dense(encoder, text_prefilter):
+        if _use_dense(encoder, text):
             assert isinstance(encoder, CachedTextEncoder)
             matches = dense_text_matches(
-                dets, image_bgr, encoder, text_feats, text_shortlist, text_crop, text_dense_side
+                dets, image_bgr, encoder, text_feats, text.shortlist, text.crop, text.dense_side
             )
         else:
             matches = _score_text_matches(
-                dets, image_bgr, encoder, text_feats, text_top_k, text_crop
+                dets, image_bgr, encoder, text_feats, text.top_k, text.crop
             )
         for k, m in zip(text_ids, matches, strict=True):
             p = prompts[k]
@@ -996,7 +1052,7 @@ def select(
                     f"{desc}: selected nothing: no mask larger than {TEXT_MIN_AREA} px"
                 )
                 continue
-            th = p.threshold if p.threshold is not None else text_threshold
+            th = p.threshold if p.threshold is not None else text.threshold
             ok = th is None or m.similarity >= th
             out.text_scores[k] = {
                 "text": p.text,

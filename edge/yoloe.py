@@ -1,7 +1,8 @@
 """YOLOE's open vocabulary in numpy: the text adapter, per-anchor scoring and both decodes.
 
 A YOLOE bundle's detector (``fastsam.fp32.onnx`` / ``fastsam.int8.onnx``, written by
-``export.yoloe``) knows no words. It has one input, ``images``, and three outputs:
+``fastsam-export`` from a YOLOE checkpoint) knows no words. It has one input, ``images``, and
+three outputs:
 
 * ``output0``: (1, 4 + nm, N) boxes in input pixels (``xywh`` for the v8/11 heads, ``xyxy``
   for YOLOE-26's end-to-end head, as ``bundle.json``'s ``yoloe.box_format`` says) and nm raw
@@ -101,7 +102,7 @@ class YoloeHead:
 
     @classmethod
     def load(cls, path: str | Path) -> YoloeHead:
-        """Read the head's ``.npz`` (written by ``export.yoloe``).
+        """Read the head's ``.npz`` (written by ``fastsam-export``).
 
         Raises:
             BundleError: A missing key or inconsistent shapes.

@@ -4,6 +4,7 @@ Workstation side: needs the ``export`` extra (torch, ultralytics, onnx, onnxrunt
 ``edge`` (shared pre-processing and manifest schema); ``edge`` never imports this package.
 """
 
-from export.fastsam import ExportError, export_bundle, parse_imgsz
+from export.common import ExportError
+from export.fastsam import export_bundle, parse_imgsz
 
 __all__ = ["ExportError", "export_bundle", "parse_imgsz"]

@@ -16,6 +16,7 @@ from edge.cliargs import (
     warn_deprecated,
 )
 from edge.errors import FastSAMEdgeError
+from export.common import ExportError
 
 if TYPE_CHECKING:
     from export.clip import ClipOptions
@@ -147,16 +148,12 @@ def _resolve_precision(args: argparse.Namespace) -> None:
         return
     precs = [v.strip() for v in value.split(",") if v.strip()]
     if not precs or any(v not in ("fp32", "int8") for v in precs) or "fp32" not in precs:
-        raise ExportArgError(
+        raise ExportError(
             f"--precision: expected fp32,int8 or fp32 (the fp32 model is always built), "
             f"got {value!r}"
         )
     if "int8" not in precs:
         args.no_int8 = True
-
-
-class ExportArgError(FastSAMEdgeError):
-    """A bad ``fastsam-export`` flag."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    from export.fastsam import ExportError, export_bundle
+    from export.fastsam import export_bundle
 
     try:
         _resolve_precision(args)
@@ -186,7 +183,7 @@ def _main(args: argparse.Namespace) -> int:
             check_parent("--json", args.json)
         if args.weights is None:
             if not args.calibrate_text:
-                raise ExportArgError("WEIGHTS: required (except with --calibrate-text alone)")
+                raise ExportError("WEIGHTS: required (except with --calibrate-text alone)")
             from export.calibrate_text import calibrate_bundle
 
             measured = calibrate_bundle(args.out, args.calibrate_text)
@@ -196,7 +193,7 @@ def _main(args: argparse.Namespace) -> int:
         clip = _clip_options(args)
         if args.calibrate_text:
             if not args.clip:
-                raise ExportArgError(
+                raise ExportError(
                     "--calibrate-text needs --clip MODEL (or, for an existing bundle with CLIP, "
                     "no WEIGHTS: fastsam-export --calibrate-text DIR --out BUNDLE)"
                 )
@@ -207,55 +204,66 @@ def _main(args: argparse.Namespace) -> int:
 
         branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())
         quant = QuantConfig(args.int8_calibration, True, branches, args.calib_count)
-        out = export_bundle(
-            args.weights,
-            args.out,
-            imgsz=args.imgsz,
-            dynamic=args.dynamic,
-            name=args.name,
-            clip=clip,
-            int8=not args.no_int8,
-            calib_images=args.calib_images,
-            quant_config=quant,
-            int8_min_iou=args.int8_min_iou,
-            yoloe=_yoloe_options(args),
-        )
-        calibrated = None
-        if args.calibrate_text:
-            from export.calibrate_text import calibrate_bundle
+        from export.yoloe import export_yoloe_bundle, is_yoloe_checkpoint
 
-            calibrated = calibrate_bundle(out, args.calibrate_text)
-    except (ExportError, FastSAMEdgeError) as exc:
+        yoloe = _yoloe_options(args)
+        if is_yoloe_checkpoint(args.weights):
+            if clip is not None or args.calibrate_text:
+                raise ExportError(
+                    "--clip/--calibrate-text: a YOLOE bundle finds its words itself (--vocab, "
+                    "--text-weights); CLIP crop matching is for FastSAM bundles"
+                )
+            out = export_yoloe_bundle(
+                args.weights, args.out, args.imgsz, args.dynamic, args.name, None, yoloe,
+                not args.no_int8, args.calib_images, int8_min_iou=args.int8_min_iou,
+                measure_memory=not args.no_memory,
+            )  # fmt: skip
+        elif yoloe is not None:
+            raise ExportError("--vocab/--text-weights/--vocab-embeddings: only for YOLOE -seg")
+        else:
+            out = export_bundle(
+                args.weights,
+                args.out,
+                imgsz=args.imgsz,
+                dynamic=args.dynamic,
+                name=args.name,
+                clip=clip,
+                int8=not args.no_int8,
+                calib_images=args.calib_images,
+                quant_config=quant,
+                int8_min_iou=args.int8_min_iou,
+                calibrate_text=args.calibrate_text,
+                measure_memory=not args.no_memory,
+            )
+    except FastSAMEdgeError as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
         return 2
-    if not args.no_memory:
-        from export.memory import format_profile, record_memory
-
-        try:
-            print(format_profile(record_memory(out)))
-        except FastSAMEdgeError as exc:  # the bundle is fine; only its memory figures are missing
-            print(f"fastsam-export: warning: {exc}", file=sys.stderr)
     from edge.bundle import read_manifest
 
     m = read_manifest(out)
+    calibrated = m.clip.text_threshold_calibration if m.clip is not None else None
     if args.json is not None:
         emit_json("--json", args.json, {"bundle": str(out), "manifest": m.to_dict()})
         if args.json == "-":
             return 0
     h, w = m.input.imgsz
     shape = f"dynamic (letterbox inside H={h} W={w})" if m.input.dynamic else f"H={h} W={w}"
+    if m.memory is not None:
+        from export.memory import format_profile
+
+        print(format_profile(m.memory))
     print(f"bundle: {out}")
     print(f"input shape: {shape}")
     print(f"files: {', '.join(sorted(m.files))}")
-    clip = m.extra.get("clip")
-    if isinstance(clip, dict):
-        v = clip.get("verify", {})
+    clip = m.clip
+    if clip is not None:
+        v = clip.verify
         cos = ", ".join(
             f"{k} {v[k]['cosine_min']:.5f}"
             for k in sorted(v)
             if isinstance(v[k], dict) and "cosine_min" in v[k]
         )
-        print(f"clip: {clip.get('model')} {clip.get('precisions')}; cosine vs torch: {cos}")
+        print(f"clip: {clip.model} {list(clip.precisions)}; cosine vs torch: {cos}")
     if m.yoloe is not None:
         y = m.yoloe
         tower = (
@@ -293,7 +301,6 @@ def _print_calibration(measured: dict[str, Any], bundle: Any) -> None:
 def _clip_options(args: argparse.Namespace) -> ClipOptions | None:
     """``export_bundle``'s CLIP options for ``--clip`` (``None`` without); checks the flags
     first."""
-    from export.fastsam import ExportError
 
     if not args.clip:
         if args.clip_pretrained is not None or args.clip_precision != "all":

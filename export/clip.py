@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import ClipSection, sha256_file
-from edge.clip import CLIP_PRECISIONS, ClipPreprocess
+from edge.bundle import CLIP_PRECISIONS, ClipSection, sha256_file
+from edge.clip import ClipPreprocess
 from edge.session import create_session
 from edge.tokenizer import ClipTokenizer
-from export.fastsam import ExportError, package_versions
+from export.common import ExportError, package_versions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -77,10 +77,6 @@ VERIFY_PROMPTS = (
 PRETRAINED_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 
 
-class ClipExportError(ExportError):
-    """The CLIP export cannot proceed; the message names the option or file at fault."""
-
-
 def clip_file(tower: str, precision: str) -> str:
     """Bundle file name of one encoder: ``clip-{image,text}.{fp32,int8}.onnx``."""
     return f"clip-{tower}.{precision}.onnx"
@@ -105,7 +101,7 @@ def resolve_pretrained(
         "sha256", "bytes", "path"}`` or ``{"kind": "tag", "tag", "hf_hub"}``.
 
     Raises:
-        ClipExportError: A missing file, or a tag open_clip does not know for this model.
+        ExportError: A missing file, or a tag open_clip does not know for this model.
     """
     import open_clip
 
@@ -122,10 +118,10 @@ def resolve_pretrained(
             "bytes": path.stat().st_size,
         }
     if _looks_like_path(value):
-        raise ClipExportError(f"--clip-pretrained: checkpoint file {value!r} does not exist")
+        raise ExportError(f"--clip-pretrained: checkpoint file {value!r} does not exist")
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if value not in tags:
-        raise ClipExportError(
+        raise ExportError(
             f"--clip-pretrained: {value!r} is neither a file nor a pretrained tag of "
             f"{model_name!r} (tags: {tags or 'none'}); pass a tag or the path of a local "
             "checkpoint file"
@@ -145,7 +141,7 @@ def _check_quick_gelu(model_name: str, info: dict[str, Any], model_kwargs: dict[
     model_qg = bool(model_kwargs.get("quick_gelu", model_cfg.get("quick_gelu", False)))
     if tag_qg != model_qg:
         hint = f"{model_name}-quickgelu" if tag_qg else model_name.removesuffix("-quickgelu")
-        raise ClipExportError(
+        raise ExportError(
             f"--clip {model_name} --clip-pretrained {info['tag']}: the weights were trained with "
             f"quick_gelu={tag_qg} but the config uses quick_gelu={model_qg}; the embeddings would "
             f"be wrong. Use --clip {hint}"
@@ -163,12 +159,12 @@ def check_clip_args(
         The pretrained facts (:func:`resolve_pretrained`).
 
     Raises:
-        ClipExportError: Unknown model, missing file, unknown tag or a QuickGELU mismatch.
+        ExportError: Unknown model, missing file, unknown tag or a QuickGELU mismatch.
     """
     import open_clip
 
     if model_name not in open_clip.list_models():
-        raise ClipExportError(
+        raise ExportError(
             f"--clip: unknown open_clip model {model_name!r}; e.g. ViT-B-32-quickgelu "
             "(open_clip.list_models() lists all)"
         )
@@ -259,7 +255,7 @@ def load_model(
         (model, preprocess_val, pretrained facts for the manifest).
 
     Raises:
-        ClipExportError: Unknown model, bad ``pretrained`` or weights that cannot be loaded; an
+        ExportError: Unknown model, bad ``pretrained`` or weights that cannot be loaded; an
             uncached tag names the tag and how to pass a local file instead.
     """
     import open_clip
@@ -277,7 +273,7 @@ def load_model(
         )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/KeyError variants
         if info["kind"] == "tag":
-            raise ClipExportError(
+            raise ExportError(
                 f"--clip-pretrained {info['tag']}: cannot load the {model_name!r} weights for tag "
                 f"{info['tag']!r}: they are not in the local cache and could not be downloaded "
                 f"({type(exc).__name__}: {exc}). Offline, download them elsewhere (HF hub "
@@ -285,11 +281,11 @@ def load_model(
                 "--clip-pretrained /path/to/open_clip_pytorch_model.bin"
             ) from exc
         if info["kind"] == "file":
-            raise ClipExportError(
+            raise ExportError(
                 f"--clip-pretrained: {info['path']!r} is not a checkpoint of {model_name!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        raise ClipExportError(f"--clip {model_name}: cannot build the model: {exc}") from exc
+        raise ExportError(f"--clip {model_name}: cannot build the model: {exc}") from exc
     if info["kind"] == "none":
         _LOGGER.warning(
             "CLIP %s has RANDOM weights (no --clip-pretrained): for tests only", model_name
@@ -480,14 +476,14 @@ def export_dense(
     pooled = dense.mean(axis=(2, 3))
     pool_cos = float(_cosines(pooled, ref).min())
     if pool_cos < MIN_FP32_COSINE:
-        raise ClipExportError(
+        raise ExportError(
             f"CLIP dense image map: mean over locations vs the pooled embedding cosine "
             f"{pool_cos:.6f} < {MIN_FP32_COSINE}; the tower does not decompose"
         )
     size = pixels.shape[-1]
     stride = size // dense.shape[-1]
     if stride < 1 or size % stride or dense.shape[-2] * stride != pixels.shape[-2]:
-        raise ClipExportError(f"CLIP dense image map: no integer stride ({dense.shape})")
+        raise ExportError(f"CLIP dense image map: no integer stride ({dense.shape})")
     # a non-square frame with the default long side: checks dynamic height/width as well
     rng = np.random.default_rng(1)
     height = DENSE_LONG_SIDE * 3 // 4 // stride * stride  # 4:3, whole cells (the runtime pads)
@@ -538,7 +534,7 @@ def export_dense(
             "pooled_cosine_min": round(cos_pool, 7),
         }
         if prec == "fp32" and cos_loc < MIN_DENSE_COSINE:
-            raise ClipExportError(
+            raise ExportError(
                 f"CLIP dense image map: ONNX fp32 vs torch per-location cosine {cos_loc:.6f} < "
                 f"{MIN_DENSE_COSINE}"
             )
@@ -648,7 +644,7 @@ def _image_section(model: Any) -> dict[str, Any]:
     size = cfg.get("size", 224)
     if isinstance(size, (list, tuple)):
         if len(size) != 2 or size[0] != size[1]:
-            raise ClipExportError(f"--clip: non-square image size {size} is not supported")
+            raise ExportError(f"--clip: non-square image size {size} is not supported")
         size = size[0]
     mean, std = cfg.get("mean"), cfg.get("std")
     mean = [float(v) for v in (mean if isinstance(mean, (list, tuple)) else [mean] * 3)]
@@ -673,7 +669,7 @@ def _image_section(model: Any) -> dict[str, Any]:
     try:
         ClipPreprocess.from_section(section)
     except Exception as exc:
-        raise ClipExportError(
+        raise ExportError(
             f"--clip: the edge runtime cannot reproduce this preprocessing: {exc}"
         ) from exc
     return section
@@ -685,18 +681,18 @@ def _tokenizer_section(model_name: str, model: Any, out_dir: Path) -> tuple[dict
 
     tok = open_clip.get_tokenizer(model_name)
     if not isinstance(tok, oct.SimpleTokenizer):
-        raise ClipExportError(
+        raise ExportError(
             f"--clip {model_name}: its tokenizer is {type(tok).__name__}; the edge runtime "
             "implements open_clip's SimpleTokenizer only (OpenAI/LAION CLIP, MobileCLIP)"
         )
     if tok.reduction_fn is not None or tok.clean_fn is not oct.get_clean_fn("lower"):
-        raise ClipExportError(
+        raise ExportError(
             f"--clip {model_name}: its SimpleTokenizer uses non-default cleaning/reduction, "
             "which the edge tokenizer does not implement"
         )
     ctx = int(getattr(model, "context_length", tok.context_length) or tok.context_length)
     if ctx != tok.context_length:
-        raise ClipExportError(
+        raise ExportError(
             f"--clip {model_name}: tokenizer context {tok.context_length} != model {ctx}"
         )
     shutil.copyfile(oct.default_bpe(), out_dir / BPE_FILE)
@@ -742,11 +738,11 @@ def export_clip(
         The ``clip`` manifest section (``export_bundle`` writes it into ``bundle.json``).
 
     Raises:
-        ClipExportError: Bad model/pretrained, unsupported tokenizer or preprocessing, or an
+        ExportError: Bad model/pretrained, unsupported tokenizer or preprocessing, or an
             fp32 encoder whose embeddings differ from torch (cosine < :data:`MIN_FP32_COSINE`).
     """
     if not int8 and not keep_fp32:
-        raise ClipExportError("--precision: CLIP needs fp32 or int8 encoders; both were dropped")
+        raise ExportError("--precision: CLIP needs fp32 or int8 encoders; both were dropped")
     import torch
     from tqdm import tqdm
 
@@ -784,7 +780,7 @@ def export_clip(
             after = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
         reparam_cos = float(_cosines(before, after).min())
         if reparam_cos < MIN_FP32_COSINE:
-            raise ClipExportError(
+            raise ExportError(
                 f"CLIP image tower: re-parameterised vs original torch cosine {reparam_cos:.6f} "
                 f"< {MIN_FP32_COSINE} ({', '.join(reparameterized)})"
             )
@@ -829,9 +825,7 @@ def export_clip(
             "reparam_cosine_min": round(reparam_cos, 7),
         }
         if not verify["tokenizer_parity"]:
-            raise ClipExportError(
-                "edge tokenizer ids differ from open_clip's on the verify prompts"
-            )
+            raise ExportError("edge tokenizer ids differ from open_clip's on the verify prompts")
 
         int8_failures: list[str] = []
 
@@ -851,7 +845,7 @@ def export_clip(
                 if tower == "image":
                     facts["demo_crops_cosine_min"] = round(float(cos[first_crop:].min()), 7)
                 if precision == "fp32" and cos.min() < MIN_FP32_COSINE:
-                    raise ClipExportError(
+                    raise ExportError(
                         f"CLIP {tower} encoder: ONNX fp32 vs torch cosine {cos.min():.6f} < "
                         f"{MIN_FP32_COSINE}; refusing to write a bundle with a broken encoder"
                     )
@@ -877,7 +871,7 @@ def export_clip(
             if int8_failures:
                 verify["int8_refused"] = int8_failures
                 if not keep_fp32:
-                    raise ClipExportError(
+                    raise ExportError(
                         f"CLIP {model_name}: {'; '.join(int8_failures)}; refusing an int8-only "
                         "bundle (export with --clip-precision all for fp32 CLIP)"
                     )

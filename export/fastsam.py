@@ -30,21 +30,18 @@ from edge.bundle import (
     Thresholds,
     sha256_file,
 )
+from edge.errors import FastSAMEdgeError
 from edge.preprocess import make_divisible
+from export.common import ExportError, package_versions
 
 if TYPE_CHECKING:
     from export.clip import ClipOptions
     from export.quantize import QuantConfig
-    from export.yoloe import YoloeOptions
 
 _LOGGER = logging.getLogger(__name__)
 
 STRIDE = 32
 NUM_COEFFICIENTS = 32
-
-
-class ExportError(RuntimeError):
-    """The export cannot proceed; the message names the file or value at fault."""
 
 
 def parse_imgsz(value: str | int | tuple[int, int]) -> tuple[int, int]:
@@ -120,6 +117,11 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
     from ultralytics.nn.modules.head import Segment
 
     head = model.model[-1] if hasattr(model, "model") else None
+    if type(head).__name__.startswith("YOLOE"):
+        raise ExportError(
+            f"weights: {str(path)!r} is a YOLOE checkpoint: fastsam-export exports it as an "
+            "open-vocabulary bundle (from Python: export.yoloe.export_yoloe_bundle)"
+        )
     if not isinstance(head, Segment):
         raise ExportError(
             f"weights: {str(path)!r} is not a segmentation model (head {type(head).__name__}); "
@@ -140,19 +142,6 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
         reg_max=int(head.reg_max),
         train_imgsz=args.get("imgsz") if isinstance(args.get("imgsz"), int) else None,
     )
-
-
-def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
-    """Installed version of each distribution (``"not installed"`` if absent), for manifests."""
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in packages:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def _export_onnx(info: CheckpointInfo, imgsz: tuple[int, int], dynamic: bool, work: Path) -> Path:
@@ -199,8 +188,8 @@ def _check_detector(path: Path, imgsz: tuple[int, int]) -> int:
 
 def _count_gop(detector: Path, hw: tuple[int, int]) -> float:
     """Operations per image (1e9, multiply-add = 2) at the export size, for ``bench`` on bundles
-    whose fp32 file is dropped; counted as ``edge.bench.flops`` does (onnxruntime profile)."""
-    from edge.bench.flops import profile_model
+    whose fp32 file is dropped; counted as ``edge.opcount`` does (onnxruntime profile)."""
+    from edge.opcount import profile_model
 
     return round(profile_model(detector, (1, 3, hw[0], hw[1]), threads=1, runs=1)["gop"], 3)
 
@@ -309,11 +298,6 @@ def bundle_manifest(
             files[p.name] = file_entry(p, "detector" if prec else "asset", prec)
             if prec and prec not in precisions:
                 precisions.append(prec)
-    extra: dict[str, Any] = {"detector_gop": detector.gop}
-    if quantization is not None:
-        extra["quantization"] = quantization.to_json()
-    if clip is not None:
-        extra["clip"] = clip.to_json()
     return BundleManifest(
         name=name,
         input=input_spec,
@@ -328,7 +312,9 @@ def bundle_manifest(
             ("fastsam-edge", "torch", "ultralytics", "onnx", "onnxruntime", "onnxslim")
         ),
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        extra=extra,
+        detector_gop=detector.gop,
+        quantization=quantization,
+        clip=clip,
     )
 
 
@@ -357,18 +343,20 @@ def export_bundle(
     quant_config: QuantConfig | None = None,
     verify_threads: int = 2,
     int8_min_iou: float = 0.95,
-    yoloe: YoloeOptions | None = None,
+    calibrate_text: str | Path | None = None,
+    measure_memory: bool = True,
 ) -> Path:
     """Export FastSAM weights (and optionally CLIP) into a bundle directory.
 
-    A YOLOE -seg checkpoint (v8, 11, 26) is recognised and exported as an open-vocabulary
-    bundle instead (:func:`export.yoloe.export_yoloe_bundle`, with ``yoloe``'s vocabulary and
-    text tower; FastSAM's default thresholds then become YOLOE's unless given).
+    YOLOE -seg checkpoints are refused with a pointer to :func:`export.yoloe.export_yoloe_bundle`
+    (``fastsam-export`` picks the right one itself).
 
     One straight line: :func:`export_detector`, then ``quantize_detector``
     (:mod:`export.quantize`, with ``int8``), then ``export_clip`` (:mod:`export.clip`, with
     ``clip``), each returning its section; :func:`bundle_manifest` writes them into
-    ``bundle.json`` and the directory is renamed into place.
+    ``bundle.json``; the text threshold is measured (``calibrate_text``) and the peak memory
+    recorded (``measure_memory``) on the staged bundle, which is then renamed into place, so
+    every caller gets the same complete bundle.
 
     Args:
         weights: FastSAM ``.pt`` checkpoint (FastSAM-s.pt, FastSAM-x.pt or compatible).
@@ -385,7 +373,10 @@ def export_bundle(
         quant_config: :class:`export.quantize.QuantConfig` (default recipe if ``None``).
         verify_threads: onnxruntime threads for the int8 verification timings.
         int8_min_iou: Refuse the int8 model below this mean mask IoU against fp32.
-        yoloe: Vocabulary and text tower of a YOLOE checkpoint (ignored for FastSAM).
+        calibrate_text: Measure the text threshold on this folder (images + ``words.json``;
+            needs ``clip``) into ``clip.text_threshold``.
+        measure_memory: Record the peak memory per precision (``memory``; the Pi unit's
+            ``MemoryMax=`` follows it). A failed measurement only logs a warning.
 
     Returns:
         The bundle directory.
@@ -393,20 +384,6 @@ def export_bundle(
     Raises:
         ExportError: Bad weights, bad size, unwritable output, or a failed check.
     """
-    from export.yoloe import export_yoloe_bundle, is_yoloe_checkpoint
-
-    if is_yoloe_checkpoint(weights):
-        if clip is not None:
-            raise ExportError(
-                "--clip: a YOLOE bundle finds its words itself (--vocab, --text-weights); "
-                "CLIP crop matching is for FastSAM bundles"
-            )
-        return export_yoloe_bundle(
-            weights, out, imgsz, dynamic, name, thresholds, yoloe, int8, calib_images,
-            verify_threads, int8_min_iou,
-        )  # fmt: skip
-    elif yoloe is not None and (yoloe.vocab or yoloe.text_weights):
-        raise ExportError("--vocab/--text-weights: only for YOLOE -seg checkpoints")
     hw = parse_imgsz(imgsz)
     out = Path(out).absolute()
     info = inspect_checkpoint(weights)
@@ -443,6 +420,17 @@ def export_bundle(
             clip_section,
         )
         write_manifest(tmp_dir, manifest)
+        if calibrate_text is not None:
+            from export.calibrate_text import calibrate_bundle
+
+            calibrate_bundle(tmp_dir, calibrate_text)
+        if measure_memory:
+            from export.memory import record_memory
+
+            try:
+                record_memory(tmp_dir)
+            except FastSAMEdgeError as exc:  # the bundle is fine; only its figures are missing
+                _LOGGER.warning("peak memory not recorded: %s", exc)
         publish_bundle(tmp_dir, out)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -352,7 +352,7 @@ def _agreement(
     """fp32 once, then each labelled int8 session (path, graph optimisation) against it."""
     import time
 
-    from edge.demo.metrics import mask_agreement, recall_at_iou
+    from edge.metrics import mask_agreement, recall_at_iou
     from edge.postprocess import prepare_detections
     from edge.session import create_session
 

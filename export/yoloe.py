@@ -43,11 +43,12 @@ from edge.bundle import (
     YoloeSection,
     sha256_file,
 )
+from edge.errors import FastSAMEdgeError
 from edge.yoloe import HEAD_KEYS, YoloeHead
+from export.common import ExportError
 from export.fastsam import (
     STRIDE,
     DetectorExport,
-    ExportError,
     _count_gop,
     _staging_dir,
     bundle_manifest,
@@ -769,6 +770,7 @@ def export_yoloe_bundle(
     calib_images: str | Path | None = None,
     verify_threads: int = 2,
     int8_min_iou: float = 0.95,
+    measure_memory: bool = False,
 ) -> Path:
     """Export a YOLOE -seg checkpoint into an open-vocabulary bundle directory.
 
@@ -784,6 +786,8 @@ def export_yoloe_bundle(
         calib_images: Calibration image directory (default: built-in scenes).
         verify_threads: onnxruntime threads of the int8 verification.
         int8_min_iou: Refuse int8 below this mean mask IoU against fp32.
+        measure_memory: Record the peak memory per precision (``export.memory``; everything
+            mode with the default vocabulary). A failed measurement only logs a warning.
 
     Returns:
         The bundle directory.
@@ -866,12 +870,15 @@ def export_yoloe_bundle(
         for fname, entry in files.items():
             if entry.role == "asset" and fname.endswith(".onnx"):
                 files[fname] = replace(entry, role="text_encoder")
-        manifest = replace(
-            manifest,
-            files=files,
-            extra={**manifest.extra, "yoloe": section.to_json()},
-        )
+        manifest = replace(manifest, files=files, yoloe=section)
         write_manifest(tmp_dir, manifest)
+        if measure_memory:
+            from export.memory import record_memory
+
+            try:
+                record_memory(tmp_dir)
+            except FastSAMEdgeError as exc:  # the bundle is fine; only its figures are missing
+                _LOGGER.warning("peak memory not recorded: %s", exc)
         publish_bundle(tmp_dir, out)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Needs the export extra and the bundles in work/bench (see docs/benchmarks.md, "Bundles").
-# Usage: scripts/bench_report.sh [A|B|C|D|E|F|G|all]
+# Usage: scripts/bench_report.sh [A|B|D|E|F|G|all]
 # The measurements behind docs/benchmarks.md (run on an otherwise idle machine, in this order).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,9 +22,6 @@ if [[ $step == all || $step == B ]]; then
     --sizes 640x480 --masks 100 --threads 1,2 --modes everything,point,box,text \
     --runs 3 --warmup 1 --sustained 120 --target-fps 2 --out $OUT/sweep 2>&1 | tail -3
 fi
-if [[ $step == all || $step == C ]]; then
-  python scripts/int8_gap.py $B/s640 --threads 2 --out $OUT 2>&1 | tail -20
-fi
 if [[ $step == all || $step == D ]]; then
   python scripts/text_topk.py --timing-bundle $B/s640 --out $OUT 2>&1 | tail -14
 fi
@@ -42,19 +39,11 @@ if [[ $step == all || $step == F ]]; then
   fastsam-edge bench --service-replay $R/640x480 --service-replay $R/1280x960 \
     --service-replay $R/1920x1080 --masks 20,100 --precision int8 --threads 2 --rounds 3 \
     --out $OUT/service 2>&1 | tail -20
-  python scripts/bench_output_pieces.py $R/640x480 $R/1920x1080 --masks 100 \
-    --json $OUT/service/pieces.json
 fi
 if [[ $step == all || $step == G ]]; then
-  # issue 13: masks in bounded memory (peak RSS, segment time; BEFORE= a checkout without
-  # bit-packed crops, e.g. git worktree add ../before a9a24ec) and serial vs staged service
+  # issue 13: serial vs staged service (the masks-in-bounded-memory before/after was a one-off,
+  # see docs/benchmarks.md)
   S=${S13:-$B/s640}  # docs/benchmarks.md used the FastSAM-s architecture, seeded head, int8
-  trees=(--tree after=.)
-  [[ -n ${BEFORE:-} ]] && trees=(--tree before="$BEFORE" --tree after=.)
-  python scripts/bench_mask_memory.py --bundle $S --precision int8 --sizes 640x480,1920x1080 \
-    --masks 100,300 --rounds 3 "${trees[@]}" --json $OUT/memory/s640-100-300.json
-  python scripts/bench_mask_memory.py --bundle $S --precision int8 --sizes 1920x1080 \
-    --masks 300 --rounds 2 --full-boxes "${trees[@]}" --json $OUT/memory/s640-full-boxes.json
   R=work/replay
   fastsam-edge bench --bundle $S --service-replay $R/640x480 --service-replay $R/1280x960 \
     --service-replay $R/1920x1080 --masks 100 --precision int8 --threads 2 --rounds 3 \

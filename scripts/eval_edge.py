@@ -5,7 +5,7 @@ Usage: python scripts/eval_edge.py [--bundle DIR] [--scenes 200] [--sizes 320x32
 
 Scenes use seeds >= 1_000_000 (never trained on or calibrated on). A ground-truth object counts
 as found when some predicted mask has IoU >= 0.5 with it. Agreement: per scene, the mean over
-fp32 masks of the best IoU with an int8 mask, and back (``edge.demo.metrics.mask_agreement``),
+fp32 masks of the best IoU with an int8 mask, and back (``edge.metrics.mask_agreement``),
 averaged over scenes: the int8 target of the issue is >= 0.97 both ways with <= 1 point of
 recall lost.
 """
@@ -19,8 +19,8 @@ import numpy as np
 
 from edge import Segmenter
 from edge.demo import demo_bundle
-from edge.demo.metrics import mask_agreement, recall_at_iou
 from edge.demo.scenes import EVAL_SEED_START, generate_scene
+from edge.metrics import mask_agreement, recall_at_iou
 
 
 def main() -> None:

@@ -346,7 +346,7 @@ def export_into_bundle(model: Any, seen: np.ndarray, bundle: Path, work: Path) -
     import open_clip
     import torch
 
-    from edge.bundle import read_manifest
+    from edge.bundle import ClipSection, read_manifest
     from edge.clip import ClipEncoder
     from export.clip import TOWERS, export_clip
     from export.fastsam import file_entry, write_manifest
@@ -396,9 +396,7 @@ def export_into_bundle(model: Any, seen: np.ndarray, bundle: Path, work: Path) -
     for name in names:
         shutil.copyfile(stage / name, bundle / name)
         files[name] = file_entry(bundle / name, "asset")
-    new_extra = dict(manifest.extra)
-    new_extra["clip"] = section
-    write_manifest(bundle, replace(manifest, files=files, extra=new_extra))
+    write_manifest(bundle, replace(manifest, files=files, clip=ClipSection.from_json(section)))
     enc = ClipEncoder.from_bundle(bundle, threads=1)  # hashes + I/O checks
     emb = enc.encode_text(["a red circle"])
     assert emb.shape == (1, MODEL_CFG["embed_dim"])

@@ -17,7 +17,7 @@ Steps (each is skipped when already done, so re-running the script resumes):
    at 480x360 (seeds ``1_500_000 ..``), ultralytics predict with ``conf=0.4, iou=0.9,
    retina_masks=True, imgsz=320``. Reports recall at mask IoU 0.5 (a ground-truth instance
    is found if some predicted mask has IoU >= 0.5 with it) and the mean best IoU, per size
-   bucket too, and writes ``<out>/eval.json``. The metric helpers live in ``edge.demo.metrics``
+   bucket too, and writes ``<out>/eval.json``. The metric helpers live in ``edge.metrics``
    (numpy only, shared with tests and benchmarks).
 
 Polygon labels: ultralytics reads one polygon per instance line. A visible mask can have
@@ -63,7 +63,6 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported anywhere
 
-from edge.demo.metrics import SegEvalAccumulator  # noqa: E402
 from edge.demo.scenes import (  # noqa: E402
     EVAL_SEED_START,
     TRAIN_SEED_START,
@@ -71,6 +70,7 @@ from edge.demo.scenes import (  # noqa: E402
     generate_scene,
     iter_scenes,
 )
+from edge.metrics import SegEvalAccumulator  # noqa: E402
 
 RUN_NAME = "fastsam-demo"
 MODEL_YAML = "yolov8n-seg.yaml"

@@ -31,8 +31,7 @@ def strip_clip(bundle_dir: Path) -> Path:
     for name in clip_names:
         (bundle_dir / name).unlink(missing_ok=True)
     files = {n: e for n, e in m.files.items() if n not in clip_names}
-    extra = {k: v for k, v in m.extra.items() if k != "clip"}
-    doc = dataclasses.replace(m, files=files, extra=extra).to_dict()
+    doc = dataclasses.replace(m, files=files, clip=None).to_dict()
     (bundle_dir / MANIFEST_NAME).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return bundle_dir
 

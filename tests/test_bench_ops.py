@@ -1,13 +1,13 @@
-"""edge.bench.peak and edge.bench.flops: the hand-written MatMul models and the op count."""
+"""edge.bench.peak and edge.opcount: the hand-written MatMul models and the op count."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge.bench.flops import node_ops, profile_model, summarize_profile
 from edge.bench.peak import matmul_model, matmul_peak
 from edge.onnx_bytes import matmul_int8_weights, qdq_conv_model
+from edge.opcount import node_ops, profile_model, summarize_profile
 from edge.session import create_session
 
 

@@ -16,7 +16,7 @@ def test_compare_reference_rows_and_agreement(tmp_path: Path) -> None:
     from export.fastsam import export_bundle
 
     pt = make_checkpoint("fastsam-n", tmp_path / "n.pt", seed=3)
-    bundle = export_bundle(pt, tmp_path / "b320", imgsz=320, int8=False)
+    bundle = export_bundle(pt, tmp_path / "b320", imgsz=320, int8=False, measure_memory=False)
     proc = run_cli(
         "bench",
         "--bundle",

@@ -358,7 +358,7 @@ def test_bench_cli_rejects_bad_arguments(tmp_path, args, message):
 class _Manifest:
     def __init__(self, precisions, clip=True):
         self.precisions = precisions
-        self.extra = {"clip": {"precisions": ["fp32"]}} if clip else {}
+        self.has_text = clip
 
 
 @pytest.mark.parametrize(

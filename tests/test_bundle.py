@@ -478,7 +478,8 @@ def test_demo_bundle_sections_round_trip(demo_bundle):
     assert m.clip.to_json() == raw["clip"]
     assert m.quantization.ok == (raw["quantization"]["status"] == "ok")
     assert m.clip.precisions == tuple(raw["clip"]["precisions"])
-    assert "text_threshold" in m.clip.other  # calibration's key, kept verbatim
+    assert m.clip.text_threshold == raw["clip"]["text_threshold"]  # calibration's key, typed
+    assert "clip" not in m.extra and "quantization" not in m.extra  # parsed once, typed
     assert m.to_dict()["clip"] == raw["clip"]  # the manifest itself is untouched
 
 
@@ -537,7 +538,12 @@ def test_clip_section_dense_round_trip(demo_bundle):
     assert "dense" not in ClipSection.from_json(raw).to_json()  # a ViT: no key, as before
     dense = {"files": {"fp32": "clip-dense.fp32.onnx"}, "stride": 32, "long_side": 320}
     section = ClipSection.from_json({**raw, "dense": dense})
-    assert section.dense == dense and section.to_json()["dense"] == dense
+    assert section.dense is not None and section.to_json()["dense"] == dense
+    assert (section.dense.stride, section.dense.long_side, section.dense.file("int8")) == (
+        32,
+        320,
+        "clip-dense.fp32.onnx",
+    )
     assert "dense" not in section.other
 
 

@@ -109,9 +109,23 @@ def test_missing_clip_section(tmp_path: Path) -> None:
     assert "--clip ViT-B-32-quickgelu --clip-pretrained openai" in NO_CLIP_HINT
 
 
-def test_malformed_clip_section(tmp_path: Path) -> None:
-    with pytest.raises(BundleError, match="clip section is malformed"):
-        ClipEncoder.load(tmp_path, _bare_manifest(clip={"precisions": ["fp32"]}))
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ({"precisions": ["fp32"]}, "clip.files is missing"),
+        ({"files": {}, "precisions": ["fp16"]}, "clip.precisions"),
+        (
+            {"files": {}, "precisions": ["fp32"], "default_precision": "int8"},
+            "clip.default_precision",
+        ),
+    ],
+)
+def test_malformed_clip_section(section: dict, field: str) -> None:
+    """A malformed section fails when bundle.json is parsed, naming the field."""
+    from edge.bundle import ClipSection
+
+    with pytest.raises(BundleError, match=field):
+        ClipSection.from_json(section)
 
 
 @pytest.mark.parametrize("missing", ["ftfy", "regex"])
@@ -275,7 +289,7 @@ def test_manifest_clip_section(tiny_bundle: Path, tiny_model: tuple) -> None:
     import open_clip
 
     m = read_manifest(tiny_bundle)
-    clip = m.extra["clip"]
+    clip = m.clip.to_json()
     assert clip["model"] == MODEL and clip["embed_dim"] == 32
     assert clip["pretrained"] == {
         "kind": "file",
@@ -424,7 +438,7 @@ def test_pil_resize_matches_pillow() -> None:
 @export
 def test_missing_or_modified_files(tiny_bundle: Path, tmp_path: Path) -> None:
     m = read_manifest(tiny_bundle)
-    clip = m.extra["clip"]
+    clip = m.clip.to_json()
     with pytest.raises(BundleError, match="not in this bundle"):
         ClipEncoder.load(tiny_bundle, m, "fp16")
     broken = tmp_path / "no-bpe"
@@ -451,7 +465,7 @@ def test_int8_only(tiny_model: tuple, tmp_path: Path) -> None:
     )
     out = make_clip_bundle(tmp_path / "b", clip)
     m = read_manifest(out)
-    clip = m.extra["clip"]
+    clip = m.clip.to_json()
     assert clip["precisions"] == ["int8"] and clip["default_precision"] == "int8"
     assert not list(out.glob("clip-*.fp32.onnx"))
     assert sorted(p.name for p in out.glob("clip-*")) == [
@@ -469,32 +483,33 @@ def test_int8_only(tiny_model: tuple, tmp_path: Path) -> None:
 def test_pretrained_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import open_clip.factory
 
-    from export.clip import ClipExportError, export_clip, load_model
-    from export.fastsam import ExportError
+    from edge.errors import FastSAMEdgeError
+    from export.clip import export_clip, load_model
+    from export.common import ExportError
 
-    assert issubclass(ClipExportError, ExportError)  # the CLI reports it as an export error
-    with pytest.raises(ClipExportError, match="unknown open_clip model"):
+    assert issubclass(ExportError, FastSAMEdgeError)  # one error base: the CLI reports it
+    with pytest.raises(ExportError, match="unknown open_clip model"):
         load_model("ViT-Nope", None)
-    with pytest.raises(ClipExportError, match="does not exist"):
+    with pytest.raises(ExportError, match="does not exist"):
         load_model(MODEL, str(tmp_path / "missing.pt"))
-    with pytest.raises(ClipExportError, match="neither a file nor a pretrained tag"):
+    with pytest.raises(ExportError, match="neither a file nor a pretrained tag"):
         load_model(MODEL, "no_such_tag")
-    with pytest.raises(ClipExportError, match="quick_gelu"):
+    with pytest.raises(ExportError, match="quick_gelu"):
         load_model("ViT-B-32", "openai")  # OpenAI weights need QuickGELU
 
     def offline(*args: Any, **kwargs: Any) -> str:
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
-    with pytest.raises(ClipExportError) as ei:
+    with pytest.raises(ExportError) as ei:
         load_model(MODEL, "openai")
     msg = str(ei.value)
     assert "'openai'" in msg and "--clip-pretrained /path/to/" in msg and "local cache" in msg
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ClipExportError, match="is not a checkpoint"):
+    with pytest.raises(ExportError, match="is not a checkpoint"):
         load_model(MODEL, str(bad), TINY)
-    with pytest.raises(ClipExportError, match="both were dropped"):
+    with pytest.raises(ExportError, match="both were dropped"):
         export_clip(MODEL, None, tmp_path, int8=False, keep_fp32=False)
 
 
@@ -525,9 +540,11 @@ def test_export_bundle_with_clip(tiny_model: tuple, tmp_path: Path) -> None:
     ckpt = make_checkpoint("fastsam-n", tmp_path / "tiny.pt", seed=3)
     clip = ClipOptions(MODEL, str(tiny_model[0]), model_kwargs=TINY, progress=False)
     # int8=False: the detector's int8 step is tested in test_export.py
-    out = export_bundle(ckpt, tmp_path / "bundle", imgsz=160, clip=clip, int8=False)
+    out = export_bundle(
+        ckpt, tmp_path / "bundle", imgsz=160, clip=clip, int8=False, measure_memory=False
+    )
     m = read_manifest(out)
-    assert "clip" in m.extra
+    assert m.clip is not None
     for name in (
         "clip-image.fp32.onnx",
         "clip-text.int8.onnx",
@@ -553,7 +570,7 @@ def test_vit_b32_export_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"clip: {MODEL} ['fp32', 'int8']; cosine vs torch: image_fp32 1.0000" in proc.stdout
     m = read_manifest(out)
-    clip = m.extra["clip"]
+    clip = m.clip.to_json()
     v = clip["verify"]
     sizes = {name: m.files[name].bytes for name in sorted(m.files) if name.startswith("clip-")}
     print(f"ViT-B-32 verify: {v}\nsizes: {sizes}")

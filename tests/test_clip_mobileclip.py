@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ def test_reparameterize_folds_branches(small_model: tuple) -> None:
 def test_manifest(small_bundle: Path) -> None:
     import open_clip
 
-    clip = read_manifest(small_bundle).extra["clip"]
+    clip = read_manifest(small_bundle).clip.to_json()
     cfg = open_clip.get_pretrained_cfg(MODEL, TAG)
     assert clip["model"] == MODEL and clip["pretrained"]["kind"] == "file"
     image = clip["image"]
@@ -273,7 +274,7 @@ def test_dense_encoder(small_bundle: Path, precision: str) -> None:
     from edge.session import create_session
     from export.clip import demo_crops
 
-    dense = read_manifest(small_bundle).extra["clip"]["dense"]
+    dense = read_manifest(small_bundle).clip.to_json()["dense"]
     assert dense["stride"] == 32 and dense["long_side"] == 640
     assert set(dense["files"]) == {"fp32", "int8"}
     assert dense["verify"]["pool_vs_embedding_cosine_min"] >= 0.9999
@@ -315,15 +316,15 @@ def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     everything = seg.segment(sc.image)
     n = int((everything.area > TEXT_MIN_AREA).sum())
     assert n > 3
-    seg.text_shortlist = 2
+    seg.text = replace(seg.text, shortlist=2)
     prompt = TextPrompt(text="a red circle")
     dense = seg.segment(sc.image, prompt=prompt)
     assert len(dense) == 1 and dense.metadata["text_scores"][0]["candidates"] == 2
-    seg.text_prefilter, seg.text_top_k = "score", None
+    seg.text = replace(seg.text, prefilter="score", top_k=None)
     full = seg.segment(sc.image, prompt=prompt)
     assert full.metadata["text_scores"][0]["candidates"] == n
-    seg.text_shortlist = n  # every candidate shortlisted: the all-masks choice
-    seg.text_prefilter = "dense"
+    seg.text = replace(seg.text, shortlist=n)  # every candidate shortlisted: the all-masks choice
+    seg.text = replace(seg.text, prefilter="dense")
     same = seg.segment(sc.image, prompt=prompt)
     np.testing.assert_array_equal(same.mask, full.mask)
 

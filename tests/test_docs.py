@@ -232,3 +232,40 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "fastsam-edge serve --demo" in lines[0] and "pip install -e ." in lines[0]
     assert lines[1] == "scripts/test.sh"
     assert "scripts/test.sh" in (root / ".ci" / "run").read_text()
+
+
+def test_scripts_index_names_every_script():
+    """scripts/ holds only indexed tools: a new one-off must be named (or folded into bench)."""
+    index = (REPO / "scripts" / "README.md").read_text(encoding="utf-8")
+    names = sorted(
+        p.name
+        for p in (REPO / "scripts").iterdir()
+        if p.is_file() and p.name != "README.md" and not p.name.endswith(".pyc")
+    )
+    assert names, "scripts/ is really read"
+    missing = [n for n in names if f"`{n}`" not in index]
+    assert not missing, f"name these in scripts/README.md (or remove them): {missing}"
+
+
+@pytest.mark.parametrize("package", ["edge", "edge/service", "edge/bench"])
+def test_package_docstrings_list_what_exists(package: str):
+    """A package's docstring names each of its modules (and only modules that exist)."""
+    import ast
+
+    folder = REPO / package
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8")))
+    assert doc
+    dotted = package.replace("/", ".")
+    modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    named = set(re.findall(r"``(\w+)``", doc)) | set(
+        re.findall(rf"{re.escape(dotted)}\.(\w+)", doc)
+    )
+    missing = sorted(m for m in modules if m not in named)
+    assert not missing, f"{package}/__init__.py does not name: {missing}"
+    listed = re.findall(rf":mod:`~?{re.escape(dotted)}\.(\w+)`", doc)
+    for line in doc.splitlines():  # bullets of the form "* ``a`` / ``b``: what they do"
+        if line.startswith("* ``"):
+            listed += re.findall(r"``(\w+)``", line.split(":")[0])
+    stale = sorted(m for m in listed if m not in modules)
+    assert not stale, f"{package}/__init__.py names modules that do not exist: {stale}"

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.export
 pytest.importorskip("ultralytics")
 
 from edge.bundle import read_manifest, sha256_file, verify_file  # noqa: E402
-from export.fastsam import ExportError, export_bundle, parse_imgsz  # noqa: E402
+from export.common import ExportError  # noqa: E402
+from export.fastsam import export_bundle, parse_imgsz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,9 @@ def test_cli_exports_bundle(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_dynamic_export_manifest(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_bundle(checkpoint, tmp_path / "dyn", imgsz=1024, dynamic=True, int8=False)
+    out = export_bundle(
+        checkpoint, tmp_path / "dyn", imgsz=1024, dynamic=True, int8=False, measure_memory=False
+    )
     m = read_manifest(out)
     assert m.input.dynamic and m.input.imgsz == (1024, 1024)
     import onnxruntime as ort
@@ -92,8 +95,8 @@ def test_dynamic_export_manifest(checkpoint: Path, tmp_path: Path) -> None:
 
 def test_reexport_replaces_bundle_atomically(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    export_bundle(checkpoint, out, imgsz=320, int8=False)
-    export_bundle(checkpoint, out, imgsz=256, int8=False)
+    export_bundle(checkpoint, out, imgsz=320, int8=False, measure_memory=False)
+    export_bundle(checkpoint, out, imgsz=256, int8=False, measure_memory=False)
     assert read_manifest(out).input.imgsz == (256, 256)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
@@ -112,7 +115,7 @@ def test_missing_weights(tmp_path: Path) -> None:
 def test_corrupt_weights(tmp_path: Path) -> None:
     bad = _write(tmp_path / "corrupt.pt", b"this is not a checkpoint" * 10)
     with pytest.raises(ExportError, match="corrupt.pt.*not a readable torch checkpoint"):
-        export_bundle(bad, tmp_path / "out")
+        export_bundle(bad, tmp_path / "out", measure_memory=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pt"]
 
 
@@ -125,7 +128,7 @@ def test_detection_checkpoint_rejected(tmp_path: Path) -> None:
     path = tmp_path / "det.pt"
     torch.save({"model": DetectionModel(cfg, nc=1, verbose=False)}, path)
     with pytest.raises(ExportError, match="det.pt.*not a segmentation model"):
-        export_bundle(path, tmp_path / "out")
+        export_bundle(path, tmp_path / "out", measure_memory=False)
 
 
 def test_multiclass_checkpoint_rejected(tmp_path: Path) -> None:
@@ -137,13 +140,13 @@ def test_multiclass_checkpoint_rejected(tmp_path: Path) -> None:
     path = tmp_path / "coco.pt"
     torch.save({"model": SegmentationModel(cfg, nc=80, verbose=False)}, path)
     with pytest.raises(ExportError, match="coco.pt.*nc=80"):
-        export_bundle(path, tmp_path / "out")
+        export_bundle(path, tmp_path / "out", measure_memory=False)
 
 
 def test_unwritable_output(checkpoint: Path, tmp_path: Path) -> None:
     blocker = _write(tmp_path / "file", b"x")
     with pytest.raises(ExportError, match="--out"):
-        export_bundle(checkpoint, blocker / "bundle", int8=False)
+        export_bundle(checkpoint, blocker / "bundle", int8=False, measure_memory=False)
 
 
 def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None:
@@ -151,7 +154,7 @@ def test_refuses_to_replace_non_bundle(checkpoint: Path, tmp_path: Path) -> None
     out.mkdir()
     _write(out / "thesis.txt", b"do not delete")
     with pytest.raises(ExportError, match="not a bundle"):
-        export_bundle(checkpoint, out, imgsz=256, int8=False)
+        export_bundle(checkpoint, out, imgsz=256, int8=False, measure_memory=False)
     assert (out / "thesis.txt").read_bytes() == b"do not delete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
@@ -166,7 +169,7 @@ def test_failed_step_leaves_no_partial_bundle(
 
     monkeypatch.setattr(fastsam, "write_manifest", boom)  # the last step before publishing
     with pytest.raises(RuntimeError, match="simulated"):
-        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False)
+        export_bundle(checkpoint, tmp_path / "out", imgsz=256, int8=False, measure_memory=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -189,7 +192,7 @@ def test_cli_error_exit_code(tmp_path: Path) -> None:
 
 
 def test_manifest_is_json(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_bundle(checkpoint, tmp_path / "j", imgsz=256, int8=False)
+    out = export_bundle(checkpoint, tmp_path / "j", imgsz=256, int8=False, measure_memory=False)
     doc = json.loads((out / "bundle.json").read_text())
     assert doc["schema_version"] == 1
     assert doc["files"]["fastsam.fp32.onnx"]["sha256"] == sha256_file(out / "fastsam.fp32.onnx")
@@ -210,6 +213,7 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
         calib_images=calib,
         quant_config=QuantConfig(num_images=4),
         int8_min_iou=0.0,
+        measure_memory=False,
     )
     printed = capsys.readouterr().out
     assert (
@@ -220,16 +224,22 @@ def test_int8_export_and_verify(checkpoint: Path, tmp_path: Path, capsys) -> Non
     m = read_manifest(out)
     assert m.precisions == ("fp32", "int8")
     verify_file(out, m, "fastsam.int8.onnx")
-    q = m.extra["quantization"]
+    q = m.quantization.to_json()
     assert q["status"] == "ok" and q["format"] == "QDQ" and q["calibration_source"] == str(calib)
     assert q["float_branches"] == ["cv3", "cv4"] and q["float_nodes"] > 6
     assert q["float_ops"] == [] and q["activations"] == "uint8 per-tensor"
-    assert m.extra["detector_gop"] > 0  # counted at export, for bench on any bundle
+    assert m.detector_gop > 0  # counted at export, for bench on any bundle
     assert 0.0 <= q["verify"]["mean_iou_fp32_to_int8"] <= 1.0
     assert q["verify"]["kernels"] == "reference" and q["verify_host"]["kernels"] == "host"
     assert q["verify"]["speedup"] == q["verify_host"]["speedup"]  # speed is this host's
-    assert q["verify_host"]["cpu_class"]["name"] in {"x86-vnni", "x86-avx2", "x86",
-                                                     "arm-i8mm", "arm-dotprod", "arm-neon"}
+    assert q["verify_host"]["cpu_class"]["name"] in {
+        "x86-vnni",
+        "x86-avx2",
+        "x86",
+        "arm-i8mm",
+        "arm-dotprod",
+        "arm-neon",
+    }
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(out / "fastsam.int8.onnx")).graph.node}
@@ -245,16 +255,19 @@ def test_int8_refused_below_threshold(checkpoint: Path, tmp_path: Path, capsys) 
         imgsz=256,
         quant_config=QuantConfig(num_images=2),
         int8_min_iou=1.01,
+        measure_memory=False,
     )
     assert "REFUSED" in capsys.readouterr().out
     m = read_manifest(out)
     assert m.precisions == ("fp32",) and not (out / "fastsam.int8.onnx").exists()
-    assert m.extra["quantization"]["status"].startswith("refused")
+    assert m.quantization.to_json()["status"].startswith("refused")
 
 
 def test_int8_bad_calibration_dir(checkpoint: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ExportError, match="--calib-images: no readable images"):
-        export_bundle(checkpoint, tmp_path / "o", imgsz=256, calib_images=empty)
+        export_bundle(
+            checkpoint, tmp_path / "o", imgsz=256, calib_images=empty, measure_memory=False
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -29,8 +29,11 @@ def _export(*args: str) -> subprocess.CompletedProcess[str]:
         (
             ["w.pt", "--out", "{tmp}/b", "--precision", "int8-only"],
             2,
-            ["--precision int8-only (CLIP encoders) is deprecated", "--clip-precision int8-only",
-             "need --clip MODEL"],
+            [
+                "--precision int8-only (CLIP encoders) is deprecated",
+                "--clip-precision int8-only",
+                "need --clip MODEL",
+            ],
         ),  # fmt: skip
         (["w.pt", "--out", "{tmp}/b", "--clip-precision", "int8-only"], 2, ["need --clip MODEL"]),
         (["w.pt", "--out", "{tmp}/b", "--precision", "int8"], 2, ["--precision: expected"]),
@@ -38,8 +41,17 @@ def _export(*args: str) -> subprocess.CompletedProcess[str]:
         (["--out", "{tmp}/b"], 2, ["WEIGHTS: required"]),
         (["w.pt", "--out", "{tmp}/b", "--calibrate-text", "{tmp}"], 2, ["needs --clip MODEL"]),
         (
-            ["w.pt", "--out", "{tmp}/b", "--clip", "ViT-B-32", "--clip-pretrained", "none",
-             "--calibrate-text", "{tmp}"],
+            [
+                "w.pt",
+                "--out",
+                "{tmp}/b",
+                "--clip",
+                "ViT-B-32",
+                "--clip-pretrained",
+                "none",
+                "--calibrate-text",
+                "{tmp}",
+            ],
             2,
             ["words.json"],
         ),  # fmt: skip
@@ -87,4 +99,4 @@ def test_calibrate_text_updates_an_existing_bundle(tmp_path: Path, demo_bundle: 
     assert measured["matching"]["mean"] > clip["text_threshold"] > measured["non_matching"]["mean"]
     from edge.segmenter import Segmenter
 
-    assert Segmenter.load(bundle, threads=1).text_threshold == clip["text_threshold"]
+    assert Segmenter.load(bundle, threads=1).text.threshold == clip["text_threshold"]

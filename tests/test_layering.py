@@ -64,13 +64,6 @@ def test_importing_every_edge_module_pulls_in_no_workstation_package():
 # The import graph of edge/: no cycle, no arrow from a lower layer to a higher one
 # --------------------------------------------------------------------------------------------
 
-DEPRECATED_ALIASES = {
-    "edge.scenes": "edge.demo.scenes",
-    "edge.metrics": "edge.demo.metrics",
-    "edge.report": "edge.result_schema",
-}
-"""Moved modules: old name -> new name (the old one warns, for one release)."""
-
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("vocabulary", ("edge.errors", "edge.types", "edge.paths", "edge.onnx_bytes")),
     (
@@ -102,7 +95,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "edge.textcal",
             "edge.sources",
             "edge.cliargs",
-            *DEPRECATED_ALIASES,
+            "edge.metrics",
+            "edge.opcount",
         ),
     ),
     ("applications", ("edge.service.*", "edge.bench.*")),
@@ -137,11 +131,18 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
-def edge_import_graph() -> dict[str, set[str]]:
-    """Module -> the ``edge`` modules it imports, for every module of ``edge/``."""
-    paths = {_module_name(p): p for p in _edge_sources()}
+def import_graph(package: Path = EDGE) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports, for every module of ``package``
+    (``edge/`` or ``export/``)."""
+    sources = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    paths = {_module_name(p): p for p in sources}
     known = set(paths)
     return {name: _imports(name, path, known) for name, path in paths.items()}
+
+
+def edge_import_graph() -> dict[str, set[str]]:
+    """Module -> the ``edge`` modules it imports, for every module of ``edge/``."""
+    return import_graph(EDGE)
 
 
 def layer_of(module: str, layers: list[tuple[str, tuple[str, ...]]] = LAYERS) -> int | None:
@@ -207,6 +208,45 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
     assert not upward_arrows(edge_import_graph())
 
 
+# --------------------------------------------------------------------------------------------
+# The import graph of export/: the same rules (its imports of edge are checked by the wall above)
+# --------------------------------------------------------------------------------------------
+
+EXPORT = EDGE.parent / "export"
+EXPORT_LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("shared", ("export.common", "export.archs")),
+    (
+        "steps",
+        (
+            "export.quantize",
+            "export.clip",
+            "export.memory",
+            "export.calibrate_text",
+            "export.bench_reference",
+        ),
+    ),
+    ("bundle", ("export.fastsam", "export.yoloe")),
+    ("package", ("export",)),
+    ("command line", ("export.cli",)),
+]
+"""Layers of ``export``, lowest first: a step never imports the bundle assembly that runs it."""
+
+
+def test_every_export_module_has_a_layer():
+    missing = sorted(m for m in import_graph(EXPORT) if layer_of(m, EXPORT_LAYERS) is None)
+    assert not missing, f"add these modules to EXPORT_LAYERS in {__file__}: {missing}"
+
+
+def test_export_has_no_import_cycle():
+    graph = import_graph(EXPORT)
+    assert "export.clip" in graph["export.fastsam"]  # the graph is really read
+    assert not find_cycles(graph)
+
+
+def test_export_imports_only_downwards():
+    assert not upward_arrows(import_graph(EXPORT), EXPORT_LAYERS)
+
+
 _TINY = [("low", ("t.low",)), ("mid", ("t.mid", "t.pkg.*")), ("high", ("t.high",))]
 
 
@@ -240,22 +280,3 @@ def test_the_importer_counts_every_kind_of_import(tmp_path):
     )
     known = {"edge.a", "edge.pkg.b", "edge.c", "edge.d", "edge.e", "edge.pkg.mod", "edge.x"}
     assert _imports("edge.pkg.mod", src, known) == known - {"edge.pkg.mod", "edge.x"}
-
-
-@pytest.mark.parametrize(("old", "new"), sorted(DEPRECATED_ALIASES.items()))
-def test_moved_modules_keep_a_warning_alias(old, new):
-    code = (
-        "import importlib, warnings\n"
-        "warnings.simplefilter('always')\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        f"    import {old} as alias\n"
-        f"target = importlib.import_module({new!r})\n"
-        "assert alias is target, (alias, target)\n"
-        "[w] = [w for w in caught if issubclass(w.category, DeprecationWarning)]\n"
-        "print(w.filename, w.message)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert new in proc.stdout and "next release" in proc.stdout
-    assert proc.stdout.startswith("<string>")  # attributed to the importing line, not importlib

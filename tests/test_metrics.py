@@ -1,11 +1,11 @@
-"""edge.demo.metrics: IoU of packed mask crops equals IoU of the dense masks."""
+"""edge.metrics: IoU of packed mask crops equals IoU of the dense masks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge.demo.metrics import crop_iou_matrix, mask_agreement, mask_iou_matrix
+from edge.metrics import crop_iou_matrix, mask_agreement, mask_iou_matrix
 from edge.types import MaskCrop
 
 

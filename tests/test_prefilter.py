@@ -11,7 +11,7 @@ from edge.clip import DenseMap
 from edge.errors import BundleError, InputError
 from edge.prefilter import candidates_only, cell_counts, mask_embeddings, shortlist
 from edge.prompts import TextPrompt
-from edge.selection import CachedTextEncoder, dense_text_matches, select
+from edge.selection import CachedTextEncoder, TextOptions, dense_text_matches, select
 from edge.types import MaskCrop
 
 
@@ -191,16 +191,16 @@ def test_dense_path_encodes_only_the_shortlist_and_reuses_the_frame():
     cached = CachedTextEncoder(enc)
     dets = _Dets(masks)
     prompts = [TextPrompt(text="blue")]
-    sel = select(dets, prompts, img, cached, text_prefilter="dense", text_shortlist=1)
+    sel = select(dets, prompts, img, cached, TextOptions(prefilter="dense", shortlist=1))
     assert list(sel.prompt_index) == [2]  # the blue square (BGR (200, 0, 0))
     assert enc.crops_encoded == 1 and enc.dense_calls == 1
     sel = select(
-        dets, [TextPrompt(text="red")], img, cached, text_prefilter="auto", text_shortlist=1
+        dets, [TextPrompt(text="red")], img, cached, TextOptions(prefilter="auto", shortlist=1)
     )
     assert list(sel.prompt_index) == [0]
     assert enc.crops_encoded == 2 and enc.dense_calls == 1  # map reused, one new crop
     sel = select(
-        dets, [TextPrompt(text="blue")], img, cached, text_prefilter="dense", text_shortlist=1
+        dets, [TextPrompt(text="blue")], img, cached, TextOptions(prefilter="dense", shortlist=1)
     )
     assert enc.crops_encoded == 2  # nothing new
 
@@ -220,19 +220,34 @@ def test_score_prefilter_ignores_the_dense_map():
     img, masks = _scene()
     enc = _Encoder()
     sel = select(_Dets(masks), [TextPrompt(text="green")], img, CachedTextEncoder(enc),
-                 text_prefilter="score")  # fmt: skip
+                 TextOptions(prefilter="score"))  # fmt: skip
     assert list(sel.prompt_index) == [1]
     assert enc.dense_calls == 0 and enc.crops_encoded == 3
 
 
 def test_dense_needs_a_dense_encoder():
     img, masks = _scene()
-    with pytest.raises(BundleError, match="no dense image encoder"):
+    with pytest.raises(BundleError, match="text_prefilter: 'dense' needs a CLIP with a dense"):
         select(_Dets(masks), [TextPrompt(text="red")], img, CachedTextEncoder(_Encoder(False)),
-               text_prefilter="dense")  # fmt: skip
+               TextOptions(prefilter="dense"))  # fmt: skip
     with pytest.raises(InputError, match="text_prefilter"):
-        select(_Dets(masks), [TextPrompt(text="red")], img, CachedTextEncoder(_Encoder()),
-               text_prefilter="clever")  # fmt: skip
+        TextOptions(prefilter="clever")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"top_k": 0}, "text_top_k"),
+        ({"shortlist": 0}, "text_shortlist"),
+        ({"shortlist": True}, "text_shortlist"),
+        ({"crop": "tight"}, "text_crop"),
+        ({"threshold": 1.5}, "text_threshold"),
+        ({"dense_side": 8}, "text_dense_side"),
+    ],
+)
+def test_text_options_name_the_bad_field(changes: dict, field: str) -> None:
+    with pytest.raises(InputError, match=field):
+        TextOptions(**changes)
 
 
 def test_demo_bundle_vit_has_no_dense_map():
@@ -240,7 +255,7 @@ def test_demo_bundle_vit_has_no_dense_map():
     from edge.bundle import read_manifest
     from edge.demo import demo_bundle
 
-    assert "dense" not in read_manifest(demo_bundle()).extra["clip"]
+    assert "dense" not in read_manifest(demo_bundle()).clip.to_json()
 
 
 def test_candidates_only_blacks_out_everything_else():

@@ -44,7 +44,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("prompt-parity")
     pt = make_checkpoint("fastsam-s", root / "fastsam-s.pt", seed=0)
-    return export_bundle(pt, root / "s-static", imgsz=640, int8=False)
+    return export_bundle(pt, root / "s-static", imgsz=640, int8=False, measure_memory=False)
 
 
 def _images() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:

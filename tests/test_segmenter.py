@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,10 @@ def test_segmenter_results_do_not_depend_on_assembly_workers(demo_bundle, worker
 
 class CountingEncoder:
     """Colour 'CLIP' that counts its calls: image feature = mean RGB of the non-black pixels."""
+
+    logit_scale = 100.0
+    max_batch: int | None = None
+    has_dense = False
 
     TABLE = {"red": [1, 0, 0], "green": [0, 1, 0], "blue": [0, 0, 1], "yellow": [1, 1, 0]}
 
@@ -158,7 +164,7 @@ def test_second_text_prompt_encodes_only_its_text(counted) -> None:  # noqa: ANN
         ),
     )
     # another top-K is another candidate set: embedded again
-    seg.text_top_k = 3
+    seg.text = replace(seg.text, top_k=3)
     try:
         _same(
             seg.select(dets, TextPrompt("a red thing")),
@@ -166,7 +172,7 @@ def test_second_text_prompt_encodes_only_its_text(counted) -> None:  # noqa: ANN
         )
         assert cache.crop_embeddings is not None and cache.crop_embeddings.top_k == 3
     finally:
-        seg.text_top_k = 32
+        seg.text = replace(seg.text, top_k=32)
 
 
 def test_select_checks_prompts_against_the_detections(counted) -> None:  # noqa: ANN001

@@ -455,6 +455,10 @@ def test_prompt_index_records_first_selecting_prompt(frames) -> None:  # noqa: A
 class FakeEncoder:
     """Colour 'CLIP': image feature = normalised mean RGB of the non-black crop pixels."""
 
+    logit_scale = 100.0
+    max_batch: int | None = None
+    has_dense = False
+
     def __init__(self) -> None:
         self.text_calls: list[list[str]] = []
         self.crops: list[np.ndarray] = []
@@ -518,7 +522,7 @@ def test_zero_detections_each_prompt_type(seg: Segmenter) -> None:
 
 def test_text_prompt_without_clip_is_a_bundle_error(detector_only_bundle: Path) -> None:
     seg = Segmenter.load(detector_only_bundle, threads=1)
-    assert not seg.manifest.extra.get("clip")
+    assert not seg.manifest.clip
     with pytest.raises(BundleError, match="no CLIP text support.*--clip ViT-B-32-quickgelu"):
         seg.segment(np.zeros((64, 64, 3), np.uint8), prompt=TextPrompt("a cup"))
 

@@ -14,6 +14,7 @@ from edge.service.clock import FakeClock
 from edge.service.config import GpioConfig, MotionConfig, MqttConfig, ServiceConfig
 from edge.service.mqtt import MqttPublisher, compact_message, discovery_messages
 from edge.service.notify import Notifier, WatchdogPinger
+from edge.service.queues import Job, JobQueue
 from edge.service.sources import (
     DemoSource,
     FrameTransform,
@@ -26,7 +27,7 @@ from edge.service.sources import (
     padding_waste,
 )
 from edge.service.telemetry import Metrics
-from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+from edge.service.triggers import GpioTrigger, IntervalTrigger, MotionTrigger
 
 # --------------------------------------------------------------------------------------------
 # triggers
@@ -679,7 +680,7 @@ def test_load_segmenter_text_prefilter(prefilter, shortlist, error):
             load_segmenter(cfg)
         return
     seg = load_segmenter(cfg)
-    assert (seg.text_prefilter, seg.text_shortlist) == (prefilter, shortlist)
+    assert (seg.text.prefilter, seg.text.shortlist) == (prefilter, shortlist)
 
 
 @pytest.mark.parametrize(

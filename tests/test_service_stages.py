@@ -23,7 +23,8 @@ from fakes import (
 from edge.service.clock import FakeClock
 from edge.service.config import demo_config
 from edge.service.notify import Notifier
-from edge.service.runner import OUTPUT_QUEUE_SIZE, Service
+from edge.service.queues import OUTPUT_QUEUE_SIZE
+from edge.service.runner import Service
 
 WAIT = 60.0  # generous upper bound for event waits on a loaded CI machine
 
@@ -140,7 +141,7 @@ def test_stop_drains_every_segmented_frame(tmp_path):
     try:
         assert results.entered.wait(WAIT)
         # one result in the output stage, the queue full behind it, the worker waiting
-        _wait_until(lambda: svc._outq.full(), "a full output queue")
+        _wait_until(lambda: svc.output._queue.full(), "a full output queue")
         svc.request_stop("SIGTERM", drain=False)
     finally:
         results.gate.set()

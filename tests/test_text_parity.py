@@ -12,6 +12,7 @@ reference's two best similarities within :data:`NEAR_TIE`) and must stay rare.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, Any
     torch.save(model.state_dict(), ckpt)
     clip = ClipOptions(MODEL, str(ckpt), int8=False, model_kwargs=TINY, progress=False, threads=2)
     pt = make_checkpoint("fastsam-n", root / "d.pt", seed=3)
-    bundle = export_bundle(pt, root / "bundle", imgsz=IMGSZ, int8=False, clip=clip)
+    bundle = export_bundle(
+        pt, root / "bundle", imgsz=IMGSZ, int8=False, clip=clip, measure_memory=False
+    )
     return bundle, model, preprocess, open_clip.get_tokenizer(MODEL)
 
 
@@ -86,8 +89,8 @@ def test_text_selection_parity(setup: tuple) -> None:
 
     bundle, clip_model, preprocess, tokenizer = setup
     seg = Segmenter.load(bundle, threads=2)
-    seg.text_top_k = None  # score every mask, like the reference
-    assert seg.manifest.extra["clip"]["default_precision"] == "fp32"
+    seg.text = replace(seg.text, top_k=None)  # score every mask, like the reference
+    assert seg.manifest.clip.to_json()["default_precision"] == "fp32"
     model = FastSAM(str(bundle / "fastsam.fp32.onnx"))
     last: dict[str, np.ndarray] = {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ from edge.demo.scenes import COLORS, EVAL_SEED_START, generate_scene
 from edge.errors import BundleError, InputError
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts
 from edge.result_schema import result_to_dict
-from edge.segmenter import Segmenter, bundle_text_threshold
+from edge.segmenter import Segmenter
 from edge.selection import CachedTextEncoder
 from edge.textcal import choose_threshold, load_samples, write_threshold
 from edge.tokenizer import missing_text_deps
@@ -27,6 +28,8 @@ class ColourEncoder:
     image -> the unit mean RGB of its non-black pixels."""
 
     logit_scale = 10.0
+    max_batch: int | None = None
+    has_dense = False
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         out = []
@@ -60,7 +63,7 @@ def scene():  # noqa: ANN201
 
 
 def test_text_result_carries_similarity_and_probability(seg: Segmenter, scene) -> None:  # noqa: ANN001
-    seg.text_threshold = None
+    seg.text = replace(seg.text, threshold=None)
     text = scene.prompts[0]
     res = seg.segment(scene.image, prompt=[TextPrompt(text), BoxPrompt(scene.xyxy[1])])
     assert len(res) >= 1
@@ -83,29 +86,29 @@ def test_text_result_carries_similarity_and_probability(seg: Segmenter, scene) -
 def test_threshold_above_the_best_similarity_selects_nothing(
     seg: Segmenter, scene, where: str
 ) -> None:  # noqa: ANN001
-    seg.text_threshold = None
+    seg.text = replace(seg.text, threshold=None)
     best = seg.segment(scene.image, prompt=TextPrompt(scene.prompts[0]))
     sim = best.metadata["text_scores"][0]["similarity"]
     if where == "prompt":
         prompt = TextPrompt(scene.prompts[0], threshold=min(sim + 0.01, 1.0))
     else:
         prompt = TextPrompt(scene.prompts[0])
-        seg.text_threshold = min(sim + 0.01, 1.0)
+        seg.text = replace(seg.text, threshold=min(sim + 0.01, 1.0))
     try:
         res = seg.segment(scene.image, prompt=prompt)
     finally:
-        seg.text_threshold = None
+        seg.text = replace(seg.text, threshold=None)
     assert len(res) == 0
     (note,) = res.metadata["prompt_notes"]
     assert note.startswith(f"text {scene.prompts[0]!r}: selected nothing: best similarity")
     assert "below the text threshold" in note
     assert res.metadata["text_scores"][0]["selected"] is False
     # a prompt's own threshold wins over the segmenter's
-    seg.text_threshold = 1.0
+    seg.text = replace(seg.text, threshold=1.0)
     try:
         ok = seg.segment(scene.image, prompt=TextPrompt(scene.prompts[0], threshold=-1.0))
     finally:
-        seg.text_threshold = None
+        seg.text = replace(seg.text, threshold=None)
     assert len(ok) == 1
 
 
@@ -187,7 +190,7 @@ def test_bundle_threshold_default(demo_bundle: Path, tmp_path: Path) -> None:
     seg = Segmenter.load(demo_bundle, threads=1)
     doc = json.loads((demo_bundle / "bundle.json").read_text())
     measured = doc["clip"]["text_threshold"]
-    assert seg.text_threshold == measured == doc["clip"]["text_threshold_calibration"]["threshold"]
+    assert seg.text.threshold == measured == doc["clip"]["text_threshold_calibration"]["threshold"]
     cal = doc["clip"]["text_threshold_calibration"]
     assert cal["balanced_accuracy"] > 0.9 and cal["check"]["true_accept"] > 0.9
     assert cal["matching"]["mean"] > measured > cal["non_matching"]["mean"]
@@ -199,7 +202,7 @@ def test_bundle_threshold_default(demo_bundle: Path, tmp_path: Path) -> None:
         Segmenter.load(copy, threads=1)
     del doc["clip"]["text_threshold"]
     (copy / "bundle.json").write_text(json.dumps(doc))
-    assert bundle_text_threshold(Segmenter.load(copy, threads=1).manifest) is None
+    assert Segmenter.load(copy, threads=1).text.threshold is None
 
 
 @pytest.mark.parametrize(
@@ -241,7 +244,7 @@ def test_load_samples_and_write_threshold(tmp_path: Path, demo_bundle: Path) -> 
     shutil.copytree(demo_bundle, copy)
     before = {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "bundle.json"}
     write_threshold(copy, {"threshold": 0.42, "balanced_accuracy": 0.9}, "test")
-    assert Segmenter.load(copy, threads=1).text_threshold == 0.42
+    assert Segmenter.load(copy, threads=1).text.threshold == 0.42
     assert {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "bundle.json"} == before
 
 

@@ -47,7 +47,7 @@ def test_mci0_proxy_trains_and_exports(tmp_path: Path) -> None:
         "--out", str(out),
     )["files"]  # fmt: skip
     assert {"clip-dense.fp32.onnx", "clip-dense.int8.onnx"} <= set(files)
-    clip = read_manifest(bundle).extra["clip"]
+    clip = read_manifest(bundle).clip.to_json()
     assert clip["model"] == "fastsam-demo-mobileclip" and clip["dense"]["stride"] == 32
     assert clip["text"]["vocabulary"]["pruned"] is True
     assert clip["training"]["steps"] == 2  # the facts of the run that made the checkpoint

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.demo.metrics import SegEvalAccumulator, best_iou_per_gt, mask_iou_matrix, recall_at_iou
 from edge.demo.scenes import iter_scenes
+from edge.metrics import SegEvalAccumulator, best_iou_per_gt, mask_iou_matrix, recall_at_iou
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "train_demo.py"

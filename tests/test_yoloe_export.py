@@ -158,7 +158,8 @@ def test_parity_cases_cover_several_words() -> None:
     assert set(WORDS_SEEN) == set(FAMILIES), "run with the parity cases"
     for row in STATS:  # the parity table (pytest -s)
         n, mean, low, box, score = row
-        print(f"masks {n}, mean IoU {mean:.5f}, min IoU (>= 200 px) {low:.5f}, box {box:.4f} px, score {score:.1e}")
+        print(f"masks {n}, mean IoU {mean:.5f}, min IoU (>= 200 px) {low:.5f}", end=", ")
+        print(f"box {box:.4f} px, score {score:.1e}")
     for family, words in WORDS_SEEN.items():
         assert len(words) >= 2, f"{family}: one word only ({words}): labels are not tested"
 

@@ -3,8 +3,9 @@
 Modules: :mod:`~edge.bench.run` (the sweep driver and the recommendation),
 :mod:`~edge.bench.worker` (one configuration per process), :mod:`~edge.bench.system`
 (machine facts, temperature, clocks, throttling, peak RSS), :mod:`~edge.bench.peak` (MatMul
-peak through onnxruntime), :mod:`~edge.bench.flops` (operation count from onnxruntime's
-profile), :mod:`~edge.bench.report` (Markdown and OpenCV plots), :mod:`~edge.bench.cli`.
+peak through onnxruntime), :mod:`~edge.bench.report` (Markdown and OpenCV plots),
+:mod:`~edge.bench.service` (the service-replay rows), :mod:`~edge.bench.cli`; the operation
+count is :mod:`edge.opcount` (the export uses it too).
 """
 
 from __future__ import annotations

@@ -467,7 +467,7 @@ def _modes_for(manifest: Any, modes: list[str]) -> list[str]:
     ``text`` extra's tokenizer packages)."""
     from edge.tokenizer import missing_text_deps
 
-    text_ok = bool(manifest.extra.get("clip")) and not missing_text_deps()
+    text_ok = manifest.has_text and not missing_text_deps()
     return [m for m in modes if m != "text" or text_ok]
 
 
@@ -486,7 +486,7 @@ def _mode_notes(manifests: dict[str, Any], modes: list[str]) -> list[str]:
             ' pip install "fastsam-edge[text]")'
         )
     for bundle, m in manifests.items():
-        if not m.extra.get("clip"):
+        if not m.has_text:
             notes.append(f"text mode skipped for {bundle}: {NO_CLIP_HINT}")
     return notes
 
@@ -495,14 +495,14 @@ def _count_ops(
     bundle: str, manifest: Any, input_hw: tuple[int, int], threads: int
 ) -> dict[str, Any]:
     """Operation count of the detector at this input size (profiled fp32, else the manifest)."""
-    from edge.bench.flops import profile_model
+    from edge.opcount import profile_model
 
     shape = (1, 3, input_hw[0], input_hw[1])
     if "fp32" in manifest.precisions:
         prof = profile_model(Path(bundle) / manifest.detector_file("fp32"), shape, threads, runs=1)
         return {"gop": prof["gop"], "method": "onnxruntime profile of the fp32 graph",
                 "ops_by_type": prof["ops_by_type"]}  # fmt: skip
-    gop = manifest.extra.get("detector_gop")
+    gop = manifest.detector_gop
     return {"gop": gop, "method": "bundle manifest" if gop else "unknown (no fp32 file)"}
 
 
@@ -514,7 +514,7 @@ def _agreements(files: dict[str, str], where: dict[str, Any]) -> list[dict[str, 
         where: Fields copied into every row (bundle, image, target).
     """
     from edge.bench.worker import load_crops
-    from edge.demo.metrics import mask_agreement
+    from edge.metrics import mask_agreement
 
     out = []
     crops = {k: load_crops(v) for k, v in files.items() if Path(v).is_file()}

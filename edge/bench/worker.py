@@ -48,7 +48,7 @@ def save_crops(path: str | Path, crops: list[MaskCrop], image_hw: tuple[int, int
     """Write masks as crops (offset + COCO RLE of the crop) to a JSON file.
 
     Crop-sized RLE keeps 300 masks of a 1080p frame small; :func:`load_crops` reads them back
-    for :func:`edge.demo.metrics.mask_agreement`. Used by this worker and the reference worker.
+    for :func:`edge.metrics.mask_agreement`. Used by this worker and the reference worker.
     """
     from edge.encode import rle_counts, rle_string
     from edge.io import atomic_write_json
@@ -147,17 +147,19 @@ def run_worker(
     Returns:
         The JSON-able measurement (see ``docs/benchmarks.md``, "bench.json").
     """
+    from dataclasses import replace
+
     from edge.io import read_image
     from edge.segmenter import Segmenter
 
     image = read_image(image_path)
     t0 = time.perf_counter()
     seg = Segmenter.load(bundle, precision=precision, threads=threads)
-    clip = seg.manifest.extra.get("clip") or {}
-    if precision in clip.get("precisions", ()):
+    clip = seg.manifest.clip
+    if clip is not None and precision in clip.precisions:
         seg.clip_precision = precision  # text mode: CLIP at the detector's precision
     # the text mode times the pipeline: the best mask is kept whatever its similarity
-    seg.text_threshold = None
+    seg.text = replace(seg.text, threshold=None)
     load_ms = (time.perf_counter() - t0) * 1e3
     base = seg.segment(image, conf=conf)
     prompt = prompt_for(mode, base, text)

@@ -1,8 +1,8 @@
-"""The demo world: seeded synthetic scenes, their metrics and the embedded demo bundle.
+"""The demo world: seeded synthetic scenes and the embedded demo bundle.
 
 No weights can be downloaded in CI or on a fresh Pi, so the project carries its own world:
-:mod:`edge.demo.scenes` draws seeded scenes with exact ground truth, :mod:`edge.demo.metrics`
-scores masks against it, and the demo bundle (``edge/demo/assets/demo-bundle``, a small
+:mod:`edge.demo.scenes` draws seeded scenes with exact ground truth (:mod:`edge.metrics`
+scores masks against it), and the demo bundle (``edge/demo/assets/demo-bundle``, a small
 FastSAM-style model with a tiny CLIP, trained on the scenes) ships inside the package so that the
 README's first command, the tests and the benchmarks run offline with a model that really
 segments this world. It is *not* a general-purpose segmenter: for real images export FastSAM-s.

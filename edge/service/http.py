@@ -117,6 +117,22 @@ def _busy_response(limit: int) -> bytes:
     return _BUSY_503 % (len(body), body)
 
 
+_HEAVY_MASK_KEYS = ("rle", "polygons")
+
+
+def brief_answer(doc: dict[str, Any], latency_ms: float) -> dict[str, Any]:
+    """The answer to a request with ``"masks": false``: the result JSON with each mask's
+    encodings left out (ids, scores, boxes, areas, prompt facts stay), every other key as in
+    the full answer (``files`` relative to ``result_dir``, prompt notes, text scores), and
+    the trigger-to-answer latency."""
+    brief = {k: v for k, v in doc.items() if k != "masks"}
+    brief["masks"] = [
+        {k: v for k, v in m.items() if k not in _HEAVY_MASK_KEYS} for m in doc.get("masks", [])
+    ]
+    brief["latency_ms"] = round(latency_ms, 1)
+    return brief
+
+
 class HttpError(Exception):
     """An error answer: status code, message and the offending request field."""
 

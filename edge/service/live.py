@@ -23,8 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.errors import InputError
+from edge.service.protocols import DetectsAndSelects
+
 if TYPE_CHECKING:
     from edge.postprocess import Detections
+    from edge.prompts import Prompt
+    from edge.service.protocols import SegmentsFrames
+    from edge.types import Masks
 
 VIEWER_TTL_S = 10.0
 """A page counts as watching for this long after its last live-frame request."""
@@ -84,6 +90,12 @@ class CachedFrame:
     detections: Detections | None = None
     prompted: bool = False
     _jpeg: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, frame: Any, image: NDArray[np.uint8], capture: Any) -> CachedFrame:
+        """A source frame (``edge.service.sources.Frame``) as read and transformed to
+        ``image``, not segmented yet."""
+        return cls(frame.index, image, frame.name, frame.timestamp, without_pixels(frame), capture)
 
     @property
     def nbytes(self) -> int:
@@ -151,6 +163,50 @@ class PromptCache:
                 self._shown = entry.frame_id
             self._shrink(keep=entry.frame_id)
             return entry
+
+    def segment(
+        self,
+        seg: SegmentsFrames,
+        entry: CachedFrame,
+        kept: bool = False,
+        prompt: list[Prompt] | None = None,
+        **thresholds: Any,
+    ) -> Masks:
+        """Detect once, keep, select: the masks of ``entry``'s frame.
+
+        A new frame is detected, kept with its detections (when the cache is on), then
+        selected; a kept frame (``kept``: ``POST /prompt``) is prompted on its detections,
+        detected first if a page only showed it. A segmenter that cannot detect and select
+        separately, or a disabled cache, segments a new frame in one call.
+
+        Args:
+            seg: The service's segmenter.
+            entry: The frame (:meth:`CachedFrame.of`, or the kept entry).
+            kept: ``entry`` is a kept frame being prompted.
+            prompt: Prompts (``None``: everything mode).
+            thresholds: ``conf`` / ``iou`` / ``max_det`` for the detector.
+
+        Raises:
+            InputError: A prompt that does not fit the frame (before any inference), or a kept
+                frame with a segmenter that cannot prompt one.
+        """
+        if not isinstance(seg, DetectsAndSelects) or (not kept and not self.max_frames):
+            if kept:  # the page admits /prompt only with such a segmenter
+                raise InputError("prompt: the loaded segmenter cannot prompt kept frames")
+            return seg.segment(entry.image, prompt=prompt, **thresholds)
+        if entry.detections is None:
+            if prompt is not None:  # a bad prompt is the caller's error before any inference
+                from edge.prompts import validate_prompt
+
+                for p in prompt:
+                    validate_prompt(p, entry.image.shape[:2])
+            entry.detections = seg.detect(entry.image, **thresholds)
+            if not kept:
+                entry = self.put(entry)
+        assert entry.detections is not None
+        result = seg.select(entry.detections, prompt)
+        self.refit(entry.frame_id)  # masks and CLIP embeddings added bytes
+        return result
 
     def get(self, frame_id: int | str) -> CachedFrame | None:
         """The entry of ``frame_id`` (``"latest"``: the newest segmented frame), or None."""

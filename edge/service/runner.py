@@ -31,17 +31,15 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge import __version__
-from edge.errors import InputError
+from edge.errors import BundleError
 from edge.paths import describe_path_kind
 from edge.result_schema import bundle_facts
 from edge.service.clock import Clock
@@ -52,123 +50,33 @@ from edge.service.config import (
     bench_defaults,
     resolve_token,
 )
+from edge.service.frames import FrameLoop
 from edge.service.http import ApiServer, HttpError, TriggerRequest, default_routes
-from edge.service.live import CachedFrame, LiveFrame, PromptCache, without_pixels
-from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
+from edge.service.live import CachedFrame, LiveFrame, PromptCache
+from edge.service.mqtt import MqttPublisher
 from edge.service.notify import Notifier, WatchdogPinger
+from edge.service.output import OutputStage
 from edge.service.protocols import (
-    DetectsAndSelects,
     SegmentsFrames,
     bundle_of,
 )
+from edge.service.queues import Job, JobQueue, RequestSlot
 from edge.service.sink import ResultSink
 from edge.service.sources import (
-    Capture,
     FrameSource,
-    FrameTransform,
     ReplaySource,
     ResilientSource,
-    SourceDown,
     make_source,
-    padding_waste,
 )
 from edge.service.telemetry import Metrics
-from edge.service.triggers import GpioTrigger, IntervalTrigger, Job, JobQueue, MotionTrigger
+from edge.service.triggers import GpioTrigger
 from edge.service.web import Sessions, page_routes
+from edge.service.worker import SegmentWorker
 
 if TYPE_CHECKING:
     from edge.segmenter import Segmenter
-    from edge.types import Masks
 
 _LOGGER = logging.getLogger("edge.service")
-
-IDLE_WAIT_S = 1.0
-"""Longest the frame loop sleeps: bounds the reaction to stop requests and watchdog pings."""
-
-OUTPUT_QUEUE_SIZE = 2
-"""Segmented results waiting for the output stage (``service.pipeline = "staged"``): enough to
-overlap one frame's output with the next segmentation; when full, the segmentation worker waits
-(results already computed are never dropped), so the frame queue in front of it takes the
-drops."""
-
-
-class OutputQueue:
-    """The bounded queue between the segmentation worker and the output thread.
-
-    ``put`` waits while it is full; :meth:`close` lets the output thread finish what is queued
-    and stop; :meth:`abandon` (a shutdown that cannot wait for a stalled output) empties it
-    and makes every later ``put`` refuse, so that each frame is either written or counted.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: deque[Segmented] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._abandoned = False
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def full(self) -> bool:
-        """Whether a ``put`` would wait."""
-        with self._cond:
-            return len(self._items) >= self.maxsize
-
-    def put(self, item: Segmented, timeout: float | None = None) -> bool:
-        """Queue ``item``, waiting while full; False if abandoned (or ``timeout`` passed)."""
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self._abandoned or len(self._items) < self.maxsize, timeout
-            )
-            if not ok or self._abandoned:
-                return False
-            self._items.append(item)
-            self._cond.notify_all()
-            return True
-
-    def get(self) -> Segmented | None:
-        """The next item, waiting for one; None once closed (or abandoned) and empty."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed or self._abandoned)
-            if self._abandoned or not self._items:
-                return None
-            item = self._items.popleft()
-            self._cond.notify_all()
-            return item
-
-    def close(self) -> None:
-        """No more items: the reader stops after the queued ones."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def abandon(self) -> list[Segmented]:
-        """Refuse every later ``put`` and return what was queued (to be counted as dropped)."""
-        with self._cond:
-            self._abandoned = True
-            items = list(self._items)
-            self._items.clear()
-            self._cond.notify_all()
-            return items
-
-
-@dataclass
-class Segmented:
-    """A segmented frame on its way to the output stage.
-
-    Attributes:
-        job: The triggered frame.
-        request: The HTTP request waiting for it, if any.
-        result: Its masks.
-        seg_s: Seconds the segmentation took.
-    """
-
-    job: Job
-    request: TriggerRequest | None
-    result: Masks
-    seg_s: float
 
 
 @dataclass
@@ -213,14 +121,18 @@ def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     for note in notes:
         _LOGGER.info("%s", note)
     seg = Segmenter.load(bundle, precision=precision or None, threads=threads or None)
+    text = replace(
+        seg.text,
+        prefilter=cfg.processing.text_prefilter,
+        shortlist=cfg.processing.text_shortlist,
+    )
     clip = seg.manifest.clip
-    if cfg.processing.text_prefilter == "dense" and clip is not None and clip.dense is None:
-        raise ConfigError(
-            f"processing.text_prefilter: 'dense' needs a CLIP with a dense image encoder; "
-            f"{clip.model} (a ViT) has none: use 'auto' or 'score'"
-        )
-    seg.text_prefilter = cfg.processing.text_prefilter
-    seg.text_shortlist = cfg.processing.text_shortlist
+    if clip is not None:
+        try:
+            text.check_bundle(clip.dense is not None, clip.model)
+        except BundleError as exc:
+            raise ConfigError(f"processing.{exc}") from None
+    seg.text = text
     return seg
 
 
@@ -259,7 +171,6 @@ class Service:
         metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
-        self.on_result = on_result
         self.clock = clock or Clock()
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
@@ -281,12 +192,10 @@ class Service:
             raw_source.on_skip = lambda _msg: self.metrics.inc(
                 "fastsam_errors_total", kind="input"
             )
-        self.transform = FrameTransform.from_config(cfg)
         self.sink = ResultSink(cfg.output, self.metrics)
         self.queue = JobQueue(cfg.trigger.queue_size)
-        t = cfg.trigger
-        self.interval = IntervalTrigger(t.interval.seconds) if t.interval.enabled else None
-        self.motion = MotionTrigger(t.motion) if t.motion.enabled else None
+        self.requests = RequestSlot()
+        self.live = LiveFrame()
         self.gpio: GpioTrigger | None = None
         self.mqtt: MqttPublisher | None = None
         self.http: ApiServer | None = None
@@ -294,30 +203,38 @@ class Service:
         self.wake = threading.Event()
         self._stop_reason = ""
         self._drain = False
-        self._request_lock = threading.Lock()
-        self._pending_request: TriggerRequest | None = None
-        self._busy_since: float | None = None
-        self._worker: threading.Thread | None = None
-        self._staged = cfg.service.pipeline == "staged"
-        self._outq = OutputQueue(OUTPUT_QUEUE_SIZE)
-        self._output_busy_since: float | None = None
-        self._output_thread: threading.Thread | None = None
-        self._latest: dict[str, Any] | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        # the latest result while /latest's doc lacks its encodings (added when first read)
-        self._latest_unencoded: Masks | None = None
-        self._latest_lock = threading.Lock()
-        self._last_latency_ms: float | None = None
-        self._started_at = 0.0
-        self._next_motion_read = 0.0
-        self._next_paced_read = 0.0
-        self._next_live_read = 0.0
-        self.live = LiveFrame()
+        self.output = OutputStage(
+            cfg, self.sink, self.metrics, self.clock, self._drop, self.wake, on_result
+        )
+        self.frames = FrameLoop(
+            cfg,
+            self.source,
+            self.queue,
+            self.requests,
+            self.live,
+            self.metrics,
+            self.clock,
+            self.stop_event,
+            self._drop,
+            self._tick,
+            lambda reason: self.request_stop(reason, drain=True),
+        )
         self.prompt_cache = PromptCache(
             cfg.http.prompt_cache_frames, int(cfg.http.prompt_cache_mb * 2**20)
         )
+        self.worker = SegmentWorker(
+            cfg,
+            self.queue,
+            self.prompt_cache,
+            self.output,
+            self.metrics,
+            self.clock,
+            self.stop_event,
+            self.wake,
+            self._drop,
+        )
+        self._started_at = 0.0
         self._next_status = 0.0
-        self._frame_hw: tuple[int, int] | None = None
         self._bundle: dict[str, Any] = {}
         self.ready = threading.Event()
         self.summary = Summary()
@@ -335,18 +252,21 @@ class Service:
         """
         cfg = self.cfg
         self._started_at = self.clock.now()
+        if self.duration_s is not None:
+            self.frames.until = self._started_at + self.duration_s
         self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
         self.metrics.set("fastsam_prompt_cache_limit_bytes", self.prompt_cache.max_bytes)
-        self._prompt_cache_metrics()
+        self.worker.cache_metrics()
         check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
         if cfg.http.enabled:
             check_listen(cfg.http.host, cfg.http.port)
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
-        self._bundle = bundle_facts(self.segmenter)
+        self._bundle = self.output.bundle = bundle_facts(self.segmenter)
+        self.frames.manifest = bundle_of(self.segmenter)
         if cfg.model.warmup:
-            self._warmup()
+            self._warmup(self.segmenter)
         try:
             self.sink.start()
         except OSError as exc:
@@ -363,9 +283,11 @@ class Service:
                 version=__version__,
             )
             self.mqtt.start()
+            self.output.mqtt = self.frames.mqtt = self.mqtt
         if cfg.trigger.gpio.enabled:
             self.gpio = GpioTrigger(cfg.trigger.gpio, self.wake.set, self._gpio_pin_factory)
             self.gpio.open()
+            self.frames.gpio = self.gpio
         if cfg.http.enabled or cfg.http.unix_socket:
             token = resolve_token(cfg.http)
             if cfg.http.host not in ("127.0.0.1", "::1", "localhost") and not token:
@@ -396,13 +318,8 @@ class Service:
             _LOGGER.info("http: API on %s", ", ".join(where))
             if self.http.port:
                 _LOGGER.info("http: page on %s", page_url(cfg.http.host, self.http.port))
-        self._worker = threading.Thread(target=self._work, name="segment-worker", daemon=True)
-        self._worker.start()
-        if self._staged:
-            self._output_thread = threading.Thread(
-                target=self._output_work, name="output-worker", daemon=True
-            )
-            self._output_thread.start()
+        self.worker.start(self.segmenter)
+        self.output.start()
         # open the source once now, so that READY and the first log line tell the camera state
         self.metrics.set("fastsam_source_up", int(self.source.try_open()))
         state = "source open" if self.source.is_open else f"source down: {self.source.last_error}"
@@ -420,24 +337,13 @@ class Service:
         self._next_status = self.clock.now() + cfg.service.status_interval_s
 
     def _trigger_names(self) -> list[str]:
-        names = []
-        if self.interval:
-            names.append(f"interval {self.interval.seconds:g} s")
-        if self.motion:
-            names.append("motion")
-        if self.gpio:
-            names.append(f"gpio {self.cfg.trigger.gpio.pin}")
-        if self.http:
-            names.append("http")
-        if self.mqtt:
-            names.append(f"mqtt {self.mqtt.trigger_topic}")
-        return names
+        return self.frames.trigger_names() + (["http"] if self.http else [])
 
-    def _warmup(self) -> None:
-        manifest = bundle_of(self.segmenter)
+    def _warmup(self, segmenter: SegmentsFrames) -> None:
+        manifest = bundle_of(segmenter)
         h, w = manifest.input.imgsz if manifest is not None else (64, 64)
         t0 = time.perf_counter()
-        self._seg.segment(np.zeros((h, w, 3), np.uint8))
+        segmenter.segment(np.zeros((h, w, 3), np.uint8))
         _LOGGER.info("warm-up inference: %.0f ms", (time.perf_counter() - t0) * 1e3)
 
     def request_stop(self, reason: str = "stop requested", drain: bool = False) -> None:
@@ -486,9 +392,10 @@ class Service:
         self.queue.close()
         # one stall limit for both stages together (systemd's TimeoutStopSec is above it)
         deadline = time.monotonic() + self.cfg.service.stall_timeout_s
-        if self._worker is not None:
-            self._worker.join(timeout=self.cfg.service.stall_timeout_s)
-            if self._worker.is_alive() and self._busy_since is not None:
+        worker = self.worker.thread
+        if worker is not None:
+            worker.join(timeout=self.cfg.service.stall_timeout_s)
+            if worker.is_alive() and self.worker.busy_since is not None:
                 _LOGGER.error(
                     "segmentation still running after %.0f s (service.stall_timeout_s); "
                     "exiting without it",
@@ -496,9 +403,8 @@ class Service:
                 )
                 self.metrics.inc("fastsam_errors_total", kind="segment")
             # else still alive: waiting for a stalled output stage (handled just below)
-        self._stop_output_stage(deadline)
-        with self._request_lock:
-            req, self._pending_request = self._pending_request, None
+        self.output.close(deadline, worker)
+        req = self.requests.take()
         if req is not None:
             req.finish(503, {"error": "stopping: the service is shutting down"})
         if self.http is not None:
@@ -510,9 +416,6 @@ class Service:
         self.source.close()
         self.metrics.set("fastsam_source_up", 0)
         self.sink.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
@@ -556,106 +459,12 @@ class Service:
             if reason:
                 self.request_stop(reason, drain=True)
                 break
-            timeout = self._iteration(now)
+            timeout = self.frames.step(now)
             self._tick()
             self._periodic_status(self.clock.now())
             if timeout > 0 and not self.stop_event.is_set():
                 self.clock.wait(self.wake, timeout)
             self.wake.clear()
-
-    def _iteration(self, now: float) -> float:
-        """One pass: read a frame if a trigger needs one, fire, enqueue; returns the wait."""
-        fired: list[str] = []
-        # a live source delivers at most source.fps frames a second: "every frame" (interval
-        # 0) reads at that pace instead of spinning
-        paced = not self.source.live or now >= self._next_paced_read
-        if self.interval is not None and self.interval.due(now):
-            if self.interval.seconds > 0 or paced:
-                fired.append("interval")
-        gpio_edges = self.gpio.take() if self.gpio is not None else 0
-        if gpio_edges:
-            fired.append("gpio")
-            self.metrics.inc("fastsam_triggers_total", gpio_edges - 1, trigger="gpio")
-        presses = self.mqtt.take() if self.mqtt is not None else 0
-        if presses:
-            fired.append("mqtt")
-            self.metrics.inc("fastsam_triggers_total", presses - 1, trigger="mqtt")
-        with self._request_lock:
-            req, self._pending_request = self._pending_request, None
-        if req is not None:
-            fired.append("http")
-        motion_due = self.motion is not None and now >= self._next_motion_read
-        live_due = self._live_due(now)
-        if not fired and not motion_due and not live_due:
-            if not self.source.is_open and self.source.try_open():  # recover while idle
-                self.metrics.set("fastsam_source_up", 1)
-            return self._wait_time(now)
-        read_t0 = time.perf_counter()
-        try:
-            frame = self.source.read()
-        except SourceDown as exc:
-            self.metrics.set("fastsam_source_up", 0)
-            lost = [n for n in fired if n != "interval"]  # interval stays due: not lost
-            if lost:
-                self.metrics.inc("fastsam_dropped_total", len(lost), reason="source_down")
-            if req is not None:
-                req.finish(503, {"error": f"source unavailable: {exc}"}, {"Retry-After": "5"})
-            # wait for the reopen (at least a moment: a zero backoff must not spin)
-            return min(max(exc.retry_in, 0.1), IDLE_WAIT_S)
-        if frame is None:
-            self.request_stop("end of source", drain=True)
-            if req is not None:
-                req.finish(503, {"error": "source ended"})
-            return 0.0
-        if self.source.live:
-            self._next_paced_read = now + 1.0 / self.cfg.source.fps
-        self.metrics.set("fastsam_source_up", 1)
-        self.metrics.inc("fastsam_frames_total")
-        self.metrics.set("fastsam_last_frame_timestamp_seconds", frame.timestamp)
-        try:
-            image, capture = self.transform(frame.image)
-        except ConfigError:
-            if req is not None:
-                req.finish(500, {"error": "bad processing.roi for this camera"})
-            raise
-        read_s = time.perf_counter() - read_t0
-        self.metrics.observe("fastsam_read_seconds", read_s)
-        self._check_frame_size(image.shape[:2])
-        self._offer_live(frame, image, capture, now)
-        if self.motion is not None and motion_due:
-            self._next_motion_read = now + 1.0 / self.cfg.source.fps
-            if self.motion.update(image, now):
-                fired.append("motion")
-        if self.interval is not None and "interval" in fired:
-            self.interval.fired(now)
-        if fired:
-            for name in fired:
-                self.metrics.inc("fastsam_triggers_total", trigger=name)
-            job = Job(
-                frame_id=frame.index,
-                image=image,
-                triggers=tuple(fired),
-                created=now,
-                frame=frame,
-                capture=capture,
-                request=req,
-                enqueued=time.perf_counter(),
-                priority=req is not None,
-            )
-            self._enqueue(job)
-        return self._wait_time(self.clock.now())
-
-    def _live_due(self, now: float) -> bool:
-        """A page watches a live source and its next live frame is due (``http.live_fps``)."""
-        return self.source.live and self.live.watched(now) and now >= self._next_live_read
-
-    def _offer_live(self, frame: Any, image: Any, capture: Capture, now: float) -> None:
-        """Every frame read becomes the page's live frame (whichever trigger read it)."""
-        self._next_live_read = now + 1.0 / self.cfg.http.live_fps
-        entry = CachedFrame(
-            frame.index, image, frame.name, frame.timestamp, without_pixels(frame), capture
-        )
-        self.live.offer(entry, now)
 
     def _tick(self) -> None:
         """Frame-loop progress: ping the watchdog unless a segmentation is stalled."""
@@ -665,71 +474,15 @@ class Service:
         if self.mqtt is not None:
             self.mqtt.poll()
 
-    def _enqueue(self, job: Job) -> None:
-        if job.priority:
-            # under the request lock: a request cancelled meanwhile (its caller timed out) is
-            # either seen here or removed from the queue by cancel()
-            with self._request_lock:
-                req = job.request
-                if req is not None and req.cancelled:
-                    self._drop(job, "cancelled")
-                    return
-                for evicted in self.queue.put_priority(job):
-                    self._drop(evicted, "busy" if evicted is job else "superseded")
-        elif self.source.live:
-            if not self.queue.offer(job):
-                self._drop(job, "busy")
-        elif not self.queue.put(job, self.stop_event, tick=self._tick):
-            self._drop(job, "stopping")
-        self.metrics.set("fastsam_queue_depth", len(self.queue))
-
     def _drop(self, job: Job, reason: str, queue_name: str = "frames") -> None:
+        """Count a frame that will not be output (``queue_name``: where it was) and answer its
+        request."""
         self.metrics.inc("fastsam_dropped_total", reason=reason)
         self.metrics.inc("fastsam_queue_dropped_total", queue=queue_name)
         req = job.request
         if req is not None:
             req.finish(503, {"error": f"dropped: {reason}"})
         _LOGGER.debug("frame %d (%s) dropped: %s", job.frame_id, "+".join(job.triggers), reason)
-
-    def _wait_time(self, now: float) -> float:
-        waits = [IDLE_WAIT_S]
-        if self.interval is not None:
-            wait = self.interval.wait_time(now)
-            if self.interval.seconds == 0 and self.source.live:
-                wait = max(wait, self._next_paced_read - now)
-            waits.append(max(0.0, wait))
-        if self.motion is not None:
-            waits.append(max(0.0, self._next_motion_read - now))
-        if self.source.live and self.live.watched(now):
-            waits.append(max(0.0, self._next_live_read - now))
-        if self.duration_s is not None:
-            waits.append(max(0.0, self._started_at + self.duration_s - now))
-        if not self.source.is_open:
-            waits.append(max(0.05, self.source.retry_at - now))
-        return min(waits)
-
-    def _check_frame_size(self, hw: tuple[int, int]) -> None:
-        if self._frame_hw == hw:
-            return
-        self._frame_hw = hw
-        if self.motion is not None:
-            self.motion.reset()
-        manifest = bundle_of(self.segmenter)
-        if manifest is None:
-            return
-        spec = manifest.input
-        waste = padding_waste(hw, spec.imgsz, spec.dynamic, spec.stride)
-        if waste > 0.25:
-            _LOGGER.warning(
-                "frames of %dx%d fill only %.0f %% of the bundle's %dx%d input (the rest is "
-                "letterbox padding): match source.width/height or processing.roi to the "
-                "bundle's aspect ratio, or export the bundle for this aspect ratio",
-                hw[1],
-                hw[0],
-                (1 - waste) * 100,
-                spec.imgsz[1],
-                spec.imgsz[0],
-            )
 
     def _worker_stalled(self, now: float) -> float | None:
         """Seconds the current segmentation (or output) has run if over the stall limit."""
@@ -741,8 +494,8 @@ class Service:
         (``"segmentation"``, or ``"output"`` with the staged pipeline), and for how long."""
         worst: tuple[str, float] | None = None
         for stage, since in (
-            ("segmentation", self._busy_since),
-            ("output", self._output_busy_since),
+            ("segmentation", self.worker.busy_since),
+            ("output", self.output.busy_since),
         ):
             if since is None:
                 continue
@@ -762,300 +515,15 @@ class Service:
             f"{int(m.get('fastsam_results_total'))} results, "
             f"{int(m.get('fastsam_dropped_total'))} dropped, "
             f"{int(m.get('fastsam_errors_total'))} errors; last latency "
-            + (f"{self._last_latency_ms:.0f} ms" if self._last_latency_ms is not None else "-")
+            + (
+                f"{self.output.last_latency_ms:.0f} ms"
+                if self.output.last_latency_ms is not None
+                else "-"
+            )
             + ("" if self.source.is_open else f"; source down: {self.source.last_error}")
         )
         _LOGGER.info("status: %s", text)
         self.notifier.status(text)
-
-    # --------------------------------------------------------------------------------------
-    # the worker
-    # --------------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while True:
-            job = self.queue.get(timeout=0.2)
-            if job is None:
-                if self.stop_event.is_set() and len(self.queue) == 0:
-                    return
-                continue
-            self.metrics.set("fastsam_queue_depth", len(self.queue))
-            req = job.request
-            if req is not None and not req.start():  # its caller gave up (504)
-                self._drop(job, "cancelled")
-                continue
-            enqueued = job.enqueued
-            if enqueued is not None:
-                self.metrics.observe(
-                    "fastsam_queue_wait_seconds", max(time.perf_counter() - enqueued, 0.0)
-                )
-            self._busy_since = self.clock.now()
-            self.metrics.set("fastsam_busy", 1)
-            try:
-                self._process(job)
-            except Exception as exc:
-                self.metrics.inc("fastsam_errors_total", kind="segment")
-                _LOGGER.exception("frame %d: segmentation failed", job.frame_id)
-                req = job.request
-                if req is not None and not req.done.is_set():
-                    req.finish(500, {"error": f"segmentation failed: {exc!r}"})
-            finally:
-                self._busy_since = None
-                self.metrics.set("fastsam_busy", 0)
-                self.wake.set()
-
-    def _process(self, job: Job) -> None:
-        cfg = self.cfg
-        req = job.request
-        kwargs: dict[str, Any] = {}
-        conf = req.conf if req is not None and req.conf is not None else cfg.model.conf
-        iou = req.iou if req is not None and req.iou is not None else cfg.model.iou
-        if conf is not None:
-            kwargs["conf"] = conf
-        if iou is not None:
-            kwargs["iou"] = iou
-        if cfg.processing.max_masks:
-            manifest = bundle_of(self.segmenter)
-            kwargs["max_det"] = min(
-                cfg.processing.max_masks,
-                manifest.thresholds.max_det if manifest is not None else 10**9,
-            )
-        if req is not None and req.prompts is not None:
-            kwargs["prompt"] = req.prompts
-        t0 = time.perf_counter()
-        try:
-            result = self._segment(job, kwargs)
-        except InputError as exc:  # e.g. a prompt outside the image: the caller's mistake
-            self.metrics.inc("fastsam_errors_total", kind="request")
-            if req is None:
-                raise
-            message = str(exc)
-            field_name = message.split(":")[0]
-            if req.prompts is not None:  # thresholds were checked already: the prompt is bad
-                field_name = "prompt"
-                if not message.startswith("prompt"):
-                    message = f"prompt: {message}"
-            req.finish(400, HttpError(400, message, field_name).body())
-            return
-        seg_s = time.perf_counter() - t0
-        self.metrics.observe("fastsam_segment_seconds", seg_s)
-        self.metrics.inc("fastsam_results_total")
-        if self._staged:
-            self._hand_over(Segmented(job, req, result, seg_s))
-            return
-        try:
-            self._output(job, req, result, seg_s)
-        finally:
-            self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0 - seg_s)
-
-    # --------------------------------------------------------------------------------------
-    # the output stage (service.pipeline = "staged")
-    # --------------------------------------------------------------------------------------
-
-    def _hand_over(self, item: Segmented) -> None:
-        """Queue a segmented frame for the output stage; waits while the queue is full (a
-        computed result is never dropped: the frame queue in front of the worker drops)."""
-        self._busy_since = None  # segmentation is done: a wait here is the output's stall
-        if not self._outq.put(item):  # a shutdown gave up on a stalled output stage
-            self._drop(item.job, "stopping", queue_name="output")
-        self.metrics.set("fastsam_output_queue_depth", len(self._outq))
-
-    def _output_work(self) -> None:
-        """The output thread: one result at a time, in the order they were segmented."""
-        while True:
-            item = self._outq.get()
-            if item is None:
-                return
-            self.metrics.set("fastsam_output_queue_depth", len(self._outq))
-            self._output_busy_since = self.clock.now()
-            t0 = time.perf_counter()
-            try:
-                self._output(item.job, item.request, item.result, item.seg_s)
-            except Exception as exc:
-                self.metrics.inc("fastsam_errors_total", kind="output")
-                _LOGGER.exception("frame %d: output failed", item.job.frame_id)
-                req = item.request
-                if req is not None and not req.done.is_set():
-                    req.finish(500, {"error": f"output failed: {exc!r}"})
-            finally:
-                self.metrics.observe("fastsam_output_seconds", time.perf_counter() - t0)
-                self._output_busy_since = None
-                self.wake.set()
-
-    def _stop_output_stage(self, deadline: float) -> None:
-        """Let the output stage finish every frame already segmented (until ``deadline``, a
-        ``time.monotonic()``), then stop it; what it cannot finish is counted as dropped."""
-        thread, self._output_thread = self._output_thread, None
-        if thread is None:
-            return
-        self._outq.close()  # the output thread stops once the queue is empty
-        thread.join(timeout=max(deadline - time.monotonic(), 0.0))
-        if not thread.is_alive():
-            return
-        _LOGGER.error(
-            "output still running after %.0f s (service.stall_timeout_s); exiting without it",
-            self.cfg.service.stall_timeout_s,
-        )
-        self.metrics.inc("fastsam_errors_total", kind="output")
-        for item in self._outq.abandon():
-            self._drop(item.job, "stopping", queue_name="output")
-        if self._worker is not None:  # it may wait to hand over a frame: now refused, counted
-            self._worker.join(timeout=1.0)
-
-    def _output(self, job: Job, req: TriggerRequest | None, result: Masks, seg_s: float) -> None:
-        """Encode, draw, write, publish and answer one result: only what someone reads.
-
-        RLE and polygons are computed when the result is written, returned in full to an HTTP
-        caller or handed to ``on_result``; otherwise (e.g. an HTTP trigger with ``save`` and
-        ``masks`` false) they are deferred until ``GET /latest`` asks for them.
-        """
-        cfg = self.cfg
-        frame, capture = job.frame, job.capture
-        assert frame is not None and capture is not None  # set by both producers
-        result = self._filter(result)
-        from edge.encode import mask_contours
-        from edge.marks import overlay_with_prompts
-        from edge.result_schema import result_to_dict
-
-        save = req is None or req.save
-        encodings = save or (req is not None and req.masks) or self.on_result is not None
-        draw = save and cfg.output.overlay
-        # traced once for the polygons and the overlay's outlines
-        traced = [mask_contours(c) for c in result.crops] if encodings or draw else None
-        drawing: Future[Any] | None = None
-        prompts = req.prompts if req is not None else None  # marked on the overlay
-        if draw:  # drawn in a helper thread while the masks are encoded
-            drawing = self._helper().submit(
-                overlay_with_prompts, job.image, result, prompts, traced=traced
-            )
-        doc = result_to_dict(
-            result,
-            bundle=self._bundle,
-            frame_id=job.frame_id,
-            trigger="+".join(job.triggers),
-            prompt=req.prompt_json if req is not None else None,
-            polygon_epsilon=cfg.processing.polygon_epsilon,
-            source=frame.name,
-            encodings=encodings,
-            contours=traced,
-        )
-        doc["capture"] = capture.to_dict()
-        written = None
-        if save:
-            written = self.sink.write(
-                doc,
-                frame.timestamp,
-                job.frame_id,
-                overlay=drawing.result if drawing is not None else None,
-                frame=job.image if cfg.output.frame else None,
-            )
-        else:
-            self.metrics.inc("fastsam_results_skipped_total", reason="not_requested")
-        if written is not None:
-            doc["files"] = written.files
-            doc["result_dir"] = str(written.dir)
-        latency = self.clock.now() - job.created
-        latency_s = max(latency, seg_s) if latency >= 0 else seg_s
-        self.metrics.observe("fastsam_latency_seconds", latency_s)
-        self.metrics.set("fastsam_masks", len(result))
-        self.metrics.set("fastsam_last_result_timestamp_seconds", self.clock.wall())
-        self._last_latency_ms = latency_s * 1e3
-        message = compact_message(
-            doc,
-            cfg.mqtt.max_masks,
-            written.files if written else None,
-            str(written.dir) if written else None,
-            latency_s * 1e3,
-        )
-        if self.mqtt is not None:
-            jpeg = None
-            if cfg.mqtt.image:
-                overlay = drawing.result() if drawing is not None else None
-                if overlay is None:
-                    overlay = overlay_with_prompts(job.image, result, prompts)
-                jpeg = encode_jpeg(overlay, cfg.mqtt.image_max_side)
-            self.mqtt.publish(message, jpeg)
-        with self._latest_lock:
-            self._latest = doc
-            self._latest_unencoded = None if encodings else result
-        if self.on_result is not None:
-            self.on_result(doc)
-        if req is not None:
-            req.finish(200, doc if req.masks else message)
-        _LOGGER.debug(
-            "frame %d (%s): %d masks in %.0f ms%s",
-            job.frame_id,
-            "+".join(job.triggers),
-            len(result),
-            seg_s * 1e3,
-            f" -> {written.dir}" if written else "",
-        )
-
-    def _segment(self, job: Job, kwargs: dict[str, Any]) -> Masks:
-        """Segment a job's frame; keep its detections for ``POST /prompt`` when the segmenter
-        can detect once and select many times (``Segmenter.detect`` / ``select``)."""
-        seg = self._seg
-        cached = job.cached
-        if cached is not None:  # POST /prompt on a kept frame
-            prompt = kwargs.pop("prompt", None)
-            if not isinstance(seg, DetectsAndSelects):  # the page admits /prompt only then
-                raise InputError("prompt: the loaded segmenter cannot prompt kept frames")
-            if cached.detections is None:  # shown by a page, not segmented yet
-                cached.detections = seg.detect(cached.image, **kwargs)
-            result = seg.select(cached.detections, prompt)
-            self.prompt_cache.refit(cached.frame_id)  # masks/CLIP embeddings added bytes
-            self._prompt_cache_metrics()
-            return result
-        if not self.prompt_cache.max_frames or not isinstance(seg, DetectsAndSelects):
-            return seg.segment(job.image, **kwargs)
-        prompt = kwargs.pop("prompt", None)
-        if prompt is not None:  # a bad prompt is the caller's error before any inference
-            from edge.prompts import validate_prompt
-
-            for p in prompt:
-                validate_prompt(p, job.image.shape[:2])
-        dets = seg.detect(job.image, **kwargs)
-        frame, capture = job.frame, job.capture
-        assert frame is not None and capture is not None
-        entry = CachedFrame(
-            job.frame_id,
-            job.image,
-            frame.name,
-            frame.timestamp,
-            without_pixels(frame),
-            capture,
-            dets,
-        )
-        entry = self.prompt_cache.put(entry)
-        result = seg.select(dets, prompt)
-        self.prompt_cache.refit(entry.frame_id)
-        self._prompt_cache_metrics()
-        return result
-
-    @property
-    def _seg(self) -> SegmentsFrames:
-        """The segmenter (loaded by :meth:`start`)."""
-        if self.segmenter is None:
-            raise RuntimeError("Service.start() has not loaded the segmenter yet")
-        return self.segmenter
-
-    def _prompt_cache_metrics(self) -> None:
-        cache = self.prompt_cache
-        self.metrics.set("fastsam_prompt_cache_frames", len(cache))
-        self.metrics.set("fastsam_prompt_cache_bytes", cache.nbytes)
-
-    def _helper(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="overlay")
-        return self._pool
-
-    def _filter(self, result: Masks) -> Masks:
-        p = self.cfg.processing
-        if p.min_mask_area and len(result):
-            result = result[np.flatnonzero(result.area >= p.min_mask_area)]
-        if p.max_masks and len(result) > p.max_masks:
-            result = result[: p.max_masks]
-        return result
 
     # --------------------------------------------------------------------------------------
     # the HTTP API (edge.service.http.ServiceAPI)
@@ -1068,8 +536,7 @@ class Service:
             raise HttpError(
                 503, f"source unavailable: {self.source.last_error}", None, {"Retry-After": "5"}
             )
-        with self._request_lock:
-            self._pending_request = request
+        self.requests.put(request)
         self.wake.set()
 
     def submit_prompt(self, request: TriggerRequest, entry: CachedFrame) -> None:
@@ -1087,7 +554,7 @@ class Service:
             cached=entry,
             priority=True,
         )
-        self._enqueue(job)
+        self.frames.enqueue(job)
 
     def monotonic(self) -> float:
         return self.clock.now()
@@ -1106,7 +573,6 @@ class Service:
         entry, read_at = self.live.latest()
         latest = self.latest()
         manifest = bundle_of(self.segmenter)
-        extra = (manifest.extra if manifest is not None else None) or {}
         return {
             "live": frame_facts(entry, read_at, now),
             "live_reads": bool(self.source.live),
@@ -1123,7 +589,9 @@ class Service:
                 "timestamp": latest.get("timestamp"),
                 "num_masks": latest.get("num_masks"),
                 "latency_ms": (
-                    round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
+                    round(self.output.last_latency_ms, 1)
+                    if self.output.last_latency_ms is not None
+                    else None
                 ),
                 "timings": latest.get("timings"),
             },
@@ -1132,9 +600,9 @@ class Service:
                 "bytes": self.prompt_cache.nbytes,
                 "limit_bytes": self.prompt_cache.max_bytes,
             },
-            "text_prompts": bool(extra.get("clip")) and not text_missing,
+            "text_prompts": manifest is not None and manifest.has_text and not text_missing,
             "bundle": self._bundle,
-            "busy": self._busy_since is not None,
+            "busy": self.worker.busy_since is not None,
             "stalled_s": self._worker_stalled(now),
         }
 
@@ -1142,9 +610,8 @@ class Service:
         """Forget a request whose caller timed out, unless its segmentation already began."""
         if not request.cancel():
             return
-        with self._request_lock:
-            if self._pending_request is request:
-                self._pending_request = None
+        with self.requests.lock:
+            if self.requests.forget(request):
                 self.metrics.inc("fastsam_dropped_total", reason="cancelled")
             for job in self.queue.remove(lambda j: j.request is request):
                 self._drop(job, "cancelled")
@@ -1156,15 +623,7 @@ class Service:
         self.metrics.inc("fastsam_http_requests_total", path=path, code=str(status))
 
     def latest(self) -> dict[str, Any] | None:
-        with self._latest_lock:
-            if self._latest is not None and self._latest_unencoded is not None:
-                from edge.result_schema import add_encodings
-
-                add_encodings(
-                    self._latest, self._latest_unencoded, self.cfg.processing.polygon_epsilon
-                )
-                self._latest_unencoded = None
-            return self._latest
+        return self.output.latest()
 
     def metrics_text(self) -> str:
         return self.metrics.render()
@@ -1204,15 +663,17 @@ class Service:
                 ),
             },
             "frame": (
-                {"width": self._frame_hw[1], "height": self._frame_hw[0]}
-                if self._frame_hw
+                {"width": self.frames.frame_hw[1], "height": self.frames.frame_hw[0]}
+                if self.frames.frame_hw
                 else None
             ),
-            "busy": self._busy_since is not None,
+            "busy": self.worker.busy_since is not None,
             "queue_depth": len(self.queue),
-            "output_queue_depth": len(self._outq) if self._staged else None,
+            "output_queue_depth": len(self.output) if self.output.staged else None,
             "last_latency_ms": (
-                round(self._last_latency_ms, 1) if self._last_latency_ms is not None else None
+                round(self.output.last_latency_ms, 1)
+                if self.output.last_latency_ms is not None
+                else None
             ),
             "frames": int(self.metrics.get("fastsam_frames_total")),
             "results": int(self.metrics.get("fastsam_results_total")),

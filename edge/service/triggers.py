@@ -1,4 +1,4 @@
-"""Triggers (interval, motion, GPIO) and the bounded job queue between capture and segmenter.
+"""Triggers: interval, motion (int16 frame differencing) and GPIO edges.
 
 The HTTP trigger lives in :mod:`edge.service.http`; it hands its request to the frame loop,
 which captures a frame for it like any other trigger.
@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from edge.service.config import ConfigError, GpioConfig, MotionConfig
-
-if TYPE_CHECKING:  # annotations only: these modules import this one's neighbours
-    from edge.service.http import TriggerRequest
-    from edge.service.live import CachedFrame
-    from edge.service.sources import Capture, Frame
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -200,140 +193,3 @@ class GpioTrigger:
                 self._button.close()
             finally:
                 self._button = None
-
-
-@dataclass
-class Job:
-    """A triggered frame on its way through the stages (capture -> segment -> output).
-
-    Attributes:
-        frame_id: Frame number.
-        image: Stored-resolution BGR image to segment.
-        triggers: What fired, e.g. ``("motion",)``.
-        created: Monotonic time the trigger fired.
-        frame: The source's frame (name, timestamp; the pixels are :attr:`image`).
-        capture: How :attr:`image` was made from the frame (orientation, ROI, scale).
-        request: The HTTP request waiting for the result (``POST /trigger`` or ``/prompt``).
-        cached: For ``POST /prompt``: the kept frame (and its detections) to prompt.
-        enqueued: ``time.perf_counter()`` when the job was queued (queue-wait metric).
-        priority: Priority jobs (HTTP requests) evict queued ordinary jobs instead of waiting.
-    """
-
-    frame_id: int
-    image: NDArray[np.uint8]
-    triggers: tuple[str, ...]
-    created: float
-    frame: Frame | None = None
-    capture: Capture | None = None
-    request: TriggerRequest | None = None
-    cached: CachedFrame | None = None
-    enqueued: float | None = None
-    priority: bool = False
-
-
-class JobQueue:
-    """A small bounded queue: never piles up frames while the segmenter is busy."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def offer(self, job: Job) -> bool:
-        """Add without waiting; False (the caller counts a drop) when full."""
-        with self._cond:
-            if self._closed or len(self._items) >= self.maxsize:
-                return False
-            self._items.append(job)
-            self._cond.notify_all()
-            return True
-
-    def put(
-        self,
-        job: Job,
-        stop: threading.Event,
-        poll_s: float = 0.1,
-        tick: Callable[[], None] | None = None,
-    ) -> bool:
-        """Add, waiting for room (offline sources); False when ``stop`` is set first.
-
-        ``tick`` is called on every poll while waiting (the service pings its watchdog there,
-        unless the segmenter is stalled).
-        """
-        with self._cond:
-            while len(self._items) >= self.maxsize and not self._closed:
-                if stop.is_set():
-                    return False
-                self._cond.wait(poll_s)
-                if tick is not None:
-                    tick()
-            if self._closed:
-                return False
-            self._items.append(job)
-            self._cond.notify_all()
-            return True
-
-    def put_priority(self, job: Job) -> list[Job]:
-        """Add ahead of ordinary jobs, evicting the newest ordinary ones if full.
-
-        Returns:
-            The evicted jobs (the caller counts them as dropped); ``job`` itself when the
-            queue is full of priority jobs.
-        """
-        evicted: list[Job] = []
-        with self._cond:
-            while len(self._items) >= self.maxsize:
-                ordinary = [j for j in self._items if not j.priority]
-                if not ordinary:
-                    break
-                self._items.remove(ordinary[-1])
-                evicted.append(ordinary[-1])
-            if len(self._items) >= self.maxsize:
-                evicted.append(job)  # full of priority jobs: refuse, the bound holds
-                return evicted
-            pos = sum(1 for j in self._items if j.priority)
-            self._items.insert(pos, job)
-            self._cond.notify_all()
-        return evicted
-
-    def remove(self, pred: Callable[[Job], bool]) -> list[Job]:
-        """Remove and return the queued jobs for which ``pred`` is true (cancelled ones)."""
-        with self._cond:
-            gone = [j for j in self._items if pred(j)]
-            for j in gone:
-                self._items.remove(j)
-            if gone:
-                self._cond.notify_all()
-            return gone
-
-    def get(self, timeout: float) -> Job | None:
-        """Next job, or None after ``timeout`` seconds (or when closed and empty)."""
-        with self._cond:
-            if not self._items and not self._closed:
-                self._cond.wait(timeout)
-            if not self._items:
-                return None
-            job = self._items.popleft()
-            # wake a producer waiting for room in put() now, not at its next poll: an offline
-            # source then reads the next frame while this one is segmented
-            self._cond.notify_all()
-            return job
-
-    def drain(self) -> list[Job]:
-        """Remove and return every queued job."""
-        with self._cond:
-            items = list(self._items)
-            self._items.clear()
-            self._cond.notify_all()
-            return items
-
-    def close(self) -> None:
-        """Refuse new jobs and wake waiters."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
