@@ -27,7 +27,8 @@ enters each once:
 * stages: :mod:`edge.preprocess` (letterbox), :mod:`edge.postprocess` (decode, NMS, mask
   assembly, ``Detections``), :mod:`edge.prompts` (prompt types, JSON, validation),
   :mod:`edge.clip` (the CLIP encoders), :mod:`edge.prefilter` (the dense text prefilter's
-  mask pooling);
+  mask pooling), :mod:`edge.yoloe` (YOLOE's open vocabulary: text adapter, word scoring,
+  NMS / top-k decode, the word cache);
 * :mod:`edge.selection`: what point, box and text prompts select on one frame's detections;
 * :mod:`edge.segmenter`: ``Segmenter``, the bundle loaded and the stages run in order;
 * this package: the public API below;

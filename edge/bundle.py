@@ -6,6 +6,13 @@ A bundle is a directory with fixed file names::
     fastsam.fp32.onnx     detector, float32
     fastsam.int8.onnx     detector, static int8 QDQ (optional)
 
+A YOLOE (open-vocabulary) bundle's detector has the same names and adds, described by its
+``yoloe`` section (:class:`YoloeSection`)::
+
+    yoloe_head.npz        text adapter and folded contrastive heads (edge.yoloe.YoloeHead)
+    vocabulary.npy        raw (K, D) embeddings of the default vocabulary (optional)
+    yoloe_text.*.onnx     the text tower, fp32 / int8 (optional), with the tokenizer's BPE file
+
 The export side (``fastsam-export``) writes it and the runtime reads it; both use this schema.
 """
 

@@ -4,7 +4,8 @@ Modules: :mod:`~edge.bench.run` (the sweep driver and the recommendation),
 :mod:`~edge.bench.worker` (one configuration per process), :mod:`~edge.bench.system`
 (machine facts, temperature, clocks, throttling, peak RSS), :mod:`~edge.bench.peak` (MatMul
 peak through onnxruntime), :mod:`~edge.bench.report` (Markdown and OpenCV plots),
-:mod:`~edge.bench.service` (the service-replay rows), :mod:`~edge.bench.cli`; the operation
+:mod:`~edge.bench.service` (the service-replay rows), :mod:`~edge.bench.vocab` (what an open
+vocabulary costs, YOLOE bundles), :mod:`~edge.bench.cli`; the operation
 count is :mod:`edge.opcount` (the export uses it too).
 """
 
