@@ -314,3 +314,15 @@ def test_fastsam_export_cli_recognises_yoloe(tmp_path: Path, built) -> None:
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["manifest"]["yoloe"]["vocabulary"]["names"] == NAMES
     assert main([str(built["11"]["pt"]), "--out", str(tmp_path / "x"), "--vocab", "dog"]) == 2
+
+
+def test_bench_vocab_rows(built, demo_bundle: Path) -> None:
+    from edge.bench.vocab import run_vocab_bench
+
+    report = run_vocab_bench(
+        str(built["11"]["bundle"]), IMAGES["scene-4x3"], [3], threads=1, runs=1, warmup=0,
+        fastsam_bundle=str(demo_bundle),
+    )  # fmt: skip
+    rows = {r["row"]: r for r in report["rows"]}
+    assert set(rows) == {"k=1", "k=3", "fastsam"} and rows["k=1"]["vs_k1"] == 1.0
+    assert report["words"] == "random embeddings" and report["new_word"] is None
