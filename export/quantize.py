@@ -50,6 +50,10 @@ FLOAT_MODULES = {
     "head": re.compile(r"^/model\.\d+/cv[234]\.\d+/"),  # all box/score/coefficient convs
     "coef": re.compile(r"^/model\.\d+/cv4\.\d+/"),  # all coefficient-branch convs
     "score": re.compile(r"^/model\.\d+/cv3\.\d+/"),  # all score-branch convs
+    # YOLOE (export.yoloe names head branches without the /model.N scope): the whole
+    # embedding branch (what the words are scored against) and coefficient branch
+    "embed": re.compile(r"(?:^|/)(?:model\.\d+/)?(?:one2one_)?cv3\.\d+/"),
+    "coef5": re.compile(r"(?:^|/)(?:model\.\d+/)?(?:one2one_)?cv5\.\d+/"),
 }
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 

@@ -679,6 +679,8 @@ def encode_words(out_dir: Path, text: TextTowerSection, words: Sequence[str]) ->
 # --------------------------------------------------------------------------------------------
 
 VERIFY_VOCAB_SIZE = 16
+INT8_RECIPE: dict[str, Any] = {"float_branches": ("cv3", "cv5")}
+"""The YOLOE int8 recipe (``export.quantize.QuantConfig`` arguments)."""
 
 
 def _verify_vocabulary(head: YoloeHead, raw: np.ndarray | None) -> np.ndarray:
@@ -700,9 +702,11 @@ def quantize_yoloe(
     calib_dir: str | Path | None = None,
     min_iou: float = 0.95,
     threads: int = 2,
+    config: Any = None,
 ) -> QuantSection:
     """``fastsam.int8.onnx`` as for FastSAM (static QDQ, verified, refused when it disagrees),
-    with the embedding and coefficient convs and everything after them kept float."""
+    with the embedding and coefficient convs and everything after them kept float
+    (``config``: another ``export.quantize.QuantConfig``, default :data:`INT8_RECIPE`)."""
     from edge.postprocess import candidates_to_detections
     from edge.yoloe import Vocabulary, decode_nms, decode_topk, scale_sizes, score_anchors
     from export.quantize import QuantConfig, quantize_detector
@@ -725,7 +729,7 @@ def quantize_yoloe(
             lab = decode_nms(out0, logits, th.conf, th.iou, th.max_det, section.box_format)
         return candidates_to_detections(lab.candidates, protos, input_hw, source_hw)
 
-    config = QuantConfig(float_branches=("cv3", "cv5"))
+    config = config or QuantConfig(**INT8_RECIPE)
     return quantize_detector(
         bundle_dir, imgsz, dynamic, thresholds, calib_dir, config, min_iou, threads, decode=decode
     )
