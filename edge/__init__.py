@@ -20,7 +20,7 @@ preprocess -> prompts -> clip (text prompts) -> the detector -> postprocess -> s
 enters each once:
 
 * vocabulary: :mod:`edge.errors`, :mod:`edge.types` (``Masks``, ``MaskCrop``),
-  :mod:`edge.paths`, :mod:`edge.onnx_bytes`;
+  :mod:`edge.paths`, :mod:`edge.onnx_bytes`, :mod:`edge.lru` (the bounded caches);
 * files and formats: :mod:`edge.bundle` (``bundle.json``: ``BundleManifest`` and its typed
   sections), :mod:`edge.session` (the one onnxruntime session factory), :mod:`edge.io`,
   :mod:`edge.encode` (RLE, polygons), :mod:`edge.tokenizer`, :mod:`edge.cpu`;

@@ -83,16 +83,17 @@ def _parse_cli_prompts(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return tagged
 
 
-def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> list[Any]:
-    """The prompts, each checked against the frame size (errors name the flag)."""
-    from edge.prompts import validate_prompt
+def _check_prompts(tagged: list[tuple[str, Any]], image_hw: tuple[int, int]) -> Any:
+    """The prompts, checked against the frame size once (errors name the flag); the
+    segmenter does not check them again."""
+    from edge.prompts import CheckedPrompts, check_prompts
 
     for flag, prompt in tagged:
         try:
-            validate_prompt(prompt, image_hw)
+            check_prompts(prompt, image_hw)
         except InputError as exc:
             raise InputError(f"{flag}: {exc}") from None
-    return [p for _, p in tagged]
+    return CheckedPrompts([p for _, p in tagged], image_hw)
 
 
 def _text_threshold(value: str) -> float | None:
@@ -119,16 +120,70 @@ def _summary(name: str, result: Any) -> str:
     return f"{name}: {len(result)} masks | {stages}"
 
 
+def _swallowed(argv: list[str], flag: str, value: str, specs: list[str]) -> bool:
+    """Whether ``flag VALUE`` (two tokens, the flag possibly abbreviated) has a SOURCE after it.
+
+    ``--json`` and ``--overlay`` take an optional value, so in ``--json a.png b.png`` argparse
+    gives ``a.png`` to ``--json``: the user most likely meant it as a source.
+    """
+    for i, token in enumerate(argv[:-1]):
+        if token == "--":
+            return False
+        if len(token) > 3 and flag.startswith(token) and argv[i + 1] == value:
+            return any(t in specs for t in argv[i + 2 :])
+    return False
+
+
+def _check_value_not_a_source(
+    flag: str, value: str, argv: list[str] | None, specs: list[str]
+) -> None:
+    """Refuse a ``--json``/``--overlay`` value that is an existing input, not an output.
+
+    Raises:
+        InputError: ``value`` exists and a SOURCE follows ``flag value`` on the command line
+            (the flag took a source as its file), or ``--json`` names an existing image/video.
+    """
+    from edge.io import IMAGE_EXTS
+    from edge.sources import VIDEO_EXTS
+
+    path = Path(value)
+    if not os.path.lexists(path):
+        return
+    if argv is not None and _swallowed(argv, flag, value, specs):
+        fix = (
+            "write --json - for stdout, or put --json FILE after the sources"
+            if flag == "--json"
+            else "put --overlay after the sources (no value with --out DIR, FILE for one image)"
+        )
+        raise InputError(
+            f"{flag}: {value!r} exists and SOURCE arguments follow it: {flag} took it as its "
+            f"output file and would overwrite it; {fix}, or write {flag}={value} to replace it"
+        )
+    if flag == "--json" and path.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+        raise InputError(
+            f"--json: {value!r} is an existing image or video; JSON would replace it: "
+            "choose a .json file name (or --json - for stdout)"
+        )
+
+
 class _SegmentOutputs:
     """Where ``segment`` writes: per-frame files under ``--out``, one ``--json`` document,
     an ``--overlay`` file, a ``--save-video`` per video source; all paths checked up front."""
 
-    def __init__(self, args: argparse.Namespace, frames_hint: int | None, video: bool) -> None:
+    def __init__(
+        self, args: argparse.Namespace, frames_hint: int | None, sources: list[Any]
+    ) -> None:
         from edge.cliargs import check_parent, prepare_out_dir
+        from edge.sources import check_outputs
 
         self.args = args
         self.fmt: str = args.format
         self.json: str | None = args.json
+        video = any(s.video for s in sources)
+        self.skipped = 0
+        for flag, value in (("--json", args.json), ("--overlay", args.overlay)):
+            if isinstance(value, str) and value != "-":
+                _check_value_not_a_source(flag, value, getattr(args, "argv", None), args.sources)
         if self.json is not None and self.json != "-":
             check_parent("--json", self.json)
         overlay = args.overlay
@@ -146,12 +201,24 @@ class _SegmentOutputs:
             raise InputError(f"{flag}: needs --out DIR (the folder to write into)")
         if args.save_video and not video:
             raise InputError("--save-video: needs a video source")
+        files: list[tuple[str, Path]] = []
+        if self.json is not None and self.json != "-":
+            files += [("--json", Path(self.json)), ("--json", self._side_file(self.json))]
+        if self.overlay_file is not None:
+            files.append(("--overlay", self.overlay_file))
+        out_dir = Path(args.out) if args.out else None
+        check_outputs(sources, files, out_dir, self.overlay_in_dir or args.save_video)
         self.out: Path | None = prepare_out_dir("--out", args.out) if args.out else None
         self.count = 0
         self.docs: list[Any] = []  # kept only for the one --json document
         self.images: list[dict[str, Any]] = []
         self.names: tuple[str, ...] = ()  # the vocabulary (YOLOE): the COCO categories
-        self.writers: dict[Path, Any] = {}
+        self.writers: dict[Path, tuple[Any, Any]] = {}
+
+    @staticmethod
+    def _side_file(json_path: str) -> Path:
+        """The COCO ``images`` document written beside ``--json FILE`` for several frames."""
+        return Path(json_path).with_suffix(".images.json")
 
     @property
     def per_frame_lines(self) -> bool:
@@ -171,32 +238,39 @@ class _SegmentOutputs:
                 atomic_write_image(self.out / f"{frame.name}.png", overlay)
         if self.overlay_file is not None and overlay is not None:
             atomic_write_image(self.overlay_file, overlay)
-        if self.args.save_video and frame.source.video and overlay is not None:
+        if self.args.save_video and frame.video and overlay is not None:
             self._video_frame(frame, overlay)
 
     def _video_frame(self, frame: Any, overlay: Any) -> None:
         import cv2
 
+        from edge.io import PendingFile
+
         path = frame.source.path
-        writer = self.writers.get(path)
-        if writer is None:
+        if path not in self.writers:
             assert self.out is not None
             cap = cv2.VideoCapture(str(path))
             fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
             cap.release()
             fps = max(fps / self.args.vid_stride, 1.0)
-            target = self.out / f"{path.stem}.overlay.mp4"
+            # written to a temp file beside the target, renamed over it when complete
+            pending = PendingFile(self.out / f"{path.stem}.overlay.mp4", suffix=".tmp.mp4")
             h, w = overlay.shape[:2]
-            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            writer = cv2.VideoWriter(str(pending.path), fourcc, fps, (w, h))
             if not writer.isOpened():
-                raise OSError(f"--save-video: cannot write {str(target)!r} (no mp4v encoder?)")
-            self.writers[path] = writer
-        writer.write(overlay)
+                pending.discard()
+                raise OSError(
+                    f"--save-video: cannot write {str(pending.user_path)!r} (no mp4v encoder?)"
+                )
+            self.writers[path] = (writer, pending)
+        self.writers[path][0].write(overlay)
 
     def close(self) -> None:
         """Finish the videos being written (also after an error: a playable partial file)."""
-        for writer in self.writers.values():
+        for writer, pending in self.writers.values():
             writer.release()
+            pending.commit()
 
     def finish(self) -> list[str]:
         """Write the one-document outputs; returns what was written."""
@@ -206,7 +280,7 @@ class _SegmentOutputs:
 
         self.close()
         written = []
-        single = len(self.docs) == 1
+        single = len(self.docs) == 1 and not self.skipped
         if self.fmt == "coco":
             doc: Any = [ann for d in self.docs for ann in d]
             images = {"images": self.images, "categories": categories(self.names)}
@@ -214,7 +288,7 @@ class _SegmentOutputs:
                 atomic_write_json(self.out / "images.json", images)
                 written.append(str(self.out / "images.json"))
             if self.json is not None and self.json != "-" and not single:
-                side = Path(self.json).with_suffix(".images.json")
+                side = self._side_file(self.json)
                 atomic_write_json(side, images)
                 written.append(str(side))
         else:
@@ -235,7 +309,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edge.coco import coco_image, masks_to_coco
-    from edge.demo import demo_bundle
+    from edge.demo import DEMO_BUNDLE_NOTICE, demo_bundle, looks_like_demo_scene
     from edge.encode import clean_mask
     from edge.marks import draw_prompt_marks
     from edge.overlay import draw_overlay
@@ -247,8 +321,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise InputError(f"--vid-stride: expected a positive integer, got {args.vid_stride}")
     sources = expand_sources(args.sources)
     total = count_frames(sources, args.vid_stride)
-    outputs = _SegmentOutputs(args, total, any(s.video for s in sources))
+    outputs = _SegmentOutputs(args, total, sources)
     tagged = _parse_cli_prompts(args)
+    if args.bundle is None and not all(looks_like_demo_scene(s.path.name) for s in sources):
+        notice = DEMO_BUNDLE_NOTICE.format(flag="--bundle DIR")
+        print(f"fastsam-edge: notice: {notice}", file=sys.stderr)
     seg = Segmenter.load(
         args.bundle or demo_bundle(), precision=args.precision, threads=args.threads
     )
@@ -276,9 +353,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
         ncols=min(shutil.get_terminal_size((100, 20)).columns, 120),
     )
     empty = masks = frames = 0
+    skipped: list[str] = []
+
+    def skip(source: Any, reason: str) -> None:
+        skipped.append(str(source.path))
+        outputs.skipped = len(skipped)
+        tqdm.write(f"fastsam-edge: warning: skipping {reason}", file=sys.stderr)
+
     t_start = time.perf_counter()
     try:
-        for frame in iter_frames(sources, args.vid_stride, max_pixels=args.max_pixels):
+        for frame in iter_frames(
+            sources,
+            args.vid_stride,
+            max_pixels=args.max_pixels,
+            # one file given: its error is the answer; several: report, skip, go on
+            on_skip=skip if len(sources) > 1 else None,
+        ):
             prompts = _check_prompts(tagged, frame.image.shape[:2])
             result = seg.segment(
                 frame.image,
@@ -305,7 +395,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 doc = result_to_dict(
                     result,
                     bundle=bundle,
-                    frame_id=frame.index if frame.source.video else None,
+                    frame_id=frame.index if frame.video else None,
                     polygon_epsilon=args.polygon_epsilon,
                     source=str(frame.source.path),
                 )
@@ -323,6 +413,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         outputs.close()
+    if skipped and not frames:
+        raise InputError(
+            f"source: none of the {len(sources)} files could be read (see the warnings above)"
+        )
     written = outputs.finish()
     elapsed = time.perf_counter() - t_start
     if frames > 1 and outputs.json != "-":
@@ -332,13 +426,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
         )
     elif written and outputs.json != "-":
         print(f"wrote {', '.join(written)}")
+    if skipped:
+        print(
+            f"fastsam-edge: skipped {len(skipped)} of {len(sources)} files (unreadable, see "
+            "the warnings above); the others were processed",
+            file=sys.stderr,
+        )
     if empty and args.fail_empty:
         print(
             f"fastsam-edge: {empty} of {frames} frames gave no mask (--fail-empty)",
             file=sys.stderr,
         )
-        return 3
-    return 0
+    from edge.cliargs import EXIT_EMPTY, EXIT_SKIPPED
+
+    return EXIT_SKIPPED if skipped else EXIT_EMPTY if empty and args.fail_empty else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -480,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastsam-edge",
         description="FastSAM on the edge. Exit codes: 0 ok, 1 a check failed (info, doctor), "
         "2 bad input/bundle/config, 3 empty result with --fail-empty, 4 cannot write output, "
-        "130 interrupted, 141 output pipe closed.",
+        "5 some sources unreadable (skipped, the rest processed), 130 interrupted (Ctrl-C), "
+        "141 output pipe closed.",
     )
     add_global_options(p, "fastsam-edge", top=True)
     sub = p.add_subparsers(dest="command", required=True)
@@ -703,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = build_parser().parse_args(argv)
+    # the command line as typed: `segment` checks what --json / --overlay took as their value
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging(args)
     try:
         code = int(args.func(args))

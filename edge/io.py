@@ -18,10 +18,12 @@ goes through :func:`read_image`, which applies one rule set:
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
+import stat
 import struct
 import tempfile
 from collections.abc import Callable
@@ -44,10 +46,28 @@ MAX_IMAGE_PIXELS = 50_000_000
 """Default pixel limit of :func:`read_image`: a 12 MP Pi camera still passes, and the decoded
 frame (150 MB as BGR) leaves room for the model on a 2 GB Pi."""
 
-SUPPORTED_FORMATS = (
-    "PNG, JPEG, BMP, WebP, TIFF, GIF, JPEG 2000, AVIF, PNM/PAM/PFM, Sun raster, Radiance HDR, "
-    "OpenEXR"
-)
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "BMP": (".bmp", ".dib"),
+    "WebP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+    "GIF": (".gif",),
+    "JPEG 2000": (".jp2", ".j2k", ".j2c"),
+    "AVIF": (".avif",),
+    "PNM/PAM/PFM": (".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".pam", ".pfm"),
+    "Sun raster": (".sr", ".ras"),
+    "Radiance HDR": (".hdr", ".pic"),
+    "OpenEXR": (".exr",),
+}
+"""The formats whose header :func:`image_size` reads, and their file extensions: the one table
+behind every folder, glob and replay listing (``segment`` sources, the service's replay source,
+the service bench)."""
+
+IMAGE_EXTS: frozenset[str] = frozenset(e for exts in IMAGE_FORMATS.values() for e in exts)
+"""Lower-case file extensions read as images (the reader itself goes by the header)."""
+
+SUPPORTED_FORMATS = ", ".join(IMAGE_FORMATS)
 
 _HEADER_SCAN_BYTES = 1 << 20
 """How far into a file the box/attribute formats (AVIF, JPEG 2000, HDR, EXR) are searched."""
@@ -315,25 +335,141 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> N
     return np.ascontiguousarray(image)
 
 
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write`` on a temp file in ``path``'s directory, fsync, rename over ``path``."""
+def resolve_output(path: str | Path) -> tuple[Path, bool]:
+    """Where an output named ``path`` really goes, and whether it is written in place.
+
+    * a symlink (or a chain of them) is followed: the bytes go to the file it points to, which
+      is replaced atomically in *its* directory (the link stays a link);
+    * an existing device, FIFO or socket is written in place (``in_place`` True): renaming a
+      temp file over ``/dev/stdout`` or a named pipe would replace the node by a regular file;
+    * anything else (a regular file or a new name) is replaced atomically where it is.
+
+    Args:
+        path: The output path as the user gave it.
+
+    Returns:
+        ``(target, in_place)``.
+
+    Raises:
+        OSError: ``path`` is a directory or a symlink loop (naming ``path``).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise _named(exc, path) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return path, True
+    if path.is_symlink():
+        return Path(os.path.realpath(path)), False
+    return path, False
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` re-made to name the user's ``path`` (not a temp file or a resolved link)."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write`` on a temp file next to the real target, fsync, rename over it.
+
+    The target is :func:`resolve_output`'s: a symlink is written through (the file it points
+    to is replaced, in that file's directory), a device or FIFO is written in place. An
+    existing file keeps its permission bits. Errors name ``path`` as given.
+    """
+    path = Path(path)
+    target, in_place = resolve_output(path)
+    if in_place:
+        try:
+            with open(target, "wb") as fh:
+                write(fh)
+                fh.flush()
+        except OSError as exc:
+            raise _named(exc, path) from None
+        return path
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_UMASK
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _named(exc, path) from None
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _named(exc, path) from None
         raise
     return path
+
+
+class PendingFile:
+    """An output for writers that need a file name (``cv2.VideoWriter``), committed at the end.
+
+    :attr:`path` is a temp file next to :func:`resolve_output`'s target (or, for a device or
+    FIFO, the target itself); :meth:`commit` renames it over the target, :meth:`discard`
+    removes it. Errors name the user's path.
+
+    Args:
+        path: The output path as the user gave it.
+        suffix: The temp file's ending (writers pick the container by extension, e.g. ``.mp4``).
+    """
+
+    def __init__(self, path: str | Path, suffix: str = ".tmp") -> None:
+        self.user_path = Path(path)
+        self.target, in_place = resolve_output(self.user_path)
+        self.path = self.target
+        self._pending = not in_place
+        if in_place:
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.target.name}.", suffix=suffix, dir=self.target.parent
+            )
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        except OSError as exc:
+            raise _named(exc, self.user_path) from None
+        self.path = Path(tmp)
+
+    def commit(self) -> None:
+        """Move the written temp file onto the target (once; a no-op in place)."""
+        if not self._pending:
+            return
+        self._pending = False
+        try:
+            with open(self.path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            self.discard()
+            raise _named(exc, self.user_path) from None
+
+    def discard(self) -> None:
+        """Remove the temp file (the target stays as it was)."""
+        self._pending = False
+        if self.path != self.target:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

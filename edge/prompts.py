@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -355,20 +355,43 @@ def as_prompt_list(prompt: Any) -> list[Prompt]:
     return out
 
 
-def check_prompts(prompt: Any, image_hw: tuple[int, int]) -> list[Prompt]:
-    """The prompts of one frame, as a list, each validated against the frame size.
+class CheckedPrompts(tuple):  # type: ignore[type-arg]
+    """Prompts already validated against one frame size (what :func:`check_prompts` returns).
+
+    Checking them again for the same size returns them as they are, so a prompt that entered
+    at an edge (the CLI, ``POST /prompt``) is validated there once, not again at every layer.
+
+    Attributes:
+        image_hw: The (height, width) they were checked against.
+    """
+
+    image_hw: tuple[int, int]
+
+    def __new__(cls, prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> CheckedPrompts:
+        obj = super().__new__(cls, prompts)
+        obj.image_hw = (int(image_hw[0]), int(image_hw[1]))
+        return obj
+
+
+def check_prompts(prompt: Any, image_hw: tuple[int, int]) -> CheckedPrompts:
+    """The prompts of one frame, each validated against the frame size (once: prompts checked
+    for this size already are returned as they are).
 
     Args:
-        prompt: ``None``, one prompt or a sequence of prompts (:func:`as_prompt_list`).
+        prompt: ``None``, one prompt, a sequence of prompts (:func:`as_prompt_list`) or
+            :class:`CheckedPrompts`.
         image_hw: (height, width) of the frame.
 
     Raises:
         InputError: Not prompts, or a prompt that does not fit the frame (naming the field).
     """
+    hw = (int(image_hw[0]), int(image_hw[1]))
+    if isinstance(prompt, CheckedPrompts) and prompt.image_hw == hw:
+        return prompt
     prompts = as_prompt_list(prompt)
     for p in prompts:
-        validate_prompt(p, image_hw)
-    return prompts
+        validate_prompt(p, hw)
+    return CheckedPrompts(prompts, hw)
 
 
 def describe(p: Prompt) -> str:

@@ -496,7 +496,7 @@ class Segmenter:
     def _select(
         self,
         dets: Detections,
-        prompts: list[Prompt],
+        prompts: Sequence[Prompt],
         encoder: CachedTextEncoder | None,
         load_clip_ms: float = 0.0,
     ) -> Masks:
@@ -580,7 +580,7 @@ class Segmenter:
         dets = self._detect(image, tensor, info, thresholds, preprocess_ms)
         return self._select(dets, prompts, encoder, load_clip_ms)
 
-    def _timed_encoder(self, prompts: list[Prompt]) -> tuple[CachedTextEncoder | None, float]:
+    def _timed_encoder(self, prompts: Sequence[Prompt]) -> tuple[CachedTextEncoder | None, float]:
         """The CLIP encoder if a prompt needs it, and its load time in ms (0 when loaded
         before): a one-off cost, reported as ``load_clip``, not as preprocessing."""
         if not any(isinstance(p, TextPrompt) for p in prompts):
@@ -609,6 +609,18 @@ class Segmenter:
         )
         self._text_encoder = CachedTextEncoder(encoder)
         return self._text_encoder
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """The text prompts' caches once CLIP is loaded: ``text_embeddings`` and ``bpe`` (the
+        tokenizer's words), each :meth:`edge.lru.BoundedLRU.stats`; empty before."""
+        enc = self._text_encoder
+        if enc is None:
+            return {}
+        out = {"text_embeddings": enc.cache_stats}
+        bpe = enc.tokenizer_cache_stats
+        if bpe is not None:
+            out["bpe"] = bpe
+        return out
 
 
 def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path: Path) -> None:

@@ -48,7 +48,6 @@ embeddings of the text candidates) is a typed :class:`SelectionCache` on the det
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -58,6 +57,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import BundleError, InputError
+from edge.lru import BoundedLRU
 from edge.postprocess import AxisTaps, Detections, MaskResampler
 from edge.prefilter import (
     DENSE_SHORTLIST,
@@ -88,6 +88,8 @@ TEXT_TOP_K = 32
 """Default number of masks encoded with CLIP per frame (ranked by ``score * sqrt(area)``)."""
 TEXT_CACHE_SIZE = 64
 """Text embeddings kept by :class:`CachedTextEncoder`."""
+TEXT_CACHE_BYTES = 4 << 20
+"""Memory bound of those (texts and embeddings): a prompt's text may be 60 KB."""
 
 # sign(logit) computed here in float64 equals assemble_mask's float32 sign whenever
 # |logit| > _LOGIT_REL_TOL * sum(|w| * |c| * |p|): float32 rounding of a 32-term dot product plus
@@ -239,30 +241,44 @@ class TextOptions:
 
 
 class CachedTextEncoder:
-    """Wraps an encoder and keeps the last ``maxsize`` text embeddings (LRU).
+    """Wraps an encoder and keeps the last ``maxsize`` text embeddings (LRU, also bounded to
+    ``max_bytes``: :class:`edge.lru.BoundedLRU`).
 
     A camera service asks for the same few texts every frame; only new texts are encoded (in one
     batch). Image encoding is passed through.
     """
 
-    def __init__(self, encoder: TextEncoder, maxsize: int = TEXT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        maxsize: int = TEXT_CACHE_SIZE,
+        max_bytes: int = TEXT_CACHE_BYTES,
+    ) -> None:
         self.encoder = encoder
         self.maxsize = maxsize
-        self._cache: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._cache: BoundedLRU[str, NDArray[np.float32]] = BoundedLRU(maxsize, max_bytes)
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        """The embedding cache's entries, bytes, bounds and evictions."""
+        return self._cache.stats()
+
+    @property
+    def tokenizer_cache_stats(self) -> dict[str, int] | None:
+        """The wrapped encoder's tokenizer cache (None if it has none)."""
+        stats = getattr(getattr(self.encoder, "tokenizer", None), "cache_stats", None)
+        return dict(stats) if isinstance(stats, dict) else None
 
     def encode_text(self, texts: list[str]) -> NDArray[np.float32]:
         """(T, D) embeddings, from the cache where possible."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        found = {t: self._cache.get(t) for t in dict.fromkeys(texts)}
+        missing = [t for t, f in found.items() if f is None]
         if missing:
             feats = np.asarray(self.encoder.encode_text(missing), dtype=np.float32)
             for t, f in zip(missing, feats, strict=True):
-                self._cache[t] = f
-        out = []
-        for t in texts:
-            self._cache.move_to_end(t)
-            out.append(self._cache[t])
-        while len(self._cache) > self.maxsize:
-            self._cache.popitem(last=False)
+                found[t] = f = f.copy()  # a row alone, not a view holding the whole batch
+                self._cache.put(t, f)
+        out = [found[t] for t in texts]
         return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
 
     def encode_images(self, crops_rgb: list[NDArray[np.uint8]]) -> NDArray[np.float32]:

@@ -12,6 +12,11 @@ copied from openai/CLIP, MIT licence) with the default ``clean='lower'``:
 4. rows ``[sot] + ids + [eot]``, truncated to the context length with the last id forced to
    eot, zero-padded (pad id 0, as open_clip).
 
+A row needs only its first ``context_length - 1`` ids, so a long text stops being encoded there
+(the ids are the same: BPE works word by word). Words seen are cached in a
+:class:`edge.lru.BoundedLRU` (:data:`BPE_CACHE_ENTRIES`, :data:`BPE_CACHE_BYTES`): a flood of new
+words costs at most that, never the service's memory.
+
 The export tests check the ids against ``open_clip.get_tokenizer`` on thousands of strings.
 
 ``ftfy`` and ``regex`` come with the ``text`` extra (``pip install "fastsam-edge[text]"``); they
@@ -34,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import BundleError, InputError
+from edge.lru import BoundedLRU
 
 CONTEXT_LENGTH = 77
 SOT_TOKEN = "<start_of_text>"
@@ -42,6 +48,10 @@ EOT_TOKEN = "<end_of_text>"
 # 2 * 256 byte symbols and the two special tokens gives a vocabulary of 49,408.
 NUM_MERGES = 49152 - 256 - 2
 VOCAB_SIZE = 2 * 256 + NUM_MERGES + 2
+BPE_CACHE_ENTRIES = 10_000
+"""Words whose BPE is cached (a camera's prompts use a few hundred)."""
+BPE_CACHE_BYTES = 2 << 20
+"""Memory bound of that cache (keys, values and their bookkeeping)."""
 TEXT_EXTRA_HINT = 'install the text extra: pip install "fastsam-edge[text]"'
 _PATTERN = r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -133,7 +143,7 @@ class ClipTokenizer:
     pad_id: int = 0
     _ftfy: Any = None
     _pat: Any = None
-    _cache: dict[str, str] | None = None
+    _cache: BoundedLRU[str, str] | None = None
 
     @classmethod
     def from_file(
@@ -166,7 +176,7 @@ class ClipTokenizer:
             pad_id=0,
             _ftfy=ftfy,
             _pat=pat,
-            _cache={t: t for t in special},
+            _cache=BoundedLRU(BPE_CACHE_ENTRIES, BPE_CACHE_BYTES),
         )
 
     @classmethod
@@ -221,9 +231,13 @@ class ClipTokenizer:
 
     def bpe(self, token: str) -> str:
         """Byte-level BPE of one pre-token (already mapped through ``bytes_to_unicode``)."""
-        cache = self._cache if self._cache is not None else {}
-        if token in cache:
-            return cache[token]
+        if token in (SOT_TOKEN, EOT_TOKEN):
+            return token
+        cache = self._cache
+        if cache is not None:
+            hit = cache.get(token)
+            if hit is not None:
+                return hit
         word: tuple[str, ...] = tuple(token[:-1]) + (token[-1] + "</w>",)
         pairs = _get_pairs(word)
         if not pairs:
@@ -256,16 +270,30 @@ class ClipTokenizer:
                 break
             pairs = _get_pairs(word)
         out = " ".join(word)
-        cache[token] = out
+        if cache is not None:
+            cache.put(token, out)
         return out
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of one string, without sot/eot and without truncation."""
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        """The BPE cache's entries, bytes, bounds and evictions (:meth:`BoundedLRU.stats`)."""
+        return self._cache.stats() if self._cache is not None else {"entries": 0, "bytes": 0}
+
+    def encode(self, text: str, max_ids: int | None = None) -> list[int]:
+        """Ids of one string, without sot/eot.
+
+        Args:
+            text: The string.
+            max_ids: Stop after this many ids (the rest of a long text is never encoded);
+                ``None``: all of them.
+        """
         byte_encoder = bytes_to_unicode()
         ids: list[int] = []
-        for token in self._pat.findall(self.clean(text)):
-            mapped = "".join(byte_encoder[b] for b in token.encode("utf-8"))
+        for m in self._pat.finditer(self.clean(text)):
+            mapped = "".join(byte_encoder[b] for b in m.group().encode("utf-8"))
             ids.extend(self.encoder[t] for t in self.bpe(mapped).split(" "))
+            if max_ids is not None and len(ids) >= max_ids:
+                return ids[:max_ids]
         return ids
 
     def __call__(
@@ -297,7 +325,8 @@ class ClipTokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"texts[{i}]: expected a string, got {type(text).__name__}")
-            ids = [self.sot_id, *self.encode(text), self.eot_id]
+            # n_ctx - 1 ids tell whether the row is truncated, and give all it keeps
+            ids = [self.sot_id, *self.encode(text, max_ids=n_ctx - 1), self.eot_id]
             if len(ids) > n_ctx:
                 ids = ids[:n_ctx]
                 ids[-1] = self.eot_id

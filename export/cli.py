@@ -156,6 +156,12 @@ def _resolve_precision(args: argparse.Namespace) -> None:
         args.no_int8 = True
 
 
+EXPORT_MODULES = frozenset(
+    {"torch", "torchvision", "ultralytics", "onnx", "onnxslim", "open_clip", "onnxscript"}
+)
+"""Modules of the ``export`` extra: missing one means a runtime-only install."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fastsam-export``; returns the exit code (0 ok, 2 bad input or export
     error, 4 cannot write, 141 output pipe closed)."""
@@ -164,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, level.upper()), format="%(levelname)s %(message)s")
     try:
         return _main(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in EXPORT_MODULES:
+            raise
+        print(
+            f"fastsam-export: error: {exc.name!r} is not installed: fastsam-export needs the "
+            'export extra (torch, ultralytics, onnx, open-clip-torch): pip install -e ".[export]" '
+            "on a workstation (a runtime-only install, e.g. on the Pi, has fastsam-edge only)",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

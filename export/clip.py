@@ -709,6 +709,140 @@ def _tokenizer_section(model_name: str, model: Any, out_dir: Path) -> tuple[dict
     return section, tok
 
 
+@dataclass
+class _Towers:
+    """The two encoders of one export on their way into the bundle.
+
+    Attributes:
+        out_dir: The bundle being assembled.
+        files: Tower -> precision -> file name (every precision, before any is dropped).
+        inputs: Tower -> the verification inputs (pixels, token ids).
+        ref: Tower -> torch's normalised embeddings of :attr:`inputs`.
+        first_crop: Index of the first demo crop in the image inputs (the rest is random).
+        threads: onnxruntime threads for the checks.
+    """
+
+    out_dir: Path
+    files: dict[str, dict[str, str]]
+    inputs: dict[str, np.ndarray]
+    ref: dict[str, np.ndarray]
+    first_crop: int
+    threads: int | None
+
+    def path(self, tower: str, precision: str) -> Path:
+        """The ``tower``'s encoder file of ``precision``."""
+        return self.out_dir / self.files[tower][precision]
+
+    def check(self, precision: str, verify: dict[str, Any]) -> list[str]:
+        """ONNX vs torch cosines of both towers at ``precision``, recorded in ``verify``.
+
+        Returns:
+            The int8 shortfalls (int8 is gated on what it will see: demo crops and real
+            prompts; random-normal pixels are no image, their ranges are reported, not gated).
+
+        Raises:
+            ExportError: An fp32 encoder below :data:`MIN_FP32_COSINE` (a broken export).
+        """
+        failures = []
+        for tower in TOWERS:
+            sess = create_session(self.path(tower, precision), threads=self.threads)
+            name = sess.get_inputs()[0].name
+            got = sess.run(None, {name: self.inputs[tower]})[0]
+            single = sess.run(None, {name: self.inputs[tower][:1]})[0]  # dynamic batch
+            cos = _cosines(got, self.ref[tower])
+            facts = verify[f"{tower}_{precision}"] = {
+                "cosine_min": round(float(cos.min()), 7),
+                "cosine_mean": round(float(cos.mean()), 7),
+                "max_abs": float(np.abs(got - self.ref[tower]).max()),
+                "batch1_max_abs": float(np.abs(single[0] - got[0]).max()),
+            }
+            if tower == "image":
+                facts["demo_crops_cosine_min"] = round(float(cos[self.first_crop :].min()), 7)
+            if precision == "fp32" and cos.min() < MIN_FP32_COSINE:
+                raise ExportError(
+                    f"CLIP {tower} encoder: ONNX fp32 vs torch cosine {cos.min():.6f} < "
+                    f"{MIN_FP32_COSINE}; refusing to write a bundle with a broken encoder"
+                )
+            gated = cos[self.first_crop :] if tower == "image" else cos
+            if precision == "int8" and gated.min() < MIN_INT8_COSINE:
+                failures.append(
+                    f"{tower} int8 vs torch cosine {gated.min():.6f} < {MIN_INT8_COSINE} on "
+                    f"the verify {'crops' if tower == 'image' else 'prompts'}"
+                )
+        return failures
+
+
+def _reparameterized_reference(
+    model: Any, pixels: np.ndarray
+) -> tuple[np.ndarray, list[str], float]:
+    """Re-parameterise a conv tower for inference (MobileOne/FastViT branches folded).
+
+    Returns:
+        (torch's normalised image embeddings of ``pixels`` after it, the folded modules, the
+        lowest cosine between before and after).
+
+    Raises:
+        ExportError: The folded tower computes something else (cosine < MIN_FP32_COSINE).
+    """
+    import torch
+
+    with torch.no_grad(), _mha_fastpath_off():
+        before = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
+        folded = reparameterize(model)
+        after = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
+    cos = float(_cosines(before, after).min())
+    if cos < MIN_FP32_COSINE:
+        raise ExportError(
+            f"CLIP image tower: re-parameterised vs original torch cosine {cos:.6f} "
+            f"< {MIN_FP32_COSINE} ({', '.join(folded)})"
+        )
+    return after, folded, cos
+
+
+def _export_towers(
+    model: Any, ref_tok: Any, size: int, out_dir: Path
+) -> dict[str, dict[str, str]]:
+    """Both fp32 encoders exported; returns tower -> precision -> file name."""
+    import torch
+
+    files = {t: {p: clip_file(t, p) for p in CLIP_PRECISIONS} for t in TOWERS}
+    _export_tower(
+        _ImageEncoder.build(model),
+        torch.zeros(1, 3, size, size),
+        out_dir / files["image"]["fp32"],
+        "pixels",
+    )
+    dummy_tokens = torch.as_tensor(ref_tok(["a photo of a dog"]).numpy().astype(np.int32))
+    _export_tower(
+        _TextEncoder.build(model), dummy_tokens, out_dir / files["text"]["fp32"], "tokens"
+    )
+    return files
+
+
+def _quantized(
+    towers: _Towers, verify: dict[str, Any], model_name: str, keep_fp32: bool
+) -> list[str]:
+    """Both towers quantized and checked; returns the int8 shortfalls after removing the int8
+    files they condemn (an int8-only export with one is an error)."""
+    for tower in TOWERS:
+        quantize(towers.path(tower, "fp32"), towers.path(tower, "int8"), QUANT_OPS_BY_TOWER[tower])
+    failures = towers.check("int8", verify)
+    if not failures:
+        return []
+    verify["int8_refused"] = failures
+    if not keep_fp32:
+        raise ExportError(
+            f"CLIP {model_name}: {'; '.join(failures)}; refusing an int8-only "
+            "bundle (export with --clip-precision all for fp32 CLIP)"
+        )
+    _LOGGER.warning(
+        "CLIP %s: int8 left out (%s); the bundle keeps fp32 CLIP", model_name, "; ".join(failures)
+    )
+    for tower in TOWERS:
+        towers.path(tower, "int8").unlink()
+    return failures
+
+
 def export_clip(
     model_name: str,
     pretrained: str | os.PathLike[str] | None,
@@ -721,6 +855,10 @@ def export_clip(
     progress: bool = True,
 ) -> ClipSection:
     """Export an open_clip model's image and text encoders into ``out_dir``.
+
+    One straight line: load the model, write the tokenizer, fold a conv tower's branches,
+    export both fp32 encoders, check them against torch, quantize and check int8, export a
+    conv tower's dense map, and describe it all as the typed ``clip`` section.
 
     Args:
         model_name: open_clip model, e.g. ``"ViT-B-32-quickgelu"`` (FastSAM's CLIP).
@@ -747,70 +885,42 @@ def export_clip(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    precisions = [
-        p for p in CLIP_PRECISIONS if (p == "fp32" and keep_fp32) or (p == "int8" and int8)
-    ]
-    steps = ["load", "tokenizer", "export image", "export text", "verify fp32"]
-    if int8:
-        steps += ["quantize image", "quantize text", "verify int8"]
-    steps.append("export dense")
-    bar = tqdm(total=len(steps), desc=f"CLIP {model_name}", unit="step", disable=not progress)
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name)
-
+    steps = ["load", "tokenizer", "export", "verify fp32"] + (["int8"] if int8 else [])
+    bar = tqdm(total=len(steps) + 1, desc=f"CLIP {model_name}", unit="step", disable=not progress)
     try:
-        step("load")
+        bar.set_postfix_str("load")
         with torch.no_grad():
-            model, preprocess_val, pretrained_info = load_model(
-                model_name, pretrained, model_kwargs
-            )
+            model, _, pretrained_info = load_model(model_name, pretrained, model_kwargs)
         bar.update()
-        step("tokenizer")
+        bar.set_postfix_str("tokenizer")
         tok_section, ref_tok = _tokenizer_section(model_name, model, out_dir)
+        edge_tok = ClipTokenizer.from_file(
+            out_dir / BPE_FILE, context_length=tok_section["context_length"]
+        )
         image_section = _image_section(model)
-        bar.update()
-
-        size = image_section["size"]
-        pixels, first_crop = _verify_images(size, ClipPreprocess.from_section(image_section))
-        step("reparameterize")
-        with torch.no_grad(), _mha_fastpath_off():
-            before = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
-            reparameterized = reparameterize(model)
-            after = model.encode_image(torch.from_numpy(pixels), normalize=True).numpy()
-        reparam_cos = float(_cosines(before, after).min())
-        if reparam_cos < MIN_FP32_COSINE:
-            raise ExportError(
-                f"CLIP image tower: re-parameterised vs original torch cosine {reparam_cos:.6f} "
-                f"< {MIN_FP32_COSINE} ({', '.join(reparameterized)})"
-            )
-        image_section["max_batch"] = MAX_BATCH_CONV if reparameterized else MAX_BATCH_VIT
-        ctx = tok_section["context_length"]
-        files = {t: {p: clip_file(t, p) for p in CLIP_PRECISIONS} for t in TOWERS}
-        fp32 = {t: out_dir / files[t]["fp32"] for t in TOWERS}
-        step("export image")
-        _export_tower(
-            _ImageEncoder.build(model), torch.zeros(1, 3, size, size), fp32["image"], "pixels"
+        pixels, first_crop = _verify_images(
+            image_section["size"], ClipPreprocess.from_section(image_section)
         )
         bar.update()
-        step("export text")
-        dummy_tokens = torch.as_tensor(ref_tok(["a photo of a dog"]).numpy().astype(np.int32))
-        _export_tower(_TextEncoder.build(model), dummy_tokens, fp32["text"], "tokens")
+        bar.set_postfix_str("export")
+        image_ref, folded, reparam_cos = _reparameterized_reference(model, pixels)
+        image_section["max_batch"] = MAX_BATCH_CONV if folded else MAX_BATCH_VIT
+        files = _export_towers(model, ref_tok, image_section["size"], out_dir)
         bar.update()
-
-        # verification inputs and torch references
-        step("verify fp32")
-        edge_tok = ClipTokenizer.from_file(out_dir / BPE_FILE, context_length=ctx)
+        bar.set_postfix_str("verify fp32")
         prompts = list(VERIFY_PROMPTS)
         ref_ids = ref_tok(prompts).numpy()
         tokens = ref_ids.astype(np.int32)
         with torch.no_grad(), _mha_fastpath_off():
-            ref = {
-                "image": after,
-                "text": model.encode_text(torch.from_numpy(tokens), normalize=True).numpy(),
-            }
-        inputs = {"image": pixels, "text": tokens}
-        embed_dim = int(ref["image"].shape[1])
+            text_ref = model.encode_text(torch.from_numpy(tokens), normalize=True).numpy()
+        towers = _Towers(
+            out_dir,
+            files,
+            {"image": pixels, "text": tokens},
+            {"image": image_ref, "text": text_ref},
+            first_crop,
+            threads,
+        )
         verify: dict[str, Any] = {
             "inputs": {
                 "images": len(pixels),
@@ -821,77 +931,50 @@ def export_clip(
             "tokenizer_parity": bool(np.array_equal(edge_tok(prompts), ref_ids)),
             "min_fp32_cosine": MIN_FP32_COSINE,
             "min_int8_cosine": MIN_INT8_COSINE,
-            "reparameterized": reparameterized,
+            "reparameterized": folded,
             "reparam_cosine_min": round(reparam_cos, 7),
         }
         if not verify["tokenizer_parity"]:
             raise ExportError("edge tokenizer ids differ from open_clip's on the verify prompts")
-
-        int8_failures: list[str] = []
-
-        def check(precision: str) -> None:
-            for tower in TOWERS:
-                sess = create_session(out_dir / files[tower][precision], threads=threads)
-                name = sess.get_inputs()[0].name
-                got = sess.run(None, {name: inputs[tower]})[0]
-                single = sess.run(None, {name: inputs[tower][:1]})[0]  # dynamic batch
-                cos = _cosines(got, ref[tower])
-                facts = verify[f"{tower}_{precision}"] = {
-                    "cosine_min": round(float(cos.min()), 7),
-                    "cosine_mean": round(float(cos.mean()), 7),
-                    "max_abs": float(np.abs(got - ref[tower]).max()),
-                    "batch1_max_abs": float(np.abs(single[0] - got[0]).max()),
-                }
-                if tower == "image":
-                    facts["demo_crops_cosine_min"] = round(float(cos[first_crop:].min()), 7)
-                if precision == "fp32" and cos.min() < MIN_FP32_COSINE:
-                    raise ExportError(
-                        f"CLIP {tower} encoder: ONNX fp32 vs torch cosine {cos.min():.6f} < "
-                        f"{MIN_FP32_COSINE}; refusing to write a bundle with a broken encoder"
-                    )
-                # int8 is gated on what it will see: demo crops and real prompts (random-normal
-                # pixels are no image; their ranges are reported, not gated)
-                gated = cos[first_crop:] if tower == "image" else cos
-                if precision == "int8" and gated.min() < MIN_INT8_COSINE:
-                    int8_failures.append(
-                        f"{tower} int8 vs torch cosine {gated.min():.6f} < {MIN_INT8_COSINE} on "
-                        f"the verify {'crops' if tower == 'image' else 'prompts'}"
-                    )
-
-        check("fp32")
+        towers.check("fp32", verify)
         bar.update()
+        int8_ok = False
         if int8:
-            for tower in TOWERS:
-                step(f"quantize {tower}")
-                quantize(fp32[tower], out_dir / files[tower]["int8"], QUANT_OPS_BY_TOWER[tower])
-                bar.update()
-            step("verify int8")
-            check("int8")
+            bar.set_postfix_str("int8")
+            int8_ok = not _quantized(towers, verify, model_name, keep_fp32)
             bar.update()
-            if int8_failures:
-                verify["int8_refused"] = int8_failures
-                if not keep_fp32:
-                    raise ExportError(
-                        f"CLIP {model_name}: {'; '.join(int8_failures)}; refusing an int8-only "
-                        "bundle (export with --clip-precision all for fp32 CLIP)"
-                    )
-                _LOGGER.warning(
-                    "CLIP %s: int8 left out (%s); the bundle keeps fp32 CLIP",
-                    model_name,
-                    "; ".join(int8_failures),
-                )
-                for tower in TOWERS:
-                    (out_dir / files[tower]["int8"]).unlink()
-                precisions = ["fp32"]
-        step("export dense")
-        dense = export_dense(model, out_dir, pixels, after, precisions, threads)
+        # int8 refused keeps fp32 (an int8-only export raised above)
+        precisions = [
+            p for p in CLIP_PRECISIONS if (p == "fp32" and keep_fp32) or (p == "int8" and int8_ok)
+        ] or ["fp32"]
+        bar.set_postfix_str("dense")
+        dense = export_dense(model, out_dir, pixels, image_ref, precisions, threads)
         bar.update()
         if not keep_fp32:
-            for path in fp32.values():
-                path.unlink()
+            for tower in TOWERS:
+                towers.path(tower, "fp32").unlink()
     finally:
         bar.close()
+    return _clip_section(
+        model_name, model, model_kwargs, pretrained_info, image_section, tok_section,
+        files, precisions, verify, dense, int(image_ref.shape[1]),
+    )  # fmt: skip
 
+
+def _clip_section(
+    model_name: str,
+    model: Any,
+    model_kwargs: dict[str, Any] | None,
+    pretrained_info: Any,
+    image_section: dict[str, Any],
+    tok_section: dict[str, Any],
+    files: dict[str, dict[str, str]],
+    precisions: list[str],
+    verify: dict[str, Any],
+    dense: dict[str, Any] | None,
+    embed_dim: int,
+) -> ClipSection:
+    """The typed ``clip`` section of an export."""
     section: dict[str, Any] = {
         "model": model_name,
         "model_kwargs": model_kwargs or {},

@@ -32,7 +32,8 @@
 #   --text        install the text extra even if the bundle has no CLIP
 #   --mqtt        also install paho-mqtt (for [mqtt] enabled = true)
 #   --no-apt      skip the apt step
-#   --src         what to pip install (default: the checkout this script lives in)
+#   --src         what to pip install (default: the checkout this script lives in; a folder
+#                 is built from a temporary copy, so it gets no root-owned build files)
 #   --dry-run     print the commands instead of running them (works on any machine)
 #   --uninstall   stop and remove the service, its user, the link and /opt/fastsam-edge;
 #                 config, models and results are kept unless --purge is given too
@@ -115,9 +116,15 @@ if ((UNINSTALL)); then
     exit 0
 fi
 
-arch="$(uname -m)"
-if [[ "$arch" != "aarch64" && "$arch" != "x86_64" ]]; then
-    msg="this is a $arch system: onnxruntime has no 32-bit ARM wheels; install Raspberry Pi OS (64-bit)"
+# the *userland* must be 64-bit: Raspberry Pi OS (32-bit) boots a 64-bit kernel by default, so
+# `uname -m` says aarch64 there, and pip would fail much later (no 32-bit ARM onnxruntime wheels)
+if command -v dpkg >/dev/null 2>&1; then
+    arch="$(dpkg --print-architecture)"
+else  # not Debian: the system Python's pointer size
+    arch="$("$SYSTEM_PYTHON" -c 'import struct; print("arm64" if struct.calcsize("P") == 8 else "32-bit")' 2>/dev/null || echo unknown)"
+fi
+if [[ "$arch" != "arm64" && "$arch" != "amd64" ]]; then
+    msg="this system's userland is $arch (kernel: $(uname -m)); fastsam-edge needs a 64-bit OS (onnxruntime has no 32-bit ARM wheels): install Raspberry Pi OS (64-bit), e.g. with Raspberry Pi Imager, and run this again"
     if ((DRY)); then echo "warning: $msg" >&2; else die "$msg"; fi
 fi
 
@@ -165,13 +172,27 @@ opencv-python-headless<4.12"
 fi
 CONSTRAINT_TEXT+="
 # the versions tested in the pi env (scripts/constraints-pi.txt)
-$(grep -E '^(onnxruntime|opencv-python-headless)==' "$PI_CONSTRAINTS")"
+$(grep -E '^(onnxruntime|opencv-python-headless|ftfy|regex)==' "$PI_CONSTRAINTS")"
 echo "+ write $CONSTRAINTS:"
 printf '%s\n' "$CONSTRAINT_TEXT" | sed 's/^/    /'
 
 EXTRAS=""
 ((TEXT)) && EXTRAS="[text]"
-PKGS=("$SRC$EXTRAS")
+# a checkout is built from a temporary copy: pip builds as root, and in the clone itself it would
+# leave root-owned build/ and *.egg-info behind for the user
+BUILD_SRC="$SRC"
+if [[ -d "$SRC" ]]; then
+    BUILD_TMP="$(mktemp -d "${TMPDIR:-/tmp}/fastsam-edge-src.XXXXXX")"
+    trap 'rm -rf "$BUILD_TMP"' EXIT
+    BUILD_SRC="$BUILD_TMP/fastsam-edge"
+    echo "+ copy $SRC to $BUILD_SRC (without .git, venvs, build/, *.egg-info)"
+    if ((DRY == 0)); then
+        mkdir "$BUILD_SRC"
+        tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude=./.ci-venvs --exclude=./build \
+            --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$BUILD_SRC" -xf -
+    fi
+fi
+PKGS=("$BUILD_SRC$EXTRAS")
 ((MQTT)) && PKGS+=(paho-mqtt)
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)-$$"
 NEW="$PREFIX/venvs/$STAMP"
@@ -261,7 +282,8 @@ run "$VENV/bin/fastsam-edge" doctor --config "$CONFIG" || true
 cat <<EOF
 
 Done. fastsam-edge is on PATH ($LINK). Next, as ${LOGIN_USER:-your login user}:
-  - log out and in again once, so that the groups $SERVICE_GROUP and systemd-journal apply
+  - log out of every session (a desktop: log out of it, or reboot) so that the groups
+    $SERVICE_GROUP and systemd-journal apply; or, in one terminal: newgrp $SERVICE_GROUP
   - fastsam-edge doctor
   - sudo systemctl enable --now fastsam-edge; journalctl -u fastsam-edge -f
   - results: /var/lib/fastsam-edge/results; config: $CONFIG

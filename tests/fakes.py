@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.service.sink import PARTIAL_PREFIX, RESULT_NAME
-from edge.service.sources import Frame, FrameSource, SourceError
+from edge.service.sources import FrameSource, SourceError
+from edge.sources import Frame
 from edge.types import MaskCrop, Masks
 
 

@@ -22,6 +22,7 @@ from edge.cliargs import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT,
+    EXIT_SKIPPED,
 )
 from edge.demo.scenes import EVAL_SEED_START, generate_scene
 
@@ -120,6 +121,7 @@ def test_video_with_stride_and_saved_video(video: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     jsons = sorted(p.name for p in out.glob("*.json"))
     assert jsons == ["clip_000000.json", "clip_000003.json", "clip_000006.json"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # temp file renamed
     assert json.loads((out / "clip_000003.json").read_text())["frame_id"] == 3
     cap = cv2.VideoCapture(str(out / "clip.overlay.mp4"))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
@@ -240,6 +242,7 @@ def test_exit_code_table_in_readme() -> None:
         EXIT_BAD_INPUT: "bad input",
         EXIT_EMPTY: "--fail-empty",
         EXIT_OUTPUT: "write",
+        EXIT_SKIPPED: "skipped",
         EXIT_INTERRUPTED: "interrupted",
         EXIT_BROKEN_PIPE: "pipe",
     }
@@ -304,3 +307,177 @@ def test_coco_per_frame_files_under_out(scenes_dir: Path, tmp_path: Path) -> Non
 def test_info_defaults_to_the_demo_bundle(capsys) -> None:  # noqa: ANN001
     assert main(["info"]) == 0
     assert "fastsam-demo" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# no output ever overwrites an input (issue 22): each refused before any work, bytes unchanged
+# --------------------------------------------------------------------------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def two_images(scenes_dir: Path, tmp_path: Path) -> Path:
+    """``same/`` with ``a.png`` and ``b.png`` (demo scenes), in a fresh folder per test."""
+    d = tmp_path / "same"
+    d.mkdir()
+    for name, src in zip(("a.png", "b.png"), sorted(scenes_dir.glob("*.png")), strict=False):
+        (d / name).write_bytes(src.read_bytes())
+    return d
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        pytest.param(["--json", "a.png", "b.png"], "--json: 'a.png' exists", id="json-swallows"),
+        pytest.param(["--jso", "a.png", "b.png"], "--json: 'a.png' exists", id="json-abbrev"),
+        pytest.param(["--overlay", "a.png", "b.png"], "--overlay: 'a.png'", id="overlay-swallows"),
+        pytest.param(["a.png", "--overlay", "a.png"], "--overlay: 'a.png' is the source", id="ov"),
+        pytest.param(
+            ["b.png", "--json", "a.png"], "--json: 'a.png' is an existing", id="json-img"
+        ),
+        pytest.param(["a.png", "b.png", "--json", "a.png"], "--json: 'a.png'", id="json-src"),
+        pytest.param([".", "--out", ".", "--overlay"], "--out: '.' holds sources", id="out-dir"),
+        pytest.param(
+            ["a.png", "--json", "link.json"], "--json: 'link.json' is the source", id="ln"
+        ),
+        pytest.param(["a.png", "--overlay", "hard.png"], "is the source 'a.png'", id="hardlink"),
+        pytest.param(
+            ["a.png", "b.json", "--out", "."],
+            "--out: would write 'b.json' over the source",
+            id="per-frame",
+        ),
+    ],
+)
+def test_outputs_never_overwrite_a_source(
+    two_images: Path, monkeypatch: pytest.MonkeyPatch, capsys, argv: list[str], needle: str
+) -> None:  # noqa: ANN001
+    monkeypatch.chdir(two_images)
+    (two_images / "link.json").symlink_to("a.png")
+    (two_images / "hard.png").hardlink_to("a.png")
+    (two_images / "b.json").write_text('{"mine": 1}')
+    before = _snapshot(two_images)
+    assert main(["segment", *argv, "--threads", "1"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert _snapshot(two_images) == before
+    assert (two_images / "link.json").is_symlink()
+
+
+def test_save_video_into_the_folder_of_its_source_is_refused(video: Path, tmp_path: Path) -> None:
+    d = tmp_path / "v"
+    d.mkdir()
+    (d / "clip.avi").write_bytes(video.read_bytes())
+    before = _snapshot(d)
+    proc = run_cli("segment", str(d / "clip.avi"), "--out", str(d), "--save-video")
+    assert proc.returncode == EXIT_BAD_INPUT and "--out:" in proc.stderr, proc.stderr
+    assert _snapshot(d) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["a.png", "--json", "out.json"], id="json-file"),
+        pytest.param(["--json", "-", "a.png", "b.png"], id="json-stdout-explicit"),
+        pytest.param(["a.png", "--overlay", "old.png"], id="overlay-after-the-source"),
+        pytest.param(["--overlay=old.png", "a.png"], id="overlay-equals"),
+        pytest.param(["a.png", "b.png", "--out", "res", "--overlay"], id="out-elsewhere"),
+    ],
+)
+def test_outputs_that_are_not_sources_are_written(
+    two_images: Path, monkeypatch: pytest.MonkeyPatch, capsys, argv: list[str]
+) -> None:  # noqa: ANN001
+    monkeypatch.chdir(two_images)
+    (two_images / "old.png").write_bytes(b"a previous overlay")
+    (two_images / "out.json").write_text("{}")
+    sources = {n: (two_images / n).read_bytes() for n in ("a.png", "b.png")}
+    assert main(["segment", *argv, "--threads", "1", "--no-progress"]) == EXIT_OK
+    assert {n: (two_images / n).read_bytes() for n in sources} == sources
+    out = capsys.readouterr().out
+    if "out.json" in argv:
+        assert json.loads((two_images / "out.json").read_text())["num_masks"] > 0
+    if "-" in argv:
+        assert len(json.loads(out)) == 2
+    if any("old.png" in a for a in argv):
+        assert cv2.imread(str(two_images / "old.png")).shape == (240, 320, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# unreadable files in a batch: skipped with a warning each, the rest processed, exit 5
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_junk_file_in_a_folder_is_skipped_and_the_rest_processed(
+    scenes_dir: Path, tmp_path: Path
+) -> None:
+    d = tmp_path / "batch"
+    d.mkdir()
+    pngs = sorted(scenes_dir.glob("*.png"))
+    for k in range(4):
+        (d / f"img{k}.png").write_bytes(pngs[k % len(pngs)].read_bytes())
+    (d / "img2b.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "res"
+    proc = run_cli("segment", str(d), "--out", str(out), "--threads", "1")
+    assert proc.returncode == EXIT_SKIPPED, proc.stderr
+    assert proc.stderr.count("warning: skipping") == 1 and "img2b.jpg" in proc.stderr
+    assert "skipped 1 of 5 files" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"img{k}.json" for k in range(4)]
+
+
+def test_a_batch_of_only_junk_is_bad_input_and_one_junk_file_its_own_error(
+    tmp_path: Path, capsys
+) -> None:  # noqa: ANN001
+    for name in ("x.jpg", "y.png"):
+        (tmp_path / name).write_bytes(b"junk")
+    assert main(["segment", str(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("warning: skipping") == 2 and "none of the 2 files" in err
+    assert main(["segment", str(tmp_path / "x.jpg")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "skipping" not in err and "x.jpg" in err
+
+
+def test_folders_collect_every_format_the_reader_reads(tmp_path: Path) -> None:
+    """.gif .avif .pam .pfm (where this OpenCV writes them) are found in a folder and read."""
+    image = generate_scene(EVAL_SEED_START + 7, 64, 48).image
+    written = []
+    for ext in (".png", ".gif", ".avif", ".pam", ".pfm"):
+        data = image.astype(np.float32) / 255 if ext == ".pfm" else image
+        try:
+            if cv2.imwrite(str(tmp_path / f"x{ext[1:]}{ext}"), data):
+                written.append(ext)
+        except cv2.error:
+            pass
+    assert {".png", ".pam", ".pfm"} <= set(written)
+    proc = run_cli("segment", str(tmp_path), "--json", "-", "--threads", "1")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    sources = sorted(Path(d["image"]["source"]).suffix for d in json.loads(proc.stdout))
+    assert sources == sorted(written)
+
+
+# --------------------------------------------------------------------------------------------
+# the demo bundle on frames that are not demo scenes: one notice per run
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("names", "bundle", "notices"),
+    [
+        pytest.param(["a.png", "b.png"], False, 1, id="photos-once"),
+        pytest.param(["scene_001000.png", "scene_001001.png"], False, 0, id="demo-scenes"),
+        pytest.param(["a.png"], True, 0, id="bundle-given"),
+    ],
+)
+def test_demo_bundle_notice_once_on_non_demo_frames(
+    scenes_dir: Path, demo_bundle: Path, tmp_path: Path, capsys, names, bundle, notices
+) -> None:  # noqa: ANN001
+    for name, src in zip(names, sorted(scenes_dir.glob("*.png")), strict=False):
+        (tmp_path / name).write_bytes(src.read_bytes())
+    extra = ["--bundle", str(demo_bundle)] if bundle else []
+    assert main(["segment", str(tmp_path), "--no-progress", "--threads", "1", *extra]) == 0
+    err = capsys.readouterr().err
+    assert err.count("notice: the model is the embedded demo bundle") == notices, err
+    if notices:
+        assert "--bundle DIR" in err and "fastsam-export" in err

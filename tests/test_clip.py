@@ -584,3 +584,53 @@ def test_vit_b32_export_cli(tmp_path: Path) -> None:
         img = enc.encode_images(_crops(3))
         txt = enc.encode_text(PROMPTS[:2])
         assert img.shape == (3, 512) and txt.shape == (2, 512)
+
+
+def _tiny_tokenizer(cache_entries: int = 50, cache_bytes: int = 8 << 10) -> ClipTokenizer:
+    """A tokenizer without the text extra: identity cleaning, a letters/digits/other pattern,
+    a few merges (``bpe`` and the row logic are what is tested)."""
+    import re
+    import types
+
+    from edge.lru import BoundedLRU
+    from edge.tokenizer import EOT_TOKEN, SOT_TOKEN, bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    merges = [("t", "h"), ("th", "e</w>"), ("a", "b")]
+    vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
+    vocab += [SOT_TOKEN, EOT_TOKEN]
+    encoder = {t: i for i, t in enumerate(vocab)}
+    return ClipTokenizer(
+        encoder=encoder,
+        bpe_ranks={m: i for i, m in enumerate(merges)},
+        sot_id=encoder[SOT_TOKEN],
+        eot_id=encoder[EOT_TOKEN],
+        _ftfy=types.SimpleNamespace(fix_text=lambda s: s),
+        _pat=re.compile(r"<start_of_text>|<end_of_text>|[a-z]+|[0-9]|[^\sa-z0-9]+"),
+        _cache=BoundedLRU(cache_entries, cache_bytes),
+    )
+
+
+def test_bpe_cache_stays_bounded_under_a_flood_of_new_words() -> None:
+    tok = _tiny_tokenizer(cache_entries=50, cache_bytes=8 << 10)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        words = ["".join(rng.choice(list("abcdefghij"), 8)) for _ in range(20)]
+        tok([" ".join(words)])
+        stats = tok.cache_stats
+        assert stats["entries"] <= 50 and stats["bytes"] <= 8 << 10
+    assert tok.cache_stats["evictions"] > 2500  # ~10 words a row (77 ids), 300 rows
+    # the special tokens never depend on the cache
+    assert tok(["<start_of_text>"])[0, 1] == tok.sot_id
+
+
+def test_long_text_encodes_only_what_its_row_keeps() -> None:
+    tok = _tiny_tokenizer(cache_entries=10_000, cache_bytes=16 << 20)
+    words = [f"w{i:05d}".replace("0", "q") for i in range(5000)]  # all different
+    text = " ".join(words)
+    row = tok([text])[0]
+    assert tok.cache_stats["entries"] <= tok.context_length  # not 5000 words
+    full = [tok.sot_id, *tok.encode(text), tok.eot_id][: tok.context_length]
+    full[-1] = tok.eot_id
+    np.testing.assert_array_equal(row, full)  # the same row as encoding everything
+    assert tok.encode("the ab", max_ids=1) == tok.encode("the ab")[:1]

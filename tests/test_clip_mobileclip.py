@@ -334,8 +334,8 @@ def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     [
         (lambda d: d.update(stride=0), "clip.dense.stride"),
         (lambda d: d.update(long_side="320"), "clip.dense.long_side"),
-        (lambda d: d.pop("files"), "clip.dense is malformed"),
-        (lambda d: d.update(files={}), "clip.dense is malformed"),
+        (lambda d: d.pop("files"), "clip.dense.files is missing"),
+        (lambda d: d.update(files={}), "clip.dense.files: expected an object of precision"),
         (lambda d: d["files"].update(fp32="missing.onnx", int8="missing.onnx"), "missing"),
     ],
 )

@@ -234,6 +234,40 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "scripts/test.sh" in (root / ".ci" / "run").read_text()
 
 
+CONFLICT_MARKER = re.compile(r"^(?:<{7} .*|={7}|>{7} .*)$", re.M)
+"""The lines git writes around a merge conflict (``<<<<<<< HEAD``, ``=======``, ``>>>>>>> b``)."""
+
+
+def _conflict_lines(text: str) -> list[int]:
+    """1-based numbers of the lines of ``text`` that are merge-conflict markers."""
+    return [text.count("\n", 0, m.start()) + 1 for m in CONFLICT_MARKER.finditer(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        (
+            "a\n" + "<" * 7 + " HEAD\nours\n" + "=" * 7 + "\ntheirs\n" + ">" * 7 + " main\n",
+            [2, 4, 6],
+        ),
+        ("Title\n" + "=" * 8 + "\n`" + "<" * 7 + " x`\n " + "=" * 7 + "\n", []),
+    ],
+)
+def test_the_conflict_marker_check_finds_markers(text, lines):
+    assert _conflict_lines(text) == lines
+
+
+def test_no_merge_conflict_markers_in_tracked_text_files():
+    found = []
+    for path in _tracked_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+            continue  # binary (images, ONNX) or a submodule
+        found += [f"{path.relative_to(REPO)}:{n}" for n in _conflict_lines(text)]
+    assert found == [], f"merge-conflict markers committed: {found}"
+
+
 def test_scripts_index_names_every_script():
     """scripts/ holds only indexed tools: a new one-off must be named (or folded into bench)."""
     index = (REPO / "scripts" / "README.md").read_text(encoding="utf-8")

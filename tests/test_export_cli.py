@@ -100,3 +100,25 @@ def test_calibrate_text_updates_an_existing_bundle(tmp_path: Path, demo_bundle: 
     from edge.segmenter import Segmenter
 
     assert Segmenter.load(bundle, threads=1).text.threshold == clip["text_threshold"]
+
+
+@pytest.mark.parametrize("module", ["torch", "ultralytics"])
+def test_runtime_only_install_says_to_install_the_export_extra(
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # noqa: ANN001
+    """No traceback: exit 2 and what to install (simulated: the module cannot be imported)."""
+    from export.cli import main
+
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails
+    for name in [
+        n
+        for n in sys.modules
+        if n.startswith("export.") and n not in ("export.cli", "export.common")
+    ]:
+        monkeypatch.delitem(sys.modules, name)
+    weights = tmp_path / "FastSAM-s.pt"
+    weights.write_bytes(b"not read: the import fails first")
+    assert main([str(weights), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[export]"' in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()

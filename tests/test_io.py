@@ -437,6 +437,93 @@ def test_atomic_write_bytes_respects_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.parametrize("chain", [1, 2], ids=["link", "link-to-link"])
+def test_atomic_write_writes_through_a_symlink_in_the_targets_directory(
+    tmp_path, monkeypatch, chain
+):
+    """The link stays a link; the file it points to is replaced, its temp file beside it."""
+    real_dir, link_dir = tmp_path / "real", tmp_path / "links"
+    real_dir.mkdir()
+    link_dir.mkdir()
+    target = real_dir / "out.json"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    link = target
+    for k in range(chain):
+        nxt = link_dir / f"link{k}.json"
+        nxt.symlink_to(link)
+        link = nxt
+    temps: list[str] = []
+    real_mkstemp = __import__("tempfile").mkstemp
+
+    def spy(*args, **kwargs):
+        temps.append(str(kwargs["dir"]))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr("edge.io.tempfile.mkstemp", spy)
+    assert atomic_write_bytes(link, b"new") == link
+    assert link.is_symlink() and os.path.realpath(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o600  # an existing file keeps its permissions
+    assert temps == [str(real_dir)]
+    assert sorted(p.name for p in real_dir.iterdir()) == ["out.json"]
+
+
+def test_atomic_write_through_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "new.json")
+    atomic_write_json(link, {"a": 1})
+    assert link.is_symlink() and json.loads((tmp_path / "new.json").read_text()) == {"a": 1}
+
+
+def test_atomic_write_to_a_fifo_writes_in_place(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_bytes(fifo, b"through the pipe")
+    reader.join()
+    assert got == [b"through the pipe"]
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_atomic_write_to_a_device_writes_in_place_and_names_it():
+    with pytest.raises(OSError, match="/dev/full") as info:
+        atomic_write_json("/dev/full", {"a": 1})
+    assert info.value.errno == 28
+    assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
+    atomic_write_bytes("/dev/null", b"x")
+    assert not os.path.isfile("/dev/null")
+
+
+def test_atomic_write_refuses_a_directory_naming_it(tmp_path):
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        atomic_write_bytes(tmp_path, b"x")
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync", "mkstemp"])
+def test_atomic_write_errors_name_the_users_path_not_the_temp_file(tmp_path, monkeypatch, failing):
+    path = tmp_path / "out.json"
+
+    def boom(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(args[0]) if args else "?")
+
+    if failing == "mkstemp":
+        monkeypatch.setattr("edge.io.tempfile.mkstemp", boom)
+    else:
+        monkeypatch.setattr(os, failing, boom)
+    with pytest.raises(PermissionError) as info:
+        atomic_write_bytes(path, b"x")
+    monkeypatch.undo()
+    assert info.value.filename == str(path)
+    assert ".tmp" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------------------------
 # overlay
 # --------------------------------------------------------------------------------------------

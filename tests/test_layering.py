@@ -65,7 +65,7 @@ def test_importing_every_edge_module_pulls_in_no_workstation_package():
 # --------------------------------------------------------------------------------------------
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("vocabulary", ("edge.errors", "edge.types", "edge.paths", "edge.onnx_bytes")),
+    ("vocabulary", ("edge.errors", "edge.types", "edge.paths", "edge.onnx_bytes", "edge.lru")),
     (
         "files and formats",
         ("edge.encode", "edge.io", "edge.bundle", "edge.session", "edge.tokenizer", "edge.cpu"),

@@ -75,8 +75,8 @@ def test_readme_pi_section_commands_are_accepted():
             assert SERVICE_NAME in argv, line
         elif tool == "ls":
             assert argv[1] == f"{STATE_DIR}/results", line
-        else:
-            assert tool == "logout", f"README: unexpected command in the Pi section: {line}"
+        else:  # the new groups in this shell (`logout` fails in a desktop's terminal)
+            assert argv[:2] == ["newgrp", "fastsam-edge"], f"README: unexpected: {line}"
     assert {"fastsam-edge", "scripts/install_pi.sh", "systemctl"} <= seen
 
 
@@ -113,7 +113,8 @@ def test_install_pi_plan_with_a_clip_bundle(demo_bundle):
     for needle in (
         f"onnxruntime=={pins['onnxruntime']}",  # pinned as tested
         f"opencv-python-headless=={pins['opencv-python-headless']}",
-        f"{REPO}[text]",  # the bundle has CLIP: the text extra
+        f"+ copy {REPO} to ",  # built from a temporary copy, not in the clone
+        "/fastsam-edge[text]",  # the bundle has CLIP: the text extra
         "ln -sfn /opt/fastsam-edge/venv/bin/fastsam-edge /usr/local/bin/fastsam-edge",
         f"cp -r {demo_bundle} /var/lib/fastsam-edge/models/.demo-bundle.new",
         "configure --config /etc/fastsam-edge/config.toml --bundle "
@@ -191,11 +192,19 @@ def test_install_pi_needs_root_and_says_sudo():
 
 
 FAKE_SYSTEM_PYTHON = """#!/bin/bash
-# system python3 stand-in: apt's numpy is 1.24.2; `-m venv DIR` makes a venv whose pip fails
+# system python3 stand-in: apt's numpy is 1.24.2, 64-bit; `-m venv DIR` makes a venv whose pip
+# records what it was asked to install (and what that folder holds) in $PIP_LOG, then fails
+if [[ "$1" == -c && "$2" == *struct* ]]; then echo arm64; exit 0; fi
 if [[ "$1" == -c ]]; then echo 1.24.2; exit 0; fi
 if [[ "$1 $2" == "-m venv" ]]; then
     d="${@: -1}"; mkdir -p "$d/bin"
-    printf '#!/bin/sh\\necho "ERROR: no network" >&2\\nexit 1\\n' > "$d/bin/python"
+    cat > "$d/bin/python" <<'PY'
+#!/bin/bash
+for a; do last="$a"; done
+if [[ -n "${PIP_LOG:-}" ]]; then echo "$last" > "$PIP_LOG"; ls -A "${last%%[*}" >> "$PIP_LOG"; fi
+echo "ERROR: no network" >&2
+exit 1
+PY
     chmod +x "$d/bin/python"; exit 0
 fi
 exit 3
@@ -303,3 +312,67 @@ def test_a_regular_install_ships_every_subpackage():
     assert {"edge.service", "edge.bench"} <= set(packages)
     missing = [p for p in packages if not any(fnmatch.fnmatch(p, pat) for pat in include)]
     assert missing == [], f"pyproject.toml [tool.setuptools.packages.find] misses {missing}"
+
+
+def _fake_python(tmp_path: Path) -> Path:
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_SYSTEM_PYTHON)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("dpkg_arch", "refused"), [("armhf", True), ("arm64", False), ("amd64", False)]
+)
+def test_install_pi_checks_the_userland_not_the_kernel(tmp_path, dpkg_arch, refused):
+    """A 32-bit Raspberry Pi OS runs a 64-bit kernel (uname -m: aarch64): dpkg tells."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, out in (("dpkg", dpkg_arch), ("uname", "aarch64")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho {out}\n")
+        (bin_dir / tool).chmod(0o755)
+    proc = subprocess.run(
+        ["bash", str(INSTALLER), "--no-apt"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ
+        | {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "FASTSAM_EDGE_PREFIX": str(tmp_path / "opt"),
+            "SYSTEM_PYTHON": str(_fake_python(tmp_path)),
+        },
+    )
+    assert proc.returncode != 0  # the fake pip fails further on when the check passes
+    said = "userland is armhf (kernel: aarch64)" in proc.stderr
+    assert said == refused, proc.stderr
+    if refused:
+        assert "Raspberry Pi OS (64-bit)" in proc.stderr and "+ " not in proc.stdout
+    else:
+        assert "pip install failed" in proc.stderr
+
+
+def test_install_pi_builds_from_a_temporary_copy_not_in_the_clone(tmp_path):
+    """pip (as root) gets a copy of the checkout: the clone gets no build/ or *.egg-info."""
+    log = tmp_path / "pip.log"
+    before = sorted(p.name for p in REPO.iterdir())
+    proc = subprocess.run(
+        ["bash", str(INSTALLER), "--no-apt"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ
+        | {
+            "FASTSAM_EDGE_PREFIX": str(tmp_path / "opt"),
+            "SYSTEM_PYTHON": str(_fake_python(tmp_path)),
+            "PIP_LOG": str(log),
+            "TMPDIR": str(tmp_path),
+        },
+    )
+    assert "pip install failed" in proc.stderr, proc.stderr
+    target, *listing = log.read_text().splitlines()
+    assert target.startswith(str(tmp_path)) and not target.startswith(str(REPO)), target
+    assert {"pyproject.toml", "edge", "export", "README.md"} <= set(listing)
+    assert not {".git", ".ci-venvs", ".venv", "build"} & set(listing)
+    assert not list(tmp_path.glob("fastsam-edge-src.*"))  # removed at exit
+    assert sorted(p.name for p in REPO.iterdir()) == before

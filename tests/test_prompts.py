@@ -214,10 +214,29 @@ def test_check_prompts_lists_and_validates_against_the_frame() -> None:
     from edge.prompts import check_prompts
 
     box = BoxPrompt([0, 0, 10, 10])
-    assert check_prompts(None, HW) == [] and check_prompts([], HW) == []
-    assert check_prompts(box, HW) == [box]
-    assert check_prompts((box, TextPrompt("a cup")), HW) == [box, TextPrompt("a cup")]
+    assert list(check_prompts(None, HW)) == [] and list(check_prompts([], HW)) == []
+    assert list(check_prompts(box, HW)) == [box]
+    assert list(check_prompts((box, TextPrompt("a cup")), HW)) == [box, TextPrompt("a cup")]
     with pytest.raises(InputError, match=r"point\[0\].*off the 320x240 frame"):
         check_prompts([box, PointPrompt([[320, 5]], [1])], HW)
     with pytest.raises(InputError, match="prompt: expected a Prompt"):
         check_prompts("a cup", HW)
+
+
+def test_checked_prompts_are_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts checked for a frame size pass through check_prompts untouched (validated once
+    where they enter); another size, or a plain list, is checked."""
+    import edge.prompts as prompts_mod
+
+    calls: list[object] = []
+    real = prompts_mod.validate_prompt
+    monkeypatch.setattr(
+        prompts_mod, "validate_prompt", lambda p, hw: (calls.append(p), real(p, hw))[1]
+    )
+    point = PointPrompt([[5, 5]], [1])
+    checked = prompts_mod.check_prompts([point], (10, 10))
+    assert isinstance(checked, prompts_mod.CheckedPrompts) and len(calls) == 1
+    assert prompts_mod.check_prompts(checked, (10, 10)) is checked and len(calls) == 1
+    with pytest.raises(InputError, match="point"):
+        prompts_mod.check_prompts(checked, (4, 4))  # another frame: checked again, and fails
+    assert len(calls) == 2

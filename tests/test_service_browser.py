@@ -8,9 +8,8 @@ last segmentation; pause on the shown frame; a click inside a demo object gives 
 contains the click and matches the object's ground truth (IoU >= 0.8), in the page's state, on
 its canvas and in the JSON the service returns for the same request; shift-click adds a negative
 point; a drag around another object selects it; "Trigger now"; phone (390x844) and desktop
-(1280x800) layouts. The text prompt case needs the tokenizer's ftfy/regex, which only the
-export env installs (through open-clip-torch), so it carries the ``export`` marker deliberately;
-everything else runs in every env (scripts/test.sh fails on skips there, and this module fails,
+(1280x800) layouts, and a text prompt (the tokenizer's ftfy/regex are base dependencies);
+every case runs in every env (scripts/test.sh fails on skips there, and this module fails,
 not skips, when the browser is missing).
 """
 
@@ -74,8 +73,8 @@ def _need_browser() -> None:
 class Server:
     """``fastsam-edge serve --demo --http`` in a subprocess; the URL is read from its log."""
 
-    def __init__(self, out: Path) -> None:
-        code = "import sys; from edge.cli import main; sys.exit(main())"
+    def __init__(self, out: Path, prelude: str = "") -> None:
+        code = f"import sys\n{prelude}\nfrom edge.cli import main; sys.exit(main())"
         args = [
             sys.executable, "-c", code, "serve", "--demo", "--http", "--out", str(out),
             "--set", "http.port=0", "--set", f'http.token="{TOKEN}"',
@@ -181,14 +180,22 @@ def segmenter(demo_bundle: Path) -> Any:
 
 def wait_for(driver: Any, script: str, what: str, timeout: float = WAIT) -> Any:
     """Poll a JavaScript expression until it is truthy; returns its value."""
+    from selenium.common.exceptions import JavascriptException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = driver.execute_script(f"return ({script});")
+        try:
+            value = driver.execute_script(f"return ({script});")
+        except JavascriptException:  # the page is (re)loading: app.js has not run yet
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
             state = driver.execute_script("return JSON.stringify(window.fastsam && fastsam.state)")
-            raise AssertionError(f"timed out waiting for {what}; page state: {str(state)[:2000]}")
+            raise AssertionError(
+                f"timed out waiting for {what} on {driver.current_url}; page state: "
+                f"{str(state)[:2000]}; page: {driver.page_source[:300]!r}"
+            )
         time.sleep(0.1)
 
 
@@ -491,7 +498,6 @@ def test_trigger_now_and_layouts(server: Server, driver: Any, shots: Callable) -
     assert re.search(r'fastsam_http_requests_total\{code="304",path="/live.jpg"\} [1-9]', metrics)
 
 
-@pytest.mark.export  # the tokenizer's ftfy/regex come with the export extra only (see top)
 def test_text_prompt_with_the_demo_clip(
     server: Server, driver: Any, shots: Callable, segmenter: Any
 ) -> None:
@@ -525,12 +531,26 @@ def test_text_prompt_with_the_demo_clip(
     shots(driver, "08-text")
 
 
-def test_text_field_only_with_clip_support(driver: Any) -> None:
-    from edge.tokenizer import missing_text_deps
+def test_text_field_enabled_out_of_the_box(driver: Any) -> None:
+    """The demo bundle has CLIP and the tokenizer packages are base dependencies."""
+    wait_for(driver, "window.fastsam.state.server", "the state")
+    wait_for(driver, "!document.getElementById('text').disabled", "the text box enabled")
+    assert driver.find_element("id", "text").is_displayed()
+    assert not driver.find_element("id", "text-why").is_displayed()
 
-    support = wait_for(driver, "window.fastsam.state.server", "the state")["text_prompts"]
-    assert support == (not missing_text_deps())  # the demo bundle has CLIP
-    assert driver.find_element("id", "text").is_displayed() == support
+
+def test_masks_are_drawn_only_over_their_own_frame(driver: Any) -> None:
+    """Each time masks are drawn, the image under them is the frame they were computed on."""
+    if state(driver, "frozen"):
+        driver.find_element("id", "resume").click()
+    driver.execute_script("window.fastsam.state.drawLog = [];")
+    frames = wait_for(
+        driver,
+        "new Set(window.fastsam.state.drawLog.map((d) => d.masks)).size >= 3 && "
+        "window.fastsam.state.drawLog",
+        "masks drawn over three different frames",
+    )
+    assert all(d["image"] == d["masks"] for d in frames), frames
 
 
 def _grown_box(xyxy: Any, pad: int = 4) -> list[float]:
@@ -548,3 +568,29 @@ def test_page_url() -> None:
     assert page_url("127.0.0.1", port) == f"http://127.0.0.1:{port}/"
     assert page_url("::1", port) == f"http://[::1]:{port}/"
     assert page_url("0.0.0.0", port).endswith(f".local:{port}/")
+
+
+def test_page_says_why_text_prompts_are_off(
+    driver: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Without ftfy/regex (simulated in the server): the box is disabled, the reason beside it."""
+    srv = Server(
+        tmp_path_factory.mktemp("no-text") / "results",
+        prelude="import edge.tokenizer as t; t.missing_text_deps = lambda: ['ftfy', 'regex']",
+    )
+    try:
+        driver.get(srv.url)
+        wait_for(driver, "!document.getElementById('login').hidden", "the login form")
+        field = driver.find_element("id", "token")
+        field.clear()
+        field.send_keys(TOKEN)
+        driver.find_element("css selector", "#login-form button").click()
+        wait_for(driver, "!document.getElementById('text-why').hidden", "the reason shown")
+        why = driver.find_element("id", "text-why")
+        assert why.is_displayed() and "ftfy, regex" in why.text, why.text
+        assert "pip install ftfy regex" in why.text
+        assert not driver.find_element("id", "text").is_enabled()
+        assert not driver.find_element("css selector", "#text-form button").is_enabled()
+        assert srv.text().count("WARNING") == 1 and "text prompts are off" in srv.text()
+    finally:
+        srv.stop()

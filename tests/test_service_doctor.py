@@ -259,3 +259,35 @@ def test_doctor_groups_of_the_login_user(monkeypatch, pi_groups, active, expecte
         assert any(n == name and s == status and says in m for n, s, m in got), got
     if not expected:
         assert not any("fastsam-edge" in m and "not in video" not in m for _, _, m in got)
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "words"),
+    [
+        ({"http.host": "0.0.0.0"}, FAIL, ("http.host", "http.token_file", "refuses to start")),
+        ({"http.host": "0.0.0.0", "http.allow_unauthenticated": True}, WARN, ("without a token",)),
+        ({"http.host": "0.0.0.0", "http.token": "0123456789abcdef"}, OK, ("16 characters",)),
+        ({}, OK, ("this machine only",)),
+        ({"http.enabled": False}, None, ()),
+    ],
+)
+def test_http_access_check(changes, status, words):
+    from edge.service.doctor import check_http_access
+
+    check = check_http_access(ServiceConfig().replace(**changes))
+    if status is None:
+        assert check is None
+        return
+    assert check is not None and check.status == status
+    text = " ".join(check.lines())
+    assert all(w in text for w in words), text
+
+
+def test_http_access_check_fails_on_a_short_token_file(tmp_path):
+    from edge.service.doctor import check_http_access
+
+    (tmp_path / "token").write_text("abc\n")
+    check = check_http_access(
+        ServiceConfig().replace(**{"http.token_file": str(tmp_path / "token")})
+    )
+    assert check is not None and check.status == FAIL and "openssl rand -hex 16" in check.message

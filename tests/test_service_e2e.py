@@ -264,7 +264,7 @@ def test_blocked_segment_call_stops_the_watchdog_pings(tmp_path):
         # the frame loop keeps running on the fake clock; wait until the stall is detected
         while not waiter.wait(0.002):
             sock.drain()  # keep the datagram queue short
-            if svc._worker_stalled(clock.now()) is not None:
+            if svc.worker_stalled(clock.now()) is not None:
                 waiter.set()
         pings_at_stall = sock.count("WATCHDOG=1")
         assert pings_at_stall >= 2, "pings while the segment call was young"

@@ -19,7 +19,17 @@ from fakes import FakeSegmenter
 
 from edge.service.clock import FakeClock
 from edge.service.config import ConfigError, demo_config
-from edge.service.http import default_allowed_hosts
+from edge.service.http import (
+    AUTH_BACKOFF_MAX_S,
+    AUTH_BACKOFF_S,
+    AUTH_FREE_FAILURES,
+    AUTH_FREE_FAILURES_ALL,
+    AUTH_LOG_INTERVAL_S,
+    AUTH_MAX_CLIENTS,
+    AuthThrottle,
+    client_key,
+    default_allowed_hosts,
+)
 from edge.service.runner import Service
 
 WAIT = 60.0
@@ -262,7 +272,7 @@ def test_busy_gets_503_not_a_queue(tmp_path):
 
 def test_token_guards_everything_but_healthz(tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("s3cret-token\n")
+    token_file.write_text("s3cret-token-0123\n")
     svc = _start(tmp_path, FakeSegmenter(), **{"http.token_file": str(token_file)})
     try:
         assert _request(svc, "GET", "/healthz")[0] == 200
@@ -272,7 +282,7 @@ def test_token_guards_everything_but_healthz(tmp_path):
         bad = {"Authorization": "Bearer nope"}
         assert _request(svc, "POST", "/trigger", headers=bad)[0] == 401
         assert _request(svc, "GET", "/metrics", headers=bad)[0] == 401
-        good = {"Authorization": "Bearer s3cret-token"}
+        good = {"Authorization": "Bearer s3cret-token-0123"}
         assert _request(svc, "POST", "/trigger", headers=good)[0] == 200
         assert _request(svc, "GET", "/metrics", headers=good)[0] == 200
     finally:
@@ -497,14 +507,14 @@ def test_a_short_body_is_a_fast_400(live):
 
 def test_the_body_of_a_rejected_post_is_never_a_second_request(tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("tok")
+    token_file.write_text("tok-0123456789abc")
     svc = _start(tmp_path, FakeSegmenter(), **{"http.token_file": str(token_file)})
     try:
         smuggled = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         for extra in ("", "Authorization: Bearer wrong\r\n"):
             reply, _ = _raw(svc, _post(body=smuggled, extra=extra), hold=False)
             assert _statuses(reply) == [401], reply  # one answer, then the connection closed
-        for extra, status in (("", 401), ("Authorization: Bearer tok\r\n", 413)):
+        for extra, status in (("", 401), ("Authorization: Bearer tok-0123456789abc\r\n", 413)):
             big = _post(body=smuggled, extra=extra + "Content-Length: 70000\r\n")
             reply, _ = _raw(svc, big + b"x" * (70000 - len(smuggled)), hold=False)
             assert _statuses(reply) == [status], reply
@@ -673,7 +683,7 @@ def test_default_allowed_hosts_depend_on_the_bind_address():
 
 def test_continue_comes_only_after_auth_and_limits(tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("tok")
+    token_file.write_text("tok-0123456789abc")
     svc = _start(tmp_path, FakeSegmenter(), **{"http.token_file": str(token_file)})
     try:
 
@@ -686,10 +696,12 @@ def test_continue_comes_only_after_auth_and_limits(tmp_path):
             s, head = first_answer(extra)  # no token: 401 at once, never "100 Continue"
             s.close()
             assert head.startswith(b"HTTP/1.1 401"), head
-        s, head = first_answer("Authorization: Bearer tok\r\nContent-Length: 70000\r\n")
+        s, head = first_answer(
+            "Authorization: Bearer tok-0123456789abc\r\nContent-Length: 70000\r\n"
+        )
         s.close()
         assert head.startswith(b"HTTP/1.1 413"), head
-        s, head = first_answer("Authorization: Bearer tok\r\nContent-Length: 2\r\n")
+        s, head = first_answer("Authorization: Bearer tok-0123456789abc\r\nContent-Length: 2\r\n")
         try:
             assert head == b"HTTP/1.1 100 Continue\r\n\r\n", head
             s.sendall(b"{}")
@@ -916,3 +928,224 @@ def test_new_routes_get_the_protections_and_streams_do_not_count(tmp_path):
         for s in held:
             s.close()
         server.close()
+
+
+def test_summary_answer_has_relative_files_and_the_prompt_notes(live):
+    """``"masks": false``: files as in the full result (relative to result_dir), notes kept."""
+    # the same pixel as positive and negative point: every mask with one has the other
+    prompt = {"type": "point", "data": [[5, 5], [5, 5]], "label": [1, 0]}
+    status, doc, _ = _request(
+        live, "POST", "/trigger", json.dumps({"masks": False, "prompt": prompt})
+    )
+    assert status == 200, doc
+    assert doc["num_masks"] == 0 and doc["prompt_notes"], doc
+    assert doc["files"]["json"] == "result.json" and not Path(doc["files"]["json"]).is_absolute()
+    result_dir = Path(doc["result_dir"])
+    assert all((result_dir / name).is_file() for name in doc["files"].values())
+    written = json.loads((result_dir / "result.json").read_text())
+    assert written["prompt_notes"] == doc["prompt_notes"]
+
+
+# ------------------------------------------------------------------------------------------
+# wrong credentials: one throttle, per address and overall (issue 23)
+# ------------------------------------------------------------------------------------------
+
+LONG_TOKEN = "s3cret-token-0123"
+
+
+class _Tick:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize(
+    ("failures", "addresses", "own_wait", "other_wait"),
+    [
+        (AUTH_FREE_FAILURES - 1, 1, 0.0, 0.0),  # a few typos are free
+        (AUTH_FREE_FAILURES, 1, AUTH_BACKOFF_S, 0.0),  # then this address backs off
+        (AUTH_FREE_FAILURES + 3, 1, AUTH_BACKOFF_S * 8, 0.0),  # doubling per failure
+        (AUTH_FREE_FAILURES + 40, 1, AUTH_BACKOFF_MAX_S, 0.0),  # capped
+        # many addresses with a few failures each: everyone backs off
+        (AUTH_FREE_FAILURES_ALL, AUTH_FREE_FAILURES_ALL, 0.0, AUTH_BACKOFF_S),
+    ],
+)
+def test_throttle_backs_off_per_address_and_overall(failures, addresses, own_wait, other_wait):
+    clock = _Tick()
+    throttle = AuthThrottle(clock)
+    for i in range(failures):
+        if addresses == 1:
+            clock.t += 2.0  # one address alone never fills the overall bucket
+        throttle.failed(f"10.0.0.{i % addresses + 1}")
+    if addresses == 1:
+        assert throttle.retry_after("10.0.0.1") == pytest.approx(own_wait)
+    assert throttle.retry_after("192.0.2.7") == pytest.approx(other_wait)
+    assert throttle.failures_total == failures
+
+
+def test_throttle_forgets_after_a_success_and_bounds_its_addresses():
+    clock = _Tick()
+    throttle = AuthThrottle(clock)
+    for _ in range(AUTH_FREE_FAILURES):
+        throttle.failed("10.0.0.1")
+    clock.t += AUTH_BACKOFF_S + 0.1
+    assert throttle.retry_after("10.0.0.1") == 0
+    throttle.succeeded("10.0.0.1")
+    throttle.failed("10.0.0.1")  # counting starts again
+    assert throttle.retry_after("10.0.0.1") == 0
+    for i in range(AUTH_MAX_CLIENTS + 500):  # a flood from many addresses stays bounded
+        clock.t += AUTH_BACKOFF_MAX_S  # (past the overall back-off)
+        throttle.failed(f"fd00::{i:x}:1")  # IPv6: one /64 = one client
+        throttle.failed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+    st = throttle.stats()
+    assert st["entries"] <= AUTH_MAX_CLIENTS and st["bytes"] <= st["max_bytes"]
+    assert st["evictions"] > 0
+    assert client_key("fd00::1:2:3:4") == client_key("fd00::9:9:9:9") == "fd00::/64"
+    assert client_key("::ffff:10.1.2.3") == "10.1.2.3"
+
+
+def test_throttle_logs_one_warning_a_minute_with_the_count(caplog):
+    caplog.set_level(logging.WARNING, logger="edge.service.http")
+    clock = _Tick()
+    throttle = AuthThrottle(clock)
+    for _ in range(100):
+        throttle.failed("10.0.0.1")
+        throttle.retry_after("10.0.0.1")
+        clock.t += 0.1  # 10 s in all
+    assert len(caplog.records) == 1 and "1 wrong credential(s)" in caplog.text
+    clock.t += AUTH_LOG_INTERVAL_S
+    throttle.flush_log()  # the accept loop calls this while nothing else happens
+    assert len(caplog.records) == 2
+    assert "99 wrong credential(s) from 1 address(es)" in caplog.records[1].getMessage()
+    throttle.flush_log()
+    assert len(caplog.records) == 2  # nothing new, nothing logged
+
+
+def test_wrong_bearer_tokens_get_429_without_a_check_and_healthz_answers(tmp_path):
+    svc = _start(tmp_path, FakeSegmenter(), **{"http.token": LONG_TOKEN})
+    try:
+        bad = {"Authorization": "Bearer guess"}
+        statuses = [_request(svc, "GET", "/latest", headers=bad)[0] for _ in range(12)]
+        assert statuses[:AUTH_FREE_FAILURES] == [401] * AUTH_FREE_FAILURES
+        assert set(statuses[AUTH_FREE_FAILURES:]) == {429}
+        status, doc, headers = _request(svc, "GET", "/latest", headers=bad)
+        assert status == 429 and int(headers["Retry-After"]) >= 1
+        assert doc["field"] == "authorization"
+        # during the back-off even the right token is not checked (no oracle), but requests
+        # without credentials and /healthz answer as always
+        good = {"Authorization": f"Bearer {LONG_TOKEN}"}
+        assert _request(svc, "GET", "/metrics", headers=good)[0] == 429
+        assert _request(svc, "GET", "/latest")[0] == 401
+        assert _request(svc, "GET", "/healthz")[0] == 200
+        assert svc.http.throttle.failures_total == AUTH_FREE_FAILURES
+        assert svc.http.throttle.throttled_total >= 8
+    finally:
+        _stop(svc)
+
+
+def test_a_non_ascii_token_works_as_bearer(tmp_path):
+    token = "пароль-камеры-✓-2026"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    svc = _start(tmp_path, FakeSegmenter(), **{"http.token_file": str(token_file)})
+    try:
+        for sent, status in ((token, 200), (token[:-1] + "7", 401)):
+            head = (
+                "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                f"Authorization: Bearer {sent}\r\n\r\n"
+            )
+            reply, _ = _raw(svc, head.encode("utf-8"), hold=False)  # as curl sends it
+            assert _statuses(reply) == [status], reply[:300]
+    finally:
+        _stop(svc)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("qwxz5", "has 5 characters, at least 16"),
+        ("with space inside-0123", "whitespace or control"),
+        ("tab\tinside-0123456789", "whitespace or control"),
+    ],
+)
+def test_bad_tokens_are_refused_at_start_with_how_to_make_one(tmp_path, value, match):
+    from edge.service.config import resolve_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text(value)
+    with pytest.raises(ConfigError, match=match) as in_config:
+        demo_config(tmp_path, **{"http.token": value})
+    cfg = demo_config(tmp_path, **{"http.token_file": str(token_file)})
+    with pytest.raises(ConfigError, match=match) as in_file:  # what start() calls first
+        resolve_token(cfg.http)
+    for err in (in_config, in_file):
+        assert "openssl rand -hex 16" in str(err.value) and value not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "changes", "refused"),
+    [
+        ("0.0.0.0", {}, True),
+        ("192.0.2.1", {}, True),
+        ("::", {}, True),
+        ("0.0.0.0", {"http.allow_unauthenticated": True}, False),
+        ("0.0.0.0", {"http.token": LONG_TOKEN}, False),
+        ("127.0.0.1", {}, False),
+        ("localhost", {}, False),
+        ("::1", {}, False),
+        ("0.0.0.0", {"http.enabled": False, "http.unix_socket": "/run/x.sock"}, False),
+    ],
+)
+def test_a_network_host_without_a_token_is_refused(host, changes, refused):
+    from edge.service.config import ServiceConfig, check_exposure, resolve_token
+
+    cfg = ServiceConfig().replace(**{"http.host": host, **changes}).http
+    if refused:
+        with pytest.raises(ConfigError) as err:
+            check_exposure(cfg, resolve_token(cfg))
+        assert "http.host" in str(err.value) and "http.token_file" in str(err.value)
+        assert "http.allow_unauthenticated" in str(err.value)
+    else:
+        check_exposure(cfg, resolve_token(cfg))
+
+
+def test_serve_refuses_a_network_host_without_a_token_with_exit_2(tmp_path, capsys):
+    from edge.cli import main
+
+    code = main(
+        ["serve", "--demo", "--http", "--out", str(tmp_path), "--set", 'http.host="0.0.0.0"',
+         "--set", "http.port=0", "--max-frames", "1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "http.host" in err and "http.token_file" in err
+    assert not list(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_metrics_show_every_client_fed_cache_with_its_bound(tmp_path):
+    from edge.lru import BoundedLRU
+
+    words: BoundedLRU[str, str] = BoundedLRU(100, 4096)
+    for i in range(1000):  # a flood of new words
+        words.put(f"word{i}", f"w o r d {i}</w>")
+
+    class TextSegmenter(FakeSegmenter):
+        def cache_stats(self) -> dict[str, dict[str, int]]:
+            return {"bpe": words.stats()}
+
+    svc = _start(tmp_path, TextSegmenter())
+    try:
+        status, text, _ = _request(svc, "GET", "/metrics")
+        assert status == 200
+        values = dict(
+            re.findall(r'^(fastsam_cache_\w+\{cache="\w+"\}) (\S+)$', text, re.M)  # type: ignore[arg-type]
+        )
+        assert float(values['fastsam_cache_entries{cache="bpe"}']) == len(words) <= 100
+        assert float(values['fastsam_cache_bytes{cache="bpe"}']) == words.nbytes <= 4096
+        assert float(values['fastsam_cache_limit_bytes{cache="bpe"}']) == 4096
+        assert float(values['fastsam_cache_evictions_total{cache="bpe"}']) == words.evictions
+        for cache in ("thumbnails", "auth_clients", "sessions", "viewers"):
+            assert f'fastsam_cache_limit_bytes{{cache="{cache}"}}' in values
+    finally:
+        _stop(svc)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.bundle import read_manifest
-from edge.service.config import ServiceConfig
+from edge.service.config import ConfigError, ServiceConfig
 from edge.service.doctor import FAIL, OK, Probe, check_os, report, run_checks
 from edge.service.install import Installer, bundle_memory, memory_max_for, render_unit
 
@@ -325,3 +325,105 @@ def test_doctor_numpy_abi_mismatch_is_explained(monkeypatch):
     check = doctor.check_numpy_abi(probe, needs_camera=True)
     assert check.status == FAIL and "numpy ABI mismatch" in check.message
     assert "numpy==1.24.2" in check.fix
+
+
+def _settings(unit_text: str) -> list[tuple[str, str]]:
+    """The unit's ``Key=value`` lines, as systemd splits them (one setting a line)."""
+    return [
+        tuple(line.split("=", 1))  # type: ignore[misc]
+        for line in unit_text.splitlines()
+        if "=" in line and not line.startswith(("#", "["))
+    ]
+
+
+def _unquote(word: str) -> str:
+    """What systemd makes of one quoted word of ExecStart= (escapes, %%, $$)."""
+    import shlex
+
+    (only,) = shlex.split(word)
+    return only.replace("%%", "%").replace("$$", "$")
+
+
+@pytest.mark.parametrize(
+    "out_dir",
+    ["/srv/cam results", "/srv/100%/%h", "/srv/it's", "/srv/plain", "/srv/ünï/📷"],
+)
+def test_unit_quotes_paths_for_systemd(tmp_path, out_dir):
+    venv = f"{tmp_path}/my venv$HOME%n"
+    config = "/etc/fastsam edge/$USER/config.toml"
+    text = render_unit(venv=venv, config_path=config, output_dir=out_dir)
+    settings = _settings(text)
+    (rw,) = [v for k, v in settings if k == "ReadWritePaths"]
+    assert _unquote(rw) == f"-{out_dir}"
+    (exec_start,) = [v for k, v in settings if k == "ExecStart"]
+    import shlex
+
+    words = [w.replace("%%", "%") for w in shlex.split(exec_start)]
+    words[1:] = [w.replace("$$", "$") for w in words[1:]]  # the program is not expanded
+    assert words == [f"{venv}/bin/fastsam-edge", "serve", "--config", config]
+    if SYSTEMD_ANALYZE is not None:  # systemd itself accepts it, without a warning
+        bin_dir = Path(f"{venv}/bin")
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "fastsam-edge").write_text("#!/bin/sh\n")
+        (bin_dir / "fastsam-edge").chmod(0o755)
+        unit = tmp_path / "fastsam-edge.service"
+        unit.write_text(text)
+        proc = _verify(unit)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"output_dir": "/srv/x\nUser=root"}, "output.dir"),
+        ({"output_dir": "/srv/x\rExecStartPre=/bin/sh"}, "output.dir"),
+        ({"output_dir": '/srv/x"y'}, "output.dir"),
+        ({"venv": "/opt/v\nUser=root"}, "--venv"),
+        ({"config_path": "/etc/c\x00"}, "--config"),
+        ({"exec_start": "/bin/true\nUser=root"}, "ExecStart"),
+    ],
+)
+def test_a_newline_cannot_add_a_directive(changes, key):
+    with pytest.raises(ConfigError, match=key):
+        render_unit(**changes)
+
+
+def test_install_with_a_newline_in_output_dir_writes_no_directive(tmp_path, capsys):
+    from edge.cli import main
+
+    root = tmp_path / "root"
+    config = root / "etc/fastsam-edge/config.toml"
+    config.parent.mkdir(parents=True)
+    # TOML's "\n" escape: a newline inside the value, then what would be a directive
+    config.write_text('[output]\ndir = "/srv/x\\nUser=root\\nExecStartPre=/bin/sh -c id"\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "output.dir: control characters" in err and "Traceback" not in err
+    Installer(root=root, venv="/opt/fastsam-edge/venv").run()
+    settings = _settings(_unit_text(root))
+    keys = [k for k, _ in settings]
+    assert "ExecStartPre" not in keys and keys.count("User") == 1
+    assert dict(settings)["User"] == "fastsam-edge"
+
+
+def _unit_text(root: Path) -> str:
+    return (root / "etc/systemd/system/fastsam-edge.service").read_text()
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[model]\nbundle = "/m\\u0000x"\n', "model.bundle"),
+        ('[http]\ntoken_file = "/t\\u0000"\n', "http.token_file"),
+        ('[source]\nkind = "replay"\npath = "/a\\u001bb"\n', "source.path"),
+        ('[mqtt]\nclient_id = "a\\u0000"\n', "mqtt.client_id"),
+    ],
+)
+def test_control_characters_in_config_strings_name_the_key(tmp_path, capsys, toml, key):
+    from edge.cli import main
+
+    config = tmp_path / "config.toml"
+    config.write_text(toml)
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err

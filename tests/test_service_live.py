@@ -64,16 +64,16 @@ def test_prompted_frames_and_the_shown_frame_are_evicted_last() -> None:
     for i in range(1, 6):  # segmented frames nobody looks at
         cache.put(_frame(i))
     assert cache.frame_ids() == [0, 4, 5]
-    cache.put(_frame(6), shown=True)  # the page shows a newer frame: 0 loses its protection
-    cache.put(_frame(7))
+    cache.put(_frame(6), shown=True)  # the page shows newer frames: after SHOWN_PER_VIEWER
+    cache.put(_frame(7), shown=True)  # of them, 0 loses its protection
     assert cache.frame_ids() == [5, 6, 7]
     cache.get(5).prompted = True
-    for i in range(8, 12):
+    for i in range(8, 12):  # a frame shown before goes before a prompted one
         cache.put(_frame(i))
-    assert cache.frame_ids() == [5, 6, 11]
+    assert cache.frame_ids() == [5, 7, 11]
     cache.get(11).prompted = True
-    cache.put(_frame(12, prompted=True))  # all protected: the oldest goes
-    assert cache.frame_ids() == [6, 11, 12]
+    cache.put(_frame(12, prompted=True))  # only protected ones: the oldest prompted goes,
+    assert cache.frame_ids() == [7, 11, 12]  # the frame the page shows now stays
 
 
 def test_put_merges_detections_and_prompted_into_the_kept_entry() -> None:
@@ -137,10 +137,39 @@ def test_live_frame_watch_window_and_jpeg() -> None:
 
 
 def test_kept_frames_drop_the_raw_capture() -> None:
-    from edge.service.sources import Frame
+    from edge.sources import Frame
 
     raw = Frame(np.zeros((3000, 4000, 3), np.uint8), "cam", 7, 12.5)
     light = without_pixels(raw)
     assert (light.name, light.index, light.timestamp) == ("cam", 7, 12.5)
     assert light.image.nbytes == 0 and raw.image.shape == (3000, 4000, 3)
     assert without_pixels(None) is None
+
+
+def test_a_second_viewer_does_not_evict_the_first_viewers_frame() -> None:
+    cache = PromptCache(4, 10_000)
+    cache.put(_frame(1), shown=True, viewer="tab-a")  # the first page shows frame 1, pauses
+    for i in range(2, 40):  # a second page (or a monitor) polls the live frame, and every
+        cache.put(_frame(i, dets=FakeDets(50)), shown=True, viewer="tab-b")  # frame is kept
+        cache.put(_frame(1000 + i, dets=FakeDets(50)))  # triggered frames segmented too
+        assert 1 in cache.frame_ids(), i
+        assert len(cache) <= 4
+    assert cache.shown_ids() == {"tab-a": [1], "tab-b": [38, 39]}
+    assert 39 in cache.frame_ids()  # and the second page's own frame too
+
+
+def test_viewers_are_bounded_and_the_oldest_forgotten() -> None:
+    from edge.service.live import MAX_VIEWERS, SHOWN_PER_VIEWER
+
+    cache = PromptCache(4, 10_000)
+    for i in range(MAX_VIEWERS * 5):
+        for j in range(3):
+            cache.put(_frame(i * 3 + j), shown=True, viewer=f"v{i}")
+        assert len(cache) <= 4
+    shown = cache.shown_ids()
+    assert len(shown) == MAX_VIEWERS and all(len(v) <= SHOWN_PER_VIEWER for v in shown.values())
+    st = cache.viewer_stats()
+    assert st["entries"] == MAX_VIEWERS and st["evictions"] == MAX_VIEWERS * 4
+    assert st["bytes"] <= st["max_bytes"]
+    # many viewers cannot pin more frames than the cache holds: the newest still goes in
+    assert cache.frame_ids()[-1] == MAX_VIEWERS * 15 - 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -304,3 +305,81 @@ def test_unanswering_broker_warns_within_keepalive(tmp_path, silent_broker, capl
             svc.request_stop("test over")
             thread.join(WAIT)
     assert svc.summary.errors >= 1  # the summary line no longer says "0 errors"
+
+
+def _running(svc: Service) -> threading.Thread:
+    thread = threading.Thread(target=svc.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    assert svc.ready.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while not (svc.mqtt is not None and svc.mqtt.connected) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert svc.mqtt is not None and svc.mqtt.connected
+    return thread
+
+
+def _stop(svc: Service, thread: threading.Thread) -> None:
+    svc.request_stop("test")
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+def test_a_message_over_max_packet_bytes_never_reaches_the_service(tmp_path, broker):
+    svc = _service(tmp_path / "out", broker, **{"mqtt.max_packet_bytes": 4096})
+    thread = _running(svc)
+    sender = Subscriber(broker, "fse/t1/available")
+    try:
+        assert svc.mqtt is not None
+        assert int(svc.mqtt.client.protocol) == 5  # the bound travels in the v5 CONNECT
+        sender.publish("fse/t1/trigger", b"x" * (2 << 20))  # 2 MiB: dropped by the broker
+        sender.publish("fse/t1/trigger", b"PRESS")  # after it, in order: this one arrives
+        deadline = time.monotonic() + WAIT
+        while svc.metrics.get("fastsam_triggers_total", trigger="mqtt") < 1:
+            assert time.monotonic() < deadline, "the small press never arrived"
+            time.sleep(0.05)
+        assert svc.metrics.get("fastsam_triggers_total", trigger="mqtt") == 1  # not 2
+        assert svc.mqtt.connected  # the big one did not cost the connection
+    finally:
+        sender.close()
+        _stop(svc, thread)
+
+
+def test_a_broker_that_stops_answering_is_reported_within_keepalive(tmp_path, broker):
+    import signal
+
+    svc = _service(tmp_path / "out", broker)
+    keepalive = svc.cfg.mqtt.keepalive_s
+    thread = _running(svc)
+    (pid,) = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _is_mosquitto_on(p, broker)
+    ]
+    os.kill(pid, signal.SIGSTOP)  # accepts (the kernel does), never answers
+    try:
+        t0 = time.monotonic()
+        problem = None
+        while time.monotonic() - t0 < keepalive + 2 and problem is None:
+            problem = svc.mqtt.problem() if svc.mqtt is not None else None
+            time.sleep(0.05)
+        # paho pings every keepalive_s / 2: the silence shows before paho gives up at
+        # keepalive_s (before, only after paho's own 1.5-2 x keepalive_s and the grace)
+        assert problem is not None, f"not reported within {keepalive + 2} s"
+        code, health = svc.health()
+        assert code == 503 and any(p.startswith("mqtt: ") for p in health["problems"])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        _stop(svc, thread)
+
+
+def _is_mosquitto_on(proc_dir: Path, port: int) -> bool:
+    try:
+        cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if not cmdline or not cmdline[0].endswith(b"mosquitto") or len(cmdline) < 3:
+        return False
+    try:
+        return f"listener {port} " in Path(cmdline[2].decode()).read_text()
+    except OSError:
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -692,3 +693,142 @@ def test_text_prefilter_config_is_checked(key, value):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         ServiceConfig().replace(**{key: value})
+
+
+class _QueueFullInfo:
+    rc = 15  # paho's MQTT_ERR_QUEUE_SIZE
+
+
+def _result_message(i: int) -> dict:
+    return {"frame_id": i, "num_masks": 0, "masks": []}
+
+
+def test_mqtt_outage_keeps_the_newest_results_and_counts_drops(caplog):
+    from edge.service.mqtt import MAX_PENDING
+
+    metrics = Metrics()
+    client = FakeMqttClient("x")
+    pub = MqttPublisher(MqttConfig(enabled=True, topic_prefix="p"), lambda cid: client, metrics)
+    pub.start()
+    n = MAX_PENDING + 30
+    with caplog.at_level(logging.INFO, logger="edge.service.mqtt"):
+        for i in range(n):  # the broker is away: nothing reaches paho, nothing is logged
+            pub.publish(_result_message(i))
+        assert not [r for r in caplog.records if "publish" in r.getMessage()]
+        assert client.topics() == [] and metrics.get("fastsam_mqtt_dropped_total") == 30
+        client.connect()
+    events = [json.loads(p[1])["frame_id"] for p in client.published if p[0] == "p/events"]
+    assert events == list(range(n - MAX_PENDING, n))  # the newest, in order
+    assert "16 result(s) sent now, 30 dropped" in caplog.text
+
+
+def test_mqtt_full_paho_queue_is_counted_and_logged_once_a_minute(caplog):
+    clock = FakeClock()
+    metrics = Metrics()
+    client = FakeMqttClient("x")
+    client.publish = lambda *a, **k: _QueueFullInfo()  # type: ignore[method-assign]
+    pub = MqttPublisher(
+        MqttConfig(enabled=True, topic_prefix="p"), lambda cid: client, metrics, now=clock.now
+    )
+    pub.start()
+    client.on_connect(client, None, {}, 0, None)
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "publish failed" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="edge.service.mqtt"):
+        for _ in range(50):
+            pub.publish(_result_message(1))
+            clock.advance(0.5)
+        assert len(failures()) == 1  # not 50
+        clock.advance(60)
+        pub.publish(_result_message(2))
+        assert len(failures()) == 2 and "50 time(s)" in failures()[1]
+    assert metrics.get("fastsam_mqtt_dropped_total") == 51
+
+
+def test_mqtt_connected_but_silent_broker_is_a_problem():
+    clock = FakeClock()
+    client = FakeMqttClient("x")
+    cfg = MqttConfig(enabled=True, host="b", keepalive_s=20)
+    pub = MqttPublisher(cfg, lambda cid: client, Metrics(), now=clock.now)
+    pub.start()
+    assert pub.ping_s == 10  # paho pings every half of keepalive_s
+    client.on_log(client, None, 16, "Received CONNACK (0, Success)")
+    client.connect()
+    clock.advance(14.9)
+    assert pub.problem() is None  # a ping's answer may still come
+    client.on_log(client, None, 16, "Received PINGRESP")
+    clock.advance(14.9)
+    assert pub.problem() is None
+    clock.advance(0.2)  # 15 s of silence: 3/4 of keepalive_s
+    assert "has not answered for 15 s" in (pub.problem() or "")
+    client.on_disconnect(client, None, None, "keepalive timeout", None)  # paho gives up
+    assert "no connection to b:1883 for 15 s" in (pub.problem() or "")  # since last contact
+
+
+def test_mqtt_press_flood_logs_one_line_per_burst(caplog):
+    client = FakeMqttClient("x")
+    pub = MqttPublisher(MqttConfig(enabled=True, topic_prefix="p"), lambda cid: client)
+    pub.start()
+    client.connect()
+
+    def presses() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "capture request" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="edge.service.mqtt"):
+        for _ in range(1000):
+            client.deliver("p/trigger", b"PRESS")
+        assert not presses()  # DEBUG only
+        assert pub.take() == 1000 and pub.take() == 0
+    (line,) = presses()
+    assert "1000 capture request(s)" in line and "merged" in line
+
+
+def test_mqtt_connects_with_the_v5_maximum_packet_size():
+    from edge.service.mqtt import connect_properties, default_client_factory
+
+    props = connect_properties(4096)
+    assert props.MaximumPacketSize == 4096
+    assert int(default_client_factory("a").protocol) == 5
+    assert int(default_client_factory("a", protocol="3.1.1").protocol) == 4
+
+
+def test_service_counts_merged_presses(tmp_path, caplog):
+    from fakes import FakeSegmenter
+
+    from edge.service.config import demo_config
+    from edge.service.runner import Service
+
+    client = FakeMqttClient("x")
+    cfg = demo_config(
+        tmp_path / "out",
+        **{
+            "source.width": 64,
+            "source.height": 48,
+            "source.loop": True,
+            "trigger.interval.enabled": False,
+            "model.warmup": False,
+            "mqtt.enabled": True,
+            "mqtt.topic_prefix": "p",
+        },
+    )
+    svc = Service(cfg, segmenter=FakeSegmenter(), mqtt_client_factory=lambda cid: client)
+    thread = threading.Thread(target=svc.run, kwargs={"install_signals": False}, daemon=True)
+    with caplog.at_level(logging.INFO, logger="edge.service.mqtt"):
+        thread.start()
+        try:
+            assert svc.ready.wait(60)
+            client.connect()
+            for _ in range(200):
+                client.deliver("p/trigger", b"PRESS")
+            deadline = time.monotonic() + 60
+            while svc.metrics.get("fastsam_triggers_total", trigger="mqtt") < 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            svc.request_stop("test")
+            thread.join(60)
+    bursts = [r for r in caplog.records if "capture request(s)" in r.getMessage()]
+    merged = svc.metrics.get("fastsam_triggers_merged_total", trigger="mqtt")
+    assert 1 <= len(bursts) < 200 and merged == 200 - len(bursts)

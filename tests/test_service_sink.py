@@ -175,3 +175,47 @@ def test_frame_formats(tmp_path, fmt):
     r = s.write({}, T0, 1, frame=IMG)
     assert (r.dir / f"frame.{fmt}").is_file()
     assert_only_complete(s.dir)
+
+
+def test_saved_prompts_get_their_own_names_and_a_collision_is_no_disk_problem(tmp_path):
+    from edge.service.sink import result_frame_id
+
+    s = _sink(tmp_path)
+    first = s.write({"k": 0}, T0, 42)
+    prompts = [s.write({"k": i}, T0, 42, prompt=True) for i in (1, 2)]
+    assert first is not None and all(p is not None for p in prompts)
+    names = [first.name] + [p.name for p in prompts if p is not None]
+    base = result_name(T0, 42)
+    assert names == [base, f"{base}_p1", f"{base}_p2"] == _visible(s.dir)
+    assert all(RESULT_NAME.match(n) and result_frame_id(n) == 42 for n in names)
+    assert json.loads((s.dir / f"{base}_p2" / "result.json").read_text())["k"] == 2
+    # the same frame's result written twice: refused, said, but the disk is fine
+    assert s.write({"k": 9}, T0, 42) is None
+    assert s.write_error is None and "exists" in (s.last_failure or "")
+    assert s.write({"k": 3}, T0, 43) is not None and s.last_failure is None
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("20261125T130102.123Z_00000042", True),
+        ("20261125T130102.123Z_00000042_p7", True),
+        ("20261125T130102.123Z_00000042_p", False),
+        ("20261125T130102.123Z_00000042_x1", False),
+        ("20261125T130102.123Z_00000042_p1/..", False),
+    ],
+)
+def test_result_names(name, ok):
+    assert bool(RESULT_NAME.match(name)) == ok
+
+
+def test_a_failed_write_says_why(tmp_path, monkeypatch):
+    s = _sink(tmp_path)
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sink_mod, "atomic_write_bytes", full)
+    assert s.write({"k": 1}, T0, 7, prompt=True) is None
+    assert "ENOSPC" in (s.last_failure or "") and s.write_error is not None
+    assert _visible(s.dir) == []

@@ -86,8 +86,13 @@ def test_pipeline_key_is_checked(tmp_path):
 def test_results_and_mqtt_messages_keep_frame_order(tmp_path, pipeline):
     clients: list[FakeMqttClient] = []
 
+    class Connecting(FakeMqttClient):
+        def loop_start(self) -> None:  # the broker answers at once
+            super().loop_start()
+            self.connect()
+
     def factory(cid: str) -> FakeMqttClient:
-        clients.append(FakeMqttClient(cid))
+        clients.append(Connecting(cid))
         return clients[-1]
 
     results = GatedResults()
@@ -216,10 +221,10 @@ def test_stalled_output_stage_stops_the_watchdog_pings(tmp_path):
 
         def stalled() -> bool:
             sock.drain()
-            return svc._stalled_stage(clock.now()) is not None
+            return svc.stalled_stage(clock.now()) is not None
 
         _wait_until(stalled, "the stall to be detected")
-        assert svc._stalled_stage(clock.now())[0] == "output"
+        assert svc.stalled_stage(clock.now())[0] == "output"
         pings_at_stall = sock.count("WATCHDOG=1")
         stalled_at = clock.now()
         _wait_until(lambda: sock.drain() is not None and clock.now() > stalled_at + 100, "time")

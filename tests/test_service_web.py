@@ -24,10 +24,11 @@ from edge.service.web import (
     parse_prompt_body,
     recent_results,
     session_id,
+    session_ids,
 )
 
 WAIT = 60.0
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123"
 W, H = 320, 240
 SEED = 1_000_500
 
@@ -194,6 +195,29 @@ def test_prompt_body_defaults() -> None:
 )
 def test_session_cookie_parsing(headers: list[str], sid: str | None) -> None:
     assert session_id(headers) == sid
+
+
+def test_any_valid_session_cookie_among_several_is_accepted() -> None:
+    sessions = Sessions(TOKEN)
+    sid = sessions.login(TOKEN)
+    assert sid is not None
+    stale = "x" * len(sid)  # e.g. left by an earlier run of the service on another port
+    assert session_ids([f"{COOKIE}={stale}; other=1; {COOKIE}={sid}"]) == [stale, sid]
+    for headers in (
+        [f"{COOKIE}={stale}; {COOKIE}={sid}"],
+        [f"{COOKIE}={stale}", f"{COOKIE}={sid}"],
+    ):
+        assert sessions.valid(headers)
+    assert not sessions.valid([f"{COOKIE}={stale}; {COOKIE}=y"])
+    sessions.logout([f"{COOKIE}={stale}; {COOKIE}={sid}"])
+    assert not sessions.valid([f"{COOKIE}={sid}"])
+    from edge.service.web import MAX_SESSIONS
+
+    for _ in range(MAX_SESSIONS + 10):  # logins are bounded too (and need the token)
+        sessions.login(TOKEN)
+    st = sessions.stats()
+    assert st["entries"] == MAX_SESSIONS and st["evictions"] == 10
+    assert st["bytes"] <= st["max_bytes"]
 
 
 def test_sessions_login_check_logout() -> None:
@@ -537,3 +561,142 @@ def test_page_on_a_lan_address_with_a_token(tmp_path: Path) -> None:
     finally:
         lan.request_stop("test")
         thread.join(WAIT)
+
+
+# --------------------------------------------------------------------------------------------
+# text prompts without the tokenizer packages; a client's bad request is not a service error
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/trigger", "/prompt"])
+def test_text_prompt_without_the_tokenizer_is_a_400_naming_prompt_before_segmenting(
+    svc: Service, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    import edge.tokenizer
+
+    monkeypatch.setattr(edge.tokenizer, "missing_text_deps", lambda: ["ftfy", "regex"])
+    body: dict = {"prompt": {"type": "text", "data": "a red circle"}}
+    if path == "/prompt":
+        body["frame_id"] = _unprompted_live(svc)
+    errors, detects = svc.metrics.get("fastsam_errors_total"), svc.segmenter.detects
+    status, out, _ = _req(svc, "POST", path, body)
+    assert status == 400 and out["field"] == "prompt", out
+    assert "ftfy, regex" in out["error"] and "pip install ftfy regex" in out["error"]
+    assert svc.segmenter.detects == detects  # refused before any segmentation
+    assert svc.metrics.get("fastsam_errors_total") == errors
+    status, state, _ = _req(svc, "GET", "/state")
+    assert state["text_prompts"] is False and "ftfy" in state["text_prompts_why"]
+    monkeypatch.undo()
+    status, state, _ = _req(svc, "GET", "/state")
+    assert state["text_prompts"] is True and state["text_prompts_why"] == ""
+
+
+def test_a_bad_prompt_is_answered_400_and_not_counted_as_an_error(svc: Service) -> None:
+    errors = svc.metrics.get("fastsam_errors_total")
+    status, out, _ = _req(svc, "POST", "/trigger", {"prompt": {"type": "point", "data": [9e3, 1]}})
+    assert status == 400 and out["field"] == "prompt", out
+    assert svc.metrics.get("fastsam_errors_total") == errors
+
+
+def test_wrong_logins_share_the_throttle_and_never_sleep(tmp_path, monkeypatch) -> None:
+    from fakes import FakeSegmenter
+
+    import edge.service.web as web
+    from edge.service.http import AUTH_FREE_FAILURES
+
+    def no_sleep(_s: float) -> None:
+        raise AssertionError("a handler slept in its connection slot")
+
+    monkeypatch.setattr(web.time, "sleep", no_sleep)
+    cfg = demo_config(
+        tmp_path / "out",
+        **{
+            "source.width": W,
+            "source.height": H,
+            "trigger.interval.enabled": False,
+            "http.enabled": True,
+            "http.port": 0,
+            "http.token": TOKEN,
+            "model.warmup": False,
+        },
+    )
+    one = Service(cfg, segmenter=FakeSegmenter())
+    thread = threading.Thread(target=one.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        assert one.ready.wait(WAIT)
+        statuses = [
+            _req(one, "POST", "/login", {"token": f"guess-{i}"}, auth=False)[0] for i in range(8)
+        ]
+        assert statuses == [401] * AUTH_FREE_FAILURES + [429] * (8 - AUTH_FREE_FAILURES)
+        # the same throttle guards the bearer token, and the right token waits too
+        assert _req(one, "GET", "/state")[0] == 429
+        status, body, headers = _req(one, "POST", "/login", {"token": TOKEN}, auth=False)
+        assert status == 429 and body["field"] == "authorization" and "retry-after" in headers
+        assert _req(one, "GET", "/healthz", auth=False)[0] == 200
+    finally:
+        one.request_stop("test")
+        thread.join(WAIT)
+
+
+def test_saving_a_prompt_on_a_segmented_frame_keeps_both_results(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.service.sink as sink_mod
+
+    status, trig, _ = _req(svc, "POST", "/trigger", {"masks": False})  # saved: has a result
+    assert status == 200 and trig["result_dir"], trig
+    frame_id = trig["frame_id"]
+    body = {"frame_id": frame_id, "prompt": {"type": "box", "data": [0, 0, W / 2, H / 2]}}
+    names = []
+    for _ in range(2):
+        status, doc, _ = _req(svc, "POST", "/prompt", {**body, "save": True})
+        assert status == 200 and doc.get("files") and "save_error" not in doc, doc
+        names.append(Path(doc["result_dir"]).name)
+    own = Path(trig["result_dir"]).name
+    assert names == [f"{own}_p1", f"{own}_p2"]
+    assert all((Path(trig["result_dir"]).parent / n / "result.json").is_file() for n in names)
+    assert _req(svc, "GET", "/healthz", auth=False)[0] == 200  # not degraded
+    listing = _req(svc, "GET", "/results")[1]["results"]
+    assert {r["name"] for r in listing} >= {own, *names}
+    assert all(r["frame_id"] == frame_id for r in listing if r["name"].startswith(own))
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sink_mod, "atomic_write_bytes", full)
+    status, doc, _ = _req(svc, "POST", "/prompt", {**body, "save": True, "masks": False})
+    assert status == 200 and "ENOSPC" in doc["save_error"] and "files" not in doc
+    monkeypatch.undo()
+    svc.sink.write_error = None  # the disk "is freed": the next write would clear it too
+
+
+def test_a_second_viewer_does_not_evict_the_paused_frame_of_the_first(svc: Service) -> None:
+    def live(viewer: str) -> int:
+        for _ in range(50):  # the first frame comes with the first read
+            status, data, headers = _req(svc, "GET", f"/live.jpg?viewer={viewer}")
+            if status == 200:
+                return int(headers["x-frame-id"])
+            time.sleep(0.1)
+        raise AssertionError(data)
+
+    paused = live("tab-a")  # the first page shows this frame and the user pauses on it
+    seen = {paused}
+    for _ in range(8):  # a monitor polls the live JPEG; frames are segmented meanwhile
+        time.sleep(0.12)  # http.live_fps = 10: a new frame each time
+        seen.add(live("monitor"))
+        assert _req(svc, "POST", "/trigger", {"save": False, "masks": False})[0] == 200
+    assert len(seen) > 3  # more frames than http.prompt_cache_frames went by
+    body = {"frame_id": paused, "prompt": {"type": "box", "data": [0, 0, W / 2, H / 2]}}
+    status, doc, _ = _req(svc, "POST", "/prompt", body)
+    assert status == 200 and doc["frame_id"] == paused, doc
+    text = _req(svc, "GET", "/metrics")[1].decode()
+    assert 'fastsam_cache_entries{cache="viewers"}' in text
+
+
+def test_the_page_sends_its_viewer_id() -> None:
+    from edge.service.web import STATIC_DIR, viewer_id
+
+    assert "/live.jpg?viewer=${VIEWER}" in (STATIC_DIR / "app.js").read_text()
+    assert viewer_id("0123abcd") == "0123abcd"
+    assert viewer_id("../x") == viewer_id(None) == viewer_id("x" * 65) == "-"

@@ -80,3 +80,18 @@ def test_corrupt_video_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a video at all" * 10)
     with pytest.raises(InputError, match="bad.mp4"):
         list(iter_frames(expand_sources([str(bad)])))
+
+
+def test_cli_and_service_replay_list_a_folder_with_one_table(tmp_path: Path) -> None:
+    """Every extension the reader knows (and only those) is a source for both."""
+    from edge.io import IMAGE_EXTS
+    from edge.service.sources import ReplaySource
+
+    names = sorted(f"x{ext[1:]}{ext}" for ext in IMAGE_EXTS) + ["notes.txt", "clip.mp4"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    images = sorted(s.path.name for s in expand_sources([str(tmp_path)]) if not s.video)
+    replay = ReplaySource(tmp_path)
+    replay.open()
+    assert images == sorted(p.name for p in replay._files) == names[:-2]
+    assert {".gif", ".avif", ".pam", ".pfm"} <= IMAGE_EXTS

@@ -46,12 +46,12 @@ def replay_files(folder: str | Path) -> list[Path]:
         InputError: Not a folder, or no images in it.
     """
     from edge.errors import InputError
-    from edge.service.sources import IMAGE_SUFFIXES
+    from edge.io import IMAGE_EXTS
 
     path = Path(folder)
     if not path.is_dir():
         raise InputError(f"--service-replay: {str(path)!r} is not a folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise InputError(f"--service-replay: no images in {str(path)!r}")
     return files

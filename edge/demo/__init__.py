@@ -10,6 +10,7 @@ segments this world. It is *not* a general-purpose segmenter: for real images ex
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from edge.errors import BundleError
@@ -29,3 +30,25 @@ def demo_bundle() -> Path:
             "package data"
         )
     return DEMO_BUNDLE_DIR
+
+
+DEMO_BUNDLE_NOTICE = (
+    "the model is the embedded demo bundle, a tiny model trained only on the synthetic demo "
+    "scenes (fastsam-edge scenes DIR writes some): on other images its masks mean nothing. "
+    "For real images export FastSAM-s with fastsam-export (README: Real use) and pass its "
+    "folder with {flag}."
+)
+"""Said once per run when the demo bundle meets frames that are not demo scenes; ``{flag}``:
+where a real bundle is given (``--bundle DIR``, ``model.bundle``)."""
+
+_SCENE_NAME = re.compile(r"scene_\d{6}(\.png)?")
+
+
+def looks_like_demo_scene(name: str) -> bool:
+    """Whether a file or frame name is a demo scene's (``scene_000042.png``, as written by
+    :func:`edge.demo.scenes.save_scenes` and named by the service's demo source).
+
+    A cheap test by name, for the one demo-bundle notice: a renamed scene gets the notice, a
+    photo named like a scene does not.
+    """
+    return _SCENE_NAME.fullmatch(name) is not None

@@ -17,6 +17,7 @@ gpiozero and picamera2 are imported lazily, only when configured):
   over TCP and/or a Unix socket.
 * ``web``: the browser page (``static/``) and the endpoints it polls.
 * ``live``: the live frame for the page, and the frames kept for prompts.
+* ``status``: what a running service reports (``/healthz``, the page's ``/state``, caches).
 * ``telemetry``: counters, gauges and a latency histogram in the Prometheus text format.
 * ``clock``: injectable time (tests run on a fake clock).
 * ``protocols``: what the service needs from a segmenter, as typed protocols.

@@ -35,6 +35,52 @@ def _override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def start_warnings(cfg: Any) -> list[str]:
+    """What ``serve`` warns about once at start, before the model is loaded.
+
+    * the bundle has CLIP but the tokenizer packages are missing: text prompts will be refused;
+    * the embedded demo bundle on a source that is not the demo's scenes (a camera, a replay of
+      other files): its masks mean nothing there.
+
+    Args:
+        cfg: The service configuration.
+
+    Returns:
+        The warning lines (none when all is well; a bundle that cannot be read is left to the
+        loader's error).
+    """
+    from edge.bundle import read_manifest
+    from edge.demo import DEMO_BUNDLE_NOTICE, demo_bundle, looks_like_demo_scene
+    from edge.errors import FastSAMEdgeError
+    from edge.io import IMAGE_EXTS
+    from edge.service.config import DEMO
+    from edge.service.status import text_prompt_problem
+    from edge.tokenizer import missing_text_deps
+
+    out = []
+    demo = cfg.model.bundle == DEMO
+    try:
+        manifest = read_manifest(demo_bundle() if demo else cfg.model.bundle)
+    except (FastSAMEdgeError, OSError):
+        manifest = None
+    if manifest is not None and manifest.has_text and missing_text_deps():
+        out.append(f"text prompts are off: {text_prompt_problem(manifest)}")
+    if demo and cfg.source.kind != "demo":
+        path = Path(cfg.source.path or ".")
+        try:
+            names = (
+                [p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS]
+                if cfg.source.kind == "replay" and path.is_dir()
+                else [path.name]
+            )
+        except OSError:  # the source reports it
+            names = []
+        if cfg.source.kind != "replay" or not all(map(looks_like_demo_scene, names)):
+            where = "model.bundle (fastsam-edge configure --bundle DIR)"
+            out.append(DEMO_BUNDLE_NOTICE.format(flag=where))
+    return out
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: run the service (see docs/service.md)."""
     from edge.service.config import demo_config, load_config, render_example_config
@@ -70,6 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_parent("--json", args.json)
     level = getattr(args, "log_level", None) or cfg.service.log_level
     configure_logging(level, debug=args.debug)
+    import logging
+
+    for line in start_warnings(cfg):
+        logging.getLogger("edge.service").warning("%s", line)
     summary = serve(cfg, max_frames=args.max_frames, duration_s=args.duration)
     if getattr(args, "json", None) is not None:
         from dataclasses import asdict
@@ -78,11 +128,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         emit_json("--json", args.json, asdict(summary))
         if args.json == "-":
-            return 0
+            return _serve_exit_code(summary.reason)
     print(summary.line(), flush=True)
     if args.demo:
         print(f"results: {Path(cfg.output.dir).resolve()}")
-    return 0
+    return _serve_exit_code(summary.reason)
+
+
+def _serve_exit_code(reason: str) -> int:
+    """130 after Ctrl-C (SIGINT), as the README's exit-code table says; 0 for every other end
+    (SIGTERM is systemd's normal stop, a limit, the end of a replay)."""
+    from edge.cliargs import EXIT_INTERRUPTED, EXIT_OK
+
+    return EXIT_INTERRUPTED if reason == "SIGINT" else EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +108,64 @@ def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> st
 def string(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _bad(key, "a string", value)
+    if "\0" in value:
+        raise ConfigError(f"{key}: a NUL character is not allowed, got {value!r}")
     return value
+
+
+def control_characters(value: str) -> list[str]:
+    """The control characters (newline, NUL, escape, DEL, C1...) in ``value``, escaped."""
+    return sorted({repr(c)[1:-1] for c in value if unicodedata.category(c) == "Cc"})
+
+
+def path(key: str, value: Any) -> str:
+    """A file or directory name: a string without control characters (a newline in a path
+    would end the line of the systemd unit that names it)."""
+    if not isinstance(value, str):
+        raise _bad(key, "a string (a path)", value)
+    bad = control_characters(value)
+    if bad:
+        raise ConfigError(
+            f"{key}: control characters ({', '.join(bad)}) are not allowed in a path, got "
+            f"{value!r}"
+        )
+    return value
+
+
+TOKEN_MIN_CHARS = 16
+TOKEN_HINT = (
+    "make one with: openssl rand -hex 16 | sudo tee /etc/fastsam-edge/token, then set "
+    'http.token_file = "/etc/fastsam-edge/token"'
+)
+
+
+def check_token(key: str, value: str) -> str:
+    """An HTTP token: "" (none), or at least :data:`TOKEN_MIN_CHARS` characters without
+    whitespace or control characters (non-ASCII ones work: clients send them as UTF-8). The
+    token itself never appears in the message.
+
+    Raises:
+        ConfigError: Naming ``key``, the token's length, and how to make a good one.
+    """
+    if not value:
+        return value
+    if any(c.isspace() or unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ConfigError(
+            f"{key}: the token contains whitespace or control characters, which an "
+            f"Authorization header cannot carry; {TOKEN_HINT}"
+        )
+    if len(value) < TOKEN_MIN_CHARS:
+        raise ConfigError(
+            f"{key}: the token has {len(value)} characters, at least {TOKEN_MIN_CHARS} are "
+            f"needed (a short one is guessed); {TOKEN_HINT}"
+        )
+    return value
+
+
+def token(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string (the token)")
+    return check_token(key, value)
 
 
 def choice(*options: Any) -> Check:
@@ -182,7 +241,7 @@ class ModelConfig:
         DEMO,
         'Model bundle directory (written by fastsam-export), or "demo" for the embedded demo '
         "bundle (it only segments the synthetic demo scenes; export FastSAM-s for real images).",
-        string,
+        path,
     )
     precision: str = _spec(
         "",
@@ -206,7 +265,7 @@ class ModelConfig:
         "A `fastsam-edge bench` result (bench.json) run on this board: its recommendation "
         'fills precision and threads where they are left at "" / 0 (a different recommended '
         'bundle is only logged). "" = off.',
-        string,
+        path,
         "/var/lib/fastsam-edge/bench/bench.json",
     )
 
@@ -258,7 +317,7 @@ class SourceConfig:
         "0",
         'opencv: camera index ("0") or device path; prefer the stable '
         '"/dev/v4l/by-id/usb-...-video-index0".',
-        string,
+        path,
     )
     fourcc: str = _spec(
         "MJPG",
@@ -277,7 +336,7 @@ class SourceConfig:
     controls: dict[str, Any] = _spec(
         {}, "picamera2: libcamera controls, e.g. { AfMode = 2, FrameRate = 5 }.", scalar_table
     )
-    path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", string)
+    path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", path)
     max_pixels: int = _spec(
         50_000_000,
         "replay: refuse images (and videos) with more pixels than this, read from the file "
@@ -423,7 +482,7 @@ class OutputConfig:
         "Output directory; each result is a directory <UTC time>_<frame id>/ with result.json "
         "(the `fastsam-edge segment` schema), overlay.jpg and optionally frame.jpg, renamed "
         "into place when complete.",
-        string,
+        path,
     )
     overlay: bool = _spec(True, "Write overlay.jpg (masks painted over the frame).", boolean)
     overlay_format: str = _spec(
@@ -470,15 +529,24 @@ class HttpConfig:
     unix_socket: str = _spec(
         "",
         'Also serve the API on this Unix socket, e.g. "/run/fastsam-edge/api.sock" ("" = off).',
-        string,
+        path,
     )
     token: str = _spec(
         "",
-        "If set, requests other than GET /healthz need 'Authorization: Bearer <token>'.",
-        string,
+        "If set, requests other than GET /healthz need 'Authorization: Bearer <token>' (or the "
+        "page's login). At least 16 characters; make one with `openssl rand -hex 16` (prefer "
+        "http.token_file).",
+        token,
     )
     token_file: str = _spec(
-        "", "Read the token from this file instead (mode 0640, root:fastsam-edge).", string
+        "", "Read the token from this file instead (mode 0640, root:fastsam-edge).", path
+    )
+    allow_unauthenticated: bool = _spec(
+        False,
+        "Serve a non-loopback http.host without a token. Without it such a configuration "
+        "does not start: anyone who reaches the port could trigger, watch the live camera and "
+        "read every stored result.",
+        boolean,
     )
     max_body_bytes: int = _spec(
         65536, "Largest accepted request body; larger ones get 413.", integer(64, 64 << 20)
@@ -533,10 +601,10 @@ class MqttConfig:
     client_id: str = _spec("fastsam-edge", "MQTT client id (unique per broker).", string)
     username: str = _spec("", 'User name; "" = anonymous.', string)
     password_file: str = _spec(
-        "", "File holding the password (keep secrets out of this file).", string
+        "", "File holding the password (keep secrets out of this file).", path
     )
     tls: bool = _spec(False, "Connect with TLS.", boolean)
-    ca_file: str = _spec("", 'CA certificate for TLS; "" = the system\'s.', string)
+    ca_file: str = _spec("", 'CA certificate for TLS; "" = the system\'s.', path)
     topic_prefix: str = _spec(
         "fastsam-edge",
         "Topics: <prefix>/available (online/offline, retained, last will), <prefix>/events "
@@ -548,8 +616,21 @@ class MqttConfig:
     keepalive_s: int = _spec(
         60,
         "Keep-alive interval in seconds; a broker that has not answered for half of it is "
-        "logged as a warning and reported by /healthz.",
+        "logged as a warning and reported by /healthz (the client pings every half of it, so "
+        "a connected broker that stops answering is reported within it).",
         integer(5, 3600),
+    )
+    protocol: str = _spec(
+        "5",
+        'MQTT version: "5" (bounds incoming packets with mqtt.max_packet_bytes) or "3.1.1" '
+        "(for old brokers; then only the broker's message_size_limit bounds them).",
+        choice("5", "3.1.1"),
+    )
+    max_packet_bytes: int = _spec(
+        65536,
+        "Largest packet the broker may send this client (MQTT 5 Maximum Packet Size): a larger "
+        "message to the trigger topic is dropped by the broker, never read.",
+        integer(256, 268435455),
     )
     max_masks: int = _spec(
         10, "Masks listed (score, box, area) in each event message.", integer(0, 1000)
@@ -846,6 +927,41 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string of raw UTF-8: only quotes, backslashes and control characters are
+    escaped, so a character above U+FFFF stays one character (``json.dumps`` would write a
+    surrogate pair, which TOML rejects).
+
+    Raises:
+        ValueError: ``value`` holds a lone surrogate (e.g. undecodable bytes of a command-line
+            argument), which no UTF-8 file can hold.
+    """
+    out = ['"']
+    for c in value:
+        o = ord(c)
+        if c in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[c])
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\u{o:04X}")
+        elif 0xD800 <= o <= 0xDFFF:
+            raise ValueError(f"{value!r} is not valid Unicode (a lone surrogate)")
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
 def toml_value(value: Any) -> str:
     """A TOML literal for a bool, number, string, list or flat table."""
     if isinstance(value, bool):
@@ -856,7 +972,7 @@ def toml_value(value: Any) -> str:
         text = repr(value)
         return text if any(c in text for c in ".en") else text + ".0"
     if isinstance(value, str):
-        return json.dumps(value)
+        return toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -923,7 +1039,41 @@ def resolve_token(cfg: HttpConfig) -> str:
     """
     if not cfg.token_file:
         return cfg.token
-    token = read_secret_file("http.token_file", cfg.token_file)
-    if not token:
-        raise ConfigError(f"http.token_file: {cfg.token_file!r} is empty")
-    return token
+    secret = read_secret_file("http.token_file", cfg.token_file)
+    if not secret:
+        raise ConfigError(f"http.token_file: {cfg.token_file!r} is empty; {TOKEN_HINT}")
+    return check_token(f"http.token_file ({cfg.token_file})", secret)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``http.host`` binds only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(cfg: HttpConfig, secret: str) -> str | None:
+    """Why this HTTP configuration must not start (a non-loopback ``http.host`` without a
+    token and without ``http.allow_unauthenticated``), or None."""
+    if not cfg.enabled or is_loopback_host(cfg.host) or secret or cfg.allow_unauthenticated:
+        return None
+    return (
+        f"http.host: {cfg.host!r} is reachable from the network but no token is set "
+        "(http.token_file): anyone could trigger, watch the live camera and read every "
+        f"result; {TOKEN_HINT} (or set http.allow_unauthenticated = true, or "
+        'http.host = "127.0.0.1")'
+    )
+
+
+def check_exposure(cfg: HttpConfig, secret: str) -> None:
+    """Refuse what :func:`exposure_problem` describes.
+
+    Raises:
+        ConfigError: Naming ``http.host`` and ``http.token_file``.
+    """
+    problem = exposure_problem(cfg, secret)
+    if problem:
+        raise ConfigError(problem)

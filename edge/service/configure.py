@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import grp
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,9 @@ def render_config(tables: dict[str, dict[str, Any]], trigger: str) -> str:
     }[trigger]
     lines.append(f"# The service {what}.")
     lines.append("# POST /trigger on the HTTP API (http.port) works with every trigger.")
+    lines.append("# To reach the API from the network (http.host), give it a token first:")
+    lines.append("#   openssl rand -hex 16 | sudo tee /etc/fastsam-edge/token")
+    lines.append('#   [http] token_file = "/etc/fastsam-edge/token"')
     for name, table in tables.items():
         lines.append("")
         lines.append(f"[{name}]")
@@ -93,6 +97,26 @@ def validate(tables: dict[str, dict[str, Any]], origin: str) -> ServiceConfig:
             node = node.setdefault(part, {})
         node.update(table)
     return parse_config(nested, origin=origin)
+
+
+def check_round_trip(text: str, tables: dict[str, dict[str, Any]], origin: str) -> None:
+    """``text`` parses with ``tomllib`` into exactly ``tables`` and validates as the service
+    would (so "written" is never said of a file the service cannot read).
+
+    Raises:
+        ConfigError: It does not parse, or parses to other values.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: the config written does not parse as TOML: {exc}") from None
+    for name, table in tables.items():
+        node: Any = data
+        for part in name.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if node != table:
+            raise ConfigError(f"{origin}: [{name}] reads back as {node!r}, not {table!r}")
+    parse_config(data, origin=origin)
 
 
 def check_bundle(bundle: str) -> str:
@@ -154,11 +178,20 @@ def cmd_configure(args: argparse.Namespace) -> int:
     )
     path = Path(args.config)
     validate(tables, str(path))
-    text = render_config(tables, args.trigger)
+    try:
+        text = render_config(tables, args.trigger)
+    except ValueError as exc:  # undecodable bytes of an argument
+        raise ConfigError(f"configure: cannot write {exc}; pass UTF-8 arguments") from None
+    check_round_trip(text, tables, str(path))
     if args.print:
         print(text, end="")
         return 0
     done = write_config(path, text, args.force)
+    try:  # what the service will read, not what was meant to be written
+        written = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: written but cannot be read back: {exc}") from None
+    check_round_trip(written, tables, str(path))
     print(
         f"configure: {path} {done}: bundle {bundle}, source {args.source}, trigger {args.trigger}"
     )

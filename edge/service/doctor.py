@@ -758,6 +758,34 @@ def _present(path: Path) -> bool:
         return False
 
 
+def check_http_access(cfg: ServiceConfig) -> Check | None:
+    """Who can use the API: the token (readable, long enough) against ``http.host``."""
+    from edge.service.config import TOKEN_HINT, exposure_problem, is_loopback_host, resolve_token
+
+    h = cfg.http
+    if not h.enabled and not h.unix_socket:
+        return None
+    try:
+        secret = resolve_token(h)
+    except ConfigError as exc:
+        return Check("http access", FAIL, str(exc), "fix the token before starting")
+    problem = exposure_problem(h, secret)
+    if problem:
+        return Check("http access", FAIL, problem, "the service refuses to start like this")
+    where = h.host if h.enabled else "the Unix socket only"
+    if secret:
+        return Check("http access", OK, f"token set ({len(secret)} characters); {where}")
+    if h.enabled and not is_loopback_host(h.host):
+        return Check(
+            "http access",
+            WARN,
+            f"{h.host} without a token (http.allow_unauthenticated = true): anyone on the "
+            "network can trigger, watch the live camera and read every result",
+            TOKEN_HINT,
+        )
+    return Check("http access", OK, f"no token; {where} (this machine only)")
+
+
 def check_optional(cfg: ServiceConfig) -> list[Check]:
     out = []
     if cfg.mqtt.enabled:
@@ -783,6 +811,9 @@ def check_optional(cfg: ServiceConfig) -> list[Check]:
                 "sudo apt install python3-gpiozero python3-lgpio",
             )
         )
+    access = check_http_access(cfg)
+    if access is not None:
+        out.append(access)
     if cfg.http.enabled:
         try:
             family = socket.AF_INET6 if ":" in cfg.http.host else socket.AF_INET

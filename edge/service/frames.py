@@ -132,10 +132,12 @@ class FrameLoop:
         if gpio_edges:
             fired.append("gpio")
             self.metrics.inc("fastsam_triggers_total", gpio_edges - 1, trigger="gpio")
+            self.metrics.inc("fastsam_triggers_merged_total", gpio_edges - 1, trigger="gpio")
         presses = self.mqtt.take() if self.mqtt is not None else 0
         if presses:
             fired.append("mqtt")
             self.metrics.inc("fastsam_triggers_total", presses - 1, trigger="mqtt")
+            self.metrics.inc("fastsam_triggers_merged_total", presses - 1, trigger="mqtt")
         req = self.requests.take()
         if req is not None:
             fired.append("http")

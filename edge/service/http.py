@@ -27,7 +27,12 @@ route's function runs, so a route added to :func:`default_routes` has them for f
    reach the API through DNS rebinding. Unix-socket requests skip this (browsers cannot).
 2. Unknown path 404, wrong method 405.
 3. The bearer token (401) unless the route is public; ``100 Continue`` is sent only after
-   this and the body checks pass.
+   this and the body checks pass. Wrong credentials (a wrong ``Authorization`` header here, a
+   wrong ``POST /login`` token on the page) go through one :class:`AuthThrottle`: after
+   :data:`AUTH_FREE_FAILURES` from one client address (or :data:`AUTH_FREE_FAILURES_ALL` from
+   all together) a credential is answered 429 with ``Retry-After``, unchecked, until a
+   back-off ends that doubles with each further failure. Nothing sleeps in a connection slot,
+   and the failures are logged as one WARNING a minute with their count.
 4. Body framing: no ``Transfer-Encoding`` (411), exactly one decimal ``Content-Length`` (400),
    at most ``http.max_body_bytes`` (413); a POST must be ``application/json`` (415, empty
    bodies too: a cross-site form or ``fetch`` cannot send that without a CORS preflight,
@@ -57,7 +62,7 @@ import stat
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -65,7 +70,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.prompts import Prompt, parse_prompts
-from edge.service.config import ConfigError
+from edge.service.config import ConfigError, is_loopback_host
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,6 +100,23 @@ LINGER_MAX_SOCKETS = 512
 LINGER_MAX_BYTES = 1 << 20
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+AUTH_FREE_FAILURES = 5
+"""Wrong credentials one client address may send before it is throttled."""
+AUTH_FREE_FAILURES_ALL = 30
+"""Wrong credentials all addresses together may send within :data:`AUTH_WINDOW_S` before every
+credential is throttled (a guesser with many addresses)."""
+AUTH_WINDOW_S = 60.0
+AUTH_BACKOFF_S = 1.0
+"""The first back-off; it doubles with each further failure, up to :data:`AUTH_BACKOFF_MAX_S`."""
+AUTH_BACKOFF_MAX_S = 60.0
+AUTH_FORGET_S = 600.0
+"""Failures this much older than the last one are forgotten."""
+AUTH_MAX_CLIENTS = 4096
+"""Client addresses remembered by the throttle (oldest forgotten first)."""
+AUTH_CLIENT_BYTES = 256
+"""Memory of one remembered address (its key and record), for the cache metrics."""
+AUTH_LOG_INTERVAL_S = 60.0
 
 _BUSY_503 = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -380,15 +402,6 @@ def _normalise_host(value: str) -> str | None:
     return name or None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def default_allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
     """Host names accepted in the ``Host`` header for an API bound to ``bind_host``.
 
@@ -397,7 +410,7 @@ def default_allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozen
     adds names. The address a client connected to is accepted separately, per connection.
     """
     names = set(LOOPBACK_NAMES)
-    if not _is_loopback(bind_host):
+    if not is_loopback_host(bind_host):
         hostname = socket.gethostname().lower().rstrip(".")
         if hostname:
             names.update({hostname, hostname.split(".")[0] + ".local"})
@@ -406,6 +419,176 @@ def default_allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozen
         if name:
             names.add(name)
     return frozenset(names)
+
+
+# ------------------------------------------------------------------------------------------
+# wrong credentials
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Strikes:
+    """Wrong credentials of one address (or of all): count, last one, back-off end."""
+
+    failures: int = 0
+    last: float = -math.inf
+    until: float = -math.inf
+
+    def fail(self, now: float, free: int) -> None:
+        if now - self.last > AUTH_FORGET_S:
+            self.failures = 0
+        self.failures += 1
+        self.last = now
+        if self.failures >= free:
+            backoff = AUTH_BACKOFF_S * 2.0 ** min(self.failures - free, 16)
+            self.until = now + min(backoff, AUTH_BACKOFF_MAX_S)
+
+
+@dataclass
+class _Bucket:
+    """Wrong credentials of all addresses together: a leaky bucket that drains
+    :data:`AUTH_FREE_FAILURES_ALL` per :data:`AUTH_WINDOW_S`, so one slow guesser (already
+    throttled per address) never locks everyone out; a full bucket starts a back-off that
+    doubles while the bucket stays full."""
+
+    level: float = 0.0
+    at: float = -math.inf
+    until: float = -math.inf
+    trips: int = 0
+
+    def fail(self, now: float) -> None:
+        drained = (now - self.at) * AUTH_FREE_FAILURES_ALL / AUTH_WINDOW_S
+        self.level = max(0.0, self.level - drained)
+        if self.level == 0.0:
+            self.trips = 0
+        self.level += 1.0
+        self.at = now
+        if self.level >= AUTH_FREE_FAILURES_ALL:
+            backoff = AUTH_BACKOFF_S * 2.0 ** min(self.trips, 16)
+            self.until = now + min(backoff, AUTH_BACKOFF_MAX_S)
+            self.trips += 1
+
+
+def client_key(address: str) -> str:
+    """The throttle's key of a client address: the address, an IPv6 one by its /64 (one host
+    holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class AuthThrottle:
+    """One throttle for every wrong credential, per client address and overall (thread-safe).
+
+    A handler asks :meth:`retry_after` before it checks a credential (a positive answer means
+    429 without checking), then reports the outcome with :meth:`failed` or :meth:`succeeded`.
+
+    Args:
+        clock: Monotonic time (tests pass a fake one).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[str, _Strikes] = OrderedDict()
+        self._all = _Bucket()
+        self.failures_total = 0
+        self.throttled_total = 0
+        self.evictions = 0
+        self._since_log = 0
+        self._throttled_since_log = 0
+        self._addresses: set[str] = set()
+        self._last_address = ""
+        self._logged_at = -math.inf
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may present a credential again (0: now); a positive
+        answer is counted as a throttled request."""
+        now = self._clock()
+        with self._lock:
+            own = self._clients.get(client_key(address))
+            wait = max(own.until - now if own else 0.0, self._all.until - now, 0.0)
+            if wait > 0:
+                self.throttled_total += 1
+                self._throttled_since_log += 1
+        self.flush_log()
+        return wait
+
+    def failed(self, address: str) -> None:
+        """``address`` presented a wrong credential."""
+        now = self._clock()
+        key = client_key(address)
+        with self._lock:
+            own = self._clients.pop(key, None) or _Strikes()
+            own.fail(now, AUTH_FREE_FAILURES)
+            self._clients[key] = own
+            while len(self._clients) > AUTH_MAX_CLIENTS:
+                self._clients.popitem(last=False)
+                self.evictions += 1
+            self._all.fail(now)
+            self.failures_total += 1
+            self._since_log += 1
+            if len(self._addresses) < 1000:
+                self._addresses.add(key)
+            self._last_address = key
+        self.flush_log()
+
+    def succeeded(self, address: str) -> None:
+        """``address`` presented the right credential: its own failures are forgotten."""
+        with self._lock:
+            self._clients.pop(client_key(address), None)
+
+    def flush_log(self) -> None:
+        """Log what happened since the last WARNING, at most once per
+        :data:`AUTH_LOG_INTERVAL_S` (the first failure after a quiet minute at once)."""
+        now = self._clock()
+        with self._lock:
+            if not (self._since_log or self._throttled_since_log):
+                return
+            if now - self._logged_at < AUTH_LOG_INTERVAL_S:
+                return
+            failures, throttled = self._since_log, self._throttled_since_log
+            addresses, last = len(self._addresses), self._last_address
+            self._since_log = self._throttled_since_log = 0
+            self._addresses.clear()
+            self._logged_at = now
+        _LOGGER.warning(
+            "http: %d wrong credential(s) from %d address(es) (last: %s) and %d request(s) "
+            "answered 429 while throttled, since the last such warning",
+            failures,
+            addresses,
+            last or "-",
+            throttled,
+        )
+
+    def stats(self) -> dict[str, int]:
+        """The remembered addresses as a cache (``entries``, ``bytes``, bounds, evictions)."""
+        with self._lock:
+            n = len(self._clients)
+        return {
+            "entries": n,
+            "bytes": n * AUTH_CLIENT_BYTES,
+            "max_entries": AUTH_MAX_CLIENTS,
+            "max_bytes": AUTH_MAX_CLIENTS * AUTH_CLIENT_BYTES,
+            "evictions": self.evictions,
+        }
+
+
+def throttled_error(wait: float) -> HttpError:
+    """The 429 for a credential presented during a back-off."""
+    seconds = max(1, math.ceil(wait))
+    return HttpError(
+        429,
+        f"authorization: too many wrong credentials; retry in {seconds} s",
+        "authorization",
+        {"Retry-After": str(seconds)},
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -662,6 +845,12 @@ class _BoundedServer(socketserver.BaseServer):
             slot.release()
             self.linger.close(request, _busy_response(self.max_connections))
 
+    def service_actions(self) -> None:
+        # the accept loop runs this every poll: a throttle warning held back is logged on time
+        throttle = getattr(self.RequestHandlerClass, "throttle", None)
+        if throttle is not None:
+            throttle.flush_log()
+
     def _note_refused(self) -> None:
         """A warning at most once a minute, with the count (the accept thread only)."""
         self._refused += 1
@@ -793,6 +982,7 @@ class _Handler(BaseHTTPRequestHandler):
     allowed_hosts: frozenset[str]
     check_host: bool
     sessions: SessionCheck | None = None
+    throttle: AuthThrottle
 
     def __init__(self, request: Any, client_address: Any, server: Any, slot: _Slot) -> None:
         self.slot = slot
@@ -956,15 +1146,48 @@ class _Handler(BaseHTTPRequestHandler):
         return route
 
     def _authorised(self) -> bool:
+        """Whether the request carries a valid session cookie or the bearer token.
+
+        A presented ``Authorization`` header goes through the throttle.
+
+        Raises:
+            HttpError: 429 while this client (or everyone) is backing off.
+        """
         if not self.token:
             return True
         if self.sessions is not None and self.sessions.valid(self.headers.get_all("Cookie") or []):
             return True  # the page's login cookie (edge.service.web)
-        got = self.headers.get("Authorization", "")
+        got = self.headers.get("Authorization")
+        if got is None:
+            return False  # nothing presented, nothing guessed
+        self.guard_credential()
         scheme, _, value = got.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), self.token.encode()
-        )
+        try:
+            # header bytes arrive decoded as Latin-1: these are the bytes sent (UTF-8 for a
+            # non-ASCII token)
+            raw = value.strip().encode("latin-1")
+        except UnicodeEncodeError:
+            raw = b""
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(raw, self.token.encode("utf-8"))
+        self.record_credential(ok)
+        return ok
+
+    def guard_credential(self) -> None:
+        """Call before checking a presented credential.
+
+        Raises:
+            HttpError: 429 with ``Retry-After`` while a back-off runs (nothing is checked).
+        """
+        wait = self.throttle.retry_after(self.address_string())
+        if wait > 0:
+            raise throttled_error(wait)
+
+    def record_credential(self, ok: bool) -> None:
+        """Report a checked credential to the throttle."""
+        if ok:
+            self.throttle.succeeded(self.address_string())
+        else:
+            self.throttle.failed(self.address_string())
 
     def _require_auth(self) -> None:
         """Raise 401 unless the request carries the configured bearer token."""
@@ -1073,7 +1296,10 @@ class ApiServer:
         allowed_hosts: tuple[str, ...] | list[str] = (),
         routes: Mapping[str, Mapping[str, Route]] | None = None,
         sessions: SessionCheck | None = None,
+        throttle: AuthThrottle | None = None,
     ) -> None:
+        self.throttle = throttle or AuthThrottle()
+        self._sessions = sessions
         attrs = {
             "api": api,
             "token": token,
@@ -1083,6 +1309,7 @@ class ApiServer:
             "routes": routes if routes is not None else default_routes(),
             "sessions": sessions,
             "allowed_hosts": default_allowed_hosts(host, tuple(allowed_hosts)),
+            "throttle": self.throttle,
         }
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
@@ -1115,6 +1342,15 @@ class ApiServer:
                 server.server_close()
             self._linger.stop()
             raise
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """The server's client-fed caches: ``auth_clients`` (the throttle's addresses) and
+        ``sessions`` (the page's logins, when the sessions tell)."""
+        out = {"auth_clients": self.throttle.stats()}
+        stats = getattr(self._sessions, "stats", None)
+        if callable(stats):
+            out["sessions"] = stats()
+        return out
 
     def start(self) -> None:
         for server in self._servers:

@@ -34,6 +34,7 @@ from edge.service.config import (
     DEMO,
     ConfigError,
     ServiceConfig,
+    control_characters,
     load_config,
     render_example_config,
 )
@@ -99,7 +100,7 @@ RuntimeDirectory=fastsam-edge
 RuntimeDirectoryMode=0750
 WorkingDirectory={state_dir}
 # The output directory (output.dir): writable although ProtectSystem=strict.
-ReadWritePaths=-{output_dir}
+ReadWritePaths={output_dir}
 UMask=0027
 ProtectSystem=strict
 ProtectHome=yes
@@ -145,6 +146,52 @@ OMP_NUM_THREADS=3
 """
 
 
+def _refuse_controls(key: str, text: str) -> None:
+    bad = control_characters(text)
+    if bad:
+        # a newline would end the setting's line and start a directive of its own
+        raise ConfigError(
+            f"{key}: control characters ({', '.join(bad)}) cannot be written into the systemd "
+            f"unit, got {text!r}"
+        )
+
+
+def exec_word(text: str, key: str = "ExecStart", program: bool = False) -> str:
+    """One word of an ``ExecStart=`` command line, as systemd reads it back: ``%`` doubled
+    (specifiers), ``$`` doubled in arguments (variables; the program's path is not
+    expanded), and in double quotes with ``\\`` and ``"`` escaped when it holds whitespace,
+    a quote or a backslash.
+
+    Raises:
+        ConfigError: ``text`` holds control characters (named by ``key``).
+    """
+    _refuse_controls(key, text)
+    text = text.replace("%", "%%")
+    if not program:
+        text = text.replace("$", "$$")
+    if any(c.isspace() or c in "\"'\\;" for c in text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def unit_path(text: str, key: str, prefix: str = "") -> str:
+    """A path of a path-list setting (``ReadWritePaths=``): ``%`` doubled, and in double quotes
+    (``prefix`` such as ``-`` inside them) when it holds whitespace or a quote.
+
+    Raises:
+        ConfigError: Control characters, a double quote or a backslash (systemd keeps the
+            escapes of these settings, so such a path cannot be written), named by ``key``.
+    """
+    _refuse_controls(key, text)
+    if any(c in text for c in '"\\'):
+        raise ConfigError(
+            f"{key}: a path with a double quote or a backslash cannot be written into the "
+            f"systemd unit, got {text!r}"
+        )
+    word = prefix + text.replace("%", "%%")
+    return f'"{word}"' if any(c.isspace() or c == "'" for c in word) else word
+
+
 def render_unit(
     venv: str = DEFAULT_VENV,
     config_path: str = DEFAULT_CONFIG_PATH,
@@ -167,13 +214,15 @@ def render_unit(
         exec_start: Full ``ExecStart=`` command (overrides ``venv`` / ``config_path``).
     """
     if exec_start is None:
-        exec_start = f"{venv}/bin/fastsam-edge serve --config {config_path}"
+        exe = exec_word(f"{venv}/bin/fastsam-edge", "--venv", program=True)
+        exec_start = f"{exe} serve --config {exec_word(config_path, '--config')}"
+    _refuse_controls("ExecStart", exec_start)
     return UNIT_TEMPLATE.format(
         exec_start=exec_start,
         env_file=ENV_FILE,
         user=user,
         state_dir=STATE_DIR,
-        output_dir=output_dir,
+        output_dir=unit_path(output_dir, "output.dir", prefix="-"),
         memory_max=memory_max,
         cpu_quota=cpu_quota,
     )

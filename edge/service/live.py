@@ -8,8 +8,11 @@
   or shown to a page, with their detections (:meth:`edge.segmenter.Segmenter.detect`), so that
   ``POST /prompt`` answers a click, a box or a text on a frame without running the detector
   again. It is bounded in frames and in bytes (``http.prompt_cache_mb``). Frames prompted
-  from a page and the frame a page was last shown are evicted after the others (so that a click
-  on what the page shows finds its frame even while every frame is segmented), oldest first.
+  from a page and the frames each page was last shown are evicted after the others (so that a
+  click on what a page shows finds its frame even while every frame is segmented), oldest
+  first. Pages are told apart by the viewer id they send (``GET /live.jpg?viewer=...``): each
+  keeps its last :data:`SHOWN_PER_VIEWER` frames, for at most :data:`MAX_VIEWERS` viewers, so
+  a second tab or a monitor polling the live JPEG never moves another page's frame.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ VIEWER_TTL_S = 10.0
 """A page counts as watching for this long after its last live-frame request."""
 
 JPEG_QUALITY = 80
+
+SHOWN_PER_VIEWER = 2
+"""Frames a viewer (a page) was last shown that stay protected from eviction."""
+MAX_VIEWERS = 16
+"""Viewers remembered (the least recently seen forgotten first)."""
+VIEWER_BYTES = 256
+"""Memory of one remembered viewer (id and frame ids), for the cache metrics."""
+ANONYMOUS_VIEWER = "-"
 
 
 def encode_jpeg(image: NDArray[np.uint8], quality: int = JPEG_QUALITY) -> bytes:
@@ -129,7 +140,8 @@ class PromptCache:
         self._lock = threading.Lock()
         self.evicted = 0
         self._evicted_ids: OrderedDict[int, None] = OrderedDict()
-        self._shown: int | None = None
+        self._shown: OrderedDict[str, list[int]] = OrderedDict()  # viewer -> newest last
+        self.viewers_forgotten = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -146,10 +158,13 @@ class PromptCache:
         with self._lock:
             return list(self._items)
 
-    def put(self, entry: CachedFrame, shown: bool = False) -> CachedFrame:
+    def put(
+        self, entry: CachedFrame, shown: bool = False, viewer: str = ANONYMOUS_VIEWER
+    ) -> CachedFrame:
         """Add (or update) a frame; returns the kept entry (an existing one is merged).
 
-        ``shown``: a page is showing it now (protected until another frame is shown)."""
+        ``shown``: the page ``viewer`` is showing it now (protected while it is among that
+        viewer's last :data:`SHOWN_PER_VIEWER` frames)."""
         with self._lock:
             old = self._items.get(entry.frame_id)
             if old is not None:
@@ -160,9 +175,36 @@ class PromptCache:
             else:
                 self._items[entry.frame_id] = entry
             if shown:
-                self._shown = entry.frame_id
+                self._show(viewer, entry.frame_id)
             self._shrink(keep=entry.frame_id)
             return entry
+
+    def _show(self, viewer: str, frame_id: int) -> None:
+        ids = self._shown.pop(viewer, [])
+        if frame_id in ids:
+            ids.remove(frame_id)
+        ids.append(frame_id)
+        self._shown[viewer] = ids[-SHOWN_PER_VIEWER:]
+        while len(self._shown) > MAX_VIEWERS:
+            self._shown.popitem(last=False)
+            self.viewers_forgotten += 1
+
+    def shown_ids(self) -> dict[str, list[int]]:
+        """Each viewer's protected frame ids, newest last."""
+        with self._lock:
+            return {v: list(ids) for v, ids in self._shown.items()}
+
+    def viewer_stats(self) -> dict[str, int]:
+        """The remembered viewers as a cache (``entries``, ``bytes``, bounds, evictions)."""
+        with self._lock:
+            n = len(self._shown)
+        return {
+            "entries": n,
+            "bytes": n * VIEWER_BYTES,
+            "max_entries": MAX_VIEWERS,
+            "max_bytes": MAX_VIEWERS * VIEWER_BYTES,
+            "evictions": self.viewers_forgotten,
+        }
 
     def segment(
         self,
@@ -196,10 +238,9 @@ class PromptCache:
             return seg.segment(entry.image, prompt=prompt, **thresholds)
         if entry.detections is None:
             if prompt is not None:  # a bad prompt is the caller's error before any inference
-                from edge.prompts import validate_prompt
+                from edge.prompts import check_prompts
 
-                for p in prompt:
-                    validate_prompt(p, entry.image.shape[:2])
+                prompt = check_prompts(prompt, entry.image.shape[:2])  # not checked again
             entry.detections = seg.detect(entry.image, **thresholds)
             if not kept:
                 entry = self.put(entry)
@@ -234,13 +275,16 @@ class PromptCache:
             size = sum(e.nbytes for e in self._items.values())
             return len(self._items) > self.max_frames or size > self.max_bytes
 
+        shown = {k for ids in self._shown.values() for k in ids}
+        current = {ids[-1] for ids in self._shown.values() if ids}  # what each page shows now
         while self._items and over():
-            victims = [
-                k
-                for k, e in self._items.items()
-                if k != keep and not e.prompted and k != self._shown
-            ]
-            victims = victims or [k for k in self._items if k != keep]
+            # evicted first to last: plain frames, frames pages showed before, prompted frames,
+            # what a page shows now
+            items = [(k, e) for k, e in self._items.items() if k != keep]
+            victims = [k for k, e in items if not e.prompted and k not in shown]
+            victims = victims or [k for k, e in items if not e.prompted and k not in current]
+            victims = victims or [k for k, _ in items if k not in current]
+            victims = victims or [k for k, _ in items]
             if not victims:  # only the newest frame is left and it alone is over the budget
                 entry = self._items[keep]
                 dets = entry.detections

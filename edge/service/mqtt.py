@@ -16,19 +16,34 @@ Topics, the way Home Assistant and Frigate users expect them:
   ``object_id``.
 
 The client connects asynchronously and reconnects by itself; a broker that is down never
-blocks or stops the service (messages queue up to a bound, then are dropped by paho). A broker
-that does not answer within half of ``keepalive_s`` is logged once as a WARNING per outage,
-counted as an error, reported by :meth:`MqttPublisher.problem` (``/healthz``) and visible as
-``fastsam_mqtt_connected 0`` in ``/metrics``; the service loop calls :meth:`MqttPublisher.poll`.
+blocks or stops the service: results wait in a queue of :data:`MAX_PENDING` (the newest kept,
+the oldest dropped and counted in ``fastsam_mqtt_dropped_total``) and go out on reconnect. A
+broker that does not answer within half of ``keepalive_s`` is logged once as a WARNING per
+outage, counted as an error, reported by :meth:`MqttPublisher.problem` (``/healthz``) and
+visible as ``fastsam_mqtt_connected 0`` in ``/metrics``; the service loop calls
+:meth:`MqttPublisher.poll`. paho pings every ``keepalive_s / 2``, so a broker that accepted
+the connection and then stops answering is reported within ``keepalive_s`` too.
+
+Incoming packets are bounded: with ``mqtt.protocol = "5"`` (the default) the CONNECT carries
+the MQTT v5 Maximum Packet Size ``mqtt.max_packet_bytes``, and the broker drops anything larger
+instead of sending it (a 150 MB message to the trigger topic never reaches the service). With
+``"3.1.1"`` only the broker's own limit applies (mosquitto ``message_size_limit``).
+
+Presses of the trigger topic are logged at DEBUG and summed: :meth:`MqttPublisher.take` logs
+one INFO line per burst, and presses merged into one capture are counted by the service
+(``fastsam_triggers_merged_total``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,10 +56,16 @@ from edge.service.telemetry import Metrics
 _LOGGER = logging.getLogger(__name__)
 
 MAX_QUEUED = 100
+"""Messages paho holds in flight while connected (more: dropped and counted)."""
+MAX_PENDING = 16
+"""Results kept while the broker is away; the oldest go first."""
+ERROR_LOG_INTERVAL_S = 60.0
+QUEUE_FULL = 15  # paho's MQTT_ERR_QUEUE_SIZE
+NO_CONNECTION = 4  # paho's MQTT_ERR_NO_CONN: queued by paho until it reconnects
 
 
-def default_client_factory(client_id: str) -> Any:
-    """A paho-mqtt 2.x client (callback API version 2).
+def default_client_factory(client_id: str, protocol: str = "5") -> Any:
+    """A paho-mqtt 2.x client (callback API version 2) speaking MQTT ``protocol``.
 
     Raises:
         ConfigError: paho-mqtt is not installed.
@@ -56,7 +77,18 @@ def default_client_factory(client_id: str) -> Any:
             f"mqtt.enabled: paho-mqtt is not installed ({exc}); pip install paho-mqtt "
             "(or fastsam-edge[service]), or set [mqtt] enabled = false"
         ) from None
-    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
+
+
+def connect_properties(max_packet_bytes: int) -> Any:
+    """MQTT v5 CONNECT properties: the Maximum Packet Size the broker may send this client."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = max_packet_bytes
+    return props
 
 
 def compact_message(
@@ -197,7 +229,9 @@ class MqttPublisher:
         self.state_topic = f"{self.prefix}/state"
         self.overlay_topic = f"{self.prefix}/overlay"
         self.trigger_topic = f"{self.prefix}/trigger"
-        self._factory = client_factory or default_client_factory
+        self._factory = client_factory or functools.partial(
+            default_client_factory, protocol=cfg.protocol
+        )
         self.metrics = metrics or Metrics()
         self._now = now
         self._on_trigger = on_trigger
@@ -209,6 +243,12 @@ class MqttPublisher:
         self._warned = False
         self._lock = threading.Lock()
         self._presses = 0
+        self._pending: deque[list[tuple[str, Any, bool]]] = deque()
+        self.dropped = 0
+        self._dropped_in_outage = 0
+        self._last_in: float | None = None
+        self._errors_since_log = 0
+        self._error_logged_at = -math.inf
 
     @property
     def broker(self) -> str:
@@ -219,6 +259,12 @@ class MqttPublisher:
     def grace_s(self) -> float:
         """How long a connection may take before it is reported: half the keep-alive."""
         return self.cfg.keepalive_s / 2
+
+    @property
+    def ping_s(self) -> int:
+        """The keep-alive given to paho: it pings this often, half of ``keepalive_s``, so an
+        answer is missed, and reported, within ``keepalive_s``."""
+        return max(2, self.cfg.keepalive_s // 2)
 
     def start(self) -> None:
         """Create the client, set the last will, connect in the background.
@@ -239,6 +285,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_log = self._on_log
         if hasattr(client, "on_connect_fail"):
             client.on_connect_fail = self._on_connect_fail
         if hasattr(client, "max_queued_messages_set"):
@@ -250,9 +297,19 @@ class MqttPublisher:
             self._down_since = self._now()
             self._warned = False
         self.metrics.set("fastsam_mqtt_connected", 0)
-        client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        if int(getattr(client, "protocol", 0) or 0) == 5:
+            client.connect_async(
+                c.host,
+                c.port,
+                keepalive=self.ping_s,
+                properties=connect_properties(c.max_packet_bytes),
+            )
+        else:
+            client.connect_async(c.host, c.port, keepalive=self.ping_s)
         client.loop_start()
-        _LOGGER.info("mqtt: connecting to %s as %r", self.broker, c.client_id)
+        _LOGGER.info(
+            "mqtt: connecting to %s as %r (MQTT %s)", self.broker, c.client_id, c.protocol
+        )
 
     # paho callbacks (network thread) ------------------------------------------------------
 
@@ -264,18 +321,28 @@ class MqttPublisher:
             _LOGGER.error("mqtt: %s refused the connection: %s", self.broker, reason)
             return
         with self._lock:
-            recovered = self._warned
             self.connected = True
             self._down_since = None
             self._warned = False
+            if self._last_in is not None:
+                self._last_in = self._now()
+            pending, self._pending = list(self._pending), deque()
+            dropped, self._dropped_in_outage = self._dropped_in_outage, 0
         self.metrics.set("fastsam_mqtt_connected", 1)
-        log = _LOGGER.warning if recovered else _LOGGER.info
-        log("mqtt: connected to %s", self.broker)
+        _LOGGER.info(
+            "mqtt: connected to %s%s",
+            self.broker,
+            f"; {len(pending)} result(s) sent now, {dropped} dropped while it was away"
+            if pending or dropped
+            else "",
+        )
         client.publish(self.available_topic, "online", qos=1, retain=True)
         if hasattr(client, "subscribe"):
             client.subscribe(self.trigger_topic, qos=1)
         if self.cfg.discovery:
             self._publish_discovery(client)
+        for items in pending:
+            self._send(items)
 
     def _on_connect_fail(self, client: Any, userdata: Any, *rest: Any) -> None:
         self.last_error = "cannot connect (TCP)"
@@ -287,12 +354,20 @@ class MqttPublisher:
         with self._lock:
             was, self.connected = self.connected, False
             if self._down_since is None:
-                self._down_since = self._now()
+                # the outage began when the broker last answered (a silent broker is only
+                # noticed when paho's ping goes unanswered)
+                now = self._now()
+                self._down_since = min(now, self._last_in) if self._last_in is not None else now
         self.metrics.set("fastsam_mqtt_connected", 0)
-        if was:
-            _LOGGER.warning(
-                "mqtt: disconnected from %s; reconnecting in the background", self.broker
-            )
+        if was:  # the WARNING comes from poll() once the outage lasts (one per outage)
+            _LOGGER.info("mqtt: disconnected from %s; reconnecting in the background", self.broker)
+
+    def _on_log(self, client: Any, userdata: Any, level: Any, buf: str) -> None:
+        # paho has no callback for PINGRESP: its debug log line says a packet came in
+        if buf.startswith("Received "):
+            now = self._now()
+            with self._lock:
+                self._last_in = now
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         # a retained "press" left on the broker must not fire on every reconnect
@@ -300,7 +375,7 @@ class MqttPublisher:
             return
         with self._lock:
             self._presses += 1
-        _LOGGER.info("mqtt: capture requested on %s", msg.topic)
+        _LOGGER.debug("mqtt: capture requested on %s", msg.topic)
         if self._on_trigger is not None:
             self._on_trigger()
 
@@ -311,10 +386,25 @@ class MqttPublisher:
     # service side -------------------------------------------------------------------------
 
     def take(self) -> int:
-        """Capture requests received since the last call."""
+        """Capture requests received since the last call (one INFO line for all of them)."""
         with self._lock:
             n, self._presses = self._presses, 0
+        if n:
+            _LOGGER.info(
+                "mqtt: %d capture request(s) on %s%s",
+                n,
+                self.trigger_topic,
+                " (merged into one capture)" if n > 1 else "",
+            )
         return n
+
+    def silent_for(self) -> float | None:
+        """Seconds since the connected broker last sent anything (None: not connected, or
+        the client does not tell)."""
+        with self._lock:
+            if not self.connected or self._last_in is None:
+                return None
+            return max(0.0, self._now() - self._last_in)
 
     def down_for(self) -> float | None:
         """Seconds without a broker connection (None while connected or stopped)."""
@@ -325,7 +415,15 @@ class MqttPublisher:
         return max(0.0, self._now() - since)
 
     def problem(self) -> str | None:
-        """A ``/healthz`` problem once the broker has not answered for :attr:`grace_s`."""
+        """A ``/healthz`` problem once the broker has not answered for :attr:`grace_s`, or,
+        connected, has sent nothing (not even a ping's answer) for 3/4 of ``keepalive_s``
+        (paho pings every half)."""
+        silent = self.silent_for()
+        if silent is not None and silent >= 0.75 * self.cfg.keepalive_s:
+            return (
+                f"mqtt: {self.broker} has not answered for {silent:.0f} s (connected, but no "
+                "acknowledgement)"
+            )
         down = self.down_for()
         if down is None or down < self.grace_s:
             return None
@@ -351,7 +449,9 @@ class MqttPublisher:
     def publish(self, message: dict[str, Any], image_jpeg: bytes | None = None) -> None:
         """Publish one result (events + retained state, and the overlay JPEG if given).
 
-        Errors are logged and counted, never raised.
+        While the broker is away the result waits (at most :data:`MAX_PENDING`, newest kept,
+        drops counted in ``fastsam_mqtt_dropped_total``). Errors are counted and logged at
+        most once a minute, never raised.
         """
         if self.client is None:
             return
@@ -362,15 +462,55 @@ class MqttPublisher:
         ]
         if image_jpeg is not None:
             items.append((self.overlay_topic, image_jpeg, True))
+        with self._lock:
+            if not self.connected:
+                self._pending.append(items)
+                dropped = 0
+                while len(self._pending) > MAX_PENDING:
+                    self._pending.popleft()
+                    dropped += 1
+                self._dropped_in_outage += dropped
+            else:
+                dropped = -1
+        if dropped > 0:
+            self._count_dropped(dropped)
+        if dropped < 0:
+            self._send(items)
+
+    def _count_dropped(self, n: int) -> None:
+        with self._lock:
+            self.dropped += n
+        self.metrics.inc("fastsam_mqtt_dropped_total", n)
+
+    def _send(self, items: list[tuple[str, Any, bool]]) -> None:
+        client = self.client
+        if client is None:
+            return
         try:
             for topic, body, retain in items:
-                info = self.client.publish(topic, body, qos=self.cfg.qos, retain=retain)
+                info = client.publish(topic, body, qos=self.cfg.qos, retain=retain)
                 rc = getattr(info, "rc", 0)
-                if rc not in (0, None) and rc != 4:  # 4 = MQTT_ERR_NO_CONN: queued by paho
+                if rc == QUEUE_FULL:  # connected, but the broker does not keep up
+                    self._count_dropped(1)
+                    raise RuntimeError(f"paho's queue of {MAX_QUEUED} is full; dropped {topic}")
+                if rc not in (0, None, NO_CONNECTION):
                     raise RuntimeError(f"publish to {topic} returned rc={rc}")
         except Exception as exc:  # never let the broker stop the service
             self.metrics.inc("fastsam_errors_total", kind="mqtt")
-            _LOGGER.error("mqtt: publish failed: %s", exc)
+            self._log_error(str(exc))
+
+    def _log_error(self, what: str) -> None:
+        """A WARNING at most once per :data:`ERROR_LOG_INTERVAL_S`, with the count."""
+        now = self._now()
+        with self._lock:
+            self._errors_since_log += 1
+            if now - self._error_logged_at < ERROR_LOG_INTERVAL_S:
+                return
+            n, self._errors_since_log = self._errors_since_log, 0
+            self._error_logged_at = now
+        _LOGGER.warning(
+            "mqtt: publish failed (%d time(s) since the last such warning): %s", n, what
+        )
 
     def stop(self) -> None:
         """Announce ``offline``, disconnect, stop the network thread."""

@@ -213,12 +213,15 @@ class OutputStage:
                 job.frame_id,
                 overlay=drawing.result if drawing is not None else None,
                 frame=job.image if cfg.output.frame else None,
+                prompt=job.cached is not None,  # a kept frame's own result may exist
             )
         else:
             self.metrics.inc("fastsam_results_skipped_total", reason="not_requested")
         if written is not None:
             doc["files"] = written.files
             doc["result_dir"] = str(written.dir)
+        elif save and req is not None:  # the caller asked for files: say they are missing
+            doc["save_error"] = self.sink.last_failure or "not saved"
         latency = self.clock.now() - job.created
         latency_s = max(latency, item.seg_s) if latency >= 0 else item.seg_s
         self.metrics.observe("fastsam_latency_seconds", latency_s)

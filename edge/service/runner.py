@@ -42,12 +42,15 @@ from edge import __version__
 from edge.errors import BundleError
 from edge.paths import describe_path_kind
 from edge.result_schema import bundle_facts
+from edge.service import status
 from edge.service.clock import Clock
 from edge.service.config import (
     DEMO,
     ConfigError,
     ServiceConfig,
     bench_defaults,
+    check_exposure,
+    is_loopback_host,
     resolve_token,
 )
 from edge.service.frames import FrameLoop
@@ -106,6 +109,18 @@ class Summary:
             f"queue {self.mean_queue_wait_ms:.1f}, segment {self.mean_segment_ms:.1f}, "
             f"output {self.mean_output_ms:.1f} ms) in {self.elapsed_s:.1f} s [{self.reason}]"
         )
+
+
+def _refuse_text_prompts(request: TriggerRequest, problem: str) -> None:
+    """A request with a text prompt that cannot work here: 400 before any segmentation.
+
+    Raises:
+        HttpError: 400, ``field`` = ``prompt`` (the client's request, not a service error).
+    """
+    from edge.prompts import TextPrompt
+
+    if problem and any(isinstance(p, TextPrompt) for p in request.prompts or ()):
+        raise HttpError(400, f"prompt: {problem}", "prompt")
 
 
 def load_segmenter(cfg: ServiceConfig) -> Segmenter:
@@ -233,9 +248,9 @@ class Service:
             self.wake,
             self._drop,
         )
-        self._started_at = 0.0
+        self.started_at = 0.0
         self._next_status = 0.0
-        self._bundle: dict[str, Any] = {}
+        self.bundle: dict[str, Any] = {}
         self.ready = threading.Event()
         self.summary = Summary()
 
@@ -251,19 +266,23 @@ class Service:
                 unwritable output dir, port in use, missing optional dependency).
         """
         cfg = self.cfg
-        self._started_at = self.clock.now()
+        self.started_at = self.clock.now()
         if self.duration_s is not None:
-            self.frames.until = self._started_at + self.duration_s
+            self.frames.until = self.started_at + self.duration_s
         self.metrics.set("fastsam_start_time_seconds", self.clock.wall())
         self.metrics.set("fastsam_prompt_cache_limit_bytes", self.prompt_cache.max_bytes)
         self.worker.cache_metrics()
         check_output_dir(cfg.output.dir)  # before the (slow) model load: fail fast
         if cfg.http.enabled:
             check_listen(cfg.http.host, cfg.http.port)
+        token = ""
+        if cfg.http.enabled or cfg.http.unix_socket:
+            token = resolve_token(cfg.http)  # a missing or short token stops here, not later
+            check_exposure(cfg.http, token)
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
-        self._bundle = self.output.bundle = bundle_facts(self.segmenter)
+        self.bundle = self.output.bundle = bundle_facts(self.segmenter)
         self.frames.manifest = bundle_of(self.segmenter)
         if cfg.model.warmup:
             self._warmup(self.segmenter)
@@ -289,10 +308,10 @@ class Service:
             self.gpio.open()
             self.frames.gpio = self.gpio
         if cfg.http.enabled or cfg.http.unix_socket:
-            token = resolve_token(cfg.http)
-            if cfg.http.host not in ("127.0.0.1", "::1", "localhost") and not token:
+            if cfg.http.enabled and not token and not is_loopback_host(cfg.http.host):
                 _LOGGER.warning(
-                    "http: listening on %s without a token: anyone on the network can trigger",
+                    "http: listening on %s without a token (http.allow_unauthenticated): anyone "
+                    "on the network can trigger, watch the live camera and read every result",
                     cfg.http.host,
                 )
             try:
@@ -326,7 +345,7 @@ class Service:
         _LOGGER.info(
             "fastsam-edge %s serving: bundle %s, source %s (%s), triggers: %s, output %s",
             __version__,
-            self._bundle.get("name"),
+            self.bundle.get("name"),
             self.source.name,
             state,
             ", ".join(self._trigger_names()) or "none",
@@ -437,7 +456,7 @@ class Service:
             mean_queue_wait_ms=stages["queue_wait"],
             mean_segment_ms=stages["segment"],
             mean_output_ms=stages["output"],
-            elapsed_s=self.clock.now() - self._started_at,
+            elapsed_s=self.clock.now() - self.started_at,
             reason=self._stop_reason,
         )
 
@@ -448,7 +467,7 @@ class Service:
     def _limits_reached(self, now: float) -> str:
         if self.max_frames is not None and self.source.frames >= self.max_frames:
             return f"max frames ({self.max_frames})"
-        if self.duration_s is not None and now - self._started_at >= self.duration_s:
+        if self.duration_s is not None and now - self.started_at >= self.duration_s:
             return f"duration ({self.duration_s:g} s)"
         return ""
 
@@ -469,7 +488,7 @@ class Service:
     def _tick(self) -> None:
         """Frame-loop progress: ping the watchdog unless a segmentation is stalled."""
         now = self.clock.now()
-        if self._worker_stalled(now) is None:
+        if self.worker_stalled(now) is None:
             self.pinger.progress(now)
         if self.mqtt is not None:
             self.mqtt.poll()
@@ -484,12 +503,12 @@ class Service:
             req.finish(503, {"error": f"dropped: {reason}"})
         _LOGGER.debug("frame %d (%s) dropped: %s", job.frame_id, "+".join(job.triggers), reason)
 
-    def _worker_stalled(self, now: float) -> float | None:
+    def worker_stalled(self, now: float) -> float | None:
         """Seconds the current segmentation (or output) has run if over the stall limit."""
-        stalled = self._stalled_stage(now)
+        stalled = self.stalled_stage(now)
         return stalled[1] if stalled is not None else None
 
-    def _stalled_stage(self, now: float) -> tuple[str, float] | None:
+    def stalled_stage(self, now: float) -> tuple[str, float] | None:
         """The stage whose current frame has run longer than ``service.stall_timeout_s``
         (``"segmentation"``, or ``"output"`` with the staged pipeline), and for how long."""
         worst: tuple[str, float] | None = None
@@ -532,6 +551,7 @@ class Service:
     def submit(self, request: TriggerRequest) -> None:
         if self.stop_event.is_set():
             raise HttpError(503, "stopping: the service is shutting down")
+        _refuse_text_prompts(request, status.text_prompt_problem(bundle_of(self.segmenter)))
         if not self.source.is_open and self.source.failures:
             raise HttpError(
                 503, f"source unavailable: {self.source.last_error}", None, {"Retry-After": "5"}
@@ -543,6 +563,7 @@ class Service:
         """Queue ``POST /prompt`` on a kept frame for the worker, ahead of triggered frames."""
         if self.stop_event.is_set():
             raise HttpError(503, "stopping: the service is shutting down")
+        _refuse_text_prompts(request, status.text_prompt_problem(bundle_of(self.segmenter)))
         job = Job(
             frame_id=entry.frame_id,
             image=entry.image,
@@ -561,50 +582,6 @@ class Service:
 
     def results_dir(self) -> Path:
         return self.sink.dir
-
-    def page_facts(self) -> dict[str, Any]:
-        """What the page polls (``GET /state``): live frame, last result, kept frames."""
-        from edge.service.web import frame_facts
-        from edge.tokenizer import missing_text_deps
-
-        text_missing = missing_text_deps()
-
-        now = self.clock.now()
-        entry, read_at = self.live.latest()
-        latest = self.latest()
-        manifest = bundle_of(self.segmenter)
-        return {
-            "live": frame_facts(entry, read_at, now),
-            "live_reads": bool(self.source.live),
-            "source": {
-                "name": self.source.name,
-                "open": self.source.is_open,
-                "error": self.source.last_error if not self.source.is_open else "",
-            },
-            "latest": None
-            if latest is None
-            else {
-                "frame_id": latest.get("frame_id"),
-                "trigger": latest.get("trigger"),
-                "timestamp": latest.get("timestamp"),
-                "num_masks": latest.get("num_masks"),
-                "latency_ms": (
-                    round(self.output.last_latency_ms, 1)
-                    if self.output.last_latency_ms is not None
-                    else None
-                ),
-                "timings": latest.get("timings"),
-            },
-            "prompt_cache": {
-                "frames": self.prompt_cache.frame_ids(),
-                "bytes": self.prompt_cache.nbytes,
-                "limit_bytes": self.prompt_cache.max_bytes,
-            },
-            "text_prompts": manifest is not None and manifest.has_text and not text_missing,
-            "bundle": self._bundle,
-            "busy": self.worker.busy_since is not None,
-            "stalled_s": self._worker_stalled(now),
-        }
 
     def cancel(self, request: TriggerRequest) -> None:
         """Forget a request whose caller timed out, unless its segmentation already began."""
@@ -626,66 +603,15 @@ class Service:
         return self.output.latest()
 
     def metrics_text(self) -> str:
+        status.cache_metrics(self)
         return self.metrics.render()
 
+    def page_facts(self) -> dict[str, Any]:
+        """What the page polls (``GET /state``): live frame, last result, kept frames."""
+        return status.page_facts(self)
+
     def health(self) -> tuple[int, dict[str, Any]]:
-        now = self.clock.now()
-        stalled = self._stalled_stage(now)
-        src = self.source
-        problems = []
-        if not self.ready.is_set():
-            problems.append("starting")
-        if stalled is not None:
-            problems.append(f"{stalled[0]} stalled for {stalled[1]:.0f} s")
-        if not src.is_open and src.failures:
-            problems.append(f"source down: {src.last_error}")
-        if self.stop_event.is_set():
-            problems.append("stopping")
-        mqtt_problem = self.mqtt.problem() if self.mqtt is not None else None
-        if mqtt_problem:
-            problems.append(mqtt_problem)
-        degraded = []
-        if self.sink.write_error is not None:
-            degraded.append(f"results cannot be written: {self.sink.write_error}")
-        body = {
-            "status": "unhealthy" if problems else "degraded" if degraded else "ok",
-            "problems": problems + degraded,
-            "version": __version__,
-            "bundle": self._bundle,
-            "model_loaded": self.segmenter is not None,
-            "source": {
-                "name": src.name,
-                "open": src.is_open,
-                "failures": src.failures,
-                "last_error": src.last_error,
-                "last_frame_age_s": (
-                    round(now - src.last_frame_at, 3) if src.last_frame_at is not None else None
-                ),
-            },
-            "frame": (
-                {"width": self.frames.frame_hw[1], "height": self.frames.frame_hw[0]}
-                if self.frames.frame_hw
-                else None
-            ),
-            "busy": self.worker.busy_since is not None,
-            "queue_depth": len(self.queue),
-            "output_queue_depth": len(self.output) if self.output.staged else None,
-            "last_latency_ms": (
-                round(self.output.last_latency_ms, 1)
-                if self.output.last_latency_ms is not None
-                else None
-            ),
-            "frames": int(self.metrics.get("fastsam_frames_total")),
-            "results": int(self.metrics.get("fastsam_results_total")),
-            "disk_free_bytes": self.sink.free_bytes(),
-            "mqtt": (
-                {"connected": self.mqtt.connected, "broker": self.mqtt.broker}
-                if self.mqtt is not None
-                else None
-            ),
-            "uptime_s": round(now - self._started_at, 3),
-        }
-        return (200 if not problems and not degraded else 503), body
+        return status.health(self)
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Layout under ``output.dir``::
 
     20261125T130102.123Z_00000042/      one result (UTC capture time, frame id)
+    20261125T130102.123Z_00000042_p1/   a saved prompt on that kept frame (POST /prompt)
         result.json                     the `fastsam-edge segment` JSON schema
         overlay.jpg                     masks over the frame        (output.overlay;
                                         overlay.png with output.overlay_format = "png")
@@ -43,7 +44,9 @@ from edge.service.telemetry import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 
-RESULT_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_\d{8,}$")
+RESULT_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_\d{8,}(?:_p\d{1,6})?$")
+"""Result directory names: ``<UTC time>Z_<frame id>``, a saved prompt ``..._p<n>``."""
+MAX_PROMPT_RESULTS = 999_999
 PARTIAL_PREFIX = ".partial-"
 RESULT_JSON = "result.json"
 OVERLAY_FILES = {"jpeg": "overlay.jpg", "png": "overlay.png"}
@@ -54,6 +57,11 @@ def result_name(wall_time: float, frame_id: int) -> str:
     """``20261125T130102.123Z_00000042``: sorts by time, unique per frame."""
     t = _dt.datetime.fromtimestamp(wall_time, _dt.UTC)
     return f"{t:%Y%m%dT%H%M%S}.{t.microsecond // 1000:03d}Z_{frame_id:08d}"
+
+
+def result_frame_id(name: str) -> int:
+    """The frame id in a result directory name (:data:`RESULT_NAME`)."""
+    return int(name.split("Z_", 1)[1].split("_", 1)[0])
 
 
 def _rename_into_place(tmp: Path, final: Path) -> None:
@@ -116,6 +124,8 @@ class ResultSink:
         self._pool: ThreadPoolExecutor | None = None
         self.write_error: str | None = None
         """Why the last result could not be written (None once one is written again)."""
+        self.last_failure: str | None = None
+        """Why the last :meth:`write` wrote nothing (None after a write): said in answers."""
 
     def start(self) -> None:
         """Create the directory, remove leftovers of a crash, index existing results.
@@ -160,6 +170,7 @@ class ResultSink:
         frame_id: int,
         overlay: NDArray[np.uint8] | Callable[[], NDArray[np.uint8]] | None = None,
         frame: NDArray[np.uint8] | None = None,
+        prompt: bool = False,
     ) -> WriteResult | None:
         """Write one result directory.
 
@@ -172,10 +183,12 @@ class ResultSink:
                 drawing still in progress). It is encoded and written (fsynced) in a helper
                 thread while this one writes the other files.
             frame: Source frame, written as frame.jpg / frame.png when given.
+            prompt: A saved prompt on a frame that may have a result already: named
+                ``<name>_p<n>`` with the first free ``n``.
 
         Returns:
             The written result, or None when it was skipped (low disk) or failed (logged and
-            counted; partial files removed).
+            counted; partial files removed; :attr:`last_failure` says why).
         """
         free = self.free_bytes()
         if free is not None and free < self.cfg.min_free_mb * 2**20:
@@ -184,6 +197,7 @@ class ResultSink:
                 f"only {free / 2**20:.0f} MiB free on {self.dir} (output.min_free_mb = "
                 f"{self.cfg.min_free_mb:g})"
             )
+            self.last_failure = f"not saved: {self.write_error}"
             if not self._warned_full:
                 _LOGGER.error(
                     "output: only %.0f MiB free on %s (output.min_free_mb = %g): not writing "
@@ -196,6 +210,8 @@ class ResultSink:
             return None
         self._warned_full = False
         name = result_name(wall_time, frame_id)
+        if prompt:
+            name = self._free_prompt_name(name)
         tmp = self.dir / f"{PARTIAL_PREFIX}{name}"
         final = self.dir / name
         files = {"json": RESULT_JSON}
@@ -229,18 +245,36 @@ class ResultSink:
                 raise
             self.metrics.inc("fastsam_errors_total", kind="write")
             reason = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
+            why = f"{exc.strerror or exc}{f' ({reason})' if reason else ''}"
+            self.last_failure = f"not saved: {why}"
+            if exc.errno == errno.EEXIST:
+                # a name taken (two writes of one frame): this result only, not the disk
+                _LOGGER.warning("output: result %s already exists; not written again", name)
+                return None
             _LOGGER.error(
                 "output: cannot write result %s: %s%s", name, exc, f" ({reason})" if reason else ""
             )
-            self.write_error = f"{exc.strerror or exc}{f' ({reason})' if reason else ''}"
+            self.write_error = why
             return None
         self.write_error = None
+        self.last_failure = None
         nbytes = _tree_bytes(final)
         self._index.append(_Entry(name, nbytes, wall_time))
         self._bytes += nbytes
         self.metrics.inc("fastsam_results_written_total")
         self.apply_retention(wall_time)
         return WriteResult(name, final, files)
+
+    def _free_prompt_name(self, base: str) -> str:
+        """``<base>_p<n>`` with the first ``n`` whose directory (or partial one) is free."""
+        for n in range(1, MAX_PROMPT_RESULTS + 1):
+            name = f"{base}_p{n}"
+            if (
+                not (self.dir / name).exists()
+                and not (self.dir / f"{PARTIAL_PREFIX}{name}").exists()
+            ):
+                return name
+        raise FileExistsError(errno.EEXIST, "no free prompt result name", base)
 
     def _helper(self) -> ThreadPoolExecutor:
         if self._pool is None:

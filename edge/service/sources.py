@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,15 +29,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import InputError
-from edge.io import MAX_IMAGE_PIXELS, read_image
+from edge.io import IMAGE_EXTS, MAX_IMAGE_PIXELS, read_image
 from edge.paths import describe_path_kind
 from edge.preprocess import normalize_image
 from edge.service.clock import Clock
 from edge.service.config import ConfigError, ServiceConfig, SourceConfig
+from edge.sources import Frame
 
 _LOGGER = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class SourceError(OSError):
@@ -58,23 +57,6 @@ class SourceDown(Exception):
     def __init__(self, message: str, retry_in: float) -> None:
         super().__init__(message)
         self.retry_in = retry_in
-
-
-@dataclass
-class Frame:
-    """One captured frame.
-
-    Attributes:
-        image: (H, W, 3) uint8 BGR pixels.
-        name: Where it came from (file name, camera name).
-        index: Frame number, counted across reopens (set by :class:`ResilientSource`).
-        timestamp: Capture time, seconds since the epoch.
-    """
-
-    image: NDArray[np.uint8]
-    name: str
-    index: int = 0
-    timestamp: float = 0.0
 
 
 class FrameSource(Protocol):
@@ -114,6 +96,9 @@ def _as_bgr(image: NDArray[Any] | None, what: str) -> NDArray[np.uint8]:
 class ReplaySource:
     """Images of a folder (sorted by name) or the frames of a video file.
 
+    Image files are those of :data:`edge.io.IMAGE_EXTS`, the table ``segment`` lists folders
+    with.
+
     A file that cannot be read (corrupt, unsupported, above ``max_pixels``, not a regular file)
     is skipped, logged and counted (:attr:`skipped`, ``on_skip``), and the next file is read; a
     non-looping replay ends after its last file. A looping replay in which a whole pass yields
@@ -145,15 +130,13 @@ class ReplaySource:
         self.close()
         self._pos = 0
         if self.path.is_dir():
-            self._files = sorted(
-                p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self._files:
                 raise SourceError(
-                    f"replay: {str(self.path)!r} has no images ({', '.join(IMAGE_SUFFIXES)})"
+                    f"replay: {str(self.path)!r} has no images ({', '.join(sorted(IMAGE_EXTS))})"
                 )
         elif self.path.is_file():
-            if self.path.suffix.lower() in IMAGE_SUFFIXES:
+            if self.path.suffix.lower() in IMAGE_EXTS:
                 self._files = [self.path]
             else:
                 self._open_video()
@@ -682,7 +665,11 @@ class FrameTransform:
         if self.max_side and max(ch, cw) > self.max_side:
             scale = self.max_side / max(ch, cw)
             size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            # below 2x, bilinear samples every input pixel's neighbourhood closely enough and
+            # costs a fifth of INTER_AREA's fractional path (1080p -> 1280 px: 1.7 vs 8.8 ms);
+            # larger reductions need the area average against aliasing
+            interpolation = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+            image = cv2.resize(image, size, interpolation=interpolation)
             scale = size[0] / cw
         return np.ascontiguousarray(image), Capture(w, h, (x0, y0, x1 - x0, y1 - y0), scale)
 
@@ -703,13 +690,3 @@ def padding_waste(
         ih = int(np.ceil(nh / stride) * stride)
         iw = int(np.ceil(nw / stride) * stride)
     return float(1.0 - (nh * nw) / (ih * iw))
-
-
-def iter_frames(source: FrameSource) -> Iterator[Frame]:
-    """Open a source and yield its frames until it ends (tests, offline tools)."""
-    source.open()
-    try:
-        while (frame := source.read()) is not None:
-            yield frame
-    finally:
-        source.close()

@@ -31,7 +31,9 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "fastsam_errors_total": (
         "counter",
-        "Errors, by kind (source, segment, output, write, mqtt, http).",
+        "Errors, by kind: source (open/read failed), input (an unreadable replay file, "
+        "skipped), segment, output, write (result files), mqtt. A client's bad request is not "
+        "one: it is answered 4xx and counted in fastsam_http_requests_total.",
     ),
     "fastsam_results_total": ("counter", "Frames segmented."),
     "fastsam_results_written_total": ("counter", "Result directories written to disk."),
@@ -67,12 +69,33 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "fastsam_source_up": ("gauge", "1 while the frame source is open."),
     "fastsam_mqtt_connected": ("gauge", "1 while connected to the MQTT broker (mqtt.enabled)."),
+    "fastsam_mqtt_dropped_total": (
+        "counter",
+        "Results not published to MQTT: the oldest of those waiting while the broker was away, "
+        "or refused by a full paho queue.",
+    ),
+    "fastsam_triggers_merged_total": (
+        "counter",
+        "Trigger events merged into a capture already due (MQTT presses, GPIO edges), by trigger.",
+    ),
     "fastsam_last_frame_timestamp_seconds": ("gauge", "Time of the last frame (epoch)."),
     "fastsam_last_result_timestamp_seconds": ("gauge", "Time of the last result (epoch)."),
     "fastsam_start_time_seconds": ("gauge", "Service start time (epoch)."),
     "fastsam_prompt_cache_frames": ("gauge", "Frames kept for POST /prompt."),
     "fastsam_prompt_cache_bytes": ("gauge", "Memory held by the frames kept for POST /prompt."),
     "fastsam_prompt_cache_limit_bytes": ("gauge", "http.prompt_cache_mb in bytes."),
+    "fastsam_cache_entries": (
+        "gauge",
+        "Entries of the caches clients fill, by cache (bpe: the tokenizer's words, "
+        "text_embeddings, thumbnails, auth_clients: addresses with wrong credentials, viewers: "
+        "pages' kept frames, sessions: page logins).",
+    ),
+    "fastsam_cache_bytes": ("gauge", "Memory held by those caches, by cache."),
+    "fastsam_cache_limit_bytes": ("gauge", "The memory bound of each of those caches."),
+    "fastsam_cache_evictions_total": (
+        "counter",
+        "Entries those caches evicted (or refused: larger than the bound), by cache.",
+    ),
 }
 
 
@@ -137,6 +160,12 @@ class Metrics:
         with self._lock:
             series = self._values.setdefault(name, {})
             series[key] = series.get(key, 0.0) + value
+
+    def set_total(self, name: str, value: float, **labels: str) -> None:
+        """Set a counter to a total counted elsewhere (e.g. a cache's evictions)."""
+        self._check(name, "counter")
+        with self._lock:
+            self._values.setdefault(name, {})[tuple(sorted(labels.items()))] = float(value)
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge."""

@@ -15,7 +15,7 @@ Endpoints (all behind the same checks as the API: ``Host``, token, JSON bodies, 
   cookie (``HttpOnly``, ``SameSite=Strict``) that then authorises the page's requests like the
   bearer token; 401 for a wrong token. ``POST /logout`` ends the session. ``GET /session``
   says whether a token is needed and whether this client has a valid session.
-* ``GET /live.jpg``: the newest frame read from the source (headers ``X-Frame-Id``,
+* ``GET /live.jpg?viewer=ID``: the newest frame read from the source (headers ``X-Frame-Id``,
   ``X-Frame-Name``, ``ETag``; 304 for ``If-None-Match`` of the frame the page has); while pages
   ask for it, a live source is read at ``http.live_fps``.
 * ``GET /state``: live frame, last result, prompt cache, text-prompt support (the page's poll).
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from edge.lru import BoundedLRU
 from edge.service.http import (
     HttpError,
     Route,
@@ -49,9 +50,15 @@ from edge.service.http import (
     load_json_object,
     parse_prompt_field,
 )
-from edge.service.live import CachedFrame, LiveFrame, PromptCache, encode_jpeg
+from edge.service.live import (
+    ANONYMOUS_VIEWER,
+    CachedFrame,
+    LiveFrame,
+    PromptCache,
+    encode_jpeg,
+)
 from edge.service.protocols import DetectsAndSelects
-from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME
+from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME, result_frame_id
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,8 +71,8 @@ STATIC_FILES = {
 COOKIE = "fastsam_session"
 SESSION_TTL_S = 7 * 86400.0
 MAX_SESSIONS = 64
-LOGIN_FAIL_DELAY_S = 0.5
-"""Pause after a wrong token: slows guessing (the token is the only secret)."""
+SESSION_BYTES = 256
+"""Memory of one session (id and expiry), for the cache metrics."""
 RECENT_RESULTS = 20
 THUMB_WIDTH = 160
 PROMPT_FIELDS = ("frame_id", "prompt", "save", "masks")
@@ -109,6 +116,7 @@ class Sessions:
         self.token = token
         self._lock = threading.Lock()
         self._ids: OrderedDict[str, float] = OrderedDict()
+        self.evictions = 0
 
     @property
     def required(self) -> bool:
@@ -126,38 +134,67 @@ class Sessions:
             self._ids[sid] = time.monotonic() + SESSION_TTL_S
             while len(self._ids) > MAX_SESSIONS:
                 self._ids.popitem(last=False)
+                self.evictions += 1
         return sid
 
     def valid(self, cookie_headers: list[str]) -> bool:
-        """Whether the request's ``Cookie`` headers carry a live session."""
-        sid = session_id(cookie_headers)
-        if not sid:
+        """Whether the request's ``Cookie`` headers carry a live session (any of the session
+        cookies sent: a stale one from another path or port may come first)."""
+        sids = session_ids(cookie_headers)
+        if not sids:
             return False
         with self._lock:
-            # compare every id: constant time in the guessed value
-            match = [k for k in self._ids if hmac.compare_digest(k.encode(), sid.encode())]
-            if not match:
-                return False
-            if self._ids[match[0]] < time.monotonic():
-                del self._ids[match[0]]
-                return False
-            return True
+            now = time.monotonic()
+            for sid in sids:
+                # compare every id: constant time in the guessed value
+                match = [k for k in self._ids if hmac.compare_digest(k.encode(), sid.encode())]
+                if not match:
+                    continue
+                if self._ids[match[0]] < now:
+                    del self._ids[match[0]]
+                    continue
+                return True
+            return False
+
+    def stats(self) -> dict[str, int]:
+        """The sessions as a cache (``entries``, ``bytes``, bounds, evictions)."""
+        with self._lock:
+            n = len(self._ids)
+        return {
+            "entries": n,
+            "bytes": n * SESSION_BYTES,
+            "max_entries": MAX_SESSIONS,
+            "max_bytes": MAX_SESSIONS * SESSION_BYTES,
+            "evictions": self.evictions,
+        }
 
     def logout(self, cookie_headers: list[str]) -> None:
-        """End the session the request's cookie names (if any)."""
-        sid = session_id(cookie_headers)
+        """End the sessions the request's cookies name (if any)."""
         with self._lock:
-            self._ids.pop(sid or "", None)
+            for sid in session_ids(cookie_headers):
+                self._ids.pop(sid, None)
 
 
-def session_id(cookie_headers: list[str]) -> str | None:
-    """The session cookie's value from ``Cookie`` headers (None if absent)."""
+MAX_SESSION_COOKIES = 8
+"""Session cookies of one request that are checked (a request may carry several)."""
+
+
+def session_ids(cookie_headers: list[str]) -> list[str]:
+    """The session cookie's values from ``Cookie`` headers, in order (at most
+    :data:`MAX_SESSION_COOKIES`)."""
+    out: list[str] = []
     for header in cookie_headers:
         for part in header.split(";"):
             name, eq, value = part.strip().partition("=")
-            if eq and name == COOKIE and value:
-                return value.strip()
-    return None
+            if eq and name == COOKIE and value.strip():
+                out.append(value.strip())
+    return out[:MAX_SESSION_COOKIES]
+
+
+def session_id(cookie_headers: list[str]) -> str | None:
+    """The first session cookie's value from ``Cookie`` headers (None if absent)."""
+    ids = session_ids(cookie_headers)
+    return ids[0] if ids else None
 
 
 def _query(h: Any) -> dict[str, str]:
@@ -196,9 +233,10 @@ def _post_login(h: Any, body: bytes) -> None:
     if not sessions.required:
         h.send_json(200, {"token_required": False, "authorised": True})
         return
+    h.guard_credential()  # 429 while backing off; never a sleep in this connection slot
     sid = sessions.login(doc.get("token"))
+    h.record_credential(sid is not None)
     if sid is None:
-        time.sleep(LOGIN_FAIL_DELAY_S)
         raise HttpError(401, "token: wrong token", "token")
     cookie = f"{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={int(SESSION_TTL_S)}"
     h.send_json(200, {"token_required": True, "authorised": True}, {"Set-Cookie": cookie})
@@ -222,7 +260,8 @@ def _get_live(h: Any, _body: bytes) -> None:
     entry, read_at = svc.live.latest()
     if entry is None:
         raise HttpError(503, "live: no frame read yet", "path", {"Retry-After": "1"})
-    kept = svc.prompt_cache.put(entry, shown=True)  # what a page shows can be prompted
+    # what a page shows can be prompted: kept per viewer (tab), so another never evicts it
+    kept = svc.prompt_cache.put(entry, shown=True, viewer=viewer_id(_query(h).get("viewer")))
     headers = {
         "X-Frame-Id": str(entry.frame_id),
         "X-Frame-Name": re.sub(r"[^\x20-\x7e]", "?", entry.name)[:200],
@@ -233,6 +272,14 @@ def _get_live(h: Any, _body: bytes) -> None:
         h.send_bytes(304, b"", "image/jpeg", headers)
         return
     h.send_bytes(200, kept.jpeg(), "image/jpeg", headers)
+
+
+_VIEWER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def viewer_id(value: str | None) -> str:
+    """The page's viewer id (``?viewer=``), or the anonymous viewer for none or a bad one."""
+    return value if value and _VIEWER_ID.match(value) else ANONYMOUS_VIEWER
 
 
 def _get_state(h: Any, _body: bytes) -> None:
@@ -334,19 +381,19 @@ def recent_results(root: Path, limit: int = RECENT_RESULTS) -> list[dict[str, An
             found = next((f for f in candidates if (root / name / f).is_file()), None)
             if found:
                 files[kind] = found
-        out.append({"name": name, "frame_id": int(name.rsplit("_", 1)[1]), "files": files})
+        out.append({"name": name, "frame_id": result_frame_id(name), "files": files})
     return out
 
 
-_THUMBS: OrderedDict[str, bytes] = OrderedDict()
-_THUMBS_LOCK = threading.Lock()
+THUMBS = BoundedLRU[str, bytes](64, 4 << 20)
+"""Thumbnails of recent results (``fastsam_cache_*{cache="thumbnails"}``)."""
 
 
 def _thumbnail(path: Path) -> bytes:
     key = f"{path}:{path.stat().st_mtime_ns}"
-    with _THUMBS_LOCK:
-        if key in _THUMBS:
-            return _THUMBS[key]
+    hit = THUMBS.get(key)
+    if hit is not None:
+        return hit
     import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -358,10 +405,7 @@ def _thumbnail(path: Path) -> bytes:
         image, (THUMB_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA
     )
     data = encode_jpeg(small, 75)
-    with _THUMBS_LOCK:
-        _THUMBS[key] = data
-        while len(_THUMBS) > 64:
-            _THUMBS.popitem(last=False)
+    THUMBS.put(key, data)
     return data
 
 

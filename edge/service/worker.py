@@ -138,9 +138,10 @@ class SegmentWorker:
         try:
             result = self._segment(job, kwargs)
         except InputError as exc:  # e.g. a prompt outside the image: the caller's mistake
-            self.metrics.inc("fastsam_errors_total", kind="request")
             if req is None:
                 raise
+            # answered 400 (counted in fastsam_http_requests_total), not a service error
+            _LOGGER.info("frame %d: request refused: %s", job.frame_id, exc)
             message = str(exc)
             field_name = message.split(":")[0]
             if req.prompts is not None:  # thresholds were checked already: the prompt is bad

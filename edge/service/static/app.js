@@ -8,6 +8,9 @@ const STATE_INTERVAL_MS = 1000;
 const STATUS_INTERVAL_MS = 2000;
 const RESULTS_INTERVAL_MS = 5000;
 const DRAG_PX = 6; // a pointer moving further than this is a box, not a click
+// this tab's id: the server keeps the frames it showed this tab (not another tab's) for prompts
+const VIEWER = Array.from(crypto.getRandomValues(new Uint8Array(8)),
+  (b) => b.toString(16).padStart(2, "0")).join("");
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
   "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000"];
 
@@ -23,6 +26,7 @@ const state = {
   boxes: [],           // [[x1, y1, x2, y2]]
   texts: [],           // ["a red circle"]
   selection: null,     // last POST /prompt answer
+  drawLog: [],         // [{image, masks}]: frame ids of the image and of the masks drawn on it
   lastRequest: null,   // last POST /prompt body
   message: "",
   errors: 0,
@@ -125,14 +129,17 @@ async function pollLive() {
     try {
       // the frame shown is sent as If-None-Match: an unchanged frame costs a 304, no JPEG
       const headers = state.live ? { "If-None-Match": `"${state.live.frameId}"` } : {};
-      const res = await api("/live.jpg", { raw: true, headers });
+      const res = await api(`/live.jpg?viewer=${VIEWER}`, { raw: true, headers });
       const frameId = Number(res.headers.get("X-Frame-Id"));
       const name = res.headers.get("X-Frame-Name") || "";
       if (res.status === 200 && !state.frozen) {
         const blob = await res.blob();
         const url = URL.createObjectURL(blob);
         await new Promise((resolve) => {
-          img.onload = resolve;
+          img.onload = () => {
+            img.dataset.frameId = String(frameId); // the id of the pixels now in <img>
+            resolve();
+          };
           img.onerror = resolve;
           img.src = url;
         });
@@ -154,7 +161,10 @@ async function pollState() {
     try {
       const s = await api("/state");
       state.server = s;
-      $("text-form").hidden = !s.text_prompts;
+      // without text support the box stays, disabled, with the reason beside it
+      $("text").disabled = $("text-form").querySelector("button").disabled = !s.text_prompts;
+      $("text-why").hidden = !!s.text_prompts;
+      $("text-why").textContent = s.text_prompts ? "" : `Text prompts unavailable: ${s.text_prompts_why}`;
       const latest = s.latest;
       const have = state.latest;
       if (latest && (!have || have.frame_id !== latest.frame_id || have.timestamp !== latest.timestamp)) {
@@ -215,7 +225,8 @@ function updateCaption() {
     const age = l.timestamp ? Math.max(0, (Date.now() - Date.parse(l.timestamp)) / 1000) : null;
     const lat = state.server && state.server.latest ? state.server.latest.latency_ms : null;
     const behind = state.live ? state.live.frameId - l.frame_id : 0;
-    parts.push(`masks of frame ${l.frame_id}` + (behind > 0 ? ` (${behind} frame(s) older)` : "") +
+    parts.push(`masks of frame ${l.frame_id}` +
+      (behind > 0 ? ` (${behind} frame(s) older: shown over their own frame only)` : "") +
       `: ${l.num_masks} mask(s)` +
       (lat !== null && lat !== undefined ? `, latency ${Math.round(lat)} ms` : "") +
       (age !== null ? `, ${age.toFixed(1)} s ago` : ""));
@@ -291,11 +302,13 @@ function draw() {
       ctx.stroke();
     }
   } else if (state.latest && state.latest.masks && state.latest.image &&
-             state.latest.image.width === w && state.latest.image.height === h) {
-    // masks of an older frame: fainter (the scene may have moved since)
-    const same = state.live && state.live.frameId === state.latest.frame_id;
-    tracePolygons(state.latest.masks, (m) => withAlpha(color(m), same ? 0.3 : 0.12),
-      (m) => withAlpha(color(m), same ? 1 : 0.5));
+             state.latest.image.width === w && state.latest.image.height === h &&
+             Number(img.dataset.frameId) === state.latest.frame_id) {
+    // masks only over the frame they were computed on: over any other frame (even the next
+    // one) they would outline objects that have moved; the caption says whose masks they are
+    tracePolygons(state.latest.masks, (m) => withAlpha(color(m), 0.3), color);
+    state.drawLog.push({ image: Number(img.dataset.frameId), masks: state.latest.frame_id });
+    if (state.drawLog.length > 200) state.drawLog.shift();
   }
   if (drag && drag.moved) {
     ctx.setLineDash([6, 4]);

@@ -1,0 +1,123 @@
+"""A least-recently-used cache bounded in entries and in bytes (thread-safe).
+
+Every cache that clients can fill (the tokenizer's BPE words, text embeddings, the page's
+thumbnails) is one of these, so that a flood of new keys (300 text prompts of 60 KB of new
+words each) costs at most the cache's byte bound, never the service's memory limit. Its
+:meth:`BoundedLRU.stats` feed the service's ``fastsam_cache_*`` metrics.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+ENTRY_OVERHEAD = 104
+"""Bytes of bookkeeping per entry on 64-bit CPython (an ``OrderedDict`` slot and its link)."""
+
+
+def sizeof_pair(key: Any, value: Any) -> int:
+    """Default entry size: ``sys.getsizeof`` of key and value plus :data:`ENTRY_OVERHEAD`
+    (an array's data buffer counted by ``nbytes``)."""
+    size = ENTRY_OVERHEAD + sys.getsizeof(key)
+    nbytes = getattr(value, "nbytes", None)
+    size += int(nbytes) + 112 if isinstance(nbytes, int) else sys.getsizeof(value)
+    return size
+
+
+class BoundedLRU(Generic[K, V]):
+    """A mapping that keeps at most ``max_entries`` entries and ``max_bytes`` bytes.
+
+    Adding past either bound evicts the least recently used entries. An entry larger than
+    the whole byte bound is not kept at all (the caller recomputes it next time).
+
+    Args:
+        max_entries: Most entries kept (>= 1).
+        max_bytes: Most bytes kept, as ``sizeof`` measures them.
+        sizeof: Bytes of one entry (default :func:`sizeof_pair`).
+
+    Attributes:
+        evictions: Entries evicted (or refused for their size) since creation.
+    """
+
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        sizeof: Callable[[K, V], int] = sizeof_pair,
+    ) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError(
+                f"BoundedLRU: bounds must be >= 1, got {max_entries} entries, {max_bytes} bytes"
+            )
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now (as ``sizeof`` measures them)."""
+        return self._bytes
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """The value of ``key`` (marked as recently used), or ``default``."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return default
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: K, value: V) -> bool:
+        """Add or replace an entry, evicting the least recently used ones past the bounds.
+
+        Returns:
+            Whether the entry is kept (False: it alone is larger than ``max_bytes``).
+        """
+        size = int(self._sizeof(key, value))
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            if size > self.max_bytes:
+                self.evictions += 1
+                return False
+            self._items[key] = (value, size)
+            self._bytes += size
+            while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+                self.evictions += 1
+            return True
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        """``entries``, ``bytes``, ``max_entries``, ``max_bytes`` and ``evictions``."""
+        with self._lock:
+            return {
+                "entries": len(self._items),
+                "bytes": self._bytes,
+                "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes,
+                "evictions": self.evictions,
+            }

@@ -1,0 +1,69 @@
+"""edge/service/configure.py: the first-run config is raw UTF-8 and is read back before
+``configure`` says it is written (issue 23); its other behaviour is tested with the Pi path in
+tests/test_pi_path.py."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import edge.service.configure as configure
+from edge.cli import main
+from edge.service.config import load_config, toml_string
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "plain", 'a "quoted" word', "back\\slash", "é ü ß", "📷 🐶 (above U+FFFF)", "del\x7f",
+     "nul\x00 bell\x07 esc\x1b", "tab\tnew\nline\r"],
+)  # fmt: skip
+def test_toml_string_round_trips_through_tomllib(value):
+    text = toml_string(value)
+    assert tomllib.loads(f"v = {text}")["v"] == value
+    assert "\\ud8" not in text.lower()  # never a surrogate escape
+
+
+def test_toml_string_refuses_a_lone_surrogate():
+    with pytest.raises(ValueError, match="lone surrogate"):
+        toml_string("/data/\udcff")
+
+
+@pytest.mark.parametrize("path", ["/data/📷/frames", "/data/café", '/data/"x"\\y'])
+def test_configure_writes_raw_utf8_the_service_reads(tmp_path, capsys, path):
+    config = tmp_path / "config.toml"
+    argv = ["configure", "--config", str(config), "--source", "replay", "--source-path", path]
+    assert main(argv) == 0
+    assert "written" in capsys.readouterr().out
+    raw = config.read_bytes()
+    if not path.isascii():
+        assert path.encode("utf-8") in raw  # raw UTF-8, not escapes
+    assert load_config(config).source.path == path
+
+
+def test_configure_refuses_undecodable_arguments(tmp_path, capsys):
+    config = tmp_path / "config.toml"
+    argv = ["configure", "--config", str(config), "--source", "replay"]
+    assert main([*argv, "--source-path", "/data/\udcff"]) == 2  # bytes 0xff from the shell
+    assert "UTF-8" in capsys.readouterr().err and not config.exists()
+
+
+def test_configure_says_written_only_after_reading_the_file_back(tmp_path, capsys, monkeypatch):
+    real = configure.write_config
+
+    def surrogate_escapes(path: Path, text: str, force: bool) -> str:
+        # what json.dumps wrote before: a pair TOML rejects
+        return real(path, text.replace("📷", "\\ud83d\\udcf7"), force)
+
+    monkeypatch.setattr(configure, "write_config", surrogate_escapes)
+    config = tmp_path / "config.toml"
+    argv = ["configure", "--config", str(config), "--source", "replay"]
+    assert main([*argv, "--source-path", "/data/📷"]) == 2
+    out, err = capsys.readouterr()
+    assert "written" not in out and "does not parse as TOML" in err
+
+
+def test_the_first_run_config_says_how_to_make_a_token():
+    text = configure.render_config(configure.first_run_settings("demo"), "interval")
+    assert "openssl rand -hex 16" in text and "token_file" in text
