@@ -285,6 +285,8 @@ def test_text_tower_encodes_new_words_as_torch(tmp_path: Path, built, text_ts: P
     assert text.files["fp32"] in m.files
     seg = Segmenter.load(out, threads=1)
     seg.state_dir = tmp_path / "state"
+    seg.text_tower_precision = "fp32"  # the exact one; int8 is checked at export (>= 0.99)
+    assert text.default_precision == "int8" and text.verify["int8"]["min_cosine"] >= 0.99
     module = torch.jit.load(str(text_ts))
     import open_clip
 
