@@ -35,7 +35,8 @@ enters each once:
 * outputs, demo and tools: :mod:`edge.result_schema` (the result JSON), :mod:`edge.coco`,
   :mod:`edge.overlay`, :mod:`edge.marks`, :mod:`edge.sources` (CLI inputs),
   :mod:`edge.textcal`, :mod:`edge.cliargs`, :mod:`edge.metrics` (mask IoU, recall, two-way
-  agreement), :mod:`edge.opcount` (a detector's operation count from onnxruntime's profile),
+  agreement, track id consistency), :mod:`edge.opcount` (a detector's operation count from
+  onnxruntime's profile), :mod:`edge.track` (track ids across frames, enter / leave events),
   and :mod:`edge.demo` (the demo world: scenes and the embedded demo bundle);
 * applications: :mod:`edge.service` (the camera service), :mod:`edge.bench` (benchmarks);
 * :mod:`edge.cli`: the ``fastsam-edge`` command.

@@ -344,6 +344,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg.text = replace(seg.text, **text)
     bundle = bundle_facts(seg)
     want_overlay = bool(args.overlay or args.save_video)
+    tracker = None
+    tracked_source: Any = None
+    if args.track:
+        from edge.track import Tracker, TrackerConfig
+
+        try:
+            track_cfg = TrackerConfig(
+                min_frames=args.track_min_frames, max_missed=args.track_max_missed
+            )
+        except ValueError as exc:
+            raise InputError(f"--track-{exc}".replace("_", "-", 1)) from None
     progress = tqdm(
         total=total,
         unit="frame",
@@ -380,6 +391,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
             if args.min_region_area or args.fill_holes:
                 result.crops = tuple(
                     clean_mask(c, args.min_region_area, args.fill_holes) for c in result.crops
+                )
+            if args.track:
+                # one sequence per video; images (a folder, a glob) are one sequence together
+                if tracker is None or (frame.video and frame.source != tracked_source):
+                    tracker = Tracker(track_cfg)
+                tracked_source = frame.source
+                result = replace(
+                    result,
+                    track_id=tracker.update(result),
+                    metadata={**result.metadata, "tracking": True},
                 )
             frames += 1
             masks += len(result)
@@ -631,6 +652,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="video: also write the overlays as DIR/NAME.overlay.mp4 (needs --out)",
     )
     s.add_argument("--labels", action="store_true", help="overlay: mask ids and scores")
+    s.add_argument(
+        "--track",
+        action="store_true",
+        help="track objects across the frames (a video; images of a folder or glob in name "
+        "order as one sequence): track_id per mask, overlays coloured by track",
+    )
+    s.add_argument(
+        "--track-min-frames",
+        type=int,
+        default=2,
+        metavar="N",
+        help="--track: frames in a row before a new object gets its id (2)",
+    )
+    s.add_argument(
+        "--track-max-missed",
+        type=int,
+        default=5,
+        metavar="N",
+        help="--track: frames an unseen object keeps its id (5)",
+    )
     s.add_argument("--fail-empty", action="store_true", help="exit 3 when a frame gives no mask")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.add_argument(

@@ -3,7 +3,8 @@
 FastSAM is class-agnostic, so every mask gets :data:`CATEGORY_ID` (1, ``"object"``). Results
 are the list ``COCO.loadRes`` reads: ``image_id``, ``category_id``, ``bbox`` (``x, y, w, h`` in
 pixels), ``score``, ``segmentation`` (compressed RLE ``{"size": [h, w], "counts": str}``) and
-``area``; nothing here needs pycocotools.
+``area``, plus ``attributes: {"track_id": n}`` for tracked results; nothing here needs
+pycocotools.
 """
 
 from __future__ import annotations
@@ -50,19 +51,21 @@ def masks_to_coco(
             bundle, gets its word's :func:`categories` id, ``class_id + 1``).
     """
     h, w = result.image_hw
+    tracked = bool(result.metadata.get("tracking"))
     out = []
     for i, crop in enumerate(result.crops):
         cls = int(result.class_id[i])
-        out.append(
-            {
-                "image_id": image_id,
-                "category_id": cls + 1 if cls >= 0 else category_id,
-                "bbox": xyxy_to_xywh(result.xyxy[i]),
-                "score": round(float(result.confidence[i]), 6),
-                "segmentation": encode_rle(crop, h, w),
-                "area": crop.area,
-            }
-        )
+        ann: dict[str, Any] = {
+            "image_id": image_id,
+            "category_id": cls + 1 if cls >= 0 else category_id,
+            "bbox": xyxy_to_xywh(result.xyxy[i]),
+            "score": round(float(result.confidence[i]), 6),
+            "segmentation": encode_rle(crop, h, w),
+            "area": crop.area,
+        }
+        if tracked:  # CVAT's convention for per-object extras; pycocotools ignores it
+            ann["attributes"] = {"track_id": int(result.track_id[i])}
+        out.append(ann)
     return out
 
 

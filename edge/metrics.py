@@ -25,6 +25,7 @@ from edge.types import MaskCrop
 __all__ = [
     "SIZE_BUCKETS",
     "SegEvalAccumulator",
+    "TrackTally",
     "best_iou_per_gt",
     "crop_iou_matrix",
     "mask_agreement",
@@ -228,3 +229,82 @@ def mask_agreement(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> dict[str, fl
         "n_a": float(len(a)),
         "n_b": float(len(b)),
     }
+
+
+@dataclass
+class TrackTally:
+    """Identity metrics of a tracker over a sequence with ground-truth identities.
+
+    On each frame every ground-truth object is matched one-to-one to the predicted mask of
+    highest IoU (at least ``thr``; the best pairs first). An object's *detected frames* are
+    the frames it was matched on; the track id of its match on each of them is recorded
+    (-1: the track was not confirmed yet). Per object:
+
+    * **id consistency**: the share of its detected frames that carry its majority id (frames
+      with -1 count against it);
+    * **id switches**: how often the id changes between two of its detected frames that both
+      carry an id (the MOT convention; a gap of missed frames is no switch by itself).
+
+    Attributes:
+        thr: Mask IoU a match needs.
+        ids: Ground-truth identity -> the track ids of its detected frames, in order.
+        visible: Ground-truth identity -> frames it was in view.
+    """
+
+    thr: float = 0.5
+    ids: dict[int, list[int]] = field(default_factory=dict)
+    visible: dict[int, int] = field(default_factory=dict)
+
+    def add(
+        self,
+        gt_masks: np.ndarray,
+        gt_ids: Sequence[int],
+        crops: Sequence[MaskCrop],
+        track_ids: Sequence[int],
+    ) -> None:
+        """Add one frame.
+
+        Args:
+            gt_masks: (K, H, W) bool ground-truth masks of the objects in view.
+            gt_ids: (K,) their identities.
+            crops: The N predicted masks.
+            track_ids: (N,) their track ids.
+        """
+        gt_crops = [MaskCrop.from_dense(m) for m in np.asarray(gt_masks, dtype=bool)]
+        iou = crop_iou_matrix(gt_crops, list(crops))
+        for g in gt_ids:
+            self.visible[int(g)] = self.visible.get(int(g), 0) + 1
+        if iou.size == 0:
+            return
+        rows, cols = np.nonzero(iou >= self.thr)
+        order = np.argsort(-iou[rows, cols], kind="stable")
+        used_r: set[int] = set()
+        used_c: set[int] = set()
+        for k in order:
+            r, c = int(rows[k]), int(cols[k])
+            if r in used_r or c in used_c:
+                continue
+            used_r.add(r)
+            used_c.add(c)
+            self.ids.setdefault(int(gt_ids[r]), []).append(int(track_ids[c]))
+
+    def summary(self) -> dict[str, float | int]:
+        """``objects``, ``visible_frames``, ``detected_frames``, ``id_consistency``,
+        ``id_switches``, ``tracked_share`` (detected frames that carry an id), JSON-ready."""
+        detected = majority = switches = tracked = 0
+        for seq in self.ids.values():
+            known = [i for i in seq if i >= 0]
+            detected += len(seq)
+            tracked += len(known)
+            if known:
+                values, counts = np.unique(known, return_counts=True)
+                majority += int(counts.max())
+                switches += sum(1 for a, b in zip(known, known[1:], strict=False) if a != b)
+        return {
+            "objects": len(self.visible),
+            "visible_frames": sum(self.visible.values()),
+            "detected_frames": detected,
+            "id_consistency": majority / detected if detected else float("nan"),
+            "id_switches": switches,
+            "tracked_share": tracked / detected if detected else float("nan"),
+        }

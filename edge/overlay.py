@@ -23,9 +23,40 @@ LABEL_KINDS = ("id", "score", "id+score")
 
 def mask_colors(n: int, seed: int = 0) -> NDArray[np.uint8]:
     """(n, 3) uint8 BGR colours, vivid and reproducible (golden-ratio hue walk)."""
-    hues = ((np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0 * 180).astype(np.uint8)
+    return _walk_colors(np.arange(n), seed)
+
+
+def _walk_colors(index: NDArray[np.integer], seed: int = 0) -> NDArray[np.uint8]:
+    """(n, 3) uint8 BGR: colour number ``index[k]`` of the golden-ratio hue walk."""
+    n = len(index)
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.uint8)
+    hues = ((index * 0.618033988749895 + seed * 0.1) % 1.0 * 180).astype(np.uint8)
     hsv = np.stack([hues, np.full(n, 200, np.uint8), np.full(n, 255, np.uint8)], axis=1)
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0]
+
+
+UNTRACKED_COLOR = (160, 160, 160)
+"""BGR colour of a mask whose track is not confirmed yet (tracked results)."""
+
+
+def track_colors(track_id: NDArray[np.integer]) -> NDArray[np.uint8]:
+    """(n, 3) uint8 BGR colour per track id: the same id always gets the same colour (so
+    masks do not change colour from frame to frame), -1 gets :data:`UNTRACKED_COLOR`."""
+    ids = np.asarray(track_id, dtype=np.int64).reshape(-1)
+    out = np.empty((ids.size, 3), dtype=np.uint8)
+    out[:] = UNTRACKED_COLOR
+    known = ids >= 0
+    out[known] = _walk_colors(ids[known])
+    return out
+
+
+def result_colors(result: Masks) -> NDArray[np.uint8]:
+    """(N, 3) uint8 BGR colour per mask: by track id for tracked results
+    (``metadata["tracking"]``), by position otherwise."""
+    if result.metadata.get("tracking"):
+        return track_colors(result.track_id)
+    return mask_colors(len(result))
 
 
 def _blend_lut(color: NDArray[np.uint8], alpha: float) -> NDArray[np.uint8]:
@@ -102,8 +133,9 @@ def draw_boxes(out: NDArray[np.uint8], result: Masks, colors: NDArray[np.uint8])
 
 
 def label_texts(result: Masks, kind: str) -> list[str]:
-    """The text of each mask's label: ``"3"``, ``"0.87"`` or ``"3 0.87"``, with the mask's
-    word after the id on open-vocabulary results (``"3 dog 0.87"``).
+    """The text of each mask's label: ``"3"``, ``"0.87"`` or ``"3 0.87"`` (tracked results:
+    the track id, ``"#7"``, or ``"#-"`` before the track is confirmed), with the mask's word
+    after the id on open-vocabulary results (``"3 dog 0.87"``).
 
     Raises:
         ValueError: ``kind`` is not one of :data:`LABEL_KINDS`.
@@ -111,10 +143,13 @@ def label_texts(result: Masks, kind: str) -> list[str]:
     if kind not in LABEL_KINDS:
         raise ValueError(f"labels: expected one of {list(LABEL_KINDS)}, got {kind!r}")
     scores = result.confidence.tolist()
+    tracked = bool(result.metadata.get("tracking"))
+    track_ids = result.track_id.tolist()
     words = result.labels
     texts = []
     for i, score in enumerate(scores):
-        parts = [str(i)] if "id" in kind else []
+        ident = (f"#{track_ids[i]}" if track_ids[i] >= 0 else "#-") if tracked else str(i)
+        parts = [ident] if "id" in kind else []
         parts += [words[i]] if words[i] is not None else []
         parts += [f"{score:.2f}"] if "score" in kind else []
         texts.append(" ".join(parts))
@@ -173,7 +208,8 @@ def draw_overlay(
     """Paint the masks over the image.
 
     Masks are painted largest first so smaller ones stay visible on top (FastSAM's display
-    order), each in its own colour at ``alpha``, with contours. Only the masks' crops are
+    order), each in its own colour at ``alpha`` (tracked results: its track's colour, the
+    same on every frame), with contours. Only the masks' crops are
     touched: the cost follows the masks, not the frame size.
 
     Args:
@@ -197,7 +233,7 @@ def draw_overlay(
     out = image_bgr.copy()
     if len(result) == 0:
         return out
-    colors = mask_colors(len(result))
+    colors = result_colors(result)
     paint_masks(out, image_bgr, result, colors, alpha)
     if contours:
         draw_contours(out, result, contours=traced)

@@ -60,17 +60,18 @@ def result_to_dict(
         ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
         ``id``, ``score``, ``bbox_xyxy``, ``area``, ``class_id`` and ``label`` (the
         vocabulary word; -1 and ``None`` on class-agnostic bundles), ``rle`` (COCO compressed)
-        and ``polygons``
-        (the last two only with ``encodings``), plus ``prompt_index`` and, for text prompts,
-        ``clip_similarity`` / ``clip_probability``). Prompted results add ``prompt_notes`` (why
-        a prompt selected nothing) and, for text prompts, ``text_scores`` (each text prompt's
-        best match, selected or not).
+        and ``polygons`` (the last two only with ``encodings``), ``track_id`` when the result
+        was tracked (``result.metadata["tracking"]``), plus ``prompt_index`` and, for text
+        prompts, ``clip_similarity`` / ``clip_probability``). Prompted results add
+        ``prompt_notes`` (why a prompt selected nothing) and, for text prompts, ``text_scores``
+        (each text prompt's best match, selected or not).
     """
     if prompt is None:
         prompt = result.metadata.get("prompt")
     h, w = result.image_hw
     masks: list[dict[str, Any]] = []
     rles = encode_rles(result.crops, h, w) if encodings else []
+    track_ids = result.track_id.tolist() if result.metadata.get("tracking") else None
     scores = [round(v, 6) for v in result.confidence.tolist()]
     boxes = [[round(v, 3) for v in box] for box in result.xyxy.tolist()]
     class_ids = result.class_id.tolist()
@@ -84,6 +85,8 @@ def result_to_dict(
             "class_id": class_ids[i],
             "label": labels[i],
         }
+        if track_ids is not None:
+            entry["track_id"] = track_ids[i]
         if encodings:
             entry["rle"] = rles[i]
             traced = contours[i] if contours is not None else None

@@ -199,6 +199,9 @@ class Masks:
             ``prompt`` when prompts were applied).
         data: Per-mask extras, each an array of length N (e.g. ``"prompt_index"``).
         metadata: Per-frame facts (``frame_id``, bundle name, thresholds, ...).
+        track_id: (N,) int64 id of each mask's track across frames (:mod:`edge.track`); -1
+            when not tracking, or while the mask's track is not confirmed. ``None`` at
+            construction means all -1.
         class_id: (N,) int64 index of each mask's word in :attr:`names` (open-vocabulary
             bundles); -1 for a class-agnostic mask (FastSAM: all -1). ``None`` at construction
             means all -1.
@@ -212,12 +215,18 @@ class Masks:
     timings: dict[str, float] = field(default_factory=dict)
     data: dict[str, NDArray[Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    track_id: NDArray[np.int64] = None  # type: ignore[assignment]  # None -> all -1
     class_id: NDArray[np.int64] = None  # type: ignore[assignment]  # None -> all -1
     names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.crops)
         self.crops = tuple(self.crops)
+        if self.track_id is None:
+            self.track_id = np.full(n, -1, dtype=np.int64)
+        self.track_id = np.asarray(self.track_id, dtype=np.int64)
+        if self.track_id.shape != (n,):
+            raise ValueError(f"track_id must have shape ({n},), got {self.track_id.shape}")
         self.names = tuple(self.names)
         if self.class_id is None:
             self.class_id = np.full(n, -1, dtype=np.int64)
@@ -263,6 +272,7 @@ class Masks:
             timings=dict(self.timings),
             data={k: np.asarray(v)[idx] for k, v in self.data.items()},
             metadata=dict(self.metadata),
+            track_id=self.track_id[idx],
             class_id=self.class_id[idx],
             names=self.names,
         )

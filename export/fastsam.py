@@ -104,6 +104,8 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
         raise ExportError(f"weights: {str(path)!r} does not exist")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import torch
+    import ultralytics  # noqa: F401  (a checkpoint pickles its classes: a missing one is the
+    # export extra missing, said by the CLI, not "an unreadable checkpoint")
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)

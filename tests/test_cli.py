@@ -481,3 +481,53 @@ def test_demo_bundle_notice_once_on_non_demo_frames(
     assert err.count("notice: the model is the embedded demo bundle") == notices, err
     if notices:
         assert "--bundle DIR" in err and "fastsam-export" in err
+
+
+@pytest.fixture(scope="module")
+def moving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve frames of a moving-objects sequence, named in frame order."""
+    from edge.demo.scenes import generate_sequence
+
+    d = tmp_path_factory.mktemp("moving")
+    for f in generate_sequence(EVAL_SEED_START, 12, 320, 240):
+        assert cv2.imwrite(str(d / f"frame_{f.index:03d}.png"), f.image)
+    return d
+
+
+def test_track_gives_each_object_one_id_across_the_folder(moving_dir: Path, tmp_path: Path):
+    out = tmp_path / "track.json"
+    code = main(["segment", str(moving_dir), "--track", "--json", str(out), "--threads", "1",
+                 "--no-progress", "--out", str(tmp_path / "o"), "--overlay"])  # fmt: skip
+    assert code == EXIT_OK
+    docs = json.loads(out.read_text())
+    assert len(docs) == 12
+    ids = [[m["track_id"] for m in d["masks"]] for d in docs]
+    assert all(i == -1 for i in ids[0])  # nothing confirmed on the first frame (min 2)
+    later = [set(i) - {-1} for i in ids[1:]]
+    assert all(later) and len(set().union(*later)) < 3 * max(len(s) for s in later)
+    assert (tmp_path / "o" / "frame_011.png").is_file()
+
+
+def test_track_in_coco_attributes(moving_dir: Path, tmp_path: Path):
+    out = tmp_path / "coco.json"
+    code = main(["segment", str(moving_dir), "--track", "--format", "coco", "--json", str(out),
+                 "--threads", "1", "--no-progress"])  # fmt: skip
+    assert code == EXIT_OK
+    anns = json.loads(out.read_text())
+    assert all(isinstance(a["attributes"]["track_id"], int) for a in anns)
+    assert any(a["attributes"]["track_id"] >= 1 for a in anns)
+
+
+def test_without_track_no_track_ids(moving_dir: Path, tmp_path: Path):
+    out = tmp_path / "plain.json"
+    assert main(["segment", str(moving_dir / "frame_000.png"), "--json", str(out)]) == EXIT_OK
+    assert all("track_id" not in m for m in json.loads(out.read_text())["masks"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--track-min-frames", "0"), ("--track-max-missed", "-1")]
+)
+def test_bad_track_settings_name_the_flag(moving_dir: Path, flag: str, value: str, capsys):
+    code = main(["segment", str(moving_dir), "--track", flag, value, "--no-progress"])
+    assert code == EXIT_BAD_INPUT
+    assert flag in capsys.readouterr().err

@@ -97,6 +97,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "edge.cliargs",
             "edge.metrics",
             "edge.opcount",
+            "edge.track",
         ),
     ),
     ("applications", ("edge.service.*", "edge.bench.*")),

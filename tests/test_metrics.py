@@ -31,3 +31,49 @@ def test_crop_iou_matrix_equals_dense(na, nb, hw, seed):
     assert nonempty > 0
     same = mask_agreement(a, a)
     assert same["a_to_b"] == pytest.approx(nonempty / len(a)) and same["n_a"] == len(a)
+
+
+def _crop(x0: int, y0: int, x1: int, y1: int, hw=(40, 60)) -> MaskCrop:
+    m = np.zeros(hw, bool)
+    m[y0:y1, x0:x1] = True
+    return MaskCrop.from_dense(m)
+
+
+def _dense(x0: int, y0: int, x1: int, y1: int, hw=(40, 60)) -> np.ndarray:
+    m = np.zeros(hw, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_track_tally_consistency_and_switches():
+    from edge.metrics import TrackTally
+
+    tally = TrackTally()
+    gt = np.stack([_dense(0, 0, 10, 10), _dense(30, 20, 50, 40)])
+    frames = [
+        ([7, 3], [-1, -1]),  # tentative: detected, no id yet
+        ([7, 3], [1, 2]),
+        ([7, 3], [1, 2]),
+        ([7, 3], [4, 2]),  # object 7 switched to 4
+        ([7, 3], [4, 2]),
+    ]
+    for gt_ids, track_ids in frames:
+        crops = [_crop(0, 0, 10, 10), _crop(30, 20, 50, 40)]
+        tally.add(gt, gt_ids, crops, track_ids)
+    tally.add(gt[:1], [7], [], [])  # missed by the detector: visible, not detected
+    s = tally.summary()
+    assert s["objects"] == 2 and s["visible_frames"] == 11 and s["detected_frames"] == 10
+    assert s["id_switches"] == 1
+    assert s["id_consistency"] == pytest.approx((2 + 4) / 10)  # 7: {1,1,4,4} -> 2; 3: 4
+    assert s["tracked_share"] == pytest.approx(8 / 10)
+
+
+def test_track_tally_matches_one_to_one_above_the_threshold():
+    from edge.metrics import TrackTally
+
+    tally = TrackTally(thr=0.5)
+    gt = np.stack([_dense(0, 0, 10, 10)])
+    # two predictions on one object: only the better one counts; a poor one never matches
+    tally.add(gt, [0], [_crop(0, 0, 10, 9), _crop(0, 0, 10, 10)], [5, 6])
+    tally.add(gt, [0], [_crop(0, 0, 3, 3)], [9])
+    assert tally.ids == {0: [6]}

@@ -165,3 +165,31 @@ def test_overlay_with_precomputed_contours_is_the_same():
     np.testing.assert_array_equal(
         draw_overlay(image, result, traced=traced), _reference_overlay(image, result)
     )
+
+
+def test_track_colors_stable_by_id_and_grey_when_untracked():
+    from edge.overlay import UNTRACKED_COLOR, mask_colors, track_colors
+
+    a = track_colors(np.array([5, -1, 2]))
+    b = track_colors(np.array([2, 5]))
+    assert (a[0] == b[1]).all() and (a[2] == b[0]).all()  # same id, same colour, any order
+    assert tuple(a[1]) == UNTRACKED_COLOR
+    assert (track_colors(np.arange(4)) == mask_colors(4)).all()  # ids walk the same palette
+    assert track_colors(np.zeros(0, np.int64)).shape == (0, 3)
+
+
+def test_tracked_overlay_paints_by_track_id_and_labels_it():
+    from edge.overlay import draw_overlay, label_texts, track_colors
+    from edge.types import MaskCrop, Masks
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    crops = (MaskCrop(np.ones((5, 5), bool), 2, 2), MaskCrop(np.ones((5, 5), bool), 20, 10))
+    xyxy = np.array([[2, 2, 7, 7], [20, 10, 25, 15]], np.float32)
+    tracked = Masks(xyxy, np.array([0.9, 0.8], np.float32), crops, (20, 30),
+                    metadata={"tracking": True}, track_id=np.array([7, -1]))  # fmt: skip
+    out = draw_overlay(img, tracked, contours=False, alpha=1.0)
+    assert (out[4, 4] == track_colors(np.array([7]))[0]).all()
+    assert label_texts(tracked, "id+score") == ["#7 0.90", "#- 0.80"]
+    swapped = tracked[[1, 0]]  # another frame, other order: the same colour for track 7
+    out2 = draw_overlay(img, swapped, contours=False, alpha=1.0)
+    assert (out2[4, 4] == out[4, 4]).all()

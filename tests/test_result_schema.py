@@ -86,3 +86,20 @@ def test_bundle_facts_of_a_bundle_segmenter_and_of_another_one(demo_bundle):
     assert bundle_facts(SimpleNamespace(manifest={"name": "x"}, precision="fp32")) == {
         "name": "SimpleNamespace"
     }
+
+
+def test_track_id_per_mask_only_for_tracked_results():
+    import numpy as np
+
+    from edge.result_schema import result_to_dict
+    from edge.types import MaskCrop, Masks
+
+    crops = (MaskCrop(np.ones((2, 2), bool), 0, 0), MaskCrop(np.ones((2, 2), bool), 4, 4))
+    xyxy = np.array([[0, 0, 2, 2], [4, 4, 6, 6]], np.float32)
+    plain = Masks(xyxy, np.array([0.9, 0.8], np.float32), crops, (8, 8))
+    assert all("track_id" not in m for m in result_to_dict(plain, encodings=False)["masks"])
+    tracked = Masks(xyxy, plain.confidence, crops, (8, 8), metadata={"tracking": True},
+                    track_id=np.array([3, -1]))  # fmt: skip
+    doc = result_to_dict(tracked, encodings=False)
+    assert [m["track_id"] for m in doc["masks"]] == [3, -1]
+    json.dumps(doc)  # plain ints

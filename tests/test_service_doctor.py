@@ -291,3 +291,18 @@ def test_http_access_check_fails_on_a_short_token_file(tmp_path):
         ServiceConfig().replace(**{"http.token_file": str(tmp_path / "token")})
     )
     assert check is not None and check.status == FAIL and "openssl rand -hex 16" in check.message
+
+
+@pytest.mark.parametrize(("secret", "status"), [(None, OK), ("viewer:pw", OK), ("dir", FAIL)])
+def test_camera_check_of_a_stream_needs_no_device_and_hides_credentials(tmp_path, secret, status):
+    from edge.service.doctor import check_camera
+
+    changes = {"source.kind": "stream", "source.url": "rtsp://u:pw@cam.lan/s"}
+    if secret == "dir":
+        changes["source.credentials_file"] = str(tmp_path)
+    elif secret is not None:
+        (tmp_path / "cred").write_text(secret)
+        changes["source.credentials_file"] = str(tmp_path / "cred")
+    check = check_camera(ServiceConfig().replace(**changes), Probe(root=tmp_path))
+    assert check.status == status
+    assert "pw" not in check.message

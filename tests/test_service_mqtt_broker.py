@@ -177,12 +177,12 @@ def test_broker_topics_retained_discovery_and_button_trigger(tmp_path, broker):
         for kind, doc in docs.items():
             assert "object_id" not in doc and doc["default_entity_id"].startswith(f"{kind}.")
             assert doc["device"]["identifiers"] == ["fse_test"]
-        assert not live.messages or all(t != "fse/t1/events" for t, _, _ in live.messages)
+        assert not live.messages or all(t != "fse/t1/results" for t, _, _ in live.messages)
 
         # the Home Assistant button: publish its payload to its command topic
         button = docs["button"]
         live.publish(button["command_topic"], button["payload_press"].encode())
-        _, event, retained = live.wait_for(_topic("fse/t1/events"))
+        _, event, retained = live.wait_for(_topic("fse/t1/results"))
         body = json.loads(event)
         assert not retained and body["trigger"] == "mqtt" and body["num_masks"] == 1
         live.wait_for(_topic(docs["camera"]["topic"]))

@@ -522,10 +522,11 @@ def test_mqtt_publisher_topics_will_and_discovery(tmp_path):
     }
     msg = compact_message(doc, 1, {"json": "result.json"}, "/out/r1", 12.34)
     pub.publish(msg)
-    events = [p for p in c.published if p[0] == "cam/garage/events"]
+    results = [p for p in c.published if p[0] == "cam/garage/results"]
     state = [p for p in c.published if p[0] == "cam/garage/state"]
-    assert len(events) == 1 and not events[0][3] and state[0][3]  # state is retained
-    body = json.loads(events[0][1])
+    assert len(results) == 1 and not results[0][3] and state[0][3]  # state is retained
+    assert not [p for p in c.published if p[0] == "cam/garage/events"]  # track events only
+    body = json.loads(results[0][1])
     assert body["frame_id"] == 7 and len(body["masks"]) == 1 and "rle" not in body["masks"][0]
     assert body["files"]["json"] == "/out/r1/result.json"
     pub.stop()
@@ -717,8 +718,8 @@ def test_mqtt_outage_keeps_the_newest_results_and_counts_drops(caplog):
         assert not [r for r in caplog.records if "publish" in r.getMessage()]
         assert client.topics() == [] and metrics.get("fastsam_mqtt_dropped_total") == 30
         client.connect()
-    events = [json.loads(p[1])["frame_id"] for p in client.published if p[0] == "p/events"]
-    assert events == list(range(n - MAX_PENDING, n))  # the newest, in order
+    results = [json.loads(p[1])["frame_id"] for p in client.published if p[0] == "p/results"]
+    assert results == list(range(n - MAX_PENDING, n))  # the newest, in order
     assert "16 result(s) sent now, 30 dropped" in caplog.text
 
 

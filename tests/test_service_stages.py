@@ -108,8 +108,8 @@ def test_results_and_mqtt_messages_keep_frame_order(tmp_path, pipeline):
     assert s.reason == "end of source" and s.dropped == 0
     ids = results.frame_ids
     assert ids == list(range(ids[0], ids[0] + 8))  # every frame of the offline source, in order
-    events = [json.loads(p[1]) for p in clients[0].published if p[0].endswith("/events")]
-    assert [e["frame_id"] for e in events] == ids
+    messages = [json.loads(p[1]) for p in clients[0].published if p[0].endswith("/results")]
+    assert [m["frame_id"] for m in messages] == ids
     written = sorted(p for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
     assert [json.loads((d / "result.json").read_text())["frame_id"] for d in written] == ids
     assert_only_complete(tmp_path / "out")

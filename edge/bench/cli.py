@@ -157,6 +157,31 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "the most --threads, --runs and the first --sizes scene (or --images' first image)",
     )
     p.add_argument(
+        "--track-sequence",
+        nargs="?",
+        const="1000000,1000001,1000002",
+        metavar="SEEDS",
+        help="tracking mode: id consistency and id switches on generated moving-objects "
+        "sequences (seeds, default 1000000,1000001,1000002), and the tracker's cost at "
+        "--masks (the first) masks a frame against the segmentation's. Uses --bundle (the "
+        "first), --precision (the first), --sizes (the first) and the most --threads",
+    )
+    p.add_argument(
+        "--track-frames", type=int, default=60, help="tracking mode: frames per sequence (60)"
+    )
+    p.add_argument(
+        "--stream-fps",
+        metavar="LIST",
+        help="tracking mode: also the end-to-end latency of an MJPEG camera on 127.0.0.1 "
+        "through the service at these source.fps, e.g. 1,5",
+    )
+    p.add_argument(
+        "--stream-seconds",
+        type=float,
+        default=20.0,
+        help="tracking mode: seconds per --stream-fps rate (20)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=2,
@@ -183,6 +208,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _cmd_service_bench(args)
     if args.vocab_sizes:
         return _cmd_vocab_bench(args)
+    if args.track_sequence is not None:
+        return _cmd_track_bench(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in PROMPT_MODES]
     if bad or not modes:
@@ -302,4 +329,51 @@ def _cmd_service_bench(args: argparse.Namespace) -> int:
     if args.json != "-":
         print(table)
         print(f"wrote {out / 'service.json'}, {out / 'service.md'}")
+    return 0
+
+
+def _cmd_track_bench(args: argparse.Namespace) -> int:
+    """``fastsam-edge bench --track-sequence [SEEDS]``: write track.json / track.md."""
+    from edge.bench.track import run_track_bench, track_markdown
+    from edge.cliargs import check_parent, emit_json, prepare_out_dir
+    from edge.demo import demo_bundle
+    from edge.io import atomic_write_bytes, atomic_write_json
+
+    seeds = _counts("track-sequence", args.track_sequence.replace(" ", ""))
+    if args.track_frames < 2:
+        raise InputError(f"track-frames: too small: {args.track_frames}")
+    try:
+        w, h = (int(v) for v in args.sizes.split(",")[0].lower().split("x"))
+    except ValueError:
+        raise InputError(f"sizes: expected WxH, got {args.sizes!r}") from None
+    if args.json not in (None, "-"):
+        check_parent("--json", args.json)
+    out = prepare_out_dir("--out", args.out)
+    bundle = str((args.bundle or [demo_bundle()])[0])
+    precision = next((v for v in args.precision.split(",") if v), None)
+    threads = max(parse_threads(args.threads))
+    report = run_track_bench(
+        bundle, seeds, args.track_frames, (w, h), _counts("masks", args.masks)[0], precision,
+        threads,
+    )  # fmt: skip
+    if args.stream_fps:
+        from edge.bench.stream import run_stream_latency
+
+        try:
+            rates = [float(v) for v in args.stream_fps.split(",") if v.strip()]
+        except ValueError:
+            rates = []
+        if not rates or min(rates) <= 0:
+            raise InputError(f"stream-fps: expected positive rates, got {args.stream_fps!r}")
+        report["stream"] = run_stream_latency(
+            bundle, rates, args.stream_seconds, precision=precision, threads=threads
+        )
+    table = track_markdown(report)
+    atomic_write_json(out / "track.json", report)
+    atomic_write_bytes(out / "track.md", table.encode())
+    if args.json is not None:
+        emit_json("--json", args.json, report)
+    if args.json != "-":
+        print(table)
+        print(f"wrote {out / 'track.json'}, {out / 'track.md'}")
     return 0

@@ -4,7 +4,8 @@ Modules (each imports only the standard library, numpy, OpenCV and ``edge``; pah
 gpiozero and picamera2 are imported lazily, only when configured):
 
 * ``config``: the TOML schema (every key, its default and its documentation) and validation.
-* ``sources``: frame sources (picamera2, OpenCV/V4L2, image-folder/video replay, demo scenes),
+* ``sources``: frame sources (picamera2, OpenCV/V4L2, network streams read on their own
+  thread, image-folder/video replay, demo scenes),
   orientation/ROI/resolution-cap transforms, and reopening a failed source with backoff.
 * ``triggers``: interval, motion (int16 frame differencing) and GPIO edges.
 * ``queues``: the two bounded queues (triggered frames to the worker, segmented frames to the
@@ -12,6 +13,8 @@ gpiozero and picamera2 are imported lazily, only when configured):
 * ``frames``: the frame loop's stage: read a frame when a trigger needs one, fire, queue it.
 * ``worker``: the segmentation worker: jobs segmented through the prompt cache.
 * ``output``: the output stage: each result encoded, drawn, written, published and answered.
+* ``events``: tracking of the segmented sequence (``processing.track``) and its enter / leave
+  events (their JSON, thumbnails and the page's recent list).
 * ``sink``: atomic per-result directories under the output dir, with retention.
 * ``http``: the local HTTP API (``POST /trigger``, ``GET /healthz``, ``/metrics``, ``/latest``)
   over TCP and/or a Unix socket.
@@ -22,7 +25,8 @@ gpiozero and picamera2 are imported lazily, only when configured):
 * ``clock``: injectable time (tests run on a fake clock).
 * ``protocols``: what the service needs from a segmenter, as typed protocols.
 * ``notify``: ``sd_notify`` (READY / WATCHDOG / STATUS / STOPPING) written by hand.
-* ``mqtt``: optional MQTT publishing (availability/last will, events, overlay JPEG, a capture
+* ``mqtt``: optional MQTT publishing (availability/last will, results, enter / leave events,
+  overlay JPEG, a capture
   trigger topic, Home Assistant discovery) and broker-outage reporting.
 * ``runner``: the service itself: the stages assembled, the worker, lifecycle, signals, the
   summary, and what HTTP and the page ask of it.

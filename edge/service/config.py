@@ -275,9 +275,9 @@ class SourceConfig:
     kind: str = _spec(
         "picamera2",
         'Frame source: "picamera2" (Pi camera, apt python3-picamera2), "opencv" (USB/V4L2 '
-        'camera), "replay" (a folder of images or a video file) or "demo" (generated demo '
-        "scenes).",
-        choice("picamera2", "opencv", "replay", "demo"),
+        'camera), "stream" (a network camera: source.url), "replay" (a folder of images or a '
+        'video file) or "demo" (generated demo scenes).',
+        choice("picamera2", "opencv", "stream", "replay", "demo"),
     )
     width: int = _spec(
         1280, "Capture width in pixels (picamera2, opencv; demo: scene width).", integer(16, 16384)
@@ -335,6 +335,21 @@ class SourceConfig:
     )
     controls: dict[str, Any] = _spec(
         {}, "picamera2: libcamera controls, e.g. { AfMode = 2, FrameRate = 5 }.", scalar_table
+    )
+    url: str = _spec(
+        "",
+        "stream: what OpenCV's FFmpeg backend opens: rtsp://camera.lan:554/stream1, "
+        "http://camera.lan/mjpeg (MJPEG over HTTP), an HTTP(S) video file or HLS playlist. "
+        "Read on its own thread, only the newest frame kept; reopened with the backoff above "
+        "when it drops. Put the user name and password in source.credentials_file, not here "
+        "(logs and /healthz show the URL without them).",
+        path,
+    )
+    credentials_file: str = _spec(
+        "",
+        'stream: a file holding "user:password" for source.url (mode 0640, '
+        'root:fastsam-edge); "" = none.',
+        path,
     )
     path: str = _spec("", "replay: folder of images (sorted by name) or a video file.", path)
     max_pixels: int = _spec(
@@ -394,6 +409,14 @@ class ProcessingConfig:
         "over the frame and encodes the text_shortlist best (conv towers such as MobileCLIP); "
         '"score" the 32 best by detection score; "auto" = dense where the bundle has it.',
         choice(*TEXT_PREFILTERS),
+    )
+    track: bool = _spec(
+        False,
+        "Track objects across frames: every mask gets a track_id that stays with the object "
+        "while it is visible (results, overlay colours, the page), and [events] fire when "
+        "objects enter and leave. Tracks follow the segmented frames: use a trigger that "
+        "segments often (e.g. trigger.interval.seconds = 0 at source.fps).",
+        boolean,
     )
     text_shortlist: int = _spec(
         DENSE_SHORTLIST,
@@ -507,11 +530,43 @@ class OutputConfig:
     max_age_days: float = _spec(
         30.0, "Retention: delete results older than this many days; 0 = no limit.", number(0)
     )
+    save: str = _spec(
+        "all",
+        'Which segmented frames are written: "all", or "events" (only frames on which an '
+        "object entered or left; needs processing.track). An HTTP request's own save flag "
+        "always wins.",
+        choice("all", "events"),
+    )
     min_free_mb: float = _spec(
         200.0,
         "Do not write results while the file system has less free space than this (MiB); the "
         "frame is still segmented and published.",
         number(0),
+    )
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    enabled: bool = _spec(
+        True,
+        "With processing.track: publish enter/leave events (MQTT <prefix>/events, the Home "
+        "Assistant event entity) and list them on the page.",
+        boolean,
+    )
+    min_frames: int = _spec(
+        3,
+        "An object seen on this many segmented frames in a row gets its track id and an "
+        "'enter' event (fewer: flicker spends ids).",
+        integer(1, 1000),
+    )
+    max_missed: int = _spec(
+        5,
+        "An object not seen for more segmented frames than this has left ('leave' event); "
+        "seen again sooner, it keeps its id (occlusion, a missed detection).",
+        integer(0, 10_000),
+    )
+    recent: int = _spec(
+        20, "Events the page lists (newest first), each with a thumbnail.", integer(1, 1000)
     )
 
 
@@ -692,6 +747,9 @@ class ServiceConfig:
         "[http] is enabled.",
     )
     output: OutputConfig = _section(OutputConfig, "Result files and retention.")
+    events: EventsConfig = _section(
+        EventsConfig, "Objects entering and leaving (with processing.track = true)."
+    )
     http: HttpConfig = _section(HttpConfig, "Local HTTP API.")
     mqtt: MqttConfig = _section(MqttConfig, "MQTT publishing (Home Assistant, Frigate style).")
     service: RuntimeConfig = _section(RuntimeConfig, "Service behaviour.")
@@ -764,6 +822,12 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> ServiceConfi
 def _cross_checks(cfg: ServiceConfig) -> None:
     if cfg.source.kind == "replay" and not cfg.source.path:
         raise ConfigError('source.path: required when source.kind = "replay"')
+    if cfg.source.kind == "stream":
+        check_stream_url("source.url", cfg.source.url)
+    if cfg.output.save == "events" and not cfg.processing.track:
+        raise ConfigError(
+            'output.save: "events" needs processing.track = true (events come from tracks)'
+        )
     if cfg.source.reopen_backoff_max_s < cfg.source.reopen_backoff_s:
         raise ConfigError(
             f"source.reopen_backoff_max_s: must be >= source.reopen_backoff_s "
@@ -773,6 +837,43 @@ def _cross_checks(cfg: ServiceConfig) -> None:
         raise ConfigError("http.token, http.token_file: set at most one of them")
     if cfg.output.dir == "":
         raise ConfigError("output.dir: must not be empty")
+
+
+def check_stream_url(key: str, url: str) -> str:
+    """A stream URL: ``scheme://...`` without whitespace (the scheme is FFmpeg's business).
+
+    Raises:
+        ConfigError: Naming ``key``; the message shows the URL without its credentials.
+    """
+    from urllib.parse import urlsplit
+
+    if not url:
+        raise ConfigError(f'{key}: required when source.kind = "stream"')
+    scheme = urlsplit(url).scheme
+    if "://" not in url or not scheme or any(c.isspace() for c in url):
+        raise ConfigError(
+            f"{key}: expected a URL such as rtsp://camera.lan:554/stream1 or "
+            f"http://camera.lan/mjpeg, got {redact_url(url)!r}"
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to log: no user name, password or query string (tokens hide there)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{port}" if port else "")
+    if parts.username is not None or parts.password is not None:
+        netloc = "***@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def read_secret_file(key: str, path: str | Path) -> str:

@@ -198,6 +198,20 @@ def check_camera(cfg: ServiceConfig, probe: Probe) -> Check:
                 "fix source.path",
             )
         return Check("camera", OK, f"source.kind = {kind!r} ({where}): no camera needed")
+    if kind == "stream":
+        from edge.service.config import ConfigError, read_secret_file, redact_url
+
+        if cfg.source.credentials_file:
+            try:
+                read_secret_file("source.credentials_file", cfg.source.credentials_file)
+            except ConfigError as exc:
+                return Check("camera", FAIL, str(exc), "fix source.credentials_file")
+        return Check(
+            "camera",
+            OK,
+            f"source.kind = 'stream' ({redact_url(cfg.source.url)}): no local camera; the "
+            "service says 'stream down' in /healthz while it cannot read it",
+        )
     holders = _device_holders(probe.root)
     if kind == "picamera2":
         if importlib.util.find_spec("picamera2") is None:

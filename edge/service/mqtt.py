@@ -4,14 +4,19 @@ Topics, the way Home Assistant and Frigate users expect them:
 
 * ``<prefix>/available``: ``online`` / ``offline``, retained; ``offline`` is also the last will,
   so the broker announces a crashed service.
-* ``<prefix>/events``: one compact JSON message per result (not retained).
+* ``<prefix>/results``: one compact JSON message per result (not retained).
 * ``<prefix>/state``: the same message, retained (the last result).
+* ``<prefix>/events``: with ``processing.track``, one JSON message per object that entered or
+  left (:mod:`edge.service.events`; not retained). Before tracking existed this topic carried
+  the per-result messages, which moved to ``<prefix>/results``.
 * ``<prefix>/overlay``: the last result's overlay as JPEG bytes, retained (``mqtt.image``).
 * ``<prefix>/trigger``: subscribed; any (non-retained) message triggers a capture, which is
   what the Home Assistant "Capture" button sends.
 * with ``discovery = true``, retained Home Assistant discovery messages under
   ``<discovery_prefix>/<component>/<node>/<object>/config`` for one device with a mask-count
-  sensor, a "Last result" camera (the overlay topic) and a "Capture" button. Entity ids are
+  sensor, a "Last result" camera (the overlay topic), a "Capture" button and, with tracking,
+  an "Object" event entity (``event_types`` enter / leave, from ``<prefix>/events``). Entity
+  ids are
   suggested with ``default_entity_id`` (``sensor.<node>_masks``), not the deprecated
   ``object_id``.
 
@@ -99,10 +104,8 @@ def compact_message(
     latency_ms: float,
 ) -> dict[str, Any]:
     """The event message: ids, time, trigger, counts, top masks, file paths."""
-    masks = [
-        {"id": m["id"], "score": m["score"], "bbox_xyxy": m["bbox_xyxy"], "area": m["area"]}
-        for m in doc.get("masks", [])[:max_masks]
-    ]
+    keys = ("id", "score", "bbox_xyxy", "area", "track_id")
+    masks = [{k: m[k] for k in keys if k in m} for m in doc.get("masks", [])[:max_masks]]
     msg: dict[str, Any] = {
         "frame_id": doc.get("frame_id"),
         "timestamp": doc.get("timestamp"),
@@ -140,14 +143,15 @@ def node_id(client_id: str) -> str:
 
 
 def discovery_messages(
-    cfg: MqttConfig, prefix: str, version: str = ""
+    cfg: MqttConfig, prefix: str, version: str = "", events: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """Home Assistant discovery topic -> config payload, for one device with three entities.
+    """Home Assistant discovery topic -> config payload, for one device and its entities.
 
     Args:
         cfg: The ``[mqtt]`` section (``client_id``, ``discovery_prefix``, ``image``).
         prefix: The topic prefix of the service's own topics.
         version: Software version shown on the device page.
+        events: Also the "Object" event entity (tracking with events on).
     """
     node = node_id(cfg.client_id)
     device = {
@@ -189,6 +193,17 @@ def discovery_messages(
     }
     if cfg.image:
         entities["last_result"] = ("camera", {"name": "Last result", "topic": f"{prefix}/overlay"})
+    if events:
+        # HA's MQTT event reads "event_type" from the JSON; the other keys become attributes
+        entities["object"] = (
+            "event",
+            {
+                "name": "Object",
+                "state_topic": f"{prefix}/events",
+                "event_types": ["enter", "leave"],
+                "icon": "mdi:motion-sensor",
+            },
+        )
     out = {}
     for obj, (component, body) in entities.items():
         config = {
@@ -211,6 +226,7 @@ class MqttPublisher:
         now: Monotonic clock (the service passes its own, tests a fake one).
         on_trigger: Called (from paho's thread) when a capture request arrives.
         version: Software version for the discovery device.
+        events: Announce the event entity (``processing.track`` with ``events.enabled``).
     """
 
     def __init__(
@@ -221,10 +237,13 @@ class MqttPublisher:
         now: Callable[[], float] = time.monotonic,
         on_trigger: Callable[[], None] | None = None,
         version: str = "",
+        events: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.events = events
         self.prefix = cfg.topic_prefix
         self.available_topic = f"{self.prefix}/available"
+        self.results_topic = f"{self.prefix}/results"
         self.events_topic = f"{self.prefix}/events"
         self.state_topic = f"{self.prefix}/state"
         self.overlay_topic = f"{self.prefix}/overlay"
@@ -380,7 +399,8 @@ class MqttPublisher:
             self._on_trigger()
 
     def _publish_discovery(self, client: Any) -> None:
-        for topic, config in discovery_messages(self.cfg, self.prefix, self._version).items():
+        messages = discovery_messages(self.cfg, self.prefix, self._version, self.events)
+        for topic, config in messages.items():
             client.publish(topic, json.dumps(config), qos=1, retain=True)
 
     # service side -------------------------------------------------------------------------
@@ -446,22 +466,30 @@ class MqttPublisher:
             problem,
         )
 
+    def publish_event(self, event: dict[str, Any]) -> None:
+        """Publish one enter / leave event on ``<prefix>/events`` (not retained); it waits
+        and is dropped like a result while the broker is away."""
+        self._publish([(self.events_topic, json.dumps(event, separators=(",", ":")), False)])
+
     def publish(self, message: dict[str, Any], image_jpeg: bytes | None = None) -> None:
-        """Publish one result (events + retained state, and the overlay JPEG if given).
+        """Publish one result (results + retained state, and the overlay JPEG if given).
 
         While the broker is away the result waits (at most :data:`MAX_PENDING`, newest kept,
         drops counted in ``fastsam_mqtt_dropped_total``). Errors are counted and logged at
         most once a minute, never raised.
         """
-        if self.client is None:
-            return
         payload = json.dumps(message, separators=(",", ":"))
         items: list[tuple[str, Any, bool]] = [
-            (self.events_topic, payload, False),
+            (self.results_topic, payload, False),
             (self.state_topic, payload, True),
         ]
         if image_jpeg is not None:
             items.append((self.overlay_topic, image_jpeg, True))
+        self._publish(items)
+
+    def _publish(self, items: list[tuple[str, Any, bool]]) -> None:
+        if self.client is None:
+            return
         with self._lock:
             if not self.connected:
                 self._pending.append(items)

@@ -5,6 +5,11 @@ With ``service.pipeline = "staged"`` (default) it runs in its own thread behind 
 is written; one thread keeps results, MQTT messages and HTTP answers in the order the frames
 were segmented. With ``"serial"`` the worker runs it inline.
 
+With ``processing.track = true`` each frame of the sequence is tracked here, in frame order,
+before it is written (:mod:`edge.service.events`): its masks get track ids, its enter / leave
+events are published on MQTT and kept for the page, and ``output.save = "events"`` writes only
+the frames that have one.
+
 Only what someone reads is computed: RLE and polygons when the result is written, returned in
 full to an HTTP caller or handed to ``on_result``; otherwise (an HTTP trigger with ``save`` and
 ``masks`` false) they wait until ``GET /latest`` asks for them.
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.service.events import FrameTracker
 from edge.service.http import brief_answer
 from edge.service.mqtt import MqttPublisher, compact_message, encode_jpeg
 from edge.service.queues import OUTPUT_QUEUE_SIZE, Job, OutputQueue, Segmented
@@ -85,6 +91,7 @@ class OutputStage:
         # the latest result while its doc lacks the encodings (added when first read)
         self._latest_unencoded: Masks | None = None
         self._latest_lock = threading.Lock()
+        self.tracker = FrameTracker(cfg) if cfg.processing.track else None
 
     def __len__(self) -> int:
         """Segmented frames waiting for the output thread."""
@@ -182,7 +189,17 @@ class OutputStage:
         frame, capture = job.frame, job.capture
         assert frame is not None and capture is not None  # set by both producers
         result = self._filter(item.result)
+        events: list[dict[str, Any]] = []
+        thumbs: list[bytes | None] = []
+        # the sequence is tracked; prompt answers on kept frames and prompted requests
+        # (selections, not the scene) are not
+        if self.tracker is not None and job.cached is None and (req is None or not req.prompts):
+            result, events, thumbs = self.tracker.update(
+                result, job.image, job.frame_id, frame.timestamp
+            )
         save = req is None or req.save
+        if req is None and cfg.output.save == "events" and not events:
+            save = False
         encodings = save or (req is not None and req.masks) or self._on_result is not None
         draw = save and cfg.output.overlay
         # traced once for the polygons and the overlay's outlines
@@ -205,6 +222,8 @@ class OutputStage:
             contours=traced,
         )
         doc["capture"] = capture.to_dict()
+        if self.tracker is not None and result.metadata.get("tracking"):
+            doc["events"] = events  # filled with result_dir below, once written
         written = None
         if save:
             written = self.sink.write(
@@ -216,10 +235,13 @@ class OutputStage:
                 prompt=job.cached is not None,  # a kept frame's own result may exist
             )
         else:
-            self.metrics.inc("fastsam_results_skipped_total", reason="not_requested")
+            reason = "no_event" if req is None and cfg.output.save == "events" else "not_requested"
+            self.metrics.inc("fastsam_results_skipped_total", reason=reason)
         if written is not None:
             doc["files"] = written.files
             doc["result_dir"] = str(written.dir)
+            for ev in events:
+                ev["result_dir"] = str(written.dir)
         elif save and req is not None:  # the caller asked for files: say they are missing
             doc["save_error"] = self.sink.last_failure or "not saved"
         latency = self.clock.now() - job.created
@@ -243,6 +265,14 @@ class OutputStage:
                 self.last_latency_ms,
             )
             self.mqtt.publish(message, jpeg)
+        if events and cfg.events.enabled and self.tracker is not None:
+            for ev, thumb in zip(events, thumbs, strict=True):
+                self.metrics.inc("fastsam_track_events_total", type=ev["type"])
+                self.tracker.log.add(ev, thumb)
+                if self.mqtt is not None:
+                    self.mqtt.publish_event(ev)
+        if self.tracker is not None:
+            self.metrics.set("fastsam_tracks", self.tracker.tracker.active)
         with self._latest_lock:
             self._latest = doc
             self._latest_unencoded = None if encodings else result

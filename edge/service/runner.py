@@ -300,6 +300,7 @@ class Service:
                 now=self.clock.now,
                 on_trigger=self.wake.set,
                 version=__version__,
+                events=cfg.processing.track and cfg.events.enabled,
             )
             self.mqtt.start()
             self.output.mqtt = self.frames.mqtt = self.mqtt
@@ -582,6 +583,15 @@ class Service:
 
     def results_dir(self) -> Path:
         return self.sink.dir
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        """The page's recent enter / leave events, newest first ([] without tracking)."""
+        return status.recent_events(self)
+
+    def event_thumbnail(self, seq: int) -> bytes | None:
+        """The JPEG of a kept event (None: no such event, or no thumbnail)."""
+        tracker = self.output.tracker
+        return tracker.log.thumbnail(seq) if tracker is not None else None
 
     def cancel(self, request: TriggerRequest) -> None:
         """Forget a request whose caller timed out, unless its segmentation already began."""

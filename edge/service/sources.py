@@ -6,6 +6,9 @@ Every source delivers (H, W, 3) uint8 **BGR** frames:
   It asks for ``RGB888``, which libcamera lays out as B, G, R in memory: OpenCV's order.
 * :class:`OpenCVSource`: USB/V4L2 cameras through ``cv2.VideoCapture`` (not the Pi CSI camera,
   which OpenCV cannot read on the libcamera stack).
+* :class:`StreamSource`: a network camera (RTSP, MJPEG over HTTP, an HTTP(S) file or HLS
+  playlist: whatever OpenCV's FFmpeg backend opens), read on its own thread that keeps only the
+  newest frame, so a slow segmenter never makes the stream's latency grow.
 * :class:`ReplaySource`: a folder of images or a video file (offline runs, tests).
 * :class:`DemoSource`: seeded synthetic scenes (:mod:`edge.demo.scenes`).
 
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +38,13 @@ from edge.io import IMAGE_EXTS, MAX_IMAGE_PIXELS, read_image
 from edge.paths import describe_path_kind
 from edge.preprocess import normalize_image
 from edge.service.clock import Clock
-from edge.service.config import ConfigError, ServiceConfig, SourceConfig
+from edge.service.config import (
+    ConfigError,
+    ServiceConfig,
+    SourceConfig,
+    read_secret_file,
+    redact_url,
+)
 from edge.sources import Frame
 
 _LOGGER = logging.getLogger(__name__)
@@ -333,6 +344,159 @@ class OpenCVSource:
             self._cap = None
 
 
+class StreamSource:
+    """A network stream through OpenCV's FFmpeg backend, read on its own thread.
+
+    :meth:`open` starts a reader thread that opens the URL and reads frames as fast as the
+    stream sends them, keeping only the newest: :meth:`read` returns a frame newer than the
+    last one it returned (waiting up to ``read_timeout_s`` for it), so the latency stays that
+    of one frame however slowly frames are taken. A stream that fails to open, ends or stalls
+    makes :meth:`read` raise :class:`SourceError` ("stream down: ..."), and
+    :class:`ResilientSource` reopens it with its backoff.
+
+    The URL's credentials (``user:password`` from ``credentials_file``) are put into it only
+    when it is opened; :attr:`name` and every message show :func:`redact_url`'s form.
+
+    Args:
+        url: The stream URL.
+        read_timeout_s: Longest wait for the stream to open and for each next frame.
+        credentials: ``"user:password"`` (or ``"user"``), or "" for none.
+        capture_factory: Test hook: builds the capture from the URL (default
+            ``cv2.VideoCapture(url, cv2.CAP_FFMPEG)``).
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        url: str,
+        read_timeout_s: float = 5.0,
+        credentials: str = "",
+        capture_factory: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.read_timeout_s = read_timeout_s
+        self.name = f"stream:{redact_url(url)}"
+        self._credentials = credentials
+        self._factory = capture_factory
+        self._cond = threading.Condition()
+        self._frame: NDArray[np.uint8] | None = None
+        self._seq = 0  # frames received by the reader
+        self._taken = 0  # the sequence number read() returned last
+        self._error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.received = 0
+        """Frames the reader received since the source was created (dropped ones included)."""
+
+    def _full_url(self) -> str:
+        if not self._credentials:
+            return self.url
+        from urllib.parse import quote, urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        user, _, password = self._credentials.partition(":")
+        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
+
+    def open(self) -> None:
+        self.close()
+        self._stop = threading.Event()
+        with self._cond:
+            self._frame, self._seq, self._taken, self._error = None, 0, 0, ""
+        self._thread = threading.Thread(
+            target=self._reader, args=(self._stop,), name="stream-reader", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self.read_timeout_s
+        with self._cond:
+            while self._seq == 0 and not self._error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            error, ok = self._error, self._seq > 0
+        if not ok:
+            self.close()
+            raise SourceError(
+                f"stream down: {error or f'no frame within {self.read_timeout_s:g} s'} "
+                f"({self.name})"
+            )
+
+    def _reader(self, stop: threading.Event) -> None:
+        """The reader thread: open, then keep the newest frame until stopped or failed."""
+        cap: Any = None
+        try:
+            if self._factory is not None:
+                cap = self._factory(self._full_url())
+            else:
+                params = [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    int(self.read_timeout_s * 1000),
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    int(self.read_timeout_s * 1000),
+                ]
+                cap = cv2.VideoCapture(self._full_url(), cv2.CAP_FFMPEG, params)
+            if not cap.isOpened():
+                self._set_error("cannot open the stream (wrong URL or credentials, or down)")
+                return
+            while not stop.is_set():
+                ok, image = cap.read()
+                if stop.is_set():
+                    return
+                if not ok or image is None:
+                    self._set_error("the stream ended or stopped sending frames")
+                    return
+                try:
+                    image = _as_bgr(image, self.name)
+                except SourceError as exc:
+                    self._set_error(str(exc))
+                    return
+                with self._cond:
+                    self._frame = image
+                    self._seq += 1
+                    self.received += 1
+                    self._cond.notify_all()
+        except Exception as exc:  # a backend error must end in a reopen, not a dead thread
+            self._set_error(f"reader failed: {exc!r}")
+        finally:
+            if cap is not None:
+                cap.release()
+
+    def _set_error(self, message: str) -> None:
+        with self._cond:
+            self._error = message
+            self._cond.notify_all()
+
+    def read(self) -> Frame | None:
+        if self._thread is None:
+            raise SourceError("stream: read before open")
+        deadline = time.monotonic() + self.read_timeout_s
+        with self._cond:
+            while self._seq == self._taken and not self._error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if self._seq == self._taken:
+                why = self._error or f"no new frame for {self.read_timeout_s:g} s"
+                raise SourceError(f"stream down: {why} ({self.name})")
+            self._taken = self._seq
+            image = self._frame
+        assert image is not None
+        return Frame(image, self.name)
+
+    def close(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            # the reader notices within one read (bounded by the read timeout)
+            thread.join(timeout=self.read_timeout_s + 1.0)
+            if thread.is_alive():
+                _LOGGER.warning("%s: the reader thread did not stop; left behind", self.name)
+
+
 class PiCameraSource:
     """A Raspberry Pi camera through picamera2 (imported in :meth:`open` only).
 
@@ -470,6 +634,11 @@ def make_source(
             factory,
             clock,
         )
+    if cfg.kind == "stream":
+        credentials = ""
+        if cfg.credentials_file:
+            credentials = read_secret_file("source.credentials_file", cfg.credentials_file)
+        return StreamSource(cfg.url, cfg.read_timeout_s, credentials, factory)
     if cfg.kind == "replay":
         return ReplaySource(cfg.path, loop=cfg.loop, live=cfg.realtime, max_pixels=cfg.max_pixels)
     if cfg.kind == "demo":

@@ -78,6 +78,14 @@ def text_prompt_problem(manifest: Any) -> str:
     return ""
 
 
+def recent_events(svc: RunningService) -> list[dict[str, Any]]:
+    """The page's recent enter / leave events, newest first ([] without tracking or events)."""
+    tracker = svc.output.tracker
+    if tracker is None or not svc.output.cfg.events.enabled:
+        return []
+    return tracker.log.recent()
+
+
 def page_facts(svc: RunningService) -> dict[str, Any]:
     """What the page polls (``GET /state``): live frame, last result, kept frames."""
     from edge.service.web import frame_facts
@@ -115,6 +123,8 @@ def page_facts(svc: RunningService) -> dict[str, Any]:
         },
         "text_prompts": not text_problem,
         "text_prompts_why": text_problem,
+        "tracking": svc.output.tracker is not None,
+        "events": recent_events(svc),
         "bundle": svc.bundle,
         "busy": svc.worker.busy_since is not None,
         "stalled_s": svc.worker_stalled(now),

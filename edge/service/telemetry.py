@@ -39,7 +39,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_results_written_total": ("counter", "Result directories written to disk."),
     "fastsam_results_skipped_total": (
         "counter",
-        "Results not written, by reason (disk_full, not_requested).",
+        "Results not written, by reason (disk_full, not_requested, no_event).",
+    ),
+    "fastsam_track_events_total": (
+        "counter",
+        "Objects that entered or left (processing.track), by type (enter, leave).",
     ),
     "fastsam_results_deleted_total": ("counter", "Result directories deleted by retention."),
     "fastsam_http_requests_total": ("counter", "HTTP requests, by path and status code."),
@@ -61,6 +65,10 @@ METRICS: dict[str, tuple[str, str]] = {
         "Stage: encoding (RLE, polygons, overlay), writing, publishing and answering a result.",
     ),
     "fastsam_masks": ("gauge", "Masks in the last result."),
+    "fastsam_tracks": (
+        "gauge",
+        "Objects tracked (with an id, lost ones included) after the last result.",
+    ),
     "fastsam_busy": ("gauge", "1 while a frame is being segmented."),
     "fastsam_queue_depth": ("gauge", "Triggered frames waiting for the segmenter."),
     "fastsam_output_queue_depth": (
@@ -245,4 +253,5 @@ def _labelled(name: str) -> bool:
         "fastsam_errors_total",
         "fastsam_results_skipped_total",
         "fastsam_http_requests_total",
+        "fastsam_track_events_total",
     )

@@ -22,6 +22,8 @@ Endpoints (all behind the same checks as the API: ``Host``, token, JSON bodies, 
 * ``POST /prompt`` ``{"frame_id": N | "latest", "prompt": [...], "save": false,
   "masks": true}``: prompts on a kept frame, answered from its cached detections (no detector
   run); 404 names a frame id that is no longer kept.
+* ``GET /events/thumb?seq=N``: the JPEG of a recent enter / leave event (the events
+  themselves come with ``GET /state``).
 * ``GET /results``: the newest result directories; ``GET /results/file?name=...&file=json|
   overlay|frame|thumb``: one of their files (``thumb``: a small JPEG of the overlay).
 """
@@ -107,6 +109,8 @@ class PageService(Protocol):
     def results_dir(self) -> Path: ...
 
     def monotonic(self) -> float: ...
+
+    def event_thumbnail(self, seq: int) -> bytes | None: ...
 
 
 class Sessions:
@@ -442,6 +446,16 @@ def _get_result_file(h: Any, _body: bytes) -> None:
     h.send_bytes(200, data, ctype)
 
 
+def _get_event_thumb(h: Any, _body: bytes) -> None:
+    raw = _query(h).get("seq", "")
+    if not raw.isdigit() or len(raw) > 12:
+        raise HttpError(400, f"seq: expected an event number, got {raw[:20]!r}", "seq")
+    data = _svc(h).event_thumbnail(int(raw))
+    if data is None:
+        raise HttpError(404, f"seq: no thumbnail of event {raw} (no longer kept?)", "seq")
+    h.send_bytes(200, data, "image/jpeg")
+
+
 def page_routes() -> dict[str, dict[str, Route]]:
     """The page's routes, to merge into the API's route table."""
     routes: dict[str, dict[str, Route]] = {
@@ -457,6 +471,7 @@ def page_routes() -> dict[str, dict[str, Route]]:
             "/prompt": {"POST": Route(_post_prompt)},
             "/results": {"GET": Route(_get_results)},
             "/results/file": {"GET": Route(_get_result_file)},
+            "/events/thumb": {"GET": Route(_get_event_thumb)},
         }
     )
     return routes

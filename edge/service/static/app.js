@@ -173,6 +173,7 @@ async function pollState() {
         if (!state.latest || doc.timestamp >= state.latest.timestamp) state.latest = doc;
         draw();
       }
+      renderEvents(s);
       updateBanner();
       updateCaption();
     } catch (e) {
@@ -191,7 +192,8 @@ function updateBanner(override) {
   let kind = "bad";
   if (!text && s) {
     if (!s.source.open && s.source.error) {
-      text = `Source down: ${s.source.error}`;
+      const stream = (s.source.name || "").startsWith("stream:");
+      text = `${stream ? "Stream down" : "Source down"}: ${s.source.error}`;
     } else if (s.stalled_s !== null && s.stalled_s !== undefined) {
       text = `Segmentation stalled for ${Math.round(s.stalled_s)} s`;
     } else if (s.live && s.live_reads && s.live.age_s > 5) {
@@ -270,7 +272,9 @@ function draw() {
     canvas.height = h;
   }
   ctx.clearRect(0, 0, w, h);
-  const color = (m) => COLORS[m.id % COLORS.length];
+  // tracked masks keep their track's colour from frame to frame (no flicker); untracked: grey
+  const color = (m) => (m.track_id === undefined ? COLORS[m.id % COLORS.length]
+    : m.track_id >= 0 ? COLORS[m.track_id % COLORS.length] : "#a0a0a0");
   if (state.frozen) {
     const sel = state.selection;
     if (sel && sel.masks) {
@@ -564,6 +568,31 @@ async function pollResults() {
     } catch (e) { /* next poll */ }
   }
   setTimeout(pollResults, RESULTS_INTERVAL_MS);
+}
+
+function renderEvents(s) {
+  const section = $("events-section");
+  section.hidden = !s.tracking;
+  const events = s.events || [];
+  const ul = $("events");
+  const key = events.map((e) => e.seq).join(",");
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  ul.replaceChildren(...events.map((e) => {
+    const li = document.createElement("li");
+    li.className = `event ${e.type}`;
+    if (e.thumb) {
+      const im = document.createElement("img");
+      im.alt = `object ${e.track_id}`;
+      im.src = `/events/thumb?seq=${e.seq}`;
+      li.append(im);
+    }
+    const text = document.createElement("span");
+    const when = new Date(e.time).toLocaleTimeString();
+    text.textContent = `${e.type} #${e.track_id}${e.label ? ` ${e.label}` : ""} · frame ${e.frame_id} · ${when}`;
+    li.append(text);
+    return li;
+  }));
 }
 
 function resultItem(r) {
