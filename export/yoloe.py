@@ -123,6 +123,8 @@ def load_checkpoint_model(weights: str | Path) -> Any:
         raise ExportError(f"weights: {str(path)!r} does not exist")
     _offline()
     import torch
+    import ultralytics  # noqa: F401  (the checkpoint pickles its classes: a missing export
+    # extra is said as such by the CLI, not as "an unreadable checkpoint")
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
