@@ -29,7 +29,8 @@ enters each once:
   :mod:`edge.clip` (the CLIP encoders), :mod:`edge.prefilter` (the dense text prefilter's
   mask pooling), :mod:`edge.yoloe` (YOLOE's open vocabulary: text adapter, word scoring,
   NMS / top-k decode, the word cache);
-* :mod:`edge.selection`: what point, box and text prompts select on one frame's detections;
+* :mod:`edge.textmatch` (what a text prompt selects, through CLIP) and :mod:`edge.selection`
+  (what point, box and text prompts select on one frame's detections);
 * :mod:`edge.segmenter`: ``Segmenter``, the bundle loaded and the stages run in order;
 * this package: the public API below;
 * outputs, demo and tools: :mod:`edge.result_schema` (the result JSON), :mod:`edge.coco`,

@@ -611,7 +611,7 @@ class ClipEncoder:
 
         Returns:
             (T, D) float32, L2-normalised, in one session call (wrap the encoder in
-            ``edge.selection.CachedTextEncoder`` to cache prompts).
+            ``edge.textmatch.CachedTextEncoder`` to cache prompts).
 
         Raises:
             InputError: ``texts`` is not a list of strings.

@@ -20,8 +20,9 @@ from edge.errors import BundleError, InputError
 from edge.postprocess import Detections, candidates_to_detections, prepare_detections
 from edge.preprocess import LetterboxInfo, letterbox, normalize_image
 from edge.prompts import Prompt, TextPrompt, check_prompts
-from edge.selection import CachedTextEncoder, TextOptions, select, selection_to_masks
+from edge.selection import select, selection_to_masks
 from edge.session import create_session, default_threads
+from edge.textmatch import CachedTextEncoder, TextOptions
 from edge.tokenizer import ClipTokenizer
 from edge.types import Masks
 from edge.yoloe import (
@@ -63,7 +64,7 @@ class Segmenter:
         precision: Detector precision in use (``fp32`` or ``int8``).
         threads: Intra-op threads of the session.
         session: The detector session.
-        text: How text prompts choose their masks (:class:`edge.selection.TextOptions`; its
+        text: How text prompts choose their masks (:class:`edge.textmatch.TextOptions`; its
             ``threshold`` defaults to the bundle's measured ``clip.text_threshold``). Replace it
             whole, e.g. ``seg.text = dataclasses.replace(seg.text, prefilter="score")``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless

@@ -81,7 +81,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "edge.yoloe",
         ),
     ),
-    ("selection", ("edge.selection",)),
+    ("selection", ("edge.textmatch", "edge.selection")),
     ("segmenter", ("edge.segmenter",)),
     ("public API", ("edge",)),
     (
