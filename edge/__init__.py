@@ -27,8 +27,10 @@ enters each once:
 * stages: :mod:`edge.preprocess` (letterbox), :mod:`edge.postprocess` (decode, NMS, mask
   assembly, ``Detections``), :mod:`edge.prompts` (prompt types, JSON, validation),
   :mod:`edge.clip` (the CLIP encoders), :mod:`edge.prefilter` (the dense text prefilter's
-  mask pooling);
-* :mod:`edge.selection`: what point, box and text prompts select on one frame's detections;
+  mask pooling), :mod:`edge.yoloe` (YOLOE's open vocabulary: text adapter, word scoring,
+  NMS / top-k decode, the word cache);
+* :mod:`edge.textmatch` (what a text prompt selects, through CLIP) and :mod:`edge.selection`
+  (what point, box and text prompts select on one frame's detections);
 * :mod:`edge.segmenter`: ``Segmenter``, the bundle loaded and the stages run in order;
 * this package: the public API below;
 * outputs, demo and tools: :mod:`edge.result_schema` (the result JSON), :mod:`edge.coco`,

@@ -6,6 +6,13 @@ A bundle is a directory with fixed file names::
     fastsam.fp32.onnx     detector, float32
     fastsam.int8.onnx     detector, static int8 QDQ (optional)
 
+A YOLOE (open-vocabulary) bundle's detector has the same names and adds, described by its
+``yoloe`` section (:class:`YoloeSection`)::
+
+    yoloe_head.npz        text adapter and folded contrastive heads (edge.yoloe.YoloeHead)
+    vocabulary.npy        raw (K, D) embeddings of the default vocabulary (optional)
+    yoloe_text.*.onnx     the text tower, fp32 / int8 (optional), with the tokenizer's BPE file
+
 The export side (``fastsam-export``) writes it and the runtime reads it; both use this schema.
 """
 
@@ -835,6 +842,157 @@ class ClipSection:
         return out
 
 
+YOLOE_FAMILIES = ("v8", "11", "26")
+YOLOE_OUTPUTS = ("output0", "embeddings", "protos")
+
+
+def _str_list(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(path, "a list of strings", value)
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class TextTowerSection:
+    """``bundle.json``'s ``yoloe.text``: the YOLOE text encoder (words -> raw embeddings).
+
+    Attributes:
+        model: Ultralytics' name of the text model (``mobileclip:blt``, ``mobileclip2:b``).
+        files: Precision -> ONNX file (input ``tokens`` (T, 77), output ``embeddings``
+            (T, D), L2-normalised in the graph).
+        precisions: Precisions present (``fp32``, ``int8``).
+        default_precision: Precision used when the caller does not choose.
+        tokenizer: The tokenizer section, as ``clip.tokenizer`` (``bpe`` file, ids).
+        source: The file it was exported from (name, sha256).
+        verify: ONNX vs torch agreement per precision (cosines).
+    """
+
+    model: str
+    files: dict[str, str]
+    precisions: tuple[str, ...]
+    default_precision: str
+    tokenizer: dict[str, Any]
+    source: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Any) -> TextTowerSection:
+        """Parse the section, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, "yoloe.text")
+        files = _object(_field(d, "files", "yoloe.text"), "yoloe.text.files")
+        precisions = _str_list(_field(d, "precisions", "yoloe.text"), "yoloe.text.precisions")
+        if not precisions or any(p not in files for p in precisions):
+            raise _bad(
+                "yoloe.text.precisions", f"a non-empty subset of {sorted(files)}", precisions
+            )
+        default = _strict_str(
+            d.get("default_precision", precisions[0]), "yoloe.text.default_precision"
+        )
+        if default not in precisions:
+            raise _bad("yoloe.text.default_precision", f"one of {list(precisions)}", default)
+        return cls(
+            model=_strict_str(_field(d, "model", "yoloe.text"), "yoloe.text.model"),
+            files={str(k): _strict_str(v, f"yoloe.text.files.{k}") for k, v in files.items()},
+            precisions=precisions,
+            default_precision=default,
+            tokenizer=_object(_field(d, "tokenizer", "yoloe.text"), "yoloe.text.tokenizer"),
+            source=_object(d.get("source", {}), "yoloe.text.source"),
+            verify=_object(d.get("verify", {}), "yoloe.text.verify"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON section."""
+        return {
+            "model": self.model,
+            "files": dict(self.files),
+            "precisions": list(self.precisions),
+            "default_precision": self.default_precision,
+            "tokenizer": dict(self.tokenizer),
+            "source": dict(self.source),
+            "verify": dict(self.verify),
+        }
+
+
+@dataclass(frozen=True)
+class YoloeSection:
+    """``bundle.json``'s ``yoloe``: an open-vocabulary YOLOE detector (``edge.yoloe``).
+
+    Its presence makes the bundle a YOLOE bundle: the detector has the outputs
+    :data:`YOLOE_OUTPUTS` and the words are scored in numpy against :attr:`head`.
+
+    Attributes:
+        family: ``v8``, ``11`` or ``26`` (ultralytics' YOLOE -seg families).
+        end2end: Decode with the one-to-one head's top-k (YOLOE-26), not NMS.
+        box_format: ``xywh`` (v8/11) or ``xyxy`` (end-to-end) rows of ``output0``.
+        embed_dim: D, the prompt embedding size.
+        strides: The head's strides (anchors per scale follow from the input size).
+        head: The text adapter and folded contrastive heads (``.npz``, ``YoloeHead``).
+        vocabulary: The default vocabulary's words (may be empty).
+        vocabulary_file: Their raw (K, D) float32 embeddings (``.npy``), ``None`` without.
+        text: The text tower (``None``: words need caller-given embeddings).
+    """
+
+    family: str
+    end2end: bool
+    box_format: str
+    embed_dim: int
+    strides: tuple[int, ...]
+    head: str
+    vocabulary: tuple[str, ...] = ()
+    vocabulary_file: str | None = None
+    text: TextTowerSection | None = None
+
+    @classmethod
+    def from_json(cls, d: Any) -> YoloeSection:
+        """Parse the section, raising :class:`BundleError` naming a malformed field."""
+        d = _object(d, "yoloe")
+        family = _strict_str(_field(d, "family", "yoloe"), "yoloe.family")
+        if family not in YOLOE_FAMILIES:
+            raise _bad("yoloe.family", f"one of {list(YOLOE_FAMILIES)}", family)
+        end2end = _field(d, "end2end", "yoloe")
+        if not isinstance(end2end, bool):
+            raise _bad("yoloe.end2end", "true or false", end2end)
+        box_format = _strict_str(_field(d, "box_format", "yoloe"), "yoloe.box_format")
+        if box_format not in ("xywh", "xyxy"):
+            raise _bad("yoloe.box_format", "'xywh' or 'xyxy'", box_format)
+        strides = _field(d, "strides", "yoloe")
+        if not isinstance(strides, list) or not strides:
+            raise _bad("yoloe.strides", "a non-empty list of integers", strides)
+        vocab = d.get("vocabulary") or {}
+        vocab = _object(vocab, "yoloe.vocabulary")
+        names = _str_list(vocab.get("names", []), "yoloe.vocabulary.names")
+        vfile = vocab.get("file")
+        if names and vfile is None:
+            raise BundleError("bundle.json is malformed: yoloe.vocabulary.file is missing")
+        text = d.get("text")
+        return cls(
+            family=family,
+            end2end=end2end,
+            box_format=box_format,
+            embed_dim=_strict_int(_field(d, "embed_dim", "yoloe"), "yoloe.embed_dim", lo=1),
+            strides=tuple(_strict_int(s, "yoloe.strides[]", lo=1) for s in strides),
+            head=_strict_str(_field(d, "head", "yoloe"), "yoloe.head"),
+            vocabulary=names,
+            vocabulary_file=None if vfile is None else _strict_str(vfile, "yoloe.vocabulary.file"),
+            text=None if text is None else TextTowerSection.from_json(text),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON section."""
+        out: dict[str, Any] = {
+            "family": self.family,
+            "end2end": self.end2end,
+            "box_format": self.box_format,
+            "embed_dim": self.embed_dim,
+            "strides": list(self.strides),
+            "head": self.head,
+            "vocabulary": {"names": list(self.vocabulary), "file": self.vocabulary_file},
+        }
+        if self.text is not None:
+            out["text"] = self.text.to_json()
+        return out
+
+
 @dataclass(frozen=True)
 class BundleManifest:
     """Parsed ``bundle.json``.
@@ -859,6 +1017,8 @@ class BundleManifest:
             not counted).
         quantization: The int8 detector's recipe and check (``None``: not quantized).
         clip: The CLIP encoders of text prompts (``None``: no text support).
+        yoloe: The open-vocabulary head, vocabulary and text tower of a YOLOE bundle
+            (``None``: a FastSAM bundle).
     """
 
     name: str
@@ -878,6 +1038,7 @@ class BundleManifest:
     detector_gop: float | None = None
     quantization: QuantSection | None = None
     clip: ClipSection | None = None
+    yoloe: YoloeSection | None = None
 
     @property
     def has_text(self) -> bool:
@@ -912,6 +1073,7 @@ class BundleManifest:
                 "detector_gop",
                 "quantization",
                 "clip",
+                "yoloe",
             }
             precisions = d["precisions"]
             if not isinstance(precisions, list) or not precisions:
@@ -932,7 +1094,7 @@ class BundleManifest:
             files = _field(d, "files", "bundle.json")
             if not isinstance(files, dict):
                 raise _bad("files", "an object of file name -> facts", files)
-            return cls(
+            manifest = cls(
                 schema_version=version,
                 name=_strict_str(d["name"], "name"),
                 input=InputSpec.from_dict(d["input"]),
@@ -968,7 +1130,9 @@ class BundleManifest:
                 ),
                 clip=ClipSection.from_json(d["clip"]) if d.get("clip") else None,
                 detector_gop=_optional_positive(d.get("detector_gop"), "detector_gop"),
+                yoloe=None if d.get("yoloe") is None else YoloeSection.from_json(d["yoloe"]),
             )
+            return manifest
         except BundleError:
             raise
         except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
@@ -1004,6 +1168,8 @@ class BundleManifest:
             d["quantization"] = self.quantization.to_json()
         if self.clip is not None:
             d["clip"] = self.clip.to_json()
+        if self.yoloe is not None:
+            d["yoloe"] = self.yoloe.to_json()
         return d
 
     def detector_file(self, precision: str) -> str:

@@ -212,6 +212,7 @@ class _SegmentOutputs:
         self.count = 0
         self.docs: list[Any] = []  # kept only for the one --json document
         self.images: list[dict[str, Any]] = []
+        self.names: tuple[str, ...] = ()  # the vocabulary (YOLOE): the COCO categories
         self.writers: dict[Path, tuple[Any, Any]] = {}
 
     @staticmethod
@@ -228,6 +229,7 @@ class _SegmentOutputs:
         from edge.io import atomic_write_image, atomic_write_json
 
         self.count += 1
+        self.names = tuple(result.names) or self.names
         if self.json is not None:
             self.docs.append(doc)
         if self.out is not None:
@@ -273,7 +275,7 @@ class _SegmentOutputs:
     def finish(self) -> list[str]:
         """Write the one-document outputs; returns what was written."""
         from edge.cliargs import emit_json
-        from edge.coco import CATEGORIES
+        from edge.coco import categories
         from edge.io import atomic_write_json
 
         self.close()
@@ -281,7 +283,7 @@ class _SegmentOutputs:
         single = len(self.docs) == 1 and not self.skipped
         if self.fmt == "coco":
             doc: Any = [ann for d in self.docs for ann in d]
-            images = {"images": self.images, "categories": CATEGORIES}
+            images = {"images": self.images, "categories": categories(self.names)}
             if self.out is not None:
                 atomic_write_json(self.out / "images.json", images)
                 written.append(str(self.out / "images.json"))
@@ -332,6 +334,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     # one process, fixed prompts: each text is encoded once (cached), so the text session need
     # not stay resident while crops are encoded (lower peak RSS)
     seg.clip_keep_text = False
+    if args.vocab is not None:
+        seg.set_vocabulary([w for w in args.vocab.split(",") if w.strip()])
     text = {"prefilter": args.text_prefilter}
     if args.text_threshold is not _UNSET:
         text["threshold"] = args.text_threshold
@@ -558,6 +562,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         for name, st in status.items():
             print(f"file:        {name} ({m.files[name].bytes} bytes) {st}")
         print(f"text:        {info['text_prompts']['summary']}")
+        if m.yoloe is not None:
+            y = m.yoloe
+            words = ", ".join(y.vocabulary) if y.vocabulary else "(none: set one with --vocab)"
+            print(
+                f"yoloe:       family {y.family} ({'end-to-end, top-k' if y.end2end else 'NMS'}"
+                f"), embedding size {y.embed_dim}"
+            )
+            print(f"vocabulary:  {words}")
         if m.memory is not None:
             peaks = "; ".join(
                 f"{p} " + ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(row.items()))
@@ -579,6 +591,19 @@ def _text_support(m: Any) -> dict[str, Any]:
     from edge.bundle import NO_CLIP_HINT
     from edge.tokenizer import TEXT_EXTRA_HINT, missing_text_deps
 
+    if m.yoloe is not None:
+        text = m.yoloe.text
+        if text is None:
+            summary = (
+                "YOLOE: words only with caller-given embeddings (no text tower; re-export "
+                "with --text-weights)"
+            )
+            return {"supported": False, "missing": [], "summary": summary}
+        missing = missing_text_deps()
+        summary = f"YOLOE: every instance of a phrase (text tower {text.model})"
+        if missing:
+            summary += f", but {', '.join(missing)} not installed: {TEXT_EXTRA_HINT}"
+        return {"supported": True, "missing": missing, "summary": summary}
     if not m.has_text:
         return {"supported": False, "missing": [], "summary": f"not supported: {NO_CLIP_HINT}"}
     missing = missing_text_deps()
@@ -735,7 +760,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--text",
         action="append",
         metavar="TEXT",
-        help="text prompt (needs a CLIP bundle); repeatable",
+        help="text prompt (a CLIP bundle: the best-matching mask; a YOLOE bundle: every "
+        "instance of the phrase); repeatable",
+    )
+    s.add_argument(
+        "--vocab",
+        metavar="WORDS",
+        help='YOLOE bundles: the words to find, comma-separated, e.g. "person,dog" (default: '
+        "the bundle's vocabulary)",
     )
     s.add_argument(
         "--text-threshold",

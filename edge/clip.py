@@ -367,6 +367,74 @@ class DenseMap:
         return int(self.features.shape[0]), int(self.features.shape[1])
 
 
+def check_texts(texts: object) -> None:
+    """Texts to encode must be a list (or tuple) of strings.
+
+    Raises:
+        InputError: They are not.
+    """
+    if isinstance(texts, str) or not isinstance(texts, list | tuple):
+        raise InputError(f"texts: expected a list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+
+
+def encode_tokens(
+    session: Any, tokenizer: ClipTokenizer, texts: Sequence[str]
+) -> NDArray[np.float32]:
+    """Tokenize ``texts`` and run a text encoder session (input (T, ctx) int32/int64 tokens).
+
+    Returns:
+        (T, D) float32 embeddings, L2-normalised.
+    """
+    inp = session.get_inputs()[0]
+    dtype = np.int32 if inp.type == "tensor(int32)" else np.int64
+    tokens = tokenizer(list(texts)).astype(dtype)
+    (emb,) = session.run(None, {inp.name: tokens})
+    return _l2n(np.asarray(emb, dtype=np.float32))
+
+
+@dataclass
+class TextTower:
+    """A text encoder on its own (YOLOE's word encoder): tokenizer + one ONNX session.
+
+    Attributes:
+        path: The ONNX file (tokens (T, ctx) -> embeddings (T, D)).
+        tokenizer: open_clip-exact tokenizer.
+        embed_dim: D.
+        threads: Intra-op threads of its session.
+        keep: Keep the session between calls (``False``: created per call, freed after it).
+        session: The session while loaded.
+    """
+
+    path: Path
+    tokenizer: ClipTokenizer
+    embed_dim: int
+    threads: int | None = None
+    keep: bool = True
+    session: Any = None
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """(T, D) float32 L2-normalised embeddings of ``texts`` in one session call.
+
+        Raises:
+            InputError: ``texts`` is not a list of strings.
+            BundleError: The encoder's output size is not :attr:`embed_dim`.
+        """
+        check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        session = self.session or create_session(self.path, threads=self.threads)
+        self.session = session if self.keep else None
+        emb = encode_tokens(session, self.tokenizer, texts)
+        if emb.shape[1] != self.embed_dim:
+            raise BundleError(
+                f"text encoder {str(self.path)!r}: output dim {emb.shape[1]} != {self.embed_dim}"
+            )
+        return emb
+
+
 @dataclass
 class ClipEncoder:
     """ONNX CLIP image + text encoders of a bundle, with open_clip's tokenizer and transform.
@@ -531,11 +599,6 @@ class ClipEncoder:
                 f"{self.tokenizer.context_length}"
             )
 
-    @property
-    def _token_dtype(self) -> type[np.signedinteger[Any]]:
-        t = self.text_session.get_inputs()[0].type
-        return np.int32 if t == "tensor(int32)" else np.int64
-
     def tokenize(self, texts: list[str]) -> NDArray[np.int64]:
         """(T, 77) token ids, identical to ``open_clip.get_tokenizer(model)(texts)``."""
         return self.tokenizer(texts)
@@ -548,16 +611,12 @@ class ClipEncoder:
 
         Returns:
             (T, D) float32, L2-normalised, in one session call (wrap the encoder in
-            ``edge.selection.CachedTextEncoder`` to cache prompts).
+            ``edge.textmatch.CachedTextEncoder`` to cache prompts).
 
         Raises:
             InputError: ``texts`` is not a list of strings.
         """
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise InputError(f"texts: expected a list of strings, got {type(texts).__name__}")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+        check_texts(texts)
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         if self.text_session is None:
@@ -566,12 +625,10 @@ class ClipEncoder:
             self.text_session = create_session(self.text_path, threads=self._threads)
             self._check_io(None, self._text_cfg or {})
         try:
-            tokens = self.tokenizer(list(texts)).astype(self._token_dtype)
-            (emb,) = self.text_session.run(None, {self.text_session.get_inputs()[0].name: tokens})
+            return encode_tokens(self.text_session, self.tokenizer, texts)
         finally:
             if not self.keep_text:
                 self.text_session = None  # freed now: not resident while crops are encoded
-        return _l2n(np.asarray(emb, dtype=np.float32))
 
     def preprocess_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """(N, 3, S, S) float32 network input from uint8 RGB (h, w, 3) crops of any size.

@@ -32,6 +32,13 @@ def xyxy_to_xywh(box: Sequence[float]) -> list[float]:
     return [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)]
 
 
+def categories(names: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """COCO ``categories`` of a vocabulary (id = word index + 1); :data:`CATEGORIES` without."""
+    if not names:
+        return CATEGORIES
+    return [{"id": i + 1, "name": n, "supercategory": ""} for i, n in enumerate(names)]
+
+
 def masks_to_coco(
     result: Masks, image_id: int | str = 1, category_id: int = CATEGORY_ID
 ) -> list[dict[str, Any]]:
@@ -40,15 +47,17 @@ def masks_to_coco(
     Args:
         result: The frame's masks.
         image_id: COCO id of the frame.
-        category_id: Category of every mask.
+        category_id: Category of every class-agnostic mask (a mask with a word, on a YOLOE
+            bundle, gets its word's :func:`categories` id, ``class_id + 1``).
     """
     h, w = result.image_hw
     tracked = bool(result.metadata.get("tracking"))
     out = []
     for i, crop in enumerate(result.crops):
+        cls = int(result.class_id[i])
         ann: dict[str, Any] = {
             "image_id": image_id,
-            "category_id": category_id,
+            "category_id": cls + 1 if cls >= 0 else category_id,
             "bbox": xyxy_to_xywh(result.xyxy[i]),
             "score": round(float(result.confidence[i]), 6),
             "segmentation": encode_rle(crop, h, w),

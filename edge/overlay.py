@@ -134,7 +134,8 @@ def draw_boxes(out: NDArray[np.uint8], result: Masks, colors: NDArray[np.uint8])
 
 def label_texts(result: Masks, kind: str) -> list[str]:
     """The text of each mask's label: ``"3"``, ``"0.87"`` or ``"3 0.87"`` (tracked results:
-    the track id, ``"#7"``, or ``"#-"`` before the track is confirmed).
+    the track id, ``"#7"``, or ``"#-"`` before the track is confirmed), with the mask's word
+    after the id on open-vocabulary results (``"3 dog 0.87"``).
 
     Raises:
         ValueError: ``kind`` is not one of :data:`LABEL_KINDS`.
@@ -144,10 +145,12 @@ def label_texts(result: Masks, kind: str) -> list[str]:
     scores = result.confidence.tolist()
     tracked = bool(result.metadata.get("tracking"))
     track_ids = result.track_id.tolist()
+    words = result.labels
     texts = []
     for i, score in enumerate(scores):
         ident = (f"#{track_ids[i]}" if track_ids[i] >= 0 else "#-") if tracked else str(i)
         parts = [ident] if "id" in kind else []
+        parts += [words[i]] if words[i] is not None else []
         parts += [f"{score:.2f}"] if "score" in kind else []
         texts.append(" ".join(parts))
     return texts
@@ -215,7 +218,9 @@ def draw_overlay(
         alpha: Mask opacity.
         contours: Draw mask outlines.
         boxes: Draw the detection boxes.
-        labels: Tag each mask: ``"id"``, ``"score"``, ``"id+score"``, or one string per mask.
+        labels: Tag each mask: ``"id"``, ``"score"``, ``"id+score"``, or one string per mask;
+            ``None`` tags open-vocabulary results with their words and scores (``"score"``)
+            and leaves class-agnostic ones untagged.
         traced: Each mask's :func:`~edge.encode.mask_contours`, if already computed (the
             service traces them once for the polygons and the outlines).
 
@@ -234,6 +239,8 @@ def draw_overlay(
         draw_contours(out, result, contours=traced)
     if boxes:
         draw_boxes(out, result, colors)
+    if labels is None and bool((result.class_id >= 0).any()):
+        labels = "score"
     if labels is not None:
         texts = label_texts(result, labels) if isinstance(labels, str) else list(labels)
         draw_labels(out, result, texts, colors)

@@ -431,6 +431,12 @@ class Detections:
     """Detection stage times in ms (``preprocess``, ``infer``, ``postprocess``)."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """``thresholds`` and ``input_hw`` of the detection, copied into every selected result."""
+    class_id: NDArray[np.int64] | None = None
+    """(N,) int64 word of each detection (open-vocabulary bundles); ``None``: class-agnostic."""
+    names: tuple[str, ...] = ()
+    """The vocabulary :attr:`class_id` indexes."""
+    full_box: bool = True
+    """Apply FastSAM's full-box step to reported boxes (not for YOLOE)."""
 
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
@@ -542,15 +548,18 @@ class Detections:
             for k, v in (data or {}).items()
         }
         if len(idx) == 0:
-            out = Masks.empty(*self.source_hw)
+            out = Masks.empty(*self.source_hw, names=self.names)
             out.data.update({k: v[:0] for k, v in extras.items()})
             return out
+        xyxy = self.xyxy[idx]
         return Masks(
-            xyxy=apply_full_box(self.xyxy[idx], self.source_hw),
+            xyxy=apply_full_box(xyxy, self.source_hw) if self.full_box else xyxy.copy(),
             confidence=self.confidence[idx].astype(np.float32),
             crops=tuple(self.mask_crop(int(i)) for i in idx),  # immutable: shared
             image_hw=self.source_hw,
             data=extras,
+            class_id=None if self.class_id is None else self.class_id[idx],
+            names=self.names,
         )
 
 
@@ -575,7 +584,25 @@ def prepare_detections(
         max_det: Maximum detections.
     """
     cand = decode_predictions(output0, conf)
-    cand = cand.take(nms(cand.xyxy, cand.confidence, iou, max_det))
+    return candidates_to_detections(
+        cand.take(nms(cand.xyxy, cand.confidence, iou, max_det)), protos, input_hw, source_hw
+    )
+
+
+def candidates_to_detections(
+    cand: Candidates,
+    protos: NDArray[np.float32],
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+) -> Detections:
+    """Kept candidates (input pixels) as :class:`Detections`: source boxes, ROIs, prototypes.
+
+    Args:
+        cand: Detections after thresholding and NMS (or top-k), score-descending.
+        protos: (1, nm, H_in / 4, W_in / 4) float32 prototypes.
+        input_hw: (height, width) of the network input.
+        source_hw: (height, width) of the source image.
+    """
     proto = np.ascontiguousarray(protos[0], dtype=np.float32)
     xyxy = scale_boxes_to_source(cand.xyxy, input_hw, source_hw)
     resampler = _resampler((proto.shape[1], proto.shape[2]), source_hw) if len(cand) else None

@@ -58,12 +58,13 @@ def result_to_dict(
     Returns:
         A dictionary with ``schema_version``, ``timestamp``, ``frame_id``, ``trigger``,
         ``prompt``, ``image``, ``bundle``, ``thresholds``, ``timings`` and ``masks`` (each with
-        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``rle`` (COCO compressed) and ``polygons``
-        (the last two only with ``encodings``), ``track_id`` when the result was tracked
-        (``result.metadata["tracking"]``), plus ``prompt_index`` and, for text prompts,
-        ``clip_similarity`` / ``clip_probability``). Prompted results add ``prompt_notes`` (why
-        a prompt selected nothing) and, for text prompts, ``text_scores`` (each text prompt's
-        best match, selected or not).
+        ``id``, ``score``, ``bbox_xyxy``, ``area``, ``class_id`` and ``label`` (the
+        vocabulary word; -1 and ``None`` on class-agnostic bundles), ``rle`` (COCO compressed)
+        and ``polygons`` (the last two only with ``encodings``), ``track_id`` when the result
+        was tracked (``result.metadata["tracking"]``), plus ``prompt_index`` and, for text
+        prompts, ``clip_similarity`` / ``clip_probability``). Prompted results add
+        ``prompt_notes`` (why a prompt selected nothing) and, for text prompts, ``text_scores``
+        (each text prompt's best match, selected or not).
     """
     if prompt is None:
         prompt = result.metadata.get("prompt")
@@ -73,12 +74,16 @@ def result_to_dict(
     track_ids = result.track_id.tolist() if result.metadata.get("tracking") else None
     scores = [round(v, 6) for v in result.confidence.tolist()]
     boxes = [[round(v, 3) for v in box] for box in result.xyxy.tolist()]
+    class_ids = result.class_id.tolist()
+    labels = result.labels
     for i, crop in enumerate(result.crops):
         entry: dict[str, Any] = {
             "id": i,
             "score": scores[i],
             "bbox_xyxy": boxes[i],
             "area": crop.area,
+            "class_id": class_ids[i],
+            "label": labels[i],
         }
         if track_ids is not None:
             entry["track_id"] = track_ids[i]
@@ -109,6 +114,7 @@ def result_to_dict(
         "thresholds": result.metadata.get("thresholds", {}),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "num_masks": len(result),
+        "vocabulary": list(result.names),
         "masks": masks,
     }
     if "prompt_notes" in result.metadata:

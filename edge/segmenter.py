@@ -14,15 +14,29 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from edge.bundle import NO_CLIP_HINT, BundleManifest, read_manifest, verify_file
-from edge.clip import ClipEncoder
+from edge.bundle import NO_CLIP_HINT, BundleManifest, YoloeSection, read_manifest, verify_file
+from edge.clip import ClipEncoder, TextTower
 from edge.errors import BundleError, InputError
-from edge.postprocess import Detections, prepare_detections
+from edge.postprocess import Detections, candidates_to_detections, prepare_detections
 from edge.preprocess import LetterboxInfo, letterbox, normalize_image
 from edge.prompts import Prompt, TextPrompt, check_prompts
-from edge.selection import CachedTextEncoder, TextOptions, select, selection_to_masks
+from edge.selection import select, selection_to_masks
 from edge.session import create_session, default_threads
+from edge.textmatch import CachedTextEncoder, TextOptions
+from edge.tokenizer import ClipTokenizer
 from edge.types import Masks
+from edge.yoloe import (
+    OpenVocabFrame,
+    Vocabulary,
+    WordCache,
+    YoloeHead,
+    check_embeddings,
+    check_names,
+    decode_nms,
+    decode_topk,
+    scale_sizes,
+    score_anchors,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,7 +64,7 @@ class Segmenter:
         precision: Detector precision in use (``fp32`` or ``int8``).
         threads: Intra-op threads of the session.
         session: The detector session.
-        text: How text prompts choose their masks (:class:`edge.selection.TextOptions`; its
+        text: How text prompts choose their masks (:class:`edge.textmatch.TextOptions`; its
             ``threshold`` defaults to the bundle's measured ``clip.text_threshold``). Replace it
             whole, e.g. ``seg.text = dataclasses.replace(seg.text, prefilter="score")``.
         clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
@@ -61,6 +75,13 @@ class Segmenter:
         clip_keep_text: Keep CLIP's text session loaded (``False``: created per new prompt
             and dropped after encoding it, so it is not resident while crops are encoded;
             for one-shot runs such as ``fastsam-edge segment``); set before the first text.
+        state_dir: Where an open-vocabulary (YOLOE) bundle persists the word embeddings its
+            text tower computed (``None``: memory only); set before the first new word.
+        text_tower_precision: Precision of the YOLOE text tower (``None``: the bundle's
+            default); set before the first new word.
+        text_tower_keep: Keep the YOLOE text tower's session loaded after a new word (``False``
+            frees it after each encoding: less resident memory, one load per new word).
+        yoloe: The bundle's typed ``yoloe`` section (``None``: a FastSAM bundle).
     """
 
     bundle_dir: Path
@@ -72,6 +93,14 @@ class Segmenter:
     clip_precision: str | None = None
     assembly_workers: int | None = None
     clip_keep_text: bool = True
+    state_dir: Path | None = None
+    text_tower_precision: str | None = None
+    text_tower_keep: bool = False
+    yoloe: YoloeSection | None = None
+    _head: YoloeHead | None = field(default=None, init=False, repr=False)
+    _vocab: Vocabulary | None = field(default=None, init=False, repr=False)
+    _words: WordCache | None = field(default=None, init=False, repr=False)
+    _tower: TextTower | None = field(default=None, init=False, repr=False)
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _pool_size: int = field(default=1, init=False, repr=False)
@@ -112,9 +141,201 @@ class Segmenter:
             if cpu.saturates or not cpu.int8_pays_off:
                 _LOGGER.warning("int8 on this CPU: %s", cpu.describe())
         threshold = manifest.clip.text_threshold if manifest.clip else None
-        return cls(
-            bundle_dir, manifest, precision, threads, session, TextOptions(threshold=threshold)
+        seg = cls(
+            bundle_dir, manifest, precision, threads, session, TextOptions(threshold=threshold),
+            yoloe=manifest.yoloe,
+        )  # fmt: skip
+        if seg.yoloe is not None:
+            seg._load_open_vocabulary(verify)
+        return seg
+
+    # ----------------------------------------------------------------------------------------
+    # Open vocabulary (YOLOE bundles)
+    # ----------------------------------------------------------------------------------------
+
+    def _load_open_vocabulary(self, verify: bool) -> None:
+        """The head's text side and the default vocabulary of a YOLOE bundle."""
+        section = self.yoloe
+        assert section is not None
+        head_path = (
+            verify_file(self.bundle_dir, self.manifest, section.head)
+            if verify
+            else self.bundle_dir / section.head
         )
+        self._head = YoloeHead.load(head_path)
+        if self._head.embed_dim != section.embed_dim:
+            raise BundleError(
+                f"yoloe head: embedding size {self._head.embed_dim} != bundle.json "
+                f"yoloe.embed_dim {section.embed_dim}"
+            )
+        if section.vocabulary and section.vocabulary_file:
+            path = verify_file(self.bundle_dir, self.manifest, section.vocabulary_file)
+            try:
+                raw = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise BundleError(f"yoloe vocabulary: cannot read {str(path)!r}: {exc}") from exc
+            try:
+                self.set_vocabulary(list(section.vocabulary), raw)
+            except InputError as exc:
+                raise BundleError(f"yoloe vocabulary: {exc}") from exc
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        """The words :meth:`segment` finds (empty for FastSAM bundles and before any is set)."""
+        return self._vocab.names if self._vocab is not None else ()
+
+    def set_vocabulary(
+        self, names: Sequence[str], embeddings: NDArray[np.float32] | None = None
+    ) -> None:
+        """Set the words an open-vocabulary (YOLOE) bundle finds; takes effect on the next frame.
+
+        Args:
+            names: Distinct, non-blank words or phrases (stripped), at least one.
+            embeddings: Optional (len(names), D) float32 text-model outputs *before* the head's
+                text adapter (ultralytics ``get_text_pe(names, without_reprta=True)``); ``None``
+                encodes ``names`` with the bundle's text tower (cached, see
+                :meth:`encode_words`).
+
+        Raises:
+            InputError: Bad names or embeddings.
+            BundleError: A FastSAM bundle, or ``embeddings=None`` on a bundle without a text
+                tower.
+        """
+        head = self._require_head("set_vocabulary")
+        words = check_names(names)
+        if embeddings is None:
+            raw = self.encode_words(words)
+        else:
+            raw = check_embeddings(embeddings, len(words), head.embed_dim)
+        self._vocab = Vocabulary.build(head, words, raw)
+
+    def _require_head(self, what: str) -> YoloeHead:
+        if self._head is None:
+            raise BundleError(
+                f"{what}: {str(self.bundle_dir)!r} is a FastSAM bundle (class-agnostic); a "
+                "vocabulary needs a YOLOE bundle (fastsam-export yoloe-*-seg.pt)"
+            )
+        return self._head
+
+    def encode_words(self, words: Sequence[str]) -> NDArray[np.float32]:
+        """Raw (K, D) embeddings of ``words`` with the bundle's text tower.
+
+        Words seen before come from the cache (memory, and ``state_dir`` on disk); the others
+        are encoded in one text-tower call.
+
+        Raises:
+            BundleError: The bundle has no text tower.
+        """
+        self._require_head("encode_words")
+        raw, _ = self.word_cache().encode(list(words), lambda w: self._text_tower().encode(w))
+        return raw
+
+    def word_cache(self) -> WordCache:
+        """The word-embedding cache (created on first use, on disk under :attr:`state_dir`)."""
+        if self._words is None:
+            section = self.yoloe
+            directory = None
+            if self.state_dir is not None and section is not None and section.text is not None:
+                text = section.text
+                prec = self.text_tower_precision or text.default_precision
+                digest = self.manifest.files[text.files[prec]].sha256[:16]
+                directory = Path(self.state_dir) / "words" / digest
+            self._words = WordCache(directory)
+        return self._words
+
+    def _text_tower(self) -> TextTower:
+        if self._tower is not None:
+            return self._tower
+        section = self.yoloe
+        if section is None or section.text is None:
+            raise BundleError(
+                f"words: {str(self.bundle_dir)!r} has no text tower; pass the embeddings "
+                "(set_vocabulary(names, embeddings)) or re-export with --text-weights "
+                "mobileclip_blt.ts (v8/11) / mobileclip2_b.ts (26)"
+            )
+        text = section.text
+        prec = self.text_tower_precision or text.default_precision
+        if prec not in text.precisions:
+            raise BundleError(
+                f"text tower precision {prec!r} is not in this bundle ({list(text.precisions)})"
+            )
+        path = verify_file(self.bundle_dir, self.manifest, text.files[prec])
+        verify_file(self.bundle_dir, self.manifest, str(text.tokenizer.get("bpe")))
+        tokenizer = ClipTokenizer.from_manifest(self.bundle_dir, text.tokenizer)
+        self._tower = TextTower(
+            path, tokenizer, section.embed_dim, self.threads, keep=self.text_tower_keep
+        )
+        return self._tower
+
+    def _open_vocab_detections(
+        self,
+        outputs: list[NDArray[np.float32]],
+        input_hw: tuple[int, int],
+        source_hw: tuple[int, int],
+        thresholds: tuple[float, float, int],
+        vocab: Vocabulary,
+    ) -> Detections:
+        """Score the vocabulary on a YOLOE frame's outputs and decode (NMS or top-k)."""
+        section = self.yoloe
+        assert section is not None
+        output0, embeddings, protos = outputs
+        conf_t, iou_t, max_det = thresholds
+        logits = score_anchors(
+            embeddings, scale_sizes(input_hw, section.strides), vocab.weights, vocab.offsets
+        )
+        if section.end2end:
+            lab = decode_topk(output0, logits, conf_t, max_det, section.box_format)
+        else:
+            lab = decode_nms(output0, logits, conf_t, iou_t, max_det, section.box_format)
+        dets = candidates_to_detections(lab.candidates, protos, input_hw, source_hw)
+        dets.class_id = lab.class_id
+        dets.names = vocab.names
+        dets.full_box = False
+        return dets
+
+    def _text_vocabulary(self, prompts: list[Prompt]) -> Vocabulary | None:
+        """On a YOLOE bundle, the vocabulary of the text prompts (``None``: none given).
+
+        Raises:
+            InputError: Text prompts mixed with point/box prompts (send them separately).
+        """
+        texts = [p.text for p in prompts if isinstance(p, TextPrompt)]
+        if not texts or self.yoloe is None:
+            return None
+        if len(texts) != len(prompts):
+            raise InputError(
+                "prompt: on an open-vocabulary (YOLOE) bundle a text prompt finds every instance "
+                "of its phrase; send point/box prompts in a separate request"
+            )
+        head = self._require_head("text prompt")
+        words = list(dict.fromkeys(t.strip() for t in texts))
+        return Vocabulary.build(head, words, self.encode_words(words))
+
+    def _open_vocab_text_result(
+        self, dets: Detections, prompts: list[Prompt], prompt_ms: float
+    ) -> Masks:
+        """All instances of each text prompt's phrase, with ``prompt_index``."""
+        first = {}
+        for k, p in enumerate(prompts):
+            assert isinstance(p, TextPrompt)
+            first.setdefault(p.text.strip(), k)
+        assert dets.class_id is not None
+        index = [first[dets.names[c]] for c in dets.class_id.tolist()]
+        t0 = time.perf_counter()
+        result = dets.to_masks(data={"prompt_index": np.asarray(index, dtype=np.int64)})
+        timings = dict(dets.timings)
+        timings["postprocess"] = timings.get("postprocess", 0.0) + (time.perf_counter() - t0) * 1e3
+        result.timings.update(timings)
+        result.timings["prompt"] = prompt_ms
+        result.metadata.update(dets.metadata)
+        result.metadata["prompt"] = [p.to_json() for p in prompts]
+        found = set(index)
+        result.metadata["prompt_notes"] = [
+            f"prompt {k} (text {p.text!r}): selected nothing: no instance scored above conf"
+            for k, p in enumerate(prompts)
+            if k not in found and isinstance(p, TextPrompt) and first[p.text.strip()] == k
+        ]
+        return result
 
     def assembly_pool(self) -> tuple[ThreadPoolExecutor | None, int]:
         """The mask-assembly pool (created on first use) and its size; ``(None, 1)`` = serial."""
@@ -192,15 +413,30 @@ class Segmenter:
         info: LetterboxInfo,
         thresholds: tuple[float, float, int],
         preprocess_ms: float,
+        vocab: Vocabulary | None = None,
     ) -> Detections:
-        """Inference and post-processing stage (a) on a preprocessed frame."""
+        """Inference and post-processing stage (a) on a preprocessed frame (``vocab``: the
+        words a YOLOE bundle scores, default its vocabulary)."""
         conf_t, iou_t, max_det = thresholds
         t1 = time.perf_counter()
-        output0, protos = self.session.run(None, {self.manifest.input.name: tensor})
+        outputs = self.session.run(None, {self.manifest.input.name: tensor})
         t2 = time.perf_counter()
-        dets = prepare_detections(
-            output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
-        )
+        if self.yoloe is None:
+            output0, protos = outputs
+            dets = prepare_detections(
+                output0, protos, info.input_hw, info.source_hw, conf_t, iou_t, max_det
+            )
+        else:
+            vocab = vocab or self._vocab
+            if vocab is None:
+                raise InputError(
+                    "this YOLOE bundle has no vocabulary: call set_vocabulary(['person', ...]) "
+                    "or give a text prompt (or re-export with --vocab)"
+                )
+            dets = self._open_vocab_detections(
+                outputs, info.input_hw, info.source_hw, thresholds, vocab
+            )
+            dets.cache(OpenVocabFrame).keep(outputs, info.input_hw)
         dets.pool, dets.workers = self.assembly_pool()
         dets.image = image
         dets.metadata = {
@@ -237,6 +473,21 @@ class Segmenter:
             BundleError: A text prompt on a bundle without CLIP.
         """
         prompts = check_prompts(prompt, detections.source_hw)
+        t0 = time.perf_counter()
+        vocab = self._text_vocabulary(prompts)
+        if vocab is not None:
+            frame = detections.cache(OpenVocabFrame)
+            if frame.outputs is None or frame.input_hw is None:
+                raise InputError("text: these detections carry no YOLOE outputs (use detect)")
+            th = detections.metadata.get("thresholds") or {}
+            thresholds = self._thresholds(th.get("conf"), th.get("iou"), th.get("max_det"))
+            dets = self._open_vocab_detections(
+                frame.outputs, frame.input_hw, detections.source_hw, thresholds, vocab
+            )
+            dets.pool, dets.workers = self.assembly_pool()
+            dets.image, dets.metadata = detections.image, dict(detections.metadata)
+            dets.timings = dict(detections.timings)
+            return self._open_vocab_text_result(dets, prompts, (time.perf_counter() - t0) * 1e3)
         has_text = any(isinstance(p, TextPrompt) for p in prompts)
         if has_text and detections.image is None:
             raise InputError("text: these detections carry no image (use Segmenter.detect)")
@@ -318,6 +569,13 @@ class Segmenter:
         # inference), CLIP for text, the detector and post-processing, then selection
         image, tensor, info = self._preprocess(image)
         prompts = check_prompts(prompt, info.source_hw)
+        tv = time.perf_counter()
+        vocab = self._text_vocabulary(prompts)  # YOLOE: text prompts are its vocabulary
+        if vocab is not None:
+            words_ms = (time.perf_counter() - tv) * 1e3
+            preprocess_ms = (time.perf_counter() - t0) * 1e3 - words_ms
+            dets = self._detect(image, tensor, info, thresholds, preprocess_ms, vocab)
+            return self._open_vocab_text_result(dets, prompts, words_ms)
         encoder, load_clip_ms = self._timed_encoder(prompts)
         preprocess_ms = (time.perf_counter() - t0) * 1e3 - load_clip_ms
         dets = self._detect(image, tensor, info, thresholds, preprocess_ms)
@@ -375,8 +633,13 @@ def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path
             f"model: {str(path)!r} inputs {[i.name for i in inputs]} do not match bundle.json "
             f"input name {manifest.input.name!r}"
         )
-    if len(outputs) != 2:
-        raise BundleError(f"model: {str(path)!r} has {len(outputs)} outputs, expected 2")
+    section = manifest.yoloe
+    expected = 2 if section is None else 3
+    if len(outputs) != expected:
+        raise BundleError(
+            f"model: {str(path)!r} has {len(outputs)} outputs, expected {expected}"
+            + ("" if section is None else " (YOLOE: output0, embeddings, protos)")
+        )
     shape = inputs[0].shape
     if manifest.input.dynamic and all(isinstance(v, int) for v in shape[2:]):
         raise BundleError(
@@ -390,6 +653,19 @@ def _check_session(session: ort.InferenceSession, manifest: BundleManifest, path
                 f"model: {str(path)!r} input shape {shape} does not match bundle.json {expected}"
             )
     ch = outputs[0].shape[1]
+    if section is not None:
+        dim = outputs[1].shape[1]
+        if isinstance(dim, int) and dim != section.embed_dim:
+            raise BundleError(
+                f"model: {str(path)!r} embeddings have {dim} channels, bundle.json yoloe."
+                f"embed_dim is {section.embed_dim}"
+            )
+        if isinstance(ch, int) and ch != 4 + manifest.num_coefficients:
+            raise BundleError(
+                f"model: {str(path)!r} output0 has {ch} channels, expected "
+                f"{4 + manifest.num_coefficients} (box + coefficients)"
+            )
+        return
     if isinstance(ch, int) and ch != 5 + manifest.num_coefficients:
         raise BundleError(
             f"model: {str(path)!r} output0 has {ch} channels, expected "

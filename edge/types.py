@@ -202,6 +202,10 @@ class Masks:
         track_id: (N,) int64 id of each mask's track across frames (:mod:`edge.track`); -1
             when not tracking, or while the mask's track is not confirmed. ``None`` at
             construction means all -1.
+        class_id: (N,) int64 index of each mask's word in :attr:`names` (open-vocabulary
+            bundles); -1 for a class-agnostic mask (FastSAM: all -1). ``None`` at construction
+            means all -1.
+        names: The vocabulary ``class_id`` indexes (empty for FastSAM).
     """
 
     xyxy: NDArray[np.float32]
@@ -212,6 +216,8 @@ class Masks:
     data: dict[str, NDArray[Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     track_id: NDArray[np.int64] = None  # type: ignore[assignment]  # None -> all -1
+    class_id: NDArray[np.int64] = None  # type: ignore[assignment]  # None -> all -1
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.crops)
@@ -221,6 +227,16 @@ class Masks:
         self.track_id = np.asarray(self.track_id, dtype=np.int64)
         if self.track_id.shape != (n,):
             raise ValueError(f"track_id must have shape ({n},), got {self.track_id.shape}")
+        self.names = tuple(self.names)
+        if self.class_id is None:
+            self.class_id = np.full(n, -1, dtype=np.int64)
+        self.class_id = np.asarray(self.class_id, dtype=np.int64)
+        if self.class_id.shape != (n,):
+            raise ValueError(f"class_id must have shape ({n},), got {self.class_id.shape}")
+        if n and self.class_id.max() >= len(self.names):
+            raise ValueError(
+                f"class_id {int(self.class_id.max())} is out of range for {len(self.names)} names"
+            )
         if self.xyxy.shape != (n, 4):
             raise ValueError(f"xyxy must have shape ({n}, 4), got {self.xyxy.shape}")
         if self.confidence.shape != (n,):
@@ -230,13 +246,14 @@ class Masks:
                 raise ValueError(f"data[{key!r}] must have length {n}, got {len(value)}")
 
     @classmethod
-    def empty(cls, height: int, width: int) -> Masks:
-        """A result with no masks for a (height, width) frame."""
+    def empty(cls, height: int, width: int, names: Sequence[str] = ()) -> Masks:
+        """A result with no masks for a (height, width) frame (``names``: its vocabulary)."""
         return cls(
             xyxy=np.zeros((0, 4), dtype=np.float32),
             confidence=np.zeros((0,), dtype=np.float32),
             crops=(),
             image_hw=(height, width),
+            names=tuple(names),
         )
 
     def __len__(self) -> int:
@@ -256,7 +273,14 @@ class Masks:
             data={k: np.asarray(v)[idx] for k, v in self.data.items()},
             metadata=dict(self.metadata),
             track_id=self.track_id[idx],
+            class_id=self.class_id[idx],
+            names=self.names,
         )
+
+    @property
+    def labels(self) -> list[str | None]:
+        """Each mask's word (``None`` for a class-agnostic mask)."""
+        return [self.names[c] if c >= 0 else None for c in self.class_id.tolist()]
 
     @property
     def mask(self) -> NDArray[np.bool_]:

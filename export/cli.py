@@ -140,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the text threshold (clip.text_threshold) on DIR: images plus words.json "
         '{"images": {"a.jpg": ["a mug", ...]}, "negatives": ["a dog", ...]} (docs/prompts.md)',
     )
+    yoloe = p.add_argument_group("YOLOE (open vocabulary; YOLOE -seg checkpoints only)")
+    yoloe.add_argument(
+        "--vocab",
+        metavar="WORDS",
+        help='default vocabulary, comma-separated, e.g. "person,car,dog" (its embeddings '
+        "are stored in the bundle)",
+    )
+    yoloe.add_argument(
+        "--text-weights",
+        metavar="FILE",
+        help="the YOLOE text encoder as ultralytics names it: mobileclip_blt.ts (v8/11) or "
+        "mobileclip2_b.ts (26); exported to ONNX so the Pi encodes new words",
+    )
+    yoloe.add_argument(
+        "--vocab-embeddings",
+        metavar="FILE.npy",
+        help="raw (K, D) text embeddings of --vocab (ultralytics get_text_pe(names, "
+        "without_reprta=True)), when there is no --text-weights",
+    )
     p.add_argument("--name", help="bundle name (default: weights stem and size)")
     p.add_argument(
         "--no-memory",
@@ -235,23 +254,41 @@ def _main(args: argparse.Namespace) -> int:
 
         branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())
         quant = QuantConfig(args.int8_calibration, True, branches, args.calib_count)
+        from export.yoloe import export_yoloe_bundle, is_yoloe_checkpoint
+
         plan = int8_plan_options(args)
-        out = export_bundle(
-            args.weights,
-            args.out,
-            imgsz=args.imgsz,
-            dynamic=args.dynamic,
-            name=args.name,
-            clip=clip,
-            int8=not args.no_int8,
-            calib_images=args.calib_images,
-            quant_config=quant,
-            int8_min_iou=args.int8_min_iou,
-            calibrate_text=args.calibrate_text,
-            measure_memory=not args.no_memory,
-            verify_images=args.verify_images,
-            int8_plan=plan,
-        )
+
+        yoloe = _yoloe_options(args)
+        if is_yoloe_checkpoint(args.weights):
+            if clip is not None or args.calibrate_text:
+                raise ExportError(
+                    "--clip/--calibrate-text: a YOLOE bundle finds its words itself (--vocab, "
+                    "--text-weights); CLIP crop matching is for FastSAM bundles"
+                )
+            out = export_yoloe_bundle(
+                args.weights, args.out, args.imgsz, args.dynamic, args.name, None, yoloe,
+                not args.no_int8, args.calib_images, int8_min_iou=args.int8_min_iou,
+                measure_memory=not args.no_memory,
+            )  # fmt: skip
+        elif yoloe is not None:
+            raise ExportError("--vocab/--text-weights/--vocab-embeddings: only for YOLOE -seg")
+        else:
+            out = export_bundle(
+                args.weights,
+                args.out,
+                imgsz=args.imgsz,
+                dynamic=args.dynamic,
+                name=args.name,
+                clip=clip,
+                int8=not args.no_int8,
+                calib_images=args.calib_images,
+                quant_config=quant,
+                int8_min_iou=args.int8_min_iou,
+                calibrate_text=args.calibrate_text,
+                measure_memory=not args.no_memory,
+                verify_images=args.verify_images,
+                int8_plan=plan,
+            )
     except FastSAMEdgeError as exc:
         print(f"fastsam-export: error: {exc}", file=sys.stderr)
         return 2
@@ -281,6 +318,14 @@ def _main(args: argparse.Namespace) -> int:
             if isinstance(v[k], dict) and "cosine_min" in v[k]
         )
         print(f"clip: {clip.model} {list(clip.precisions)}; cosine vs torch: {cos}")
+    if m.yoloe is not None:
+        y = m.yoloe
+        tower = (
+            f"text tower {y.text.model} {list(y.text.precisions)}" if y.text else "no text tower"
+        )
+        print(
+            f"yoloe: family {y.family}, D={y.embed_dim}, vocabulary {list(y.vocabulary)}, {tower}"
+        )
     if calibrated is not None:
         _print_calibration(calibrated, out)
     return 0
@@ -326,6 +371,18 @@ def int8_plan_options(args: argparse.Namespace) -> Any:
         raise ExportError(f"--verify-images: {args.verify_images!r} is not a directory")
     target = Int8Target(iou, loss / 100, args.int8_min_speedup)
     return PlanOptions(mode=args.int8_plan, target=target)
+
+
+def _yoloe_options(args: argparse.Namespace) -> Any:
+    """The YOLOE part of the command line (``None`` when none of its flags is given)."""
+    if not (args.vocab or args.text_weights or args.vocab_embeddings):
+        return None
+    from export.yoloe import YoloeOptions
+
+    words = tuple(w.strip() for w in (args.vocab or "").split(",") if w.strip())
+    return YoloeOptions(
+        vocab=words, text_weights=args.text_weights, vocab_embeddings=args.vocab_embeddings
+    )
 
 
 def _print_calibration(measured: dict[str, Any], bundle: Any) -> None:

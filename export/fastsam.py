@@ -120,6 +120,11 @@ def inspect_checkpoint(weights: str | Path) -> CheckpointInfo:
     from ultralytics.nn.modules.head import Segment
 
     head = model.model[-1] if hasattr(model, "model") else None
+    if type(head).__name__.startswith("YOLOE"):
+        raise ExportError(
+            f"weights: {str(path)!r} is a YOLOE checkpoint: fastsam-export exports it as an "
+            "open-vocabulary bundle (from Python: export.yoloe.export_yoloe_bundle)"
+        )
     if not isinstance(head, Segment):
         raise ExportError(
             f"weights: {str(path)!r} is not a segmentation model (head {type(head).__name__}); "
@@ -347,6 +352,9 @@ def export_bundle(
     int8_plan: PlanOptions | None = None,
 ) -> Path:
     """Export FastSAM weights (and optionally CLIP) into a bundle directory.
+
+    YOLOE -seg checkpoints are refused with a pointer to :func:`export.yoloe.export_yoloe_bundle`
+    (``fastsam-export`` picks the right one itself).
 
     One straight line: :func:`export_detector`, then ``quantize_detector``
     (:mod:`export.quantize`, with ``int8``), then ``export_clip`` (:mod:`export.clip`, with

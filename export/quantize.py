@@ -41,7 +41,12 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-_HEAD_LAST_CONV = re.compile(r"/model\.(\d+)/(cv[234])\.(\d+)/\2\.\3\.2/Conv$")
+# the last conv of each head branch: cv2 box, cv3 score (YOLOE: embedding), cv4 coefficients
+# (YOLOE: cv5), and YOLOE-26's one2one_ copies (export.yoloe calls the branches directly, so
+# its names lack the head's /model.N scope); group 2 is the branch without the prefix
+_HEAD_LAST_CONV = re.compile(
+    r"(?:^|/)(?:model\.\d+/)?((?:one2one_)?)(cv[2-5])\.(\d+)/\1\2\.\3\.2/Conv$"
+)
 DEFAULT_FLOAT_BRANCHES = ("cv3", "cv4")
 # Whole modules that a recipe can keep float (every node whose name matches), by name:
 FLOAT_MODULES = {
@@ -50,6 +55,10 @@ FLOAT_MODULES = {
     "head": re.compile(r"^/model\.\d+/cv[234]\.\d+/"),  # all box/score/coefficient convs
     "coef": re.compile(r"^/model\.\d+/cv4\.\d+/"),  # all coefficient-branch convs
     "score": re.compile(r"^/model\.\d+/cv3\.\d+/"),  # all score-branch convs
+    # YOLOE (export.yoloe names head branches without the /model.N scope): the whole
+    # embedding branch (what the words are scored against) and coefficient branch
+    "embed": re.compile(r"(?:^|/)(?:model\.\d+/)?(?:one2one_)?cv3\.\d+/"),
+    "coef5": re.compile(r"(?:^|/)(?:model\.\d+/)?(?:one2one_)?cv5\.\d+/"),
 }
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -374,6 +383,11 @@ def load_calibration(
     return CalibrationSet(images, str(path))
 
 
+Decode = Callable[[list[np.ndarray], tuple[int, int], tuple[int, int]], Any]
+"""A detector's outputs, input (h, w) and source (h, w) -> ``edge.postprocess.Detections``
+(default: FastSAM's ``prepare_detections`` at the bundle's thresholds)."""
+
+
 def _agreement(
     fp32_path: Path,
     int8_paths: dict[str, tuple[Path, str]],
@@ -384,6 +398,7 @@ def _agreement(
     iou: float,
     max_det: int,
     threads: int,
+    decode: Decode | None = None,
 ) -> dict[str, dict[str, Any]]:
     """fp32 once, then each labelled int8 session (path, graph optimisation) against it."""
     import time
@@ -408,11 +423,16 @@ def _agreement(
         order = list(sessions) if k % 2 == 0 else list(sessions)[::-1]  # load noise hits all
         for prec in order:
             t0 = time.perf_counter()
-            out0, protos = sessions[prec].run(None, {name: tensor})
+            outputs = sessions[prec].run(None, {name: tensor})
             times[prec].append(time.perf_counter() - t0)
-            results[prec] = prepare_detections(
-                out0, protos, info.input_hw, info.source_hw, conf, iou, max_det
-            ).to_masks()
+            if decode is not None:
+                dets = decode(outputs, info.input_hw, info.source_hw)
+            else:
+                out0, protos = outputs
+                dets = prepare_detections(
+                    out0, protos, info.input_hw, info.source_hw, conf, iou, max_det
+                )
+            results[prec] = dets.to_masks()
         for label in labels:
             agree = mask_agreement(results["fp32"].crops, results[label].crops)
             a2b[label].append(agree["a_to_b"])
@@ -482,6 +502,7 @@ def verify_int8(
     iou: float,
     max_det: int,
     threads: int = 2,
+    decode: Decode | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`compare_precisions` with both kernels in one pass (fp32 run once).
 
@@ -493,7 +514,7 @@ def verify_int8(
     reports = _agreement(
         fp32_path,
         {k: (int8_path, level) for k, level in INT8_KERNELS.items()},
-        calib, imgsz, dynamic, conf, iou, max_det, threads,
+        calib, imgsz, dynamic, conf, iou, max_det, threads, decode,
     )  # fmt: skip
     reports["host"]["cpu_class"] = int8_class().to_dict()
     return reports
@@ -541,7 +562,7 @@ def quantize_detector(
     verify_dir: str | Path | None = None,
     plan: PlanOptions | None = None,
     keep_best: Path | None = None,
-    decode: Callable[..., Any] | None = None,
+    decode: Decode | None = None,
 ) -> QuantSection:
     """Add ``fastsam.int8.onnx`` to a bundle being assembled: a precision plan chosen and
     verified on held-out images.
@@ -567,8 +588,9 @@ def quantize_detector(
         threads: onnxruntime threads of the verification timings.
         verify_dir: Held-out verification images (default: split off the calibration images).
         plan: How the plan is chosen (default :class:`export.int8plan.PlanOptions`: search).
-        decode: How the detector's outputs become detections: outputs, input (h, w), source
-            (h, w) -> ``Detections`` (default FastSAM's ``prepare_detections``).
+        decode: How the detector's outputs become detections (YOLOE bundles score their
+            vocabulary): outputs, input (h, w), source (h, w) -> ``Detections``; default
+            FastSAM's ``prepare_detections``.
         keep_best: Also copy the chosen int8 file, or when refused the best candidate, here
             (experiments comparing plans; the bundle never holds a refused model).
 

@@ -100,7 +100,7 @@ def evaluate(
     seg.session = _CachedSession(seg.session)  # type: ignore[assignment]
     if clip_precision is not None:
         from edge.clip import ClipEncoder
-        from edge.selection import CachedTextEncoder
+        from edge.textmatch import CachedTextEncoder
 
         enc = ClipEncoder.load(seg.bundle_dir, seg.manifest, clip_precision, threads)
         seg._text_encoder = CachedTextEncoder(enc)

@@ -46,7 +46,7 @@ from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.prefilter import candidates_only, mask_embeddings  # noqa: E402
 from edge.prompts import TextPrompt  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
-from edge.selection import TEXT_MIN_AREA, embed_text_candidates  # noqa: E402
+from edge.textmatch import TEXT_MIN_AREA, embed_text_candidates  # noqa: E402
 
 SEEDS = EVAL_SEED_START + 850_000  # the held-out seeds of scripts/text_topk.py
 

@@ -36,7 +36,7 @@ from edge.demo import demo_bundle  # noqa: E402
 from edge.demo.scenes import EVAL_SEED_START, generate_scene  # noqa: E402
 from edge.prompts import TextPrompt  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
-from edge.selection import select_by_text  # noqa: E402
+from edge.textmatch import select_by_text  # noqa: E402
 
 SEEDS = EVAL_SEED_START + 850_000
 

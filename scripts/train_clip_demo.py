@@ -4,7 +4,7 @@ The demo world (``edge/demo/scenes.py``) has named colours and shapes, so captio
 ``"a red circle"`` are exact. This script
 
 1. renders training scenes (seeds ``0 .. N-1`` only; held-out seeds ``>= 1_000_000`` are never
-   touched) and cuts one crop per object exactly as ``edge.selection.select_by_text`` does
+   touched) and cuts one crop per object exactly as ``edge.textmatch.select_by_text`` does
    (``image[y1:y2, x1:x2] * mask[y1:y2, x1:x2]``, BGR -> RGB, black outside the mask), from the
    GT box and from a slightly jittered box, preprocessed with the runtime's own transform
    (``edge.clip.ClipPreprocess``: shortest side -> 64, centre crop);

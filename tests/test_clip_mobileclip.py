@@ -309,7 +309,7 @@ def test_segment_text_dense_prefilter(small_bundle: Path) -> None:
     from edge.demo.scenes import generate_scene
     from edge.prompts import TextPrompt
     from edge.segmenter import Segmenter
-    from edge.selection import TEXT_MIN_AREA
+    from edge.textmatch import TEXT_MIN_AREA
 
     seg = Segmenter.load(small_bundle, threads=2)
     sc = generate_scene(1_000_123, 320, 320, min_objects=10, max_objects=14)

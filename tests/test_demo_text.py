@@ -60,7 +60,7 @@ def test_demo_text_prompt_picks_the_object(demo_bundle: Path, precision: str) ->
     from edge.clip import ClipEncoder
     from edge.prompts import TextPrompt
     from edge.segmenter import Segmenter
-    from edge.selection import CachedTextEncoder
+    from edge.textmatch import CachedTextEncoder
 
     seg = Segmenter.load(demo_bundle, threads=1)
     # the CLIP precision under test (Segmenter loads the bundle's default one)

@@ -72,9 +72,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "stages",
-        ("edge.preprocess", "edge.postprocess", "edge.prompts", "edge.clip", "edge.prefilter"),
+        (
+            "edge.preprocess",
+            "edge.postprocess",
+            "edge.prompts",
+            "edge.clip",
+            "edge.prefilter",
+            "edge.yoloe",
+        ),
     ),
-    ("selection", ("edge.selection",)),
+    ("selection", ("edge.textmatch", "edge.selection")),
     ("segmenter", ("edge.segmenter",)),
     ("public API", ("edge",)),
     (
@@ -220,7 +227,7 @@ EXPORT_LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "export.bench_reference",
         ),
     ),
-    ("bundle", ("export.fastsam",)),
+    ("bundle", ("export.fastsam", "export.yoloe")),
     ("package", ("export",)),
     ("command line", ("export.cli",)),
 ]

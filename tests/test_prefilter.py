@@ -11,7 +11,8 @@ from edge.clip import DenseMap
 from edge.errors import BundleError, InputError
 from edge.prefilter import candidates_only, cell_counts, mask_embeddings, shortlist
 from edge.prompts import TextPrompt
-from edge.selection import CachedTextEncoder, TextOptions, dense_text_matches, select
+from edge.selection import select
+from edge.textmatch import CachedTextEncoder, TextOptions, dense_text_matches
 from edge.types import MaskCrop
 
 

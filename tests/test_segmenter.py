@@ -9,7 +9,7 @@ import pytest
 
 from edge.demo.scenes import generate_scene
 from edge.segmenter import Segmenter
-from edge.selection import SelectionCache
+from edge.textmatch import TextCache
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
@@ -77,7 +77,7 @@ class CountingSession:
 
 @pytest.fixture(scope="module")
 def counted(demo_bundle) -> tuple[Segmenter, CountingSession, CountingEncoder]:  # noqa: ANN001
-    from edge.selection import CachedTextEncoder
+    from edge.textmatch import CachedTextEncoder
 
     seg = Segmenter.load(demo_bundle, threads=1)
     session = CountingSession(seg.session)
@@ -145,7 +145,7 @@ def test_second_text_prompt_encodes_only_its_text(counted) -> None:  # noqa: ANN
     seg, _, enc = counted
     sc = generate_scene(1_000_403, 640, 480)
     dets = seg.detect(sc.image, conf=0.2)
-    cache = dets.cache(SelectionCache)
+    cache = dets.cache(TextCache)
     assert cache.crop_embeddings is None
     before = len(enc.image_calls)
     first = seg.select(dets, TextPrompt("a red thing"))

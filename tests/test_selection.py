@@ -19,18 +19,14 @@ import pytest
 from helpers import mask_key
 
 import edge.selection as selection_mod
+import edge.textmatch as textmatch_mod
 from edge import BundleError, InputError, Segmenter
 from edge.demo.scenes import generate_scene
 from edge.postprocess import Detections, prepare_detections
 from edge.preprocess import letterbox
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, validate_prompt
-from edge.selection import (
-    CachedTextEncoder,
-    mask_logit_at,
-    select,
-    select_by_text,
-    selection_to_masks,
-)
+from edge.selection import mask_logit_at, select, selection_to_masks
+from edge.textmatch import CachedTextEncoder, select_by_text
 from edge.types import Masks
 
 # --------------------------------------------------------------------------------------------
@@ -556,7 +552,7 @@ def test_select_by_text_follows_reference_crops(frames) -> None:  # noqa: ANN001
 def test_official_text_crop_paste(frames) -> None:  # noqa: ANN001
     fr, _ = frames[0]
     i = int(np.argmax(fr.area))
-    canvas = selection_mod._text_crop(fr.full, i, fr.image, "official")
+    canvas = textmatch_mod._text_crop(fr.full, i, fr.image, "official")
     ys, xs = np.nonzero(fr.dense[i])
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     ref = np.full_like(fr.image, 255)
@@ -599,9 +595,9 @@ class ChunkedEncoder(FakeEncoder):
 def test_text_candidates_cut_per_encoder_call(frames, crop: str) -> None:  # noqa: ANN001
     """Crops are cut per encoder call (bounded memory), with the same embeddings and order."""
     fr, _ = frames[1]
-    whole = selection_mod.embed_text_candidates(fr.full, fr.image, FakeEncoder(), None, crop)
+    whole = textmatch_mod.embed_text_candidates(fr.full, fr.image, FakeEncoder(), None, crop)
     enc = ChunkedEncoder()
-    chunked = selection_mod.embed_text_candidates(
+    chunked = textmatch_mod.embed_text_candidates(
         fr.full, fr.image, CachedTextEncoder(enc), None, crop
     )
     n = len(whole.candidates)

@@ -18,8 +18,8 @@ from edge.errors import BundleError, InputError
 from edge.prompts import BoxPrompt, PointPrompt, TextPrompt, parse_prompts
 from edge.result_schema import result_to_dict
 from edge.segmenter import Segmenter
-from edge.selection import CachedTextEncoder
 from edge.textcal import choose_threshold, load_samples, write_threshold
+from edge.textmatch import CachedTextEncoder
 from edge.tokenizer import missing_text_deps
 
 

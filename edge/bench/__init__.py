@@ -7,6 +7,7 @@ peak through onnxruntime), :mod:`~edge.bench.report` (Markdown and OpenCV plots)
 :mod:`~edge.bench.service` (the service-replay rows), :mod:`~edge.bench.track` (tracking
 on moving-objects sequences: id consistency, id switches, the tracker's cost),
 :mod:`~edge.bench.stream` (a local MJPEG camera and a stream's latency through the service),
+:mod:`~edge.bench.vocab` (what an open vocabulary costs, YOLOE bundles),
 :mod:`~edge.bench.cli`; the operation
 count is :mod:`edge.opcount` (the export uses it too).
 """

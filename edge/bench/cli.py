@@ -149,6 +149,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "Uses --bundle (the first), --precision, --masks and the most --threads",
     )
     p.add_argument(
+        "--vocab-sizes",
+        metavar="K,K,...",
+        help="open-vocabulary mode: time a frame of the first --bundle (a YOLOE bundle) with "
+        "K words each (e.g. 1,5,20), against K=1 and against a second --bundle's (FastSAM) "
+        "everything mode, and a new word's text-tower call; uses the first --precision, "
+        "the most --threads, --runs and the first --sizes scene (or --images' first image)",
+    )
+    p.add_argument(
         "--track-sequence",
         nargs="?",
         const="1000000,1000001,1000002",
@@ -198,6 +206,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.service_replay:
         return _cmd_service_bench(args)
+    if args.vocab_sizes:
+        return _cmd_vocab_bench(args)
     if args.track_sequence is not None:
         return _cmd_track_bench(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -250,6 +260,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json != "-":
         print(table)
         print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0
+
+
+def _cmd_vocab_bench(args: argparse.Namespace) -> int:
+    """``fastsam-edge bench --vocab-sizes 1,5,20 --bundle YOLOE [--bundle FASTSAM]``:
+    write vocab.json / vocab.md."""
+    from edge.bench.vocab import run_vocab_bench, vocab_markdown
+    from edge.cliargs import check_parent, emit_json, prepare_out_dir
+    from edge.io import atomic_write_bytes, atomic_write_json
+
+    sizes = _counts("vocab-sizes", args.vocab_sizes)
+    if not args.bundle:
+        raise InputError("--vocab-sizes: needs --bundle YOLOE_BUNDLE (then a FastSAM --bundle)")
+    if args.json not in (None, "-"):
+        check_parent("--json", args.json)
+    image = next(iter(bench_images(args.sizes.split(",")[0], args.images).values()))
+    precision = [v for v in args.precision.split(",") if v][0]
+    report = run_vocab_bench(
+        str(args.bundle[0]),
+        image,
+        sizes,
+        precision=precision,
+        threads=max(parse_threads(args.threads)),
+        runs=args.runs,
+        warmup=args.warmup,
+        fastsam_bundle=str(args.bundle[1]) if len(args.bundle) > 1 else None,
+    )
+    out = prepare_out_dir("--out", args.out)
+    table = vocab_markdown(report)
+    atomic_write_json(out / "vocab.json", report)
+    atomic_write_bytes(out / "vocab.md", table.encode())
+    if args.json is not None:
+        emit_json("--json", args.json, report)
+    if args.json != "-":
+        print(table)
+        print(f"wrote {out / 'vocab.json'}, {out / 'vocab.md'}")
     return 0
 
 
