@@ -321,6 +321,20 @@ def bundle_manifest(
     )
 
 
+def finish_bundle(tmp_dir: Path, out: Path, measure_memory: bool) -> None:
+    """The last steps of every export: record the staged bundle's peak memory (a failed
+    measurement only warns: the bundle is fine without its figures), then rename it into
+    place (:func:`publish_bundle`)."""
+    if measure_memory:
+        from export.memory import record_memory
+
+        try:
+            record_memory(tmp_dir)
+        except FastSAMEdgeError as exc:
+            _LOGGER.warning("peak memory not recorded: %s", exc)
+    publish_bundle(tmp_dir, out)
+
+
 def _staging_dir(out: Path) -> Path:
     """A fresh sibling of ``out`` to assemble the bundle in (renamed into place at the end)."""
     parent = out.parent
@@ -434,14 +448,7 @@ def export_bundle(
             from export.calibrate_text import calibrate_bundle
 
             calibrate_bundle(tmp_dir, calibrate_text)
-        if measure_memory:
-            from export.memory import record_memory
-
-            try:
-                record_memory(tmp_dir)
-            except FastSAMEdgeError as exc:  # the bundle is fine; only its figures are missing
-                _LOGGER.warning("peak memory not recorded: %s", exc)
-        publish_bundle(tmp_dir, out)
+        finish_bundle(tmp_dir, out, measure_memory)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

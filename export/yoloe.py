@@ -43,7 +43,6 @@ from edge.bundle import (
     YoloeSection,
     sha256_file,
 )
-from edge.errors import FastSAMEdgeError
 from edge.yoloe import HEAD_KEYS, YoloeHead
 from export.common import ExportError
 from export.fastsam import (
@@ -52,8 +51,8 @@ from export.fastsam import (
     _count_gop,
     _staging_dir,
     bundle_manifest,
+    finish_bundle,
     parse_imgsz,
-    publish_bundle,
     write_manifest,
 )
 
@@ -878,14 +877,7 @@ def export_yoloe_bundle(
                 files[fname] = replace(entry, role="text_encoder")
         manifest = replace(manifest, files=files, yoloe=section)
         write_manifest(tmp_dir, manifest)
-        if measure_memory:
-            from export.memory import record_memory
-
-            try:
-                record_memory(tmp_dir)
-            except FastSAMEdgeError as exc:  # the bundle is fine; only its figures are missing
-                _LOGGER.warning("peak memory not recorded: %s", exc)
-        publish_bundle(tmp_dir, out)
+        finish_bundle(tmp_dir, out, measure_memory)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
