@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -267,8 +268,7 @@ def _cmd_vocab_bench(args: argparse.Namespace) -> int:
     """``fastsam-edge bench --vocab-sizes 1,5,20 --bundle YOLOE [--bundle FASTSAM]``:
     write vocab.json / vocab.md."""
     from edge.bench.vocab import run_vocab_bench, vocab_markdown
-    from edge.cliargs import check_parent, emit_json, prepare_out_dir
-    from edge.io import atomic_write_bytes, atomic_write_json
+    from edge.cliargs import check_parent, prepare_out_dir
 
     sizes = _counts("vocab-sizes", args.vocab_sizes)
     if not args.bundle:
@@ -289,22 +289,32 @@ def _cmd_vocab_bench(args: argparse.Namespace) -> int:
     )
     out = prepare_out_dir("--out", args.out)
     table = vocab_markdown(report)
-    atomic_write_json(out / "vocab.json", report)
-    atomic_write_bytes(out / "vocab.md", table.encode())
+    return _write_report(args, out, "vocab", report, table)
+
+
+def _write_report(
+    args: argparse.Namespace, out: Path, stem: str, report: dict[str, Any], table: str
+) -> int:
+    """Write ``STEM.json`` and ``STEM.md`` into ``out``, ``--json`` if asked, and print the table
+    (unless the JSON goes to stdout); the exit code of a bench that ran."""
+    from edge.cliargs import emit_json
+    from edge.io import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(out / f"{stem}.json", report)
+    atomic_write_bytes(out / f"{stem}.md", table.encode())
     if args.json is not None:
         emit_json("--json", args.json, report)
     if args.json != "-":
         print(table)
-        print(f"wrote {out / 'vocab.json'}, {out / 'vocab.md'}")
+        print(f"wrote {out / f'{stem}.json'}, {out / f'{stem}.md'}")
     return 0
 
 
 def _cmd_service_bench(args: argparse.Namespace) -> int:
     """``fastsam-edge bench --service-replay DIR``: write service.json / service.md."""
     from edge.bench.service import run_service_bench, service_markdown
-    from edge.cliargs import check_parent, emit_json, prepare_out_dir
+    from edge.cliargs import check_parent, prepare_out_dir
     from edge.demo import demo_bundle
-    from edge.io import atomic_write_bytes, atomic_write_json
 
     if args.rounds < 1:
         raise InputError(f"rounds: too small: {args.rounds}")
@@ -322,22 +332,14 @@ def _cmd_service_bench(args: argparse.Namespace) -> int:
         out_root=out,
     )
     table = service_markdown(report)
-    atomic_write_json(out / "service.json", report)
-    atomic_write_bytes(out / "service.md", table.encode())
-    if args.json is not None:
-        emit_json("--json", args.json, report)
-    if args.json != "-":
-        print(table)
-        print(f"wrote {out / 'service.json'}, {out / 'service.md'}")
-    return 0
+    return _write_report(args, out, "service", report, table)
 
 
 def _cmd_track_bench(args: argparse.Namespace) -> int:
     """``fastsam-edge bench --track-sequence [SEEDS]``: write track.json / track.md."""
     from edge.bench.track import run_track_bench, track_markdown
-    from edge.cliargs import check_parent, emit_json, prepare_out_dir
+    from edge.cliargs import check_parent, prepare_out_dir
     from edge.demo import demo_bundle
-    from edge.io import atomic_write_bytes, atomic_write_json
 
     seeds = _counts("track-sequence", args.track_sequence.replace(" ", ""))
     if args.track_frames < 2:
@@ -369,11 +371,4 @@ def _cmd_track_bench(args: argparse.Namespace) -> int:
             bundle, rates, args.stream_seconds, precision=precision, threads=threads
         )
     table = track_markdown(report)
-    atomic_write_json(out / "track.json", report)
-    atomic_write_bytes(out / "track.md", table.encode())
-    if args.json is not None:
-        emit_json("--json", args.json, report)
-    if args.json != "-":
-        print(table)
-        print(f"wrote {out / 'track.json'}, {out / 'track.md'}")
-    return 0
+    return _write_report(args, out, "track", report, table)
