@@ -147,7 +147,9 @@ def nms(
         w = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])
         h = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])
         inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-        iou = inter / (areas[i] + areas[rest] - inter)
+        # two zero-area boxes: 0 / 0 = NaN, which never suppresses (as torchvision's NMS)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = inter / (areas[i] + areas[rest] - inter)
         alive[rest[iou > thr]] = False
     return order[np.asarray(keep, dtype=np.intp)]
 

@@ -8,6 +8,7 @@ ultralytics 8.4.190 chain (``non_max_suppression``, ``scale_boxes``, ``process_m
 from __future__ import annotations
 
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext as DoesNotRaise
 
@@ -173,10 +174,27 @@ def test_nms_max_det_is_prefix_of_full_run(max_det):
             [1, 2, 0],
             id="disjoint-sorted",
         ),
+        pytest.param(
+            # two identical zero-area boxes: IoU 0 / 0 is NaN, which suppresses nothing
+            # (torchvision's NMS keeps both too)
+            np.array([[5, 5, 5, 5], [5, 5, 5, 5]], np.float32),
+            np.array([0.9, 0.8], np.float32),
+            0.5,
+            300,
+            [0, 1],
+            id="zero-area-boxes-kept",
+        ),
     ],
 )
 def test_nms_table(boxes, scores, thr, max_det, expected):
     assert nms(boxes, scores, thr, max_det).tolist() == expected
+
+
+def test_nms_zero_area_boxes_warn_nothing():
+    boxes = np.zeros((3, 4), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.5, 300).tolist() == [0, 1, 2]
 
 
 def test_nms_keeps_only_top_max_nms_candidates():
