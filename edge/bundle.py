@@ -352,6 +352,8 @@ class PlanTrial:
         speedup: int8 / fp32 speed on the export host, interleaved (``None``: not timed).
         meets_target: Agreement and recall within the target (speed checked separately).
         kernels: ``host`` or ``reference`` (the kernels it was measured with).
+        images: Held-out images it was measured on: all of them (``None``), or the first few
+            when screening showed it could not reach the target (not measured further).
     """
 
     name: str
@@ -363,6 +365,7 @@ class PlanTrial:
     speedup: float | None
     meets_target: bool
     kernels: str
+    images: int | None = None
 
     @property
     def agreement(self) -> float:
@@ -391,12 +394,15 @@ class PlanTrial:
             speedup=_optional_number(d.get("speedup"), f"{where}.speedup"),
             meets_target=bool(get("meets_target")),
             kernels=_strict_str(get("kernels"), f"{where}.kernels"),
+            images=None if d.get("images") is None else _strict_int(d["images"], f"{where}.images", 1),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object."""
         out = asdict(self)
         out["float_blocks"] = list(self.float_blocks)
+        if self.images is None:
+            del out["images"]
         return out
 
 

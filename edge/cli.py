@@ -498,9 +498,12 @@ def _int8_lines(quant: Any) -> list[str]:
     if plan is not None:
         t = plan.target
         verdict = "meets" if plan.meets_target else "misses"
+        screened = sum(c.images is not None for c in plan.tried)
         lines.append(
             f"int8 plan:   {plan.mode}: {plan.chosen or 'none'} ({verdict} {t.describe()}, "
-            f">= {t.min_speedup:g}x fp32; {len(plan.tried)} candidates tried)"
+            f">= {t.min_speedup:g}x fp32; {len(plan.tried)} candidates tried"
+            + (f", {screened} screened out on a few images" if screened else "")
+            + ")"
         )
         for b in plan.float_blocks:
             cost = f", +{b.speed_cost_ms:g} ms" if b.speed_cost_ms is not None else ""

@@ -18,6 +18,11 @@ image, or ``--verify-images``) and searches for the cheapest plan that reaches t
    (interleaved), until the target is reached, the speed floor is crossed or
    ``max_float_blocks`` is spent.
 
+Every candidate but the fixed recipe is first measured on a few held-out images; one whose
+agreement there already rules out the target on all of them (:func:`cannot_reach`, an exact
+bound) is not measured further or timed. On a model that int8 cannot hold this is most of the
+search's cost (docs/benchmarks.md, export time).
+
 The search measures with this host's kernels when they compute exact int8 (VNNI, ARM) and with
 the CPU-independent reference otherwise; the chosen plan is then verified with both, and the
 verdict is the reference's. Weights stay per-channel in every candidate; bias correction is
@@ -94,8 +99,9 @@ class PlanOptions:
         fixed_min_iou: ``fixed`` mode's refusal threshold (the smaller mean IoU, held-out).
         fixes: Cheap fixes tried, in order (some of :data:`CHEAP_FIXES`).
         blocks: Blocks the sensitivity pass may keep float (``None``: every block).
-        sensitivity_images: Held-out images the sensitivity pass ranks blocks on (the plans
-            themselves are measured on all of them).
+        sensitivity_images: Held-out images the sensitivity pass ranks blocks on, and that
+            every candidate is screened on first (:func:`cannot_reach`; the plans that may
+            pass are measured on all of them).
     """
 
     mode: str = "search"
@@ -320,6 +326,28 @@ def meets(report: dict[str, Any], target: Int8Target) -> bool:
     )
 
 
+def cannot_reach(partial: dict[str, Any], total_images: int, target: Int8Target) -> bool:
+    """Whether a candidate measured on the first few held-out images provably misses the
+    target on all of them: each image's mean IoU is at most 1, so a mean below
+    ``1 - total / measured * (1 - min_iou)`` on ``measured`` images keeps the mean over
+    ``total`` images below ``min_iou`` whatever the rest score (16 images, 4 measured, target
+    0.97: below 0.88). Exact, not a heuristic: screening never drops a candidate that could pass.
+
+    Args:
+        partial: :meth:`HeldOutEval.measure` report on the first ``partial["images"]`` images.
+        total_images: Held-out images in all.
+        target: The plan's target.
+
+    Returns:
+        ``True`` when the candidate need not be measured further.
+    """
+    n = int(partial["images"])
+    if n >= total_images:
+        return False
+    worst = min(partial["mean_iou_fp32_to_int8"], partial["mean_iou_int8_to_fp32"])
+    return worst < 1.0 - total_images / n * (1.0 - target.min_iou)
+
+
 def score(report: dict[str, Any], target: Int8Target) -> float:
     """One number to rank candidates: the smaller mean IoU, less recall lost beyond target."""
     worst = min(report["mean_iou_fp32_to_int8"], report["mean_iou_int8_to_fp32"])
@@ -364,6 +392,7 @@ class _Candidate:
     path: Path
     report: dict[str, Any]
     recipe: dict[str, Any]
+    screened: bool = False  # measured on the first few images only (:func:`cannot_reach`)
 
 
 def _trial(c: _Candidate, target: Int8Target) -> PlanTrial:
@@ -376,8 +405,9 @@ def _trial(c: _Candidate, target: Int8Target) -> PlanTrial:
         mean_iou_int8_to_fp32=r["mean_iou_int8_to_fp32"],
         recall_loss=r["recall_loss"],
         speedup=r.get("speedup"),
-        meets_target=meets(r, target),
+        meets_target=not c.screened and meets(r, target),
         kernels=r["kernels"],
+        images=r["images"] if c.screened else None,
     )
 
 
@@ -449,9 +479,12 @@ def choose_plan(
     tried: list[_Candidate] = []
     counter = iter(range(10_000))
 
+    n_screen = options.sensitivity_images
+
     def candidate(
         name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
         images: list[np.ndarray] | None = None, record: bool = True, limit: int | None = None,
+        screen: bool = True,
     ) -> _Candidate:  # fmt: skip
         method = {"mixed": "minmax", "more-images": "minmax"}.get(calibration, calibration)
         cache = caches.get(calibration) or work / f"ranges-{calibration}.json"
@@ -465,30 +498,48 @@ def choose_plan(
         recipe["calibration"] = calibration
         if chosen_blocks:
             recipe["float_blocks"] = list(chosen_blocks)
-        c = _Candidate(name, calibration, chosen_blocks, path,
-                       evaluator.measure(path, kernels, timed=timed, limit=limit),
-                       recipe)  # fmt: skip
+        report, screened = None, False
+        if screen and limit is None and n_screen < len(evaluator):
+            # a few images first: a candidate that provably misses costs no full measurement
+            first = evaluator.measure(path, kernels, limit=n_screen)
+            if cannot_reach(first, len(evaluator), target):
+                report, screened = first, True
+        if report is None:
+            report = evaluator.measure(path, kernels, timed=timed, limit=limit)
+        c = _Candidate(name, calibration, chosen_blocks, path, report, recipe, screened)
         if record:
             tried.append(c)
         _LOGGER.info(
-            "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s", name,
+            "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s%s", name,
             c.report["mean_iou_fp32_to_int8"], c.report["mean_iou_int8_to_fp32"],
             c.report["recall_loss"],
             f", {c.report['speedup']:.2f}x" if "speedup" in c.report else "",
+            f" (screened out on {c.report['images']} images)" if screened else "",
         )  # fmt: skip
         return c
+
+    first: dict[Path, float] = {}
+
+    def first_score(c: _Candidate) -> float:
+        """The score on the first ``n_screen`` images: candidates compared on one basis."""
+        if c.path not in first:
+            first[c.path] = score(
+                c.report if c.screened else evaluator.measure(c.path, kernels, limit=n_screen),
+                target,
+            )
+        return first[c.path]
 
     def fast_enough(c: _Candidate) -> bool:
         return c.report.get("speedup", 0.0) >= target.min_speedup
 
     def ok(c: _Candidate) -> bool:
-        return meets(c.report, target) and fast_enough(c)
+        return not c.screened and meets(c.report, target) and fast_enough(c)
 
     notes = {
         "per-channel weights": "in every candidate (int8 symmetric per output channel)",
         "bias correction": "not offered by onnxruntime's static quantizer; not tried",
     }
-    fixed = candidate("fixed", "minmax", ())
+    fixed = candidate("fixed", "minmax", (), screen=False)  # in full: the side-by-side
     chosen: _Candidate | None = fixed if ok(fixed) else None
     sensitivity: dict[str, float] = {}
     if options.mode == "fixed":  # the old rule: refused below fixed_min_iou, no speed floor
@@ -514,7 +565,7 @@ def choose_plan(
                 c = candidate("more images", "more-images", (), images=cal.images + extra_images)
             else:
                 c = candidate(fix, fix, ())
-            if score(c.report, target) > score(best.report, target):
+            if first_score(c) > first_score(best):
                 best = c
             if ok(c):
                 chosen = c
@@ -523,7 +574,7 @@ def choose_plan(
         if chosen is None:
             # ranked on a few held-out images against the best candidate on the same images
             n_sens = options.sensitivity_images
-            base_score = score(evaluator.measure(best.path, kernels, limit=n_sens), target)
+            base_score = first_score(best)
             for b in tqdm(candidates, desc="int8 sensitivity", unit="block"):
                 c = candidate(f"float {b}", best.calibration, (b,), timed=False, record=False,
                               limit=n_sens)  # fmt: skip
@@ -534,6 +585,8 @@ def choose_plan(
             for i in tqdm(range(1, len(steps) + 1), desc="int8 float fallbacks", unit="plan"):
                 c = candidate(f"{best.name} + float {', '.join(steps[:i])}", best.calibration,
                               tuple(steps[:i]))  # fmt: skip
+                if c.screened:  # not timed: one more float block, then the speed floor
+                    continue
                 if not fast_enough(c):
                     notes["speed floor"] = (
                         f"{c.name}: {c.report.get('speedup')}x < {target.min_speedup}x; "
@@ -545,9 +598,18 @@ def choose_plan(
                     break
             if not ranked:
                 notes["float fallbacks"] = "no single block raised the agreement"
+        screened = [c.name for c in tried if c.screened]
+        if screened:
+            notes["screening"] = (
+                f"{len(screened)} candidate(s) measured on the first {n_screen} held-out images "
+                f"only: their mean IoU there keeps the {len(evaluator)}-image mean below the "
+                "target whatever the other images score"
+            )
     float_blocks: list[FloatBlock] = []
     if chosen is not None and chosen.blocks:
-        prev = {c.blocks: c for c in tried}
+        # timed candidates of the chosen calibration, by their float blocks
+        prev = {c.blocks: c for c in tried
+                if c.calibration == chosen.calibration and "infer_ms_int8" in c.report}  # fmt: skip
         for i, b in enumerate(chosen.blocks):
             before = prev.get(chosen.blocks[:i])
             after = prev.get(chosen.blocks[: i + 1])
@@ -570,7 +632,8 @@ def choose_plan(
     if chosen is not None:
         out = work / "chosen.onnx"
         shutil.copy2(chosen.path, out)
-    best = chosen or max(tried, key=lambda c: score(c.report, target))
+    # refused: the best fully measured candidate is what gets recorded and re-verified
+    best = chosen or max(tried, key=lambda c: (not c.screened, score(c.report, target)))
     return PlanResult(out, best.recipe, plan, fixed.report, best.path)
 
 

@@ -506,6 +506,7 @@ def _plan_section() -> QuantSection:
     from edge.bundle import FloatBlock, HeldOut, Int8Plan, Int8Target, PlanTrial
 
     fixed = PlanTrial("fixed", "minmax", (), 0.94, 0.96, 0.03, 2.4, False, "host")
+    screened = PlanTrial("entropy", "entropy", (), 0.41, 0.5, 0.3, None, False, "host", 4)
     plan = PlanTrial(
         "fixed + float /model.22/proto", "minmax", ("/model.22/proto",), 0.975, 0.98, 0.0, 2.1,
         True, "host",
@@ -521,7 +522,7 @@ def _plan_section() -> QuantSection:
                          "ground truth"),
         plan=Int8Plan(
             "search", Int8Target(0.97, 0.01, 1.3), plan.name, True,
-            (FloatBlock("/model.22/proto", 12, "sensitivity: +0.03", 3.5),), (fixed, plan),
+            (FloatBlock("/model.22/proto", 12, "sensitivity: +0.03", 3.5),), (fixed, screened, plan),
             {"/model.22/proto": 0.03, "/model.0": -0.001}, {"bias correction": "not tried"},
         ),
     )  # fmt: skip
@@ -538,6 +539,8 @@ def test_quant_section_plan_round_trip():
     }  # fmt: skip
     assert d["plan"]["tried"][0]["float_blocks"] == [] and d["held_out"]["images"] == 8
     assert q.plan.tried[0].agreement == 0.94
+    # a screened-out candidate records how many images it was measured on; full ones omit it
+    assert d["plan"]["tried"][1]["images"] == 4 and "images" not in d["plan"]["tried"][0]
 
 
 @pytest.mark.parametrize(
@@ -550,6 +553,9 @@ def test_quant_section_plan_round_trip():
         (lambda d: d["plan"].update(tried={}), "quantization.plan.tried"),
         (lambda d: d["plan"]["tried"][1].update(float_blocks="x"),
          r"quantization.plan.tried\[1\].float_blocks"),
+        (lambda d: d["plan"]["tried"][1].update(images=0), r"quantization.plan.tried\[1\].images"),
+        (lambda d: d["plan"]["tried"][1].update(images=2.5),
+         r"quantization.plan.tried\[1\].images"),
         (lambda d: d["plan"]["float_blocks"][0].update(nodes=-1),
          r"quantization.plan.float_blocks\[0\].nodes"),
         (lambda d: d["plan"]["sensitivity"].update(x="high"), "quantization.plan.sensitivity.x"),
@@ -580,7 +586,8 @@ def test_info_shows_the_held_out_check_and_the_plan(demo_bundle, tmp_path, capsy
     )
     assert (
         "int8 plan:   search: fixed + float /model.22/proto (meets mean IoU >= 0.97 both ways, "
-        "recall loss <= 1.0 pt, >= 1.3x fp32; 2 candidates tried)" in out
+        "recall loss <= 1.0 pt, >= 1.3x fp32; 3 candidates tried, 1 screened out on a few images)"
+        in out
     )
     assert "int8 float:  /model.22/proto (12 nodes, +3.5 ms): sensitivity: +0.03" in out
     assert "in-sample" not in out

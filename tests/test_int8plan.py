@@ -73,18 +73,21 @@ class _FakeEval:
 
     recall_basis = "ground truth"
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, n=2, bad=0.9):
+        self.calls, self.n, self.bad = [], n, bad
 
     def __len__(self):
-        return 2
+        return self.n
 
     def measure(self, path, kernels="host", timed=False, limit=None):
         convs = _float_convs(path)
         good = all(v for k, v in convs.items() if k.startswith(PROTO + "/"))
-        self.calls.append((path.name, kernels, timed))
-        rep = {"images": 2, "kernels": kernels, "mean_iou_fp32_to_int8": 0.99 if good else 0.9,
-               "mean_iou_int8_to_fp32": 0.99 if good else 0.93, "recall_loss": 0.0}  # fmt: skip
+        self.calls.append((path.name, kernels, timed, limit))
+        images = self.n if limit is None else min(limit, self.n)
+        rep = {"images": images, "kernels": kernels,
+               "mean_iou_fp32_to_int8": 0.99 if good else self.bad,
+               "mean_iou_int8_to_fp32": 0.99 if good else self.bad + 0.03,
+               "recall_loss": 0.0}  # fmt: skip
         if timed:
             rep.update(infer_ms_fp32=10.0, infer_ms_int8=5.0 if good else 4.0, speedup=2.0)
         return rep
@@ -116,6 +119,54 @@ def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
     # the sensitivity pass (base, then one per block) is untimed; the fixed recipe and the plan
     # are timed against fp32
     assert [c[2] for c in fake.calls] == [True, False, False, False, True]
+    assert all(c[3] in (None, 4) for c in fake.calls)  # 2 images: nothing to screen
+
+
+@pytest.mark.parametrize(
+    ("worst", "measured", "total", "hopeless"),
+    [
+        (0.879, 4, 16, True),  # 4 * 0.879 + 12 * 1 < 16 * 0.97
+        (0.881, 4, 16, False),  # the other 12 at 1.0 would still reach 0.97
+        (0.5, 16, 16, False),  # measured in full: the verdict is meets(), not screening
+        (0.95, 8, 16, False),  # 8 * 0.95 + 8 * 1 = 16 * 0.975
+        (0.93, 8, 16, True),  # with a 0.99 target: bound 0.98
+    ],
+)
+def test_cannot_reach_is_an_exact_bound(worst, measured, total, hopeless):
+    from edge.bundle import Int8Target
+    from export.int8plan import cannot_reach
+
+    target = Int8Target(0.99 if worst == 0.93 else 0.97, 0.01, 1.3)
+    rep = {"images": measured, "mean_iou_fp32_to_int8": worst, "mean_iou_int8_to_fp32": 1.0}
+    assert cannot_reach(rep, total, target) is hopeless
+
+
+def test_search_screens_out_hopeless_candidates(demo_bundle, tmp_path):
+    from export.int8plan import GraphOps, PlanOptions, choose_plan
+    from export.quantize import QuantConfig, float_nodes, prepare_model, quantize_prepared
+
+    work = tmp_path / "work"
+    work.mkdir()
+    fake = _FakeEval(n=16, bad=0.5)
+    opts = PlanOptions(fixes=("percentile",), blocks=("/model.21", PROTO), max_float_blocks=2)
+    result = choose_plan(
+        demo_bundle / "fastsam.fp32.onnx", work, _scenes(2), list, fake, (320, 320), False,
+        QuantConfig(num_images=2), opts, GraphOps(prepare_model, float_nodes, quantize_prepared),
+    )  # fmt: skip
+    plan = result.plan
+    assert plan.meets_target and [b.block for b in plan.float_blocks] == [PROTO]
+    by_name = {t.name: t for t in plan.tried}
+    # the fixed recipe is measured in full (the side-by-side); percentile is screened out on
+    # the first 4 images: never timed, never measured on all 16
+    assert by_name["fixed"].images is None and by_name["percentile"].images == 4
+    assert not by_name["percentile"].meets_target and "screening" in plan.notes
+    assert [(c[2], c[3]) for c in fake.calls] == [
+        (True, None),  # fixed, in full and timed
+        (False, 4),  # percentile: screened out
+        (False, 4),  # fixed on the first 4 images: the same basis as percentile's
+        (False, 4), (False, 4),  # sensitivity: one per block
+        (False, 4), (True, None),  # the plan with the proto block float: passes the screen
+    ]  # fmt: skip
 
 
 def test_impossible_target_is_refused_naming_it(demo_bundle, tmp_path, capsys):
