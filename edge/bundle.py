@@ -394,7 +394,9 @@ class PlanTrial:
             speedup=_optional_number(d.get("speedup"), f"{where}.speedup"),
             meets_target=bool(get("meets_target")),
             kernels=_strict_str(get("kernels"), f"{where}.kernels"),
-            images=None if d.get("images") is None else _strict_int(d["images"], f"{where}.images", 1),
+            images=(
+                None if d.get("images") is None else _strict_int(d["images"], f"{where}.images", 1)
+            ),
         )
 
     def to_json(self) -> dict[str, Any]:

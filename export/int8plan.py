@@ -608,8 +608,8 @@ def choose_plan(
     float_blocks: list[FloatBlock] = []
     if chosen is not None and chosen.blocks:
         # timed candidates of the chosen calibration, by their float blocks
-        prev = {c.blocks: c for c in tried
-                if c.calibration == chosen.calibration and "infer_ms_int8" in c.report}  # fmt: skip
+        timed = [c for c in tried if "infer_ms_int8" in c.report]
+        prev = {c.blocks: c for c in timed if c.calibration == chosen.calibration}
         for i, b in enumerate(chosen.blocks):
             before = prev.get(chosen.blocks[:i])
             after = prev.get(chosen.blocks[: i + 1])

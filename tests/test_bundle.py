@@ -522,7 +522,8 @@ def _plan_section() -> QuantSection:
                          "ground truth"),
         plan=Int8Plan(
             "search", Int8Target(0.97, 0.01, 1.3), plan.name, True,
-            (FloatBlock("/model.22/proto", 12, "sensitivity: +0.03", 3.5),), (fixed, screened, plan),
+            (FloatBlock("/model.22/proto", 12, "sensitivity: +0.03", 3.5),),
+            (fixed, screened, plan),
             {"/model.22/proto": 0.03, "/model.0": -0.001}, {"bias correction": "not tried"},
         ),
     )  # fmt: skip
