@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--int8-float-branches",
-        default="cv3,cv4",
+        default=None,
         help="head branches whose last conv stays float: cv2 box, cv3 score, cv4 mask "
-        "coefficients (default cv3,cv4; empty string for none)",
+        "coefficients (default cv3,cv4; YOLOE: cv3 embeddings, cv5 coefficients, default "
+        "cv3,cv5; empty string for none)",
     )
     p.add_argument(
         "--calib-count",
@@ -250,16 +251,22 @@ def _main(args: argparse.Namespace) -> int:
             from edge.textcal import load_samples
 
             load_samples(args.calibrate_text)  # a bad folder fails before the long export
-        from export.quantize import QuantConfig
+        from export.quantize import DEFAULT_FLOAT_BRANCHES, QuantConfig
+        from export.yoloe import INT8_RECIPE, export_yoloe_bundle, is_yoloe_checkpoint
 
-        branches = tuple(b for b in args.int8_float_branches.split(",") if b.strip())
+        is_yoloe = is_yoloe_checkpoint(args.weights)
+        given = args.int8_float_branches
+        branches = (
+            tuple(b.strip() for b in given.split(",") if b.strip())
+            if given is not None
+            else INT8_RECIPE["float_branches"] if is_yoloe else DEFAULT_FLOAT_BRANCHES
+        )
         quant = QuantConfig(args.int8_calibration, True, branches, args.calib_count)
-        from export.yoloe import export_yoloe_bundle, is_yoloe_checkpoint
 
         plan = int8_plan_options(args)
 
         yoloe = _yoloe_options(args)
-        if is_yoloe_checkpoint(args.weights):
+        if is_yoloe:
             if clip is not None or args.calibrate_text:
                 raise ExportError(
                     "--clip/--calibrate-text: a YOLOE bundle finds its words itself (--vocab, "
@@ -269,6 +276,8 @@ def _main(args: argparse.Namespace) -> int:
                 args.weights, args.out, args.imgsz, args.dynamic, args.name, None, yoloe,
                 not args.no_int8, args.calib_images, int8_min_iou=args.int8_min_iou,
                 measure_memory=not args.no_memory,
+                quant_config=quant, verify_images=args.verify_images,
+                int8_plan=plan,
             )  # fmt: skip
         elif yoloe is not None:
             raise ExportError("--vocab/--text-weights/--vocab-embeddings: only for YOLOE -seg")

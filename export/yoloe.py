@@ -704,10 +704,15 @@ def quantize_yoloe(
     min_iou: float = 0.95,
     threads: int = 2,
     config: Any = None,
+    *,
+    verify_images: str | Path | None = None,
+    plan: Any = None,
 ) -> QuantSection:
-    """``fastsam.int8.onnx`` as for FastSAM (static QDQ, verified, refused when it disagrees),
-    with the embedding and coefficient convs and everything after them kept float
-    (``config``: another ``export.quantize.QuantConfig``, default :data:`INT8_RECIPE`)."""
+    """``fastsam.int8.onnx`` as for FastSAM (static QDQ, a plan chosen and verified on held-out
+    images, refused when none reaches the target), with the embedding and coefficient convs and
+    everything after them kept float (``config``: another ``export.quantize.QuantConfig``,
+    default :data:`INT8_RECIPE`; ``verify_images`` and ``plan`` as for
+    :func:`export.quantize.quantize_detector`)."""
     from edge.postprocess import candidates_to_detections
     from edge.yoloe import Vocabulary, decode_nms, decode_topk, scale_sizes, score_anchors
     from export.quantize import QuantConfig, quantize_detector
@@ -732,8 +737,9 @@ def quantize_yoloe(
 
     config = config or QuantConfig(**INT8_RECIPE)
     return quantize_detector(
-        bundle_dir, imgsz, dynamic, thresholds, calib_dir, config, min_iou, threads, decode=decode
-    )
+        bundle_dir, imgsz, dynamic, thresholds, calib_dir, config, min_iou, threads,
+        verify_dir=verify_images, plan=plan, decode=decode,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -776,6 +782,10 @@ def export_yoloe_bundle(
     verify_threads: int = 2,
     int8_min_iou: float = 0.95,
     measure_memory: bool = False,
+    *,
+    quant_config: Any = None,
+    verify_images: str | Path | None = None,
+    int8_plan: Any = None,
 ) -> Path:
     """Export a YOLOE -seg checkpoint into an open-vocabulary bundle directory.
 
@@ -793,6 +803,13 @@ def export_yoloe_bundle(
         int8_min_iou: Refuse int8 below this mean mask IoU against fp32.
         measure_memory: Record the peak memory per precision (``export.memory``; everything
             mode with the default vocabulary). A failed measurement only logs a warning.
+        quant_config: The int8 recipe (``export.quantize.QuantConfig``; default
+            :data:`INT8_RECIPE`, whose float branches are YOLOE's embedding and coefficient
+            convs).
+        verify_images: Held-out int8 verification images (default: every other calibration
+            image is held out).
+        int8_plan: How the int8 precision plan is chosen (``export.int8plan.PlanOptions``;
+            default: the search, as for FastSAM).
 
     Returns:
         The bundle directory.
@@ -846,7 +863,7 @@ def export_yoloe_bundle(
             try:
                 quantization = quantize_yoloe(
                     tmp_dir, hw, dynamic, th, section, raw, calib_images, int8_min_iou,
-                    verify_threads,
+                    verify_threads, quant_config, verify_images=verify_images, plan=int8_plan,
                 )  # fmt: skip
             except ValueError as exc:
                 raise ExportError(str(exc)) from exc

@@ -263,6 +263,31 @@ def test_int8_is_verified_and_keeps_the_scoring_float(tmp_path: Path, built) -> 
     assert q.verify["mean_iou_fp32_to_int8"] > 0
 
 
+def test_export_cli_passes_the_int8_plan_options(tmp_path: Path, built) -> None:
+    import cv2
+
+    from edge.demo.scenes import generate_scene
+    from export.cli import main
+
+    held = tmp_path / "held"
+    held.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(held / f"{i}.png"), generate_scene(1_700_000 + i, IMGSZ, IMGSZ).image)
+    raw = Path(built["11"]["pt"]).parent / "raw.npy"
+    rc = main(
+        [str(built["11"]["pt"]), "--out", str(tmp_path / "q"), "--imgsz", str(IMGSZ),
+         "--no-memory", "--vocab", ",".join(NAMES), "--vocab-embeddings", str(raw),
+         "--int8-plan", "fixed", "--int8-min-iou", "0.01", "--calib-count", "2",
+         "--verify-images", str(held), "--int8-float-branches", "cv3"]
+    )  # fmt: skip
+    assert rc == 0
+    q = read_manifest(tmp_path / "q").quantization
+    assert q is not None and q.plan is not None and q.plan.mode == "fixed"
+    assert q.held_out.source == str(held) and q.held_out.images == 2
+    assert q.held_out.calibration_images == 2  # all calibrate when --verify-images is given
+    assert q.recipe["float_branches"] == ["cv3"]  # as given, not YOLOE's default cv3,cv5
+
+
 @pytest.fixture(scope="module")
 def text_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight text tower as ultralytics ships it: TorchScript, tokens -> unit (T, 512)."""
