@@ -239,9 +239,7 @@ class Segmenter:
         """
         self._require_head("encode_words")
         with self._words_lock:
-            raw, _ = self.word_cache().encode(
-                list(words), lambda w: self._text_tower().encode(w)
-            )
+            raw, _ = self.word_cache().encode(list(words), lambda w: self._text_tower().encode(w))
         return raw
 
     def word_cache(self) -> WordCache:

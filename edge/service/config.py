@@ -250,9 +250,7 @@ def vocabulary(key: str, value: Any) -> list[str]:
     if not isinstance(value, list):
         raise _bad(key, 'a list of words or phrases, e.g. ["person", "red car"]', value)
     if len(value) > MAX_VOCABULARY_WORDS:
-        raise ConfigError(
-            f"{key}: {len(value)} words, at most {MAX_VOCABULARY_WORDS} are allowed"
-        )
+        raise ConfigError(f"{key}: {len(value)} words, at most {MAX_VOCABULARY_WORDS} are allowed")
     out: list[str] = []
     seen: dict[str, int] = {}
     for i, word in enumerate(value):
@@ -475,7 +473,7 @@ class ProcessingConfig:
     vocabulary: list[str] = _spec(
         [],
         'The words an open-vocabulary (YOLOE) bundle finds, e.g. ["person", "dog", "red '
-        'car"]: every mask gets one of them as its label. [] = the bundle\'s default '
+        "car\"]: every mask gets one of them as its label. [] = the bundle's default "
         "vocabulary. Changed at runtime (POST /vocabulary, the page), the vocabulary is kept "
         "in service.state_dir and wins over this key on restart until this key is edited. "
         f"At most {MAX_VOCABULARY_WORDS} words of at most {MAX_WORD_CHARS} characters; a "

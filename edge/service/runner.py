@@ -618,7 +618,15 @@ class Service:
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
     def count_request(self, path: str, status: int) -> None:
-        known = ("/trigger", "/healthz", "/metrics", "/latest", "/prompt", "/live.jpg", "/vocabulary")
+        known = (
+            "/trigger",
+            "/healthz",
+            "/metrics",
+            "/latest",
+            "/prompt",
+            "/live.jpg",
+            "/vocabulary",
+        )
         if path not in known:
             path = "other"
         self.metrics.inc("fastsam_http_requests_total", path=path, code=str(status))
