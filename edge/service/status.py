@@ -151,10 +151,11 @@ def page_facts(svc: RunningService) -> dict[str, Any]:
 def cache_stats(svc: RunningService) -> dict[str, dict[str, int]]:
     """Every bounded cache clients can fill, by name (:meth:`edge.lru.BoundedLRU.stats`);
     the prompt cache has its own ``fastsam_prompt_cache_*`` metrics."""
-    from edge.service.web import THUMBS
+    from edge.service.web import SUMMARIES, THUMBS
 
     caches: dict[str, dict[str, int]] = {
         "thumbnails": THUMBS.stats(),
+        "summaries": SUMMARIES.stats(),
         "viewers": svc.prompt_cache.viewer_stats(),
     }
     seg_caches = getattr(svc.segmenter, "cache_stats", None)

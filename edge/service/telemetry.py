@@ -100,7 +100,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_cache_entries": (
         "gauge",
         "Entries of the caches clients fill, by cache (bpe: the tokenizer's words, "
-        "text_embeddings, thumbnails, auth_clients: addresses with wrong credentials, viewers: "
+        "text_embeddings, thumbnails, summaries: recent results' mask counts, auth_clients: "
+        "addresses with wrong credentials, viewers: "
         "pages' kept frames, sessions: page logins).",
     ),
     "fastsam_cache_bytes": ("gauge", "Memory held by those caches, by cache."),
