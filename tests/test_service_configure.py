@@ -79,8 +79,9 @@ def _yoloe_bundle(tmp_path: Path, demo_bundle: Path) -> Path:
     dest = tmp_path / "yoloe-bundle"
     shutil.copytree(demo_bundle, dest)
     doc = json.loads((dest / MANIFEST_NAME).read_text())
-    doc["yoloe"] = {"family": "11", "end2end": False, "box_format": "xywh", "embed_dim": 16,
-                    "strides": [8, 16, 32], "head": "yoloe_head.npz", "vocabulary": {}}  # fmt: skip
+    doc["yoloe"] = {"family": "11", "end2end": False, "box_format": "xywh",
+                    "embed_dim": 16, "strides": [8, 16, 32], "head": "yoloe_head.npz",
+                    "vocabulary": {}}  # fmt: skip
     (dest / MANIFEST_NAME).write_text(json.dumps(doc))
     return dest
 
