@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,9 @@ class Segmenter:
     _head: YoloeHead | None = field(default=None, init=False, repr=False)
     _vocab: Vocabulary | None = field(default=None, init=False, repr=False)
     _words: WordCache | None = field(default=None, init=False, repr=False)
+    _words_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
     _tower: TextTower | None = field(default=None, init=False, repr=False)
     _text_encoder: CachedTextEncoder | None = field(default=None, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -184,6 +188,12 @@ class Segmenter:
         """The words :meth:`segment` finds (empty for FastSAM bundles and before any is set)."""
         return self._vocab.names if self._vocab is not None else ()
 
+    @property
+    def vocabulary_embeddings(self) -> NDArray[np.float32] | None:
+        """The (K, D) raw embeddings of :attr:`vocabulary` (``None`` without one), e.g. to set
+        the bundle's default vocabulary again without a text tower."""
+        return self._vocab.raw if self._vocab is not None else None
+
     def set_vocabulary(
         self, names: Sequence[str], embeddings: NDArray[np.float32] | None = None
     ) -> None:
@@ -221,13 +231,15 @@ class Segmenter:
         """Raw (K, D) embeddings of ``words`` with the bundle's text tower.
 
         Words seen before come from the cache (memory, and ``state_dir`` on disk); the others
-        are encoded in one text-tower call.
+        are encoded in one text-tower call. Thread-safe: a service encodes a new vocabulary in
+        its own thread while the worker may encode a text prompt's words.
 
         Raises:
             BundleError: The bundle has no text tower.
         """
         self._require_head("encode_words")
-        raw, _ = self.word_cache().encode(list(words), lambda w: self._text_tower().encode(w))
+        with self._words_lock:
+            raw, _ = self.word_cache().encode(list(words), lambda w: self._text_tower().encode(w))
         return raw
 
     def word_cache(self) -> WordCache:

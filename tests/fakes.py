@@ -1,11 +1,14 @@
 """Fakes for testing the service without a camera, a broker or systemd (test suite only).
 
 A segmenter, frame sources, an MQTT client, a systemd notify socket and a result reader that
-stand in for the real ones in :class:`~edge.service.runner.Service`.
+stand in for the real ones in :class:`~edge.service.runner.Service`; and a tiny open-vocabulary
+(YOLOE) segmenter: a seeded head, a detector session stand-in and a text tower stand-in around
+the real :class:`~edge.segmenter.Segmenter` (no trained YOLOE bundle needed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -18,10 +21,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.bundle import YoloeSection, read_manifest
+from edge.segmenter import Segmenter
 from edge.service.sink import PARTIAL_PREFIX, RESULT_NAME
 from edge.service.sources import FrameSource, SourceError
 from edge.sources import Frame
 from edge.types import MaskCrop, Masks
+from edge.yoloe import YoloeHead, l2_normalize, scale_sizes
 
 
 class FakeSegmenter:
@@ -242,3 +248,103 @@ def assert_only_complete(out: str | Path) -> None:
             if name.endswith((".png", ".jpg")):
                 assert cv2.imread(str(f)) is not None, f"{f} is not a complete image"
         assert not [q for q in p.iterdir() if q.name.endswith(".tmp")], p.name
+
+
+# ------------------------------------------------------------------------------------------
+# a tiny open-vocabulary (YOLOE) segmenter
+# ------------------------------------------------------------------------------------------
+
+D, H, S = 16, 32, 3
+"""Embedding size, text-adapter hidden size and scales of the fake YOLOE head."""
+
+
+def make_head(seed: int = 0, d: int = D) -> YoloeHead:
+    """A seeded YOLOE text head (adapter + folded contrastive head) of embedding size ``d``."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape: int, scale: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    return YoloeHead(
+        w12=r(2 * H, d, scale=0.3), b12=r(2 * H, scale=0.1), w3=r(d, H, scale=0.3),
+        b3=r(d, scale=0.1), bn_scale=np.abs(r(S, d)) + 0.5, bn_shift=r(S, d, scale=0.2),
+        logit_scale=r(S, scale=0.3), bias=r(S) - 2,
+    )  # fmt: skip
+
+
+class FakeYoloeSession:
+    """Detector stand-in: 3 outputs sized for the input; anchor 0 of each scale is an object."""
+
+    def __init__(self, head: YoloeHead, direction: np.ndarray, nm: int = 32) -> None:
+        self.head, self.direction, self.nm = head, direction, nm
+
+    def run(self, _names: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (tensor,) = feeds.values()
+        h, w = tensor.shape[2:]
+        sizes = scale_sizes((h, w), (8, 16, 32))
+        n = sum(sizes)
+        boxes = np.tile(np.array([[w / 2], [h / 2], [w / 4], [h / 4]], np.float32), (1, n))
+        coef = np.zeros((self.nm, n), np.float32)
+        coef[0] = 1.0
+        emb = np.zeros((1, D, n), np.float32)
+        emb[0, :, 0] = self.direction * 50  # one strong anchor, aligned with the direction
+        protos = np.ones((1, self.nm, h // 4, w // 4), np.float32)
+        return [np.concatenate([boxes, coef])[None], emb, protos]
+
+
+def word_embedding(word: str, d: int = D) -> np.ndarray:
+    """A fixed unit (d,) embedding per word (seeded by its sha256)."""
+    seed = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "little")
+    return l2_normalize(np.random.default_rng(seed).standard_normal(d).astype(np.float32))
+
+
+class FakeTextTower:
+    """Text tower stand-in: :func:`word_embedding` per word; records each call's words.
+
+    Attributes:
+        calls: The words of each ``encode`` call.
+        gate: While cleared, calls block (a slow tower); set by default.
+        fail: Raise this from ``encode`` when set.
+    """
+
+    def __init__(self, d: int = D) -> None:
+        self.d = d
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail: Exception | None = None
+
+    def encode(self, words: list[str]) -> np.ndarray:
+        self.calls.append(list(words))
+        self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return np.stack([word_embedding(w, self.d) for w in words]).astype(np.float32)
+
+
+def yoloe_segmenter(
+    bundle_dir: Path,
+    default: tuple[str, ...] = ("dog", "cat"),
+    tower: FakeTextTower | None = None,
+) -> Segmenter:
+    """A real :class:`~edge.segmenter.Segmenter` with a fake YOLOE head, detector and text
+    tower (``tower`` given: new words are encoded by it; ``None``: no text tower). Its default
+    vocabulary is ``default`` (``()``: none); the detector's one object looks most like the
+    first default word (or "dog")."""
+    head = make_head()
+    words = default or ("dog",)
+    raw = np.stack([word_embedding(w) for w in words])
+    weights, _ = head.class_weights(head.adapt(raw))
+    direction = weights[0][:, 0] - (weights[0][:, 1] if len(words) > 1 else 0)
+    m = read_manifest(bundle_dir)
+    fake = FakeYoloeSession(head, direction / np.linalg.norm(direction))
+    section = YoloeSection.from_json(
+        {"family": "11", "end2end": False, "box_format": "xywh", "embed_dim": D,
+         "strides": [8, 16, 32], "head": "yoloe_head.npz", "vocabulary": {}}
+    )  # fmt: skip
+    seg = Segmenter(bundle_dir, m, "fp32", 1, fake, yoloe=section)  # type: ignore[arg-type]
+    seg._head = head
+    seg._tower = tower  # type: ignore[assignment]
+    if default:
+        seg.set_vocabulary(list(default), raw)
+    return seg

@@ -594,3 +594,82 @@ def test_page_says_why_text_prompts_are_off(
         assert srv.text().count("WARNING") == 1 and "text prompts are off" in srv.text()
     finally:
         srv.stop()
+
+
+def _login(driver: Any, srv: Server) -> None:
+    driver.get(srv.url)
+    wait_for(driver, "!document.getElementById('login').hidden", "the login form")
+    field = driver.find_element("id", "token")
+    field.clear()
+    field.send_keys(TOKEN)
+    driver.find_element("css selector", "#login-form button").click()
+    wait_for(driver, "!document.getElementById('app').hidden", "the app after login")
+
+
+def test_vocabulary_box_is_hidden_on_fastsam(server: Server, driver: Any) -> None:
+    """The demo bundle is FastSAM (class-agnostic): no vocabulary box, the model named."""
+    if driver.current_url.rstrip("/") != server.url.rstrip("/"):
+        _login(driver, server)
+    wait_for(driver, "window.fastsam.state.vocabulary", "the vocabulary facts")
+    assert state(driver, "vocabulary.kind") == "fastsam"
+    assert not driver.find_element("id", "vocab-form").is_displayed()
+    assert driver.find_element("id", "s-model").text == "FastSAM (class-agnostic)"
+
+
+def test_vocabulary_changed_from_the_page_is_applied(
+    driver: Any, shots: Callable, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An open-vocabulary (YOLOE) service (the tiny fake of tests/fakes.py in the server): the
+    box shows the words, a new vocabulary typed there is used from the next frame (the masks'
+    labels, the status, the recent results), and the service says so over the API too."""
+    prelude = (
+        f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+        "from fakes import FakeTextTower, yoloe_segmenter\n"
+        "import edge.service.runner as runner\n"
+        "from edge.demo import demo_bundle\n"
+        "runner.load_segmenter = lambda cfg: yoloe_segmenter(demo_bundle(), tower=FakeTextTower())"
+    )
+    srv = Server(tmp_path_factory.mktemp("yoloe") / "results", prelude=prelude)
+    try:
+        _login(driver, srv)
+        wait_for(driver, "!document.getElementById('vocab-form').hidden", "the vocabulary box")
+        wait_for(driver, "document.getElementById('vocab').value === 'dog, cat'", "the words")
+        assert driver.find_element("id", "s-model").text == "YOLOE-11 · 2 word(s)"
+        wait_for(
+            driver,
+            "window.fastsam.state.latest && window.fastsam.state.latest.masks.length > 0 && "
+            "window.fastsam.state.latest.masks[0].label === 'dog'",
+            "a mask labelled dog",
+        )
+        box = driver.find_element("id", "vocab")
+        box.clear()
+        box.send_keys("bird, dog")
+        driver.find_element("css selector", "#vocab-form button[type=submit]").click()
+        wait_for(driver, "/bird, dog/.test(window.fastsam.state.message)", "the change accepted")
+        latest = wait_for(
+            driver,
+            "window.fastsam.state.latest && window.fastsam.state.latest.vocabulary.join() === "
+            "'bird,dog' && window.fastsam.state.latest",
+            "a result with the new vocabulary",
+        )
+        # the fake detector's one object scores highest for "bird" in this vocabulary (seeded)
+        assert [(m["label"], m["class_id"]) for m in latest["masks"]] == [("bird", 0)]
+        wait_for(driver, "/bird 1, dog 0/.test(document.getElementById('s-counts').textContent)",
+                 "the counts in the status")  # fmt: skip
+        wait_for(driver, "/bird 1/.test(document.getElementById('results').textContent)",
+                 "the counts in the recent results")  # fmt: skip
+        assert driver.find_element("id", "vocab").get_attribute("value") == "bird, dog"
+        shots(driver, "09-vocabulary")
+        code, facts = srv.request("GET", "/vocabulary")
+        assert code == 200 and facts["vocabulary"] == ["bird", "dog"] and not facts["pending"]
+        code, bad = srv.request("POST", "/vocabulary", {"vocabulary": ["x", "X"]})
+        assert code == 400 and bad["field"] == "vocabulary"
+        box = driver.find_element("id", "vocab")  # the same refusal, shown on the page
+        box.clear()
+        box.send_keys("x, X")
+        driver.find_element("css selector", "#vocab-form button[type=submit]").click()
+        wait_for(driver, "/Vocabulary not changed: .*repeats/.test(window.fastsam.state.message)",
+                 "the refusal")  # fmt: skip
+    finally:
+        srv.stop()
+        driver.get("about:blank")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge.service.config import (
+    MAX_VOCABULARY_WORDS,
+    MAX_WORD_CHARS,
     ConfigError,
     ServiceConfig,
     bench_defaults,
@@ -17,6 +19,7 @@ from edge.service.config import (
     load_config,
     parse_config,
     render_example_config,
+    resolve_state_dir,
     to_dict,
 )
 
@@ -194,3 +197,46 @@ def test_bench_defaults_errors(tmp_path, content, needle):
     cfg = parse_config({"model": {"defaults_from": str(path)}})
     with pytest.raises(ConfigError, match=needle):
         bench_defaults(cfg.model)
+
+
+@pytest.mark.parametrize(
+    ("value", "expectation", "result_or_needle"),
+    [
+        ([], DoesNotRaise(), []),  # the bundle's default vocabulary
+        ([" person ", "red car", "chien d'été", "猫"], DoesNotRaise(),
+         ["person", "red car", "chien d'été", "猫"]),
+        (["x" * MAX_WORD_CHARS] * 1, DoesNotRaise(), ["x" * MAX_WORD_CHARS]),
+        ([f"w{i}" for i in range(MAX_VOCABULARY_WORDS)], DoesNotRaise(),
+         [f"w{i}" for i in range(MAX_VOCABULARY_WORDS)]),
+        ("person, dog", pytest.raises(ConfigError), "processing.vocabulary: expected a list"),
+        (["person", 3], pytest.raises(ConfigError), "vocabulary[1]: expected a non-empty"),
+        (["person", "  "], pytest.raises(ConfigError), "vocabulary[1]: expected a non-empty"),
+        (["a\nb"], pytest.raises(ConfigError), "vocabulary[0]: control characters (\\n)"),
+        (["x" * (MAX_WORD_CHARS + 1)], pytest.raises(ConfigError),
+         f"processing.vocabulary[0]: {MAX_WORD_CHARS + 1} characters, at most {MAX_WORD_CHARS}"),
+        ([f"w{i}" for i in range(MAX_VOCABULARY_WORDS + 1)], pytest.raises(ConfigError),
+         f"processing.vocabulary: {MAX_VOCABULARY_WORDS + 1} words, at most"),
+        # duplicates are refused, naming both entries (the tower lowercases, collapses spaces)
+        (["dog", "cat", "dog"], pytest.raises(ConfigError),
+         "processing.vocabulary[2]: 'dog' repeats processing.vocabulary[0] 'dog'"),
+        (["Red  Car", "red car"], pytest.raises(ConfigError),
+         "processing.vocabulary[1]: 'red car' repeats processing.vocabulary[0] 'Red  Car'"),
+    ],
+)  # fmt: skip
+def test_processing_vocabulary(value, expectation, result_or_needle):
+    with expectation as exc:
+        cfg = parse_config({"processing": {"vocabulary": value}}, origin="c.toml")
+    if isinstance(expectation, DoesNotRaise):
+        assert cfg.processing.vocabulary == result_or_needle
+    else:
+        assert result_or_needle in str(exc.value), str(exc.value)
+
+
+def test_state_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    cfg = demo_config(tmp_path / "out")
+    assert resolve_state_dir(cfg) == tmp_path / "out" / ".state"
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/fastsam-edge:/var/lib/other")
+    assert resolve_state_dir(cfg) == Path("/var/lib/fastsam-edge")
+    explicit = cfg.replace(**{"service.state_dir": str(tmp_path / "st")})
+    assert resolve_state_dir(explicit) == tmp_path / "st"

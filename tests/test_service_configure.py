@@ -67,3 +67,34 @@ def test_configure_says_written_only_after_reading_the_file_back(tmp_path, capsy
 def test_the_first_run_config_says_how_to_make_a_token():
     text = configure.render_config(configure.first_run_settings("demo"), "interval")
     assert "openssl rand -hex 16" in text and "token_file" in text
+
+
+def _yoloe_bundle(tmp_path: Path, demo_bundle: Path) -> Path:
+    """A copy of the demo bundle whose bundle.json says YOLOE (enough for configure)."""
+    import json
+    import shutil
+
+    from edge.bundle import MANIFEST_NAME
+
+    dest = tmp_path / "yoloe-bundle"
+    shutil.copytree(demo_bundle, dest)
+    doc = json.loads((dest / MANIFEST_NAME).read_text())
+    doc["yoloe"] = {"family": "11", "end2end": False, "box_format": "xywh",
+                    "embed_dim": 16, "strides": [8, 16, 32], "head": "yoloe_head.npz",
+                    "vocabulary": {}}  # fmt: skip
+    (dest / MANIFEST_NAME).write_text(json.dumps(doc))
+    return dest
+
+
+def test_configure_vocab_for_yoloe_bundles_only(tmp_path, capsys, demo_bundle):
+    config = tmp_path / "config.toml"
+    bundle = _yoloe_bundle(tmp_path, demo_bundle)
+    argv = ["configure", "--config", str(config), "--source", "demo", "--bundle", str(bundle)]
+    assert main([*argv, "--vocab", " person, red car,, chat noir "]) == 0
+    assert load_config(config).processing.vocabulary == ["person", "red car", "chat noir"]
+    assert main([*argv, "--vocab", "dog,Dog", "--force"]) == 2  # the config's own validator
+    assert "processing.vocabulary[1]: 'Dog' repeats" in capsys.readouterr().err
+    fastsam = ["configure", "--config", str(tmp_path / "c2.toml"), "--bundle", "demo"]
+    assert main([*fastsam, "--vocab", "dog"]) == 2
+    err = capsys.readouterr().err
+    assert "--vocab: the bundle 'demo' is FastSAM" in err and not (tmp_path / "c2.toml").exists()

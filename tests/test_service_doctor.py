@@ -17,6 +17,7 @@ from edge.service.doctor import (
     OK,
     WARN,
     Probe,
+    check_bundle,
     check_drift,
     check_memory_limit,
     check_text_support,
@@ -306,3 +307,11 @@ def test_camera_check_of_a_stream_needs_no_device_and_hides_credentials(tmp_path
     check = check_camera(ServiceConfig().replace(**changes), Probe(root=tmp_path))
     assert check.status == status
     assert "pw" not in check.message
+
+
+def test_doctor_refuses_a_vocabulary_on_a_fastsam_bundle():
+    cfg = ServiceConfig().replace(**{"processing.vocabulary": ["dog"]})
+    check, _ = check_bundle(cfg)
+    assert check.status == FAIL and check.message.startswith("processing.vocabulary: ")
+    assert "FastSAM" in check.message and "YOLOE" in check.fix
+    assert check_bundle(ServiceConfig())[0].status == OK

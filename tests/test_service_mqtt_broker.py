@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes import FakeSegmenter
+from fakes import FakeSegmenter, FakeTextTower, yoloe_segmenter
 
 from edge.service.config import demo_config
 from edge.service.runner import Service
@@ -131,7 +131,7 @@ def _topic(name: str) -> Callable[[tuple[str, bytes, bool]], bool]:
     return lambda m: m[0] == name
 
 
-def _service(out: Path, port: int, **changes: object) -> Service:
+def _service(out: Path, port: int, segmenter: object = None, **changes: object) -> Service:
     base: dict[str, object] = {
         "source.width": 160,
         "source.height": 120,
@@ -149,7 +149,7 @@ def _service(out: Path, port: int, **changes: object) -> Service:
         "service.status_interval_s": 0.0,
     }
     base.update(changes)
-    return Service(demo_config(out, **base), segmenter=FakeSegmenter())
+    return Service(demo_config(out, **base), segmenter=segmenter or FakeSegmenter())
 
 
 def test_broker_topics_retained_discovery_and_button_trigger(tmp_path, broker):
@@ -383,3 +383,70 @@ def _is_mosquitto_on(proc_dir: Path, port: int) -> bool:
         return f"listener {port} " in Path(cmdline[2].decode()).read_text()
     except OSError:
         return False
+
+
+WORDS_CONFIG = "homeassistant/sensor/fse_test/count_{}/config"
+
+
+def _word_configs(port: int) -> dict[str, dict]:
+    """What a subscriber arriving now (Home Assistant restarting) gets: the retained word
+    count sensors' configs, by object id."""
+    late = Subscriber(port, "homeassistant/#")
+    late.wait_for(_topic("homeassistant/sensor/fse_test/masks/config"))  # the retained set
+    time.sleep(0.5)  # the rest of the retained messages follow in the same burst
+    late.close()
+    return {
+        t.split("/")[3]: json.loads(p)
+        for t, p, _ in late.messages
+        if t.startswith("homeassistant/sensor/fse_test/count_") and p
+    }
+
+
+def test_word_count_entities_follow_the_vocabulary_across_restarts(tmp_path, broker, demo_bundle):
+    """One count sensor per vocabulary word: added and removed (empty retained config) as the
+    vocabulary changes at runtime, and across a restart with another vocabulary."""
+    out = tmp_path / "out"
+    live = Subscriber(broker, "homeassistant/#", "fse/t1/state")
+    svc = _service(out, broker, yoloe_segmenter(demo_bundle, tower=FakeTextTower()))
+    thread = _running(svc)
+    try:
+        configs = _word_configs(broker)
+        assert sorted(configs) == ["count_cat", "count_dog"]
+        dog = configs["count_dog"]
+        assert dog["unique_id"] == "fse_test_count_dog" and dog["device"]["identifiers"] == [
+            "fse_test"
+        ]
+        assert dog["availability_topic"] == "fse/t1/available" and dog["state_topic"] == (
+            "fse/t1/state"
+        )
+        assert dog["value_template"] == '{{ (value_json.counts or {}).get("dog", 0) }}'
+
+        assert svc.vocabulary.request(["dog", "red bird"])[0] == 200
+        live.wait_for(lambda m: m[0] == WORDS_CONFIG.format("cat") and m[1] == b"")  # removed
+        live.wait_for(_topic(WORDS_CONFIG.format("red_bird")))  # added
+        assert sorted(_word_configs(broker)) == ["count_dog", "count_red_bird"]
+
+        live.publish("fse/t1/trigger", b"PRESS")  # the next frame uses the new words
+        _, state, _ = live.wait_for(_topic("fse/t1/state"))
+        body = json.loads(state)
+        assert set(body["counts"]) == {"dog", "red bird"}
+        assert sum(body["counts"].values()) == body["num_masks"] >= 1
+    finally:
+        _stop(svc, thread)
+    saved = json.loads((out / ".state" / "mqtt-entities.json").read_text())
+    assert saved["topics"] == [WORDS_CONFIG.format(w) for w in ("dog", "red_bird")]
+
+    # restarted with an edited configuration: its words, the others' entities removed
+    svc = _service(
+        out,
+        broker,
+        yoloe_segmenter(demo_bundle, tower=FakeTextTower()),
+        **{"processing.vocabulary": ["zebra"]},
+    )
+    thread = _running(svc)
+    try:
+        live.wait_for(lambda m: m[0] == WORDS_CONFIG.format("red_bird") and m[1] == b"")
+        assert sorted(_word_configs(broker)) == ["count_zebra"]
+    finally:
+        _stop(svc, thread)
+        live.close()

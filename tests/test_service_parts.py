@@ -13,7 +13,13 @@ from fakes import FakeMqttClient, FlakySource, ListSource, NotifySocket
 
 from edge.service.clock import FakeClock
 from edge.service.config import GpioConfig, MotionConfig, MqttConfig, ServiceConfig
-from edge.service.mqtt import MqttPublisher, compact_message, discovery_messages
+from edge.service.mqtt import (
+    MqttPublisher,
+    compact_message,
+    count_template,
+    discovery_messages,
+    word_slug,
+)
 from edge.service.notify import Notifier, WatchdogPinger
 from edge.service.queues import Job, JobQueue
 from edge.service.sources import (
@@ -554,6 +560,64 @@ def test_mqtt_discovery_device_entities_default_entity_id():
     assert by_component["button"]["command_topic"] == "cam/garage/trigger"
     no_image = discovery_messages(MqttConfig(image=False), "p")
     assert not any("/camera/" in t for t in no_image)
+
+
+@pytest.mark.parametrize(
+    ("word", "slug"),
+    [
+        ("person", "person"),
+        ("red car", "red_car"),
+        ("3d printer", "3d_printer"),
+        # anything else: transliterated as far as ASCII allows, plus 8 hex of its sha256
+        ("red_car", "red_car_17e06b9e"),  # never the slug of "red car"
+        ("Dog", "dog_"),
+        ("Café/Bar", "cafe_bar_"),
+        ("a+b#c", "a_b_c_"),
+        ("猫", "w_"),
+        ("x" * 60, "x" * 39 + "_"),
+    ],
+)
+def test_word_slug_is_topic_safe_and_unique(word, slug):
+    got = word_slug(word)
+    assert got == slug if not slug.endswith("_") else got.startswith(slug)
+    assert len(got) <= 48 and all(c in "abcdefghijklmnopqrstuvwxyz0123456789_" for c in got)
+    assert word_slug(word) == got  # a word's slug never depends on anything else
+
+
+def test_mqtt_word_count_sensors_and_counts_in_the_state():
+    cfg = MqttConfig(enabled=True, topic_prefix="cam", discovery=True, client_id="pi")
+    words = ("person", "Café/Bar")
+    msgs = discovery_messages(cfg, "cam", "1", words=words)
+    person = msgs["homeassistant/sensor/pi/count_person/config"]
+    assert person["unique_id"] == "pi_count_person"
+    assert person["default_entity_id"] == "sensor.pi_count_person"
+    assert person["state_topic"] == "cam/state" and person["availability_topic"] == "cam/available"
+    assert person["device"]["identifiers"] == ["pi"] and person["name"] == "person count"
+    assert person["value_template"] == '{{ (value_json.counts or {}).get("person", 0) }}'
+    cafe = msgs[f"homeassistant/sensor/pi/count_{word_slug('Café/Bar')}/config"]
+    assert cafe["value_template"] == count_template("Café/Bar")
+    assert "\\u00e9" in cafe["value_template"]  # JSON escapes: any word is a safe literal
+    assert len(msgs) == len(discovery_messages(cfg, "cam", "1")) + 2
+    doc = {
+        "frame_id": 1,
+        "vocabulary": ["person", "dog"],
+        "masks": [{"id": 0, "label": "person", "class_id": 0}, {"id": 1, "label": "person"}],
+    }
+    msg = compact_message(doc, 10, None, None, 1.0)
+    assert msg["counts"] == {"person": 2, "dog": 0} and msg["masks"][0]["label"] == "person"
+    agnostic = compact_message({"masks": [{"id": 0, "label": None}]}, 10, None, None, 1.0)
+    assert "counts" not in agnostic and "label" not in agnostic["masks"][0]
+
+
+@pytest.mark.export  # Jinja (Home Assistant's templates) comes with the export extra (torch)
+@pytest.mark.parametrize("word", ["person", 'say "hi"', "{{ x }}", "Café/Bar", "猫", "a\\b"])
+def test_mqtt_count_template_renders_in_jinja(word):
+    import jinja2
+
+    template = jinja2.Environment().from_string(count_template(word))
+    assert template.render(value_json={"counts": {word: 3, "other": 9}}) == "3"
+    assert template.render(value_json={"counts": {}}) == "0"
+    assert template.render(value_json={"num_masks": 1}) == "0"  # a class-agnostic result
 
 
 def test_mqtt_trigger_topic_counts_presses_not_retained():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import D, FakeYoloeSession, H, S, make_head
 
 from edge.bundle import BundleManifest, YoloeSection, read_manifest
 from edge.coco import categories, masks_to_coco
@@ -31,21 +32,6 @@ from edge.yoloe import (
     score_anchors,
     sigmoid,
 )
-
-D, H, S = 16, 32, 3
-
-
-def make_head(seed: int = 0, d: int = D) -> YoloeHead:
-    rng = np.random.default_rng(seed)
-
-    def r(*shape: int, scale: float = 1.0) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-    return YoloeHead(
-        w12=r(2 * H, d, scale=0.3), b12=r(2 * H, scale=0.1), w3=r(d, H, scale=0.3),
-        b3=r(d, scale=0.1), bn_scale=np.abs(r(S, d)) + 0.5, bn_shift=r(S, d, scale=0.2),
-        logit_scale=r(S, scale=0.3), bias=r(S) - 2,
-    )  # fmt: skip
 
 
 def test_adapt_is_residual_swiglu_then_normalised() -> None:
@@ -272,26 +258,6 @@ def test_text_tower_matches_the_clip_text_encoder(demo_bundle: Path) -> None:
     assert tower.encode([]).shape == (0, m.clip.embed_dim)
     with pytest.raises(InputError):
         tower.encode("a word")  # type: ignore[arg-type]
-
-
-class FakeYoloeSession:
-    """Detector stand-in: 3 outputs sized for the input; anchor 0 of each scale is an object."""
-
-    def __init__(self, head: YoloeHead, direction: np.ndarray, nm: int = 32) -> None:
-        self.head, self.direction, self.nm = head, direction, nm
-
-    def run(self, _names: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        (tensor,) = feeds.values()
-        h, w = tensor.shape[2:]
-        sizes = scale_sizes((h, w), (8, 16, 32))
-        n = sum(sizes)
-        boxes = np.tile(np.array([[w / 2], [h / 2], [w / 4], [h / 4]], np.float32), (1, n))
-        coef = np.zeros((self.nm, n), np.float32)
-        coef[0] = 1.0
-        emb = np.zeros((1, D, n), np.float32)
-        emb[0, :, 0] = self.direction * 50  # one strong anchor, aligned with the direction
-        protos = np.ones((1, self.nm, h // 4, w // 4), np.float32)
-        return [np.concatenate([boxes, coef])[None], emb, protos]
 
 
 @pytest.fixture()

@@ -20,6 +20,11 @@ gpiozero and picamera2 are imported lazily, only when configured):
   over TCP and/or a Unix socket.
 * ``web``: the browser page (``static/``) and the endpoints it polls.
 * ``live``: the live frame for the page, and the frames kept for prompts.
+* ``vocabulary``: the open vocabulary of a YOLOE bundle: where it comes from (saved,
+  configured, the bundle's), ``GET`` / ``POST /vocabulary``, encoding off the HTTP thread and
+  the hand-over to the worker between frames.
+* ``state``: small JSON files in the state directory (``service.state_dir``), written
+  atomically, a corrupt one logged and ignored.
 * ``status``: what a running service reports (``/healthz``, the page's ``/state``, caches).
 * ``telemetry``: counters, gauges and a latency histogram in the Prometheus text format.
 * ``clock``: injectable time (tests run on a fake clock).
@@ -27,7 +32,8 @@ gpiozero and picamera2 are imported lazily, only when configured):
 * ``notify``: ``sd_notify`` (READY / WATCHDOG / STATUS / STOPPING) written by hand.
 * ``mqtt``: optional MQTT publishing (availability/last will, results, enter / leave events,
   overlay JPEG, a capture
-  trigger topic, Home Assistant discovery) and broker-outage reporting.
+  trigger topic, Home Assistant discovery with a count sensor per vocabulary word) and
+  broker-outage reporting.
 * ``runner``: the service itself: the stages assembled, the worker, lifecycle, signals, the
   summary, and what HTTP and the page ask of it.
 * ``install`` / ``doctor`` / ``configure``: ``fastsam-edge install-service`` (unit with a

@@ -16,6 +16,7 @@ import difflib
 import ipaddress
 import json
 import math
+import os
 import tomllib
 import unicodedata
 from collections.abc import Callable
@@ -223,6 +224,57 @@ def topic(key: str, value: Any) -> str:
     return value.rstrip("/")
 
 
+MAX_VOCABULARY_WORDS = 100
+"""Most words a vocabulary may hold (each costs a text-tower call once, and a column of the
+per-frame scoring)."""
+MAX_WORD_CHARS = 100
+"""Longest word or phrase (the text tower reads at most 77 tokens)."""
+
+
+def _word_key(word: str) -> str:
+    """What makes two words the same to the text tower (it lowercases and collapses spaces)."""
+    return " ".join(word.casefold().split())
+
+
+def vocabulary(key: str, value: Any) -> list[str]:
+    """An open vocabulary: a list of at most :data:`MAX_VOCABULARY_WORDS` distinct words or
+    phrases, each stripped, non-empty, at most :data:`MAX_WORD_CHARS` characters, without
+    control characters. ``[]`` = the default (the bundle's). The one validator of the config
+    key ``processing.vocabulary`` and of ``POST /vocabulary``.
+
+    Raises:
+        ConfigError: Naming ``key`` (and the entry's index): not a list, too many words, a
+            blank, overlong or control-character word, or a word given twice (case and
+            spacing do not make words different: the text tower lowercases).
+    """
+    if not isinstance(value, list):
+        raise _bad(key, 'a list of words or phrases, e.g. ["person", "red car"]', value)
+    if len(value) > MAX_VOCABULARY_WORDS:
+        raise ConfigError(f"{key}: {len(value)} words, at most {MAX_VOCABULARY_WORDS} are allowed")
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for i, word in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(word, str) or not word.strip():
+            raise _bad(where, "a non-empty word or phrase", word)
+        word = word.strip()
+        bad = control_characters(word)
+        if bad:
+            raise ConfigError(f"{where}: control characters ({', '.join(bad)}) in {word!r}")
+        if len(word) > MAX_WORD_CHARS:
+            raise ConfigError(
+                f"{where}: {len(word)} characters, at most {MAX_WORD_CHARS} are allowed"
+            )
+        first = seen.setdefault(_word_key(word), i)
+        if first != i:
+            raise ConfigError(
+                f"{where}: {word!r} repeats {key}[{first}] {out[first]!r} (the text tower "
+                "ignores case and spacing); give each word once"
+            )
+        out.append(word)
+    return out
+
+
 def log_level(key: str, value: Any) -> str:
     levels = ("debug", "info", "warning", "error")
     if not isinstance(value, str) or value.lower() not in levels:
@@ -417,6 +469,16 @@ class ProcessingConfig:
         "objects enter and leave. Tracks follow the segmented frames: use a trigger that "
         "segments often (e.g. trigger.interval.seconds = 0 at source.fps).",
         boolean,
+    )
+    vocabulary: list[str] = _spec(
+        [],
+        'The words an open-vocabulary (YOLOE) bundle finds, e.g. ["person", "dog", "red '
+        "car\"]: every mask gets one of them as its label. [] = the bundle's default "
+        "vocabulary. Changed at runtime (POST /vocabulary, the page), the vocabulary is kept "
+        "in service.state_dir and wins over this key on restart until this key is edited. "
+        f"At most {MAX_VOCABULARY_WORDS} words of at most {MAX_WORD_CHARS} characters; a "
+        "FastSAM bundle (class-agnostic) refuses a non-empty vocabulary.",
+        vocabulary,
     )
     text_shortlist: int = _spec(
         DENSE_SHORTLIST,
@@ -703,7 +765,8 @@ class MqttConfig:
         False,
         "Publish Home Assistant MQTT discovery: one device with a mask-count sensor, a 'Last "
         "result' camera and a 'Capture' button (it publishes to <prefix>/trigger, which the "
-        "service subscribes to).",
+        "service subscribes to); with a YOLOE bundle also one count sensor per vocabulary "
+        "word, added and removed as the vocabulary changes.",
         boolean,
     )
     discovery_prefix: str = _spec("homeassistant", "Home Assistant discovery prefix.", topic)
@@ -732,6 +795,14 @@ class RuntimeConfig:
         choice("serial", "staged"),
     )
     log_level: str = _spec("info", 'Log level: "debug", "info", "warning" or "error".', log_level)
+    state_dir: str = _spec(
+        "",
+        "Where the service keeps what it learns while running (the vocabulary set at runtime, "
+        "the Home Assistant entities it announced, word embeddings of an open-vocabulary "
+        'bundle). "" = $STATE_DIRECTORY (systemd\'s StateDirectory, /var/lib/fastsam-edge) '
+        "or else <output.dir>/.state.",
+        path,
+    )
 
 
 @dataclass(frozen=True)
@@ -1130,6 +1201,18 @@ def render_example_config() -> str:
     for f in _fields(ServiceConfig):
         _render_section(f.default_factory, f.name, f.metadata["doc"], out)  # type: ignore[arg-type]
     return "\n".join(out) + "\n"
+
+
+def resolve_state_dir(cfg: ServiceConfig) -> Path:
+    """The service's state directory: ``service.state_dir``, else systemd's
+    ``$STATE_DIRECTORY`` (its first entry), else ``<output.dir>/.state`` (the results'
+    retention only touches result directories)."""
+    if cfg.service.state_dir:
+        return Path(cfg.service.state_dir)
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    return Path(cfg.output.dir) / ".state"
 
 
 def resolve_token(cfg: HttpConfig) -> str:

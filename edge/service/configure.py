@@ -1,7 +1,8 @@
 """``fastsam-edge configure``: a first-run config that does something.
 
 It writes a short ``config.toml`` with the chosen bundle, the frame source and one trigger
-(an interval timer by default), so that ``systemctl enable --now fastsam-edge`` produces
+(an interval timer by default) and, for an open-vocabulary (YOLOE) bundle, the words to find
+(``--vocab``), so that ``systemctl enable --now fastsam-edge`` produces
 results without editing anything. Every other key keeps its default; ``fastsam-edge serve
 --print-config`` lists them all. An existing config is only replaced with ``--force`` (the old
 one is kept as ``config.toml.bak``).
@@ -38,8 +39,10 @@ def first_run_settings(
     source_path: str = "",
     device: str = "",
     gpio_pin: int | None = None,
+    vocabulary: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The tables of a first-run config (only what differs from the defaults matters).
+    """The tables of a first-run config (only what differs from the defaults matters);
+    ``vocabulary``: ``processing.vocabulary`` (validated with the rest by :func:`validate`).
 
     Raises:
         ConfigError: Unknown trigger, or a replay source without a path.
@@ -52,6 +55,8 @@ def first_run_settings(
     if device:
         src["device"] = device
     tables: dict[str, dict[str, Any]] = {"model": {"bundle": bundle}, "source": src}
+    if vocabulary:
+        tables["processing"] = {"vocabulary": list(vocabulary)}
     if trigger == "interval":
         tables["trigger.interval"] = {"enabled": True, "seconds": float(interval_s)}
     elif trigger == "motion":
@@ -134,6 +139,29 @@ def check_bundle(bundle: str) -> str:
     return str(path)
 
 
+def parse_vocab(bundle: str, text: str | None) -> list[str]:
+    """``--vocab "person, dog"`` as words; only an open-vocabulary (YOLOE) bundle takes them.
+
+    Raises:
+        ConfigError: Words for a FastSAM bundle (naming ``--vocab`` and the bundle's kind).
+    """
+    words = [w.strip() for w in (text or "").split(",") if w.strip()]
+    if not words:
+        return []
+    yoloe = False
+    if bundle != DEMO:
+        from edge.bundle import read_manifest
+
+        yoloe = read_manifest(Path(bundle)).yoloe is not None
+    if not yoloe:
+        raise ConfigError(
+            f"--vocab: the bundle {bundle!r} is FastSAM (class-agnostic: masks have no names); "
+            "a vocabulary needs an open-vocabulary YOLOE bundle (fastsam-export "
+            "yoloe-11s-seg.pt)"
+        )
+    return words
+
+
 def write_config(path: Path, text: str, force: bool) -> str:
     """Write atomically (mode 0640, group fastsam-edge when it exists); returns what it did.
 
@@ -167,6 +195,7 @@ def write_config(path: Path, text: str, force: bool) -> str:
 def cmd_configure(args: argparse.Namespace) -> int:
     """``configure``: write the first-run config."""
     bundle = check_bundle(args.bundle)
+    vocabulary = parse_vocab(bundle, args.vocab)
     tables = first_run_settings(
         bundle,
         args.trigger,
@@ -175,6 +204,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
         args.source_path or "",
         args.device or "",
         args.gpio_pin,
+        vocabulary,
     )
     path = Path(args.config)
     validate(tables, str(path))
@@ -235,6 +265,12 @@ def add_configure_command(sub: Any) -> None:
     c.add_argument("--source-path", help="replay: folder of images or a video file")
     c.add_argument("--device", help='opencv: camera index or device path, e.g. "/dev/video0"')
     c.add_argument("--gpio-pin", type=int, help="gpio: BCM pin (default 17)")
+    c.add_argument(
+        "--vocab",
+        metavar="WORDS",
+        help='YOLOE bundles: the words to find, comma-separated, e.g. "person,dog,red car" '
+        "(processing.vocabulary; default: the bundle's)",
+    )
     c.add_argument("--force", action="store_true", help="replace an existing config")
     c.add_argument("--print", action="store_true", help="print the config instead of writing")
     c.set_defaults(func=cmd_configure)

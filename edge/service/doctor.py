@@ -385,7 +385,18 @@ def check_bundle(cfg: ServiceConfig) -> tuple[Check, int]:
             "bundle", FAIL, str(exc), "export one with fastsam-export and set model.bundle"
         ), 0
     size = m.files[name].bytes
+    if cfg.processing.vocabulary and m.yoloe is None:
+        return Check(
+            "bundle",
+            FAIL,
+            f"processing.vocabulary: {m.name} is a FastSAM bundle (class-agnostic: masks have "
+            "no names); the service would not start",
+            "remove processing.vocabulary, or set model.bundle to a YOLOE bundle",
+        ), size
     note = " (demo bundle: it only segments the synthetic demo scenes)" if bundle == DEMO else ""
+    if m.yoloe is not None:
+        words = cfg.processing.vocabulary or list(m.yoloe.vocabulary)
+        note += f"; YOLOE-{m.yoloe.family}, vocabulary: {', '.join(words) or '(none)'}"
     h, w = m.input.imgsz
     return Check(
         "bundle",

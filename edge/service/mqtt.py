@@ -15,10 +15,14 @@ Topics, the way Home Assistant and Frigate users expect them:
 * with ``discovery = true``, retained Home Assistant discovery messages under
   ``<discovery_prefix>/<component>/<node>/<object>/config`` for one device with a mask-count
   sensor, a "Last result" camera (the overlay topic), a "Capture" button and, with tracking,
-  an "Object" event entity (``event_types`` enter / leave, from ``<prefix>/events``). Entity
-  ids are
-  suggested with ``default_entity_id`` (``sensor.<node>_masks``), not the deprecated
-  ``object_id``.
+  an "Object" event entity (``event_types`` enter / leave, from ``<prefix>/events``) and,
+  with an open-vocabulary (YOLOE) bundle, one count sensor per vocabulary word (object
+  ``count_<slug>``, :func:`word_slug`; its value is ``counts[word]`` of ``<prefix>/state``).
+  Entity ids are suggested with ``default_entity_id`` (``sensor.<node>_masks``), not the
+  deprecated ``object_id``. A word that leaves the vocabulary has its entity removed (an
+  empty retained config); the announced word entities are remembered in the state
+  directory (``mqtt-entities.json``), so a word removed while the service was stopped, or
+  across a restart with another vocabulary, is removed too.
 
 The client connects asynchronously and reconnects by itself; a broker that is down never
 blocks or stops the service: results wait in a queue of :data:`MAX_PENDING` (the newest kept,
@@ -42,12 +46,14 @@ one INFO line per burst, and presses merged into one capture are counted by the 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
 import re
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +62,9 @@ from typing import Any
 import numpy as np
 
 from edge.service.config import ConfigError, MqttConfig, read_secret_file
+from edge.service.state import StateFile
 from edge.service.telemetry import Metrics
+from edge.service.vocabulary import label_counts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ MAX_PENDING = 16
 ERROR_LOG_INTERVAL_S = 60.0
 QUEUE_FULL = 15  # paho's MQTT_ERR_QUEUE_SIZE
 NO_CONNECTION = 4  # paho's MQTT_ERR_NO_CONN: queued by paho until it reconnects
+ENTITIES_STATE = "mqtt-entities.json"
+"""The word entities announced to Home Assistant, in the state directory."""
 
 
 def default_client_factory(client_id: str, protocol: str = "5") -> Any:
@@ -104,8 +114,11 @@ def compact_message(
     latency_ms: float,
 ) -> dict[str, Any]:
     """The event message: ids, time, trigger, counts, top masks, file paths."""
-    keys = ("id", "score", "bbox_xyxy", "area", "track_id")
-    masks = [{k: m[k] for k in keys if k in m} for m in doc.get("masks", [])[:max_masks]]
+    keys = ("id", "score", "bbox_xyxy", "area", "label", "track_id")
+    masks = [
+        {k: m[k] for k in keys if k in m and (k != "label" or m[k] is not None)}
+        for m in doc.get("masks", [])[:max_masks]
+    ]
     msg: dict[str, Any] = {
         "frame_id": doc.get("frame_id"),
         "timestamp": doc.get("timestamp"),
@@ -116,6 +129,9 @@ def compact_message(
         "bundle": doc.get("bundle", {}).get("name"),
         "latency_ms": round(latency_ms, 1),
     }
+    counts = label_counts(doc)
+    if counts is not None:  # open vocabulary: masks per word (the word count sensors)
+        msg["counts"] = counts
     if result_dir is not None and files:
         msg["result_dir"] = result_dir
         msg["files"] = {k: str(Path(result_dir) / v) for k, v in files.items()}
@@ -142,8 +158,57 @@ def node_id(client_id: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", client_id.lower()).strip("_") or "fastsam_edge"
 
 
+_PLAIN_WORD = re.compile(r"[a-z0-9]+( [a-z0-9]+)*")
+
+
+def word_slug(word: str) -> str:
+    """A topic- and entity-id-safe name of a vocabulary word (``[a-z0-9_]``, at most 48).
+
+    A plain lowercase ASCII word keeps its letters, spaces becoming ``_`` (``"red car"`` ->
+    ``red_car``); any other word (capitals, accents, ``/``, ``+``, ``#``, other scripts, an
+    underscore of its own) is transliterated as far as ASCII allows and gets 8 hex digits of
+    its sha256 (``"Café/Bar"`` -> ``cafe_bar_1a2b3c4d``, ``"猫"`` -> ``w_...``), so two words
+    never share a slug and a word's slug never depends on the other words.
+    """
+    if _PLAIN_WORD.fullmatch(word) and len(word) <= 48:
+        return word.replace(" ", "_")
+    ascii_ = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode().lower()
+    base = re.sub(r"[^a-z0-9]+", "_", ascii_).strip("_")[:39] or "w"
+    return f"{base}_{hashlib.sha256(word.encode('utf-8')).hexdigest()[:8]}"
+
+
+def count_template(word: str) -> str:
+    """Home Assistant's ``value_template`` of a word's count sensor: ``counts[word]`` of the
+    state message, 0 when absent (the word as a JSON string literal, which Jinja reads
+    escapes and all)."""
+    return "{{ (value_json.counts or {}).get(" + json.dumps(word) + ", 0) }}"
+
+
+def word_entities(
+    words: tuple[str, ...] | list[str], prefix: str
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """object id -> (component, config body) of each word's count sensor."""
+    return {
+        f"count_{word_slug(w)}": (
+            "sensor",
+            {
+                "name": f"{w} count",
+                "state_topic": f"{prefix}/state",
+                "value_template": count_template(w),
+                "state_class": "measurement",
+                "icon": "mdi:counter",
+            },
+        )
+        for w in words
+    }
+
+
 def discovery_messages(
-    cfg: MqttConfig, prefix: str, version: str = "", events: bool = False
+    cfg: MqttConfig,
+    prefix: str,
+    version: str = "",
+    events: bool = False,
+    words: tuple[str, ...] | list[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Home Assistant discovery topic -> config payload, for one device and its entities.
 
@@ -152,6 +217,7 @@ def discovery_messages(
         prefix: The topic prefix of the service's own topics.
         version: Software version shown on the device page.
         events: Also the "Object" event entity (tracking with events on).
+        words: The vocabulary (YOLOE): one count sensor per word.
     """
     node = node_id(cfg.client_id)
     device = {
@@ -204,6 +270,7 @@ def discovery_messages(
                 "icon": "mdi:motion-sensor",
             },
         )
+    entities.update(word_entities(words, prefix))
     out = {}
     for obj, (component, body) in entities.items():
         config = {
@@ -227,6 +294,8 @@ class MqttPublisher:
         on_trigger: Called (from paho's thread) when a capture request arrives.
         version: Software version for the discovery device.
         events: Announce the event entity (``processing.track`` with ``events.enabled``).
+        state_dir: Where the announced word entities are remembered (``None``: nowhere; a
+            word removed across a restart then keeps its entity).
     """
 
     def __init__(
@@ -238,9 +307,17 @@ class MqttPublisher:
         on_trigger: Callable[[], None] | None = None,
         version: str = "",
         events: bool = False,
+        state_dir: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.events = events
+        self.words: tuple[str, ...] = ()
+        self._entities = (
+            StateFile(Path(state_dir) / ENTITIES_STATE, "Home Assistant word entities")
+            if state_dir is not None
+            else None
+        )
+        self._discovery_lock = threading.Lock()
         self.prefix = cfg.topic_prefix
         self.available_topic = f"{self.prefix}/available"
         self.results_topic = f"{self.prefix}/results"
@@ -399,9 +476,37 @@ class MqttPublisher:
             self._on_trigger()
 
     def _publish_discovery(self, client: Any) -> None:
-        messages = discovery_messages(self.cfg, self.prefix, self._version, self.events)
-        for topic, config in messages.items():
-            client.publish(topic, json.dumps(config), qos=1, retain=True)
+        """Announce every entity, and remove the word entities announced before (remembered
+        in the state directory) whose word left the vocabulary."""
+        with self._discovery_lock:
+            words = self.words
+            messages = discovery_messages(self.cfg, self.prefix, self._version, self.events, words)
+            for topic, config in messages.items():
+                client.publish(topic, json.dumps(config), qos=1, retain=True)
+            announced = sorted(
+                discovery_messages(self.cfg, self.prefix, words=words).keys()
+                - discovery_messages(self.cfg, self.prefix).keys()
+            )
+            saved = self._entities.load() if self._entities is not None else None
+            before = saved.get("topics", []) if saved else []
+            gone = sorted(
+                {t for t in before if isinstance(t, str) and t.endswith("/config")}
+                - set(announced)
+            )
+            for topic in gone:  # an empty retained config removes the entity
+                client.publish(topic, "", qos=1, retain=True)
+            if gone:
+                _LOGGER.info("mqtt: removed %d word entit(y/ies): %s", len(gone), ", ".join(gone))
+            if self._entities is not None and sorted(before) != announced:
+                self._entities.save({"topics": announced})
+
+    def set_vocabulary(self, words: tuple[str, ...] | list[str]) -> None:
+        """The vocabulary changed: one count entity per word, added and removed now when
+        connected with ``discovery`` (else on the next connection)."""
+        self.words = tuple(words)
+        client = self.client
+        if client is not None and self.connected and self.cfg.discovery:
+            self._publish_discovery(client)
 
     # service side -------------------------------------------------------------------------
 

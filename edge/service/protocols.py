@@ -4,7 +4,7 @@
 :class:`~edge.service.runner.Service` by an embedding program (or a test fake) needs only
 :class:`SegmentsFrames`; the service then skips what the others enable: the bundle facts in
 ``result.json`` and the warm-up size (:class:`HasBundle`), kept frames for ``POST /prompt``
-(:class:`DetectsAndSelects`).
+(:class:`DetectsAndSelects`), the vocabulary of a YOLOE bundle (:class:`HasVocabulary`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from edge.bundle import BundleManifest
+    from edge.bundle import BundleManifest, YoloeSection
     from edge.postprocess import Detections
     from edge.prompts import Prompt
     from edge.types import Masks
@@ -66,9 +66,37 @@ class DetectsAndSelects(Protocol):
         ...
 
 
+@runtime_checkable
+class HasVocabulary(Protocol):
+    """A segmenter with an open vocabulary when loaded from a YOLOE bundle (``yoloe`` set;
+    ``None``: FastSAM)."""
+
+    yoloe: YoloeSection | None
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        """The words frames are segmented with."""
+        ...
+
+    @property
+    def vocabulary_embeddings(self) -> NDArray[np.float32] | None:
+        """Their (K, D) raw embeddings."""
+        ...
+
+    def set_vocabulary(
+        self, names: Sequence[str], embeddings: NDArray[np.float32] | None = None
+    ) -> None:
+        """Set the words (``edge.segmenter.Segmenter.set_vocabulary``)."""
+        ...
+
+    def encode_words(self, words: Sequence[str]) -> NDArray[np.float32]:
+        """Raw (K, D) embeddings of words (cached)."""
+        ...
+
+
 def bundle_of(segmenter: object) -> BundleManifest | None:
     """The segmenter's bundle manifest, or ``None`` for one not loaded from a bundle."""
     return segmenter.manifest if isinstance(segmenter, HasBundle) else None
 
 
-__all__ = ["DetectsAndSelects", "HasBundle", "SegmentsFrames", "bundle_of"]
+__all__ = ["DetectsAndSelects", "HasBundle", "HasVocabulary", "SegmentsFrames", "bundle_of"]

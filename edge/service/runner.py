@@ -51,6 +51,7 @@ from edge.service.config import (
     bench_defaults,
     check_exposure,
     is_loopback_host,
+    resolve_state_dir,
     resolve_token,
 )
 from edge.service.frames import FrameLoop
@@ -73,6 +74,7 @@ from edge.service.sources import (
 )
 from edge.service.telemetry import Metrics
 from edge.service.triggers import GpioTrigger
+from edge.service.vocabulary import VocabularyStage, vocabulary_routes
 from edge.service.web import Sessions, page_routes
 from edge.service.worker import SegmentWorker
 
@@ -234,6 +236,8 @@ class Service:
             self._tick,
             lambda reason: self.request_stop(reason, drain=True),
         )
+        self.state_dir = resolve_state_dir(cfg)
+        self.vocabulary = VocabularyStage(cfg.processing.vocabulary, self.state_dir, self.metrics)
         self.prompt_cache = PromptCache(
             cfg.http.prompt_cache_frames, int(cfg.http.prompt_cache_mb * 2**20)
         )
@@ -247,6 +251,7 @@ class Service:
             self.stop_event,
             self.wake,
             self._drop,
+            self.vocabulary,
         )
         self.started_at = 0.0
         self._next_status = 0.0
@@ -282,8 +287,11 @@ class Service:
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
+        if getattr(self.segmenter, "yoloe", None) is not None and self.segmenter.state_dir is None:
+            self.segmenter.state_dir = self.state_dir  # type: ignore[attr-defined]
         self.bundle = self.output.bundle = bundle_facts(self.segmenter)
         self.frames.manifest = bundle_of(self.segmenter)
+        self.vocabulary.start(self.segmenter)  # before the warm-up: a YOLOE frame needs words
         if cfg.model.warmup:
             self._warmup(self.segmenter)
         try:
@@ -301,7 +309,11 @@ class Service:
                 on_trigger=self.wake.set,
                 version=__version__,
                 events=cfg.processing.track and cfg.events.enabled,
+                state_dir=self.state_dir,
             )
+            if self.vocabulary.kind == "yoloe":
+                self.mqtt.set_vocabulary(self.vocabulary.words)
+                self.vocabulary.on_change = self.mqtt.set_vocabulary
             self.mqtt.start()
             self.output.mqtt = self.frames.mqtt = self.mqtt
         if cfg.trigger.gpio.enabled:
@@ -326,7 +338,7 @@ class Service:
                     cfg.http.request_timeout_s,
                     cfg.http.max_connections,
                     cfg.http.allowed_hosts,
-                    routes={**default_routes(), **page_routes()},
+                    routes={**default_routes(), **page_routes(), **vocabulary_routes()},
                     sessions=Sessions(token),
                 )
             except OSError as exc:  # the TCP address was checked: most likely the socket
@@ -434,6 +446,7 @@ class Service:
             self.gpio.close()
             self.gpio = None
         self.source.close()
+        self.vocabulary.close()
         self.metrics.set("fastsam_source_up", 0)
         self.sink.close()
         if self.mqtt is not None:
@@ -605,7 +618,16 @@ class Service:
         self.metrics.set("fastsam_queue_depth", len(self.queue))
 
     def count_request(self, path: str, status: int) -> None:
-        if path not in ("/trigger", "/healthz", "/metrics", "/latest", "/prompt", "/live.jpg"):
+        known = (
+            "/trigger",
+            "/healthz",
+            "/metrics",
+            "/latest",
+            "/prompt",
+            "/live.jpg",
+            "/vocabulary",
+        )
+        if path not in known:
             path = "other"
         self.metrics.inc("fastsam_http_requests_total", path=path, code=str(status))
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from edge.service.sink import ResultSink
     from edge.service.sources import ResilientSource
     from edge.service.telemetry import Metrics
+    from edge.service.vocabulary import VocabularyStage
     from edge.service.worker import SegmentWorker
 
 
@@ -42,6 +43,7 @@ class RunningService(Protocol):
     segmenter: Any
     mqtt: MqttPublisher | None
     http: ApiServer | None
+    vocabulary: VocabularyStage
     ready: threading.Event
     stop_event: threading.Event
     bundle: dict[str, Any]
@@ -86,8 +88,22 @@ def recent_events(svc: RunningService) -> list[dict[str, Any]]:
     return tracker.log.recent()
 
 
+def vocabulary_facts(svc: RunningService) -> dict[str, Any]:
+    """The model's kind (``yoloe`` / ``fastsam``), YOLOE family and vocabulary, with the masks
+    per word of the last result (``counts``; absent before one, or for a class-agnostic one)."""
+    from edge.service.vocabulary import label_counts
+
+    facts = svc.vocabulary.facts()
+    latest = svc.output.latest()
+    counts = label_counts(latest) if latest is not None else None
+    if counts is not None:
+        facts["counts"] = counts
+    return facts
+
+
 def page_facts(svc: RunningService) -> dict[str, Any]:
-    """What the page polls (``GET /state``): live frame, last result, kept frames."""
+    """What the page polls (``GET /state``): live frame, last result, kept frames, the
+    vocabulary."""
     from edge.service.web import frame_facts
 
     now = svc.clock.now()
@@ -124,6 +140,7 @@ def page_facts(svc: RunningService) -> dict[str, Any]:
         "text_prompts": not text_problem,
         "text_prompts_why": text_problem,
         "tracking": svc.output.tracker is not None,
+        "vocabulary": vocabulary_facts(svc),
         "events": recent_events(svc),
         "bundle": svc.bundle,
         "busy": svc.worker.busy_since is not None,
@@ -134,10 +151,11 @@ def page_facts(svc: RunningService) -> dict[str, Any]:
 def cache_stats(svc: RunningService) -> dict[str, dict[str, int]]:
     """Every bounded cache clients can fill, by name (:meth:`edge.lru.BoundedLRU.stats`);
     the prompt cache has its own ``fastsam_prompt_cache_*`` metrics."""
-    from edge.service.web import THUMBS
+    from edge.service.web import SUMMARIES, THUMBS
 
     caches: dict[str, dict[str, int]] = {
         "thumbnails": THUMBS.stats(),
+        "summaries": SUMMARIES.stats(),
         "viewers": svc.prompt_cache.viewer_stats(),
     }
     seg_caches = getattr(svc.segmenter, "cache_stats", None)
@@ -184,6 +202,12 @@ def health(svc: RunningService) -> tuple[int, dict[str, Any]]:
         "version": __version__,
         "bundle": svc.bundle,
         "model_loaded": svc.segmenter is not None,
+        # no token here: the vocabulary (configuration), never the scene's counts
+        "model": {
+            k: v
+            for k, v in svc.vocabulary.facts().items()
+            if k in ("kind", "family", "vocabulary")
+        },
         "source": {
             "name": src.name,
             "open": src.is_open,

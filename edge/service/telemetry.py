@@ -32,7 +32,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_errors_total": (
         "counter",
         "Errors, by kind: source (open/read failed), input (an unreadable replay file, "
-        "skipped), segment, output, write (result files), mqtt. A client's bad request is not "
+        "skipped), segment, output, write (result files), mqtt, vocabulary (a vocabulary "
+        "that could not be encoded or applied). A client's bad request is not "
         "one: it is answered 4xx and counted in fastsam_http_requests_total.",
     ),
     "fastsam_results_total": ("counter", "Frames segmented."),
@@ -63,6 +64,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_output_seconds": (
         "histogram",
         "Stage: encoding (RLE, polygons, overlay), writing, publishing and answering a result.",
+    ),
+    "fastsam_vocabulary_changes_total": (
+        "counter",
+        "Open-vocabulary (YOLOE) changes swapped in by the worker (POST /vocabulary, the page).",
     ),
     "fastsam_masks": ("gauge", "Masks in the last result."),
     "fastsam_tracks": (
@@ -95,7 +100,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "fastsam_cache_entries": (
         "gauge",
         "Entries of the caches clients fill, by cache (bpe: the tokenizer's words, "
-        "text_embeddings, thumbnails, auth_clients: addresses with wrong credentials, viewers: "
+        "text_embeddings, thumbnails, summaries: recent results' mask counts, auth_clients: "
+        "addresses with wrong credentials, viewers: "
         "pages' kept frames, sessions: page logins).",
     ),
     "fastsam_cache_bytes": ("gauge", "Memory held by those caches, by cache."),

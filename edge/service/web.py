@@ -24,13 +24,16 @@ Endpoints (all behind the same checks as the API: ``Host``, token, JSON bodies, 
   run); 404 names a frame id that is no longer kept.
 * ``GET /events/thumb?seq=N``: the JPEG of a recent enter / leave event (the events
   themselves come with ``GET /state``).
-* ``GET /results``: the newest result directories; ``GET /results/file?name=...&file=json|
-  overlay|frame|thumb``: one of their files (``thumb``: a small JPEG of the overlay).
+* ``GET /results``: the newest result directories, each with a ``summary`` (``num_masks``
+  and, with an open vocabulary, ``counts``: masks per word); ``GET /results/file?name=...&
+  file=json|overlay|frame|thumb``: one of their files (``thumb``: a small JPEG of the overlay).
+* ``GET`` / ``POST /vocabulary`` (:mod:`edge.service.vocabulary`): the page's vocabulary box.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -61,6 +64,7 @@ from edge.service.live import (
 )
 from edge.service.protocols import DetectsAndSelects
 from edge.service.sink import OVERLAY_FILES, RESULT_JSON, RESULT_NAME, result_frame_id
+from edge.service.vocabulary import label_counts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -385,8 +389,42 @@ def recent_results(root: Path, limit: int = RECENT_RESULTS) -> list[dict[str, An
             found = next((f for f in candidates if (root / name / f).is_file()), None)
             if found:
                 files[kind] = found
-        out.append({"name": name, "frame_id": result_frame_id(name), "files": files})
+        entry: dict[str, Any] = {"name": name, "frame_id": result_frame_id(name), "files": files}
+        if "json" in files:
+            entry["summary"] = result_summary(root / name / files["json"])
+        out.append(entry)
     return out
+
+
+SUMMARIES = BoundedLRU[str, dict[str, Any]](
+    256, 1 << 20, sizeof=lambda key, value: len(key) + len(json.dumps(value)) + 128
+)
+"""Summaries of recent results (``fastsam_cache_*{cache="summaries"}``): a result file is
+parsed once, not at every poll of the page."""
+
+
+def result_summary(path: Path) -> dict[str, Any] | None:
+    """``num_masks`` and the masks per vocabulary word (``counts``, open vocabulary only) of a
+    written result JSON; ``None`` when it cannot be read."""
+    try:
+        key = f"{path}:{path.stat().st_mtime_ns}"
+    except OSError:
+        return None
+    hit = SUMMARIES.get(key)
+    if hit is not None:
+        return hit
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    summary: dict[str, Any] = {"num_masks": doc.get("num_masks")}
+    counts = label_counts(doc)
+    if counts is not None:
+        summary["counts"] = counts
+    SUMMARIES.put(key, summary)
+    return summary
 
 
 THUMBS = BoundedLRU[str, bytes](64, 4 << 20)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from edge.service.clock import Clock
     from edge.service.config import ServiceConfig
     from edge.service.telemetry import Metrics
+    from edge.service.vocabulary import VocabularyStage
     from edge.types import Masks
 
 _LOGGER = logging.getLogger("edge.service")
@@ -45,6 +46,7 @@ class SegmentWorker:
         stop_event: Set when the service stops (the worker ends once the queue is empty).
         wake: Set after each job (the frame loop waits on it).
         drop: Counts a job that will not be segmented and answers its request.
+        vocabulary: Hands over a changed vocabulary, swapped in before the next job (YOLOE).
 
     Attributes:
         segmenter: The segmenter (given by :meth:`start`).
@@ -62,6 +64,7 @@ class SegmentWorker:
         stop_event: threading.Event,
         wake: threading.Event,
         drop: Callable[[Job, str], None],
+        vocabulary: VocabularyStage | None = None,
     ) -> None:
         self.cfg = cfg
         self.queue = queue
@@ -72,6 +75,7 @@ class SegmentWorker:
         self.stop_event = stop_event
         self.wake = wake
         self._drop = drop
+        self.vocabulary = vocabulary
         self.segmenter: SegmentsFrames | None = None
         self.busy_since: float | None = None
         self.thread: threading.Thread | None = None
@@ -117,6 +121,8 @@ class SegmentWorker:
 
     def _process(self, job: Job) -> None:
         """Segment one job (its request's thresholds and prompts) and hand it to output."""
+        if self.vocabulary is not None:  # a changed vocabulary: between frames, never inside
+            self.vocabulary.apply(self._segmenter())
         cfg = self.cfg
         req = job.request
         kwargs: dict[str, Any] = {}

@@ -26,6 +26,8 @@ const state = {
   boxes: [],           // [[x1, y1, x2, y2]]
   texts: [],           // ["a red circle"]
   selection: null,     // last POST /prompt answer
+  vocabulary: null,    // GET /state's vocabulary facts (kind, family, words, counts...)
+  vocabEdited: false,  // the box holds the user's unsent words: polls leave it alone
   drawLog: [],         // [{image, masks}]: frame ids of the image and of the masks drawn on it
   lastRequest: null,   // last POST /prompt body
   message: "",
@@ -165,6 +167,7 @@ async function pollState() {
       $("text").disabled = $("text-form").querySelector("button").disabled = !s.text_prompts;
       $("text-why").hidden = !!s.text_prompts;
       $("text-why").textContent = s.text_prompts ? "" : `Text prompts unavailable: ${s.text_prompts_why}`;
+      renderVocabulary(s.vocabulary);
       const latest = s.latest;
       const have = state.latest;
       if (latest && (!have || have.frame_id !== latest.frame_id || have.timestamp !== latest.timestamp)) {
@@ -264,6 +267,20 @@ function withAlpha(hex, alpha) {
   return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
 }
 
+// a dark tag with white text above each mask's box (the word of a YOLOE mask, a prompt's number)
+function drawLabels(masks, text) {
+  ctx.font = "bold 16px system-ui, sans-serif";
+  for (const m of masks) {
+    const [x1, y1] = m.bbox_xyxy;
+    const label = text(m);
+    const tw = ctx.measureText(label).width + 8;
+    ctx.fillStyle = "rgba(0, 0, 0, 0.7)";
+    ctx.fillRect(x1, Math.max(0, y1 - 20), tw, 20);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(label, x1 + 4, Math.max(15, y1 - 5));
+  }
+}
+
 function draw() {
   const w = img.naturalWidth, h = img.naturalHeight;
   if (!w || !h) return;
@@ -280,16 +297,7 @@ function draw() {
     if (sel && sel.masks) {
       const pcolor = (m) => COLORS[(m.prompt_index || 0) % COLORS.length];
       tracePolygons(sel.masks, (m) => withAlpha(pcolor(m), 0.45), pcolor);
-      ctx.font = "bold 16px system-ui, sans-serif";
-      for (const m of sel.masks) {
-        const [x1, y1] = m.bbox_xyxy;
-        const label = `#${m.prompt_index} ${m.score.toFixed(2)}`;
-        const tw = ctx.measureText(label).width + 8;
-        ctx.fillStyle = "rgba(0, 0, 0, 0.7)";
-        ctx.fillRect(x1, Math.max(0, y1 - 20), tw, 20);
-        ctx.fillStyle = "#fff";
-        ctx.fillText(label, x1 + 4, Math.max(15, y1 - 5));
-      }
+      drawLabels(sel.masks, (m) => `#${m.prompt_index}${m.label ? ` ${m.label}` : ""} ${m.score.toFixed(2)}`);
     }
     for (const b of state.boxes) {
       ctx.strokeStyle = "#ffeb3b";
@@ -311,6 +319,7 @@ function draw() {
     // masks only over the frame they were computed on: over any other frame (even the next
     // one) they would outline objects that have moved; the caption says whose masks they are
     tracePolygons(state.latest.masks, (m) => withAlpha(color(m), 0.3), color);
+    drawLabels(state.latest.masks.filter((m) => m.label), (m) => `${m.label} ${m.score.toFixed(2)}`);
     state.drawLog.push({ image: Number(img.dataset.frameId), masks: state.latest.frame_id });
     if (state.drawLog.length > 200) state.drawLog.shift();
   }
@@ -499,6 +508,51 @@ $("trigger").addEventListener("click", async () => {
 });
 
 // ---------------------------------------------------------------------------------------
+// the vocabulary (open-vocabulary YOLOE bundles)
+// ---------------------------------------------------------------------------------------
+
+const countsText = (counts) => Object.entries(counts || {}).map(([w, n]) => `${w} ${n}`).join(", ");
+
+function renderVocabulary(v) {
+  state.vocabulary = v || null;
+  const yoloe = !!v && v.kind === "yoloe";
+  $("vocab-form").hidden = !yoloe; // FastSAM is class-agnostic: nothing to name
+  $("s-model").textContent = !v ? "–" : yoloe ? `YOLOE-${v.family} · ${v.vocabulary.length} word(s)`
+    : v.kind === "fastsam" ? "FastSAM (class-agnostic)" : "–";
+  $("s-counts").textContent = v && v.counts ? countsText(v.counts) || "–" : "–";
+  if (!yoloe) return;
+  const box = $("vocab");
+  if (!state.vocabEdited && document.activeElement !== box) box.value = v.vocabulary.join(", ");
+  const status = v.error ? `Last change failed: ${v.error}`
+    : v.encoding ? "encoding new words…"
+    : v.pending ? "applies from the next frame" : `finds ${v.vocabulary.length} word(s) (${v.source})`;
+  $("vocab-status").textContent = status;
+  $("vocab-status").className = v.error ? "error" : "muted";
+}
+
+$("vocab").addEventListener("input", () => { state.vocabEdited = true; });
+
+async function setVocabulary(words) {
+  setMessage("setting the vocabulary…");
+  try {
+    const res = await api("/vocabulary", { method: "POST", body: { vocabulary: words } });
+    state.vocabEdited = false;
+    renderVocabulary({ ...res, counts: state.vocabulary && state.vocabulary.counts });
+    setMessage(res.status === "encoding" ? "vocabulary: encoding new words…"
+      : `vocabulary: ${res.vocabulary.join(", ")} (from the next frame)`);
+  } catch (e) {
+    setMessage(`Vocabulary not changed: ${e.message}`, true);
+  }
+}
+
+$("vocab-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const words = $("vocab").value.split(",").map((w) => w.trim()).filter((w) => w);
+  if (words.length) setVocabulary(words);
+});
+$("vocab-reset").addEventListener("click", () => setVocabulary([]));
+
+// ---------------------------------------------------------------------------------------
 // status and recent results
 // ---------------------------------------------------------------------------------------
 
@@ -614,7 +668,11 @@ function resultItem(r) {
   json.href = q("json");
   json.target = "_blank";
   json.rel = "noopener";
-  json.textContent = `frame ${r.frame_id} · JSON`;
+  const sum = r.summary;
+  const found = sum && sum.counts ? countsText(Object.fromEntries(
+    Object.entries(sum.counts).filter(([, n]) => n > 0))) : "";
+  json.textContent = `frame ${r.frame_id}` + (sum ? ` · ${sum.num_masks} mask(s)` : "") +
+    (found ? ` · ${found}` : "") + " · JSON";
   li.append(json);
   return li;
 }
