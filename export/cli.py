@@ -256,11 +256,10 @@ def _main(args: argparse.Namespace) -> int:
 
         is_yoloe = is_yoloe_checkpoint(args.weights)
         given = args.int8_float_branches
-        branches = (
-            tuple(b.strip() for b in given.split(",") if b.strip())
-            if given is not None
-            else INT8_RECIPE["float_branches"] if is_yoloe else DEFAULT_FLOAT_BRANCHES
-        )
+        if given is None:
+            branches = INT8_RECIPE["float_branches"] if is_yoloe else DEFAULT_FLOAT_BRANCHES
+        else:
+            branches = tuple(b.strip() for b in given.split(",") if b.strip())
         quant = QuantConfig(args.int8_calibration, True, branches, args.calib_count)
 
         plan = int8_plan_options(args)
