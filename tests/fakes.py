@@ -234,6 +234,25 @@ class NotifySocket:
         self.sock.close()
 
 
+SERVICE_WAIT_S = 60.0  # generous: a loaded 2-core CI machine
+
+
+def start_service(svc: Any) -> Any:
+    """Run a :class:`~edge.service.runner.Service` in a daemon thread (no signal handlers) and
+    wait until it is ready; :func:`stop_service` ends it."""
+    svc._thread = threading.Thread(target=svc.run, kwargs={"install_signals": False}, daemon=True)
+    svc._thread.start()
+    assert svc.ready.wait(SERVICE_WAIT_S)
+    return svc
+
+
+def stop_service(svc: Any) -> None:
+    """Stop a service started by :func:`start_service` and check its thread ended."""
+    svc.request_stop("test")
+    svc._thread.join(SERVICE_WAIT_S)
+    assert not svc._thread.is_alive()
+
+
 def assert_only_complete(out: str | Path) -> None:
     """Every visible entry is a complete result directory; nothing half-written anywhere."""
     import cv2

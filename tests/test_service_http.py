@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeSegmenter
+from fakes import FakeSegmenter, start_service, stop_service
 
 from edge.service.clock import FakeClock
 from edge.service.config import ConfigError, demo_config
@@ -60,17 +60,10 @@ def _start(tmp_path: Path, seg, **changes) -> Service:
             **changes,
         },
     )
-    svc = Service(cfg, segmenter=seg, clock=FakeClock())
-    svc._thread = threading.Thread(target=svc.run, kwargs={"install_signals": False}, daemon=True)
-    svc._thread.start()
-    assert svc.ready.wait(WAIT)
-    return svc
+    return start_service(Service(cfg, segmenter=seg, clock=FakeClock()))
 
 
-def _stop(svc: Service) -> None:
-    svc.request_stop("test")
-    svc._thread.join(WAIT)
-    assert not svc._thread.is_alive()
+_stop = stop_service
 
 
 def _request(

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakeSegmenter, FakeTextTower, word_embedding, yoloe_segmenter
+from fakes import (
+    FakeSegmenter,
+    FakeTextTower,
+    start_service,
+    stop_service,
+    word_embedding,
+    yoloe_segmenter,
+)
 
 from edge.service.clock import FakeClock
 from edge.service.config import MAX_VOCABULARY_WORDS, ConfigError, demo_config
@@ -284,17 +291,10 @@ def _start(out: Path, seg, **changes) -> Service:
             **changes,
         },
     )
-    svc = Service(cfg, segmenter=seg, clock=FakeClock())
-    svc._thread = threading.Thread(target=svc.run, kwargs={"install_signals": False}, daemon=True)
-    svc._thread.start()
-    assert svc.ready.wait(WAIT)
-    return svc
+    return start_service(Service(cfg, segmenter=seg, clock=FakeClock()))
 
 
-def _stop(svc: Service) -> None:
-    svc.request_stop("test")
-    svc._thread.join(WAIT)
-    assert not svc._thread.is_alive()
+_stop = stop_service
 
 
 def _request(svc, method, path, body=None, headers=None):
