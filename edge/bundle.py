@@ -86,6 +86,12 @@ def _strict_int(value: Any, path: str, lo: int | None = None) -> int:
     return value
 
 
+def _strict_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(path, "true or false", value)
+    return value
+
+
 def _strict_number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise _bad(path, "a number in [0, 1]", value)
@@ -456,6 +462,8 @@ class Int8Plan:
         sensitivity: Block -> agreement gained by keeping only that block float (the ranking of
             the float fallbacks; empty when none was needed).
         notes: Fixes not tried, and why.
+        speed_floor: Whether ``target.min_speedup`` was applied (``False``: the export host's
+            int8 kernels are not a Pi's, so its int8 speed was not a criterion; see ``notes``).
     """
 
     mode: str
@@ -466,6 +474,7 @@ class Int8Plan:
     tried: tuple[PlanTrial, ...] = ()
     sensitivity: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    speed_floor: bool = True
 
     @classmethod
     def from_json(cls, d: Any) -> Int8Plan:
@@ -489,6 +498,7 @@ class Int8Plan:
             ),
             sensitivity={k: _number(v, f"{where}.sensitivity.{k}") for k, v in sens.items()},
             notes={k: _strict_str(v, f"{where}.notes.{k}") for k, v in notes.items()},
+            speed_floor=_strict_bool(d.get("speed_floor", True), f"{where}.speed_floor"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -502,6 +512,7 @@ class Int8Plan:
             "tried": [t.to_json() for t in self.tried],
             "sensitivity": dict(self.sensitivity),
             "notes": dict(self.notes),
+            "speed_floor": self.speed_floor,
         }
 
 

@@ -499,9 +499,11 @@ def _int8_lines(quant: Any) -> list[str]:
         t = plan.target
         verdict = "meets" if plan.meets_target else "misses"
         screened = sum(c.images is not None for c in plan.tried)
+        floor = f">= {t.min_speedup:g}x fp32" if plan.speed_floor else "no speed floor there"
         lines.append(
             f"int8 plan:   {plan.mode}: {plan.chosen or 'none'} ({verdict} {t.describe()}, "
-            f">= {t.min_speedup:g}x fp32; {len(plan.tried)} candidates tried"
+            + floor
+            + f"; {len(plan.tried)} candidates tried"
             + (f", {screened} screened out on a few images" if screened else "")
             + ")"
         )

@@ -102,6 +102,10 @@ class PlanOptions:
         sensitivity_images: Held-out images the sensitivity pass ranks blocks on, and that
             every candidate is screened on first (:func:`cannot_reach`; the plans that may
             pass are measured on all of them).
+        speed_floor: Whether plans must reach ``target.min_speedup`` on this host (and are
+            timed): ``None`` = where this host's int8 kernels are exact (VNNI, ARM), i.e. where
+            its int8 speed says something of a Pi's; an x86 host without VNNI runs other
+            (saturating) kernels, so there the floor is not applied and recorded as such.
     """
 
     mode: str = "search"
@@ -112,6 +116,7 @@ class PlanOptions:
     fixes: tuple[str, ...] = CHEAP_FIXES
     blocks: tuple[str, ...] | None = None
     sensitivity_images: int = 4
+    speed_floor: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in PLAN_MODES:
@@ -466,6 +471,7 @@ def choose_plan(
     from tqdm import tqdm
 
     target = options.target
+    floor = kernels == "host" if options.speed_floor is None else options.speed_floor
     prepped = ops.prepare(fp32_path, work / "prepped.onnx", dynamic)
     model = onnx.load(str(prepped))
     base_float = set(ops.float_nodes(model, config.float_branches))
@@ -505,7 +511,7 @@ def choose_plan(
             if cannot_reach(first, len(evaluator), target):
                 report, screened = first, True
         if report is None:
-            report = evaluator.measure(path, kernels, timed=timed, limit=limit)
+            report = evaluator.measure(path, kernels, timed=timed and floor, limit=limit)
         c = _Candidate(name, calibration, chosen_blocks, path, report, recipe, screened)
         if record:
             tried.append(c)
@@ -530,7 +536,7 @@ def choose_plan(
         return first[c.path]
 
     def fast_enough(c: _Candidate) -> bool:
-        return c.report.get("speedup", 0.0) >= target.min_speedup
+        return not floor or c.report.get("speedup", 0.0) >= target.min_speedup
 
     def ok(c: _Candidate) -> bool:
         return not c.screened and meets(c.report, target) and fast_enough(c)
@@ -539,6 +545,11 @@ def choose_plan(
         "per-channel weights": "in every candidate (int8 symmetric per output channel)",
         "bias correction": "not offered by onnxruntime's static quantizer; not tried",
     }
+    if not floor:
+        notes["speed floor"] = (
+            f"not applied: this host's int8 kernels ({kernels} measured the agreement) are not "
+            "the exact ones a Pi runs, so its int8 speed says nothing of a Pi's; plans untimed"
+        )
     fixed = candidate("fixed", "minmax", (), screen=False)  # in full: the side-by-side
     chosen: _Candidate | None = fixed if ok(fixed) else None
     sensitivity: dict[str, float] = {}
@@ -627,6 +638,7 @@ def choose_plan(
         tried=tuple(_trial(c, target) for c in tried),
         sensitivity=sensitivity,
         notes=notes,
+        speed_floor=floor,
     )
     out = None
     if chosen is not None:

@@ -681,9 +681,14 @@ def quantize_detector(
         if options.mode == "fixed":
             status = f"refused: held-out agreement {agreement:.3f} < {min_iou} (fixed recipe)"
         else:
+            floor = (
+                f" at >= {target.min_speedup:g}x fp32 on this host"
+                if result.plan.speed_floor
+                else ""
+            )
             status = (
-                f"refused: no int8 plan reaches the target ({target.describe()}) at >= "
-                f"{target.min_speedup:g}x fp32 on this host; best held-out: {_describe(ref)}"
+                f"refused: no int8 plan reaches the target ({target.describe()}){floor}; "
+                f"best held-out: {_describe(ref)}"
             )
         int8.unlink(missing_ok=True)
         print(

@@ -560,6 +560,7 @@ def test_quant_section_plan_round_trip():
         (lambda d: d["plan"]["float_blocks"][0].update(nodes=-1),
          r"quantization.plan.float_blocks\[0\].nodes"),
         (lambda d: d["plan"]["sensitivity"].update(x="high"), "quantization.plan.sensitivity.x"),
+        (lambda d: d["plan"].update(speed_floor="no"), "quantization.plan.speed_floor"),
     ],
 )  # fmt: skip
 def test_quant_section_plan_malformed(change, field):

@@ -176,7 +176,7 @@ def test_impossible_target_is_refused_naming_it(demo_bundle, tmp_path, capsys):
 
     shutil.copy(demo_bundle / "fastsam.fp32.onnx", tmp_path / "fastsam.fp32.onnx")
     target = Int8Target(min_iou=0.97, max_recall_loss=0.01, min_speedup=1000.0)
-    opts = PlanOptions(target=target, fixes=(), blocks=(PROTO,))
+    opts = PlanOptions(target=target, fixes=(), blocks=(PROTO,), speed_floor=True)
     section = quantize_detector(
         tmp_path, (320, 320), False, Thresholds(), config=QuantConfig(num_images=4),
         threads=1, plan=opts,
@@ -190,6 +190,31 @@ def test_impossible_target_is_refused_naming_it(demo_bundle, tmp_path, capsys):
     assert section.plan.tried[0].name == "fixed" and not section.plan.meets_target
     assert "speed floor" in section.plan.notes
     assert QuantSection.from_json(section.to_json()) == section
+
+
+def test_no_speed_floor_where_the_host_kernels_are_not_a_pis(demo_bundle, tmp_path):
+    from edge.bundle import Int8Plan, Int8Target
+    from export.int8plan import GraphOps, PlanOptions, choose_plan
+    from export.quantize import QuantConfig, float_nodes, prepare_model, quantize_prepared
+
+    work = tmp_path / "work"
+    work.mkdir()
+    fake = _FakeEval()
+    # an x86 host without VNNI measures agreement with the reference kernels: its int8 speed
+    # (any speed-up, here an impossible 1000x floor) is no criterion, and nothing is timed
+    target = Int8Target(0.97, 0.01, 1000.0)
+    opts = PlanOptions(target=target, fixes=(), blocks=("/model.21", PROTO), max_float_blocks=2)
+    result = choose_plan(
+        demo_bundle / "fastsam.fp32.onnx", work, _scenes(2), list, fake, (320, 320), False,
+        QuantConfig(num_images=2), opts, GraphOps(prepare_model, float_nodes, quantize_prepared),
+        kernels="reference",
+    )  # fmt: skip
+    plan = result.plan
+    assert not plan.speed_floor and "not applied" in plan.notes["speed floor"]
+    assert plan.meets_target and [b.block for b in plan.float_blocks] == [PROTO]
+    assert not any(c[2] for c in fake.calls)  # untimed
+    assert plan.float_blocks[0].speed_cost_ms is None
+    assert Int8Plan.from_json(plan.to_json()) == plan
 
 
 def test_held_out_eval_measures_against_cached_fp32(demo_bundle):
