@@ -331,9 +331,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     if args.clip_precision:
         seg.clip_precision = args.clip_precision
-    # one process, fixed prompts: each text is encoded once (cached), so the text session need
-    # not stay resident while crops are encoded (lower peak RSS)
-    seg.clip_keep_text = False
     if args.vocab is not None:
         seg.set_vocabulary([w for w in args.vocab.split(",") if w.strip()])
     text = {"prefilter": args.text_prefilter}

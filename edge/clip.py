@@ -468,6 +468,9 @@ class ClipEncoder:
         dense_session: Its onnxruntime session (``pixels`` -> ``dense``), created on first use
             (at load unless ``keep_text=False``); it also encodes crops, so a bundle with a
             dense encoder never loads :attr:`image_session`.
+        arena: Give CLIP's sessions onnxruntime's memory arena (``False``, the default: each
+            activation is freed after the run, so a dense map's or a crop batch's activations
+            do not stay resident between prompts; the detector keeps its arena).
     """
 
     image_session: Any
@@ -486,6 +489,7 @@ class ClipEncoder:
     dense_stride: int = 0
     dense_long_side: int = 0
     dense_session: Any = None
+    arena: bool = False
     _image_cfg: dict[str, Any] | None = None
     _text_cfg: dict[str, Any] | None = None
     _threads: int | None = None
@@ -498,6 +502,7 @@ class ClipEncoder:
         precision: str | None = None,
         threads: int | None = None,
         keep_text: bool = True,
+        arena: bool = False,
     ) -> ClipEncoder:
         """Load both encoders and the tokenizer of a bundle.
 
@@ -509,6 +514,7 @@ class ClipEncoder:
             keep_text: ``False``: the text session is created per :meth:`encode_text` call and
                 dropped after it, the image session on first use (:attr:`keep_text`); both
                 files are still verified here.
+            arena: onnxruntime's memory arena for CLIP's sessions (:attr:`arena`).
 
         Raises:
             BundleError: No ``clip`` section (with the re-export command), a missing, modified
@@ -536,8 +542,12 @@ class ClipEncoder:
         # locations is the pooled embedding): one session serves crops and frames.
         eager_image = keep_text and dense_path is None
         enc = cls(
-            image_session=create_session(image_path, threads=threads) if eager_image else None,
-            text_session=create_session(text_path, threads=threads) if keep_text else None,
+            image_session=(
+                create_session(image_path, threads=threads, arena=arena) if eager_image else None
+            ),
+            text_session=(
+                create_session(text_path, threads=threads, arena=arena) if keep_text else None
+            ),
             tokenizer=tokenizer,
             preprocess=preprocess,
             precision=prec,
@@ -551,6 +561,7 @@ class ClipEncoder:
             dense_path=dense_path,
             dense_stride=0 if dense is None else dense.stride,
             dense_long_side=0 if dense is None else dense.long_side,
+            arena=arena,
             _image_cfg=dict(image_cfg),
             _text_cfg=dict(text_cfg),
             _threads=threads,
@@ -622,7 +633,9 @@ class ClipEncoder:
         if self.text_session is None:
             if self.text_path is None:
                 raise BundleError("CLIP text encoder: no session and no file to create one from")
-            self.text_session = create_session(self.text_path, threads=self._threads)
+            self.text_session = create_session(
+                self.text_path, threads=self._threads, arena=self.arena
+            )
             self._check_io(None, self._text_cfg or {})
         try:
             return encode_tokens(self.text_session, self.tokenizer, texts)
@@ -664,7 +677,9 @@ class ClipEncoder:
         if self.image_session is None:
             if self.image_path is None:
                 raise BundleError("CLIP image encoder: no session and no file to create one from")
-            self.image_session = create_session(self.image_path, threads=self._threads)
+            self.image_session = create_session(
+                self.image_path, threads=self._threads, arena=self.arena
+            )
             self._check_io(self._image_cfg or {}, self._text_cfg or {})
         name = self.image_session.get_inputs()[0].name
         parts = [
@@ -755,7 +770,7 @@ class ClipEncoder:
                 raise BundleError(
                     f"CLIP {self.model or 'model'}: this bundle has no dense encoder"
                 )
-            sess = create_session(self.dense_path, threads=self._threads)
+            sess = create_session(self.dense_path, threads=self._threads, arena=self.arena)
             ins, outs = sess.get_inputs(), sess.get_outputs()
             shape = outs[0].shape if len(outs) == 1 else []
             if (

@@ -446,6 +446,20 @@ def test_create_session_unknown_provider_lists_all_available(tmp_path):
         assert provider in str(excinfo.value)
 
 
+@pytest.mark.parametrize(("arena", "expected"), [(True, True), (False, False)])
+def test_create_session_arena(arena, expected):
+    """arena=False turns off the CPU arena and memory patterns (CLIP's transient sessions)."""
+    import numpy as np
+
+    from edge.onnx_bytes import matmul_model
+
+    sess = create_session(matmul_model(8, "fp32"), threads=1, arena=arena)
+    opts = sess.get_session_options()
+    assert opts.enable_cpu_mem_arena is expected and opts.enable_mem_pattern is expected
+    out = sess.run(None, {"A": np.ones((8, 8), np.float32)})[0]
+    assert out.shape == (8, 8)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage, not protobuf" * 10])
 def test_create_session_corrupt_model_is_bundle_error(tmp_path, content):
     path = tmp_path / "bad.onnx"
