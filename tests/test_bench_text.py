@@ -57,7 +57,7 @@ def test_time_and_agreement_on_the_demo_bundle(demo_bundle: Path) -> None:
     image = generate_scene(1_700_000, 320, 240).image
     t = time_text(str(demo_bundle), image, 0.4, "int8", 1, runs=1, warmup=0)
     assert t["masks"] > 0 and t["clip_precision"] == "int8" and not t["dense"]
-    assert set(t["ms"]) == {"everything", "text", "second_word"}
+    assert set(t["ms"]) == {"everything", "text", "second_word", "second_word_seen"}
     assert all(v > 0 for v in t["ms"].values()) and t["x_everything"]["everything"] == 1.0
     assert t["peak_rss_mib"] > 50
     json.dumps(t)
