@@ -709,7 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=["fp32", "int8"], help="detector precision (default: the bundle's)"
     )
     s.add_argument(
-        "--clip-precision", choices=["fp32", "int8"], help="CLIP precision (default: the bundle's)"
+        "--clip-precision",
+        choices=["fp32", "int8"],
+        help="CLIP precision (default: the detector's where the bundle has it, else the bundle's)",
     )
     s.add_argument("--conf", type=float, help="score threshold (default: the bundle's, 0.4)")
     s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")

@@ -68,8 +68,9 @@ class Segmenter:
         text: How text prompts choose their masks (:class:`edge.textmatch.TextOptions`; its
             ``threshold`` defaults to the bundle's measured ``clip.text_threshold``). Replace it
             whole, e.g. ``seg.text = dataclasses.replace(seg.text, prefilter="score")``.
-        clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
-            exported ``int8-only``); set before the first text prompt.
+        clip_precision: CLIP encoder precision (``None``: the detector's :attr:`precision` where
+            the bundle's CLIP has it, so an int8 pipeline reads no fp32 file, else the bundle's
+            CLIP default); set before the first text prompt.
         assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
             the per-mask matmul and resampling); ``None`` = ``threads``, 1 = serial. The
             detector is idle meanwhile, so its cores are free.
@@ -603,15 +604,18 @@ class Segmenter:
             return self._text_encoder
         if not self.manifest.has_text:
             raise BundleError(f"text prompt: {str(self.bundle_dir)!r}: {NO_CLIP_HINT}")
+        clip = self.manifest.clip
+        precision = self.clip_precision
+        if precision is None and clip is not None and self.precision in clip.precisions:
+            precision = self.precision
         encoder = ClipEncoder.load(
             self.bundle_dir,
             self.manifest,
-            self.clip_precision,
+            precision,
             self.threads,
             keep_text=self.clip_keep_text,
         )
         directory = None
-        clip = self.manifest.clip
         if self.state_dir is not None and clip is not None:  # per text tower file
             digest = self.manifest.files[clip.file("text", encoder.precision)].sha256[:16]
             directory = Path(self.state_dir) / "clip-texts" / digest

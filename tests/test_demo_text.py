@@ -146,3 +146,21 @@ def test_text_embeddings_persist_and_the_text_session_is_released(
     np.testing.assert_array_equal(a.mask, b.mask)
     with pytest.raises(AssertionError, match="again"):  # a new text still needs the encoder
         again.segment(sc.image, prompt=TextPrompt("a text never seen"))
+
+
+@export
+@pytest.mark.parametrize(
+    ("detector", "clip", "expected"),
+    [("int8", None, "int8"), ("fp32", None, "fp32"), ("int8", "fp32", "fp32")],
+)
+def test_clip_precision_follows_the_detector(
+    demo_bundle: Path, detector: str, clip: str | None, expected: str
+) -> None:
+    """An int8 pipeline reads no fp32 CLIP file unless asked (--clip-precision)."""
+    pytest.importorskip("ftfy")
+    from edge.segmenter import Segmenter
+
+    seg = Segmenter.load(demo_bundle, precision=detector, threads=1)
+    seg.clip_precision = clip
+    enc = seg.text_encoder().encoder
+    assert enc.precision == expected and enc.text_path.name == f"clip-text.{expected}.onnx"
