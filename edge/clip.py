@@ -53,7 +53,7 @@ from edge.bundle import (
     verify_file,
 )
 from edge.errors import BundleError, InputError
-from edge.session import create_session
+from edge.session import create_session, limit_heap_reuse, release_memory
 from edge.tokenizer import ClipTokenizer
 
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
@@ -541,6 +541,8 @@ class ClipEncoder:
         # A conv tower's dense encoder computes the image encoder's function too (its mean over
         # locations is the pooled embedding): one session serves crops and frames.
         eager_image = keep_text and dense_path is None
+        if not arena:
+            limit_heap_reuse()  # arena-less activations in their own mappings, freed after use
         enc = cls(
             image_session=(
                 create_session(image_path, threads=threads, arena=arena) if eager_image else None
@@ -636,12 +638,14 @@ class ClipEncoder:
             self.text_session = create_session(
                 self.text_path, threads=self._threads, arena=self.arena
             )
+            release_memory()  # the load's transient copies
             self._check_io(None, self._text_cfg or {})
         try:
             return encode_tokens(self.text_session, self.tokenizer, texts)
         finally:
             if not self.keep_text:
                 self.text_session = None  # freed now: not resident while crops are encoded
+                release_memory()
 
     def preprocess_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """(N, 3, S, S) float32 network input from uint8 RGB (h, w, 3) crops of any size.
@@ -680,6 +684,7 @@ class ClipEncoder:
             self.image_session = create_session(
                 self.image_path, threads=self._threads, arena=self.arena
             )
+            release_memory()
             self._check_io(self._image_cfg or {}, self._text_cfg or {})
         name = self.image_session.get_inputs()[0].name
         parts = [
@@ -771,6 +776,7 @@ class ClipEncoder:
                     f"CLIP {self.model or 'model'}: this bundle has no dense encoder"
                 )
             sess = create_session(self.dense_path, threads=self._threads, arena=self.arena)
+            release_memory()  # ~75 MiB of the load's transient copies (MobileCLIP2-S0)
             ins, outs = sess.get_inputs(), sess.get_outputs()
             shape = outs[0].shape if len(outs) == 1 else []
             if (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -18,6 +19,61 @@ def default_threads() -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return os.cpu_count() or 1
+
+
+MMAP_THRESHOLD = 1 << 20
+"""Heap blocks above this many bytes get their own mapping once CLIP is loaded
+(:func:`limit_heap_reuse`)."""
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _libc(name: str) -> object:
+    try:
+        return getattr(ctypes.CDLL(None), name)  # glibc; musl and macOS lack these
+    except (AttributeError, OSError):
+        return None
+
+
+_TRIM = _libc("malloc_trim")
+_MALLOPT = _libc("mallopt")
+
+
+def limit_heap_reuse(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``) at ``threshold`` bytes.
+
+    glibc raises the threshold (up to 32 MiB) each time a large mapped block is freed, so after
+    an onnxruntime session has loaded, the activations of CLIP's arena-less sessions (blocks of
+    1-30 MiB) are served from the heap, which then fragments and keeps its high-water mark.
+    A fixed threshold gives every larger block its own mapping, returned when freed: peak RSS
+    of ``segment --text`` on a MobileCLIP2-S0 int8 bundle 364 -> 304 MiB, three new words 397
+    -> 336 MiB (docs/benchmarks.md, issue 27). The environment's ``MALLOC_MMAP_THRESHOLD_``
+    wins where set.
+
+    Returns:
+        Whether it was set (``False`` off glibc or when the environment sets it).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise InputError(f"threshold: expected a positive integer, got {threshold!r}")
+    if _MALLOPT is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    return bool(_MALLOPT(_M_MMAP_THRESHOLD, threshold))  # type: ignore[operator]
+
+
+def release_memory() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``).
+
+    Loading an onnxruntime session frees more than it keeps (the parsed model, graph copies
+    made while optimising: MobileCLIP2-S0's dense encoder peaks at ~125 MiB and keeps ~50), and
+    glibc keeps freed heap memory resident for reuse. Called after a transient session is
+    created or dropped, the next one is loaded into returned pages instead of on top of them.
+
+    Returns:
+        Whether anything could be asked of the allocator (``False`` off glibc).
+    """
+    if _TRIM is None:
+        return False
+    _TRIM(0)  # type: ignore[operator]
+    return True
 
 
 def create_session(

@@ -24,7 +24,7 @@ from edge.bundle import (
     sha256_file,
     verify_file,
 )
-from edge.errors import BundleError
+from edge.errors import BundleError, InputError
 from edge.session import create_session, default_threads
 
 PAYLOAD = b"not really an onnx model, but bytes with a known hash\n" * 3
@@ -458,6 +458,62 @@ def test_create_session_arena(arena, expected):
     assert opts.enable_cpu_mem_arena is expected and opts.enable_mem_pattern is expected
     out = sess.run(None, {"A": np.ones((8, 8), np.float32)})[0]
     assert out.shape == (8, 8)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "env", "expected"),
+    [
+        (1 << 20, None, True),  # glibc: set
+        (1 << 20, "65536", False),  # the environment's MALLOC_MMAP_THRESHOLD_ wins
+        (0, None, InputError),
+        (True, None, InputError),
+        ("1", None, InputError),
+    ],
+)
+def test_limit_heap_reuse(monkeypatch, threshold, env, expected):
+    import edge.session as es
+
+    if es._MALLOPT is None:
+        pytest.skip("not glibc")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    if env is not None:
+        monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", env)
+    try:
+        if expected is InputError:
+            with pytest.raises(InputError, match="threshold"):
+                es.limit_heap_reuse(threshold)
+        else:
+            assert es.limit_heap_reuse(threshold) is expected
+    finally:
+        es._MALLOPT(es._M_MMAP_THRESHOLD, es.MMAP_THRESHOLD)
+
+
+def test_release_memory_returns_freed_heap_pages():
+    """A freed heap block glibc keeps resident is given back (RSS drops)."""
+    import edge.session as es
+
+    if es._TRIM is None:
+        pytest.skip("not glibc")
+    import ctypes
+
+    def rss_kib() -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 64 << 20
+    blocks = [libc.malloc(1 << 16) for _ in range(size >> 16)]  # heap blocks, not mappings
+    for b in blocks:
+        ctypes.memset(b, 1, 1 << 16)
+    keep = libc.malloc(1 << 16)  # a live block above them: the heap cannot shrink from its top
+    for b in blocks:
+        libc.free(b)
+    before = rss_kib()
+    assert es.release_memory() is True
+    assert before - rss_kib() > (size >> 10) // 2
+    libc.free(keep)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage, not protobuf" * 10])
