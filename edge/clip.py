@@ -53,7 +53,7 @@ from edge.bundle import (
     verify_file,
 )
 from edge.errors import BundleError, InputError
-from edge.session import create_session, limit_heap_reuse, release_memory
+from edge.session import create_session, release_memory, run_transient
 from edge.tokenizer import ClipTokenizer
 
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
@@ -468,9 +468,10 @@ class ClipEncoder:
         dense_session: Its onnxruntime session (``pixels`` -> ``dense``), created on first use
             (at load unless ``keep_text=False``); it also encodes crops, so a bundle with a
             dense encoder never loads :attr:`image_session`.
-        arena: Give CLIP's sessions onnxruntime's memory arena (``False``, the default: each
-            activation is freed after the run, so a dense map's or a crop batch's activations
-            do not stay resident between prompts; the detector keeps its arena).
+        transient: CLIP's sessions are ``edge.session.create_session(transient=True)`` and give
+            their activation memory back after each run (``edge.session.run_transient``;
+            default ``True``), so a dense map's or a crop batch's activations do not stay
+            resident between prompts; the detector keeps its arena.
     """
 
     image_session: Any
@@ -489,7 +490,7 @@ class ClipEncoder:
     dense_stride: int = 0
     dense_long_side: int = 0
     dense_session: Any = None
-    arena: bool = False
+    transient: bool = True
     _image_cfg: dict[str, Any] | None = None
     _text_cfg: dict[str, Any] | None = None
     _threads: int | None = None
@@ -502,7 +503,7 @@ class ClipEncoder:
         precision: str | None = None,
         threads: int | None = None,
         keep_text: bool = True,
-        arena: bool = False,
+        transient: bool = True,
     ) -> ClipEncoder:
         """Load both encoders and the tokenizer of a bundle.
 
@@ -514,7 +515,7 @@ class ClipEncoder:
             keep_text: ``False``: the text session is created per :meth:`encode_text` call and
                 dropped after it, the image session on first use (:attr:`keep_text`); both
                 files are still verified here.
-            arena: onnxruntime's memory arena for CLIP's sessions (:attr:`arena`).
+            transient: CLIP's sessions give their activation memory back (:attr:`transient`).
 
         Raises:
             BundleError: No ``clip`` section (with the re-export command), a missing, modified
@@ -541,15 +542,13 @@ class ClipEncoder:
         # A conv tower's dense encoder computes the image encoder's function too (its mean over
         # locations is the pooled embedding): one session serves crops and frames.
         eager_image = keep_text and dense_path is None
-        if not arena:
-            limit_heap_reuse()  # arena-less activations in their own mappings, freed after use
+
+        def session(path: Path, eager: bool) -> Any:
+            return create_session(path, threads=threads, transient=transient) if eager else None
+
         enc = cls(
-            image_session=(
-                create_session(image_path, threads=threads, arena=arena) if eager_image else None
-            ),
-            text_session=(
-                create_session(text_path, threads=threads, arena=arena) if keep_text else None
-            ),
+            image_session=session(image_path, eager_image),
+            text_session=session(text_path, keep_text),
             tokenizer=tokenizer,
             preprocess=preprocess,
             precision=prec,
@@ -563,7 +562,7 @@ class ClipEncoder:
             dense_path=dense_path,
             dense_stride=0 if dense is None else dense.stride,
             dense_long_side=0 if dense is None else dense.long_side,
-            arena=arena,
+            transient=transient,
             _image_cfg=dict(image_cfg),
             _text_cfg=dict(text_cfg),
             _threads=threads,
@@ -636,9 +635,8 @@ class ClipEncoder:
             if self.text_path is None:
                 raise BundleError("CLIP text encoder: no session and no file to create one from")
             self.text_session = create_session(
-                self.text_path, threads=self._threads, arena=self.arena
+                self.text_path, threads=self._threads, transient=self.transient
             )
-            release_memory()  # the load's transient copies
             self._check_io(None, self._text_cfg or {})
         try:
             return encode_tokens(self.text_session, self.tokenizer, texts)
@@ -672,7 +670,7 @@ class ClipEncoder:
             sess = self._dense()
             name = sess.get_inputs()[0].name
             pooled = [
-                np.asarray(sess.run(None, {name: pixels[i : i + self.max_batch]})[0]).mean(
+                np.asarray(self._run(sess, {name: pixels[i : i + self.max_batch]})[0]).mean(
                     axis=(2, 3)
                 )
                 for i in range(0, n, self.max_batch)
@@ -682,13 +680,12 @@ class ClipEncoder:
             if self.image_path is None:
                 raise BundleError("CLIP image encoder: no session and no file to create one from")
             self.image_session = create_session(
-                self.image_path, threads=self._threads, arena=self.arena
+                self.image_path, threads=self._threads, transient=self.transient
             )
-            release_memory()
             self._check_io(self._image_cfg or {}, self._text_cfg or {})
         name = self.image_session.get_inputs()[0].name
         parts = [
-            self.image_session.run(None, {name: pixels[i : i + self.max_batch]})[0]
+            self._run(self.image_session, {name: pixels[i : i + self.max_batch]})[0]
             for i in range(0, n, self.max_batch)
         ]
         return _l2n(np.concatenate(parts).astype(np.float32, copy=False))
@@ -764,9 +761,13 @@ class ClipEncoder:
         """
         pixels, scale = self.dense_input(image_rgb, long_side)
         sess = self._dense()
-        (out,) = sess.run(None, {sess.get_inputs()[0].name: pixels})
+        (out,) = self._run(sess, {sess.get_inputs()[0].name: pixels})
         out = np.asarray(out, dtype=np.float32)
         return DenseMap(np.ascontiguousarray(out[0].transpose(1, 2, 0)), scale, self.dense_stride)
+
+    def _run(self, session: Any, feed: dict[str, Any]) -> list[Any]:
+        """One image-side session run; :attr:`transient` sessions give their memory back."""
+        return run_transient(session, feed) if self.transient else list(session.run(None, feed))
 
     def _dense(self) -> Any:
         """The dense encoder's session, created (and its I/O checked) on first use."""
@@ -775,8 +776,7 @@ class ClipEncoder:
                 raise BundleError(
                     f"CLIP {self.model or 'model'}: this bundle has no dense encoder"
                 )
-            sess = create_session(self.dense_path, threads=self._threads, arena=self.arena)
-            release_memory()  # ~75 MiB of the load's transient copies (MobileCLIP2-S0)
+            sess = create_session(self.dense_path, threads=self._threads, transient=self.transient)
             ins, outs = sess.get_inputs(), sess.get_outputs()
             shape = outs[0].shape if len(outs) == 1 else []
             if (

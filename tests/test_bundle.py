@@ -24,7 +24,7 @@ from edge.bundle import (
     sha256_file,
     verify_file,
 )
-from edge.errors import BundleError, InputError
+from edge.errors import BundleError
 from edge.session import create_session, default_threads
 
 PAYLOAD = b"not really an onnx model, but bytes with a known hash\n" * 3
@@ -446,46 +446,19 @@ def test_create_session_unknown_provider_lists_all_available(tmp_path):
         assert provider in str(excinfo.value)
 
 
-@pytest.mark.parametrize(("arena", "expected"), [(True, True), (False, False)])
-def test_create_session_arena(arena, expected):
-    """arena=False turns off the CPU arena and memory patterns (CLIP's transient sessions)."""
+@pytest.mark.parametrize(("transient", "pattern"), [(False, True), (True, False)])
+def test_create_session_transient(transient, pattern):
+    """transient=True: no arena, no memory pattern; run_transient gives the same output."""
     import numpy as np
 
     from edge.onnx_bytes import matmul_model
+    from edge.session import run_transient
 
-    sess = create_session(matmul_model(8, "fp32"), threads=1, arena=arena)
+    sess = create_session(matmul_model(8, "fp32"), threads=1, transient=transient)
     opts = sess.get_session_options()
-    assert opts.enable_cpu_mem_arena is expected and opts.enable_mem_pattern is expected
-    out = sess.run(None, {"A": np.ones((8, 8), np.float32)})[0]
-    assert out.shape == (8, 8)
-
-
-@pytest.mark.parametrize(
-    ("threshold", "env", "expected"),
-    [
-        (1 << 20, None, True),  # glibc: set
-        (1 << 20, "65536", False),  # the environment's MALLOC_MMAP_THRESHOLD_ wins
-        (0, None, InputError),
-        (True, None, InputError),
-        ("1", None, InputError),
-    ],
-)
-def test_limit_heap_reuse(monkeypatch, threshold, env, expected):
-    import edge.session as es
-
-    if es._MALLOPT is None:
-        pytest.skip("not glibc")
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    if env is not None:
-        monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", env)
-    try:
-        if expected is InputError:
-            with pytest.raises(InputError, match="threshold"):
-                es.limit_heap_reuse(threshold)
-        else:
-            assert es.limit_heap_reuse(threshold) is expected
-    finally:
-        es._MALLOPT(es._M_MMAP_THRESHOLD, es.MMAP_THRESHOLD)
+    assert opts.enable_cpu_mem_arena is pattern and opts.enable_mem_pattern is pattern
+    feed = {"A": np.arange(64, dtype=np.float32).reshape(8, 8)}
+    np.testing.assert_array_equal(run_transient(sess, feed)[0], sess.run(None, feed)[0])
 
 
 def test_release_memory_returns_freed_heap_pages():

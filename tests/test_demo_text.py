@@ -130,8 +130,8 @@ def test_text_embeddings_persist_and_the_text_session_is_released(
     a = first.segment(sc.image, prompt=TextPrompt(sc.prompts[0]))
     enc = first.text_encoder().encoder
     assert isinstance(enc, ClipEncoder) and not enc.keep_text and enc.text_session is None
-    assert not enc.arena and enc.dense_session is None  # the demo ViT has no dense map
-    assert enc.image_session.get_session_options().enable_cpu_mem_arena is False
+    assert enc.transient and enc.dense_session is None  # the demo ViT has no dense map
+    assert enc.image_session.get_session_options().enable_mem_pattern is False
     stored = list((tmp_path / "clip-texts").glob("*/*.npy"))
     assert len(stored) == 1
 
