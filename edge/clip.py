@@ -54,7 +54,7 @@ from edge.bundle import (
 )
 from edge.errors import BundleError, InputError
 from edge.session import create_session, release_memory, run_transient
-from edge.tokenizer import ClipTokenizer
+from edge.tokenizer import CONTEXT_LENGTH, ClipTokenizer
 
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
@@ -445,7 +445,8 @@ class ClipEncoder:
     Attributes:
         image_session: onnxruntime session of the image encoder (``pixels`` -> ``embeddings``).
         text_session: onnxruntime session of the text encoder (``tokens`` -> ``embeddings``).
-        tokenizer: open_clip-exact tokenizer.
+        tokenizer: open_clip-exact tokenizer (``None`` with ``keep_text=False``: built with the
+            text session for new texts and dropped with it, ~28 MiB of BPE tables).
         preprocess: open_clip-exact image transform.
         precision: ``fp32`` or ``int8``.
         embed_dim: Embedding size D.
@@ -476,7 +477,7 @@ class ClipEncoder:
 
     image_session: Any
     text_session: Any
-    tokenizer: ClipTokenizer
+    tokenizer: ClipTokenizer | None
     preprocess: ClipPreprocess
     precision: str
     embed_dim: int
@@ -494,6 +495,8 @@ class ClipEncoder:
     _image_cfg: dict[str, Any] | None = None
     _text_cfg: dict[str, Any] | None = None
     _threads: int | None = None
+    _tokenizer_src: tuple[Path, dict[str, Any]] | None = None
+    _context_length: int = CONTEXT_LENGTH
 
     @classmethod
     def load(
@@ -533,6 +536,7 @@ class ClipEncoder:
         image_cfg, text_cfg = section.image, section.text
         preprocess = ClipPreprocess.from_section(image_cfg)
         verify_file(bundle_dir, manifest, str(section.tokenizer["bpe"]))
+        # the BPE tables hold ~28 MiB of Python objects: kept only with the text session
         tokenizer = ClipTokenizer.from_manifest(bundle_dir, section.tokenizer)
         image_name, text_name = section.file("image", prec), section.file("text", prec)
         image_path = verify_file(bundle_dir, manifest, image_name)
@@ -549,7 +553,7 @@ class ClipEncoder:
         enc = cls(
             image_session=session(image_path, eager_image),
             text_session=session(text_path, keep_text),
-            tokenizer=tokenizer,
+            tokenizer=tokenizer if keep_text else None,
             preprocess=preprocess,
             precision=prec,
             embed_dim=section.embed_dim,
@@ -566,6 +570,8 @@ class ClipEncoder:
             _image_cfg=dict(image_cfg),
             _text_cfg=dict(text_cfg),
             _threads=threads,
+            _tokenizer_src=(bundle_dir, dict(section.tokenizer)),
+            _context_length=tokenizer.context_length,
         )
         if keep_text and dense_path is not None:
             enc._dense()
@@ -605,15 +611,23 @@ class ClipEncoder:
         if self.text_session is None:
             return
         tshape = self.text_session.get_inputs()[0].shape
-        if tshape[-1] != self.tokenizer.context_length:
+        if tshape[-1] != self._context_length:
             raise BundleError(
                 f"CLIP text encoder: input shape {tshape} does not end in context length "
-                f"{self.tokenizer.context_length}"
+                f"{self._context_length}"
             )
+
+    def _tokenizer(self) -> ClipTokenizer:
+        """The tokenizer: :attr:`tokenizer`, or built for this call (``keep_text=False``)."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        if self._tokenizer_src is None:
+            raise BundleError("CLIP tokenizer: none loaded and no bundle to load it from")
+        return ClipTokenizer.from_manifest(*self._tokenizer_src)
 
     def tokenize(self, texts: list[str]) -> NDArray[np.int64]:
         """(T, 77) token ids, identical to ``open_clip.get_tokenizer(model)(texts)``."""
-        return self.tokenizer(texts)
+        return self._tokenizer()(texts)
 
     def encode_text(self, texts: list[str]) -> NDArray[np.float32]:
         """Embed prompts.
@@ -639,7 +653,7 @@ class ClipEncoder:
             )
             self._check_io(None, self._text_cfg or {})
         try:
-            return encode_tokens(self.text_session, self.tokenizer, texts)
+            return encode_tokens(self.text_session, self._tokenizer(), texts)
         finally:
             if not self.keep_text:
                 self.text_session = None  # freed now: not resident while crops are encoded
