@@ -331,9 +331,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     if args.clip_precision:
         seg.clip_precision = args.clip_precision
-    # one process, fixed prompts: each text is encoded once (cached), so the text session need
-    # not stay resident while crops are encoded (lower peak RSS)
-    seg.clip_keep_text = False
     if args.vocab is not None:
         seg.set_vocabulary([w for w in args.vocab.split(",") if w.strip()])
     text = {"prefilter": args.text_prefilter}
@@ -717,7 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=["fp32", "int8"], help="detector precision (default: the bundle's)"
     )
     s.add_argument(
-        "--clip-precision", choices=["fp32", "int8"], help="CLIP precision (default: the bundle's)"
+        "--clip-precision",
+        choices=["fp32", "int8"],
+        help="CLIP precision (default: the detector's where the bundle has it, else the bundle's)",
     )
     s.add_argument("--conf", type=float, help="score threshold (default: the bundle's, 0.4)")
     s.add_argument("--iou", type=float, help="NMS IoU threshold (default: the bundle's, 0.9)")

@@ -53,8 +53,8 @@ from edge.bundle import (
     verify_file,
 )
 from edge.errors import BundleError, InputError
-from edge.session import create_session
-from edge.tokenizer import ClipTokenizer
+from edge.session import create_session, release_memory, run_transient
+from edge.tokenizer import CONTEXT_LENGTH, ClipTokenizer
 
 RESIZE_ORDERS = ("pillow13", "horizontal_first")
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
@@ -445,7 +445,8 @@ class ClipEncoder:
     Attributes:
         image_session: onnxruntime session of the image encoder (``pixels`` -> ``embeddings``).
         text_session: onnxruntime session of the text encoder (``tokens`` -> ``embeddings``).
-        tokenizer: open_clip-exact tokenizer.
+        tokenizer: open_clip-exact tokenizer (``None`` with ``keep_text=False``: built with the
+            text session for new texts and dropped with it, ~28 MiB of BPE tables).
         preprocess: open_clip-exact image transform.
         precision: ``fp32`` or ``int8``.
         embed_dim: Embedding size D.
@@ -468,11 +469,15 @@ class ClipEncoder:
         dense_session: Its onnxruntime session (``pixels`` -> ``dense``), created on first use
             (at load unless ``keep_text=False``); it also encodes crops, so a bundle with a
             dense encoder never loads :attr:`image_session`.
+        transient: CLIP's sessions are ``edge.session.create_session(transient=True)`` and give
+            their activation memory back after each run (``edge.session.run_transient``;
+            default ``True``), so a dense map's or a crop batch's activations do not stay
+            resident between prompts; the detector keeps its arena.
     """
 
     image_session: Any
     text_session: Any
-    tokenizer: ClipTokenizer
+    tokenizer: ClipTokenizer | None
     preprocess: ClipPreprocess
     precision: str
     embed_dim: int
@@ -486,9 +491,12 @@ class ClipEncoder:
     dense_stride: int = 0
     dense_long_side: int = 0
     dense_session: Any = None
+    transient: bool = True
     _image_cfg: dict[str, Any] | None = None
     _text_cfg: dict[str, Any] | None = None
     _threads: int | None = None
+    _tokenizer_src: tuple[Path, dict[str, Any]] | None = None
+    _context_length: int = CONTEXT_LENGTH
 
     @classmethod
     def load(
@@ -498,6 +506,7 @@ class ClipEncoder:
         precision: str | None = None,
         threads: int | None = None,
         keep_text: bool = True,
+        transient: bool = True,
     ) -> ClipEncoder:
         """Load both encoders and the tokenizer of a bundle.
 
@@ -509,6 +518,7 @@ class ClipEncoder:
             keep_text: ``False``: the text session is created per :meth:`encode_text` call and
                 dropped after it, the image session on first use (:attr:`keep_text`); both
                 files are still verified here.
+            transient: CLIP's sessions give their activation memory back (:attr:`transient`).
 
         Raises:
             BundleError: No ``clip`` section (with the re-export command), a missing, modified
@@ -526,6 +536,7 @@ class ClipEncoder:
         image_cfg, text_cfg = section.image, section.text
         preprocess = ClipPreprocess.from_section(image_cfg)
         verify_file(bundle_dir, manifest, str(section.tokenizer["bpe"]))
+        # the BPE tables hold ~28 MiB of Python objects: kept only with the text session
         tokenizer = ClipTokenizer.from_manifest(bundle_dir, section.tokenizer)
         image_name, text_name = section.file("image", prec), section.file("text", prec)
         image_path = verify_file(bundle_dir, manifest, image_name)
@@ -535,10 +546,14 @@ class ClipEncoder:
         # A conv tower's dense encoder computes the image encoder's function too (its mean over
         # locations is the pooled embedding): one session serves crops and frames.
         eager_image = keep_text and dense_path is None
+
+        def session(path: Path, eager: bool) -> Any:
+            return create_session(path, threads=threads, transient=transient) if eager else None
+
         enc = cls(
-            image_session=create_session(image_path, threads=threads) if eager_image else None,
-            text_session=create_session(text_path, threads=threads) if keep_text else None,
-            tokenizer=tokenizer,
+            image_session=session(image_path, eager_image),
+            text_session=session(text_path, keep_text),
+            tokenizer=tokenizer if keep_text else None,
             preprocess=preprocess,
             precision=prec,
             embed_dim=section.embed_dim,
@@ -551,9 +566,12 @@ class ClipEncoder:
             dense_path=dense_path,
             dense_stride=0 if dense is None else dense.stride,
             dense_long_side=0 if dense is None else dense.long_side,
+            transient=transient,
             _image_cfg=dict(image_cfg),
             _text_cfg=dict(text_cfg),
             _threads=threads,
+            _tokenizer_src=(bundle_dir, dict(section.tokenizer)),
+            _context_length=tokenizer.context_length,
         )
         if keep_text and dense_path is not None:
             enc._dense()
@@ -593,15 +611,23 @@ class ClipEncoder:
         if self.text_session is None:
             return
         tshape = self.text_session.get_inputs()[0].shape
-        if tshape[-1] != self.tokenizer.context_length:
+        if tshape[-1] != self._context_length:
             raise BundleError(
                 f"CLIP text encoder: input shape {tshape} does not end in context length "
-                f"{self.tokenizer.context_length}"
+                f"{self._context_length}"
             )
+
+    def _tokenizer(self) -> ClipTokenizer:
+        """The tokenizer: :attr:`tokenizer`, or built for this call (``keep_text=False``)."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        if self._tokenizer_src is None:
+            raise BundleError("CLIP tokenizer: none loaded and no bundle to load it from")
+        return ClipTokenizer.from_manifest(*self._tokenizer_src)
 
     def tokenize(self, texts: list[str]) -> NDArray[np.int64]:
         """(T, 77) token ids, identical to ``open_clip.get_tokenizer(model)(texts)``."""
-        return self.tokenizer(texts)
+        return self._tokenizer()(texts)
 
     def encode_text(self, texts: list[str]) -> NDArray[np.float32]:
         """Embed prompts.
@@ -622,13 +648,16 @@ class ClipEncoder:
         if self.text_session is None:
             if self.text_path is None:
                 raise BundleError("CLIP text encoder: no session and no file to create one from")
-            self.text_session = create_session(self.text_path, threads=self._threads)
+            self.text_session = create_session(
+                self.text_path, threads=self._threads, transient=self.transient
+            )
             self._check_io(None, self._text_cfg or {})
         try:
-            return encode_tokens(self.text_session, self.tokenizer, texts)
+            return encode_tokens(self.text_session, self._tokenizer(), texts)
         finally:
             if not self.keep_text:
                 self.text_session = None  # freed now: not resident while crops are encoded
+                release_memory()
 
     def preprocess_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """(N, 3, S, S) float32 network input from uint8 RGB (h, w, 3) crops of any size.
@@ -655,7 +684,7 @@ class ClipEncoder:
             sess = self._dense()
             name = sess.get_inputs()[0].name
             pooled = [
-                np.asarray(sess.run(None, {name: pixels[i : i + self.max_batch]})[0]).mean(
+                np.asarray(self._run(sess, {name: pixels[i : i + self.max_batch]})[0]).mean(
                     axis=(2, 3)
                 )
                 for i in range(0, n, self.max_batch)
@@ -664,11 +693,13 @@ class ClipEncoder:
         if self.image_session is None:
             if self.image_path is None:
                 raise BundleError("CLIP image encoder: no session and no file to create one from")
-            self.image_session = create_session(self.image_path, threads=self._threads)
+            self.image_session = create_session(
+                self.image_path, threads=self._threads, transient=self.transient
+            )
             self._check_io(self._image_cfg or {}, self._text_cfg or {})
         name = self.image_session.get_inputs()[0].name
         parts = [
-            self.image_session.run(None, {name: pixels[i : i + self.max_batch]})[0]
+            self._run(self.image_session, {name: pixels[i : i + self.max_batch]})[0]
             for i in range(0, n, self.max_batch)
         ]
         return _l2n(np.concatenate(parts).astype(np.float32, copy=False))
@@ -744,9 +775,13 @@ class ClipEncoder:
         """
         pixels, scale = self.dense_input(image_rgb, long_side)
         sess = self._dense()
-        (out,) = sess.run(None, {sess.get_inputs()[0].name: pixels})
+        (out,) = self._run(sess, {sess.get_inputs()[0].name: pixels})
         out = np.asarray(out, dtype=np.float32)
         return DenseMap(np.ascontiguousarray(out[0].transpose(1, 2, 0)), scale, self.dense_stride)
+
+    def _run(self, session: Any, feed: dict[str, Any]) -> list[Any]:
+        """One image-side session run; :attr:`transient` sessions give their memory back."""
+        return run_transient(session, feed) if self.transient else list(session.run(None, feed))
 
     def _dense(self) -> Any:
         """The dense encoder's session, created (and its I/O checked) on first use."""
@@ -755,7 +790,7 @@ class ClipEncoder:
                 raise BundleError(
                     f"CLIP {self.model or 'model'}: this bundle has no dense encoder"
                 )
-            sess = create_session(self.dense_path, threads=self._threads)
+            sess = create_session(self.dense_path, threads=self._threads, transient=self.transient)
             ins, outs = sess.get_inputs(), sess.get_outputs()
             shape = outs[0].shape if len(outs) == 1 else []
             if (

@@ -4,15 +4,25 @@ Every cache that clients can fill (the tokenizer's BPE words, text embeddings, t
 thumbnails) is one of these, so that a flood of new keys (300 text prompts of 60 KB of new
 words each) costs at most the cache's byte bound, never the service's memory limit. Its
 :meth:`BoundedLRU.stats` feed the service's ``fastsam_cache_*`` metrics.
+
+:class:`WordCache` adds a disk tier for text embeddings (YOLOE's words, CLIP's prompts): a
+text tower's session can then be released once its words are encoded, and a restarted
+service encodes nothing it has seen.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -121,3 +131,95 @@ class BoundedLRU(Generic[K, V]):
                 "max_bytes": self.max_bytes,
                 "evictions": self.evictions,
             }
+
+
+WORD_CACHE_SIZE = 512
+"""Words kept in memory per text tower (a (D,) float32 each: 2 KiB at D = 512)."""
+WORD_CACHE_BYTES = 4 << 20
+"""Memory bound of those (words and embeddings): a CLIP prompt's text may be 60 KB."""
+
+
+class WordCache:
+    """Text embeddings of one text tower, in memory (:class:`BoundedLRU`) and on disk.
+
+    On disk, each text is one ``.npy`` under ``directory`` (named by the text's sha256),
+    written atomically; a restarted service re-encodes nothing it has seen. The directory
+    should be specific to the tower (e.g. named by its file's sha256): embeddings of another
+    tower are meaningless.
+
+    Attributes:
+        directory: Where texts are persisted (``None``: memory only).
+        maxsize: Texts kept in memory.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        maxsize: int = WORD_CACHE_SIZE,
+        max_bytes: int = WORD_CACHE_BYTES,
+    ) -> None:
+        self.directory = None if directory is None else Path(directory)
+        self.maxsize = maxsize
+        self._memory: BoundedLRU[str, NDArray[np.float32]] = BoundedLRU(maxsize, max_bytes)
+
+    def _file(self, word: str) -> Path:
+        assert self.directory is not None
+        return self.directory / (hashlib.sha256(word.encode("utf-8")).hexdigest()[:40] + ".npy")
+
+    def get(self, word: str) -> NDArray[np.float32] | None:
+        """The text's embedding, or ``None`` if never stored (an unreadable file is ignored)."""
+        found = self._memory.get(word)
+        if found is not None:
+            return found
+        if self.directory is None:
+            return None
+        try:
+            found = np.load(self._file(word), allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError):
+            return None
+        if found.ndim != 1:
+            return None
+        self._memory.put(word, found)
+        return found
+
+    def put(self, word: str, embedding: NDArray[np.float32]) -> None:
+        """Store a (D,) embedding in memory and, if there is a directory, on disk (best effort:
+        a read-only state directory only costs a re-encoding later)."""
+        embedding = np.array(embedding, dtype=np.float32)  # a row alone, not a view of a batch
+        self._memory.put(word, embedding)
+        if self.directory is None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            target = self._file(word)
+            tmp = target.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}.npy")
+            np.save(tmp, embedding)
+            os.replace(tmp, target)
+        except OSError:
+            pass
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def stats(self) -> dict[str, int]:
+        """The memory tier's :meth:`BoundedLRU.stats`."""
+        return self._memory.stats()
+
+    def encode(
+        self, words: Sequence[str], encoder: Callable[[list[str]], NDArray[np.float32]]
+    ) -> tuple[NDArray[np.float32], int]:
+        """(K, D) embeddings of ``words``; the missing ones encoded in one ``encoder`` call.
+
+        Returns:
+            The embeddings ((0, 0) for no words) and how many texts were encoded now.
+        """
+        found = {w: self.get(w) for w in dict.fromkeys(words)}
+        missing = [w for w, e in found.items() if e is None]
+        if missing:
+            new = np.asarray(encoder(missing), dtype=np.float32)
+            for w, e in zip(missing, new, strict=True):
+                self.put(w, e)
+                found[w] = e
+        if not words:
+            return np.zeros((0, 0), dtype=np.float32), len(missing)
+        return np.stack([found[w] for w in words]).astype(np.float32), len(missing)

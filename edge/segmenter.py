@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from edge.bundle import NO_CLIP_HINT, BundleManifest, YoloeSection, read_manifest, verify_file
 from edge.clip import ClipEncoder, TextTower
 from edge.errors import BundleError, InputError
+from edge.lru import WordCache
 from edge.postprocess import Detections, candidates_to_detections, prepare_detections
 from edge.preprocess import LetterboxInfo, letterbox, normalize_image
 from edge.prompts import Prompt, TextPrompt, check_prompts
@@ -29,7 +30,6 @@ from edge.types import Masks
 from edge.yoloe import (
     OpenVocabFrame,
     Vocabulary,
-    WordCache,
     YoloeHead,
     check_embeddings,
     check_names,
@@ -56,8 +56,9 @@ class Segmenter:
 
     Build it with :meth:`load`. It keeps no per-frame state, so one instance can serve a stream
     of frames (calls are not thread-safe only in the sense that onnxruntime serialises them).
-    The CLIP encoder of text prompts is loaded on the first text prompt and kept, with a small
-    LRU cache of text embeddings (:meth:`text_encoder`).
+    The CLIP encoder of text prompts is loaded on the first text prompt and kept, with a
+    bounded cache of text embeddings (:meth:`text_encoder`); its sessions are created when
+    first needed (the text session only for texts never seen, and dropped after them).
 
     Attributes:
         bundle_dir: Directory of the bundle.
@@ -68,16 +69,18 @@ class Segmenter:
         text: How text prompts choose their masks (:class:`edge.textmatch.TextOptions`; its
             ``threshold`` defaults to the bundle's measured ``clip.text_threshold``). Replace it
             whole, e.g. ``seg.text = dataclasses.replace(seg.text, prefilter="score")``.
-        clip_precision: CLIP encoder precision (``None``: the bundle's CLIP default, fp32 unless
-            exported ``int8-only``); set before the first text prompt.
+        clip_precision: CLIP encoder precision (``None``: the detector's :attr:`precision` where
+            the bundle's CLIP has it, so an int8 pipeline reads no fp32 file, else the bundle's
+            CLIP default); set before the first text prompt.
         assembly_workers: Threads that assemble masks in parallel (numpy releases the GIL in
             the per-mask matmul and resampling); ``None`` = ``threads``, 1 = serial. The
             detector is idle meanwhile, so its cores are free.
-        clip_keep_text: Keep CLIP's text session loaded (``False``: created per new prompt
-            and dropped after encoding it, so it is not resident while crops are encoded;
-            for one-shot runs such as ``fastsam-edge segment``); set before the first text.
-        state_dir: Where an open-vocabulary (YOLOE) bundle persists the word embeddings its
-            text tower computed (``None``: memory only); set before the first new word.
+        clip_keep_text: Keep CLIP's text session loaded (``False``, the default: created for
+            texts never seen and dropped after encoding them, so it is never resident while
+            crops or the dense map are encoded; seen texts come from the embedding cache, and
+            with :attr:`state_dir` from disk after a restart); set before the first text.
+        state_dir: Where the text embeddings a text tower computed are persisted (YOLOE's
+            words, CLIP's prompts; ``None``: memory only); set before the first new text.
         text_tower_precision: Precision of the YOLOE text tower (``None``: the bundle's
             default); set before the first new word.
         text_tower_keep: Keep the YOLOE text tower's session loaded after a new word (``False``
@@ -93,7 +96,7 @@ class Segmenter:
     text: TextOptions = field(default_factory=TextOptions)
     clip_precision: str | None = None
     assembly_workers: int | None = None
-    clip_keep_text: bool = True
+    clip_keep_text: bool = False
     state_dir: Path | None = None
     text_tower_precision: str | None = None
     text_tower_keep: bool = False
@@ -613,14 +616,22 @@ class Segmenter:
             return self._text_encoder
         if not self.manifest.has_text:
             raise BundleError(f"text prompt: {str(self.bundle_dir)!r}: {NO_CLIP_HINT}")
+        clip = self.manifest.clip
+        precision = self.clip_precision
+        if precision is None and clip is not None and self.precision in clip.precisions:
+            precision = self.precision
         encoder = ClipEncoder.load(
             self.bundle_dir,
             self.manifest,
-            self.clip_precision,
+            precision,
             self.threads,
             keep_text=self.clip_keep_text,
         )
-        self._text_encoder = CachedTextEncoder(encoder)
+        directory = None
+        if self.state_dir is not None and clip is not None:  # per text tower file
+            digest = self.manifest.files[clip.file("text", encoder.precision)].sha256[:16]
+            directory = Path(self.state_dir) / "clip-texts" / digest
+        self._text_encoder = CachedTextEncoder(encoder, directory=directory)
         return self._text_encoder
 
     def cache_stats(self) -> dict[str, dict[str, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import cv2
@@ -21,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import BundleError, InputError
-from edge.lru import BoundedLRU
+from edge.lru import WORD_CACHE_BYTES, WordCache
 from edge.postprocess import Detections
 from edge.prefilter import (
     DENSE_SHORTLIST,
@@ -43,8 +44,6 @@ TEXT_TOP_K = 32
 """Default number of masks encoded with CLIP per frame (ranked by ``score * sqrt(area)``)."""
 TEXT_CACHE_SIZE = 64
 """Text embeddings kept by :class:`CachedTextEncoder`."""
-TEXT_CACHE_BYTES = 4 << 20
-"""Memory bound of those (texts and embeddings): a prompt's text may be 60 KB."""
 
 
 class TextEncoder(Protocol):
@@ -136,26 +135,30 @@ class TextOptions:
 
 
 class CachedTextEncoder:
-    """Wraps an encoder and keeps the last ``maxsize`` text embeddings (LRU, also bounded to
-    ``max_bytes``: :class:`edge.lru.BoundedLRU`).
+    """Wraps an encoder and keeps text embeddings: the last ``maxsize`` in memory (LRU, also
+    bounded to ``max_bytes``) and, with a ``directory``, every one on disk
+    (:class:`edge.lru.WordCache`, YOLOE's word store).
 
     A camera service asks for the same few texts every frame; only new texts are encoded (in one
-    batch). Image encoding is passed through.
+    batch), so an encoder that releases its text session after encoding
+    (``ClipEncoder.keep_text=False``) loads it only for texts never seen, even across restarts.
+    Image encoding is passed through.
     """
 
     def __init__(
         self,
         encoder: TextEncoder,
         maxsize: int = TEXT_CACHE_SIZE,
-        max_bytes: int = TEXT_CACHE_BYTES,
+        max_bytes: int = WORD_CACHE_BYTES,
+        directory: str | Path | None = None,
     ) -> None:
         self.encoder = encoder
         self.maxsize = maxsize
-        self._cache: BoundedLRU[str, NDArray[np.float32]] = BoundedLRU(maxsize, max_bytes)
+        self._cache = WordCache(directory, maxsize, max_bytes)
 
     @property
     def cache_stats(self) -> dict[str, int]:
-        """The embedding cache's entries, bytes, bounds and evictions."""
+        """The embedding cache's entries, bytes, bounds and evictions (memory tier)."""
         return self._cache.stats()
 
     @property
@@ -166,15 +169,7 @@ class CachedTextEncoder:
 
     def encode_text(self, texts: list[str]) -> NDArray[np.float32]:
         """(T, D) embeddings, from the cache where possible."""
-        found = {t: self._cache.get(t) for t in dict.fromkeys(texts)}
-        missing = [t for t, f in found.items() if f is None]
-        if missing:
-            feats = np.asarray(self.encoder.encode_text(missing), dtype=np.float32)
-            for t, f in zip(missing, feats, strict=True):
-                found[t] = f = f.copy()  # a row alone, not a view holding the whole batch
-                self._cache.put(t, f)
-        out = [found[t] for t in texts]
-        return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
+        return self._cache.encode(texts, self.encoder.encode_text)[0]
 
     def encode_images(self, crops_rgb: list[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """Pass-through to the wrapped encoder."""

@@ -29,10 +29,7 @@ The mask assembly afterwards is FastSAM's (:mod:`edge.postprocess`), without the
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -436,92 +433,6 @@ def check_embeddings(embeddings: object, k: int, dim: int) -> NDArray[np.float32
     if not np.isfinite(arr).all():
         raise InputError("embeddings: values must be finite")
     return arr
-
-
-WORD_CACHE_SIZE = 512
-"""Words kept in memory per text tower (a (D,) float32 each: 2 KiB at D = 512)."""
-
-
-class WordCache:
-    """Raw word embeddings of one text tower, in memory (LRU, bounded) and on disk.
-
-    On disk, each word is one ``.npy`` under ``directory`` (named by the word's sha256), written
-    atomically; a restarted service re-encodes nothing it has seen. The directory should be
-    specific to the tower (e.g. named by its file's sha256): embeddings of another tower are
-    meaningless.
-
-    Attributes:
-        directory: Where words are persisted (``None``: memory only).
-        maxsize: Words kept in memory.
-    """
-
-    def __init__(self, directory: str | Path | None = None, maxsize: int = WORD_CACHE_SIZE):
-        self.directory = None if directory is None else Path(directory)
-        self.maxsize = maxsize
-        self._memory: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
-
-    def _file(self, word: str) -> Path:
-        assert self.directory is not None
-        return self.directory / (hashlib.sha256(word.encode("utf-8")).hexdigest()[:40] + ".npy")
-
-    def get(self, word: str) -> NDArray[np.float32] | None:
-        """The word's embedding, or ``None`` if never stored (an unreadable file is ignored)."""
-        found = self._memory.get(word)
-        if found is not None:
-            self._memory.move_to_end(word)
-            return found
-        if self.directory is None:
-            return None
-        try:
-            found = np.load(self._file(word), allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError):
-            return None
-        if found.ndim != 1:
-            return None
-        self._remember(word, found)
-        return found
-
-    def put(self, word: str, embedding: NDArray[np.float32]) -> None:
-        """Store a (D,) embedding in memory and, if there is a directory, on disk (best effort:
-        a read-only state directory only costs a re-encoding later)."""
-        embedding = np.asarray(embedding, dtype=np.float32)
-        self._remember(word, embedding)
-        if self.directory is None:
-            return
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            target = self._file(word)
-            tmp = target.with_suffix(f".tmp-{os.getpid()}.npy")
-            np.save(tmp, embedding)
-            os.replace(tmp, target)
-        except OSError:
-            pass
-
-    def _remember(self, word: str, embedding: NDArray[np.float32]) -> None:
-        self._memory[word] = embedding
-        self._memory.move_to_end(word)
-        while len(self._memory) > self.maxsize:
-            self._memory.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._memory)
-
-    def encode(
-        self, words: Sequence[str], encoder: Callable[[list[str]], NDArray[np.float32]]
-    ) -> tuple[NDArray[np.float32], int]:
-        """(K, D) embeddings of ``words``; the missing ones encoded in one ``encoder`` call.
-
-        Returns:
-            The embeddings and how many words were encoded now.
-        """
-        found = {w: self.get(w) for w in dict.fromkeys(words)}
-        missing = [w for w, e in found.items() if e is None]
-        if missing:
-            new = np.asarray(encoder(missing), dtype=np.float32)
-            for w, e in zip(missing, new, strict=True):
-                self.put(w, e)
-                found[w] = e
-        return np.stack([found[w] for w in words]).astype(np.float32), len(missing)
 
 
 class OpenVocabFrame:

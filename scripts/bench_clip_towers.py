@@ -10,8 +10,9 @@ Steps (each reuses what an earlier run left in ``--work``):
    RSS (``VmHWM``; python + numpy + onnxruntime included). Loops run tower-innermost so the
    towers of one configuration are measured next to each other.
 3. ``text``: each tower grafted onto the detector bundle ``--detector`` (e.g. FastSAM-s 640
-   int8), then ``scripts/text_topk.py``'s timing (everything mode vs a cached text prompt, one
-   640x480 scene with ~``--masks`` masks, interleaved) at K = ``--ks``, CLIP int8 and fp32.
+   int8), then ``fastsam-edge bench --text-cost``'s timing (``edge.bench.text``: everything
+   mode vs a new word each call vs a second word on the same frame, one 640x480 scene with
+   ~``--masks`` masks, interleaved), detector and CLIP int8.
 4. ``rss``: peak RSS of ``fastsam-edge segment IMAGE --text ...`` per grafted bundle, detector
    and CLIP int8 (a fresh process each; ``ru_maxrss`` of the child).
 
@@ -140,27 +141,27 @@ def graft(detector: Path, clip_dir: Path, dest: Path) -> Path:
 
 
 def text_ratios(
-    work: Path,
-    detector: Path,
-    towers: list[str],
-    ks: list[int],
-    masks: int,
-    runs: int,
-    threads: int,
-    precisions: list[str],
+    work: Path, detector: Path, towers: list[str], masks: int, runs: int, threads: int
 ) -> list[dict[str, Any]]:
-    """Step 3: text end to end / everything mode per tower, K and CLIP precision."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from text_topk import timing
+    """Step 3: ``fastsam-edge bench --text-cost``'s timing per grafted tower (detector and CLIP
+    int8): everything vs a new word each call vs a second word on the same frame."""
+    import cv2
 
+    from edge.bench.run import choose_confs
+    from edge.bench.text import measure_text_cost
+    from edge.demo.scenes import generate_scene
+
+    image = generate_scene(1_700_000, 640, 480).image
+    frame = work / "scene-640x480.png"
+    cv2.imwrite(str(frame), image)
     rows = []
-    for prec in precisions:
-        for tower in towers:
-            bundle = graft(detector, work / "clip" / tower, work / "bundles" / tower)
-            t = timing(str(bundle), list(ks), masks, runs, threads, clip_precision=prec)
-            row = {"tower": tower, "clip_precision": prec, **t}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for tower in towers:
+        bundle = graft(detector, work / "clip" / tower, work / "bundles" / tower)
+        conf = choose_confs(str(bundle), image, [masks], threads, "int8")[masks]
+        t = measure_text_cost(str(bundle), str(frame), conf, "int8", threads, runs)
+        row = {"tower": tower, **t}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -217,10 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,8,32")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runs", type=int, default=2, help="timed runs per row (batch 1: 3x)")
-    p.add_argument("--ks", default="8,16,32")
     p.add_argument("--masks", type=int, default=100)
     p.add_argument("--text-runs", type=int, default=3)
-    p.add_argument("--text-precisions", default="int8,fp32")
     p.add_argument("--out", default="clip-towers")
     a = p.parse_args(argv)
     work = Path(a.work)
@@ -247,16 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         report["crops"] = rows
     if "text" in steps:
-        report["text"] = text_ratios(
-            work,
-            Path(a.detector),
-            towers,
-            [int(v) for v in a.ks.split(",")],
-            a.masks,
-            a.text_runs,
-            2,
-            a.text_precisions.split(","),
-        )
+        report["text"] = text_ratios(work, Path(a.detector), towers, a.masks, a.text_runs, 2)
     if "rss" in steps:
         report["rss"] = segment_rss(work, Path(a.detector), towers, 2)
     from edge.io import atomic_write_json
@@ -293,13 +283,14 @@ def print_tables(report: dict[str, Any]) -> None:
                 ]
                 print("| " + " | ".join(cells) + " |")
     if report.get("text"):
-        ks = [k for k in report["text"][0]["ms"] if k != "everything"]
-        head = ["tower", "CLIP", "everything ms", *[f"K={k} ms (x)" for k in ks]]
-        print("\n| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
+        print("\n| tower | masks | everything ms | new word ms (x) | second word ms (x) |")
+        print("|---|---|---|---|---|")
         for r in report["text"]:
-            cells = [r["tower"], r["clip_precision"], f"{r['ms']['everything']:.0f}"]
-            cells += [f"{r['ms'][k]:.0f} ({r['ratio_to_everything'][k]:.2f}x)" for k in ks]
-            print("| " + " | ".join(cells) + " |")
+            ms, x = r["ms"], r["x_everything"]
+            print(
+                f"| {r['tower']} | {r['masks']} | {ms['everything']:.0f} | {ms['text']:.0f} "
+                f"({x['text']:.2f}x) | {ms['second_word']:.0f} ({x['second_word']:.2f}x) |"
+            )
     if report.get("rss"):
         print("\n| tower | everything | + text (CLIP int8) | + text (CLIP fp32) |")
         print("|---|---|---|---|")

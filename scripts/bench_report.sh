@@ -23,7 +23,10 @@ if [[ $step == all || $step == B ]]; then
     --runs 3 --warmup 1 --sustained 120 --target-fps 2 --out $OUT/sweep 2>&1 | tail -3
 fi
 if [[ $step == all || $step == D ]]; then
-  python scripts/text_topk.py --timing-bundle $B/s640 --out $OUT 2>&1 | tail -14
+  # issue 27: a text prompt against everything mode (new word, second word), peak RSS, and
+  # the agreement with the all-masks choice on busy demo scenes (demo bundle)
+  fastsam-edge bench --text-cost --bundle $B/s640 --precision int8 --threads 2 --runs 5 \
+    --out $OUT/text 2>&1 | tail -12
 fi
 if [[ $step == all || $step == E ]]; then
   python scripts/eval_edge.py --bundle $B/s640 --scenes 100 --sizes 640x640,640x480 > $OUT/eval-s640.json

@@ -33,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from edge.prompts import TextPrompt  # noqa: E402
 from edge.segmenter import Segmenter  # noqa: E402
 from edge.textmatch import TEXT_MIN_AREA, embed_text_candidates  # noqa: E402
 
-SEEDS = EVAL_SEED_START + 850_000  # the held-out seeds of scripts/text_topk.py
+SEEDS = EVAL_SEED_START + 850_000  # held-out seeds (issue 4's top-K measurements)
 
 
 def _gt_labels(result: Any, cand: np.ndarray, scene: Any) -> list[str | None]:
@@ -161,31 +162,26 @@ def timing(
         seg.clip_precision = "int8"
         seg.segment(image, conf=conf, prompt=prompt)  # loads CLIP, caches the text embedding
         modes: dict[str, dict[str, Any]] = {"everything": {}}
-        modes.update({f"score@{k}": {"text_prefilter": "score", "text_top_k": k} for k in ks})
+        modes.update({f"score@{k}": {"prefilter": "score", "top_k": k} for k in ks})
         if seg.text_encoder().has_dense:
             modes.update(
                 {
-                    f"dense{side}@{m}": {
-                        "text_prefilter": "dense",
-                        "text_shortlist": m,
-                        "text_dense_side": side,
-                    }
+                    f"dense{side}@{m}": {"prefilter": "dense", "shortlist": m, "dense_side": side}
                     for side in sides
                     for m in ms
                 }
             )
         n = len(seg.segment(image, conf=conf))
-        segs.append((seg, conf, modes, {name: [] for name in modes}))
+        segs.append((seg, conf, modes, {name: [] for name in modes}, seg.text))
         rows.append({"bundle": str(bundle), "clip": seg.text_encoder().encoder.model, "masks": n})
     for _ in range(reps + 1):  # round 0: warm-up (sessions, caches)
-        for seg, conf, modes, times in segs:  # bundles and modes interleaved
+        for seg, conf, modes, times, base in segs:  # bundles and modes interleaved
             for name, cfg in modes.items():
-                for key, value in cfg.items():
-                    setattr(seg, key, value)
+                seg.text = replace(base, **cfg)  # TextOptions fields
                 t = time.perf_counter()
                 seg.segment(image, conf=conf, prompt=None if name == "everything" else prompt)
                 times[name].append((time.perf_counter() - t) * 1000)
-    for row, (_, _, _, times) in zip(rows, segs, strict=True):
+    for row, (_, _, _, times, _) in zip(rows, segs, strict=True):
         med = {n: float(np.median(v[1:])) for n, v in times.items()}
         row.update(
             {

@@ -446,6 +446,49 @@ def test_create_session_unknown_provider_lists_all_available(tmp_path):
         assert provider in str(excinfo.value)
 
 
+@pytest.mark.parametrize(("transient", "pattern"), [(False, True), (True, False)])
+def test_create_session_transient(transient, pattern):
+    """transient=True: no arena, no memory pattern; run_transient gives the same output."""
+    import numpy as np
+
+    from edge.onnx_bytes import matmul_model
+    from edge.session import run_transient
+
+    sess = create_session(matmul_model(8, "fp32"), threads=1, transient=transient)
+    opts = sess.get_session_options()
+    assert opts.enable_cpu_mem_arena is pattern and opts.enable_mem_pattern is pattern
+    feed = {"A": np.arange(64, dtype=np.float32).reshape(8, 8)}
+    np.testing.assert_array_equal(run_transient(sess, feed)[0], sess.run(None, feed)[0])
+
+
+def test_release_memory_returns_freed_heap_pages():
+    """A freed heap block glibc keeps resident is given back (RSS drops)."""
+    import edge.session as es
+
+    if es._TRIM is None:
+        pytest.skip("not glibc")
+    import ctypes
+
+    def rss_kib() -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 64 << 20
+    blocks = [libc.malloc(1 << 16) for _ in range(size >> 16)]  # heap blocks, not mappings
+    for b in blocks:
+        ctypes.memset(b, 1, 1 << 16)
+    keep = libc.malloc(1 << 16)  # a live block above them: the heap cannot shrink from its top
+    for b in blocks:
+        libc.free(b)
+    before = rss_kib()
+    assert es.release_memory() is True
+    assert before - rss_kib() > (size >> 10) // 2
+    libc.free(keep)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage, not protobuf" * 10])
 def test_create_session_corrupt_model_is_bundle_error(tmp_path, content):
     path = tmp_path / "bad.onnx"

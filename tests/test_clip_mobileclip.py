@@ -255,16 +255,21 @@ def test_text_session_on_demand(small_bundle: Path) -> None:
     kept = ClipEncoder.load(small_bundle, m, "int8", threads=1)
     lazy = ClipEncoder.load(small_bundle, m, "int8", threads=1, keep_text=False)
     assert kept.text_session is not None and lazy.text_session is None
+    # the BPE tables (~28 MiB) come and go with the text session
+    assert kept.tokenizer is not None and lazy.tokenizer is None
+    np.testing.assert_array_equal(lazy.tokenize(PROMPTS), kept.tokenize(PROMPTS))
     # conv tower: the dense session encodes crops too, created at the first image encoding
     assert lazy.dense_session is None and lazy.image_session is None
     assert kept.dense_session is not None and kept.image_session is None
     np.testing.assert_array_equal(lazy.encode_text(PROMPTS), kept.encode_text(PROMPTS))
-    assert lazy.text_session is None and lazy.dense_session is None
+    assert lazy.text_session is None and lazy.dense_session is None and lazy.tokenizer is None
     assert lazy.encode_text(["a dog"]).shape == (1, 32) and lazy.text_session is None
     crops = [np.full((40, 30, 3), v, np.uint8) for v in (0, 90, 200)]
     np.testing.assert_array_equal(lazy.encode_images(crops), kept.encode_images(crops))
     assert lazy.dense_session is not None and lazy.text_session is None
     assert lazy.image_session is None
+    # CLIP's sessions give their activations back after each run (no memory pattern)
+    assert lazy.transient and not lazy.dense_session.get_session_options().enable_mem_pattern
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

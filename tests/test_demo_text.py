@@ -110,3 +110,57 @@ def test_demo_cli_text_prompt(demo_bundle: Path, tmp_path: Path) -> None:
     assert rc == 0
     doc = json.loads(out.read_text())
     assert len(doc["masks"]) == 1, doc.keys()
+
+
+@export
+def test_text_embeddings_persist_and_the_text_session_is_released(
+    demo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIP's text session exists only while new texts are encoded; their embeddings land in
+    ``state_dir`` so a restarted segmenter encodes nothing it has seen (same selection)."""
+    pytest.importorskip("ftfy")
+    pytest.importorskip("regex")
+    from edge.clip import ClipEncoder
+    from edge.prompts import TextPrompt
+    from edge.segmenter import Segmenter
+
+    sc = generate_scene(EVAL_SEED_START, 320, 320)
+    first = Segmenter.load(demo_bundle, threads=1)
+    first.state_dir = tmp_path
+    a = first.segment(sc.image, prompt=TextPrompt(sc.prompts[0]))
+    enc = first.text_encoder().encoder
+    assert isinstance(enc, ClipEncoder) and not enc.keep_text and enc.text_session is None
+    assert enc.transient and enc.dense_session is None  # the demo ViT has no dense map
+    assert enc.image_session.get_session_options().enable_mem_pattern is False
+    stored = list((tmp_path / "clip-texts").glob("*/*.npy"))
+    assert len(stored) == 1
+
+    def refuse(self: ClipEncoder, texts: list[str]) -> np.ndarray:
+        raise AssertionError(f"encoded {texts} again")
+
+    monkeypatch.setattr(ClipEncoder, "encode_text", refuse)
+    again = Segmenter.load(demo_bundle, threads=1)
+    again.state_dir = tmp_path
+    b = again.segment(sc.image, prompt=TextPrompt(sc.prompts[0]))
+    assert len(a) == len(b) == 1
+    np.testing.assert_array_equal(a.mask, b.mask)
+    with pytest.raises(AssertionError, match="again"):  # a new text still needs the encoder
+        again.segment(sc.image, prompt=TextPrompt("a text never seen"))
+
+
+@export
+@pytest.mark.parametrize(
+    ("detector", "clip", "expected"),
+    [("int8", None, "int8"), ("fp32", None, "fp32"), ("int8", "fp32", "fp32")],
+)
+def test_clip_precision_follows_the_detector(
+    demo_bundle: Path, detector: str, clip: str | None, expected: str
+) -> None:
+    """An int8 pipeline reads no fp32 CLIP file unless asked (--clip-precision)."""
+    pytest.importorskip("ftfy")
+    from edge.segmenter import Segmenter
+
+    seg = Segmenter.load(demo_bundle, precision=detector, threads=1)
+    seg.clip_precision = clip
+    enc = seg.text_encoder().encoder
+    assert enc.precision == expected and enc.text_path.name == f"clip-text.{expected}.onnx"

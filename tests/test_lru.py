@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from edge.lru import ENTRY_OVERHEAD, BoundedLRU, sizeof_pair
+from edge.lru import ENTRY_OVERHEAD, BoundedLRU, WordCache, sizeof_pair
 
 
 def _unit(_key: str, _value: object) -> int:
@@ -67,3 +69,41 @@ def test_sizeof_counts_array_data() -> None:
 def test_bounds_must_be_positive(entries: int, nbytes: int) -> None:
     with pytest.raises(ValueError, match="bounds must be >= 1"):
         BoundedLRU(entries, nbytes)
+
+
+def test_word_cache_memory_bound_and_disk(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def encoder(words: list[str]) -> np.ndarray:
+        calls.append(list(words))
+        return np.stack([np.full(3, len(w), np.float32) for w in words])
+
+    cache = WordCache(tmp_path / "w", maxsize=2)
+    emb, new = cache.encode(["a", "bb", "a"], encoder)
+    assert new == 2 and calls == [["a", "bb"]] and emb[:, 0].tolist() == [1, 2, 1]
+    cache.encode(["ccc"], encoder)
+    assert len(cache) == 2  # bounded in memory
+    again = WordCache(tmp_path / "w")  # a restarted process: from disk, no encoding
+    emb, new = again.encode(["a", "bb", "ccc"], encoder)
+    assert new == 0 and emb[:, 0].tolist() == [1, 2, 3]
+    next((tmp_path / "w").glob("*.npy")).write_bytes(b"garbage")
+    assert WordCache(tmp_path / "w").encode(["a", "bb", "ccc"], encoder)[1] == 1
+    memory_only = WordCache(None)
+    memory_only.put("x", np.ones(3, np.float32))
+    assert memory_only.get("x") is not None and memory_only.get("y") is None
+
+
+def test_word_cache_byte_bound_and_copies(tmp_path: Path) -> None:
+    """The memory tier is bounded in bytes too (a 60 KB prompt), rows are stored alone, and
+    no words encode to (0, 0) without calling the encoder."""
+    big = "x" * 60_000
+    cache = WordCache(None, maxsize=100, max_bytes=50_000)
+    batch = np.ones((2, 4), np.float32)
+    emb, new = cache.encode([big, "a"], lambda words: batch[: len(words)])
+    assert new == 2 and emb.shape == (2, 4)
+    assert cache.get(big) is None and cache.get("a") is not None  # the big one is not kept
+    stored = cache.get("a")
+    assert stored is not None and stored.base is None  # not a view of the encoder's batch
+    assert cache.stats()["entries"] == 1
+    empty, new = cache.encode([], lambda words: pytest.fail("encoder called"))
+    assert empty.shape == (0, 0) and new == 0

@@ -21,7 +21,6 @@ from edge.yoloe import (
     MAX_WH,
     OpenVocabFrame,
     Vocabulary,
-    WordCache,
     YoloeHead,
     check_embeddings,
     check_names,
@@ -149,28 +148,6 @@ def test_check_names_and_embeddings() -> None:
         check_embeddings(np.zeros((2, 5)), 2, 4)
     with pytest.raises(InputError, match="finite"):
         check_embeddings(np.full((1, 4), np.nan), 1, 4)
-
-
-def test_word_cache_memory_bound_and_disk(tmp_path: Path) -> None:
-    calls: list[list[str]] = []
-
-    def encoder(words: list[str]) -> np.ndarray:
-        calls.append(list(words))
-        return np.stack([np.full(3, len(w), np.float32) for w in words])
-
-    cache = WordCache(tmp_path / "w", maxsize=2)
-    emb, new = cache.encode(["a", "bb", "a"], encoder)
-    assert new == 2 and calls == [["a", "bb"]] and emb[:, 0].tolist() == [1, 2, 1]
-    cache.encode(["ccc"], encoder)
-    assert len(cache) == 2  # bounded in memory
-    again = WordCache(tmp_path / "w")  # a restarted process: from disk, no encoding
-    emb, new = again.encode(["a", "bb", "ccc"], encoder)
-    assert new == 0 and emb[:, 0].tolist() == [1, 2, 3]
-    next((tmp_path / "w").glob("*.npy")).write_bytes(b"garbage")
-    assert WordCache(tmp_path / "w").encode(["a", "bb", "ccc"], encoder)[1] == 1
-    memory_only = WordCache(None)
-    memory_only.put("x", np.ones(3, np.float32))
-    assert memory_only.get("x") is not None and memory_only.get("y") is None
 
 
 def _section(**kw: object) -> dict:

@@ -8,6 +8,8 @@ peak through onnxruntime), :mod:`~edge.bench.report` (Markdown and OpenCV plots)
 on moving-objects sequences: id consistency, id switches, the tracker's cost),
 :mod:`~edge.bench.stream` (a local MJPEG camera and a stream's latency through the service),
 :mod:`~edge.bench.vocab` (what an open vocabulary costs, YOLOE bundles),
+:mod:`~edge.bench.text` (what a text prompt costs against everything mode, and its agreement
+with the all-masks choice),
 :mod:`~edge.bench.cli`; the operation
 count is :mod:`edge.opcount` (the export uses it too).
 """

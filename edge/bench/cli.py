@@ -183,6 +183,27 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="tracking mode: seconds per --stream-fps rate (20)",
     )
     p.add_argument(
+        "--text-cost",
+        action="store_true",
+        help="text-prompt mode: for the first --bundle (with CLIP), everything mode vs a text "
+        "prompt with a new word each call vs a second word on the same frame (ratios), and the "
+        "peak RSS of that process; plus the agreement of the text choice with the all-masks "
+        "choice on busy demo scenes of --text-agreement. Uses the first --precision, --sizes "
+        "and --masks, the most --threads and --runs",
+    )
+    p.add_argument(
+        "--text-agreement",
+        metavar="BUNDLE",
+        help="text-prompt mode: the bundle whose CLIP and detector are trained on the demo "
+        "world, for the agreement row (default: the demo bundle; 'none' skips it)",
+    )
+    p.add_argument(
+        "--text-scenes",
+        type=int,
+        default=30,
+        help="text-prompt mode: busy demo scenes for the agreement (30)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=2,
@@ -211,6 +232,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _cmd_vocab_bench(args)
     if args.track_sequence is not None:
         return _cmd_track_bench(args)
+    if args.text_cost:
+        return _cmd_text_bench(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in PROMPT_MODES]
     if bad or not modes:
@@ -290,6 +313,38 @@ def _cmd_vocab_bench(args: argparse.Namespace) -> int:
     out = prepare_out_dir("--out", args.out)
     table = vocab_markdown(report)
     return _write_report(args, out, "vocab", report, table)
+
+
+def _cmd_text_bench(args: argparse.Namespace) -> int:
+    """``fastsam-edge bench --text-cost --bundle B``: write text.json / text.md."""
+    import tempfile
+
+    from edge.bench.run import choose_confs
+    from edge.bench.text import measure_text_cost, text_agreement, text_markdown
+    from edge.cliargs import check_parent, prepare_out_dir
+    from edge.demo import demo_bundle
+    from edge.io import atomic_write_image
+
+    if args.runs < 1 or args.text_scenes < 1:
+        raise InputError(f"runs / text-scenes: too small: {args.runs} / {args.text_scenes}")
+    if args.json not in (None, "-"):
+        check_parent("--json", args.json)
+    bundle = str((args.bundle or [demo_bundle()])[0])
+    image = next(iter(bench_images(args.sizes.split(",")[0], args.images).values()))
+    precision = next((v for v in args.precision.split(",") if v), "int8")
+    threads = max(parse_threads(args.threads))
+    target = _counts("masks", args.masks)[0]
+    out = prepare_out_dir("--out", args.out)
+    conf = choose_confs(bundle, image, [target], threads, precision)[target]
+    with tempfile.TemporaryDirectory(prefix="fastsam-text-bench-") as tmp:
+        frame = Path(tmp) / "frame.png"
+        atomic_write_image(frame, image)
+        timed = measure_text_cost(bundle, str(frame), conf, precision, threads, args.runs)
+    report: dict[str, Any] = {"time": timed, "conf": conf, "target_masks": target}
+    agree = args.text_agreement or str(demo_bundle())
+    if agree != "none":
+        report["agreement"] = text_agreement(agree, args.text_scenes, threads)
+    return _write_report(args, out, "text", report, text_markdown(report))
 
 
 def _write_report(

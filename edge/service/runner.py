@@ -138,6 +138,11 @@ def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     for note in notes:
         _LOGGER.info("%s", note)
     seg = Segmenter.load(bundle, precision=precision or None, threads=threads or None)
+    # systemd's StateDirectory= (install-service): text embeddings persist across restarts, so
+    # a restarted service loads no text tower for texts it has seen
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        seg.state_dir = Path(state)
     text = replace(
         seg.text,
         prefilter=cfg.processing.text_prefilter,
