@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -752,17 +753,20 @@ def test_load_segmenter_text_prefilter(prefilter, shortlist, error):
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [(None, None), ("/var/lib/fastsam-edge", "/var/lib/fastsam-edge"), ("/a:/b", "/a")],
+    [(None, "out/.state"), ("/var/lib/fastsam-edge", "/var/lib/fastsam-edge"), ("/a:/b", "/a")],
 )
 def test_load_segmenter_state_dir_from_systemd(monkeypatch, env, expected):
-    """systemd's $STATE_DIRECTORY (its first entry) is where text embeddings persist."""
+    """Text embeddings persist in the service's state directory (service.state_dir, else
+    systemd's $STATE_DIRECTORY's first entry, else <output.dir>/.state)."""
     from edge.service.runner import load_segmenter
 
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     if env is not None:
         monkeypatch.setenv("STATE_DIRECTORY", env)
-    seg = load_segmenter(ServiceConfig())
-    assert seg.state_dir == (None if expected is None else Path(expected))
+    cfg = ServiceConfig()
+    cfg = replace(cfg, output=replace(cfg.output, dir="out"))
+    seg = load_segmenter(cfg)
+    assert seg.state_dir == Path(expected)
     assert not seg.clip_keep_text  # the text session only while new texts are encoded
 
 

@@ -138,11 +138,9 @@ def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     for note in notes:
         _LOGGER.info("%s", note)
     seg = Segmenter.load(bundle, precision=precision or None, threads=threads or None)
-    # systemd's StateDirectory= (install-service): text embeddings persist across restarts, so
-    # a restarted service loads no text tower for texts it has seen
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        seg.state_dir = Path(state)
+    # text and word embeddings persist across restarts (systemd's StateDirectory= by default),
+    # so a restarted service loads no text tower for texts it has seen
+    seg.state_dir = resolve_state_dir(cfg)
     text = replace(
         seg.text,
         prefilter=cfg.processing.text_prefilter,
@@ -292,8 +290,8 @@ class Service:
         self.notifier.status("loading model")
         if self.segmenter is None:
             self.segmenter = load_segmenter(cfg)
-        if getattr(self.segmenter, "yoloe", None) is not None and self.segmenter.state_dir is None:
-            self.segmenter.state_dir = self.state_dir  # type: ignore[attr-defined]
+        if hasattr(self.segmenter, "state_dir") and self.segmenter.state_dir is None:
+            self.segmenter.state_dir = self.state_dir  # a given segmenter: the service's
         self.bundle = self.output.bundle = bundle_facts(self.segmenter)
         self.frames.manifest = bundle_of(self.segmenter)
         self.vocabulary.start(self.segmenter)  # before the warm-up: a YOLOE frame needs words
