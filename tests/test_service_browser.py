@@ -345,7 +345,9 @@ def test_live_view_and_last_masks(server: Server, driver: Any, shots: Callable) 
         "the caption with the masks' age",
     )
     assert re.search(
-        r"masks of frame \d+( \(\d+ frame\(s\) older\))?: \d+ mask\(s\), latency \d+ ms", caption
+        r"masks of frame \d+( \(\d+ frame\(s\) older: shown over their own frame only\))?: "
+        r"\d+ mask\(s\), latency \d+ ms",
+        caption,
     ), caption
     wait_for(driver, "document.getElementById('s-bundle').textContent !== '–'", "the status")
     assert driver.find_element("id", "s-precision").text in ("fp32", "int8")
