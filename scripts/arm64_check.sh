@@ -251,7 +251,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.encode import decode_rle
-from edge.demo.metrics import mask_iou_matrix
+from edge.metrics import mask_iou_matrix
 
 out = Path(sys.argv[1])
 summary = {}
