@@ -206,6 +206,8 @@ def write_dataset(
             seed += 1
             if img_path.exists() and lbl_path.exists():
                 done += 1
+                if hasattr(bar, "update"):
+                    bar.update(1)
                 continue
             scene = generate_scene(seed - 1, width, height, objects[0], objects[1])
             ids = classify(scene) if classify is not None else None

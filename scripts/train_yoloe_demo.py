@@ -75,8 +75,17 @@ from edge.metrics import mask_iou_matrix  # noqa: E402
 RUN_NAME = "yoloe-demo"
 BASE_YAML = "yoloe-v8-seg.yaml"
 EMBED = 64  # the demo CLIP's embedding size
-WIDTH = 0.125  # half the n scale's width multiple: a bundle well under 15 MB
+WIDTH = 0.25  # the n scale: the FastSAM demo detector's, whose weights start the training
+SCRATCH_WIDTH = 0.125  # --from-scratch: half the n width
 TEXT_FILE = "text.npz"
+INIT_FILE = "init.pt"
+FROZEN: tuple[int | str, ...] = (*range(22), "22.cv2", "22.cv5", "22.proto", "22.savpe")
+"""What stays as the FastSAM demo detector left it (ultralytics ``freeze``: backbone, neck,
+box, mask coefficients, prototypes; their batch norms in eval mode): only the embedding branch
+(``cv3``), the contrastive heads and the text adapter learn."""
+BRANCH_RENAMES = {"model.22.cv4.": "model.22.cv5."}
+"""FastSAM's (Segment) mask-coefficient branch is ``cv4``; YOLOE's is ``cv5`` (its ``cv4`` are
+the contrastive heads)."""
 
 
 def phrase(color: str, shape: str) -> str:
@@ -174,11 +183,100 @@ def default_prompts(embed: int = EMBED) -> Iterator[None]:
     import torch
     from ultralytics.nn.tasks import YOLOEModel
 
+    before = YOLOEModel.__dict__.get("pe")  # nested blocks keep the outer one's
     YOLOEModel.pe = torch.zeros(1, len(TRAIN_PHRASES), embed)
     try:
         yield
     finally:
-        del YOLOEModel.pe
+        if before is None:
+            del YOLOEModel.pe
+        else:
+            YOLOEModel.pe = before
+
+
+def init_from_fastsam(model: Any, detector_onnx: Path) -> dict[str, int]:
+    """Copy a FastSAM (YOLOv8-seg) detector's weights from its ONNX file into a YOLOE-v8 model.
+
+    The ONNX graph holds the fused weights (batch norm folded into each conv, initializers
+    named after the torch modules): each ``Conv`` gets the folded kernel and a batch norm that
+    adds the folded bias and nothing else (weight 1, running mean 0, running variance
+    ``1 - eps``), so the module computes what the ONNX graph does. Convs whose shape differs
+    (FastSAM's one-class score conv) keep their fresh weights.
+
+    Args:
+        model: A ``YOLOESegModel`` of the same scale as the detector.
+        detector_onnx: The FastSAM bundle's ``fastsam.fp32.onnx``.
+
+    Returns:
+        Counts: ``copied`` convs, ``skipped`` (shape or missing), ``backbone`` (layers 0-21).
+
+    Raises:
+        SystemExit: A backbone or neck conv found nothing to copy (another architecture).
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    src = {
+        t.name: numpy_helper.to_array(t).copy()
+        for t in onnx.load(str(detector_onnx)).graph.initializer
+        if t.name.startswith("model.")
+    }
+    modules = dict(model.named_modules())
+    copied, skipped, done = 0, 0, set()
+    for name, weight in src.items():
+        if not name.endswith(".weight") or ".dfl." in name:
+            continue
+        prefix = name[: -len(".weight")]
+        target = prefix
+        for old, new in BRANCH_RENAMES.items():
+            target = target.replace(old, new)
+        bias = src.get(prefix + ".bias")
+        fused = target.endswith(".conv") and target[: -len(".conv")] in modules
+        owner = modules.get(target[: -len(".conv")]) if fused else None
+        conv = modules.get(target)
+        if conv is None or bias is None or tuple(conv.weight.shape) != weight.shape:
+            skipped += 1
+            continue
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(weight))
+            if owner is not None and hasattr(owner, "bn"):
+                bn = owner.bn
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(torch.from_numpy(bias))
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+            else:
+                conv.bias.copy_(torch.from_numpy(bias))
+        copied += 1
+        done.add(target)
+    backbone = [
+        n for n, m in modules.items()
+        if isinstance(m, torch.nn.Conv2d) and int(n.split(".")[1]) < 22
+    ]  # fmt: skip
+    missing = [n for n in backbone if n not in done]
+    if missing:
+        raise SystemExit(f"--init-from: no weights for {missing[:5]} ... ({len(missing)})")
+    return {"copied": copied, "skipped": skipped, "backbone": len(backbone)}
+
+
+def initial_checkpoint(out: Path, detector_onnx: Path) -> Path:
+    """``<out>/init.pt``: the YOLOE-v8n of :func:`model_yaml` started from a FastSAM detector."""
+    from ultralytics.nn.tasks import YOLOESegModel
+
+    from export.yoloe import save_checkpoint
+
+    path = out / INIT_FILE
+    if path.exists():
+        return path
+    with default_prompts():
+        model = YOLOESegModel(str(model_yaml(out, WIDTH)), nc=len(TRAIN_PHRASES), verbose=False)
+    counts = init_from_fastsam(model, detector_onnx)
+    print(f"init from {detector_onnx}: {counts}")
+    model.names = dict(enumerate(TRAIN_PHRASES))
+    tmp = save_checkpoint(model, out / (INIT_FILE + ".tmp"), imgsz=320)
+    tmp.replace(path)
+    return path
 
 
 def make_trainer(embeddings: dict[str, np.ndarray]) -> type:
@@ -251,7 +349,10 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
         kwargs: dict[str, Any] = {"resume": True, "device": "cpu", "workers": args.workers}
     else:
         with default_prompts():
-            model = YOLOE(str(model_yaml(out, args.width)))
+            if args.from_scratch:
+                model = YOLOE(str(model_yaml(out, args.width)))
+            else:
+                model = YOLOE(str(initial_checkpoint(out, args.init_from)))
         kwargs = {
             "data": str(data_yaml),
             "epochs": args.epochs,
@@ -266,10 +367,20 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
             "project": str((out / "runs").resolve()),
             "name": RUN_NAME,
             "exist_ok": True,
-            "pretrained": False,
+            "pretrained": not args.from_scratch,
+            "freeze": None if args.from_scratch else list(FROZEN),
             "close_mosaic": min(3, args.epochs // 3),
-            "warmup_epochs": min(2.0, 0.15 * args.epochs),
+            # a short CPU run: ultralytics' "auto" optimizer would pick AdamW at
+            # lr 0.002 * 5 / (4 + nc) (0.00017 for 54 phrases) and warm up for 100+ iterations
+            "optimizer": "AdamW",
+            "lr0": args.lr0,
+            "warmup_epochs": args.warmup_epochs,
+            "warmup_bias_lr": 0.0,
             "seed": args.seed,
+            # the scenes are busy already, and mosaic's four-image loading dominates an
+            # iteration on a shared 2-core CPU (ultralytics loads in the main thread there)
+            "mosaic": args.mosaic,
+            "deterministic": False,
             # colour is the class: hue/saturation jitter would relabel objects
             "hsv_h": 0.0,
             "hsv_s": 0.0,
@@ -291,18 +402,49 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
 # --------------------------------------------------------------------------- export
 
 
-def export(weights: Path, bundle_out: Path, imgsz: int, int8: bool = True) -> Path:
-    """The bundle: detector (fp32 + verified int8), head, demo text tower, default words."""
+def export(weights: Path, bundle_out: Path, imgsz: int, int8: bool = True,
+           int8_only: bool = False) -> Path:  # fmt: skip
+    """The bundle: detector (fp32 + verified int8), head, demo text tower, default words.
+
+    ``int8_only``: the bundle keeps the int8 detector alone (the fp32 file and its manifest
+    entries are dropped after int8 passed its verification against it; the runtime reads the
+    precision list). Without a verified int8, an int8-only bundle is refused.
+    """
+    from dataclasses import replace
+
+    from edge.bundle import DETECTOR_FILES, read_manifest
+    from export.common import ExportError
+    from export.fastsam import _staging_dir, publish_bundle, write_manifest
     from export.yoloe import YoloeOptions, export_yoloe_bundle
 
-    return export_yoloe_bundle(
+    full = bundle_out.parent / f".{bundle_out.name}.full" if int8_only else bundle_out
+    export_yoloe_bundle(
         weights,
-        bundle_out,
+        full,
         imgsz=imgsz,
         name=f"yoloe-demo-{imgsz}",
         options=YoloeOptions(vocab=DEFAULT_VOCAB, text_from=demo_text_bundle()),
-        int8=int8,
+        int8=int8 or int8_only,
     )
+    if not int8_only:
+        return bundle_out
+    m = read_manifest(full)
+    if "int8" not in m.precisions:
+        status = m.quantization.status if m.quantization else "none"
+        raise ExportError(f"int8-only bundle: int8 was not kept ({status}); use fp32,int8")
+    fp32 = DETECTOR_FILES["fp32"]
+    tmp = _staging_dir(bundle_out)
+    for f in full.iterdir():
+        if f.name not in (fp32, "bundle.json"):
+            (tmp / f.name).write_bytes(f.read_bytes())
+    files = {k: v for k, v in m.files.items() if k != fp32}
+    write_manifest(tmp, replace(m, files=files, precisions=("int8",), default_precision="int8"))
+    read_manifest(tmp)  # the runtime's own check of what was written
+    publish_bundle(tmp, bundle_out)
+    import shutil
+
+    shutil.rmtree(full)
+    return bundle_out
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -450,11 +592,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--hours", type=float, default=0.0, help="ultralytics time limit")
     p.add_argument("--imgsz", type=int, default=320)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--width", type=float, default=WIDTH, help="width multiple (0.25 = n)")
+    p.add_argument(
+        "--init-from", type=Path, metavar="ONNX",
+        help="FastSAM detector whose weights start the backbone, neck, box and mask branches "
+        "(frozen) (default: the FastSAM demo bundle's fastsam.fp32.onnx)",
+    )  # fmt: skip
+    p.add_argument(
+        "--from-scratch", action="store_true",
+        help=f"no --init-from: a fresh net at --width (default {SCRATCH_WIDTH}), all trained",
+    )  # fmt: skip
+    p.add_argument("--width", type=float, help="width multiple with --from-scratch (0.25 = n)")
+    p.add_argument(
+        "--precisions", default="int8",
+        help="detector precisions the bundle keeps: int8 (the shipped demo: fp32 is 13 MB "
+        "and the demo bundles stay under 15 MB) or fp32,int8",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="training seed (ultralytics)")
+    p.add_argument("--mosaic", type=float, default=0.0, help="mosaic probability (ultralytics)")
+    p.add_argument("--lr0", type=float, default=0.002, help="AdamW learning rate")
+    p.add_argument("--warmup-epochs", type=float, default=0.3)
     p.add_argument("--bundle-out", type=Path, help="export here (default <out>/bundle)")
     p.add_argument("--no-int8", action="store_true", help="export fp32 only")
     p.add_argument("--eval-images", type=int, default=100, help="held-out scenes")
@@ -465,6 +624,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.images, args.val_images, args.epochs, args.hours = 8, 4, 1, 0.0
         args.imgsz, args.batch, args.workers, args.eval_images = 160, 4, 0, 2
+    if args.width is None:
+        args.width = SCRATCH_WIDTH if args.from_scratch else WIDTH
+    if not args.from_scratch and abs(args.width - WIDTH) > 1e-9:
+        p.error(f"--width: a detector started from --init-from has its width ({WIDTH})")
+    if args.init_from is None and not args.from_scratch:
+        args.init_from = demo_text_bundle() / "fastsam.fp32.onnx"
+    if args.precisions not in ("int8", "fp32,int8"):
+        p.error(f"--precisions: expected int8 or fp32,int8, got {args.precisions!r}")
     if args.out is None:
         args.out = REPO_ROOT / "work" / ("yoloe-demo-smoke" if args.smoke else "yoloe-demo")
     args.out = args.out.resolve()
@@ -487,7 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     weights = train(args, data_yaml, embeddings)
     print(f"weights: {weights}")
-    bundle = export(weights, args.bundle_out, args.imgsz, int8=not (args.no_int8 or args.smoke))
+    int8_only = args.precisions == "int8" and not args.smoke  # smoke: fp32 only, quick
+    bundle = export(weights, args.bundle_out, args.imgsz, not (args.no_int8 or args.smoke),
+                    int8_only)  # fmt: skip
     print(f"bundle: {bundle}")
     if not args.no_eval:
         evaluate(bundle, args.out / "eval.json", args.eval_images, size)
