@@ -25,6 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
         pytest.param({"source.kind": "picamera2"}, [], [], ["demo bundle"], id="camera"),
         pytest.param({"source.kind": "replay"}, ["a.jpg"], [], ["demo bundle"], id="photos"),
         pytest.param({"source.kind": "replay"}, ["scene_000001.png"], [], [], id="scene-replay"),
+        # the open-vocabulary demo has no CLIP (its words go through its text tower)
+        pytest.param({"model.bundle": "demo-yoloe"}, [], ["ftfy"], [], id="yoloe-demo"),
+        pytest.param(
+            {"model.bundle": "demo-yoloe", "source.kind": "picamera2"},
+            [],
+            [],
+            ["demo bundle"],
+            id="yoloe-demo-camera",
+        ),  # fmt: skip
     ],
 )
 def test_start_warnings(
@@ -82,3 +91,21 @@ def test_serve_exits_130_on_ctrl_c(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "[SIGINT]" in out
+
+
+def test_serve_demo_with_the_yoloe_demo_bundle_labels_masks(tmp_path: Path) -> None:
+    """``serve --demo --bundle demo-yoloe``: results carry the vocabulary and word labels."""
+    import json
+
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "serve", "--demo", "--bundle", "demo-yoloe",
+         "--max-frames", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    assert len(docs) == 2
+    assert all(d["bundle"]["name"] == "yoloe-demo-320" for d in docs)
+    labels = [m["label"] for d in docs for m in d["masks"]]
+    assert labels and all(label in docs[0]["vocabulary"] for label in labels)

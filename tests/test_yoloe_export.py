@@ -336,14 +336,14 @@ def test_bench_vocab_rows(built, demo_bundle: Path) -> None:
         pytest.param("demo", 64, True, None, id="demo-clip"),
         pytest.param("demo", 64, False, None, id="fp32-only"),
         pytest.param("demo", 512, True, "gives D=64, the YOLOE head expects D=512", id="size"),
-        pytest.param("yoloe", 64, True, "has no CLIP text tower", id="no-clip"),
+        pytest.param("no-clip", 64, True, "has no CLIP text tower", id="no-clip"),
         pytest.param("missing", 64, True, "--text-from-bundle: ", id="missing"),
         pytest.param("tampered", 64, True, "--text-from-bundle: .*sha256", id="tampered"),
     ],
 )
 def test_text_tower_from_another_bundle(
-    tmp_path: Path, built, demo_bundle: Path, source: str, embed: int, int8: bool,
-    error: str | None,
+    tmp_path: Path, demo_bundle: Path, detector_only_bundle: Path, source: str, embed: int,
+    int8: bool, error: str | None,
 ) -> None:  # fmt: skip
     """``--text-from-bundle``: a CLIP text tower (the demo's: int32 tokens, pruned vocabulary)
     taken as the YOLOE text tower, checksummed and re-run against its source."""
@@ -354,7 +354,7 @@ def test_text_tower_from_another_bundle(
     from export.common import ExportError
     from export.yoloe import TEXT_FILES, VERIFY_WORDS, copy_text_tower
 
-    src = {"demo": demo_bundle, "yoloe": built["v8"]["bundle"], "missing": tmp_path / "nope"}
+    src = {"demo": demo_bundle, "no-clip": detector_only_bundle, "missing": tmp_path / "nope"}
     if source == "tampered":
         src["tampered"] = shutil.copytree(demo_bundle, tmp_path / "tampered")
         f = src["tampered"] / read_manifest(demo_bundle).clip.files["text"]["fp32"]
