@@ -25,8 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
         pytest.param({"source.kind": "picamera2"}, [], [], ["demo bundle"], id="camera"),
         pytest.param({"source.kind": "replay"}, ["a.jpg"], [], ["demo bundle"], id="photos"),
         pytest.param({"source.kind": "replay"}, ["scene_000001.png"], [], [], id="scene-replay"),
-        # the open-vocabulary demo has no CLIP (its words go through its text tower)
-        pytest.param({"model.bundle": "demo-yoloe"}, [], ["ftfy"], [], id="yoloe-demo"),
+        pytest.param({"model.bundle": "demo-yoloe"}, [], [], [], id="yoloe-demo"),
         pytest.param(
             {"model.bundle": "demo-yoloe", "source.kind": "picamera2"},
             [],
