@@ -83,6 +83,12 @@ FROZEN: tuple[int | str, ...] = (*range(22), "22.cv2", "22.cv5", "22.proto", "22
 """What stays as the FastSAM demo detector left it (ultralytics ``freeze``: backbone, neck,
 box, mask coefficients, prototypes; their batch norms in eval mode): only the embedding branch
 (``cv3``), the contrastive heads and the text adapter learn."""
+CONTRASTIVE_INIT = (0.0, -4.6)
+"""Each contrastive head's (``logit_scale``, ``bias``) at the start: a score is
+``BN(embedding) . unit(text) * exp(logit_scale) + bias``, about N(0, 1) * 1 - 4.6 (p = 0.01, the
+usual class prior) for an unrelated word and up to +3 for an aligned one. Ultralytics' own
+(-1, -10) suits its long schedules; with a few hundred AdamW steps the bias barely moves and
+no score would reach a useful threshold."""
 BRANCH_RENAMES = {"model.22.cv4.": "model.22.cv5."}
 """FastSAM's (Segment) mask-coefficient branch is ``cv4``; YOLOE's is ``cv5`` (its ``cv4`` are
 the contrastive heads)."""
@@ -273,6 +279,12 @@ def initial_checkpoint(out: Path, detector_onnx: Path) -> Path:
         model = YOLOESegModel(str(model_yaml(out, WIDTH)), nc=len(TRAIN_PHRASES), verbose=False)
     counts = init_from_fastsam(model, detector_onnx)
     print(f"init from {detector_onnx}: {counts}")
+    import torch
+
+    with torch.no_grad():  # see CONTRASTIVE_INIT
+        for head in model.model[-1].cv4:
+            head.logit_scale.fill_(CONTRASTIVE_INIT[0])
+            head.bias.fill_(CONTRASTIVE_INIT[1])
     model.names = dict(enumerate(TRAIN_PHRASES))
     tmp = save_checkpoint(model, out / (INIT_FILE + ".tmp"), imgsz=320)
     tmp.replace(path)
@@ -351,6 +363,8 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
         with default_prompts():
             if args.from_scratch:
                 model = YOLOE(str(model_yaml(out, args.width)))
+            elif args.init_weights is not None:  # fine-tune a run of this script further
+                model = YOLOE(str(args.init_weights))
             else:
                 model = YOLOE(str(initial_checkpoint(out, args.init_from)))
         kwargs = {
@@ -362,7 +376,9 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
             "device": "cpu",
             "plots": False,
             "amp": False,
-            "val": not args.smoke,
+            # per-epoch validation costs a quarter of an epoch here (54 words, NMS at conf
+            # 0.001); ultralytics still validates the last epoch
+            "val": False,
             "overlap_mask": False,
             "project": str((out / "runs").resolve()),
             "name": RUN_NAME,
@@ -374,6 +390,7 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
             # lr 0.002 * 5 / (4 + nc) (0.00017 for 54 phrases) and warm up for 100+ iterations
             "optimizer": "AdamW",
             "lr0": args.lr0,
+            "lrf": 0.1,  # a few epochs: decay to a tenth, not ultralytics' hundredth
             "warmup_epochs": args.warmup_epochs,
             "warmup_bias_lr": 0.0,
             "seed": args.seed,
@@ -599,6 +616,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--init-from", type=Path, metavar="ONNX",
         help="FastSAM detector whose weights start the backbone, neck, box and mask branches "
         "(frozen) (default: the FastSAM demo bundle's fastsam.fp32.onnx)",
+    )  # fmt: skip
+    p.add_argument(
+        "--init-weights", type=Path, metavar="PT",
+        help="continue from this script's weights (a new run: fresh schedule, same data)",
     )  # fmt: skip
     p.add_argument(
         "--from-scratch", action="store_true",
