@@ -372,6 +372,9 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
             "epochs": args.epochs,
             "imgsz": args.imgsz,
             "batch": args.batch,
+            # one optimizer step per batch: ultralytics' nominal batch (64) would accumulate 8
+            # batches of 8 into one step, and a CPU run has only a few hundred batches
+            "nbs": args.batch,
             "workers": args.workers,
             "device": "cpu",
             "plots": False,
