@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Train, export and evaluate the demo YOLOE: an open-vocabulary segmenter of the demo world.
 
-A small YOLOE-v8-seg (built from ultralytics' yaml, narrower than ``n``, embedding size 64)
-learns the demo scenes (``edge.demo.scenes``) with one class per colour-shape phrase
-(``"red circle"``), each class embedding being the **demo CLIP's text tower** output for the
-phrase (the ONNX file in ``edge/demo/assets/demo-bundle``, run by the edge runtime). The
-exported bundle takes that same tower (``fastsam-export --text-from-bundle``), so words given
-at runtime (``Segmenter.set_vocabulary``, the page's vocabulary box) land in the space the head
-was trained on. Needs the export extra (torch, ultralytics); runs offline on CPU.
+A YOLOE-v8n-seg (built from ultralytics' yaml, embedding size 64), started from the FastSAM
+demo detector's weights (backbone, neck, box and mask branches, frozen; ``--from-scratch``: a
+fresh, narrower net), learns the demo scenes (``edge.demo.scenes``) with one class per
+colour-shape phrase (``"red circle"``), each class embedding being the **demo CLIP's text
+tower** output for the phrase (the ONNX file in ``edge/demo/assets/demo-bundle``, run by the
+edge runtime). The exported bundle takes that same tower (``fastsam-export
+--text-from-bundle``), so words given at runtime (``Segmenter.set_vocabulary``) land in the
+space the head was trained on. Needs the export extra (torch, ultralytics); runs offline on CPU.
 
 What "new words" means here, honestly: :data:`HELD_OUT` colour-shape combinations are never
 trained (no training or validation scene contains one; those seeds are skipped), so finding
@@ -23,14 +24,19 @@ Steps (each resumes or is skipped when done, like ``scripts/train_demo.py``):
    held-out combination.
 3. Training with ultralytics' YOLOE segmentation trainer, the text embeddings fed per batch
    (ultralytics' own text model is never loaded); resumable from ``last.pt``.
-4. Export with ``export.yoloe.export_yoloe_bundle`` (``--bundle-out``; fp32 + verified int8,
-   the demo CLIP's text tower, :data:`DEFAULT_VOCAB`).
+4. Export with ``export.yoloe.export_yoloe_bundle`` (``--bundle-out``; the verified int8
+   detector only by default (``--precisions``), the demo CLIP's text tower,
+   :data:`DEFAULT_VOCAB`).
 5. Evaluation of the exported bundle through ``edge.Segmenter`` on held-out seeds
    (``>= 1_000_000``): per phrase, recall at mask IoU 0.5 (some mask, any label), label
    accuracy (of the found instances, the fraction whose best mask carries the right word),
    precision of the word's masks; with the vocabulary of all 63 phrases (trained and held-out
    competing), the trained phrases only, the held-out phrases only, and the bare colour and
    shape words. Written to ``<out>/eval.json``.
+
+The recipe measured in docs/benchmarks.md ("The demo YOLOE": its labels are not learned yet):
+
+    nice -n 10 python scripts/train_yoloe_demo.py --images 1000 --hours 0.3 --no-eval
 
 Examples:
     nice -n 10 python scripts/train_yoloe_demo.py --epochs 12 \\

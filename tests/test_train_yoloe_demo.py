@@ -99,6 +99,6 @@ def test_smoke_training_export_and_eval(tyd: ModuleType, tmp_path: Path) -> None
     manifest = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert manifest["yoloe"]["embed_dim"] == 64
     assert manifest["yoloe"]["text"]["model"] == "fastsam-demo-clip"
-    assert manifest["yoloe"]["vocabulary"] == list(tyd.DEFAULT_VOCAB)
+    assert manifest["yoloe"]["vocabulary"]["names"] == list(tyd.DEFAULT_VOCAB)
     results = json.loads((tmp_path / "eval.json").read_text())
     assert set(results["vocabularies"]) == {"all", "trained", "held_out", "colours", "shapes"}
