@@ -309,7 +309,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edge.coco import coco_image, masks_to_coco
-    from edge.demo import DEMO_BUNDLE_NOTICE, demo_bundle, looks_like_demo_scene
+    from edge.demo import DEMO_BUNDLE_NOTICE, is_demo_name, looks_like_demo_scene, resolve_bundle
     from edge.encode import clean_mask
     from edge.marks import draw_prompt_marks
     from edge.overlay import draw_overlay
@@ -323,11 +323,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     total = count_frames(sources, args.vid_stride)
     outputs = _SegmentOutputs(args, total, sources)
     tagged = _parse_cli_prompts(args)
-    if args.bundle is None and not all(looks_like_demo_scene(s.path.name) for s in sources):
+    demo = args.bundle is None or is_demo_name(args.bundle)
+    if demo and not all(looks_like_demo_scene(s.path.name) for s in sources):
         notice = DEMO_BUNDLE_NOTICE.format(flag="--bundle DIR")
         print(f"fastsam-edge: notice: {notice}", file=sys.stderr)
     seg = Segmenter.load(
-        args.bundle or demo_bundle(), precision=args.precision, threads=args.threads
+        resolve_bundle(args.bundle), precision=args.precision, threads=args.threads
     )
     if args.clip_precision:
         seg.clip_precision = args.clip_precision
@@ -517,10 +518,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
     from edge.bundle import read_manifest, verify_file
-    from edge.demo import demo_bundle
+    from edge.demo import resolve_bundle
 
-    if args.bundle is None:
-        args.bundle = demo_bundle()
+    args.bundle = resolve_bundle(args.bundle)
     m = read_manifest(args.bundle)
     status = {}
     for name in sorted(m.files):
@@ -657,7 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="image file, folder (its images and videos), glob ('frames/*.jpg', '**' recurses) "
         "or video file (OpenCV)",
     )
-    s.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
+    s.add_argument(
+        "--bundle",
+        help='model bundle directory, or "demo" (the embedded demo bundle; default: demo)',
+    )
     add_json_option(s, "the result (one frame) or the list of results (several frames)")
     s.add_argument(
         "--out",
@@ -805,7 +808,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_segment)
 
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
-    i.add_argument("--bundle", help="model bundle directory (default: the embedded demo bundle)")
+    i.add_argument(
+        "--bundle",
+        help='model bundle directory, or "demo" (the embedded demo bundle; default: demo)',
+    )
     add_json_option(i, "the facts")
     i.set_defaults(func=cmd_info)
 

@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "mobileclip2_b.ts (26); exported to ONNX so the Pi encodes new words",
     )
     yoloe.add_argument(
+        "--text-from-bundle",
+        metavar="DIR",
+        help="take the text tower of this bundle's CLIP (its text ONNX and tokenizer, as they "
+        "are) for a YOLOE trained on that CLIP's text embeddings (the demo YOLOE: "
+        "scripts/train_yoloe_demo.py); instead of --text-weights",
+    )
+    yoloe.add_argument(
         "--vocab-embeddings",
         metavar="FILE.npy",
         help="raw (K, D) text embeddings of --vocab (ultralytics get_text_pe(names, "
@@ -279,7 +286,9 @@ def _main(args: argparse.Namespace) -> int:
                 int8_plan=plan,
             )  # fmt: skip
         elif yoloe is not None:
-            raise ExportError("--vocab/--text-weights/--vocab-embeddings: only for YOLOE -seg")
+            raise ExportError(
+                "--vocab/--text-weights/--text-from-bundle/--vocab-embeddings: only for YOLOE -seg"
+            )
         else:
             out = export_bundle(
                 args.weights,
@@ -383,13 +392,16 @@ def int8_plan_options(args: argparse.Namespace) -> Any:
 
 def _yoloe_options(args: argparse.Namespace) -> Any:
     """The YOLOE part of the command line (``None`` when none of its flags is given)."""
-    if not (args.vocab or args.text_weights or args.vocab_embeddings):
+    if not (args.vocab or args.text_weights or args.vocab_embeddings or args.text_from_bundle):
         return None
     from export.yoloe import YoloeOptions
 
     words = tuple(w.strip() for w in (args.vocab or "").split(",") if w.strip())
     return YoloeOptions(
-        vocab=words, text_weights=args.text_weights, vocab_embeddings=args.vocab_embeddings
+        vocab=words,
+        text_weights=args.text_weights,
+        vocab_embeddings=args.vocab_embeddings,
+        text_from=args.text_from_bundle,
     )
 
 

@@ -664,15 +664,99 @@ def export_text_tower(
     )
 
 
+def copy_text_tower(
+    source: str | Path, out_dir: Path, embed: int, int8: bool = True, threads: int = 2
+) -> TextTowerSection:
+    """Take the text tower of another bundle's CLIP (its ``clip`` section) as the YOLOE one.
+
+    For a detector trained on that CLIP's text embeddings (the demo YOLOE on the demo CLIP,
+    ``scripts/train_yoloe_demo.py``): the bundle's text ONNX files (each precision it has;
+    int8 only with ``int8``) and its tokenizer file are copied after their checksums are
+    verified, and each copy is run on :data:`VERIFY_WORDS` against the source's fp32 file; a
+    copy below :data:`MIN_TEXT_COSINE` is refused (the fp32 copy: an error).
+
+    Args:
+        source: Bundle directory whose ``clip`` section has a text tower.
+        out_dir: The bundle directory being assembled.
+        embed: The detector head's embedding size D (the tower must output D).
+        int8: Also take the int8 text file when the source has one.
+        threads: onnxruntime threads of the check.
+
+    Raises:
+        ExportError: No such bundle, no CLIP text tower in it, a size other than D, a bad
+            checksum, or a copy that disagrees with the source.
+    """
+    from edge.bundle import read_manifest, verify_file
+    from edge.clip import encode_tokens
+    from edge.errors import FastSAMEdgeError
+    from edge.session import create_session
+    from edge.tokenizer import ClipTokenizer
+
+    src = Path(source)
+    try:
+        m = read_manifest(src)
+    except FastSAMEdgeError as exc:
+        raise ExportError(f"--text-from-bundle: {exc}") from exc
+    clip = m.clip
+    if clip is None or not clip.files.get("text"):
+        raise ExportError(f"--text-from-bundle: {str(src)!r} has no CLIP text tower")
+    if clip.embed_dim != embed:
+        raise ExportError(
+            f"--text-from-bundle: its text tower gives D={clip.embed_dim}, the YOLOE head "
+            f"expects D={embed}"
+        )
+    bpe = str(clip.tokenizer.get("bpe", ""))
+    try:
+        shutil.copyfile(verify_file(src, m, bpe), out_dir / bpe)
+        tok = ClipTokenizer.from_manifest(out_dir, dict(clip.tokenizer))
+        precisions = [p for p in ("fp32", "int8") if p in clip.files["text"]]
+        if "fp32" not in precisions:
+            raise ExportError(f"--text-from-bundle: {str(src)!r} has no fp32 text tower")
+        if not int8:
+            precisions = ["fp32"]
+        files, sources = {}, {}
+        for prec in precisions:
+            name = clip.files["text"][prec]
+            shutil.copyfile(verify_file(src, m, name), out_dir / TEXT_FILES[prec])
+            files[prec] = TEXT_FILES[prec]
+            sources[prec] = {"file": name, "sha256": m.files[name].sha256}
+    except FastSAMEdgeError as exc:
+        raise ExportError(f"--text-from-bundle: {exc}") from exc
+
+    def run(path: Path) -> np.ndarray:
+        return encode_tokens(create_session(path, threads=threads), tok, VERIFY_WORDS)
+
+    ref = run(src / clip.files["text"]["fp32"])
+    verify: dict[str, Any] = {}
+    for prec in list(precisions):
+        cos = float(np.min(np.sum(run(out_dir / files[prec]) * ref, axis=1)))
+        verify[prec] = {"min_cosine": round(cos, 6), "words": len(VERIFY_WORDS), "against": "fp32"}
+        if cos < MIN_TEXT_COSINE[prec]:
+            if prec == "fp32":
+                raise ExportError(f"--text-from-bundle: the fp32 copy disagrees: {verify}")
+            verify[prec]["status"] = f"refused: min cosine < {MIN_TEXT_COSINE[prec]}"
+            (out_dir / files.pop(prec)).unlink()
+            precisions.remove(prec)
+    return TextTowerSection(
+        model=clip.model,
+        files=files,
+        precisions=tuple(precisions),
+        default_precision=clip.default_precision if clip.default_precision in files else "fp32",
+        tokenizer=dict(clip.tokenizer),
+        source={"bundle": m.name, "files": sources},
+        verify=verify,
+    )
+
+
 def encode_words(out_dir: Path, text: TextTowerSection, words: Sequence[str]) -> np.ndarray:
     """Raw (K, D) embeddings of ``words`` with the bundle's fp32 text tower (default vocab)."""
+    from edge.clip import encode_tokens
     from edge.session import create_session
     from edge.tokenizer import ClipTokenizer
 
     tok = ClipTokenizer.from_file(out_dir / text.tokenizer["bpe"])
     sess = create_session(out_dir / text.files["fp32"], threads=2)
-    (emb,) = sess.run(None, {"tokens": tok(list(words)).astype(np.int64)})
-    return np.asarray(emb, np.float32)
+    return encode_tokens(sess, tok, list(words))
 
 
 # --------------------------------------------------------------------------------------------
@@ -752,7 +836,10 @@ class YoloeOptions:
             ``None``: no text tower (words need caller-given embeddings).
         vocab_embeddings: Raw (K, D) embeddings of ``vocab`` (``.npy``) when there is no
             text tower to encode them.
-        text_int8: Also try an int8 text tower.
+        text_from: A bundle whose CLIP text tower (ONNX + tokenizer) becomes the YOLOE text
+            tower as it is (:func:`copy_text_tower`): for a detector trained on that CLIP's
+            text embeddings; instead of ``text_weights``.
+        text_int8: Also try (or, with ``text_from``, take) an int8 text tower.
         end2end: Which head a YOLOE-26 bundle decodes with: ``True`` its NMS-free one-to-one
             head (top-k), ``False`` the one-to-many head with NMS; ``None`` (default) the
             checkpoint's own mode (released YOLOE-26: end-to-end, as ultralytics exports it).
@@ -761,6 +848,7 @@ class YoloeOptions:
     vocab: tuple[str, ...] = ()
     text_weights: str | Path | None = None
     vocab_embeddings: str | Path | None = None
+    text_from: str | Path | None = None
     text_int8: bool = True
     end2end: bool | None = None
 
@@ -839,6 +927,10 @@ def export_yoloe_bundle(
         head_arrays(fused).save(tmp_dir / HEAD_FILE)
         embed = export_detector_onnx(fused, detector, hw, dynamic)
         text = None
+        if opts.text_weights is not None and opts.text_from is not None:
+            raise ExportError("--text-weights and --text-from-bundle: give one text tower")
+        if opts.text_from is not None:
+            text = copy_text_tower(opts.text_from, tmp_dir, embed, opts.text_int8)
         if opts.text_weights is not None:
             text_model = str(
                 (getattr(model, "yaml", {}) or {}).get("text_model") or TEXT_MODELS[family]
@@ -923,8 +1015,8 @@ def _vocabulary_embeddings(
             raise ExportError(f"--vocab-embeddings: {exc}") from exc
     if text is None:
         raise ExportError(
-            "--vocab needs the text tower (--text-weights mobileclip_blt.ts / mobileclip2_b.ts) "
-            "or --vocab-embeddings FILE.npy"
+            "--vocab needs the text tower (--text-weights mobileclip_blt.ts / mobileclip2_b.ts, "
+            "--text-from-bundle DIR) or --vocab-embeddings FILE.npy"
         )
     raw = encode_words(tmp_dir, text, words)
     if raw.shape != (len(words), embed):

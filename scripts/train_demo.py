@@ -51,7 +51,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from edge.demo.scenes import (  # noqa: E402
     TRAIN_SEED_START,
     VAL_SEED_START,
     WORLDS,
+    Scene,
     generate_scene,
     iter_scenes,
     restyle,
@@ -126,16 +127,24 @@ def mask_to_polygon(mask: np.ndarray) -> np.ndarray | None:
     return path.astype(np.int32)
 
 
-def label_lines(masks: np.ndarray) -> list[str]:
-    """YOLO-seg label lines (class 0, normalised polygon) for (K, H, W) masks."""
+def label_lines(masks: np.ndarray, classes: Sequence[int] | None = None) -> list[str]:
+    """YOLO-seg label lines (class id, normalised polygon) for (K, H, W) masks.
+
+    Args:
+        masks: (K, H, W) bool instance masks.
+        classes: K class ids (default: all 0, class-agnostic).
+    """
     h, w = masks.shape[1:]
+    ids = [0] * len(masks) if classes is None else list(classes)
+    if len(ids) != len(masks):
+        raise ValueError(f"classes: expected {len(masks)} ids (one per mask), got {len(ids)}")
     lines = []
-    for m in masks:
+    for m, c in zip(masks, ids, strict=True):
         poly = mask_to_polygon(m)
         if poly is None:
             continue
         xy = poly.astype(np.float64) / (w, h)
-        lines.append("0 " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
+        lines.append(f"{int(c)} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
     return lines
 
 
@@ -148,12 +157,17 @@ def write_dataset(
     train_start: int = TRAIN_SEED_START,
     objects: tuple[int, int] = (3, 8),
     world: str = "demo",
+    names: Sequence[str] = ("object",),
+    classify: Callable[[Scene], list[int] | None] | None = None,
 ) -> Path:
     """Write (or reuse) the YOLO-seg dataset and return its ``data.yaml``.
 
     ``train_start`` and ``objects`` (min, max instances per scene) give another scene mix than
     the demo model's (seeds below ``VAL_SEED_START`` only, so held-out sets stay unseen);
-    ``world`` another style (``edge.demo.scenes.restyle``).
+    ``world`` another style (``edge.demo.scenes.restyle``). ``names`` and ``classify`` give
+    per-instance classes (the YOLOE demo: one class per colour-shape phrase): ``classify``
+    maps a scene to one index into ``names`` per instance, or ``None`` to skip the scene (its
+    seed is passed over and the next one tried, so a split still holds ``n`` scenes).
 
     The dataset is regenerated from scratch when the counts, the image size or the source of
     ``edge/demo/scenes.py`` change (recorded in ``manifest.json``); otherwise existing files are
@@ -169,6 +183,8 @@ def write_dataset(
         "size": [width, height],
         "scenes_sha256": hashlib.sha256(scenes_src).hexdigest(),
     }
+    if classify is not None:  # the class-agnostic manifest stays as it was (no rewrite)
+        manifest["names"] = list(names)
     mpath = data_dir / "manifest.json"
     if data_dir.exists():
         old = json.loads(mpath.read_text()) if mpath.exists() else None
@@ -182,19 +198,36 @@ def write_dataset(
         img_dir, lbl_dir = data_dir / "images" / split, data_dir / "labels" / split
         img_dir.mkdir(parents=True, exist_ok=True)
         lbl_dir.mkdir(parents=True, exist_ok=True)
-        for seed in _progress(range(start, start + count), desc=f"writing {split}", unit="img"):
+        bar = _progress(range(count), desc=f"writing {split}", unit="img")
+        seed, done = start, 0
+        while done < count:
             stem = f"scene_{seed:06d}"
             img_path, lbl_path = img_dir / f"{stem}.png", lbl_dir / f"{stem}.txt"
+            seed += 1
             if img_path.exists() and lbl_path.exists():
+                done += 1
+                if hasattr(bar, "update"):
+                    bar.update(1)
                 continue
-            scene = generate_scene(seed, width, height, objects[0], objects[1])
-            lbl_path.write_text("\n".join(label_lines(scene.masks)) + "\n")
-            if not cv2.imwrite(str(img_path), restyle(scene.image, seed, world)):
+            scene = generate_scene(seed - 1, width, height, objects[0], objects[1])
+            ids = classify(scene) if classify is not None else None
+            if classify is not None and ids is None:
+                continue
+            lbl_path.write_text("\n".join(label_lines(scene.masks, ids)) + "\n")
+            if not cv2.imwrite(str(img_path), restyle(scene.image, seed - 1, world)):
                 raise OSError(f"could not write {img_path}")
+            done += 1
+            if hasattr(bar, "update"):
+                bar.update(1)
+        if hasattr(bar, "close"):
+            bar.close()
+        if split == "train" and seed > VAL_SEED_START:
+            raise ValueError("training scenes ran into the validation seeds; ask for fewer")
     yaml_path = data_dir / "data.yaml"
+    name_lines = "".join(f"  {i}: {n}\n" for i, n in enumerate(names))
     yaml_path.write_text(
         f"# generated by scripts/train_demo.py\npath: {data_dir.resolve()}\n"
-        "train: images/train\nval: images/val\nnames:\n  0: object\n"
+        f"train: images/train\nval: images/val\nnames:\n{name_lines}"
     )
     mpath.write_text(json.dumps(manifest, indent=2) + "\n")
     return yaml_path

@@ -128,6 +128,15 @@ def test_label_lines_format(train_demo: ModuleType) -> None:
         assert (xy >= 0).all() and (xy <= 1).all()
 
 
+def test_label_lines_class_ids(train_demo: ModuleType) -> None:
+    scene = next(iter_scenes(3, 1, width=320, height=320))
+    ids = list(range(7, 7 + len(scene)))
+    lines = train_demo.label_lines(scene.masks, ids)
+    assert [int(line.split()[0]) for line in lines] == ids
+    with pytest.raises(ValueError, match="classes: expected"):
+        train_demo.label_lines(scene.masks, ids[:-1])
+
+
 @pytest.mark.export
 def test_smoke_training(tmp_path: Path) -> None:
     """``--smoke`` trains one tiny epoch offline and leaves a weights file (CI, < 3 min)."""

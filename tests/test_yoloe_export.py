@@ -353,3 +353,55 @@ def test_bench_vocab_rows(built, demo_bundle: Path) -> None:
     rows = {r["row"]: r for r in report["rows"]}
     assert set(rows) == {"k=1", "k=3", "fastsam"} and rows["k=1"]["vs_k1"] == 1.0
     assert report["words"] == "random embeddings" and report["new_word"] is None
+
+
+@pytest.mark.parametrize(
+    ("source", "embed", "int8", "error"),
+    [
+        pytest.param("demo", 64, True, None, id="demo-clip"),
+        pytest.param("demo", 64, False, None, id="fp32-only"),
+        pytest.param("demo", 512, True, "gives D=64, the YOLOE head expects D=512", id="size"),
+        pytest.param("no-clip", 64, True, "has no CLIP text tower", id="no-clip"),
+        pytest.param("missing", 64, True, "--text-from-bundle: ", id="missing"),
+        pytest.param("tampered", 64, True, "--text-from-bundle: .*sha256", id="tampered"),
+    ],
+)
+def test_text_tower_from_another_bundle(
+    tmp_path: Path, demo_bundle: Path, detector_only_bundle: Path, source: str, embed: int,
+    int8: bool, error: str | None,
+) -> None:  # fmt: skip
+    """``--text-from-bundle``: a CLIP text tower (the demo's: int32 tokens, pruned vocabulary)
+    taken as the YOLOE text tower, checksummed and re-run against its source."""
+    import shutil
+
+    from edge.clip import TextTower
+    from edge.tokenizer import ClipTokenizer
+    from export.common import ExportError
+    from export.yoloe import TEXT_FILES, VERIFY_WORDS, copy_text_tower
+
+    src = {"demo": demo_bundle, "no-clip": detector_only_bundle, "missing": tmp_path / "nope"}
+    if source == "tampered":
+        src["tampered"] = shutil.copytree(demo_bundle, tmp_path / "tampered")
+        f = src["tampered"] / read_manifest(demo_bundle).clip.files["text"]["fp32"]
+        f.write_bytes(f.read_bytes()[:-1] + b"\0")
+    out = tmp_path / "out"
+    out.mkdir()
+    if error is not None:
+        with pytest.raises(ExportError, match=error):
+            copy_text_tower(src[source], out, embed, int8)
+        return
+    section = copy_text_tower(src[source], out, embed, int8)
+    clip = read_manifest(demo_bundle).clip
+    assert section.model == clip.model and section.tokenizer == clip.tokenizer
+    assert section.precisions == (("fp32", "int8") if int8 else ("fp32",))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [clip.tokenizer["bpe"], *(TEXT_FILES[p] for p in section.precisions)]
+    )
+    assert section.verify["fp32"]["min_cosine"] == 1.0
+    if int8:
+        assert section.verify["int8"]["min_cosine"] >= 0.99
+    tok = ClipTokenizer.from_manifest(out, section.tokenizer)
+    got = TextTower(out / section.files["fp32"], tok, 64).encode(list(VERIFY_WORDS))
+    ref_path = demo_bundle / clip.files["text"]["fp32"]
+    ref = TextTower(ref_path, tok, 64).encode(list(VERIFY_WORDS))
+    np.testing.assert_array_equal(got, ref)

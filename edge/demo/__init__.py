@@ -11,25 +11,61 @@ segments this world. It is *not* a general-purpose segmenter: for real images ex
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from edge.errors import BundleError
 
-DEMO_BUNDLE_DIR = Path(__file__).resolve().parent / "assets" / "demo-bundle"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+DEMO_BUNDLE_DIR = ASSETS_DIR / "demo-bundle"
+DEMO_BUNDLES: Mapping[str, Path] = MappingProxyType({"demo": DEMO_BUNDLE_DIR})
+"""The embedded bundles by name: where a bundle directory is asked for (``--bundle``,
+``model.bundle``), these names mean the packaged bundle (``./demo`` names a folder).
+
+* ``demo``: the FastSAM demo (class-agnostic masks, the tiny CLIP for text prompts).
+
+An open-vocabulary demo (``scripts/train_yoloe_demo.py``: a small YOLOE on the demo world with
+the demo CLIP's text tower) is not shipped yet: the CPU-trained one finds the objects but not
+their words (docs/benchmarks.md, "The demo YOLOE")."""
 
 
-def demo_bundle() -> Path:
-    """Path of the embedded demo bundle.
+def demo_bundle(name: str = "demo") -> Path:
+    """Path of an embedded demo bundle.
+
+    Args:
+        name: A key of :data:`DEMO_BUNDLES` (default: the FastSAM demo).
 
     Raises:
-        BundleError: The package was installed without its assets.
+        BundleError: An unknown name, or the package was installed without its assets.
     """
-    if not (DEMO_BUNDLE_DIR / "bundle.json").is_file():
+    path = DEMO_BUNDLES.get(name)
+    if path is None:
+        raise BundleError(f"demo bundle: {name!r} is not one of {list(DEMO_BUNDLES)}")
+    if not (path / "bundle.json").is_file():
         raise BundleError(
-            f"demo bundle: {str(DEMO_BUNDLE_DIR)!r} is missing; reinstall fastsam-edge with its "
-            "package data"
+            f"demo bundle: {str(path)!r} is missing; reinstall fastsam-edge with its package data"
         )
-    return DEMO_BUNDLE_DIR
+    return path
+
+
+def is_demo_name(bundle: object) -> bool:
+    """Whether a bundle setting names an embedded bundle (``"demo"``)."""
+    return isinstance(bundle, str) and bundle in DEMO_BUNDLES
+
+
+def resolve_bundle(bundle: str | Path | None) -> Path:
+    """A bundle setting as a directory: ``None`` the FastSAM demo, a name of
+    :data:`DEMO_BUNDLES` its embedded bundle, anything else the path itself.
+
+    Raises:
+        BundleError: An embedded bundle missing from the installed package.
+    """
+    if bundle is None:
+        return demo_bundle()
+    if is_demo_name(bundle):
+        return demo_bundle(str(bundle))
+    return Path(bundle)
 
 
 DEMO_BUNDLE_NOTICE = (

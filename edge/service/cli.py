@@ -50,17 +50,16 @@ def start_warnings(cfg: Any) -> list[str]:
         loader's error).
     """
     from edge.bundle import read_manifest
-    from edge.demo import DEMO_BUNDLE_NOTICE, demo_bundle, looks_like_demo_scene
+    from edge.demo import DEMO_BUNDLE_NOTICE, is_demo_name, looks_like_demo_scene, resolve_bundle
     from edge.errors import FastSAMEdgeError
     from edge.io import IMAGE_EXTS
-    from edge.service.config import DEMO
     from edge.service.status import text_prompt_problem
     from edge.tokenizer import missing_text_deps
 
     out = []
-    demo = cfg.model.bundle == DEMO
+    demo = is_demo_name(cfg.model.bundle)
     try:
-        manifest = read_manifest(demo_bundle() if demo else cfg.model.bundle)
+        manifest = read_manifest(resolve_bundle(cfg.model.bundle))
     except (FastSAMEdgeError, OSError):
         manifest = None
     if manifest is not None and manifest.has_text and missing_text_deps():
@@ -93,6 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["output.dir"] = str(args.out)
     if args.http:
         overrides = {"http.enabled": True, **overrides}
+    if args.bundle:
+        overrides["model.bundle"] = args.bundle
     if args.demo:
         if args.config:
             raise ConfigError("--demo and --config: use one of them")
@@ -227,6 +228,12 @@ def add_service_commands(sub: Any) -> None:
         help="no config file: demo scenes, demo bundle, every frame segmented",
     )
     s.add_argument("--out", help="output directory (overrides output.dir)")
+    s.add_argument(
+        "--bundle",
+        metavar="DIR|NAME",
+        help='model bundle (overrides model.bundle): a directory, or "demo" (the embedded demo '
+        "bundle); with --demo, the demo scenes on that bundle",
+    )
     s.add_argument(
         "--http",
         action="store_true",

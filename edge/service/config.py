@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.demo import is_demo_name
 from edge.errors import FastSAMEdgeError
 from edge.paths import describe_path_kind
 from edge.prefilter import DENSE_SHORTLIST, TEXT_PREFILTERS
@@ -292,7 +293,7 @@ class ModelConfig:
     bundle: str = _spec(
         DEMO,
         'Model bundle directory (written by fastsam-export), or "demo" for the embedded demo '
-        "bundle (it only segments the synthetic demo scenes; export FastSAM-s for real images).",
+        "bundle (it only segments the synthetic demo scenes: export FastSAM-s for real images).",
         path,
     )
     precision: str = _spec(
@@ -1034,7 +1035,11 @@ def bench_defaults(model: ModelConfig) -> tuple[str, int, list[str]]:
     threads = model.threads or threads
     notes = [f"{key}: precision {precision}, threads {threads} (bench recommendation)"]
     rec_bundle = str(rec.get("bundle", ""))
-    if rec_bundle and Path(rec_bundle).name != Path(model.bundle).name and model.bundle != DEMO:
+    if (
+        rec_bundle
+        and Path(rec_bundle).name != Path(model.bundle).name
+        and not is_demo_name(model.bundle)
+    ):
         notes.append(
             f"{key}: the bench recommends bundle {rec_bundle!r} (input "
             f"{rec.get('input')}), the configuration uses {model.bundle!r}"

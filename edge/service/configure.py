@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge.demo import is_demo_name
 from edge.service.config import (
     DEFAULT_CONFIG_PATH,
     DEMO,
@@ -130,7 +131,7 @@ def check_bundle(bundle: str) -> str:
     Raises:
         FastSAMEdgeError: Not a bundle directory, or a malformed ``bundle.json``.
     """
-    if bundle == DEMO:
+    if is_demo_name(bundle):
         return bundle
     from edge.bundle import read_manifest
 
@@ -241,7 +242,9 @@ def add_configure_command(sub: Any) -> None:
         "--config", default=DEFAULT_CONFIG_PATH, help="file to write (default %(default)s)"
     )
     c.add_argument(
-        "--bundle", default=DEMO, help='model bundle directory, or "demo" (default: demo)'
+        "--bundle",
+        default=DEMO,
+        help='model bundle directory, or "demo" (default: demo)',
     )
     c.add_argument(
         "--trigger",

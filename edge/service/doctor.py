@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.cpu import Int8Class
-from edge.service.config import DEMO, ConfigError, ServiceConfig, load_config
+from edge.demo import is_demo_name, resolve_bundle
+from edge.service.config import ConfigError, ServiceConfig, load_config
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -370,12 +371,7 @@ def check_bundle(cfg: ServiceConfig) -> tuple[Check, int]:
 
     bundle = cfg.model.bundle
     try:
-        if bundle == DEMO:
-            from edge.demo import demo_bundle
-
-            path = demo_bundle()
-        else:
-            path = Path(bundle)
+        path = resolve_bundle(bundle)
         m = read_manifest(path)
         precision = cfg.model.precision or m.default_precision
         name = m.detector_file(precision)
@@ -393,7 +389,8 @@ def check_bundle(cfg: ServiceConfig) -> tuple[Check, int]:
             "no names); the service would not start",
             "remove processing.vocabulary, or set model.bundle to a YOLOE bundle",
         ), size
-    note = " (demo bundle: it only segments the synthetic demo scenes)" if bundle == DEMO else ""
+    demo = is_demo_name(bundle)
+    note = " (demo bundle: it only segments the synthetic demo scenes)" if demo else ""
     if m.yoloe is not None:
         words = cfg.processing.vocabulary or list(m.yoloe.vocabulary)
         note += f"; YOLOE-{m.yoloe.family}, vocabulary: {', '.join(words) or '(none)'}"

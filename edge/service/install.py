@@ -31,7 +31,6 @@ from edge.errors import FastSAMEdgeError
 from edge.service.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_OUTPUT_DIR,
-    DEMO,
     ConfigError,
     ServiceConfig,
     control_characters,
@@ -282,12 +281,9 @@ def bundle_memory(cfg: ServiceConfig) -> BundleMemory:
         FastSAMEdgeError: The bundle is missing or its manifest is malformed.
     """
     from edge.bundle import read_manifest
+    from edge.demo import resolve_bundle
 
-    bundle: str | Path = cfg.model.bundle
-    if bundle == DEMO:
-        from edge.demo import demo_bundle
-
-        bundle = demo_bundle()
+    bundle = resolve_bundle(cfg.model.bundle)
     m = read_manifest(bundle)
     # a bench recommendation (model.defaults_from) may pick either precision at start
     precision = cfg.model.precision or (None if cfg.model.defaults_from else m.default_precision)

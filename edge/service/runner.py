@@ -45,7 +45,6 @@ from edge.result_schema import bundle_facts
 from edge.service import status
 from edge.service.clock import Clock
 from edge.service.config import (
-    DEMO,
     ConfigError,
     ServiceConfig,
     bench_defaults,
@@ -127,13 +126,10 @@ def _refuse_text_prompts(request: TriggerRequest, problem: str) -> None:
 
 def load_segmenter(cfg: ServiceConfig) -> Segmenter:
     """Load the configured bundle (``"demo"``: the embedded demo bundle)."""
+    from edge.demo import resolve_bundle
     from edge.segmenter import Segmenter
 
-    bundle: str | Path = cfg.model.bundle
-    if bundle == DEMO:
-        from edge.demo import demo_bundle
-
-        bundle = demo_bundle()
+    bundle = resolve_bundle(cfg.model.bundle)
     precision, threads, notes = bench_defaults(cfg.model)
     for note in notes:
         _LOGGER.info("%s", note)
