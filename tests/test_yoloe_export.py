@@ -110,12 +110,31 @@ def gap_conf(seg: Segmenter, image: np.ndarray, names: list[str], raw: np.ndarra
     return float((best[k] + best[k + 1]) / 2)
 
 
+def _pairing(ref_xyxy: np.ndarray, ref_cls: np.ndarray, ours) -> np.ndarray:  # noqa: ANN001
+    """For each reference detection, the index of ours with the same word and the nearest box.
+
+    Two detections whose scores differ by float noise (torch vs onnxruntime, and one CPU's
+    kernels vs another's: AVX2 vs AVX-512) can come out of NMS in either order; the sets, not
+    the orders, must agree.
+    """
+    free = np.ones(len(ours), dtype=bool)
+    order = np.empty(len(ref_xyxy), dtype=np.intp)
+    for i, (box, cls) in enumerate(zip(ref_xyxy, ref_cls, strict=True)):
+        cost = np.abs(ours.xyxy - box).max(axis=1) + 1e6 * (ours.class_id != cls) + 1e9 * ~free
+        order[i] = int(np.argmin(cost))
+        free[order[i]] = False
+    return order
+
+
 def compare(ref, ours) -> dict[str, float]:  # noqa: ANN001
     assert len(ref) == len(ours), f"count: reference {len(ref)}, ours {len(ours)}"
     if len(ours) == 0:
         return {"n": 0}
-    np.testing.assert_array_equal(ref.boxes.cls.numpy().astype(int), ours.class_id)
-    box_err = float(np.abs(ref.boxes.xyxy.numpy() - ours.xyxy).max())
+    ref_cls = ref.boxes.cls.numpy().astype(int)
+    ref_xyxy = ref.boxes.xyxy.numpy()
+    ours = ours[_pairing(ref_xyxy, ref_cls, ours)]
+    np.testing.assert_array_equal(ref_cls, ours.class_id)
+    box_err = float(np.abs(ref_xyxy - ours.xyxy).max())
     conf_err = float(np.abs(ref.boxes.conf.numpy() - ours.confidence).max())
     a, b = ref.masks.data.numpy().astype(bool), ours.mask
     iou = (a & b).sum((1, 2)) / np.maximum((a | b).sum((1, 2)), 1)
