@@ -439,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    # torch 2.14.1's oneDNN backward segfaults on the MobileCLIP tower on x86 without AVX-512
+    # (seen on an AVX2-only AMD EPYC, 1 or 2 threads); its plain CPU kernels train it correctly
+    torch.backends.mkldnn.enabled = False
     progress = not args.no_progress
     args.out.mkdir(parents=True, exist_ok=True)
     register_config(Path(tempfile.mkdtemp(prefix="clipcfg-")))
