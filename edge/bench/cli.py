@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,9 +223,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench.png (+ sustained.png)."""
     from edge.bench.report import draw_plot, draw_sustained, to_markdown
     from edge.bench.run import BenchPlan, run_bench
-    from edge.cliargs import check_parent, emit_json, prepare_out_dir
+    from edge.cliargs import check_parent, prepare_out_dir
     from edge.demo import demo_bundle
-    from edge.io import atomic_write_bytes, atomic_write_image, atomic_write_json
+    from edge.io import atomic_write_bytes, atomic_write_image
 
     if args.service_replay:
         return _cmd_service_bench(args)
@@ -270,21 +271,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     report = run_bench(plan)
     out = prepare_out_dir("--out", args.out)
-    atomic_write_json(out / "bench.json", report)
-    table = to_markdown(report)
-    atomic_write_bytes(out / "bench.md", table.encode())
     atomic_write_bytes(out / "bench-full.md", to_markdown(report, full=True).encode())
     atomic_write_image(out / "bench.png", draw_plot(report))
-    written = ["bench.json", "bench.md", "bench-full.md", "bench.png"]
+    also = ["bench-full.md", "bench.png"]
     if report.get("sustained"):
         atomic_write_image(out / "sustained.png", draw_sustained(report["sustained"]))
-        written.append("sustained.png")
-    if args.json is not None:
-        emit_json("--json", args.json, report)
-    if args.json != "-":
-        print(table)
-        print(f"wrote {', '.join(str(out / w) for w in written)}")
-    return 0
+        also.append("sustained.png")
+    return _write_report(args, out, "bench", report, to_markdown(report), also)
 
 
 def _cmd_vocab_bench(args: argparse.Namespace) -> int:
@@ -348,10 +341,16 @@ def _cmd_text_bench(args: argparse.Namespace) -> int:
 
 
 def _write_report(
-    args: argparse.Namespace, out: Path, stem: str, report: dict[str, Any], table: str
+    args: argparse.Namespace,
+    out: Path,
+    stem: str,
+    report: dict[str, Any],
+    table: str,
+    also: Sequence[str] = (),
 ) -> int:
     """Write ``STEM.json`` and ``STEM.md`` into ``out``, ``--json`` if asked, and print the table
-    (unless the JSON goes to stdout); the exit code of a bench that ran."""
+    (unless the JSON goes to stdout) and the files written (``also``: further files the caller
+    wrote into ``out``); the exit code of a bench that ran."""
     from edge.cliargs import emit_json
     from edge.io import atomic_write_bytes, atomic_write_json
 
@@ -361,7 +360,8 @@ def _write_report(
         emit_json("--json", args.json, report)
     if args.json != "-":
         print(table)
-        print(f"wrote {out / f'{stem}.json'}, {out / f'{stem}.md'}")
+        written = [f"{stem}.json", f"{stem}.md", *also]
+        print(f"wrote {', '.join(str(out / w) for w in written)}")
     return 0
 
 
