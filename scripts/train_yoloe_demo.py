@@ -85,20 +85,33 @@ WIDTH = 0.25  # the n scale: the FastSAM demo detector's, whose weights start th
 SCRATCH_WIDTH = 0.125  # --from-scratch: half the n width
 TEXT_FILE = "text.npz"
 INIT_FILE = "init.pt"
-FROZEN: tuple[int | str, ...] = (
-    *range(22), "22.cv2", "22.cv5", "22.proto", "22.savpe", "22.reprta",
-)  # fmt: skip
-"""What does not learn (ultralytics ``freeze``; batch norms in eval mode): the backbone, neck,
-box, mask-coefficient and prototype branches as the FastSAM demo detector left them, and the
-text adapter (``reprta``) as built. Only the embedding branch (``cv3``) and the contrastive
-heads learn. A trainable adapter took the shortcut of mapping every phrase to one direction
-(adapted phrase embeddings at mean cosine 0.98 after two epochs: objectness, no words)."""
+FROZEN: dict[str, tuple[int | str, ...]] = {
+    "embed": (*range(22), "22.cv2", "22.cv5", "22.proto", "22.savpe", "22.reprta"),
+    "neck": (*range(10), "22.cv2", "22.cv5", "22.proto", "22.savpe", "22.reprta"),
+    "all": ("22.savpe", "22.reprta"),
+}  # fmt: skip
+"""What does not learn, per ``--train`` (ultralytics ``freeze``; batch norms in eval mode).
+
+``embed`` (the first recipe): only the embedding branch (``cv3``) and the contrastive heads
+learn, over the FastSAM demo detector's backbone and neck. It found the objects (recall 0.99)
+but left colour at chance: a detector trained class-agnostic with colour jitter keeps shape and
+drops hue. ``neck`` also trains layers 10-21; ``all`` (the default) trains everything but the
+text adapter (``reprta``), which stays as built in every recipe: a trainable adapter took the
+shortcut of mapping every phrase to one direction (adapted phrase embeddings at mean cosine 0.98
+after two epochs: objectness, no words). Whatever trains starts from batch norms re-estimated on
+training scenes (:func:`reestimate_batchnorm`), so the first step computes what the FastSAM
+detector does."""
 CONTRASTIVE_INIT = (0.0, -4.6)
 """Each contrastive head's (``logit_scale``, ``bias``) at the start: a score is
 ``BN(embedding) . unit(text) * exp(logit_scale) + bias``, about N(0, 1) * 1 - 4.6 (p = 0.01, the
 usual class prior) for an unrelated word and up to +3 for an aligned one. Ultralytics' own
 (-1, -10) suits its long schedules; with a few hundred AdamW steps the bias barely moves and
 no score would reach a useful threshold."""
+FRESH_BRANCHES = ("model.22.cv3", "model.22.cv4")
+"""The branches a FastSAM start does not provide (the embedding branch and the contrastive
+heads). Elsewhere the batch norms keep the statistics :func:`reestimate_batchnorm` measured
+while they train: with batches of 8, normalising by batch statistics moved layer 21's output by
+44 % (mean relative change) at the first step, against 0 % in eval mode (measured on 8 scenes)."""
 BRANCH_RENAMES = {"model.22.cv4.": "model.22.cv5."}
 """FastSAM's (Segment) mask-coefficient branch is ``cv4``; YOLOE's is ``cv5`` (its ``cv4`` are
 the contrastive heads)."""
@@ -224,7 +237,9 @@ def init_from_fastsam(model: Any, detector_onnx: Path) -> dict[str, int]:
         detector_onnx: The FastSAM bundle's ``fastsam.fp32.onnx``.
 
     Returns:
-        Counts: ``copied`` convs, ``skipped`` (shape or missing), ``backbone`` (layers 0-21).
+        Counts: ``copied`` convs, ``skipped`` (shape or missing), ``backbone`` (layers 0-21),
+        and ``folded``: the names of the modules whose batch norm was set to the folded bias
+        (what :func:`reestimate_batchnorm` gives real statistics before they train).
 
     Raises:
         SystemExit: A backbone or neck conv found nothing to copy (another architecture).
@@ -239,7 +254,7 @@ def init_from_fastsam(model: Any, detector_onnx: Path) -> dict[str, int]:
         if t.name.startswith("model.")
     }
     modules = dict(model.named_modules())
-    copied, skipped, done = 0, 0, set()
+    copied, skipped, done, folded = 0, 0, set(), []
     for name, weight in src.items():
         if not name.endswith(".weight") or ".dfl." in name:
             continue
@@ -262,6 +277,7 @@ def init_from_fastsam(model: Any, detector_onnx: Path) -> dict[str, int]:
                 bn.bias.copy_(torch.from_numpy(bias))
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
+                folded.append(target[: -len(".conv")])
             else:
                 conv.bias.copy_(torch.from_numpy(bias))
         copied += 1
@@ -273,22 +289,93 @@ def init_from_fastsam(model: Any, detector_onnx: Path) -> dict[str, int]:
     missing = [n for n in backbone if n not in done]
     if missing:
         raise SystemExit(f"--init-from: no weights for {missing[:5]} ... ({len(missing)})")
-    return {"copied": copied, "skipped": skipped, "backbone": len(backbone)}
+    return {"copied": copied, "skipped": skipped, "backbone": len(backbone), "folded": folded}
 
 
-def initial_checkpoint(out: Path, detector_onnx: Path) -> Path:
-    """``<out>/init.pt``: the YOLOE-v8n of :func:`model_yaml` started from a FastSAM detector."""
+def reestimate_batchnorm(model: Any, owners: Sequence[str], images: Sequence[np.ndarray]) -> int:
+    """Give the folded batch norms of ``owners`` real statistics without changing the function.
+
+    :func:`init_from_fastsam` leaves each copied conv's batch norm as "add the folded bias"
+    (weight 1, mean 0, variance ``1 - eps``). That is exact in eval mode, but a batch norm that
+    trains normalises with its batch's statistics, which would rescale every layer at the first
+    step and throw the detector away. Here each such norm's input (the conv output, no bias) is
+    measured over ``images`` and the norm set to ``mean = mu``, ``var = sigma^2``, ``weight =
+    sqrt(sigma^2 + eps)``, ``bias = mu + folded bias``: eval mode still computes ``conv + bias``
+    exactly, and training mode computes it up to the batch's deviation from these statistics.
+    One pass suffices: no layer's function changes, so no later layer's input does.
+
+    Args:
+        model: The YOLOE model (torch), as :func:`init_from_fastsam` left it.
+        owners: Module names whose ``.bn`` is folded (its ``folded`` list).
+        images: (H, W, 3) uint8 BGR training scenes, all of one size (a multiple of 32).
+
+    Returns:
+        The number of batch norms re-estimated.
+    """
+    import torch
+
+    modules = dict(model.named_modules())
+    sums: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+
+    def hook(name: str) -> Any:
+        def record(_m: Any, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+            x = inputs[0].detach().double()
+            s = sums.setdefault(name, [torch.zeros(x.shape[1], dtype=torch.float64)] * 2 + [0])
+            s[0] = s[0] + x.sum(dim=(0, 2, 3))
+            s[1] = s[1] + (x * x).sum(dim=(0, 2, 3))
+            s[2] += x.numel() // x.shape[1]
+
+        return record
+
+    for name in owners:
+        hooks.append(modules[name].bn.register_forward_hook(hook(name)))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), 8):
+                batch = np.stack([im[..., ::-1] for im in images[i : i + 8]])  # BGR -> RGB
+                x = torch.from_numpy(batch.transpose(0, 3, 1, 2).copy()).float() / 255.0
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for name, (total, squares, n) in sums.items():
+            bn = modules[name].bn
+            mean = total / n
+            var = (squares / n - mean * mean).clamp_min(0.0)
+            bias = bn.bias.double() - bn.running_mean.double()  # what the norm adds today
+            bn.running_mean.copy_(mean.float())
+            bn.running_var.copy_(var.float())
+            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
+            bn.bias.copy_((mean + bias).float())
+    return len(sums)
+
+
+def initial_checkpoint(out: Path, detector_onnx: Path, train: str = "all") -> Path:
+    """The YOLOE-v8n of :func:`model_yaml` started from a FastSAM detector (``<out>/init*.pt``).
+
+    With ``train`` other than ``embed``, the copied batch norms get statistics of 64 training
+    scenes first (:func:`reestimate_batchnorm`): they train, and must not start as identities.
+    """
     from ultralytics.nn.tasks import YOLOESegModel
 
     from export.yoloe import save_checkpoint
 
-    path = out / INIT_FILE
+    path = out / (INIT_FILE if train == "embed" else "init-bn.pt")
     if path.exists():
         return path
     with default_prompts():
         model = YOLOESegModel(str(model_yaml(out, WIDTH)), nc=len(TRAIN_PHRASES), verbose=False)
     counts = init_from_fastsam(model, detector_onnx)
-    print(f"init from {detector_onnx}: {counts}")
+    folded = counts.pop("folded")
+    print(f"init from {detector_onnx}: {counts}, {len(folded)} folded batch norms")
+    if train != "embed":
+        scenes = [s.image for s in iter_scenes(0, 100) if classify(s) is not None][:64]
+        with default_prompts():
+            n = reestimate_batchnorm(model, folded, scenes)
+        print(f"batch norms re-estimated on 64 training scenes: {n}")
     import torch
 
     with torch.no_grad():  # see CONTRASTIVE_INIT
@@ -296,13 +383,17 @@ def initial_checkpoint(out: Path, detector_onnx: Path) -> Path:
             head.logit_scale.fill_(CONTRASTIVE_INIT[0])
             head.bias.fill_(CONTRASTIVE_INIT[1])
     model.names = dict(enumerate(TRAIN_PHRASES))
-    tmp = save_checkpoint(model, out / (INIT_FILE + ".tmp"), imgsz=320)
+    tmp = save_checkpoint(model, path.with_name(path.name + ".tmp"), imgsz=320)
     tmp.replace(path)
     return path
 
 
-def make_trainer(embeddings: dict[str, np.ndarray]) -> type:
-    """Ultralytics' YOLOE seg trainer fed our text embeddings (never its text model)."""
+def make_trainer(embeddings: dict[str, np.ndarray], frozen_stats: bool = False) -> type:
+    """Ultralytics' YOLOE seg trainer fed our text embeddings (never its text model).
+
+    ``frozen_stats``: every batch norm but the fresh branches' (:data:`FRESH_BRANCHES`) keeps
+    its statistics while training (eval mode; its scale and shift still learn).
+    """
     import torch
     from ultralytics.models.yolo.yoloe import YOLOESegTrainer
     from ultralytics.models.yolo.yoloe.val import YOLOEDetectValidator, YOLOESegValidator
@@ -342,6 +433,15 @@ def make_trainer(embeddings: dict[str, np.ndarray]) -> type:
             batch["txt_feats"] = feats.reshape(len(batch["texts"]), -1, feats.shape[-1])
             return batch
 
+        def _model_train(self) -> None:
+            super()._model_train()
+            if frozen_stats:  # see FRESH_BRANCHES
+                for name, m in self.model.named_modules():
+                    if isinstance(m, torch.nn.BatchNorm2d) and not name.startswith(
+                        FRESH_BRANCHES
+                    ):
+                        m.eval()
+
         def get_validator(self) -> Any:
             validator = super().get_validator()
             return Validator(
@@ -376,7 +476,7 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
             elif args.init_weights is not None:  # fine-tune a run of this script further
                 model = YOLOE(str(args.init_weights))
             else:
-                model = YOLOE(str(initial_checkpoint(out, args.init_from)))
+                model = YOLOE(str(initial_checkpoint(out, args.init_from, args.train)))
         kwargs = {
             "data": str(data_yaml),
             "epochs": args.epochs,
@@ -397,7 +497,7 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
             "name": RUN_NAME,
             "exist_ok": True,
             "pretrained": not args.from_scratch,
-            "freeze": None if args.from_scratch else list(FROZEN),
+            "freeze": None if args.from_scratch else list(FROZEN[args.train]),
             "close_mosaic": min(3, args.epochs // 3),
             # a short CPU run: ultralytics' "auto" optimizer would pick AdamW at
             # lr 0.002 * 5 / (4 + nc) (0.00017 for 54 phrases) and warm up for 100+ iterations
@@ -424,7 +524,8 @@ def train(args: argparse.Namespace, data_yaml: Path, embeddings: dict[str, np.nd
     model.add_callback("on_train_epoch_start", cb)
     t0 = time.time()
     with default_prompts():
-        model.train(trainer=make_trainer(embeddings), **kwargs)
+        trainer = make_trainer(embeddings, frozen_stats=not args.from_scratch)
+        model.train(trainer=trainer, **kwargs)
     print(f"training took {time.time() - t0:.0f} s")
     return best if best.exists() else last
 
@@ -640,6 +741,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"no --init-from: a fresh net at --width (default {SCRATCH_WIDTH}), all trained",
     )  # fmt: skip
     p.add_argument("--width", type=float, help="width multiple with --from-scratch (0.25 = n)")
+    p.add_argument(
+        "--train", choices=tuple(FROZEN), default="all",
+        help="what learns from the FastSAM start: embed (embedding branch and contrastive "
+        "heads), neck (also layers 10-21), all (everything but the text adapter; default)",
+    )  # fmt: skip
     p.add_argument(
         "--precisions", default="int8",
         help="detector precisions the bundle keeps: int8 (the shipped demo: fp32 is 13 MB "

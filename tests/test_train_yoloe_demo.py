@@ -102,3 +102,42 @@ def test_smoke_training_export_and_eval(tyd: ModuleType, tmp_path: Path) -> None
     assert manifest["yoloe"]["vocabulary"]["names"] == list(tyd.DEFAULT_VOCAB)
     results = json.loads((tmp_path / "eval.json").read_text())
     assert set(results["vocabularies"]) == {"all", "trained", "held_out", "colours", "shapes"}
+
+
+@pytest.mark.export
+def test_reestimated_batchnorm_keeps_the_function_and_gets_real_statistics(
+    tyd: ModuleType, tmp_path: Path
+) -> None:
+    """The FastSAM start's folded norms get measured statistics; eval output is unchanged."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import YOLOESegModel
+
+    with tyd.default_prompts():
+        model = YOLOESegModel(str(tyd.model_yaml(tmp_path, tyd.WIDTH)), verbose=False)
+    folded = tyd.init_from_fastsam(model, tyd.demo_text_bundle() / "fastsam.fp32.onnx")["folded"]
+    assert len(folded) > 40  # every backbone/neck conv and the box/mask branches
+    scenes = [s.image for s in iter_scenes(0, 16, width=160, height=160)]
+    x = torch.from_numpy(np.stack([im[..., ::-1] for im in scenes[:4]]).transpose(0, 3, 1, 2)
+                         .copy()).float() / 255.0  # fmt: skip
+    seen: dict[str, torch.Tensor] = {}
+    model.model[21].register_forward_hook(lambda _m, _i, o: seen.__setitem__("out", o))
+    model.eval()
+    with tyd.default_prompts(), torch.no_grad():
+        model(x)
+        before = seen["out"].clone()
+        assert tyd.reestimate_batchnorm(model, folded, scenes) == len(folded)
+        model.eval()
+        model(x)
+    after = seen["out"]
+    assert float((after - before).abs().max()) <= 1e-4 * float(before.abs().max())
+    bn = dict(model.named_modules())[folded[0]].bn
+    assert float(bn.running_var.max()) > 1e-3 and float(bn.running_mean.abs().max()) > 0.0
+    assert torch.allclose(bn.weight, torch.sqrt(bn.running_var + bn.eps))
+
+
+def test_training_recipes_never_train_the_text_adapter(tyd: ModuleType) -> None:
+    assert set(tyd.FROZEN) == {"embed", "neck", "all"}
+    for frozen in tyd.FROZEN.values():
+        assert "22.reprta" in frozen
+    assert set(tyd.FROZEN["all"]) < set(tyd.FROZEN["neck"]) < set(tyd.FROZEN["embed"])
