@@ -437,9 +437,7 @@ def make_trainer(embeddings: dict[str, np.ndarray], frozen_stats: bool = False) 
             super()._model_train()
             if frozen_stats:  # see FRESH_BRANCHES
                 for name, m in self.model.named_modules():
-                    if isinstance(m, torch.nn.BatchNorm2d) and not name.startswith(
-                        FRESH_BRANCHES
-                    ):
+                    if isinstance(m, torch.nn.BatchNorm2d) and not name.startswith(FRESH_BRANCHES):
                         m.eval()
 
         def get_validator(self) -> Any:
