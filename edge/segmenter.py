@@ -19,7 +19,7 @@ from edge.bundle import NO_CLIP_HINT, BundleManifest, YoloeSection, read_manifes
 from edge.clip import ClipEncoder, TextTower
 from edge.errors import BundleError, InputError
 from edge.lru import WordCache
-from edge.postprocess import Detections, candidates_to_detections, prepare_detections
+from edge.postprocess import Detections, prepare_detections
 from edge.preprocess import LetterboxInfo, letterbox, normalize_image
 from edge.prompts import Prompt, TextPrompt, check_prompts
 from edge.selection import select, selection_to_masks
@@ -33,10 +33,7 @@ from edge.yoloe import (
     YoloeHead,
     check_embeddings,
     check_names,
-    decode_nms,
-    decode_topk,
-    scale_sizes,
-    score_anchors,
+    vocabulary_detections,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -282,32 +279,6 @@ class Segmenter:
         )
         return self._tower
 
-    def _open_vocab_detections(
-        self,
-        outputs: list[NDArray[np.float32]],
-        input_hw: tuple[int, int],
-        source_hw: tuple[int, int],
-        thresholds: tuple[float, float, int],
-        vocab: Vocabulary,
-    ) -> Detections:
-        """Score the vocabulary on a YOLOE frame's outputs and decode (NMS or top-k)."""
-        section = self.yoloe
-        assert section is not None
-        output0, embeddings, protos = outputs
-        conf_t, iou_t, max_det = thresholds
-        logits = score_anchors(
-            embeddings, scale_sizes(input_hw, section.strides), vocab.weights, vocab.offsets
-        )
-        if section.end2end:
-            lab = decode_topk(output0, logits, conf_t, max_det, section.box_format)
-        else:
-            lab = decode_nms(output0, logits, conf_t, iou_t, max_det, section.box_format)
-        dets = candidates_to_detections(lab.candidates, protos, input_hw, source_hw)
-        dets.class_id = lab.class_id
-        dets.names = vocab.names
-        dets.full_box = False
-        return dets
-
     def _text_vocabulary(self, prompts: list[Prompt]) -> Vocabulary | None:
         """On a YOLOE bundle, the vocabulary of the text prompts (``None``: none given).
 
@@ -448,8 +419,9 @@ class Segmenter:
                     "this YOLOE bundle has no vocabulary: call set_vocabulary(['person', ...]) "
                     "or give a text prompt (or re-export with --vocab)"
                 )
-            dets = self._open_vocab_detections(
-                outputs, info.input_hw, info.source_hw, thresholds, vocab
+            assert self.yoloe is not None
+            dets = vocabulary_detections(
+                outputs, info.input_hw, info.source_hw, self.yoloe, vocab, thresholds
             )
             dets.cache(OpenVocabFrame).keep(outputs, info.input_hw)
         dets.pool, dets.workers = self.assembly_pool()
@@ -496,8 +468,9 @@ class Segmenter:
                 raise InputError("text: these detections carry no YOLOE outputs (use detect)")
             th = detections.metadata.get("thresholds") or {}
             thresholds = self._thresholds(th.get("conf"), th.get("iou"), th.get("max_det"))
-            dets = self._open_vocab_detections(
-                frame.outputs, frame.input_hw, detections.source_hw, thresholds, vocab
+            assert self.yoloe is not None
+            dets = vocabulary_detections(
+                frame.outputs, frame.input_hw, detections.source_hw, self.yoloe, vocab, thresholds
             )
             dets.pool, dets.workers = self.assembly_pool()
             dets.image, dets.metadata = detections.image, dict(detections.metadata)

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.bundle import YoloeSection
 from edge.errors import BundleError, InputError
-from edge.postprocess import MAX_NMS, Candidates, nms
+from edge.postprocess import MAX_NMS, Candidates, Detections, candidates_to_detections, nms
 
 MAX_WH = 7680
 """Per-class box offset of class-aware NMS (pixels), as ultralytics."""
@@ -393,6 +394,47 @@ class Vocabulary:
         """Adapt and fold ``raw`` (K, D) for ``names`` (checked by :func:`check_vocabulary`)."""
         weights, offsets = head.class_weights(head.adapt(raw))
         return cls(tuple(names), np.asarray(raw, np.float32), weights, offsets)
+
+
+def vocabulary_detections(
+    outputs: Sequence[NDArray[np.float32]],
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+    section: YoloeSection,
+    vocab: Vocabulary,
+    thresholds: tuple[float, float, int],
+) -> Detections:
+    """A YOLOE frame's detections of ``vocab``: score every anchor, decode, assemble masks.
+
+    The runtime's frames (:class:`edge.segmenter.Segmenter`) and the export's int8 agreement
+    both come here, so what int8 is verified on is what a frame computes.
+
+    Args:
+        outputs: The detector's ``output0`` (1, 4 + nm, N), ``embeddings`` (1, D, N) and
+            ``protos`` (1, nm, Hp, Wp).
+        input_hw: Letterboxed input (H_in, W_in).
+        source_hw: Source image (H, W).
+        section: The bundle's ``yoloe`` section (strides, head kind, box format).
+        vocab: The words scored.
+        thresholds: ``(conf, iou, max_det)`` (iou unused by the end-to-end head).
+
+    Returns:
+        Detections with ``class_id`` (indices into ``vocab.names``) and ``names`` set.
+    """
+    output0, embeddings, protos = outputs
+    conf, iou, max_det = thresholds
+    logits = score_anchors(
+        embeddings, scale_sizes(input_hw, section.strides), vocab.weights, vocab.offsets
+    )
+    if section.end2end:
+        lab = decode_topk(output0, logits, conf, max_det, section.box_format)
+    else:
+        lab = decode_nms(output0, logits, conf, iou, max_det, section.box_format)
+    dets = candidates_to_detections(lab.candidates, protos, input_hw, source_hw)
+    dets.class_id = lab.class_id
+    dets.names = vocab.names
+    dets.full_box = False
+    return dets
 
 
 def check_names(names: object) -> list[str]:

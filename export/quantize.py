@@ -472,6 +472,7 @@ def compare_precisions(
     iou: float,
     max_det: int,
     threads: int = 2,
+    decode: Decode | None = None,
     kernels: str = "host",
 ) -> dict[str, Any]:
     """Agreement and speed of the int8 detector against the fp32 one, image by image.
@@ -481,6 +482,8 @@ def compare_precisions(
     times are medians over the images, the models interleaved so load noise hits both.
 
     Args:
+        decode: How outputs become detections (YOLOE: its vocabulary scored); default
+            FastSAM's decode.
         kernels: ``"host"`` (this CPU's fused integer kernels) or ``"reference"`` (the
             CPU-independent unfused QDQ graph; its time is not a deployment time).
     """
@@ -488,7 +491,7 @@ def compare_precisions(
         raise ValueError(f"kernels: expected one of {list(INT8_KERNELS)}, got {kernels!r}")
     return _agreement(
         fp32_path, {kernels: (int8_path, INT8_KERNELS[kernels])}, calib, imgsz, dynamic,
-        conf, iou, max_det, threads,
+        conf, iou, max_det, threads, decode,
     )[kernels]  # fmt: skip
 
 

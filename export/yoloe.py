@@ -797,27 +797,16 @@ def quantize_yoloe(
     everything after them kept float (``config``: another ``export.quantize.QuantConfig``,
     default :data:`INT8_RECIPE`; ``verify_images`` and ``plan`` as for
     :func:`export.quantize.quantize_detector`)."""
-    from edge.postprocess import candidates_to_detections
-    from edge.yoloe import Vocabulary, decode_nms, decode_topk, scale_sizes, score_anchors
+    from functools import partial
+
+    from edge.yoloe import Vocabulary, vocabulary_detections
     from export.quantize import QuantConfig, quantize_detector
 
     head = YoloeHead.load(bundle_dir / section.head)
     words = _verify_vocabulary(head, raw)
     vocab = Vocabulary.build(head, [f"w{i}" for i in range(len(words))], words)
-
-    def decode(
-        outputs: list[np.ndarray], input_hw: tuple[int, int], source_hw: tuple[int, int]
-    ) -> Any:
-        out0, emb, protos = outputs
-        logits = score_anchors(
-            emb, scale_sizes(input_hw, section.strides), vocab.weights, vocab.offsets
-        )
-        th = thresholds
-        if section.end2end:
-            lab = decode_topk(out0, logits, th.conf, th.max_det, section.box_format)
-        else:
-            lab = decode_nms(out0, logits, th.conf, th.iou, th.max_det, section.box_format)
-        return candidates_to_detections(lab.candidates, protos, input_hw, source_hw)
+    th = (thresholds.conf, thresholds.iou, thresholds.max_det)
+    decode = partial(vocabulary_detections, section=section, vocab=vocab, thresholds=th)
 
     config = config or QuantConfig(**INT8_RECIPE)
     return quantize_detector(

@@ -9,9 +9,11 @@ embeddings our runtime gets through ``Segmenter.set_vocabulary(names, raw)``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -32,6 +34,16 @@ from edge.yoloe import Vocabulary, YoloeHead, scale_sizes, score_anchors, sigmoi
 
 FAMILIES = ("v8", "11", "26")
 NAMES = ["person", "car", "dog", "mug", "plant"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 IMGSZ = 320
 IOU = 0.7
 
@@ -277,6 +289,15 @@ def test_int8_is_verified_and_keeps_the_scoring_float(tmp_path: Path, built) -> 
         assert "int8" in m.precisions
         seg = Segmenter.load(out, precision="int8", threads=1)
         assert len(seg.segment(IMAGES["scene-4x3"])) >= 0
+        # the agreement script (and the arm64 check through it) decodes as a frame does
+        agreement = _script("int8_agreement")
+        report = tmp_path / "agree.json"
+        agreement.main([str(out), "--scenes", "2", "--kernels", "reference", "--threads", "1",
+                        "--objects", "2,3", "--out", str(report)])  # fmt: skip
+        got = json.loads(report.read_text())
+        assert got["vocabulary"] == NAMES and got["reference"]["mean_iou_fp32_to_int8"] > 0
+        with pytest.raises(SystemExit, match="FastSAM bundle"):
+            agreement.main([str(REPO_ROOT / "edge/demo/assets/demo-bundle"), "--vocab", "red"])
     else:
         assert q.status.startswith("refused") and "int8" not in m.precisions
     assert q.verify["mean_iou_fp32_to_int8"] > 0
