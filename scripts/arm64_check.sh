@@ -33,6 +33,7 @@
 #   --agreement-scenes N     held-out scenes per bundle (default 16)
 #   --agreement-conf C       score threshold for the agreement runs (default: each bundle's)
 #   --agreement-world W      scene style of the agreement scenes: demo (default) or texture
+#   --agreement-objects A,B  objects per agreement scene (default 3,8; the model's training mix)
 #   --print-mirror       print the Debian mirror that would be used, and exit (no root)
 #   --write-scene PNG    write the demo scene the check segments, and exit (no root)
 set -euo pipefail
@@ -59,8 +60,9 @@ while (($#)); do
         --cpu) CPU_MODEL="$2"; shift 2 ;;
         --agreement) AGREEMENT="$2"; shift 2 ;;
         --agreement-scenes) AGREEMENT_SCENES="$2"; shift 2 ;;
-        --agreement-conf) AGREEMENT_CONF="--conf $2"; shift 2 ;;
+        --agreement-conf) AGREEMENT_CONF="$AGREEMENT_CONF --conf $2"; shift 2 ;;
         --agreement-world) AGREEMENT_CONF="$AGREEMENT_CONF --world $2"; shift 2 ;;
+        --agreement-objects) AGREEMENT_CONF="$AGREEMENT_CONF --objects $2"; shift 2 ;;
         --print-mirror) ACTION=print-mirror; shift ;;
         --write-scene) ACTION=write-scene; SCENE_OUT="$(realpath -m "$2")"; shift 2 ;;
         -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
