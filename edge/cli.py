@@ -659,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--bundle",
-        help='model bundle directory, or "demo" (the embedded demo bundle; default: demo)',
+        help='model bundle directory, or an embedded demo: "demo" (FastSAM, the default) or '
+        '"demo-yoloe" (open vocabulary)',
     )
     add_json_option(s, "the result (one frame) or the list of results (several frames)")
     s.add_argument(
@@ -810,7 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print bundle facts and onnxruntime providers")
     i.add_argument(
         "--bundle",
-        help='model bundle directory, or "demo" (the embedded demo bundle; default: demo)',
+        help='model bundle directory, or an embedded demo: "demo" (FastSAM, the default) or '
+        '"demo-yoloe" (open vocabulary)',
     )
     add_json_option(i, "the facts")
     i.set_defaults(func=cmd_info)

@@ -128,8 +128,10 @@ HELD_OUT: tuple[str, ...] = tuple(
 )
 """One combination per colour (every shape at least once): never in a training scene."""
 TRAIN_PHRASES: tuple[str, ...] = tuple(p for p in ALL_PHRASES if p not in HELD_OUT)
-DEFAULT_VOCAB: tuple[str, ...] = ("red square", "blue circle", "green star", "yellow triangle")
-"""The bundle's default vocabulary (trained phrases); the page or ``set_vocabulary`` adds more."""
+DEFAULT_VOCAB: tuple[str, ...] = tuple(COLORS)
+"""The bundle's default vocabulary: the nine colour words, so that every object of a demo scene
+gets a name (and the export's int8 check sees every object); the page or ``set_vocabulary``
+changes it (``"star"``, ``"red circle"``, ...)."""
 _TRAIN_INDEX = {p: i for i, p in enumerate(TRAIN_PHRASES)}
 
 

@@ -19,15 +19,18 @@ from edge.errors import BundleError
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEMO_BUNDLE_DIR = ASSETS_DIR / "demo-bundle"
-DEMO_BUNDLES: Mapping[str, Path] = MappingProxyType({"demo": DEMO_BUNDLE_DIR})
+DEMO_YOLOE_DIR = ASSETS_DIR / "demo-yoloe"
+DEMO_BUNDLES: Mapping[str, Path] = MappingProxyType(
+    {"demo": DEMO_BUNDLE_DIR, "demo-yoloe": DEMO_YOLOE_DIR}
+)
 """The embedded bundles by name: where a bundle directory is asked for (``--bundle``,
-``model.bundle``), these names mean the packaged bundle (``./demo`` names a folder).
+``model.bundle``, ``Segmenter.load``), these names mean the packaged bundle (``./demo`` names a
+folder).
 
 * ``demo``: the FastSAM demo (class-agnostic masks, the tiny CLIP for text prompts).
-
-An open-vocabulary demo (``scripts/train_yoloe_demo.py``: a small YOLOE on the demo world with
-the demo CLIP's text tower) is not shipped yet: the CPU-trained one finds the objects but not
-their words (docs/benchmarks.md, "The demo YOLOE")."""
+* ``demo-yoloe``: the open-vocabulary demo, a small YOLOE trained on the demo world
+  (``scripts/train_yoloe_demo.py``) with the demo CLIP's text tower: masks named by the
+  vocabulary (default: the nine colours), new colour and shape words encoded offline."""
 
 
 def demo_bundle(name: str = "demo") -> Path:

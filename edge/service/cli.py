@@ -231,8 +231,9 @@ def add_service_commands(sub: Any) -> None:
     s.add_argument(
         "--bundle",
         metavar="DIR|NAME",
-        help='model bundle (overrides model.bundle): a directory, or "demo" (the embedded demo '
-        "bundle); with --demo, the demo scenes on that bundle",
+        help='model bundle (overrides model.bundle): a directory, or an embedded demo: "demo" '
+        '(FastSAM) or "demo-yoloe" (open vocabulary: labelled masks, words from the page); '
+        "with --demo, the demo scenes on that bundle",
     )
     s.add_argument(
         "--http",

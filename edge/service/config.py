@@ -292,8 +292,9 @@ def log_level(key: str, value: Any) -> str:
 class ModelConfig:
     bundle: str = _spec(
         DEMO,
-        'Model bundle directory (written by fastsam-export), or "demo" for the embedded demo '
-        "bundle (it only segments the synthetic demo scenes: export FastSAM-s for real images).",
+        'Model bundle directory (written by fastsam-export), or an embedded demo bundle: "demo" '
+        '(FastSAM) or "demo-yoloe" (open vocabulary); both only segment the synthetic demo '
+        "scenes: export FastSAM-s or a YOLOE for real images.",
         path,
     )
     precision: str = _spec(

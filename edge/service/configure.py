@@ -244,7 +244,7 @@ def add_configure_command(sub: Any) -> None:
     c.add_argument(
         "--bundle",
         default=DEMO,
-        help='model bundle directory, or "demo" (default: demo)',
+        help='model bundle directory, or "demo" / "demo-yoloe" (default: demo)',
     )
     c.add_argument(
         "--trigger",
