@@ -128,10 +128,11 @@ HELD_OUT: tuple[str, ...] = tuple(
 )
 """One combination per colour (every shape at least once): never in a training scene."""
 TRAIN_PHRASES: tuple[str, ...] = tuple(p for p in ALL_PHRASES if p not in HELD_OUT)
-DEFAULT_VOCAB: tuple[str, ...] = tuple(COLORS)
-"""The bundle's default vocabulary: the nine colour words, so that every object of a demo scene
-gets a name (and the export's int8 check sees every object); the page or ``set_vocabulary``
-changes it (``"star"``, ``"red circle"``, ...)."""
+DEFAULT_VOCAB: tuple[str, ...] = ALL_PHRASES
+"""The bundle's default vocabulary: all 63 colour-shape phrases (the 9 held-out ones too), so
+that every object of a demo scene gets its name and the export's int8 check sees every object.
+The page or ``set_vocabulary`` changes it (``"cyan star"``, ``"red"``, ...). The phrases are
+what the detector was trained on; bare colour or shape words were not (see the evaluation)."""
 _TRAIN_INDEX = {p: i for i, p in enumerate(TRAIN_PHRASES)}
 
 

@@ -8,6 +8,7 @@ YOLOE") on scenes it never saw, so a broken export, decode or tokenizer fails th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,12 +20,25 @@ import pytest
 from edge import Segmenter
 from edge.bundle import read_manifest
 from edge.demo import DEMO_BUNDLES, demo_bundle
-from edge.demo.scenes import COLORS, EVAL_SEED_START, SHAPES, iter_scenes
+from edge.demo.scenes import COLORS, EVAL_SEED_START, iter_scenes
 from edge.metrics import mask_iou_matrix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENES = 12
 SEED = EVAL_SEED_START + 50_000  # held out: the training used seeds < 900_100
+
+
+def _training_script():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location(
+        "train_yoloe_demo", REPO_ROOT / "scripts" / "train_yoloe_demo.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TRAINING = _training_script()
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +47,8 @@ def seg() -> Segmenter:
 
 
 def _tally(seg: Segmenter, words: list[str], truth: str) -> tuple[float, float, float]:
-    """Recall (IoU >= 0.5, any label), label accuracy of the found objects, and precision of
-    the masks (right word on some object) over the held-out scenes."""
+    """Recall (IoU >= 0.5, any label) and label accuracy of the objects whose word is in
+    ``words``, and precision of the masks (right word on some object), over held-out scenes."""
     seg.set_vocabulary(words)
     objects = found = right = masks = true = 0
     for scene in iter_scenes(SEED, SCENES):
@@ -45,6 +59,8 @@ def _tally(seg: Segmenter, words: list[str], truth: str) -> tuple[float, float, 
         labels = res.labels
         iou = mask_iou_matrix(scene.masks, res.mask) if len(res) else np.zeros((len(gt), 0))
         for k, word in enumerate(gt):
+            if word not in words:
+                continue
             objects += 1
             if iou.shape[1] and iou[k].max() >= 0.5:
                 found += 1
@@ -68,25 +84,30 @@ def test_shipped_small_and_offline() -> None:
 
 
 @pytest.mark.parametrize(
-    ("words", "truth", "recall", "accuracy", "precision"),
+    ("vocabulary", "truth", "recall", "accuracy", "precision"),
     [
-        (list(COLORS), "colour", 0.85, 0.85, 0.75),
-        (list(SHAPES), "shape", 0.7, 0.6, 0.5),
+        # the default: all 63 phrases (measured on 100 scenes: 0.958 / 0.905 / 0.901)
+        ("default", "phrase", 0.85, 0.8, 0.8),
+        # the 9 combinations no training scene held, typed at runtime (0.949 / 1.0; its
+        # precision is low by design: other objects take the nearest of only 9 words)
+        ("held_out", "phrase", 0.8, 0.85, 0.0),
+        # bare colour words were never trained: few found, but rightly (0.248 / 1.0 / 0.993)
+        ("colours", "colour", 0.08, 0.85, 0.85),
     ],
 )
 def test_labels_on_held_out_scenes(
-    seg: Segmenter, words: list[str], truth: str, recall: float, accuracy: float, precision: float
-) -> None:
+    seg: Segmenter, vocabulary: str, truth: str, recall: float, accuracy: float,
+    precision: float,
+) -> None:  # fmt: skip
+    words = {
+        "default": list(read_manifest(demo_bundle("demo-yoloe")).yoloe.vocabulary),
+        "held_out": list(TRAINING.HELD_OUT),
+        "colours": list(COLORS),
+    }[vocabulary]
     got = _tally(seg, words, truth)
+    assert seg.vocabulary == tuple(words)  # encoded by the bundle's tower: no download
     floors = (recall, accuracy, precision)
     assert all(g >= t for g, t in zip(got, floors, strict=True)), f"measured {got}, {floors}"
-
-
-def test_a_new_word_finds_only_its_objects(seg: Segmenter) -> None:
-    """One colour typed at runtime: its objects, few others (no re-export, no download)."""
-    recall, accuracy, precision = _tally(seg, ["red"], "colour")
-    assert precision >= 0.7, precision
-    assert seg.vocabulary == ("red",)
 
 
 def test_default_vocabulary_labels_the_json(seg: Segmenter, tmp_path: Path) -> None:
