@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 import edge.demo
-from edge.demo import DEMO_BUNDLE_DIR, DEMO_BUNDLES, demo_bundle, is_demo_name, resolve_bundle
+from edge.demo import (
+    DEMO_BUNDLE_DIR,
+    DEMO_BUNDLES,
+    demo_bundle,
+    is_demo_name,
+    looks_like_demo_scene,
+    resolve_bundle,
+)
 from edge.errors import BundleError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +43,18 @@ def test_demo_bundle_refuses_unknown_names_and_missing_assets(
     monkeypatch.setattr(edge.demo, "DEMO_BUNDLES", {"demo": tmp_path})
     with pytest.raises(BundleError, match="is missing; reinstall"):
         demo_bundle()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("scene_000042.png", True),
+        ("scene_1800000.png", True),  # `fastsam-edge scenes` writes held-out seeds >= 1e6
+        ("scene_000042", True),  # the service's demo frame ids
+        ("scene_42.png", False),
+        ("holiday.png", False),
+        ("scene_000042.jpg", False),
+    ],
+)
+def test_looks_like_demo_scene(name: str, expected: bool) -> None:
+    assert looks_like_demo_scene(name) is expected

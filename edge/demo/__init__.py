@@ -80,12 +80,12 @@ DEMO_BUNDLE_NOTICE = (
 """Said once per run when the demo bundle meets frames that are not demo scenes; ``{flag}``:
 where a real bundle is given (``--bundle DIR``, ``model.bundle``)."""
 
-_SCENE_NAME = re.compile(r"scene_\d{6}(\.png)?")
+_SCENE_NAME = re.compile(r"scene_\d{6,}(\.png)?")  # {seed:06d}: seeds >= 1e6 have 7+ digits
 
 
 def looks_like_demo_scene(name: str) -> bool:
-    """Whether a file or frame name is a demo scene's (``scene_000042.png``, as written by
-    :func:`edge.demo.scenes.save_scenes` and named by the service's demo source).
+    """Whether a file or frame name is a demo scene's (``scene_000042.png``, ``scene_1800000``,
+    as written by :func:`edge.demo.scenes.save_scenes` and named by the service's demo source).
 
     A cheap test by name, for the one demo-bundle notice: a renamed scene gets the notice, a
     photo named like a scene does not.
