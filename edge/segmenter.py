@@ -17,7 +17,6 @@ from numpy.typing import NDArray
 
 from edge.bundle import NO_CLIP_HINT, BundleManifest, YoloeSection, read_manifest, verify_file
 from edge.clip import ClipEncoder, TextTower
-from edge.demo import resolve_bundle
 from edge.errors import BundleError, InputError
 from edge.lru import WordCache
 from edge.postprocess import Detections, prepare_detections
@@ -121,8 +120,8 @@ class Segmenter:
         """Load a bundle.
 
         Args:
-            bundle_dir: Bundle directory (with ``bundle.json``), or the name of an embedded
-                demo bundle (``"demo"``, ``"demo-yoloe"``; ``"./demo"`` is a folder).
+            bundle_dir: Bundle directory (with ``bundle.json``); the embedded demos are
+                ``edge.demo.demo_bundle("demo")`` and ``demo_bundle("demo-yoloe")``.
             precision: ``"fp32"`` or ``"int8"``; default from the manifest.
             threads: onnxruntime intra-op threads; default ``OMP_NUM_THREADS`` or all cores.
             verify: Check the detector's size and sha256 against the manifest.
@@ -131,7 +130,7 @@ class Segmenter:
             BundleError: Missing/corrupt bundle, unknown precision, or a model whose input
                 does not match the manifest.
         """
-        bundle_dir = resolve_bundle(bundle_dir)
+        bundle_dir = Path(bundle_dir)
         manifest = read_manifest(bundle_dir)
         precision = precision or manifest.default_precision
         name = manifest.detector_file(precision)

@@ -43,7 +43,7 @@ TRAINING = _training_script()
 
 @pytest.fixture(scope="module")
 def seg() -> Segmenter:
-    return Segmenter.load("demo-yoloe", threads=2)
+    return Segmenter.load(demo_bundle("demo-yoloe"), threads=2)
 
 
 def _tally(seg: Segmenter, words: list[str], truth: str) -> tuple[float, float, float]:
