@@ -28,6 +28,9 @@ __all__ = [
     "TrackTally",
     "best_iou_per_gt",
     "crop_iou_matrix",
+    "crop_recall_at_iou",
+    "found_at_iou",
+    "iou_agreement",
     "mask_agreement",
     "mask_iou_matrix",
     "recall_at_iou",
@@ -101,8 +104,23 @@ def recall_at_iou(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> tuple[i
     Returns:
         ``(found, total)`` with ``total = K``.
     """
-    best = best_iou_per_gt(gt, pred)
-    return int((best >= thr).sum()), int(best.shape[0])
+    iou = mask_iou_matrix(gt, pred)
+    return found_at_iou(iou, thr), int(iou.shape[0])
+
+
+def found_at_iou(iou: np.ndarray, thr: float = 0.5) -> int:
+    """Rows of an IoU matrix whose best IoU reaches ``thr``: recall's numerator.
+
+    Args:
+        iou: (K, N) IoU of K reference masks (ground truth, or fp32's) with N predictions.
+        thr: IoU threshold.
+
+    Returns:
+        How many of the K rows have some prediction at IoU >= ``thr`` (with N == 0 every
+        row's best IoU is 0).
+    """
+    best = iou.max(axis=1) if iou.shape[1] else np.zeros(iou.shape[0], dtype=np.float64)
+    return int((best >= thr).sum())
 
 
 @dataclass
@@ -216,19 +234,50 @@ def mask_agreement(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> dict[str, fl
         ``{"a_to_b": mean over a of the best IoU with any b mask, "b_to_a": ..., "n_a", "n_b"}``;
         a side with no masks scores 1.0 against an empty other side and 0.0 otherwise.
     """
-    iou = crop_iou_matrix(a, b)
+    return iou_agreement(crop_iou_matrix(a, b))
+
+
+def iou_agreement(iou: np.ndarray) -> dict[str, float]:
+    """:func:`mask_agreement` from an IoU matrix already computed (callers that also need the
+    matrix itself compute it once).
+
+    Args:
+        iou: (N_a, N_b) IoU of the masks of result a with those of result b.
+
+    Returns:
+        As :func:`mask_agreement`.
+    """
 
     def mean_best(m: np.ndarray, other: int) -> float:
         if m.shape[0] == 0:
             return 1.0
         return float(m.max(axis=1).mean()) if other else 0.0
 
+    n_a, n_b = iou.shape
     return {
-        "a_to_b": mean_best(iou, len(b)),
-        "b_to_a": mean_best(iou.T, len(a)),
-        "n_a": float(len(a)),
-        "n_b": float(len(b)),
+        "a_to_b": mean_best(iou, n_b),
+        "b_to_a": mean_best(iou.T, n_a),
+        "n_a": float(n_a),
+        "n_b": float(n_b),
     }
+
+
+def crop_recall_at_iou(
+    gt: Sequence[MaskCrop], pred: Sequence[MaskCrop], thr: float = 0.5
+) -> tuple[int, int]:
+    """:func:`recall_at_iou` on cropped masks: the same counts (:func:`crop_iou_matrix` equals
+    :func:`mask_iou_matrix` on the densified masks), but time and memory follow the crop
+    overlaps, not K x N x H x W (300 predictions on a 640 x 640 frame densify to 123 MB).
+
+    Args:
+        gt: K ground-truth masks (e.g. ``MaskCrop.from_dense`` of each).
+        pred: N predicted masks, same frame.
+        thr: IoU threshold.
+
+    Returns:
+        ``(found, total)`` with ``total = K``.
+    """
+    return found_at_iou(crop_iou_matrix(gt, pred), thr), len(gt)
 
 
 @dataclass

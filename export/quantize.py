@@ -403,9 +403,10 @@ def _agreement(
     """fp32 once, then each labelled int8 session (path, graph optimisation) against it."""
     import time
 
-    from edge.metrics import mask_agreement, recall_at_iou
+    from edge.metrics import crop_recall_at_iou, mask_agreement
     from edge.postprocess import prepare_detections
     from edge.session import create_session
+    from edge.types import MaskCrop
 
     sessions = {"fp32": create_session(fp32_path, threads=threads)}
     for label, (path, level) in int8_paths.items():
@@ -438,10 +439,10 @@ def _agreement(
             a2b[label].append(agree["a_to_b"])
             b2a[label].append(agree["b_to_a"])
         if calib.gt_masks is not None:
-            gt = calib.gt_masks[k]
+            gt = [MaskCrop.from_dense(m) for m in calib.gt_masks[k]]
             total += len(gt)
             for prec in found:
-                found[prec] += recall_at_iou(gt, results[prec].mask)[0]
+                found[prec] += crop_recall_at_iou(gt, results[prec].crops)[0]
     fp32_ms = round(1e3 * float(np.median(times["fp32"])), 1)
     reports = {}
     for label in labels:

@@ -231,3 +231,32 @@ def test_held_out_eval_measures_against_cached_fp32(demo_bundle):
     assert 0.9 <= min(q["mean_iou_fp32_to_int8"], q["mean_iou_int8_to_fp32"]) <= 1.0
     assert "speedup" not in q and np.isfinite(q["recall_loss"])
     assert ev.measure(demo_bundle / "fastsam.int8.onnx", "host", limit=1)["images"] == 1
+
+
+def test_held_out_eval_runs_no_image_twice_for_one_file(demo_bundle, monkeypatch):
+    from edge.bundle import Thresholds
+    from export.int8plan import HeldOutEval
+
+    fp32, int8 = demo_bundle / "fastsam.fp32.onnx", demo_bundle / "fastsam.int8.onnx"
+    ev = HeldOutEval(fp32, _scenes(3), (320, 320), False, Thresholds(), threads=1)
+    runs = []
+    run = ev._run
+    monkeypatch.setattr(ev, "_run", lambda session, k: runs.append(k) or run(session, k))
+
+    def measured(*args, **kwargs):
+        runs.clear()
+        return ev.measure(int8, *args, **kwargs), list(runs)
+
+    first, ran = measured("reference", limit=2)
+    assert ran == [0, 1]
+    full, ran = measured("reference")
+    assert ran == [2]  # the screened images are not run again
+    again, ran = measured("reference", limit=2)
+    assert ran == [] and again == first
+    assert measured("host", limit=1)[1] == [0]  # other kernels: measured afresh
+    timed, ran = measured("reference", timed=True)
+    assert sorted(ran) == [0, 0, 1, 1, 2, 2]  # timed: fp32 and int8 on every image
+    untimed = {k: v for k, v in timed.items() if k not in ("infer_ms_fp32", "infer_ms_int8")}
+    assert untimed == {**full, "speedup": timed["speedup"]}
+    fresh = HeldOutEval(fp32, _scenes(3), (320, 320), False, Thresholds(), threads=1)
+    assert fresh.measure(int8, "reference") == full
