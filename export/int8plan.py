@@ -10,7 +10,10 @@ image, or ``--verify-images``) and searches for the cheapest plan that reaches t
    (99.999), a per-tensor mix (a tensor whose MinMax span is more than twice its Percentile
    span takes the Percentile range: its scale is set by outliers), Entropy ranges, and more
    calibration images (twice as many, MinMax). Ranges are calibrated once per method and
-   cached (onnxruntime's calibration cache), so each candidate only re-writes the graph.
+   cached (onnxruntime's calibration cache), so each candidate only re-writes the graph; the
+   two histogram methods share one pass over the images, and "more images" runs only the
+   images not yet calibrated on (:func:`merged_ranges`), each with the same ranges as a
+   calibration of its own (:func:`export.quantize.calibrate_ranges`).
 3. **Float fallbacks**: a sensitivity pass keeps one block at a time float (a block = the nodes
    under one module path: ``/model.N`` for the backbone and neck, ``/model.22/cv4.0`` or
    ``/model.22/proto`` in the head) on the best cheap-fix candidate and measures the agreement
@@ -72,15 +75,21 @@ class GraphOps:
         float_nodes: ``(model, float_branches) -> names``: the fixed recipe's float nodes.
         quantize: ``(prepped, out, images, imgsz, dynamic, config, cache=, extra_float=)
             -> recipe``: one candidate, calibration cached.
+        calibrate: ``(prepped, images, imgsz, dynamic, {method: cache})``: ranges only, the
+            histogram methods in one pass (:func:`export.quantize.calibrate_ranges`); ``None``:
+            each method is calibrated by the quantize step of its first candidate.
     """
 
     prepare: Callable[[Path, Path, bool], Path]
     float_nodes: Callable[[Any, Iterable[str]], list[str]]
     quantize: Callable[..., dict[str, Any]]
+    calibrate: Callable[..., None] | None = None
 
 
 # the cheap fixes, in the order tried (names as recorded in the plan)
 CHEAP_FIXES = ("percentile", "mixed", "entropy", "more-images")
+# the fixes whose ranges come from histograms of every activation (calibrated in one pass)
+HISTOGRAM_FIXES = ("percentile", "entropy")
 MIXED_SPAN_RATIO = 2.0
 
 
@@ -444,6 +453,40 @@ def mixed_ranges(minmax_cache: Path, percentile_cache: Path, out: Path) -> int:
     return switched
 
 
+def merged_ranges(first: Path, second: Path, out: Path) -> None:
+    """Write the MinMax calibration cache of two image sets calibrated apart: per tensor the
+    lower low and the higher high, which is what one MinMax calibration over both sets computes
+    (onnxruntime merges its strides so), so the first set need not run again.
+
+    Args:
+        first: MinMax cache of the first images.
+        second: MinMax cache of the others (the same model, so the same tensors).
+        out: The merged cache.
+
+    Raises:
+        ValueError: The caches are not MinMax or do not hold the same tensors.
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorsData,
+        load_tensors_data,
+        save_tensors_data,
+    )
+
+    a, b = load_tensors_data(first), load_tensors_data(second)
+    methods = {a.calibration_method, b.calibration_method}
+    if methods != {CalibrationMethod.MinMax} or set(a.keys()) != set(b.keys()):
+        raise ValueError(f"merged_ranges: {first} and {second} are not MinMax of one model")
+    data = {}
+    for name, td in a.items():
+        (lo, hi), (blo, bhi) = td.range_value, b[name].range_value
+        data[name] = (
+            np.minimum(lo, blo).astype(np.asarray(lo).dtype),
+            np.maximum(hi, bhi).astype(np.asarray(hi).dtype),
+        )
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), out)
+
+
 @dataclass
 class _Candidate:
     name: str
@@ -550,6 +593,17 @@ def choose_plan(
         method = {"mixed": "minmax", "more-images": "minmax"}.get(calibration, calibration)
         cache = caches.get(calibration) or work / f"ranges-{calibration}.json"
         caches[calibration] = cache
+        if ops.calibrate is not None and calibration in HISTOGRAM_FIXES and not cache.is_file():
+            # every histogram method the search may try, from one pass over the images
+            todo = {f: work / f"ranges-{f}.json" for f in options.fixes if f in HISTOGRAM_FIXES}
+            todo = {f: p for f, p in todo.items() if not p.is_file()} | {calibration: cache}
+            ops.calibrate(prepped, cal.images, imgsz, dynamic, todo)
+            caches.update(todo)
+            if len(todo) > 1:
+                notes["histograms"] = (
+                    f"{' and '.join(todo)} ranges from one pass over the calibration images "
+                    "(one histogram each, onnxruntime's settings)"
+                )
         extra = [n for b in chosen_blocks for n in blocks[b]]
         path = work / f"cand-{next(counter)}.onnx"
         recipe = ops.quantize(
@@ -628,6 +682,16 @@ def choose_plan(
                     notes["more images"] = "no further calibration images available"
                     continue
                 notes["more images"] = f"{len(cal.images) + len(extra_images)} images"
+                if ops.calibrate is not None:  # the first images' ranges are known: run the rest
+                    ops.calibrate(prepped, extra_images, imgsz, dynamic,
+                                  {"minmax": work / "ranges-extra.json"})  # fmt: skip
+                    caches["more-images"] = work / "ranges-more-images.json"
+                    merged_ranges(caches["minmax"], work / "ranges-extra.json",
+                                  caches["more-images"])  # fmt: skip
+                    notes["more images"] += (
+                        f" (MinMax ranges of the {len(cal.images)} calibration images widened by "
+                        f"those of {len(extra_images)} more)"
+                    )
                 c = candidate("more images", "more-images", (), images=cal.images + extra_images)
             else:
                 c = candidate(fix, fix, ())

@@ -260,3 +260,69 @@ def test_held_out_eval_runs_no_image_twice_for_one_file(demo_bundle, monkeypatch
     assert untimed == {**full, "speedup": timed["speedup"]}
     fresh = HeldOutEval(fp32, _scenes(3), (320, 320), False, Thresholds(), threads=1)
     assert fresh.measure(int8, "reference") == full
+
+
+def test_merged_ranges_equal_one_minmax_calibration(demo_bundle, tmp_path):
+    from helpers import assert_same_ranges
+
+    from export.int8plan import merged_ranges
+    from export.quantize import QuantConfig, calibrate_ranges, quantize_prepared
+
+    prepped = _prepped(demo_bundle, tmp_path)
+    images = _scenes(6).images
+    calibrate_ranges(prepped, images[:4], (320, 320), False, {"minmax": tmp_path / "a.json"})
+    calibrate_ranges(prepped, images[4:], (320, 320), False, {"minmax": tmp_path / "b.json"})
+    merged_ranges(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json")
+    quantize_prepared(prepped, tmp_path / "q.onnx", images, (320, 320),
+                      config=QuantConfig(num_images=6), cache=tmp_path / "all.json")  # fmt: skip
+    assert_same_ranges(tmp_path / "ab.json", tmp_path / "all.json")
+    calibrate_ranges(prepped, images[:2], (320, 320), False, {"entropy": tmp_path / "e.json"})
+    with pytest.raises(ValueError, match="not MinMax"):
+        merged_ranges(tmp_path / "a.json", tmp_path / "e.json", tmp_path / "x.json")
+
+
+def test_search_calibrating_apart_keeps_plan_and_ranges(demo_bundle, tmp_path):
+    """The search with calibration passes of its own (histograms shared, more images merged)
+    tries the same candidates from the same ranges as with each calibrated in its quantize
+    step, and calibrates the histograms once."""
+    from helpers import assert_same_ranges
+
+    from export.int8plan import GraphOps, PlanOptions, choose_plan
+    from export.quantize import (
+        QuantConfig,
+        calibrate_ranges,
+        float_nodes,
+        prepare_model,
+        quantize_prepared,
+    )
+
+    calls = []
+
+    def calibrate(prepped, images, imgsz, dynamic, caches):
+        calls.append((sorted(caches), len(images)))
+        calibrate_ranges(prepped, images, imgsz, dynamic, caches)
+
+    plans = {}
+    for name, ops in [
+        ("apart", GraphOps(prepare_model, float_nodes, quantize_prepared, calibrate)),
+        ("in quantize", GraphOps(prepare_model, float_nodes, quantize_prepared)),
+    ]:
+        work = tmp_path / name.replace(" ", "-")
+        work.mkdir()
+        opts = PlanOptions(blocks=("/model.21", PROTO), max_float_blocks=2)
+        plans[name] = choose_plan(
+            demo_bundle / "fastsam.fp32.onnx", work, _scenes(2), lambda: _scenes(4).images[2:],
+            _FakeEval(), (320, 320), False, QuantConfig(num_images=2), opts, ops,
+        ).plan  # fmt: skip
+    apart, alone = plans["apart"], plans["in quantize"]
+    assert calls == [(["entropy", "percentile"], 2), (["minmax"], 2)]
+    assert [t.name for t in apart.tried] == [t.name for t in alone.tried] == [
+        "fixed", "percentile", "mixed (per tensor)", "entropy", "more images",
+        f"fixed + float {PROTO}",
+    ]  # fmt: skip
+    assert apart.tried == alone.tried and apart.sensitivity == alone.sensitivity
+    assert "one pass" in apart.notes["histograms"] and "histograms" not in alone.notes
+    for cache in ("minmax", "percentile", "entropy", "more-images"):
+        assert_same_ranges(tmp_path / "apart" / f"ranges-{cache}.json",
+                           tmp_path / "in-quantize" / f"ranges-{cache}.json")  # fmt: skip
+    assert_same_ranges(tmp_path / "apart" / "m.json", tmp_path / "in-quantize" / "m.json")
