@@ -27,12 +27,26 @@ def _random_crops(n: int, hw: tuple[int, int], seed: int) -> list[MaskCrop]:
     return crops
 
 
-@pytest.mark.parametrize(("na", "nb", "hw", "seed"), [(7, 9, (37, 53), 0), (12, 5, (64, 41), 1)])
-def test_crop_iou_matrix_equals_dense(na, nb, hw, seed):
+@pytest.mark.parametrize(
+    ("na", "nb", "hw", "seed", "stack_bytes", "popcount"),
+    [
+        (7, 9, (37, 53), 0, None, True),
+        (12, 5, (64, 41), 1, None, True),
+        (9, 11, (40, 150), 8, 1, True),  # b laid out one mask at a time; crops past a word
+        (9, 11, (40, 150), 9, 3000, False),  # a few masks a chunk; numpy < 2 bit counts
+    ],
+)
+def test_crop_iou_matrix_equals_dense(monkeypatch, na, nb, hw, seed, stack_bytes, popcount):
+    import edge.metrics
+
+    if stack_bytes is not None:
+        monkeypatch.setattr(edge.metrics, "_FRAME_STACK_BYTES", stack_bytes)
+    if not popcount:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
     a, b = _random_crops(na, hw, seed), _random_crops(nb, hw, seed + 100)
     dense_a = np.stack([c.dense(*hw) for c in a])
     dense_b = np.stack([c.dense(*hw) for c in b])
-    np.testing.assert_allclose(crop_iou_matrix(a, b), mask_iou_matrix(dense_a, dense_b))
+    np.testing.assert_array_equal(crop_iou_matrix(a, b), mask_iou_matrix(dense_a, dense_b))
     # each non-empty mask matches itself (IoU 1); an empty one matches nothing (IoU 0)
     nonempty = sum(1 for c in a if c.area)
     assert nonempty > 0
