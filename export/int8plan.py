@@ -17,9 +17,10 @@ image, or ``--verify-images``) and searches for the cheapest plan that reaches t
 3. **Float fallbacks**: a sensitivity pass keeps one block at a time float (a block = the nodes
    under one module path: ``/model.N`` for the backbone and neck, ``/model.22/cv4.0`` or
    ``/model.22/proto`` in the head) on the best cheap-fix candidate and measures the agreement
-   gained; then blocks are added greedily by gain, each plan timed against fp32
-   (interleaved), until the target is reached, the speed floor is crossed or
-   ``max_float_blocks`` is spent.
+   gained (with the reference kernels each such candidate runs only from its block on, fed
+   the best candidate's tensors: the same numbers, :mod:`export.downstream`); then blocks are
+   added greedily by gain, each plan timed against fp32 (interleaved), until the target is
+   reached, the speed floor is crossed or ``max_float_blocks`` is spent.
 
 Every candidate but the fixed recipe is first measured on a few held-out images; one whose
 agreement there already rules out the target on all of them (:func:`cannot_reach`, an exact
@@ -38,7 +39,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ class GraphOps:
     calibrate: Callable[..., None] | None = None
 
 
+# the most memory the sensitivity pass gives the tensors the block candidates take from the
+# plan they are ranked against (HeldOutEval.measure_variants; FastSAM-s at 640: 120 MB an image)
+VARIANT_FEED_BYTES = 1 << 30
 # the cheap fixes, in the order tried (names as recorded in the plan)
 CHEAP_FIXES = ("percentile", "mixed", "entropy", "more-images")
 # the fixes whose ranges come from histograms of every activation (calibrated in one pass)
@@ -271,12 +275,17 @@ class HeldOutEval:
         return len(self.inputs)
 
     def _run(self, session: Any, k: int) -> tuple[Any, float]:
-        from edge.postprocess import prepare_detections
-
-        tensor, info = self.inputs[k]
+        tensor, _ = self.inputs[k]
         t0 = time.perf_counter()
         outputs = session.run(None, {self.name: tensor})
         dt = time.perf_counter() - t0
+        return self._masks(outputs, k), dt
+
+    def _masks(self, outputs: list[np.ndarray], k: int) -> Any:
+        """The detector's outputs on image ``k`` -> its ``MaskResult``."""
+        from edge.postprocess import prepare_detections
+
+        info = self.inputs[k][1]
         th = self.th
         if self.decode is not None:
             dets = self.decode(outputs, info.input_hw, info.source_hw)
@@ -285,7 +294,7 @@ class HeldOutEval:
             dets = prepare_detections(
                 out0, protos, info.input_hw, info.source_hw, th.conf, th.iou, th.max_det
             )
-        return dets.to_masks(), dt
+        return dets.to_masks()
 
     def _gt_found(self, k: int, res: Any) -> tuple[int, int]:
         """``(found, total)`` ground-truth instances of image ``k`` in ``res`` ((0, 0) without
@@ -356,6 +365,13 @@ class HeldOutEval:
                 scores.append(self._score(k, res, dt8))
             if len(scores) > len(known):
                 self._scores[key] = scores
+        return self._report(scores, kernels, t32 if timed else None)
+
+    def _report(
+        self, scores: list[_ImageScore], kernels: str, t32: list[float] | None = None
+    ) -> dict[str, Any]:
+        """:meth:`measure`'s report from the per-image scores (timed: with fp32's times)."""
+        n = len(scores)
         matched = sum(s.matched for s in scores)
         n_fp32 = sum(s.n_fp32 for s in scores)
         report: dict[str, Any] = {
@@ -377,7 +393,7 @@ class HeldOutEval:
             report["recall_loss"] = round(report["recall_fp32"] - report["recall_int8"], 4)
         else:
             report["recall_loss"] = round(1.0 - report["recall_of_fp32"], 4)
-        if timed:
+        if t32 is not None:
             t8 = [s.seconds for s in scores]
             report["infer_ms_fp32"] = round(1e3 * float(np.median(t32)), 1)
             report["infer_ms_int8"] = round(1e3 * float(np.median(t8)), 1)
@@ -385,6 +401,104 @@ class HeldOutEval:
             ratios = [a / max(b, 1e-9) for a, b in zip(t32, t8, strict=True)]
             report["speedup"] = round(float(np.median(ratios)), 2)
         return report
+
+    def measure_variants(
+        self, paths: list[Path], base: Path, kernels: str, limit: int
+    ) -> Iterator[dict[str, Any]]:
+        """Measure files that each differ from ``base`` in part of the graph (the sensitivity
+        pass: one block float each) on the first ``limit`` images, untimed.
+
+        With the reference kernels each file runs only its part downstream of where it differs
+        from ``base``, fed ``base``'s values of the tensors where the two meet
+        (:mod:`export.downstream`): ``base`` runs once per image for all of them. The first
+        file is also run in full on the first image; if the outputs differ in any bit, or the
+        tensors handed over would take more than :data:`VARIANT_FEED_BYTES`, every file is run
+        in full (:meth:`measure`). With the host's kernels every file is run in full.
+
+        Args:
+            paths: The variant files (read when their turn comes: each may be deleted once its
+                report is yielded).
+            base: The file they were derived from.
+            kernels: ``host`` or ``reference``.
+            limit: Images (the first ones).
+
+        Yields:
+            Each file's :meth:`measure` report, in order.
+        """
+        import onnx
+        from onnx.helper import np_dtype_to_tensor_dtype
+
+        from edge.session import create_session
+        from export.downstream import affected_nodes, boundary, downstream, with_outputs
+
+        n = min(limit, len(self.inputs))
+        if kernels != "reference" or not paths:
+            for path in paths:
+                yield self.measure(path, kernels, limit=n)
+            return
+        level = INT8_KERNELS[kernels]
+        base_model = onnx.load(str(base))
+        parts: list[set[str] | None] = []
+        feed: set[str] = set()
+        for path in paths:  # what each variant reads from base
+            variant = onnx.load(str(path))
+            parts.append(affected_nodes(base_model, variant))
+            if parts[-1] is not None:
+                feed.update(boundary(variant, parts[-1]))
+            del variant
+        feed.discard(self.name)
+        session = create_session(
+            with_outputs(base_model, sorted(feed)), threads=self.threads, optimization=level
+        )
+        del base_model
+        names = [o.name for o in session.get_outputs()]
+        values: list[dict[str, np.ndarray]] = []
+        for k in range(n):
+            tensor = self.inputs[k][0]
+            values.append(dict(zip(names, session.run(None, {self.name: tensor}), strict=True)))
+            values[k][self.name] = tensor
+            if k == 0 and sum(v.nbytes for v in values[0].values()) * n > VARIANT_FEED_BYTES:
+                _LOGGER.info("sensitivity: the tensors to hand over are too large; full runs")
+                values = []
+                break
+        del session
+        types = {k: np_dtype_to_tensor_dtype(v.dtype) for k, v in (values or [{}])[0].items()}
+        checked = False
+        for path, aff in zip(paths, parts, strict=True):
+            variant = onnx.load(str(path))
+            part = downstream(variant, aff, types) if values and aff is not None else None
+            outputs = [o.name for o in variant.graph.output]
+            del variant
+            scores = []
+            if part is not None:
+                sess = None
+                if part.outputs:  # (none: every output is the base's)
+                    sess = create_session(part.model, threads=self.threads, optimization=level)
+                for k in range(n):
+                    ran = (
+                        []
+                        if sess is None
+                        else sess.run(None, {i: values[k][i] for i in part.inputs})
+                    )
+                    got = dict(zip(part.outputs, ran, strict=True))
+                    full = [got[o] if o in got else values[k][o] for o in outputs]
+                    if not checked:  # once: the part gives the variant's outputs, bit for bit
+                        checked = True
+                        whole = create_session(path, threads=self.threads, optimization=level)
+                        same = whole.run(None, {self.name: self.inputs[k][0]})
+                        if not all(np.array_equal(a, b) for a, b in zip(full, same, strict=True)):
+                            _LOGGER.warning(
+                                "sensitivity: a block's downstream part computes other numbers "
+                                "than its whole graph; every candidate is measured in full"
+                            )
+                            values = []
+                            break
+                    scores.append(self._score(k, self._masks(full, k), 0.0))
+            if len(scores) < n:
+                yield self.measure(path, kernels, limit=n)
+                continue
+            self._scores[self._key(path, kernels)] = scores
+            yield self._report(scores, kernels)
 
 
 def meets(report: dict[str, Any], target: Int8Target) -> bool:
@@ -487,6 +601,16 @@ def merged_ranges(first: Path, second: Path, out: Path) -> None:
     save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), out)
 
 
+def _log(name: str, report: dict[str, Any], screened: bool = False) -> None:
+    """One candidate's held-out numbers (INFO)."""
+    _LOGGER.info(
+        "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s%s", name,
+        report["mean_iou_fp32_to_int8"], report["mean_iou_int8_to_fp32"], report["recall_loss"],
+        f", {report['speedup']:.2f}x" if "speedup" in report else "",
+        f" (screened out on {report['images']} images)" if screened else "",
+    )  # fmt: skip
+
+
 @dataclass
 class _Candidate:
     name: str
@@ -585,11 +709,10 @@ def choose_plan(
 
     n_screen = options.sensitivity_images
 
-    def candidate(
-        name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
-        images: list[np.ndarray] | None = None, record: bool = True, limit: int | None = None,
-        screen: bool = True,
-    ) -> _Candidate:  # fmt: skip
+    def rewrite(
+        calibration: str, chosen_blocks: tuple[str, ...], images: list[np.ndarray] | None = None
+    ) -> tuple[Path, dict[str, Any]]:
+        """One candidate file (its calibration cached, or calibrated first) and its recipe."""
         method = {"mixed": "minmax", "more-images": "minmax"}.get(calibration, calibration)
         cache = caches.get(calibration) or work / f"ranges-{calibration}.json"
         caches[calibration] = cache
@@ -613,24 +736,24 @@ def choose_plan(
         recipe["calibration"] = calibration
         if chosen_blocks:
             recipe["float_blocks"] = list(chosen_blocks)
+        return path, recipe
+
+    def candidate(
+        name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
+        images: list[np.ndarray] | None = None, screen: bool = True,
+    ) -> _Candidate:  # fmt: skip
+        path, recipe = rewrite(calibration, chosen_blocks, images)
         report, screened = None, False
-        if screen and limit is None and n_screen < len(evaluator):
+        if screen and n_screen < len(evaluator):
             # a few images first: a candidate that provably misses costs no full measurement
             first = evaluator.measure(path, kernels, limit=n_screen)
             if cannot_reach(first, len(evaluator), target):
                 report, screened = first, True
         if report is None:
-            report = evaluator.measure(path, kernels, timed=timed and floor, limit=limit)
+            report = evaluator.measure(path, kernels, timed=timed and floor)
         c = _Candidate(name, calibration, chosen_blocks, path, report, recipe, screened)
-        if record:
-            tried.append(c)
-        _LOGGER.info(
-            "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s%s", name,
-            c.report["mean_iou_fp32_to_int8"], c.report["mean_iou_int8_to_fp32"],
-            c.report["recall_loss"],
-            f", {c.report['speedup']:.2f}x" if "speedup" in c.report else "",
-            f" (screened out on {c.report['images']} images)" if screened else "",
-        )  # fmt: skip
+        tried.append(c)
+        _log(name, report, screened)
         return c
 
     first: dict[Path, float] = {}
@@ -703,13 +826,23 @@ def choose_plan(
         fixes.close()
         if chosen is None:
             # ranked on a few held-out images against the best candidate on the same images
+            # (each block's candidate differs from it there only downstream of the block)
             n_sens = options.sensitivity_images
             base_score = first_score(best)
-            for b in tqdm(candidates, desc="int8 sensitivity", unit="block"):
-                c = candidate(f"float {b}", best.calibration, (b,), timed=False, record=False,
-                              limit=n_sens)  # fmt: skip
-                sensitivity[b] = round(score(c.report, target) - base_score, 4)
-                c.path.unlink()
+            files = [
+                rewrite(best.calibration, (b,))[0]
+                for b in tqdm(candidates, desc="int8 sensitivity (rewrites)", unit="block")
+            ]
+            reports = evaluator.measure_variants(files, best.path, kernels, n_sens)
+            for b, path, report in zip(
+                candidates,
+                files,
+                tqdm(reports, total=len(files), desc="int8 sensitivity", unit="block"),
+                strict=True,
+            ):
+                sensitivity[b] = round(score(report, target) - base_score, 4)
+                _log(f"float {b}", report)
+                path.unlink()
             ranked = [b for b, g in sorted(sensitivity.items(), key=lambda kv: -kv[1]) if g > 0]
             steps = ranked[: options.max_float_blocks]
             for i in tqdm(range(1, len(steps) + 1), desc="int8 float fallbacks", unit="plan"):

@@ -92,6 +92,10 @@ class _FakeEval:
             rep.update(infer_ms_fp32=10.0, infer_ms_int8=5.0 if good else 4.0, speedup=2.0)
         return rep
 
+    def measure_variants(self, paths, base, kernels, limit):
+        for path in paths:
+            yield self.measure(path, kernels, limit=limit)
+
 
 def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
     from edge.bundle import Int8Plan
@@ -326,3 +330,60 @@ def test_search_calibrating_apart_keeps_plan_and_ranges(demo_bundle, tmp_path):
         assert_same_ranges(tmp_path / "apart" / f"ranges-{cache}.json",
                            tmp_path / "in-quantize" / f"ranges-{cache}.json")  # fmt: skip
     assert_same_ranges(tmp_path / "apart" / "m.json", tmp_path / "in-quantize" / "m.json")
+
+
+@pytest.mark.parametrize("kernels", ["reference", "host"])
+def test_block_candidates_measured_downstream_of_the_block(demo_bundle, tmp_path, monkeypatch,
+                                                            caplog, kernels):  # fmt: skip
+    """With the reference kernels a block's candidate runs only from the block on, fed the
+    plan it is ranked against: the same reports as measuring each file in full; a part that
+    computed other numbers (here: one that leaves the detections to the base) is caught."""
+    import onnx
+
+    import export.downstream as ds
+    from edge.bundle import Thresholds
+    from export.int8plan import HeldOutEval, blocks_of
+    from export.quantize import QuantConfig, float_nodes, quantize_prepared
+
+    prepped = _prepped(demo_bundle, tmp_path)
+    model = onnx.load(str(prepped))
+    blocks = blocks_of(model, set(float_nodes(model, ("cv3", "cv4"))))
+    calib, cfg, cache = _scenes(2).images, QuantConfig(num_images=2), tmp_path / "ranges.json"
+    base = tmp_path / "base.onnx"
+    quantize_prepared(prepped, base, calib, (320, 320), config=cfg, cache=cache)
+    names = ["/model.2", "/model.12", "/model.19", PROTO, "/model.22/cv2.1"]
+    files = []
+    for b in names:
+        files.append(tmp_path / f"{b.strip('/').replace('/', '-')}.onnx")
+        quantize_prepared(prepped, files[-1], calib, (320, 320), config=cfg, cache=cache,
+                          extra_float=blocks[b])  # fmt: skip
+    held = _scenes(3, start=1_600_000)
+    full = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", held, (320, 320), False,
+                       Thresholds(conf=0.1), threads=1)  # fmt: skip
+    expected = [full.measure(f, kernels, limit=2) for f in files]
+    assert len({r["mean_iou_fp32_to_int8"] for r in expected}) > 1  # the blocks differ
+    ev = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", held, (320, 320), False,
+                     Thresholds(conf=0.1), threads=1)  # fmt: skip
+    runs = []
+    run = ev._run
+    monkeypatch.setattr(ev, "_run", lambda session, k: runs.append(k) or run(session, k))
+    assert list(ev.measure_variants(files, base, kernels, 2)) == expected
+    assert len(runs) == (0 if kernels == "reference" else 2 * len(files))  # whole graphs run
+    runs.clear()
+    assert ev.measure(files[0], kernels, limit=2) == expected[0] and not runs  # kept
+    if kernels == "host":
+        return
+    # a wrong part: the detections output taken from the base though the block changes it
+    affected = ds.affected_nodes
+
+    def wrong(base_model, variant):
+        out0 = variant.graph.output[0].name
+        return {n.name for n in variant.graph.node if out0 not in n.output} & affected(
+            base_model, variant)  # fmt: skip
+
+    monkeypatch.setattr(ds, "affected_nodes", wrong)
+    ev = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", held, (320, 320), False,
+                     Thresholds(conf=0.1), threads=1)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert list(ev.measure_variants(files, base, kernels, 2)) == expected
+    assert "every candidate is measured in full" in caplog.text
