@@ -10,13 +10,17 @@ image, or ``--verify-images``) and searches for the cheapest plan that reaches t
    (99.999), a per-tensor mix (a tensor whose MinMax span is more than twice its Percentile
    span takes the Percentile range: its scale is set by outliers), Entropy ranges, and more
    calibration images (twice as many, MinMax). Ranges are calibrated once per method and
-   cached (onnxruntime's calibration cache), so each candidate only re-writes the graph.
+   cached (onnxruntime's calibration cache), so each candidate only re-writes the graph; the
+   two histogram methods share one pass over the images, and "more images" runs only the
+   images not yet calibrated on (:func:`merged_ranges`), each with the same ranges as a
+   calibration of its own (:func:`export.quantize.calibrate_ranges`).
 3. **Float fallbacks**: a sensitivity pass keeps one block at a time float (a block = the nodes
    under one module path: ``/model.N`` for the backbone and neck, ``/model.22/cv4.0`` or
    ``/model.22/proto`` in the head) on the best cheap-fix candidate and measures the agreement
-   gained; then blocks are added greedily by gain, each plan timed against fp32
-   (interleaved), until the target is reached, the speed floor is crossed or
-   ``max_float_blocks`` is spent.
+   gained (with the reference kernels each such candidate runs only from its block on, fed
+   the best candidate's tensors: the same numbers, :mod:`export.downstream`); then blocks are
+   added greedily by gain, each plan timed against fp32 (interleaved), until the target is
+   reached, the speed floor is crossed or ``max_float_blocks`` is spent.
 
 Every candidate but the fixed recipe is first measured on a few held-out images; one whose
 agreement there already rules out the target on all of them (:func:`cannot_reach`, an exact
@@ -35,7 +39,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,15 +76,24 @@ class GraphOps:
         float_nodes: ``(model, float_branches) -> names``: the fixed recipe's float nodes.
         quantize: ``(prepped, out, images, imgsz, dynamic, config, cache=, extra_float=)
             -> recipe``: one candidate, calibration cached.
+        calibrate: ``(prepped, images, imgsz, dynamic, {method: cache})``: ranges only, the
+            histogram methods in one pass (:func:`export.quantize.calibrate_ranges`); ``None``:
+            each method is calibrated by the quantize step of its first candidate.
     """
 
     prepare: Callable[[Path, Path, bool], Path]
     float_nodes: Callable[[Any, Iterable[str]], list[str]]
     quantize: Callable[..., dict[str, Any]]
+    calibrate: Callable[..., None] | None = None
 
 
+# the most memory the sensitivity pass gives the tensors the block candidates take from the
+# plan they are ranked against (HeldOutEval.measure_variants; FastSAM-s at 640: 120 MB an image)
+VARIANT_FEED_BYTES = 1 << 30
 # the cheap fixes, in the order tried (names as recorded in the plan)
 CHEAP_FIXES = ("percentile", "mixed", "entropy", "more-images")
+# the fixes whose ranges come from histograms of every activation (calibrated in one pass)
+HISTOGRAM_FIXES = ("percentile", "entropy")
 MIXED_SPAN_RATIO = 2.0
 
 
@@ -183,8 +196,37 @@ def blocks_of(model: Any, skip: set[str]) -> dict[str, list[str]]:
     return {k: v for k, v in blocks.items() if convs.intersection(v)}
 
 
+@dataclass(frozen=True)
+class _ImageScore:
+    """One int8 file's result on one held-out image, against fp32's.
+
+    Attributes:
+        a_to_b: Mean best IoU of fp32's masks with int8's.
+        b_to_a: The same, int8's masks with fp32's.
+        matched: fp32 masks with an int8 mask at IoU >= 0.5.
+        n_fp32: fp32 masks.
+        gt_found: Ground-truth instances int8 found at IoU >= 0.5 (0 without ground truth).
+        seconds: int8 inference time.
+    """
+
+    a_to_b: float
+    b_to_a: float
+    matched: int
+    n_fp32: int
+    gt_found: int
+    seconds: float
+
+
 class HeldOutEval:
     """fp32 results on the held-out images, computed once; int8 candidates measured against them.
+
+    Everything of fp32's is computed once: its masks, and with ground truth the instances it
+    finds. A file's per-image scores are kept (by path, size and modification time), so
+    measuring it again on images already measured with the same kernels runs nothing: the
+    screening's first images are not re-run when a candidate is then measured in full, nor a
+    candidate's full measurement when it is scored on the first images, nor the search's
+    reference measurement of the chosen file at the final verification (inference on one file
+    and one kernel setting is deterministic). Timed measurements always run every image.
 
     Args:
         fp32_path: The fp32 detector.
@@ -210,6 +252,7 @@ class HeldOutEval:
         from tqdm import tqdm
 
         from edge.session import create_session
+        from edge.types import MaskCrop
 
         self.threads, self.th, self.decode = threads, thresholds, decode
         self.fp32 = create_session(fp32_path, threads=threads)
@@ -217,20 +260,32 @@ class HeldOutEval:
         self.inputs = [letterbox(img, imgsz, auto=dynamic) for img in held.images]
         self.gt = held.gt_masks
         self.recall_basis = "ground truth" if self.gt is not None else "fp32 masks"
+        # ground truth as crops: recall costs the crop overlaps, not K x N x H x W
+        self._gt_crops = (
+            None if self.gt is None else [[MaskCrop.from_dense(m) for m in g] for g in self.gt]
+        )
         self.results = []
         for k in tqdm(range(len(self.inputs)), desc="int8 held-out fp32", unit="img"):
             self.results.append(self._run(self.fp32, k)[0])
+        # (found, total) ground-truth instances of fp32, per image
+        self._gt32 = [self._gt_found(k, res) for k, res in enumerate(self.results)]
+        self._scores: dict[tuple[str, int, int, str], list[_ImageScore]] = {}
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def _run(self, session: Any, k: int) -> tuple[Any, float]:
-        from edge.postprocess import prepare_detections
-
-        tensor, info = self.inputs[k]
+        tensor, _ = self.inputs[k]
         t0 = time.perf_counter()
         outputs = session.run(None, {self.name: tensor})
         dt = time.perf_counter() - t0
+        return self._masks(outputs, k), dt
+
+    def _masks(self, outputs: list[np.ndarray], k: int) -> Any:
+        """The detector's outputs on image ``k`` -> its ``MaskResult``."""
+        from edge.postprocess import prepare_detections
+
+        info = self.inputs[k][1]
         th = self.th
         if self.decode is not None:
             dets = self.decode(outputs, info.input_hw, info.source_hw)
@@ -239,23 +294,41 @@ class HeldOutEval:
             dets = prepare_detections(
                 out0, protos, info.input_hw, info.source_hw, th.conf, th.iou, th.max_det
             )
-        return dets.to_masks(), dt
+        return dets.to_masks()
 
-    def _gt_found(self, results: list[Any]) -> tuple[int, int]:
-        from edge.metrics import recall_at_iou
+    def _gt_found(self, k: int, res: Any) -> tuple[int, int]:
+        """``(found, total)`` ground-truth instances of image ``k`` in ``res`` ((0, 0) without
+        ground truth)."""
+        from edge.metrics import crop_recall_at_iou
 
-        if self.gt is None:
+        if self._gt_crops is None:
             return 0, 0
-        found = total = 0
-        for gt, res in zip(self.gt[: len(results)], results, strict=True):
-            f, t = recall_at_iou(gt, res.mask)
-            found, total = found + f, total + t
-        return found, total
+        return crop_recall_at_iou(self._gt_crops[k], res.crops)
+
+    def _score(self, k: int, res: Any, seconds: float) -> _ImageScore:
+        """One int8 result on image ``k`` against fp32's (one IoU matrix for both)."""
+        from edge.metrics import crop_iou_matrix, found_at_iou, iou_agreement
+
+        ref = self.results[k]
+        iou = crop_iou_matrix(ref.crops, res.crops)
+        agree = iou_agreement(iou)
+        return _ImageScore(
+            agree["a_to_b"], agree["b_to_a"], found_at_iou(iou), len(ref.crops),
+            self._gt_found(k, res)[0], seconds,
+        )  # fmt: skip
+
+    @staticmethod
+    def _key(path: Path, kernels: str) -> tuple[str, int, int, str]:
+        st = Path(path).stat()
+        return str(Path(path).resolve()), st.st_size, st.st_mtime_ns, kernels
 
     def measure(
         self, int8_path: Path, kernels: str = "host", timed: bool = False, limit: int | None = None
     ) -> dict[str, Any]:
         """Agreement of one int8 file with fp32 on the held-out images.
+
+        Images this file was already measured on with these kernels are not run again (see the
+        class doc); with ``timed`` every image runs.
 
         Args:
             int8_path: The int8 detector.
@@ -270,57 +343,162 @@ class HeldOutEval:
             ``infer_ms_fp32``, ``infer_ms_int8`` (medians) and ``speedup`` (the median of the
             per-image fp32/int8 time ratios).
         """
-        from edge.metrics import crop_iou_matrix, mask_agreement
         from edge.session import create_session
 
-        sess = create_session(int8_path, threads=self.threads, optimization=INT8_KERNELS[kernels])
-        a2b, b2a, t32, t8, results = [], [], [], [], []
-        matched = n_fp32 = 0
         n = len(self.inputs) if limit is None else min(limit, len(self.inputs))
-        for k in range(n):
-            if timed and k % 2:
-                res, dt8 = self._run(sess, k)
-                t32.append(self._run(self.fp32, k)[1])
-            else:
-                if timed:
+        key = self._key(int8_path, kernels)
+        known = self._scores.get(key, [])
+        scores = [] if timed else known[:n]
+        t32: list[float] = []
+        if len(scores) < n:
+            sess = create_session(
+                int8_path, threads=self.threads, optimization=INT8_KERNELS[kernels]
+            )
+            for k in range(len(scores), n):
+                if timed and k % 2:
+                    res, dt8 = self._run(sess, k)
                     t32.append(self._run(self.fp32, k)[1])
-                res, dt8 = self._run(sess, k)
-            t8.append(dt8)
-            results.append(res)
-            ref = self.results[k]
-            agree = mask_agreement(ref.crops, res.crops)
-            a2b.append(agree["a_to_b"])
-            b2a.append(agree["b_to_a"])
-            if len(ref.crops):
-                iou = crop_iou_matrix(ref.crops, res.crops)
-                best = iou.max(axis=1) if iou.shape[1] else np.zeros(len(ref.crops))
-                matched += int((best >= 0.5).sum())
-                n_fp32 += len(ref.crops)
+                else:
+                    if timed:
+                        t32.append(self._run(self.fp32, k)[1])
+                    res, dt8 = self._run(sess, k)
+                scores.append(self._score(k, res, dt8))
+            if len(scores) > len(known):
+                self._scores[key] = scores
+        return self._report(scores, kernels, t32 if timed else None)
+
+    def _report(
+        self, scores: list[_ImageScore], kernels: str, t32: list[float] | None = None
+    ) -> dict[str, Any]:
+        """:meth:`measure`'s report from the per-image scores (timed: with fp32's times)."""
+        n = len(scores)
+        matched = sum(s.matched for s in scores)
+        n_fp32 = sum(s.n_fp32 for s in scores)
         report: dict[str, Any] = {
             "images": n,
             "held_out": True,
             "kernels": kernels,
-            "mean_iou_fp32_to_int8": round(float(np.mean(a2b)), 4),
-            "mean_iou_int8_to_fp32": round(float(np.mean(b2a)), 4),
+            "mean_iou_fp32_to_int8": round(float(np.mean([s.a_to_b for s in scores])), 4),
+            "mean_iou_int8_to_fp32": round(float(np.mean([s.b_to_a for s in scores])), 4),
             "recall_of_fp32": round(matched / n_fp32, 4) if n_fp32 else 1.0,
             "recall_basis": self.recall_basis,
             "threads": self.threads,
         }
         if self.gt is not None:
-            found32, total = self._gt_found(self.results[:n])
-            found8, _ = self._gt_found(results)
+            found32 = sum(f for f, _ in self._gt32[:n])
+            total = sum(t for _, t in self._gt32[:n])
+            found8 = sum(s.gt_found for s in scores)
             report["recall_fp32"] = round(found32 / total, 4) if total else 1.0
             report["recall_int8"] = round(found8 / total, 4) if total else 1.0
             report["recall_loss"] = round(report["recall_fp32"] - report["recall_int8"], 4)
         else:
             report["recall_loss"] = round(1.0 - report["recall_of_fp32"], 4)
-        if timed:
+        if t32 is not None:
+            t8 = [s.seconds for s in scores]
             report["infer_ms_fp32"] = round(1e3 * float(np.median(t32)), 1)
             report["infer_ms_int8"] = round(1e3 * float(np.median(t8)), 1)
             # paired, image by image (fp32 and int8 back to back): robust to load drifting
             ratios = [a / max(b, 1e-9) for a, b in zip(t32, t8, strict=True)]
             report["speedup"] = round(float(np.median(ratios)), 2)
         return report
+
+    def measure_variants(
+        self, paths: list[Path], base: Path, kernels: str, limit: int
+    ) -> Iterator[dict[str, Any]]:
+        """Measure files that each differ from ``base`` in part of the graph (the sensitivity
+        pass: one block float each) on the first ``limit`` images, untimed.
+
+        With the reference kernels each file runs only its part downstream of where it differs
+        from ``base``, fed ``base``'s values of the tensors where the two meet
+        (:mod:`export.downstream`): ``base`` runs once per image for all of them. The first
+        file is also run in full on the first image; if the outputs differ in any bit, or the
+        tensors handed over would take more than :data:`VARIANT_FEED_BYTES`, every file is run
+        in full (:meth:`measure`). With the host's kernels every file is run in full.
+
+        Args:
+            paths: The variant files (read when their turn comes: each may be deleted once its
+                report is yielded).
+            base: The file they were derived from.
+            kernels: ``host`` or ``reference``.
+            limit: Images (the first ones).
+
+        Yields:
+            Each file's :meth:`measure` report, in order.
+        """
+        import onnx
+        from onnx.helper import np_dtype_to_tensor_dtype
+
+        from edge.session import create_session
+        from export.downstream import affected_nodes, boundary, downstream, with_outputs
+
+        n = min(limit, len(self.inputs))
+        if kernels != "reference" or not paths:
+            for path in paths:
+                yield self.measure(path, kernels, limit=n)
+            return
+        level = INT8_KERNELS[kernels]
+        base_model = onnx.load(str(base))
+        parts: list[set[str] | None] = []
+        feed: set[str] = set()
+        for path in paths:  # what each variant reads from base
+            variant = onnx.load(str(path))
+            parts.append(affected_nodes(base_model, variant))
+            if parts[-1] is not None:
+                feed.update(boundary(variant, parts[-1]))
+            del variant
+        feed.discard(self.name)
+        session = create_session(
+            with_outputs(base_model, sorted(feed)), threads=self.threads, optimization=level
+        )
+        del base_model
+        names = [o.name for o in session.get_outputs()]
+        values: list[dict[str, np.ndarray]] = []
+        for k in range(n):
+            tensor = self.inputs[k][0]
+            values.append(dict(zip(names, session.run(None, {self.name: tensor}), strict=True)))
+            values[k][self.name] = tensor
+            if k == 0 and sum(v.nbytes for v in values[0].values()) * n > VARIANT_FEED_BYTES:
+                _LOGGER.info("sensitivity: the tensors to hand over are too large; full runs")
+                values = []
+                break
+        del session
+        types = {k: np_dtype_to_tensor_dtype(v.dtype) for k, v in (values or [{}])[0].items()}
+        checked = False
+        for path, aff in zip(paths, parts, strict=True):
+            variant = onnx.load(str(path))
+            part = downstream(variant, aff, types) if values and aff is not None else None
+            outputs = [o.name for o in variant.graph.output]
+            del variant
+            scores = []
+            if part is not None:
+                sess = None
+                if part.outputs:  # (none: every output is the base's)
+                    sess = create_session(part.model, threads=self.threads, optimization=level)
+                for k in range(n):
+                    ran = (
+                        []
+                        if sess is None
+                        else sess.run(None, {i: values[k][i] for i in part.inputs})
+                    )
+                    got = dict(zip(part.outputs, ran, strict=True))
+                    full = [got[o] if o in got else values[k][o] for o in outputs]
+                    if not checked:  # once: the part gives the variant's outputs, bit for bit
+                        checked = True
+                        whole = create_session(path, threads=self.threads, optimization=level)
+                        same = whole.run(None, {self.name: self.inputs[k][0]})
+                        if not all(np.array_equal(a, b) for a, b in zip(full, same, strict=True)):
+                            _LOGGER.warning(
+                                "sensitivity: a block's downstream part computes other numbers "
+                                "than its whole graph; every candidate is measured in full"
+                            )
+                            values = []
+                            break
+                    scores.append(self._score(k, self._masks(full, k), 0.0))
+            if len(scores) < n:
+                yield self.measure(path, kernels, limit=n)
+                continue
+            self._scores[self._key(path, kernels)] = scores
+            yield self._report(scores, kernels)
 
 
 def meets(report: dict[str, Any], target: Int8Target) -> bool:
@@ -387,6 +565,50 @@ def mixed_ranges(minmax_cache: Path, percentile_cache: Path, out: Path) -> int:
         data[name] = (lo, hi)
     save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), out)
     return switched
+
+
+def merged_ranges(first: Path, second: Path, out: Path) -> None:
+    """Write the MinMax calibration cache of two image sets calibrated apart: per tensor the
+    lower low and the higher high, which is what one MinMax calibration over both sets computes
+    (onnxruntime merges its strides so), so the first set need not run again.
+
+    Args:
+        first: MinMax cache of the first images.
+        second: MinMax cache of the others (the same model, so the same tensors).
+        out: The merged cache.
+
+    Raises:
+        ValueError: The caches are not MinMax or do not hold the same tensors.
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorsData,
+        load_tensors_data,
+        save_tensors_data,
+    )
+
+    a, b = load_tensors_data(first), load_tensors_data(second)
+    methods = {a.calibration_method, b.calibration_method}
+    if methods != {CalibrationMethod.MinMax} or set(a.keys()) != set(b.keys()):
+        raise ValueError(f"merged_ranges: {first} and {second} are not MinMax of one model")
+    data = {}
+    for name, td in a.items():
+        (lo, hi), (blo, bhi) = td.range_value, b[name].range_value
+        data[name] = (
+            np.minimum(lo, blo).astype(np.asarray(lo).dtype),
+            np.maximum(hi, bhi).astype(np.asarray(hi).dtype),
+        )
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), out)
+
+
+def _log(name: str, report: dict[str, Any], screened: bool = False) -> None:
+    """One candidate's held-out numbers (INFO)."""
+    _LOGGER.info(
+        "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s%s", name,
+        report["mean_iou_fp32_to_int8"], report["mean_iou_int8_to_fp32"], report["recall_loss"],
+        f", {report['speedup']:.2f}x" if "speedup" in report else "",
+        f" (screened out on {report['images']} images)" if screened else "",
+    )  # fmt: skip
 
 
 @dataclass
@@ -487,14 +709,24 @@ def choose_plan(
 
     n_screen = options.sensitivity_images
 
-    def candidate(
-        name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
-        images: list[np.ndarray] | None = None, record: bool = True, limit: int | None = None,
-        screen: bool = True,
-    ) -> _Candidate:  # fmt: skip
+    def rewrite(
+        calibration: str, chosen_blocks: tuple[str, ...], images: list[np.ndarray] | None = None
+    ) -> tuple[Path, dict[str, Any]]:
+        """One candidate file (its calibration cached, or calibrated first) and its recipe."""
         method = {"mixed": "minmax", "more-images": "minmax"}.get(calibration, calibration)
         cache = caches.get(calibration) or work / f"ranges-{calibration}.json"
         caches[calibration] = cache
+        if ops.calibrate is not None and calibration in HISTOGRAM_FIXES and not cache.is_file():
+            # every histogram method the search may try, from one pass over the images
+            todo = {f: work / f"ranges-{f}.json" for f in options.fixes if f in HISTOGRAM_FIXES}
+            todo = {f: p for f, p in todo.items() if not p.is_file()} | {calibration: cache}
+            ops.calibrate(prepped, cal.images, imgsz, dynamic, todo)
+            caches.update(todo)
+            if len(todo) > 1:
+                notes["histograms"] = (
+                    f"{' and '.join(todo)} ranges from one pass over the calibration images "
+                    "(one histogram each, onnxruntime's settings)"
+                )
         extra = [n for b in chosen_blocks for n in blocks[b]]
         path = work / f"cand-{next(counter)}.onnx"
         recipe = ops.quantize(
@@ -504,24 +736,24 @@ def choose_plan(
         recipe["calibration"] = calibration
         if chosen_blocks:
             recipe["float_blocks"] = list(chosen_blocks)
+        return path, recipe
+
+    def candidate(
+        name: str, calibration: str, chosen_blocks: tuple[str, ...], timed: bool = True,
+        images: list[np.ndarray] | None = None, screen: bool = True,
+    ) -> _Candidate:  # fmt: skip
+        path, recipe = rewrite(calibration, chosen_blocks, images)
         report, screened = None, False
-        if screen and limit is None and n_screen < len(evaluator):
+        if screen and n_screen < len(evaluator):
             # a few images first: a candidate that provably misses costs no full measurement
             first = evaluator.measure(path, kernels, limit=n_screen)
             if cannot_reach(first, len(evaluator), target):
                 report, screened = first, True
         if report is None:
-            report = evaluator.measure(path, kernels, timed=timed and floor, limit=limit)
+            report = evaluator.measure(path, kernels, timed=timed and floor)
         c = _Candidate(name, calibration, chosen_blocks, path, report, recipe, screened)
-        if record:
-            tried.append(c)
-        _LOGGER.info(
-            "int8 candidate %s: %.3f / %.3f, recall loss %.3f%s%s", name,
-            c.report["mean_iou_fp32_to_int8"], c.report["mean_iou_int8_to_fp32"],
-            c.report["recall_loss"],
-            f", {c.report['speedup']:.2f}x" if "speedup" in c.report else "",
-            f" (screened out on {c.report['images']} images)" if screened else "",
-        )  # fmt: skip
+        tried.append(c)
+        _log(name, report, screened)
         return c
 
     first: dict[Path, float] = {}
@@ -573,6 +805,16 @@ def choose_plan(
                     notes["more images"] = "no further calibration images available"
                     continue
                 notes["more images"] = f"{len(cal.images) + len(extra_images)} images"
+                if ops.calibrate is not None:  # the first images' ranges are known: run the rest
+                    ops.calibrate(prepped, extra_images, imgsz, dynamic,
+                                  {"minmax": work / "ranges-extra.json"})  # fmt: skip
+                    caches["more-images"] = work / "ranges-more-images.json"
+                    merged_ranges(caches["minmax"], work / "ranges-extra.json",
+                                  caches["more-images"])  # fmt: skip
+                    notes["more images"] += (
+                        f" (MinMax ranges of the {len(cal.images)} calibration images widened by "
+                        f"those of {len(extra_images)} more)"
+                    )
                 c = candidate("more images", "more-images", (), images=cal.images + extra_images)
             else:
                 c = candidate(fix, fix, ())
@@ -584,13 +826,23 @@ def choose_plan(
         fixes.close()
         if chosen is None:
             # ranked on a few held-out images against the best candidate on the same images
+            # (each block's candidate differs from it there only downstream of the block)
             n_sens = options.sensitivity_images
             base_score = first_score(best)
-            for b in tqdm(candidates, desc="int8 sensitivity", unit="block"):
-                c = candidate(f"float {b}", best.calibration, (b,), timed=False, record=False,
-                              limit=n_sens)  # fmt: skip
-                sensitivity[b] = round(score(c.report, target) - base_score, 4)
-                c.path.unlink()
+            files = [
+                rewrite(best.calibration, (b,))[0]
+                for b in tqdm(candidates, desc="int8 sensitivity (rewrites)", unit="block")
+            ]
+            reports = evaluator.measure_variants(files, best.path, kernels, n_sens)
+            for b, path, report in zip(
+                candidates,
+                files,
+                tqdm(reports, total=len(files), desc="int8 sensitivity", unit="block"),
+                strict=True,
+            ):
+                sensitivity[b] = round(score(report, target) - base_score, 4)
+                _log(f"float {b}", report)
+                path.unlink()
             ranked = [b for b, g in sorted(sensitivity.items(), key=lambda kv: -kv[1]) if g > 0]
             steps = ranked[: options.max_float_blocks]
             for i in tqdm(range(1, len(steps) + 1), desc="int8 float fallbacks", unit="plan"):

@@ -61,6 +61,19 @@ FLOAT_MODULES = {
     "coef5": re.compile(r"(?:^|/)(?:model\.\d+/)?(?:one2one_)?cv5\.\d+/"),
 }
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+PERCENTILE = 99.999  # the Percentile calibration's cut (CalibPercentile)
+# The histograms that quantize_static gives the histogram methods (onnxruntime's
+# create_calibrator defaults, with PERCENTILE): Percentile collects |x| in 2048 bins and
+# computes symmetric ranges, Entropy collects x in 128 bins (128 quantized bins).
+# :func:`calibrate_ranges` collects both in one pass with exactly these settings.
+HISTOGRAMS: dict[str, dict[str, Any]] = {
+    "percentile": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 2048},
+    "entropy": {"symmetric": False, "num_bins": 128, "num_quantized_bins": 128},
+}
+# the onnxruntime whose calibrators calibrate_ranges was checked against (tests/test_quantize.py:
+# the same ranges as quantize_static's); with an older one the plan search calibrates each
+# method in the quantize step of its first candidate
+CALIBRATE_RANGES_SINCE = (1, 32)
 
 
 @dataclass(frozen=True)
@@ -262,7 +275,7 @@ def quantize_prepared(
         "CalibStridedMinMax": calibration_stride(len(images)),
     }
     if config.method == "percentile":
-        extra["CalibPercentile"] = 99.999
+        extra["CalibPercentile"] = PERCENTILE
     calibrate = cache is None or not cache.is_file()
     with tqdm(
         total=len(images), desc=f"int8 calibration ({config.method})", unit="img",
@@ -284,6 +297,123 @@ def quantize_prepared(
     info = config.to_dict()
     info["float_nodes"] = len(exclude)
     return info
+
+
+def calibrate_ranges_supported() -> bool:
+    """Whether this onnxruntime is one :func:`calibrate_ranges` was checked against (at least
+    :data:`CALIBRATE_RANGES_SINCE`, with the collector it feeds)."""
+    import onnxruntime
+
+    try:
+        version = tuple(int(p) for p in onnxruntime.__version__.split(".")[:2])
+        from onnxruntime.quantization.calibrate import (  # noqa: F401
+            CalibrationDataCollector,
+            HistogramCollector,
+        )
+    except (ImportError, ValueError):
+        return False
+    return version >= CALIBRATE_RANGES_SINCE
+
+
+def _calibrated_op_types() -> list[str]:
+    """The operator types whose tensors quantize_static calibrates (its default: every type
+    it can quantize)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def calibrate_ranges(
+    prepped: Path,
+    images: list[np.ndarray],
+    imgsz: tuple[int, int],
+    dynamic: bool,
+    caches: dict[str, Path],
+) -> None:
+    """Calibrate activation ranges into onnxruntime calibration caches, without quantizing:
+    :func:`quantize_prepared` then reads them (``cache=``).
+
+    The histogram methods (Percentile, Entropy) share one pass: the images run once through the
+    model with every activation exposed, and each stride of images feeds one histogram per
+    method (onnxruntime's ``HistogramCollector`` with quantize_static's settings,
+    :data:`HISTOGRAMS`), so each cache holds exactly the ranges quantize_static would have
+    calibrated for that method alone (same strides, :func:`calibration_stride`). MinMax, if
+    asked for too, is a pass of its own (its graph reduces each tensor to its min and max).
+
+    Args:
+        prepped: The pre-processed model (:func:`prepare_model`).
+        images: Calibration images, (H, W, 3) uint8 BGR.
+        imgsz: Letterbox target.
+        dynamic: Minimum-rectangle letterbox.
+        caches: Method (some of :data:`CALIBRATION_METHODS`) -> cache file to write.
+
+    Raises:
+        ValueError: An unknown method, or no image.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, TensorsData, create_calibrator
+    from onnxruntime.quantization.calibrate import (
+        CalibrationDataCollector,
+        HistogramCollector,
+        save_tensors_data,
+    )
+    from tqdm import tqdm
+
+    unknown = [m for m in caches if m not in CALIBRATION_METHODS]
+    if unknown:
+        raise ValueError(f"calibration: unknown {unknown}; expected some of {CALIBRATION_METHODS}")
+    if not images:
+        raise ValueError("calibration: no image")
+    enums = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    histograms = {
+        m: HistogramCollector(method=m, percentile=PERCENTILE, scenario="same", **HISTOGRAMS[m])
+        for m in caches
+        if m in HISTOGRAMS
+    }
+
+    class Collectors(CalibrationDataCollector):
+        """Hands each stride's activations to every histogram."""
+
+        def collect(self, name_to_arr: dict[str, Any]) -> None:
+            for collector in histograms.values():
+                collector.collect(name_to_arr)
+
+        def compute_collection_result(self) -> None:  # each histogram computes its own
+            raise NotImplementedError
+
+    passes = (["minmax"] if "minmax" in caches else []) + (["histograms"] if histograms else [])
+    input_name = onnx.load(str(prepped), load_external_data=False).graph.input[0].name
+    stride = calibration_stride(len(images))
+    desc = f"int8 calibration ({' + '.join(caches)})"
+    with (
+        tempfile.TemporaryDirectory(prefix="fastsam-calib-") as tmp,
+        tqdm(total=len(images) * len(passes), desc=desc, unit="img") as bar,
+    ):
+        for kind in passes:
+            calibrator = create_calibrator(
+                Path(prepped),
+                _calibrated_op_types(),
+                augmented_model_path=str(Path(tmp) / f"augmented-{kind}.onnx"),
+                # any histogram method: they augment the graph alike
+                calibrate_method=enums["minmax" if kind == "minmax" else next(iter(histograms))],
+                extra_options={"percentile": PERCENTILE} if kind != "minmax" else {},
+            )
+            if kind != "minmax":
+                calibrator.collector = Collectors()
+            reader = _Reader(images, input_name, imgsz, dynamic, bar)
+            for start in range(0, len(images), stride):
+                reader.set_range(start, start + stride)
+                calibrator.collect_data(reader)
+            if kind == "minmax":
+                save_tensors_data(calibrator.compute_data(), caches["minmax"])
+            del calibrator
+        for m, collector in histograms.items():
+            ranges = TensorsData(enums[m], collector.compute_collection_result())
+            save_tensors_data(ranges, caches[m])
 
 
 def write_int8_detector(
@@ -403,9 +533,10 @@ def _agreement(
     """fp32 once, then each labelled int8 session (path, graph optimisation) against it."""
     import time
 
-    from edge.metrics import mask_agreement, recall_at_iou
+    from edge.metrics import crop_recall_at_iou, mask_agreement
     from edge.postprocess import prepare_detections
     from edge.session import create_session
+    from edge.types import MaskCrop
 
     sessions = {"fp32": create_session(fp32_path, threads=threads)}
     for label, (path, level) in int8_paths.items():
@@ -438,10 +569,10 @@ def _agreement(
             a2b[label].append(agree["a_to_b"])
             b2a[label].append(agree["b_to_a"])
         if calib.gt_masks is not None:
-            gt = calib.gt_masks[k]
+            gt = [MaskCrop.from_dense(m) for m in calib.gt_masks[k]]
             total += len(gt)
             for prec in found:
-                found[prec] += recall_at_iou(gt, results[prec].mask)[0]
+                found[prec] += crop_recall_at_iou(gt, results[prec].crops)[0]
     fp32_ms = round(1e3 * float(np.median(times["fp32"])), 1)
     reports = {}
     for label in labels:
@@ -638,7 +769,9 @@ def quantize_detector(
     with tempfile.TemporaryDirectory(prefix="fastsam-int8plan-") as work:
         result = choose_plan(
             fp32, Path(work), cal, more, evaluator, imgsz, dynamic, cfg, options,
-            GraphOps(prepare_model, float_nodes, quantize_prepared), search_kernels,
+            GraphOps(prepare_model, float_nodes, quantize_prepared,
+                     calibrate_ranges if calibrate_ranges_supported() else None),
+            search_kernels,
         )  # fmt: skip
         host = evaluator.measure(result.best_path, "host", timed=True)
         ref = evaluator.measure(result.best_path, "reference")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -41,3 +42,17 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+def assert_same_ranges(a: Path, b: Path) -> None:
+    """Two onnxruntime calibration caches hold the same method, tensors and numbers."""
+    from onnxruntime.quantization import load_tensors_data
+
+    ra, rb = load_tensors_data(a), load_tensors_data(b)
+    assert ra.calibration_method == rb.calibration_method
+    assert set(ra.keys()) == set(rb.keys()) and len(ra.keys()) > 100
+    for name in ra.keys():
+        da, db = ra[name].to_dict(), rb[name].to_dict()
+        assert da.keys() == db.keys(), name
+        for key in da.keys() - {"CLS"}:
+            np.testing.assert_array_equal(da[key], db[key], err_msg=f"{name}.{key}")

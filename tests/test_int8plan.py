@@ -92,6 +92,10 @@ class _FakeEval:
             rep.update(infer_ms_fp32=10.0, infer_ms_int8=5.0 if good else 4.0, speedup=2.0)
         return rep
 
+    def measure_variants(self, paths, base, kernels, limit):
+        for path in paths:
+            yield self.measure(path, kernels, limit=limit)
+
 
 def test_search_keeps_the_sensitive_block_float(demo_bundle, tmp_path):
     from edge.bundle import Int8Plan
@@ -231,3 +235,155 @@ def test_held_out_eval_measures_against_cached_fp32(demo_bundle):
     assert 0.9 <= min(q["mean_iou_fp32_to_int8"], q["mean_iou_int8_to_fp32"]) <= 1.0
     assert "speedup" not in q and np.isfinite(q["recall_loss"])
     assert ev.measure(demo_bundle / "fastsam.int8.onnx", "host", limit=1)["images"] == 1
+
+
+def test_held_out_eval_runs_no_image_twice_for_one_file(demo_bundle, monkeypatch):
+    from edge.bundle import Thresholds
+    from export.int8plan import HeldOutEval
+
+    fp32, int8 = demo_bundle / "fastsam.fp32.onnx", demo_bundle / "fastsam.int8.onnx"
+    ev = HeldOutEval(fp32, _scenes(3), (320, 320), False, Thresholds(), threads=1)
+    runs = []
+    run = ev._run
+    monkeypatch.setattr(ev, "_run", lambda session, k: runs.append(k) or run(session, k))
+
+    def measured(*args, **kwargs):
+        runs.clear()
+        return ev.measure(int8, *args, **kwargs), list(runs)
+
+    first, ran = measured("reference", limit=2)
+    assert ran == [0, 1]
+    full, ran = measured("reference")
+    assert ran == [2]  # the screened images are not run again
+    again, ran = measured("reference", limit=2)
+    assert ran == [] and again == first
+    assert measured("host", limit=1)[1] == [0]  # other kernels: measured afresh
+    timed, ran = measured("reference", timed=True)
+    assert sorted(ran) == [0, 0, 1, 1, 2, 2]  # timed: fp32 and int8 on every image
+    untimed = {k: v for k, v in timed.items() if k not in ("infer_ms_fp32", "infer_ms_int8")}
+    assert untimed == {**full, "speedup": timed["speedup"]}
+    fresh = HeldOutEval(fp32, _scenes(3), (320, 320), False, Thresholds(), threads=1)
+    assert fresh.measure(int8, "reference") == full
+
+
+def test_merged_ranges_equal_one_minmax_calibration(demo_bundle, tmp_path):
+    from helpers import assert_same_ranges
+
+    from export.int8plan import merged_ranges
+    from export.quantize import QuantConfig, calibrate_ranges, quantize_prepared
+
+    prepped = _prepped(demo_bundle, tmp_path)
+    images = _scenes(6).images
+    calibrate_ranges(prepped, images[:4], (320, 320), False, {"minmax": tmp_path / "a.json"})
+    calibrate_ranges(prepped, images[4:], (320, 320), False, {"minmax": tmp_path / "b.json"})
+    merged_ranges(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json")
+    quantize_prepared(prepped, tmp_path / "q.onnx", images, (320, 320),
+                      config=QuantConfig(num_images=6), cache=tmp_path / "all.json")  # fmt: skip
+    assert_same_ranges(tmp_path / "ab.json", tmp_path / "all.json")
+    calibrate_ranges(prepped, images[:2], (320, 320), False, {"entropy": tmp_path / "e.json"})
+    with pytest.raises(ValueError, match="not MinMax"):
+        merged_ranges(tmp_path / "a.json", tmp_path / "e.json", tmp_path / "x.json")
+
+
+def test_search_calibrating_apart_keeps_plan_and_ranges(demo_bundle, tmp_path):
+    """The search with calibration passes of its own (histograms shared, more images merged)
+    tries the same candidates from the same ranges as with each calibrated in its quantize
+    step, and calibrates the histograms once."""
+    from helpers import assert_same_ranges
+
+    from export.int8plan import GraphOps, PlanOptions, choose_plan
+    from export.quantize import (
+        QuantConfig,
+        calibrate_ranges,
+        float_nodes,
+        prepare_model,
+        quantize_prepared,
+    )
+
+    calls = []
+
+    def calibrate(prepped, images, imgsz, dynamic, caches):
+        calls.append((sorted(caches), len(images)))
+        calibrate_ranges(prepped, images, imgsz, dynamic, caches)
+
+    plans = {}
+    for name, ops in [
+        ("apart", GraphOps(prepare_model, float_nodes, quantize_prepared, calibrate)),
+        ("in quantize", GraphOps(prepare_model, float_nodes, quantize_prepared)),
+    ]:
+        work = tmp_path / name.replace(" ", "-")
+        work.mkdir()
+        opts = PlanOptions(blocks=("/model.21", PROTO), max_float_blocks=2)
+        plans[name] = choose_plan(
+            demo_bundle / "fastsam.fp32.onnx", work, _scenes(2), lambda: _scenes(4).images[2:],
+            _FakeEval(), (320, 320), False, QuantConfig(num_images=2), opts, ops,
+        ).plan  # fmt: skip
+    apart, alone = plans["apart"], plans["in quantize"]
+    assert calls == [(["entropy", "percentile"], 2), (["minmax"], 2)]
+    assert [t.name for t in apart.tried] == [t.name for t in alone.tried] == [
+        "fixed", "percentile", "mixed (per tensor)", "entropy", "more images",
+        f"fixed + float {PROTO}",
+    ]  # fmt: skip
+    assert apart.tried == alone.tried and apart.sensitivity == alone.sensitivity
+    assert "one pass" in apart.notes["histograms"] and "histograms" not in alone.notes
+    for cache in ("minmax", "percentile", "entropy", "more-images"):
+        assert_same_ranges(tmp_path / "apart" / f"ranges-{cache}.json",
+                           tmp_path / "in-quantize" / f"ranges-{cache}.json")  # fmt: skip
+    assert_same_ranges(tmp_path / "apart" / "m.json", tmp_path / "in-quantize" / "m.json")
+
+
+@pytest.mark.parametrize("kernels", ["reference", "host"])
+def test_block_candidates_measured_downstream_of_the_block(demo_bundle, tmp_path, monkeypatch,
+                                                            caplog, kernels):  # fmt: skip
+    """With the reference kernels a block's candidate runs only from the block on, fed the
+    plan it is ranked against: the same reports as measuring each file in full; a part that
+    computed other numbers (here: one that leaves the detections to the base) is caught."""
+    import onnx
+
+    import export.downstream as ds
+    from edge.bundle import Thresholds
+    from export.int8plan import HeldOutEval, blocks_of
+    from export.quantize import QuantConfig, float_nodes, quantize_prepared
+
+    prepped = _prepped(demo_bundle, tmp_path)
+    model = onnx.load(str(prepped))
+    blocks = blocks_of(model, set(float_nodes(model, ("cv3", "cv4"))))
+    calib, cfg, cache = _scenes(2).images, QuantConfig(num_images=2), tmp_path / "ranges.json"
+    base = tmp_path / "base.onnx"
+    quantize_prepared(prepped, base, calib, (320, 320), config=cfg, cache=cache)
+    names = ["/model.2", "/model.12", "/model.19", PROTO, "/model.22/cv2.1"]
+    files = []
+    for b in names:
+        files.append(tmp_path / f"{b.strip('/').replace('/', '-')}.onnx")
+        quantize_prepared(prepped, files[-1], calib, (320, 320), config=cfg, cache=cache,
+                          extra_float=blocks[b])  # fmt: skip
+    held = _scenes(3, start=1_600_000)
+    full = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", held, (320, 320), False,
+                       Thresholds(conf=0.1), threads=1)  # fmt: skip
+    expected = [full.measure(f, kernels, limit=2) for f in files]
+    assert len({r["mean_iou_fp32_to_int8"] for r in expected}) > 1  # the blocks differ
+    ev = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", held, (320, 320), False,
+                     Thresholds(conf=0.1), threads=1)  # fmt: skip
+    runs = []
+    run = ev._run
+    monkeypatch.setattr(ev, "_run", lambda session, k: runs.append(k) or run(session, k))
+    assert list(ev.measure_variants(files, base, kernels, 2)) == expected
+    assert len(runs) == (0 if kernels == "reference" else 2 * len(files))  # whole graphs run
+    runs.clear()
+    assert ev.measure(files[0], kernels, limit=2) == expected[0] and not runs  # kept
+    if kernels == "host":
+        return
+    # a wrong part: the detections output taken from the base though the block changes it
+    affected = ds.affected_nodes
+
+    def wrong(base_model, variant):
+        out0 = variant.graph.output[0].name
+        return {n.name for n in variant.graph.node if out0 not in n.output} & affected(
+            base_model, variant)  # fmt: skip
+
+    monkeypatch.setattr(ds, "affected_nodes", wrong)
+    ev = HeldOutEval(demo_bundle / "fastsam.fp32.onnx", held, (320, 320), False,
+                     Thresholds(conf=0.1), threads=1)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert list(ev.measure_variants(files, base, kernels, 2)) == expected
+    assert "every candidate is measured in full" in caplog.text

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.metrics import crop_iou_matrix, mask_agreement, mask_iou_matrix
+from edge.metrics import (
+    crop_iou_matrix,
+    crop_recall_at_iou,
+    iou_agreement,
+    mask_agreement,
+    mask_iou_matrix,
+    recall_at_iou,
+)
 from edge.types import MaskCrop
 
 
@@ -20,17 +27,58 @@ def _random_crops(n: int, hw: tuple[int, int], seed: int) -> list[MaskCrop]:
     return crops
 
 
-@pytest.mark.parametrize(("na", "nb", "hw", "seed"), [(7, 9, (37, 53), 0), (12, 5, (64, 41), 1)])
-def test_crop_iou_matrix_equals_dense(na, nb, hw, seed):
+@pytest.mark.parametrize(
+    ("na", "nb", "hw", "seed", "stack_bytes", "popcount"),
+    [
+        (7, 9, (37, 53), 0, None, True),
+        (12, 5, (64, 41), 1, None, True),
+        (9, 11, (40, 150), 8, 1, True),  # b laid out one mask at a time; crops past a word
+        (9, 11, (40, 150), 9, 3000, False),  # a few masks a chunk; numpy < 2 bit counts
+    ],
+)
+def test_crop_iou_matrix_equals_dense(monkeypatch, na, nb, hw, seed, stack_bytes, popcount):
+    import edge.metrics
+
+    if stack_bytes is not None:
+        monkeypatch.setattr(edge.metrics, "_FRAME_STACK_BYTES", stack_bytes)
+    if not popcount:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
     a, b = _random_crops(na, hw, seed), _random_crops(nb, hw, seed + 100)
     dense_a = np.stack([c.dense(*hw) for c in a])
     dense_b = np.stack([c.dense(*hw) for c in b])
-    np.testing.assert_allclose(crop_iou_matrix(a, b), mask_iou_matrix(dense_a, dense_b))
+    np.testing.assert_array_equal(crop_iou_matrix(a, b), mask_iou_matrix(dense_a, dense_b))
     # each non-empty mask matches itself (IoU 1); an empty one matches nothing (IoU 0)
     nonempty = sum(1 for c in a if c.area)
     assert nonempty > 0
     same = mask_agreement(a, a)
     assert same["a_to_b"] == pytest.approx(nonempty / len(a)) and same["n_a"] == len(a)
+
+
+@pytest.mark.parametrize(
+    ("ng", "np_", "hw", "seed", "thr"),
+    [
+        (6, 9, (37, 53), 2, 0.5),
+        (4, 30, (48, 48), 3, 0.1),  # many overlapping predictions, a low threshold
+        (5, 0, (20, 30), 4, 0.5),  # no prediction: nothing found
+        (0, 4, (20, 30), 5, 0.5),  # no ground truth
+    ],
+)
+def test_crop_recall_equals_dense_recall(ng, np_, hw, seed, thr):
+    gt, pred = _random_crops(ng, hw, seed), _random_crops(np_, hw, seed + 100)
+    gt.append(MaskCrop.from_dense(np.zeros(hw, bool)))  # an empty ground-truth mask: never found
+    # one prediction equal to a ground-truth mask: found at any threshold
+    pred = pred + gt[:1] if ng else pred
+    dense_gt = np.stack([c.dense(*hw) for c in gt])
+    dense_pred = np.stack([c.dense(*hw) for c in pred]) if pred else np.zeros((0, *hw), bool)
+    expected = recall_at_iou(dense_gt, dense_pred, thr)
+    assert crop_recall_at_iou(gt, pred, thr) == expected
+    assert expected[1] == len(gt) and (expected[0] > 0) == (ng > 0)
+
+
+@pytest.mark.parametrize(("na", "nb"), [(7, 9), (0, 3), (3, 0), (0, 0)])
+def test_iou_agreement_is_mask_agreement(na, nb):
+    a, b = _random_crops(na, (30, 40), 6), _random_crops(nb, (30, 40), 7)
+    assert iou_agreement(crop_iou_matrix(a, b)) == mask_agreement(a, b)
 
 
 def _crop(x0: int, y0: int, x1: int, y1: int, hw=(40, 60)) -> MaskCrop:

@@ -212,3 +212,39 @@ def test_reference_verify_is_cpu_independent(demo_bundle, tmp_path):
     assert emulated["host"]["cpu_class"]["name"] == "x86-avx2"
     for key in ("mean_iou_fp32_to_int8", "mean_iou_int8_to_fp32", "recall_int8"):
         assert emulated["reference"][key] == pytest.approx(native["reference"][key], abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("methods", "n"),
+    [
+        (("percentile", "entropy"), 6),  # one pass, two strides of 3 (histograms merged)
+        (("entropy",), 4),
+        (("minmax", "percentile"), 5),  # two passes; 5 images: strides of 1
+    ],
+)
+def test_calibrate_ranges_equals_quantize_static(demo_bundle, tmp_path, methods, n):
+    """One pass for both histogram methods gives each the ranges onnxruntime's calibrator for
+    that method alone gives (quantize_static calibrating into its cache)."""
+    from helpers import assert_same_ranges
+
+    from edge.demo.scenes import generate_scene
+    from export.quantize import (
+        QuantConfig,
+        calibrate_ranges,
+        calibrate_ranges_supported,
+        prepare_model,
+        quantize_prepared,
+    )
+
+    assert calibrate_ranges_supported()  # the onnxruntime of this environment was checked
+    images = [generate_scene(1_500_000 + i, 320, 320).image for i in range(n)]
+    prepped = prepare_model(demo_bundle / "fastsam.fp32.onnx", tmp_path / "prepped.onnx")
+    shared = {m: tmp_path / f"shared-{m}.json" for m in methods}
+    calibrate_ranges(prepped, images, (320, 320), False, shared)
+    for m in methods:
+        alone = tmp_path / f"alone-{m}.json"
+        quantize_prepared(prepped, tmp_path / f"{m}.onnx", images, (320, 320),
+                          config=QuantConfig(method=m, num_images=n), cache=alone)  # fmt: skip
+        assert_same_ranges(shared[m], alone)
+    with pytest.raises(ValueError, match="unknown"):
+        calibrate_ranges(prepped, images, (320, 320), False, {"kl": tmp_path / "x.json"})
