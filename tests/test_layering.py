@@ -215,7 +215,7 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 
 EXPORT = EDGE.parent / "export"
 EXPORT_LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("shared", ("export.common", "export.archs")),
+    ("shared", ("export.common", "export.archs", "export.downstream")),
     ("int8 plan search (the quantize step passes its graph functions in)", ("export.int8plan",)),
     (
         "steps",
