@@ -21,7 +21,8 @@
 # `pytest -m arm64` runs it (FASTSAM_ARM64_CHECK=1 to opt in).
 #
 # Usage: sudo scripts/arm64_check.sh [--root DIR] [--out DIR] [--tests "FILES..."] [--python PY]
-#   --root DIR   rootfs cache (default: work/arm64-root)
+#   --root DIR   rootfs cache (default: /var/cache/fastsam-edge/arm64-root; outside the source
+#                tree, whose copy in the root would otherwise hold live proc/sys/dev mounts)
 #   --out DIR    JSON results + check.log (default: work/arm64-out)
 #   --tests STR  runtime test modules run inside (default below; "" to skip)
 #   --python PY  host interpreter with the runtime installed (default: python3)
@@ -39,7 +40,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ROOT="$REPO/work/arm64-root"
+ROOT="${ARM64_ROOT:-/var/cache/fastsam-edge/arm64-root}"
 OUT="$REPO/work/arm64-out"
 TESTS="tests/test_preprocess.py tests/test_postprocess.py tests/test_encode.py tests/test_types.py tests/test_bundle.py"
 HOST_PY="python3"
@@ -65,7 +66,7 @@ while (($#)); do
         --agreement-objects) AGREEMENT_CONF="$AGREEMENT_CONF --objects $2"; shift 2 ;;
         --print-mirror) ACTION=print-mirror; shift ;;
         --write-scene) ACTION=write-scene; SCENE_OUT="$(realpath -m "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "arm64_check: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
