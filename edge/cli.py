@@ -501,7 +501,7 @@ def _int8_lines(quant: Any) -> list[str]:
         lines.append(
             f"int8 plan:   {plan.mode}: {plan.chosen or 'none'} ({verdict} {t.describe()}, "
             + floor
-            + f"; {len(plan.tried)} candidates tried"
+            + f"; {len(plan.tried)} candidate{'s' if len(plan.tried) != 1 else ''} tried"
             + (f", {screened} screened out on a few images" if screened else "")
             + ")"
         )
